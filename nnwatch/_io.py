@@ -1,0 +1,75 @@
+"""Atomic file writes: a reader sees either the old file or the complete new one, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Final destination. Its folder must exist.
+
+    Returns
+    -------
+    Iterator[Path]
+        Context manager yielding the temporary path to write to.
+    """
+    final = Path(path)
+    folder = final.parent if str(final.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {final}: folder {folder} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        # Make the rename itself durable (directory entry), where the platform allows it.
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination file.
+    data : bytes
+        Full file content.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``path``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination file.
+    writer : callable
+        Writes the complete file to the path it is given.
+    """
+    with atomic_path(path) as tmp:
+        writer(tmp)

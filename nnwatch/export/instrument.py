@@ -1,0 +1,349 @@
+"""Add monitored activations to any ONNX classifier as extra graph outputs.
+
+The original nodes, initializers and outputs are left as they are; nnwatch only appends
+graph outputs (and, for feature maps reduced in the graph, one Reduce node per tap, plus a
+Cast where a tap is not float32) and writes its manifest into the model metadata.
+
+Sketch of a tapped conv layer (``reduce_in_graph=True``)::
+
+    x -> Conv -> Relu ---------> ... -> logits (output 0, unchanged)
+                  |
+                  +-> ReduceMean(axes=2,3) -> "nnwatch/mean/<relu output>" (new output)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import onnx
+from onnx import TensorProto, helper, shape_inference
+
+from .._io import atomic_write_bytes
+from .._validate import unknown_name
+from ..errors import InputError, ModelError
+from ..manifest import MANIFEST_KEY, Tap, TapManifest
+from .names import tap_output_name
+from .select import ACTIVATION_OPS, auto_tensors, logits_tensor, penultimate_tensor, producers
+
+# onnxruntime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default.
+MAX_IR_VERSION = 13
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Load a model and fingerprint it.
+
+    Parameters
+    ----------
+    source : path, bytes or onnx.ModelProto
+        The model.
+
+    Returns
+    -------
+    tuple
+        ``(model, sha256 hex of the serialized model)``; for a path, the hash of the file bytes.
+
+    Raises
+    ------
+    ModelError
+        The file is missing or is not a loadable ONNX model.
+    """
+    if isinstance(source, onnx.ModelProto):
+        data = source.SerializeToString()
+    elif isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ModelError(f"ONNX file {path} does not exist")
+        data = path.read_bytes()
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"cannot parse ONNX model ({type(exc).__name__}: {exc}); is it a valid .onnx file?") from None
+    if not model.graph.node:
+        raise ModelError("ONNX model has an empty graph; is it a valid .onnx file?")
+    return model, hashlib.sha256(data).hexdigest()
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return int(op.version)
+    raise ModelError("ONNX model does not import the default (ai.onnx) opset")
+
+
+def _tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
+    """name -> (elem_type, dims) with dims as int or str (symbolic) or None (unknown)."""
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"ONNX shape inference failed on this model: {exc}") from None
+    table: dict[str, tuple[int, tuple]] = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            table[vi.name] = (tt.elem_type, ())
+            continue
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+        table[vi.name] = (tt.elem_type, dims)
+    return table
+
+
+def _layer_aliases(model: onnx.ModelProto) -> dict[str, str]:
+    """Torch module path -> tensor it outputs, from the dynamo exporter's node metadata."""
+    aliases: dict[str, str] = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        scopes = meta.get("pkg.torch.onnx.name_scopes")
+        if not scopes or not node.output:
+            continue
+        try:
+            parts = [s.strip().strip("'\"") for s in scopes.strip("[]").split(",")]
+        except ValueError:
+            continue
+        # The last node inside a module scope produces that module's output.
+        for module in parts[1:-1]:
+            if module:
+                aliases[module] = node.output[0]
+    return aliases
+
+
+def _reduce_node(op: str, src: str, dst: str, rank: int, opset: int, nodes: list, inits: list) -> None:
+    axes = list(range(2, rank))
+    if opset >= 18:
+        axes_name = f"{dst}/axes"
+        inits.append(helper.make_tensor(axes_name, TensorProto.INT64, [len(axes)], axes))
+        nodes.append(helper.make_node(op, [src, axes_name], [dst], keepdims=0, name=f"{dst}/node"))
+    else:
+        nodes.append(helper.make_node(op, [src], [dst], axes=axes, keepdims=0, name=f"{dst}/node"))
+
+
+def instrument(
+    source: str | os.PathLike | bytes | onnx.ModelProto,
+    layers: str | Sequence[str] = "auto",
+    reduction: str = "mean",
+    reduce_in_graph: bool = True,
+    max_taps: int | None = None,
+    fingerprint: str | None = None,
+) -> tuple[onnx.ModelProto, TapManifest]:
+    """Expose intermediate activations of a classifier as extra graph outputs.
+
+    Parameters
+    ----------
+    source : path, bytes or onnx.ModelProto
+        The classifier. Output 0 must be logits ``(batch, classes)`` or a Softmax of them.
+    layers : "auto" or sequence of str
+        ``"auto"``: outputs of activation ops and the features feeding the final
+        classifier op. Otherwise tensor names, or torch module paths for models exported by
+        the dynamo exporter.
+    reduction : {"mean", "max"}
+        How a feature map becomes one value per channel.
+    reduce_in_graph : bool
+        Reduce maps with ReduceMean/ReduceMax nodes (small outputs, extra ops) instead of
+        exposing full maps for the monitor to reduce (no extra ops, larger copies).
+    max_taps : int or None
+        For ``"auto"``: keep only the last ``max_taps`` activation taps.
+    fingerprint : str or None
+        sha256 to record as the original model's; default: hash of ``source``.
+
+    Returns
+    -------
+    tuple
+        ``(instrumented onnx.ModelProto, TapManifest)``.
+
+    Raises
+    ------
+    ModelError
+        Unloadable model, unsupported structure, or already instrumented.
+    InputError
+        Unknown layer names (the message lists the available ones) or bad options.
+    """
+    if reduction not in ("mean", "max"):
+        raise InputError(f"reduction must be 'mean' or 'max', got {reduction!r}")
+    model, digest = load_onnx(source)
+    fingerprint = fingerprint or digest
+    if any(p.key == MANIFEST_KEY for p in model.metadata_props):
+        raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
+    graph = model.graph
+    opset = _default_opset(model)
+    initializers = {i.name for i in graph.initializer}
+    data_inputs = [i for i in graph.input if i.name not in initializers]
+    if len(data_inputs) != 1:
+        raise ModelError(
+            f"nnwatch monitors models with one data input; this one has {len(data_inputs)}: "
+            f"{[i.name for i in data_inputs]}"
+        )
+    types = _tensor_types(model)
+    prod = producers(graph)
+    logits = logits_tensor(graph, prod)
+    in_type, in_dims = types.get(data_inputs[0].name, (0, ()))
+    if len(in_dims) < 1:
+        raise ModelError(f"input {data_inputs[0].name!r} has no known rank")
+    batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else None
+
+    aliases = _layer_aliases(model)
+    reverse_alias: dict[str, str] = {}
+    for module, tensor in aliases.items():  # the innermost module names a tensor best
+        if tensor not in reverse_alias or module.count(".") > reverse_alias[tensor].count("."):
+            reverse_alias[tensor] = module
+    if isinstance(layers, str):
+        if layers != "auto":
+            layers = [name.strip() for name in layers.split(",") if name.strip()]
+    if layers == "auto":
+        tensors = auto_tensors(graph, initializers, max_taps)
+    else:
+        if not layers:
+            raise InputError("layers is empty; pass 'auto' or a list of tensor names")
+        known = set(prod) | {i.name for i in data_inputs}
+        tensors = []
+        for name in layers:
+            if name in known:
+                tensors.append(name)
+            elif name in aliases:
+                tensors.append(aliases[name])
+            else:
+                candidates = [n.output[0] for n in graph.node if n.op_type in ACTIVATION_OPS] + sorted(aliases)
+                raise unknown_name("layer/tensor", name, candidates or known)
+    if len(set(tensors)) != len(tensors):
+        raise InputError(f"a layer is listed twice: {tensors}")
+    if not tensors:
+        raise ModelError("no layer to monitor was found (no activation ops, no classifier input); pass layers=")
+
+    used = set(prod) | {i.name for i in graph.input} | initializers | {o.name for o in graph.output}
+    new_nodes: list = []
+    new_inits: list = []
+    new_outputs: list = []
+    existing_outputs = {o.name for o in graph.output}
+    taps: list[Tap] = []
+    penult_tensor = penultimate_tensor(logits, prod, initializers)
+    penult_layer = None
+    for tensor in tensors:
+        elem, dims = types.get(tensor, (0, ()))
+        if elem not in _FLOAT_TYPES:
+            raise ModelError(
+                f"tensor {tensor!r} has element type {TensorProto.DataType.Name(elem) if elem else 'unknown'}; "
+                "only float tensors can be monitored (shape inference could not type it if unknown)"
+            )
+        if len(dims) < 2:
+            raise ModelError(f"tensor {tensor!r} has shape {dims}; a monitored tensor needs (batch, features, ...)")
+        per_sample = dims[1:]
+        if not all(isinstance(d, int) and d > 0 for d in per_sample):
+            raise ModelError(
+                f"tensor {tensor!r} has per-sample shape {per_sample} with unknown or dynamic sizes; "
+                "nnwatch needs static channel/feature sizes"
+            )
+        source = tensor
+        cast = elem != TensorProto.FLOAT
+        if cast:
+            source = f"nnwatch/float/{tensor}"
+            new_nodes.append(helper.make_node("Cast", [tensor], [source], to=TensorProto.FLOAT, name=f"{source}/node"))
+        layer = reverse_alias.get(tensor, tensor)
+        if tensor == penult_tensor:
+            penult_layer = layer
+        if len(dims) == 2:
+            out_name = tap_output_name(tensor, "none", cast)
+            tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample), reduction="none")
+            if out_name in existing_outputs:
+                taps.append(tap)
+                continue
+        elif reduce_in_graph:
+            out_name = tap_output_name(tensor, reduction, False)
+            op = "ReduceMean" if reduction == "mean" else "ReduceMax"
+            _reduce_node(op, source, out_name, len(dims), opset, new_nodes, new_inits)
+            tap = Tap(output=out_name, layer=layer, source=tensor, shape=(per_sample[0],), reduction=reduction)
+        else:
+            out_name = tap_output_name(tensor, "none", cast)
+            tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample),
+                      reduction=reduction, in_graph=False)
+            if out_name in existing_outputs:
+                taps.append(tap)
+                continue
+        if out_name in used and out_name != tensor:
+            raise ModelError(f"cannot add output {out_name!r}: the graph already has a tensor of that name")
+        shape = [batch if batch else "batch"] + list(tap.shape)
+        new_outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
+        existing_outputs.add(out_name)
+        taps.append(tap)
+
+    ltype, ldims = types.get(logits, (0, ()))
+    if len(ldims) != 2 or not isinstance(ldims[1], int):
+        raise ModelError(f"output {logits!r} has shape {ldims}; nnwatch monitors classifiers with (batch, classes) logits")
+    if logits not in existing_outputs:
+        new_outputs.append(helper.make_tensor_value_info(logits, ltype, [batch if batch else "batch", ldims[1]]))
+
+    original_outputs = tuple(o.name for o in graph.output)
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(new_inits)
+    graph.output.extend(new_outputs)
+    manifest = TapManifest(
+        fingerprint=fingerprint,
+        input_name=data_inputs[0].name,
+        input_shape=tuple(d if isinstance(d, int) and d > 0 else None for d in in_dims[1:]),
+        batch=batch,
+        logits=logits,
+        taps=tuple(taps),
+        original_outputs=original_outputs,
+        penultimate=penult_layer,
+    )
+    manifest.validate()
+    entry = model.metadata_props.add()
+    entry.key = MANIFEST_KEY
+    entry.value = manifest.to_json()
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"instrumented model fails the ONNX checker: {exc}") from None
+    return model, manifest
+
+
+def instrument_file(
+    src: str | os.PathLike, dst: str | os.PathLike, **options: object
+) -> TapManifest:
+    """Instrument the model at ``src`` and write it atomically to ``dst``.
+
+    Parameters
+    ----------
+    src : path
+        Original ONNX file.
+    dst : path
+        Destination of the instrumented model.
+    **options
+        Passed to :func:`instrument`.
+
+    Returns
+    -------
+    TapManifest
+        The manifest written into ``dst``.
+    """
+    model, manifest = instrument(src, **options)  # type: ignore[arg-type]
+    save_onnx(model, dst)
+    return manifest
+
+
+def save_onnx(model: onnx.ModelProto, dst: str | os.PathLike) -> None:
+    """Serialize ``model`` atomically.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        Model to save (must be under protobuf's 2 GB limit).
+    dst : path
+        Destination file.
+
+    Raises
+    ------
+    ModelError
+        The model is over 2 GB.
+    """
+    if model.ByteSize() >= 2**31:
+        raise ModelError("models over 2 GB (external data) are not supported yet")
+    atomic_write_bytes(dst, model.SerializeToString())

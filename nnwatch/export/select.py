@@ -1,0 +1,112 @@
+"""Which tensors "auto" taps: activation outputs, and the features that feed the classifier."""
+
+from __future__ import annotations
+
+from onnx import GraphProto, NodeProto
+
+# Ops whose output is an activation pattern worth monitoring.
+ACTIVATION_OPS = frozenset(
+    {"Relu", "Clip", "Sigmoid", "Gelu", "HardSwish", "HardSigmoid", "LeakyRelu", "Elu", "Selu",
+     "Tanh", "Softplus", "Mish", "PRelu", "ThresholdedRelu", "Celu", "Swish"}
+)
+# Ops a classifier head may pass through between its last matmul and the logits.
+_HEAD_PASSTHROUGH = frozenset({"Add", "Identity", "Reshape", "Squeeze", "Flatten", "Cast"})
+_CLASSIFIER_OPS = frozenset({"Gemm", "MatMul"})
+
+
+def producers(graph: GraphProto) -> dict[str, NodeProto]:
+    """Map each tensor name to the node that produces it.
+
+    Parameters
+    ----------
+    graph : onnx.GraphProto
+        The graph to index.
+
+    Returns
+    -------
+    dict
+        tensor name -> producing node.
+    """
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def logits_tensor(graph: GraphProto, prod: dict[str, NodeProto]) -> str:
+    """The tensor holding pre-softmax logits: output 0, or the input of a final Softmax.
+
+    Parameters
+    ----------
+    graph : onnx.GraphProto
+        Model graph.
+    prod : dict
+        Output of :func:`producers`.
+
+    Returns
+    -------
+    str
+        Tensor name.
+    """
+    name = graph.output[0].name
+    node = prod.get(name)
+    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+        return node.input[0]
+    return name
+
+
+def penultimate_tensor(logits: str, prod: dict[str, NodeProto], initializers: set[str]) -> str | None:
+    """The feature vector entering the final classifier op, or None when there is none.
+
+    Parameters
+    ----------
+    logits : str
+        Logits tensor name.
+    prod : dict
+        Output of :func:`producers`.
+    initializers : set of str
+        Names of weight tensors (never features).
+
+    Returns
+    -------
+    str or None
+        Tensor name.
+    """
+    name = logits
+    for _ in range(6):
+        node = prod.get(name)
+        if node is None:
+            return None
+        data_inputs = [i for i in node.input if i and i not in initializers]
+        if node.op_type in _CLASSIFIER_OPS:
+            return data_inputs[0] if data_inputs else None
+        if node.op_type not in _HEAD_PASSTHROUGH or not data_inputs:
+            return None
+        name = data_inputs[0]
+    return None
+
+
+def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None) -> list[str]:
+    """Tensors that ``layers="auto"`` taps, in graph order.
+
+    Parameters
+    ----------
+    graph : onnx.GraphProto
+        Model graph.
+    initializers : set of str
+        Weight tensor names.
+    max_taps : int or None
+        Keep only the last ``max_taps`` activation taps (closest to the output); the
+        penultimate features are always kept.
+
+    Returns
+    -------
+    list of str
+        Tensor names.
+    """
+    prod = producers(graph)
+    logits = logits_tensor(graph, prod)
+    penult = penultimate_tensor(logits, prod, initializers)
+    chosen = [n.output[0] for n in graph.node if n.op_type in ACTIVATION_OPS and n.output and n.output[0] != logits]
+    if max_taps is not None:
+        chosen = chosen[-max_taps:] if max_taps > 0 else []
+    if penult is not None and penult not in chosen:
+        chosen.append(penult)
+    return chosen

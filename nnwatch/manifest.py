@@ -1,0 +1,193 @@
+"""The tap manifest: which graph outputs an instrumented model exposes and how to read them.
+
+It is stored as JSON in the ONNX model's ``metadata_props`` under :data:`MANIFEST_KEY`, so the
+runtime reads it through onnxruntime (``custom_metadata_map``) without the ``onnx`` package.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ModelError
+
+MANIFEST_KEY = "nnwatch.manifest"
+MANIFEST_FORMAT = "nnwatch.manifest"
+MANIFEST_VERSION = 1
+REDUCTIONS = ("none", "mean", "max")
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One monitored layer.
+
+    Attributes
+    ----------
+    output : str
+        Graph output name that carries the layer's values.
+    layer : str
+        Human name of the layer (torch module path, or the ONNX tensor name).
+    source : str
+        The ONNX tensor that was tapped.
+    shape : tuple of int
+        Per-sample shape of ``output`` (batch axis removed).
+    reduction : str
+        How a feature map becomes one value per channel: ``"none"`` (already a vector),
+        ``"mean"`` or ``"max"`` over the spatial axes.
+    in_graph : bool
+        True when the reduction is done by nodes in the graph (``output`` is then ``(C,)``);
+        False when the monitor reduces the full map after the run.
+    """
+
+    output: str
+    layer: str
+    source: str
+    shape: tuple[int, ...]
+    reduction: str = "none"
+    in_graph: bool = True
+
+    @property
+    def neurons(self) -> int:
+        """Number of neurons (channels, or units of a dense layer) this tap contributes."""
+        return int(self.shape[0]) if self.shape else 1
+
+
+@dataclass(frozen=True)
+class TapManifest:
+    """Everything the runtime needs to know about an instrumented model.
+
+    Attributes
+    ----------
+    fingerprint : str
+        sha256 of the original (untapped) model file, hex.
+    input_name : str
+        Name of the model input that receives the data batch.
+    input_shape : tuple
+        Per-sample input shape; ``None`` for a dynamic axis.
+    batch : int or None
+        Fixed batch size of the graph, or None when the batch axis is dynamic.
+    logits : str
+        Graph output holding the classifier's logits (pre-softmax).
+    taps : tuple of Tap
+        Monitored layers in graph order.
+    original_outputs : tuple of str
+        Outputs the model had before instrumenting.
+    penultimate : str or None
+        Layer name of the features that feed the classifier (used by feature-space
+        detectors such as Mahalanobis), or None when it could not be identified.
+    """
+
+    fingerprint: str
+    input_name: str
+    input_shape: tuple
+    batch: int | None
+    logits: str
+    taps: tuple[Tap, ...]
+    original_outputs: tuple[str, ...] = field(default_factory=tuple)
+    penultimate: str | None = None
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in tap order."""
+        return [t.layer for t in self.taps]
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Neurons per layer in tap order."""
+        return [t.neurons for t in self.taps]
+
+    def to_json(self) -> str:
+        """Serialize to the JSON stored in the model metadata.
+
+        Returns
+        -------
+        str
+            JSON text with format name and version.
+        """
+        body: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION}
+        body.update(asdict(self))
+        return json.dumps(body, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TapManifest":
+        """Parse and validate manifest JSON.
+
+        Parameters
+        ----------
+        text : str
+            JSON written by :meth:`to_json`.
+
+        Returns
+        -------
+        TapManifest
+            The parsed manifest.
+
+        Raises
+        ------
+        ModelError
+            Malformed JSON, wrong format or version, or missing/invalid fields.
+        """
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"nnwatch manifest in the model metadata is not valid JSON: {exc}") from None
+        if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
+            raise ModelError("model metadata does not hold an nnwatch manifest")
+        if body.get("version") != MANIFEST_VERSION:
+            raise ModelError(
+                f"nnwatch manifest version {body.get('version')!r} is not supported "
+                f"(this nnwatch reads version {MANIFEST_VERSION}); re-instrument the model"
+            )
+        try:
+            taps = tuple(
+                Tap(
+                    output=str(t["output"]),
+                    layer=str(t["layer"]),
+                    source=str(t["source"]),
+                    shape=tuple(int(d) for d in t["shape"]),
+                    reduction=str(t["reduction"]),
+                    in_graph=bool(t["in_graph"]),
+                )
+                for t in body["taps"]
+            )
+            manifest = cls(
+                fingerprint=str(body["fingerprint"]),
+                input_name=str(body["input_name"]),
+                input_shape=tuple(None if d is None else int(d) for d in body["input_shape"]),
+                batch=None if body["batch"] is None else int(body["batch"]),
+                logits=str(body["logits"]),
+                taps=taps,
+                original_outputs=tuple(str(o) for o in body.get("original_outputs", ())),
+                penultimate=None if body.get("penultimate") is None else str(body["penultimate"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"nnwatch manifest is incomplete or malformed ({exc!r}); re-instrument the model") from None
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        """Check internal consistency.
+
+        Raises
+        ------
+        ModelError
+            No taps, duplicate outputs, unknown reduction or non-positive sizes.
+        """
+        if not self.taps:
+            raise ModelError("nnwatch manifest lists no monitored layers")
+        outputs = [t.output for t in self.taps]
+        if len(set(outputs)) != len(outputs):
+            raise ModelError(f"nnwatch manifest lists a tap output twice: {outputs}")
+        for t in self.taps:
+            if t.reduction not in REDUCTIONS:
+                raise ModelError(f"tap {t.layer!r}: reduction {t.reduction!r} not in {REDUCTIONS}")
+            if not t.shape or any(d <= 0 for d in t.shape):
+                raise ModelError(f"tap {t.layer!r}: per-sample shape {t.shape} must be static and positive")
+            if t.in_graph and len(t.shape) != 1:
+                raise ModelError(f"tap {t.layer!r}: a reduced (in-graph) tap must be a vector, got {t.shape}")
+        if self.penultimate is not None and self.penultimate not in self.layer_names:
+            raise ModelError(f"nnwatch manifest: penultimate layer {self.penultimate!r} is not a tap")
+        if len(self.fingerprint) != 64:
+            raise ModelError("nnwatch manifest fingerprint is not a sha256 hex digest")
