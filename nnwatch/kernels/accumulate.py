@@ -1,0 +1,119 @@
+"""Streaming accumulation of a profile's statistics, one batch at a time.
+
+Row ``c`` of every array holds class ``c``; the last row holds all classes together.
+Samples labelled ``-1`` are skipped (not trusted).
+
+Pass 1 (no range needed): count, min, max, mean and M2 (Welford), top-k membership counts.
+Pass 2 (needs pass 1's ranges and thresholds): k-section hit counts, active counts, and
+counts of values outside the range (0 when pass 2 sees the same data as pass 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import njit
+from .coverage import _topk_insert
+
+
+@njit()
+def _pass1(buf, batch, off, labels, count, mn, mx, mean, m2, topk_count, k_top, best_v, best_i):
+    n_layers = off.shape[0] - 1
+    glob = count.shape[0] - 1
+    for b in range(batch):
+        c = labels[b]
+        if c < 0:
+            continue
+        count[c] += 1
+        count[glob] += 1
+        inv_c = 1.0 / count[c]
+        inv_g = 1.0 / count[glob]
+        for layer in range(n_layers):
+            start = off[layer]
+            n_l = off[layer + 1] - start
+            base = batch * start + b * n_l
+            kk = min(k_top, n_l)
+            filled = 0
+            for j in range(n_l):
+                n = start + j
+                v = buf[base + j]
+                x = np.float64(v)
+                for row, inv in ((c, inv_c), (glob, inv_g)):
+                    if v < mn[row, n]:
+                        mn[row, n] = v
+                    if v > mx[row, n]:
+                        mx[row, n] = v
+                    delta = x - mean[row, n]
+                    mean[row, n] += delta * inv
+                    m2[row, n] += delta * (x - mean[row, n])
+                if kk > 0:
+                    filled = _topk_insert(v, j, filled, kk, best_v, best_i)
+            for t in range(filled):
+                topk_count[c, start + best_i[t]] += 1
+                topk_count[glob, start + best_i[t]] += 1
+
+
+@njit()
+def _pass2(buf, batch, off, labels, lo, hi, inv_w, thr, section_hits, active_count, outside_count):
+    n_layers = off.shape[0] - 1
+    glob = lo.shape[0] - 1
+    k = section_hits.shape[2]
+    for b in range(batch):
+        c = labels[b]
+        if c < 0:
+            continue
+        for layer in range(n_layers):
+            start = off[layer]
+            n_l = off[layer + 1] - start
+            base = batch * start + b * n_l
+            for j in range(n_l):
+                n = start + j
+                v = buf[base + j]
+                active = v > thr[n]
+                for row in (c, glob):
+                    if active:
+                        active_count[row, n] += 1
+                    low = lo[row, n]
+                    if v >= low and v <= hi[row, n]:
+                        s = int((np.float64(v) - np.float64(low)) * inv_w[row, n])
+                        if s >= k:
+                            s = k - 1
+                        section_hits[row, n, s] += 1
+                    else:
+                        outside_count[row, n] += 1
+
+
+@njit()
+def _reduce_maps(maps, out, batch, channels, spatial, use_max):
+    # maps: (B * C * S,) row-major (B, C, S); out: (B * C,) block of the layer buffer.
+    for b in range(batch):
+        for ch in range(channels):
+            base = (b * channels + ch) * spatial
+            if use_max:
+                acc = maps[base]
+                for s in range(1, spatial):
+                    if maps[base + s] > acc:
+                        acc = maps[base + s]
+                out[b * channels + ch] = acc
+            else:
+                total = 0.0
+                for s in range(spatial):
+                    total += maps[base + s]
+                out[b * channels + ch] = total / spatial
+
+
+def reduce_maps(maps: np.ndarray, out: np.ndarray, use_max: bool) -> None:
+    """Reduce ``(B, C, ...)`` feature maps to ``(B, C)`` per-channel means or maxima.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        float32 C-contiguous ``(B, C, *spatial)``.
+    out : numpy.ndarray
+        float32 contiguous destination with ``B * C`` elements (a layer block).
+    use_max : bool
+        Spatial max instead of mean.
+    """
+    batch, channels = maps.shape[0], maps.shape[1]
+    spatial = maps.size // max(batch * channels, 1)
+    _reduce_maps(maps.reshape(-1), out.reshape(-1), batch, channels, spatial, use_max)

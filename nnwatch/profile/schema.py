@@ -1,0 +1,339 @@
+"""The profile: a per-class signature of neuron behaviour on trusted data.
+
+Row ``c`` of each per-class array holds class ``c``; row ``C`` (the last) holds all trusted
+samples together ("global"). Two groups of statistics, each mergeable:
+
+- :class:`RangeStats` (pass 1): counts, min/max, mean/M2 (Chan et al. merge), top-k counts,
+  and the sums behind the class-conditional Gaussian of the penultimate features.
+- :class:`SectionStats` (pass 2): k-section hits, active counts and outside counts, counted
+  against fixed edges (the pass-1 ranges of the whole dataset). Two partials merge only if
+  they used the same edges, which is what a distributed build arranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ProfileError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RangeStats:
+    """Pass-1 statistics. Shapes: ``R = C + 1`` rows, ``N`` neurons, ``D`` features.
+
+    Attributes
+    ----------
+    count : numpy.ndarray
+        int64 ``(R,)``.
+    min, max : numpy.ndarray
+        float32 ``(R, N)``.
+    mean, m2 : numpy.ndarray
+        float64 ``(R, N)``; variance = ``m2 / count``.
+    topk_count : numpy.ndarray
+        int64 ``(R, N)``: samples in which the neuron was among its layer's top-k.
+    feat_sum : numpy.ndarray
+        float64 ``(R, D)``: sum of penultimate features (``D = 0`` when not tracked).
+    feat_outer : numpy.ndarray
+        float64 ``(D, D)``: sum of ``x x^T`` over all trusted samples.
+    """
+
+    count: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    topk_count: np.ndarray
+    feat_sum: np.ndarray
+    feat_outer: np.ndarray
+
+    @classmethod
+    def empty(cls, n_classes: int, n_neurons: int, n_features: int) -> "RangeStats":
+        """Zero statistics.
+
+        Parameters
+        ----------
+        n_classes : int
+            ``C``.
+        n_neurons : int
+            ``N``.
+        n_features : int
+            ``D`` (0 to skip the feature Gaussian).
+
+        Returns
+        -------
+        RangeStats
+            Empty statistics.
+        """
+        rows = n_classes + 1
+        return cls(
+            count=np.zeros(rows, np.int64),
+            min=np.full((rows, n_neurons), np.inf, np.float32),
+            max=np.full((rows, n_neurons), -np.inf, np.float32),
+            mean=np.zeros((rows, n_neurons), np.float64),
+            m2=np.zeros((rows, n_neurons), np.float64),
+            topk_count=np.zeros((rows, n_neurons), np.int64),
+            feat_sum=np.zeros((rows, n_features), np.float64),
+            feat_outer=np.zeros((n_features, n_features), np.float64),
+        )
+
+    def merge(self, other: "RangeStats") -> "RangeStats":
+        """Statistics of the union of both datasets.
+
+        Parameters
+        ----------
+        other : RangeStats
+            Statistics of another, disjoint dataset with the same layout.
+
+        Returns
+        -------
+        RangeStats
+            Merged statistics (min/max/counts exact; moments by Chan's formula).
+        """
+        _same_shapes(self, other, "range statistics")
+        n_a = self.count[:, None].astype(np.float64)
+        n_b = other.count[:, None].astype(np.float64)
+        n = n_a + n_b
+        safe = np.where(n > 0, n, 1.0)
+        delta = other.mean - self.mean
+        mean = np.where(n > 0, self.mean + delta * (n_b / safe), 0.0)
+        m2 = self.m2 + other.m2 + delta * delta * (n_a * n_b / safe)
+        return RangeStats(
+            count=self.count + other.count,
+            min=np.minimum(self.min, other.min),
+            max=np.maximum(self.max, other.max),
+            mean=mean,
+            m2=m2,
+            topk_count=self.topk_count + other.topk_count,
+            feat_sum=self.feat_sum + other.feat_sum,
+            feat_outer=self.feat_outer + other.feat_outer,
+        )
+
+
+@dataclass
+class SectionStats:
+    """Pass-2 statistics against fixed edges.
+
+    Attributes
+    ----------
+    edges_lo, edges_hi : numpy.ndarray
+        float32 ``(R, N)``: the ranges the sections divide.
+    threshold : numpy.ndarray
+        float32 ``(N,)``: activation threshold of neuron coverage.
+    section_hits : numpy.ndarray
+        int64 ``(R, N, k)``.
+    active_count : numpy.ndarray
+        int64 ``(R, N)``: samples with value > threshold.
+    outside_count : numpy.ndarray
+        int64 ``(R, N)``: samples outside ``[edges_lo, edges_hi]``.
+    """
+
+    edges_lo: np.ndarray
+    edges_hi: np.ndarray
+    threshold: np.ndarray
+    section_hits: np.ndarray
+    active_count: np.ndarray
+    outside_count: np.ndarray
+
+    @classmethod
+    def empty(cls, edges_lo: np.ndarray, edges_hi: np.ndarray, threshold: np.ndarray, k: int) -> "SectionStats":
+        """Zero counts against the given edges.
+
+        Parameters
+        ----------
+        edges_lo, edges_hi : numpy.ndarray
+            ``(R, N)`` ranges.
+        threshold : numpy.ndarray
+            ``(N,)`` activation thresholds.
+        k : int
+            Number of sections.
+
+        Returns
+        -------
+        SectionStats
+            Empty counts.
+        """
+        rows, n = edges_lo.shape
+        return cls(
+            edges_lo=np.ascontiguousarray(edges_lo, np.float32),
+            edges_hi=np.ascontiguousarray(edges_hi, np.float32),
+            threshold=np.ascontiguousarray(threshold, np.float32),
+            section_hits=np.zeros((rows, n, k), np.int64),
+            active_count=np.zeros((rows, n), np.int64),
+            outside_count=np.zeros((rows, n), np.int64),
+        )
+
+    @property
+    def inv_width(self) -> np.ndarray:
+        """float64 ``k / (hi - lo)``, 0 where the range is a single point or empty."""
+        k = self.section_hits.shape[2]
+        width = self.edges_hi.astype(np.float64) - self.edges_lo.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(width > 0, k / np.where(width > 0, width, 1.0), 0.0)
+
+    @property
+    def samples(self) -> np.ndarray:
+        """int64 ``(R,)`` samples counted per row."""
+        return self.section_hits[:, 0, :].sum(axis=1) + self.outside_count[:, 0]
+
+    def merge(self, other: "SectionStats") -> "SectionStats":
+        """Counts over both datasets; both must have used the same edges and thresholds.
+
+        Parameters
+        ----------
+        other : SectionStats
+            Counts of another dataset.
+
+        Returns
+        -------
+        SectionStats
+            Summed counts.
+
+        Raises
+        ------
+        ProfileError
+            Different edges or thresholds.
+        """
+        _same_shapes(self, other, "section statistics")
+        for name in ("edges_lo", "edges_hi", "threshold"):
+            if not np.array_equal(getattr(self, name), getattr(other, name)):
+                raise ProfileError(
+                    f"cannot merge section counts built against different {name}; build pass 2 of every "
+                    "part against the merged pass-1 ranges (ProfileBuilder.with_edges)"
+                )
+        return replace(
+            self,
+            section_hits=self.section_hits + other.section_hits,
+            active_count=self.active_count + other.active_count,
+            outside_count=self.outside_count + other.outside_count,
+        )
+
+
+@dataclass
+class Calibration:
+    """Clean held-out scores and the per-class thresholds derived from them.
+
+    Attributes
+    ----------
+    detectors : list of str
+        Detector names, the columns of ``scores``.
+    scores : numpy.ndarray
+        float64 ``(M, n_detectors)`` clean calibration scores.
+    classes : numpy.ndarray
+        int64 ``(M,)`` predicted class of each calibration sample.
+    thresholds : numpy.ndarray
+        float64 ``(C + 1, n_detectors)``: flag when score > threshold; row ``C`` is global.
+    fpr : float
+        Target false-positive rate the thresholds were set for.
+    min_class_samples : int
+        Classes with fewer calibration samples use the global threshold.
+    """
+
+    detectors: list[str]
+    scores: np.ndarray
+    classes: np.ndarray
+    thresholds: np.ndarray
+    fpr: float
+    min_class_samples: int
+
+
+@dataclass
+class Profile:
+    """A complete profile: header, statistics and (optionally) calibration.
+
+    Attributes
+    ----------
+    header : dict
+        JSON-able description: fingerprint, layers, parameters, dataset, counts.
+    ranges : RangeStats
+        Pass-1 statistics.
+    sections : SectionStats
+        Pass-2 statistics.
+    calibration : Calibration or None
+        Thresholds, once calibrated.
+    """
+
+    header: dict[str, Any]
+    ranges: RangeStats
+    sections: SectionStats
+    calibration: Calibration | None = field(default=None)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes ``C``."""
+        return int(self.header["n_classes"])
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Neurons per layer."""
+        return [int(s) for s in self.header["layer_sizes"]]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model the profile was built for."""
+        return str(self.header["fingerprint"])
+
+    def merge(self, other: "Profile") -> "Profile":
+        """Profile of the union of both datasets.
+
+        Parameters
+        ----------
+        other : Profile
+            Profile of a disjoint dataset, same model and parameters, pass 2 built against
+            the same edges.
+
+        Returns
+        -------
+        Profile
+            Merged profile, without calibration (recalibrate after merging).
+
+        Raises
+        ------
+        ProfileError
+            Different model, layout or parameters.
+        """
+        for key in ("fingerprint", "layer_names", "layer_sizes", "n_classes", "k_sections", "k_top",
+                    "reduction", "threshold", "feature_layer", "min_confidence"):
+            if self.header.get(key) != other.header.get(key):
+                raise ProfileError(
+                    f"cannot merge profiles with different {key}: {self.header.get(key)!r} vs {other.header.get(key)!r}"
+                )
+        header = dict(self.header)
+        header["dataset"] = f"{self.header.get('dataset', '')} + {other.header.get('dataset', '')}"
+        ranges = self.ranges.merge(other.ranges)
+        header["class_counts"] = ranges.count[:-1].tolist()
+        return Profile(header=header, ranges=ranges, sections=self.sections.merge(other.sections))
+
+
+def _same_shapes(a: Any, b: Any, what: str) -> None:
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if x.shape != y.shape:
+            raise ProfileError(f"cannot merge {what}: {f.name} has shape {x.shape} vs {y.shape}")
+
+
+def check_rate(rate: float) -> float:
+    """Validate a rarity rate.
+
+    Parameters
+    ----------
+    rate : float
+        Hit rate under which a state counts as rare.
+
+    Returns
+    -------
+    float
+        The rate.
+
+    Raises
+    ------
+    InputError
+        Outside [0, 1).
+    """
+    if not 0.0 <= float(rate) < 1.0:
+        raise InputError(f"rare_rate must be in [0, 1), got {rate}")
+    return float(rate)

@@ -1,0 +1,241 @@
+"""Save and load profiles: one .npz of plain arrays (no pickle) with a JSON header.
+
+Writes are atomic. Loading checks the format, version, every array's dtype and shape
+against the header, value sanity (finite ranges, non-negative counts, consistent totals) and
+optionally the model fingerprint, and raises :class:`ProfileError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write_with
+from ..errors import ModelMismatchError, ProfileError
+from .schema import FORMAT_VERSION, Calibration, Profile, RangeStats, SectionStats
+
+_HEADER_KEYS = {
+    "format": str, "format_version": int, "fingerprint": str, "layer_names": list, "layer_sizes": list,
+    "n_classes": int, "k_sections": int, "k_top": int, "reduction": str, "min_confidence": float,
+    "dataset": str, "class_counts": list,
+}
+MAX_NEURONS = 50_000_000
+
+
+def _arrays(profile: Profile) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for group, obj in (("ranges", profile.ranges), ("sections", profile.sections)):
+        for f in fields(obj):
+            out[f"{group}.{f.name}"] = np.ascontiguousarray(getattr(obj, f.name))
+    cal = profile.calibration
+    if cal is not None:
+        out["calibration.scores"] = cal.scores.astype(np.float64)
+        out["calibration.classes"] = cal.classes.astype(np.int64)
+        out["calibration.thresholds"] = cal.thresholds.astype(np.float64)
+    return out
+
+
+def save_profile(profile: Profile, path: str | os.PathLike) -> None:
+    """Write ``profile`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    profile : Profile
+        Profile to save.
+    path : path
+        Destination (.npz).
+    """
+    header = dict(profile.header)
+    cal = profile.calibration
+    header["calibration"] = None if cal is None else {
+        "detectors": list(cal.detectors), "fpr": float(cal.fpr), "min_class_samples": int(cal.min_class_samples),
+    }
+    arrays = _arrays(profile)
+    arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write_with(path, write)
+
+
+def _expected(header: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    rows = header["n_classes"] + 1
+    n = sum(header["layer_sizes"])
+    k = header["k_sections"]
+    fl = header.get("feature_layer")
+    d = header["layer_sizes"][fl] if fl is not None else 0
+    spec = {
+        "ranges.count": (np.int64, (rows,)), "ranges.min": (np.float32, (rows, n)),
+        "ranges.max": (np.float32, (rows, n)), "ranges.mean": (np.float64, (rows, n)),
+        "ranges.m2": (np.float64, (rows, n)), "ranges.topk_count": (np.int64, (rows, n)),
+        "ranges.feat_sum": (np.float64, (rows, d)), "ranges.feat_outer": (np.float64, (d, d)),
+        "sections.edges_lo": (np.float32, (rows, n)), "sections.edges_hi": (np.float32, (rows, n)),
+        "sections.threshold": (np.float32, (n,)), "sections.section_hits": (np.int64, (rows, n, k)),
+        "sections.active_count": (np.int64, (rows, n)), "sections.outside_count": (np.int64, (rows, n)),
+    }
+    cal = header.get("calibration")
+    if cal is not None:
+        m = None  # number of calibration samples: read from the file
+        n_det = len(cal["detectors"])
+        spec["calibration.scores"] = (np.float64, (m, n_det))
+        spec["calibration.classes"] = (np.int64, (m,))
+        spec["calibration.thresholds"] = (np.float64, (rows, n_det))
+    return spec
+
+
+def _check_header(header: Any, where: str) -> dict[str, Any]:
+    if not isinstance(header, dict) or header.get("format") != "nnwatch.profile":
+        raise ProfileError(f"{where}: not an nnwatch profile (header format missing)")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ProfileError(
+            f"{where}: profile format version {header.get('format_version')!r} is not supported "
+            f"(this nnwatch reads version {FORMAT_VERSION}); rebuild the profile")
+    for key, typ in _HEADER_KEYS.items():
+        value = header.get(key)
+        if typ is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise ProfileError(f"{where}: header field {key!r} missing or not a {typ.__name__}")
+    sizes = header["layer_sizes"]
+    if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes) or sum(sizes) > MAX_NEURONS:
+        raise ProfileError(f"{where}: layer_sizes {sizes!r} must be positive integers (at most {MAX_NEURONS} in all)")
+    if len(header["layer_names"]) != len(sizes):
+        raise ProfileError(f"{where}: {len(header['layer_names'])} layer names for {len(sizes)} layers")
+    if not 1 <= header["n_classes"] <= 1_000_000 or len(header["class_counts"]) != header["n_classes"]:
+        raise ProfileError(f"{where}: n_classes/class_counts inconsistent")
+    if header["k_sections"] < 1 or header["k_top"] < 1 or header["k_sections"] * sum(sizes) > 10 * MAX_NEURONS:
+        raise ProfileError(f"{where}: k_sections/k_top out of range")
+    fl = header.get("feature_layer")
+    if fl is not None and (not isinstance(fl, int) or not 0 <= fl < len(sizes)):
+        raise ProfileError(f"{where}: feature_layer {fl!r} is not a layer index")
+    thr = header.get("threshold")
+    if thr != "mean" and not (isinstance(thr, (int, float)) and np.isfinite(thr)):
+        raise ProfileError(f"{where}: threshold {thr!r} must be 'mean' or a number")
+    cal = header.get("calibration")
+    if cal is not None:
+        if (not isinstance(cal, dict) or not isinstance(cal.get("detectors"), list) or not cal["detectors"]
+                or not all(isinstance(d, str) for d in cal["detectors"])
+                or not isinstance(cal.get("fpr"), float) or not isinstance(cal.get("min_class_samples"), int)):
+            raise ProfileError(f"{where}: calibration header is malformed")
+    return header
+
+
+def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Profile:
+    """Load and validate a profile.
+
+    Parameters
+    ----------
+    path : path
+        The .npz written by :func:`save_profile`.
+    fingerprint : str, optional
+        sha256 of the model the caller will use; a profile for another model is refused.
+
+    Returns
+    -------
+    Profile
+        The validated profile.
+
+    Raises
+    ------
+    ProfileError
+        Missing, corrupt, truncated, wrong-version or inconsistent file.
+    ModelMismatchError
+        The profile belongs to another model.
+    """
+    where = f"profile {path}"
+    if not Path(path).is_file():
+        raise ProfileError(f"{where}: file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.files)
+            if "header" not in names:
+                raise ProfileError(f"{where}: no header; not an nnwatch profile")
+            raw = data["header"]
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ProfileError(f"{where}: header has the wrong type")
+            try:
+                header = json.loads(raw.tobytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ProfileError(f"{where}: header is not valid JSON ({exc})") from None
+            header = _check_header(header, where)
+            spec = _expected(header)
+            missing = sorted(set(spec) - names)
+            if missing:
+                raise ProfileError(f"{where}: arrays missing: {missing}")
+            arrays = {}
+            for name, (dtype, shape) in spec.items():
+                arr = data[name]
+                if arr.dtype != dtype:
+                    raise ProfileError(f"{where}: array {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+                if len(arr.shape) != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape)):
+                    raise ProfileError(f"{where}: array {name!r} has shape {arr.shape}, expected {shape}")
+                arrays[name] = arr
+    except ProfileError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+        raise ProfileError(f"{where}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
+    profile = _assemble(header, arrays, where)
+    if fingerprint is not None and profile.fingerprint != fingerprint:
+        raise ModelMismatchError(
+            f"{where} was built for model {profile.fingerprint[:12]}…, not for this model "
+            f"({fingerprint[:12]}…); build a profile for this model with `nnwatch profile`")
+    return profile
+
+
+def _assemble(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> Profile:
+    ranges = RangeStats(**{f.name: arrays[f"ranges.{f.name}"] for f in fields(RangeStats)})
+    sections = SectionStats(**{f.name: arrays[f"sections.{f.name}"] for f in fields(SectionStats)})
+    count = ranges.count
+    if (count < 0).any() or count[-1] != count[:-1].sum() or count[-1] == 0:
+        raise ProfileError(f"{where}: class counts are negative, inconsistent or all zero")
+    if header["class_counts"] != count[:-1].tolist():
+        raise ProfileError(f"{where}: header class_counts disagree with the arrays")
+    for name in ("topk_count", ):
+        if (getattr(ranges, name) < 0).any():
+            raise ProfileError(f"{where}: negative {name}")
+    for name in ("section_hits", "active_count", "outside_count"):
+        if (getattr(sections, name) < 0).any():
+            raise ProfileError(f"{where}: negative {name}")
+    nonempty = count > 0
+    if not (np.isfinite(ranges.min[nonempty]).all() and np.isfinite(ranges.max[nonempty]).all()
+            and (ranges.min[nonempty] <= ranges.max[nonempty]).all()):
+        raise ProfileError(f"{where}: neuron ranges are not finite or min > max")
+    for name in ("mean", "m2", "feat_sum", "feat_outer"):
+        if not np.isfinite(getattr(ranges, name)).all():
+            raise ProfileError(f"{where}: {name} has NaN/Inf values")
+    if (ranges.m2 < -1e-6 * (1 + np.abs(ranges.mean) ** 2 * count[:, None])).any():
+        raise ProfileError(f"{where}: negative variance (m2)")
+    if not (np.isfinite(sections.edges_lo).all() and np.isfinite(sections.edges_hi).all()
+            and (sections.edges_lo <= sections.edges_hi).all() and np.isfinite(sections.threshold).all()):
+        raise ProfileError(f"{where}: section edges or thresholds are not finite or lo > hi")
+    per_neuron = sections.section_hits.sum(axis=2) + sections.outside_count
+    if not (per_neuron == per_neuron[:, :1]).all():
+        raise ProfileError(f"{where}: section counts differ between neurons of one class")
+    if (sections.active_count > per_neuron).any() or (ranges.topk_count > count[:, None]).any():
+        raise ProfileError(f"{where}: activation counts exceed sample counts")
+    calibration = None
+    cal = header.get("calibration")
+    if cal is not None:
+        scores = arrays["calibration.scores"]
+        classes = arrays["calibration.classes"]
+        thresholds = arrays["calibration.thresholds"]
+        if classes.shape[0] != scores.shape[0] or scores.shape[0] == 0:
+            raise ProfileError(f"{where}: calibration scores and classes disagree or are empty")
+        if classes.size and (classes.min() < 0 or classes.max() >= header["n_classes"]):
+            raise ProfileError(f"{where}: calibration classes out of range")
+        if np.isnan(scores).any() or np.isnan(thresholds).any():
+            raise ProfileError(f"{where}: calibration has NaN values")
+        if not 0.0 < cal["fpr"] < 1.0:
+            raise ProfileError(f"{where}: calibration fpr {cal['fpr']} not in (0, 1)")
+        calibration = Calibration(detectors=list(cal["detectors"]), scores=scores, classes=classes,
+                                  thresholds=thresholds, fpr=cal["fpr"], min_class_samples=cal["min_class_samples"])
+    header = {k: v for k, v in header.items() if k != "calibration"}
+    return Profile(header=header, ranges=ranges, sections=sections, calibration=calibration)
