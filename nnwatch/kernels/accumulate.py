@@ -117,3 +117,33 @@ def reduce_maps(maps: np.ndarray, out: np.ndarray, use_max: bool) -> None:
     batch, channels = maps.shape[0], maps.shape[1]
     spatial = maps.size // max(batch * channels, 1)
     _reduce_maps(maps.reshape(-1), out.reshape(-1), batch, channels, spatial, use_max)
+
+
+@njit()
+def _nonfinite_rows(flat, batch, width, out):
+    for b in range(batch):
+        n = 0
+        base = b * width
+        for j in range(width):
+            if not np.isfinite(flat[base + j]):
+                n += 1
+        out[b] = n
+
+
+def count_nonfinite_rows(x: np.ndarray) -> np.ndarray:
+    """Number of NaN/Inf values in each sample of a float batch.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        C-contiguous float ``(B, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(B,)``.
+    """
+    batch = x.shape[0]
+    out = np.empty(batch, np.int64)
+    _nonfinite_rows(x.reshape(-1), batch, x.size // max(batch, 1), out)
+    return out

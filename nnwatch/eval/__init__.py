@@ -1,0 +1,1 @@
+"""Evaluation: detection metrics, attacks (torch, lazy), HTML reports."""

@@ -1,0 +1,143 @@
+"""Detection metrics; anomalies are the positive class and higher scores mean anomalous.
+
+All functions treat ties exactly (no dependence on sample order) and accept +inf scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def _check(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    neg = np.asarray(neg, np.float64).ravel()
+    pos = np.asarray(pos, np.float64).ravel()
+    if neg.size == 0 or pos.size == 0:
+        raise InputError(f"metrics need both classes: {neg.size} in-distribution and {pos.size} anomalous scores")
+    if np.isnan(neg).any() or np.isnan(pos).any():
+        raise InputError("scores contain NaN")
+    return neg, pos
+
+
+def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """Area under the ROC curve = P(score_pos > score_neg) + P(tie) / 2.
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores of in-distribution and anomalous samples.
+
+    Returns
+    -------
+    float
+        AUROC in [0, 1].
+    """
+    neg, pos = _check(neg, pos)
+    allv = np.concatenate([neg, pos])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(allv.size)
+    sorted_v = allv[order]
+    # Average ranks over ties.
+    uniq, start, counts = np.unique(sorted_v, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    r_pos = ranks[neg.size :].sum()
+    return float((r_pos - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
+
+
+def roc_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points for every distinct threshold (flag when score >= threshold).
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(fpr, tpr, thresholds)``, from (0, 0) to (1, 1).
+    """
+    neg, pos = _check(neg, pos)
+    thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
+    neg_s = np.sort(neg)
+    pos_s = np.sort(pos)
+    fpr = (neg.size - np.searchsorted(neg_s, thresholds, side="left")) / neg.size
+    tpr = (pos.size - np.searchsorted(pos_s, thresholds, side="left")) / pos.size
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr]), np.concatenate([[np.inf], thresholds])
+
+
+def aupr(neg: np.ndarray, pos: np.ndarray) -> float:
+    """Average precision with anomalies as positives (step-wise area, tie groups together).
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores.
+
+    Returns
+    -------
+    float
+        AUPR in [0, 1].
+    """
+    fpr, tpr, _ = roc_curve(neg, pos)
+    tp = tpr * np.asarray(pos).size
+    fp = fpr * np.asarray(neg).size
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 1.0)
+    return float(np.sum(np.diff(tpr) * precision[1:]))
+
+
+def fpr_at_tpr(neg: np.ndarray, pos: np.ndarray, tpr_target: float = 0.95) -> float:
+    """Lowest FPR over thresholds that reach at least ``tpr_target`` TPR.
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores.
+    tpr_target : float
+        Required TPR.
+
+    Returns
+    -------
+    float
+        FPR.
+    """
+    fpr, tpr, _ = roc_curve(neg, pos)
+    return float(fpr[tpr >= tpr_target - 1e-12].min())
+
+
+def tpr_at_fpr(neg: np.ndarray, pos: np.ndarray, fpr_target: float = 0.05) -> float:
+    """Highest TPR over thresholds whose FPR is at most ``fpr_target`` (an oracle threshold).
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores.
+    fpr_target : float
+        Allowed FPR.
+
+    Returns
+    -------
+    float
+        TPR.
+    """
+    fpr, tpr, _ = roc_curve(neg, pos)
+    return float(tpr[fpr <= fpr_target + 1e-12].max())
+
+
+def summarize(neg: np.ndarray, pos: np.ndarray) -> dict[str, float]:
+    """All threshold-free metrics at once.
+
+    Parameters
+    ----------
+    neg, pos : numpy.ndarray
+        Scores.
+
+    Returns
+    -------
+    dict
+        auroc, aupr, fpr_at_95tpr, tpr_at_5fpr.
+    """
+    return {"auroc": auroc(neg, pos), "aupr": aupr(neg, pos), "fpr_at_95tpr": fpr_at_tpr(neg, pos, 0.95),
+            "tpr_at_5fpr": tpr_at_fpr(neg, pos, 0.05)}

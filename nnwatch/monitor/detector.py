@@ -1,0 +1,183 @@
+"""The detector interface, the per-batch view detectors read, and the one registry.
+
+A detector turns one batch into one score per sample; higher means more anomalous. It is
+fitted from the profile (never from raw data), so every detector reads the same statistics
+and the same single onnxruntime run.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from .._validate import unknown_name
+from ..errors import NotFittedError
+from ..kernels.coverage import CoverageTables, coverage_scores_packed
+from ..profile.schema import Profile
+
+
+class BatchView:
+    """What detectors see for one batch; expensive parts are computed once, on first use.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        float32 ``(B, K)``.
+    buf : numpy.ndarray
+        Layer-blocked activations.
+    offsets : numpy.ndarray
+        Layer offsets.
+    tables : CoverageTables or None
+        Compiled signature (needed for coverage scores).
+    scores_out : numpy.ndarray or None
+        Preallocated ``(B, 6)`` coverage output.
+    scratch : tuple or None
+        Preallocated top-k work arrays.
+    parallel : bool or None
+        Kernel choice; None = by batch size.
+    """
+
+    def __init__(self, logits: np.ndarray, buf: np.ndarray, offsets: np.ndarray, tables: CoverageTables | None,
+                 scores_out: np.ndarray | None = None, scratch: tuple | None = None,
+                 parallel: bool | None = None) -> None:
+        self.logits = logits
+        self.buf = buf
+        self.offsets = offsets
+        self.batch = logits.shape[0]
+        self.pred = np.argmax(logits, axis=1)
+        self._tables = tables
+        self._scores_out = scores_out
+        self._scratch = scratch
+        self._parallel = parallel
+        self._coverage: np.ndarray | None = None
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """float64 ``(B, 6)`` fused coverage scores (see :data:`SCORE_NAMES`)."""
+        if self._coverage is None:
+            if self._tables is None:
+                raise NotFittedError("coverage tables are not compiled")
+            self._coverage = coverage_scores_packed(self.buf, self.batch, self.pred, self._tables,
+                                                    out=self._scores_out, parallel=self._parallel,
+                                                    scratch=self._scratch)
+        return self._coverage
+
+    def layer(self, index: int) -> np.ndarray:
+        """View of one layer's ``(B, n_l)`` block.
+
+        Parameters
+        ----------
+        index : int
+            Layer index.
+
+        Returns
+        -------
+        numpy.ndarray
+            View into the buffer.
+        """
+        lo, hi = int(self.offsets[index]), int(self.offsets[index + 1])
+        return self.buf[self.batch * lo : self.batch * hi].reshape(self.batch, hi - lo)
+
+
+class Detector:
+    """Base class: ``fit(profile)`` then ``score(view)``.
+
+    Subclasses set ``name`` and ``cost`` ("cheap": logits only; "full": activations) and
+    implement :meth:`_fit` and :meth:`score`.
+    """
+
+    name: ClassVar[str] = ""
+    cost: ClassVar[str] = "cheap"
+    fitted_: bool = False
+
+    def fit(self, profile: Profile) -> "Detector":
+        """Derive this detector's state from a profile.
+
+        Parameters
+        ----------
+        profile : Profile
+            The profile.
+
+        Returns
+        -------
+        Detector
+            self.
+        """
+        self._fit(profile)
+        self.fitted_ = True
+        return self
+
+    def _fit(self, profile: Profile) -> None:
+        """Learn from the profile (default: nothing to learn)."""
+
+    def check_fitted(self) -> None:
+        """Raise unless fitted.
+
+        Raises
+        ------
+        NotFittedError
+            Not fitted.
+        """
+        if not self.fitted_:
+            raise NotFittedError(f"detector {self.name!r} is not fitted; call fit(profile)")
+
+    def score(self, view: BatchView) -> np.ndarray:
+        """Per-sample anomaly scores (higher = more anomalous).
+
+        Parameters
+        ----------
+        view : BatchView
+            The batch.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(B,)``.
+        """
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, Callable[[], Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator adding a detector to :data:`REGISTRY` under its ``name``.
+
+    Parameters
+    ----------
+    cls : type
+        Detector class.
+
+    Returns
+    -------
+    type
+        The class.
+    """
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def make_detector(name: str) -> Detector:
+    """Instantiate a registered detector.
+
+    Parameters
+    ----------
+    name : str
+        Registered name.
+
+    Returns
+    -------
+    Detector
+        New, unfitted detector.
+
+    Raises
+    ------
+    InputError
+        Unknown name (lists the registered ones).
+    """
+    from . import detectors  # noqa: F401  (registers the built-in detectors)
+
+    if name not in REGISTRY:
+        raise unknown_name("detector", name, REGISTRY)
+    return REGISTRY[name]()

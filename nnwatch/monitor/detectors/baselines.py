@@ -1,0 +1,102 @@
+"""Baseline detectors on the same outputs, for side-by-side comparison.
+
+- ``msp``: 1 - max softmax probability (Hendrycks & Gimpel, ICLR 2017).
+- ``max_logit``: -max logit (Hendrycks et al., ICML 2022).
+- ``energy``: -logsumexp(logits), the free energy at T = 1 (Liu et al., NeurIPS 2020).
+- ``mahalanobis``: min over classes of the squared Mahalanobis distance of the penultimate
+  features to the class mean under a shared covariance (Lee et al., NeurIPS 2018), fitted
+  from the profile's streaming sums.
+Non-finite logits or features score +inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import NotFittedError
+from ...profile.schema import Profile
+from ...profile.signature import class_gaussian
+from ..detector import BatchView, Detector, register
+
+
+def _finite_or_inf(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, np.inf)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``(B, K)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(B, K)`` float64.
+    """
+    z = logits.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+@register
+class MaxSoftmax(Detector):
+    """1 - max softmax probability."""
+
+    name = "msp"
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        return _finite_or_inf(1.0 - np.exp(log_softmax(view.logits).max(axis=1)))
+
+
+@register
+class MaxLogit(Detector):
+    """Negative max logit."""
+
+    name = "max_logit"
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        return _finite_or_inf(-view.logits.max(axis=1).astype(np.float64))
+
+
+@register
+class Energy(Detector):
+    """Free energy -logsumexp(logits)."""
+
+    name = "energy"
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        z = view.logits.astype(np.float64)
+        m = z.max(axis=1)
+        return _finite_or_inf(-(m + np.log(np.exp(z - m[:, None]).sum(axis=1))))
+
+
+@register
+class Mahalanobis(Detector):
+    """Min squared Mahalanobis distance of the penultimate features to a class mean."""
+
+    name = "mahalanobis"
+    cost = "full"
+
+    def _fit(self, profile: Profile) -> None:
+        layer = profile.header.get("feature_layer")
+        if layer is None:
+            raise NotFittedError("mahalanobis needs a profile built with a feature (penultimate) layer")
+        self.layer_ = int(layer)
+        means, precision = class_gaussian(profile)
+        self.means_ = means
+        self.precision_ = precision
+        self.mean_terms_ = np.einsum("cd,de,ce->c", means, precision, means)
+        self.projected_means_ = means @ precision
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        x = view.layer(self.layer_).astype(np.float64)
+        quad = np.einsum("bd,de,be->b", x, self.precision_, x)
+        dist = quad[:, None] - 2.0 * x @ self.projected_means_.T + self.mean_terms_[None, :]
+        return _finite_or_inf(np.maximum(dist.min(axis=1), 0.0))

@@ -1,0 +1,88 @@
+"""Coverage detectors: one column each of the fused kernel's output, plus their combination.
+
+Definitions (``docs/coverage.md``; Rossolini, Biondi, Buttazzo, "Increasing the Confidence
+of Deep Neural Networks by Coverage Analysis", IEEE TSE 2022, arXiv:2101.12100):
+``nc``, ``kmnc``, ``tknc``, ``nbc`` are shares in [0, 1] of neurons (or top-k slots) in a
+state the predicted class's trusted inputs (almost) never showed; ``nb_excess`` is the mean
+distance outside the class range in range units; ``coverage`` = mean(nc, kmnc, tknc, nbc).
+Samples with NaN/Inf activations score +inf on all of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...kernels.coverage import SCORE_NAMES
+from ...profile.schema import Profile
+from ..detector import BatchView, Detector, register
+
+_NONFINITE = SCORE_NAMES.index("nonfinite")
+
+
+def _with_nonfinite(view: BatchView, values: np.ndarray) -> np.ndarray:
+    bad = view.coverage[:, _NONFINITE] > 0
+    return np.where(bad, np.inf, values) if bad.any() else values
+
+
+class _Column(Detector):
+    cost = "full"
+    column = 0
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        return _with_nonfinite(view, view.coverage[:, self.column].copy())
+
+
+@register
+class NeuronCoverage(_Column):
+    """Share of neurons whose on/off state is rare for the predicted class."""
+
+    name = "nc"
+    column = SCORE_NAMES.index("nc")
+
+
+@register
+class KMultisectionCoverage(_Column):
+    """Share of neurons whose value falls in a k-section rare for the predicted class."""
+
+    name = "kmnc"
+    column = SCORE_NAMES.index("kmnc")
+
+
+@register
+class TopKCoverage(_Column):
+    """Share of per-layer top-k neurons that are rarely top-k for the predicted class."""
+
+    name = "tknc"
+    column = SCORE_NAMES.index("tknc")
+
+
+@register
+class BoundaryCoverage(_Column):
+    """Share of neurons outside the predicted class's [min, max]."""
+
+    name = "nbc"
+    column = SCORE_NAMES.index("nbc")
+
+
+@register
+class BoundaryExcess(_Column):
+    """Mean distance outside the predicted class's range, in units of the range width."""
+
+    name = "nb_excess"
+    column = SCORE_NAMES.index("nb_excess")
+
+
+@register
+class CombinedCoverage(Detector):
+    """Mean of nc, kmnc, tknc and nbc."""
+
+    name = "coverage"
+    cost = "full"
+
+    def _fit(self, profile: Profile) -> None:
+        pass
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        return _with_nonfinite(view, view.coverage[:, :4].mean(axis=1))

@@ -1,0 +1,183 @@
+"""Build a profile and calibrate thresholds by running an instrumented model over data."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .._progress import Progress
+from .._validate import check_probability
+from ..errors import InputError, NotFittedError
+from ..kernels.layout import unpack_layers
+from ..profile.builder import ProfileBuilder
+from ..profile.schema import Calibration, Profile
+from ..sources import ArraySource
+from .calibrate import calibration_from_scores
+from .detectors.baselines import log_softmax
+from .runner import Runner
+
+
+def trusted_labels(logits: np.ndarray, y: np.ndarray | None, min_confidence: float) -> np.ndarray:
+    """Which samples enter the profile, and as which class.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``(B, K)``.
+    y : numpy.ndarray or None
+        True labels; without them the predicted class is trusted.
+    min_confidence : float
+        Minimum softmax probability of the predicted class.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(B,)``: class, or -1 for samples left out.
+    """
+    pred = np.argmax(logits, axis=1)
+    conf = np.exp(log_softmax(logits).max(axis=1))
+    keep = conf >= min_confidence
+    if y is not None:
+        keep &= pred == y
+    return np.where(keep, pred, -1).astype(np.int64)
+
+
+def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_size: int = 256,
+                  k_sections: int = 10, k_top: int = 3, threshold: str | float = "mean",
+                  min_confidence: float = 0.0, rare_rate: float = 0.01, progress: bool = False) -> Profile:
+    """Two streaming passes over ``source`` through the instrumented model.
+
+    Parameters
+    ----------
+    model : path or Runner
+        Instrumented model.
+    source : ArraySource
+        Trusted training data (``y`` present: only correctly classified samples count).
+    batch_size : int
+        Samples per onnxruntime call.
+    k_sections : int
+        k of k-multisection coverage.
+    k_top : int
+        k of top-k coverage.
+    threshold : "mean" or float
+        Neuron-coverage activation threshold.
+    min_confidence : float
+        Minimum softmax confidence of a trusted sample.
+    rare_rate : float
+        Default rarity rate recorded in the profile for monitors.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Profile
+        The profile.
+    """
+    runner = model if isinstance(model, Runner) else Runner(model)
+    man = runner.manifest
+    feature_layer = man.layer_names.index(man.penultimate) if man.penultimate in man.layer_names else None
+    builder = ProfileBuilder(man.layer_sizes, runner.n_classes, k_sections=k_sections, k_top=k_top,
+                             threshold=threshold, feature_layer=feature_layer)
+    if not 0.0 <= min_confidence <= 1.0:
+        raise InputError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    for phase in (1, 2):
+        bar = Progress(len(source), f"profile pass {phase}/2", progress)
+        for x, y in source.batches(batch_size):
+            arr = runner.check_input(x)
+            ws = runner.workspace(arr.shape[0])
+            runner.run(arr, ws)
+            labels = trusted_labels(ws.logits, y, min_confidence)
+            layers = unpack_layers(ws.buf, ws.batch, runner.offsets)
+            if phase == 1:
+                builder.update_ranges(layers, labels)
+            else:
+                builder.update_sections(layers, labels)
+            bar.update(arr.shape[0])
+        bar.close()
+        if phase == 1:
+            builder.finish_ranges()
+    profile = builder.build(man.fingerprint, man.layer_names, reduction=_reduction(man), dataset=source.name,
+                            min_confidence=min_confidence)
+    profile.header["rare_rate"] = float(check_probability(rare_rate, "rare_rate"))
+    return profile
+
+
+def _reduction(manifest) -> str:  # type: ignore[no-untyped-def]
+    kinds = {t.reduction for t in manifest.taps if t.reduction != "none"}
+    return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
+
+
+def collect_scores(monitor, source: ArraySource, batch_size: int = 256, progress: bool = False,
+                   label: str = "scoring") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:  # type: ignore[no-untyped-def]
+    """Run a monitor over a data set and gather every detector's scores.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor.
+    source : ArraySource
+        Data.
+    batch_size : int
+        Samples per call.
+    progress : bool
+        Show a progress bar.
+    label : str
+        Progress label.
+
+    Returns
+    -------
+    tuple
+        ``(scores by detector (N,), predictions (N,), labels or None)``.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    preds = []
+    bar = Progress(len(source), label, progress)
+    for x, _ in source.batches(batch_size):
+        v = monitor.score(x, _record=False)
+        for name, s in v.scores.items():
+            parts.setdefault(name, []).append(s)
+        preds.append(v.pred)
+        bar.update(len(v))
+    bar.close()
+    return {k: np.concatenate(v) for k, v in parts.items()}, np.concatenate(preds), source.y
+
+
+def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples: int = 20,
+              detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False) -> Calibration:  # type: ignore[no-untyped-def]
+    """Fit per-class thresholds on clean held-out data and install them in the monitor.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor (its profile receives the calibration).
+    source : ArraySource
+        Clean held-out data, disjoint from the profile's training data.
+    fpr : float
+        Target false-positive rate.
+    min_class_samples : int
+        Classes with fewer samples use the global threshold.
+    detectors : sequence of str, optional
+        Detectors to calibrate (default: all of the monitor's).
+    batch_size : int
+        Samples per call.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Calibration
+        The calibration (also stored on ``monitor.profile``).
+    """
+    check_probability(fpr, "fpr")
+    scores, pred, _ = collect_scores(monitor, source, batch_size, progress, "calibrating")
+    names = list(detectors) if detectors is not None else list(scores)
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise NotFittedError(f"detectors {missing} are not part of this monitor")
+    matrix = np.stack([scores[n] for n in names], axis=1)
+    cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, fpr, min_class_samples)
+    monitor.profile.header["rare_rate"] = monitor.rare_rate
+    monitor.set_calibration(cal)
+    return cal

@@ -1,0 +1,259 @@
+"""The Monitor: one instrumented model + its profile -> verdicts for every input batch."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
+from ..kernels.accumulate import count_nonfinite_rows
+from ..profile.schema import Calibration, Profile
+from ..profile.signature import compile_tables, fallback_classes
+from ..profile.store import load_profile
+from .budget import Budget, LatencyTracker
+from .calibrate import ConformalConfidence
+from .detector import BatchView, Detector, make_detector
+from .detectors import DEFAULT
+from .results import Verdicts
+from .runner import Runner
+
+
+class Monitor:
+    """Runtime monitor for an instrumented classifier.
+
+    Parameters
+    ----------
+    model : path or bytes
+        Instrumented ONNX model (``nnwatch instrument`` / ``nnwatch export``).
+    profile : Profile or path
+        Profile built for this model (refused otherwise).
+    detectors : sequence of str
+        Detectors to run; see :data:`nnwatch.monitor.detectors.DEFAULT`.
+    decision : str
+        Detector whose calibrated threshold sets ``flag`` and ``confidence``.
+    rare_rate : float or None
+        Rarity rate for the coverage tables; default: the one the profile was calibrated
+        with, else 0.01.
+    min_class_samples : int
+        Classes with fewer trusted samples use the global signature.
+    providers : "auto", "cpu", "cuda" or list of str
+        onnxruntime execution providers.
+    threads : int or None
+        onnxruntime intra-op threads.
+    budget : Budget or None
+        Latency/memory budget and over-budget policy.
+    parallel : bool or None
+        Force the parallel or serial coverage kernel (None: by batch size).
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, profile: Profile | str | os.PathLike,
+                 detectors: Sequence[str] = DEFAULT, decision: str = "coverage", rare_rate: float | None = None,
+                 min_class_samples: int = 10, providers: str | Sequence[str] = "auto", threads: int | None = None,
+                 budget: Budget | None = None, parallel: bool | None = None) -> None:
+        self.runner = Runner(model, providers=providers, threads=threads)
+        manifest = self.runner.manifest
+        if isinstance(profile, Profile):
+            if profile.fingerprint != manifest.fingerprint:
+                raise ModelMismatchError("this profile was built for another model (fingerprints differ)")
+        else:
+            profile = load_profile(profile, fingerprint=manifest.fingerprint)
+        if profile.header["layer_names"] != manifest.layer_names or profile.layer_sizes != manifest.layer_sizes:
+            raise ModelMismatchError(
+                f"profile layers {list(zip(profile.header['layer_names'], profile.layer_sizes))} differ from the "
+                f"model's taps {list(zip(manifest.layer_names, manifest.layer_sizes))}")
+        if profile.n_classes != self.runner.n_classes:
+            raise ModelMismatchError(f"profile has {profile.n_classes} classes, the model {self.runner.n_classes}")
+        self.profile = profile
+        self.manifest = manifest
+        cal = profile.calibration
+        if rare_rate is None:
+            rare_rate = float(profile.header.get("rare_rate", 0.01))
+        self.rare_rate = rare_rate
+        self.min_class_samples = int(min_class_samples)
+        self.fallback_classes = fallback_classes(profile, self.min_class_samples)
+        if self.fallback_classes:
+            warnings.warn(f"classes {self.fallback_classes} have fewer than {self.min_class_samples} trusted samples "
+                          "and use the global signature", stacklevel=2)
+        self.tables = compile_tables(profile, rare_rate, self.min_class_samples, warn=False)
+        self.runner.set_k_top(self.tables.k_top)
+        names = list(dict.fromkeys(detectors))
+        if not names:
+            raise InputError("detectors is empty; pass at least one detector name")
+        if decision not in names:
+            names.append(decision)
+        self.budget = budget or Budget()
+        if self.budget.policy == "degrade" and self.budget.fallback not in names:
+            names.append(self.budget.fallback)
+        self.detectors: dict[str, Detector] = {}
+        for name in names:
+            det = make_detector(name)
+            try:
+                det.fit(profile)
+            except NotFittedError as exc:
+                if name == decision:
+                    raise
+                warnings.warn(f"detector {name!r} skipped: {exc}", stacklevel=2)
+                continue
+            self.detectors[name] = det
+        self.decision = decision
+        self.parallel = parallel
+        self.tracker = LatencyTracker(self.budget)
+        self._set_calibration(cal)
+        self._check_memory()
+
+    # -- calibration -------------------------------------------------------------------------
+    def _set_calibration(self, cal: Calibration | None) -> None:
+        self.calibration = cal
+        self._thresholds: dict[str, np.ndarray] = {}
+        self._confidence = None
+        self._fallback_confidence = None
+        if cal is None:
+            return
+        for name in self.detectors:
+            if name in cal.detectors:
+                self._thresholds[name] = cal.thresholds[:, cal.detectors.index(name)]
+        if self.decision in cal.detectors:
+            self._confidence = ConformalConfidence(cal, self.decision, self.profile.n_classes)
+        fallback = self.budget.fallback
+        if fallback in cal.detectors and fallback in self.detectors:
+            self._fallback_confidence = ConformalConfidence(cal, fallback, self.profile.n_classes)
+
+    def set_calibration(self, cal: Calibration) -> None:
+        """Use new thresholds (see :func:`nnwatch.monitor.calibrate`).
+
+        Parameters
+        ----------
+        cal : Calibration
+            Calibration of this monitor's detectors.
+        """
+        self.profile.calibration = cal
+        self._set_calibration(cal)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the decision detector has thresholds."""
+        return self.decision in self._thresholds
+
+    # -- memory --------------------------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        """Bytes of the monitor's own tables and this thread's buffers (not onnxruntime's).
+
+        Returns
+        -------
+        int
+            Bytes.
+        """
+        total = self.tables.nbytes
+        for det in self.detectors.values():
+            total += sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
+        if self.calibration is not None:
+            total += self.calibration.scores.nbytes + self.calibration.thresholds.nbytes
+        cache = getattr(self.runner._local, "cache", {})
+        total += sum(ws.nbytes for ws in cache.values())
+        return int(total)
+
+    def _check_memory(self) -> None:
+        limit = self.budget.memory_mb
+        if limit is None:
+            return
+        used = self.memory_bytes() / 2**20
+        if used > limit:
+            msg = f"monitor memory {used:.2f} MiB exceeds the budget of {limit} MiB"
+            if self.budget.policy == "raise":
+                raise BudgetError(msg)
+            warnings.warn(msg, stacklevel=3)
+
+    # -- the hot path --------------------------------------------------------------------------
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Compile kernels and allocate buffers before the first real input.
+
+        Parameters
+        ----------
+        batch_sizes : sequence of int
+            Batch sizes to prepare (parallel kernels compile for batches >= 8).
+        """
+        shape = tuple(d if d is not None else 1 for d in self.manifest.input_shape)
+        for b in batch_sizes:
+            self.score(np.zeros((b,) + shape, np.float32), _record=False)
+
+    def score(self, x: object, _record: bool = True) -> Verdicts:
+        """Run the model once on a batch and monitor it.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(B, *input_shape)`` numeric batch. NaN/Inf samples are flagged, not refused.
+
+        Returns
+        -------
+        Verdicts
+            Predictions, scores, flags, confidence and timings.
+
+        Raises
+        ------
+        InputError
+            Wrong shape/dtype or empty batch.
+        BudgetError
+            Over the latency budget under the ``raise`` policy (``exc.verdicts`` holds the result).
+        """
+        t0 = time.perf_counter()
+        arr = self.runner.check_input(x)
+        batch = arr.shape[0]
+        nonfinite = count_nonfinite_rows(arr) > 0 if arr.dtype.kind == "f" else np.zeros(batch, bool)
+        ws = self.runner.workspace(batch)
+        t1 = time.perf_counter()
+        self.runner.run(arr, ws)
+        t2 = time.perf_counter()
+        degraded = self.tracker.degraded
+        view = BatchView(ws.logits, ws.buf, self.runner.offsets, self.tables, ws.scores, ws.scratch, self.parallel)
+        scores: dict[str, np.ndarray] = {}
+        for name, det in self.detectors.items():
+            if degraded and det.cost == "full":
+                continue
+            scores[name] = det.score(view)
+        decision = self.budget.fallback if degraded else self.decision
+        pred = view.pred
+        flags = {name: scores[name] > thr[pred] for name, thr in self._thresholds.items() if name in scores}
+        flag = flags.get(decision, np.zeros(batch, bool)) | nonfinite
+        confidence_fn = self._fallback_confidence if degraded else self._confidence
+        if confidence_fn is not None:
+            confidence = confidence_fn(scores[decision], pred)
+        else:
+            confidence = np.full(batch, np.nan)
+        confidence[nonfinite] = 0.0
+        for name in scores:
+            scores[name][nonfinite] = np.inf
+        t3 = time.perf_counter()
+        infer_ms = (t2 - t1) * 1e3
+        monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3
+        over = self.tracker.record(infer_ms, monitor_ms) if _record else False
+        verdicts = Verdicts(
+            pred=pred, logits=ws.logits.copy(), scores=scores, flags=flags, flag=flag, confidence=confidence,
+            nonfinite_input=nonfinite, decision=decision,
+            timings={"infer_ms": infer_ms, "monitor_ms": monitor_ms, "total_ms": infer_ms + monitor_ms},
+            over_budget=over, degraded=degraded,
+        )
+        if over and self.budget.policy == "raise":
+            err = BudgetError(f"monitored call took {infer_ms + monitor_ms:.3f} ms, over the "
+                              f"{self.budget.latency_ms} ms budget")
+            err.verdicts = verdicts  # type: ignore[attr-defined]
+            raise err
+        return verdicts
+
+    __call__ = score
+
+    def stats(self) -> dict[str, float]:
+        """Latency percentiles, overrun counts and memory.
+
+        Returns
+        -------
+        dict
+            See :meth:`LatencyTracker.stats`, plus ``memory_mb``.
+        """
+        out = self.tracker.stats()
+        out["memory_mb"] = self.memory_bytes() / 2**20
+        return out

@@ -1,0 +1,289 @@
+"""One onnxruntime call per batch, writing every tap straight into the layer-blocked buffer.
+
+Each thread gets its own workspaces (one per batch size seen, a few kept): preallocated
+logits, activation buffer and I/O binding, so a batch-1 call allocates nothing on the hot
+path and concurrent calls never share buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .._validate import as_float32_batch
+from ..errors import InputError, ModelError
+from ..kernels.accumulate import reduce_maps
+from ..kernels.coverage import make_scratch
+from ..kernels.layout import layer_offsets
+from ..manifest import MANIFEST_KEY, TapManifest
+from .providers import QUIET, resolve_providers
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64}
+
+
+@dataclass
+class Workspace:
+    """Buffers for one batch size in one thread.
+
+    Attributes
+    ----------
+    batch : int
+        Batch size.
+    logits : numpy.ndarray
+        float32 ``(B, K)``.
+    buf : numpy.ndarray
+        float32 ``(B * N,)`` layer-blocked activations.
+    maps : dict
+        Full feature maps of taps reduced after the run, by output name.
+    binding : onnxruntime.IOBinding or None
+        Bound outputs (None when the graph's batch is fixed and differs from ``batch``).
+    scores : numpy.ndarray
+        float64 ``(B, 6)`` coverage output.
+    scratch : tuple
+        Top-k work arrays.
+    """
+
+    batch: int
+    logits: np.ndarray
+    buf: np.ndarray
+    maps: dict
+    binding: object
+    scores: np.ndarray
+    scratch: tuple
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return (self.logits.nbytes + self.buf.nbytes + self.scores.nbytes
+                + sum(m.nbytes for m in self.maps.values()) + sum(s.nbytes for s in self.scratch))
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Quiet session options with full graph optimization.
+
+    Parameters
+    ----------
+    threads : int or None
+        Intra-op threads; None leaves onnxruntime's default.
+
+    Returns
+    -------
+    onnxruntime.SessionOptions
+        Options.
+    """
+    opts = ort.SessionOptions()
+    opts.log_severity_level = QUIET
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    return opts
+
+
+def read_manifest(session: ort.InferenceSession, where: str) -> TapManifest:
+    """The nnwatch manifest stored in a session's model metadata.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        Session of an instrumented model.
+    where : str
+        Model name for messages.
+
+    Returns
+    -------
+    TapManifest
+        Parsed manifest.
+
+    Raises
+    ------
+    ModelError
+        The model was not instrumented by nnwatch.
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    if MANIFEST_KEY not in meta:
+        raise ModelError(f"{where} is not instrumented by nnwatch; run `nnwatch instrument {where} --out OUT.onnx` first")
+    return TapManifest.from_json(meta[MANIFEST_KEY])
+
+
+class Runner:
+    """Runs an instrumented model and fills the activation buffer.
+
+    Parameters
+    ----------
+    model : path or bytes
+        Instrumented ONNX model.
+    providers : "auto", "cpu", "cuda" or list of str
+        Execution providers.
+    threads : int or None
+        Intra-op threads.
+    max_workspaces : int
+        Batch sizes whose buffers each thread keeps.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, providers: str | Sequence[str] = "auto",
+                 threads: int | None = None, max_workspaces: int = 4) -> None:
+        where = "model" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not os.path.isfile(model):
+            raise ModelError(f"ONNX file {model} does not exist")
+        try:
+            self.session = ort.InferenceSession(
+                model if isinstance(model, bytes) else os.fspath(model), session_options(threads),
+                providers=resolve_providers(providers))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"onnxruntime cannot load {where}: {exc}") from None
+        self.manifest = read_manifest(self.session, where)
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        wanted = [self.manifest.logits] + [t.output for t in self.manifest.taps]
+        missing = [o for o in wanted if o not in outputs]
+        if missing:
+            raise ModelError(f"{where}: outputs {missing} named by the manifest are not graph outputs")
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = _ORT_TYPES.get(inp.type)
+        if self.input_dtype is None:
+            raise ModelError(f"{where}: input type {inp.type} is not supported")
+        lshape = outputs[self.manifest.logits].shape
+        if len(lshape) != 2 or not isinstance(lshape[1], int):
+            raise ModelError(f"{where}: logits output has shape {lshape}, expected (batch, classes)")
+        self.n_classes = int(lshape[1])
+        self.output_names = wanted
+        self.offsets = layer_offsets(self.manifest.layer_sizes)
+        self.n_neurons = int(self.offsets[-1])
+        self.providers = self.session.get_providers()
+        self._device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
+        self._local = threading.local()
+        self._max_workspaces = max_workspaces
+        self._k_top = 3
+
+    def set_k_top(self, k_top: int) -> None:
+        """Size of the top-k scratch arrays in new workspaces.
+
+        Parameters
+        ----------
+        k_top : int
+            k of top-k coverage.
+        """
+        self._k_top = int(k_top)
+
+    def check_input(self, x: object) -> np.ndarray:
+        """Validate a batch against the model input and convert it to the input dtype.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(B, *input_shape)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            C-contiguous array of the model's input dtype.
+
+        Raises
+        ------
+        InputError
+            Wrong rank, sizes or dtype, or an empty batch.
+        """
+        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"input: dtype {arr.dtype} is not numeric; pass a float array")
+        as_float32_batch(arr[:0], "input", self.manifest.input_shape)  # shape check only
+        if arr.shape[0] == 0:
+            raise InputError("input: empty batch; pass at least one sample")
+        if arr.dtype != self.input_dtype or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
+        return arr
+
+    def workspace(self, batch: int) -> Workspace:
+        """This thread's buffers for ``batch`` (created on first use).
+
+        Parameters
+        ----------
+        batch : int
+            Batch size.
+
+        Returns
+        -------
+        Workspace
+            Buffers.
+        """
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = OrderedDict()
+        ws = cache.get(batch)
+        if ws is not None:
+            cache.move_to_end(batch)
+            return ws
+        ws = self._new_workspace(batch)
+        cache[batch] = ws
+        while len(cache) > self._max_workspaces:
+            cache.popitem(last=False)
+        return ws
+
+    def _new_workspace(self, batch: int) -> Workspace:
+        logits = np.empty((batch, self.n_classes), np.float32)
+        buf = np.empty(batch * self.n_neurons, np.float32)
+        maps = {t.output: np.empty((batch,) + t.shape, np.float32) for t in self.manifest.taps if not t.in_graph}
+        binding = None
+        fixed = self.manifest.batch
+        if fixed is None or fixed == batch:
+            binding = self.session.io_binding()
+            binding.bind_output(self.manifest.logits, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+            for i, tap in enumerate(self.manifest.taps):
+                if tap.in_graph:
+                    start = batch * int(self.offsets[i])
+                    block = buf[start : start + batch * tap.neurons]
+                    binding.bind_output(tap.output, "cpu", 0, np.float32, [batch, tap.neurons], block.ctypes.data)
+                else:
+                    arr = maps[tap.output]
+                    binding.bind_output(tap.output, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
+        scores = np.empty((batch, 6), np.float64)
+        return Workspace(batch, logits, buf, maps, binding, scores, make_scratch(batch, self._k_top))
+
+    def run(self, x: np.ndarray, ws: Workspace) -> None:
+        """Run the model on a checked batch, filling ``ws.logits`` and ``ws.buf``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            Output of :meth:`check_input`, batch size ``ws.batch``.
+        ws : Workspace
+            This thread's workspace for that batch size.
+        """
+        if ws.binding is not None:
+            ws.binding.bind_cpu_input(self.input_name, x)
+            self.session.run_with_iobinding(ws.binding)
+        else:
+            self._run_chunked(x, ws)
+        for i, tap in enumerate(self.manifest.taps):
+            if not tap.in_graph:
+                start = ws.batch * int(self.offsets[i])
+                reduce_maps(ws.maps[tap.output], ws.buf[start : start + ws.batch * tap.neurons], tap.reduction == "max")
+
+    def _run_chunked(self, x: np.ndarray, ws: Workspace) -> None:
+        # Graphs with a fixed batch size: run in chunks of that size, padding the last one.
+        fixed = int(self.manifest.batch)  # type: ignore[arg-type]
+        batch = ws.batch
+        for lo in range(0, batch, fixed):
+            hi = min(lo + fixed, batch)
+            chunk = x[lo:hi]
+            if hi - lo < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - (hi - lo),) + x.shape[1:], x.dtype)])
+            outs = self.session.run(self.output_names, {self.input_name: chunk})
+            ws.logits[lo:hi] = outs[0][: hi - lo]
+            for i, (tap, out) in enumerate(zip(self.manifest.taps, outs[1:])):
+                if tap.in_graph:
+                    start = batch * int(self.offsets[i])
+                    block = ws.buf[start : start + batch * tap.neurons].reshape(batch, tap.neurons)
+                    block[lo:hi] = out[: hi - lo]
+                else:
+                    ws.maps[tap.output][lo:hi] = out[: hi - lo]

@@ -1,0 +1,240 @@
+"""Data sources named on the command line, read in batches.
+
+- ``npz:FILE``: array ``x`` fed to the model as it is (only cast to the input dtype: no hidden
+  preprocessing), optional integer ``y``.
+- ``idx:DIR[:train|test]``: MNIST-format IDX files (gzip or not) with the standard names;
+  images become float32 ``(N, 1, rows, cols)`` scaled to [0, 1] (``x / 255``).
+- ``digits[:train|val|test]``: scikit-learn's bundled 8x8 digits as float32
+  ``(N, 1, 8, 8)`` scaled to [0, 1] (``x / 16``); fixed, seeded 60/20/20 split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """An in-memory data set.
+
+    Attributes
+    ----------
+    x : numpy.ndarray
+        Inputs, ``(N, ...)``.
+    y : numpy.ndarray or None
+        int64 labels ``(N,)``.
+    name : str
+        Description.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 2:
+            raise InputError(f"{self.name}: x must have a batch axis and features, got shape {self.x.shape}")
+        if self.x.shape[0] == 0:
+            raise InputError(f"{self.name}: the data set is empty")
+        if self.y is not None and self.y.shape != (self.x.shape[0],):
+            raise InputError(f"{self.name}: y has shape {self.y.shape}, expected ({self.x.shape[0]},)")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Consecutive batches.
+
+        Parameters
+        ----------
+        batch_size : int
+            Samples per batch (the last may be smaller).
+
+        Returns
+        -------
+        Iterator
+            ``(x, y or None)`` pairs.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        for lo in range(0, len(self), batch_size):
+            yield self.x[lo : lo + batch_size], None if self.y is None else self.y[lo : lo + batch_size]
+
+    def limit(self, n: int | None) -> "ArraySource":
+        """The first ``n`` samples (all when None).
+
+        Parameters
+        ----------
+        n : int or None
+            How many.
+
+        Returns
+        -------
+        ArraySource
+            The subset.
+        """
+        if n is None or n >= len(self):
+            return self
+        return ArraySource(self.x[:n], None if self.y is None else self.y[:n], f"{self.name}[:{n}]")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read IDX file {path}: {exc}") from None
+    if len(data) < 8:
+        raise InputError(f"IDX file {path} is too short")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic >> 8 != 0x08:
+        raise InputError(f"IDX file {path}: magic {magic:#x} is not unsigned-byte IDX")
+    ndim = magic & 0xFF
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    start = 4 + 4 * ndim
+    need = int(np.prod(dims))
+    if len(data) - start < need:
+        raise InputError(f"IDX file {path} is truncated: header says {dims}, {len(data) - start} bytes of data")
+    return np.frombuffer(data, np.uint8, count=need, offset=start).reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{folder}: no {stem}[.gz] found")
+
+
+def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
+    """Read MNIST-format IDX images and labels.
+
+    Parameters
+    ----------
+    folder : path
+        Folder with ``train-*``/``t10k-*`` IDX files.
+    split : {"train", "test"}
+        Which pair.
+
+    Returns
+    -------
+    ArraySource
+        float32 ``(N, 1, rows, cols)`` in [0, 1] and int64 labels.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"IDX folder {folder} does not exist")
+    if split not in ("train", "test"):
+        raise InputError(f"IDX split must be 'train' or 'test', got {split!r}")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise InputError(f"{folder}: images {images.shape} and labels {labels.shape} do not match")
+    x = (images.astype(np.float32) / 255.0)[:, None]
+    return ArraySource(x, labels.astype(np.int64), f"idx:{folder}:{split}")
+
+
+def load_digits(split: str | None = None) -> ArraySource:
+    """scikit-learn's bundled digits (no download), with a fixed seeded split.
+
+    Parameters
+    ----------
+    split : {"train", "val", "test"} or None
+        60/20/20 split; None = all 1,797 images.
+
+    Returns
+    -------
+    ArraySource
+        float32 ``(N, 1, 8, 8)`` in [0, 1] and int64 labels.
+    """
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise InputError("the 'digits' source needs scikit-learn: pip install 'nnwatch[demo]'") from None
+    d = sk_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    y = d.target.astype(np.int64)
+    if split is None:
+        return ArraySource(x, y, "digits")
+    if split not in SPLITS:
+        raise InputError(f"digits split must be one of {SPLITS}, got {split!r}")
+    order = np.random.default_rng(0).permutation(len(y))
+    n_train, n_val = int(0.6 * len(y)), int(0.2 * len(y))
+    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    idx = np.sort(parts[split])
+    return ArraySource(x[idx], y[idx], f"digits:{split}")
+
+
+def load_npz(path: str | Path) -> ArraySource:
+    """Arrays ``x`` (and optional ``y``) from an .npz file, without pickle.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+
+    Returns
+    -------
+    ArraySource
+        The arrays, as stored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"npz file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise InputError(f"{path}: no array named 'x' (found {data.files})")
+            x = data["x"]
+            y = data["y"] if "y" in data.files else None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc})") from None
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{path}: x has dtype {x.dtype}; a numeric array is needed")
+    if y is not None:
+        if y.dtype.kind not in "iu":
+            raise InputError(f"{path}: y has dtype {y.dtype}; integer class labels are needed")
+        y = y.astype(np.int64)
+    return ArraySource(x, y, f"npz:{path}")
+
+
+def open_source(spec: str) -> ArraySource:
+    """Parse a source spec (see module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        ``npz:FILE``, ``idx:DIR[:train|test]`` or ``digits[:split]``.
+
+    Returns
+    -------
+    ArraySource
+        The data.
+
+    Raises
+    ------
+    InputError
+        Unknown scheme or unreadable data.
+    """
+    scheme, _, rest = spec.partition(":")
+    if scheme == "npz" and rest:
+        return load_npz(rest)
+    if scheme == "idx" and rest:
+        folder, _, split = rest.rpartition(":") if rest.rsplit(":", 1)[-1] in ("train", "test") else (rest, "", "train")
+        return load_idx(folder, split or "train")
+    if scheme == "digits":
+        return load_digits(rest or None)
+    raise InputError(f"unknown data source {spec!r}; use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
