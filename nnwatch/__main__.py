@@ -1,0 +1,5 @@
+"""``python -m nnwatch``."""
+
+from .cli.main import main
+
+raise SystemExit(main())

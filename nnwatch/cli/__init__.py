@@ -1,0 +1,1 @@
+"""Command-line interface (``nnwatch``); heavy imports happen inside each command."""

@@ -1,0 +1,5 @@
+"""``python -m nnwatch.cli``."""
+
+from .main import main
+
+raise SystemExit(main())

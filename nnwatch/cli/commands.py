@@ -1,0 +1,230 @@
+"""One function per subcommand; each imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_bytes
+from ..errors import InputError
+
+
+def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"layers": args.layers, "reduction": args.reduction, "reduce_in_graph": args.reduce_in == "graph",
+            "max_taps": args.max_taps}
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise InputError(f"--input-shape must be comma-separated integers like 1,1,28,28, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise InputError(f"--input-shape must be positive, got {text!r}")
+    return dims
+
+
+def _print_manifest(manifest: Any, out: str) -> None:
+    print(f"wrote {out}: {len(manifest.taps)} monitored layers, {sum(manifest.layer_sizes)} neurons")
+    for t in manifest.taps:
+        print(f"  {t.layer:<32} {t.neurons:>6}  {t.reduction}{' (in graph)' if t.in_graph and t.reduction != 'none' else ''}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``nnwatch export``."""
+    import torch
+
+    from ..export.from_torch import export_module, load_factory
+
+    module = load_factory(args.factory)
+    if args.weights:
+        module.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    example = torch.zeros(_shape(args.input_shape))
+    manifest = export_module(module, example, args.out, plain_out=args.plain_out, **_instrument_kwargs(args))
+    _print_manifest(manifest, args.out)
+    return 0
+
+
+def cmd_instrument(args: argparse.Namespace) -> int:
+    """``nnwatch instrument``."""
+    from ..export.instrument import instrument_file
+
+    manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
+    _print_manifest(manifest, args.out)
+    return 0
+
+
+def _source(spec: str, limit: int | None) -> Any:
+    from ..sources import open_source
+
+    return open_source(spec).limit(limit)
+
+
+def _monitor(args: argparse.Namespace, profile: Any = None) -> Any:
+    import warnings
+
+    from ..monitor.monitor import Monitor
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return mon
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """``nnwatch profile``."""
+    from ..monitor.fit import build_profile
+    from ..monitor.runner import Runner
+    from ..profile.store import save_profile
+
+    threshold: str | float = args.threshold
+    if threshold != "mean":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise InputError(f"--threshold must be 'mean' or a number, got {args.threshold!r}") from None
+    source = _source(args.data, args.limit)
+    profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
+                            k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
+                            min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
+    save_profile(profile, args.out)
+    counts = profile.header["class_counts"]
+    print(f"wrote {args.out}: {sum(counts)} trusted samples of {len(source)}; per class {counts}")
+    weak = [c for c, n in enumerate(counts) if n < 10]
+    if weak:
+        print(f"warning: classes {weak} have fewer than 10 trusted samples; monitors use the global signature for them",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``nnwatch calibrate``."""
+    from ..monitor.fit import calibrate
+    from ..profile.store import save_profile
+
+    mon = _monitor(args)
+    cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
+                    batch_size=args.batch_size, progress=not args.quiet)
+    out = args.out or args.profile
+    save_profile(mon.profile, out)
+    col = cal.detectors.index(mon.decision)
+    print(f"wrote {out}: thresholds for {len(cal.detectors)} detectors at FPR {cal.fpr} from {cal.scores.shape[0]} samples")
+    print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in cal.thresholds[:-1, col]))
+    return 0
+
+
+def _write_records(path: str, rows: list[dict[str, Any]]) -> None:
+    if path.endswith(".json"):
+        data = json.dumps(rows, indent=1, default=float).encode()
+    elif path.endswith(".csv"):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["index"])
+        writer.writeheader()
+        writer.writerows(rows)
+        data = buf.getvalue().encode()
+    else:
+        raise InputError(f"--out must end in .json or .csv, got {path!r}")
+    atomic_write_bytes(path, data)
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """``nnwatch screen``."""
+    from .._progress import Progress
+
+    if not args.out.endswith((".json", ".csv")):
+        raise InputError(f"--out must end in .json or .csv, got {args.out!r}")
+    mon = _monitor(args)
+    if not mon.calibrated:
+        print("warning: the profile is not calibrated; flags are all False and confidence NaN "
+              "(run `nnwatch calibrate` first)", file=sys.stderr)
+    source = _source(args.data, args.limit)
+    rows: list[dict[str, Any]] = []
+    bar = Progress(len(source), "screening", not args.quiet)
+    for x, y in source.batches(args.batch_size):
+        v = mon.score(x)
+        recs = v.records(offset=len(rows))
+        if y is not None:
+            for r, label in zip(recs, y):
+                r["label"] = int(label)
+        rows.extend(recs)
+        bar.update(len(v))
+    bar.close()
+    _write_records(args.out, rows)
+    flagged = sum(r["flag"] for r in rows)
+    print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``nnwatch evaluate``."""
+    from ..eval.evaluate import evaluate
+    from ..eval.report import write_json, write_report
+
+    mon = _monitor(args)
+    clean = _source(args.id, args.limit)
+    ood = {spec: _source(spec, args.limit) for spec in args.ood}
+    ev = evaluate(mon, clean, ood, batch_size=args.batch_size)
+    print(ev.markdown())
+    if args.json:
+        write_json(args.json, ev.to_json())
+        print(f"wrote {args.json}")
+    if args.report:
+        write_report(args.report, ev, f"nnwatch evaluate: {args.model}", {"profile": args.profile, "clean": clean.name},
+                     hist_detector=mon.decision)
+        print(f"wrote {args.report}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``nnwatch bench``."""
+    import numpy as np
+
+    from ..eval.bench import bench_overhead, machine, plain_model_bytes
+    from ..eval.report import write_json
+    from ..monitor.monitor import Monitor
+
+    if args.demo:
+        import tempfile
+
+        from ..demo import prepare_demo_model
+
+        folder = Path(tempfile.mkdtemp(prefix="nnwatch-bench-"))
+        prepared = prepare_demo_model(folder)
+        model_path, profile = prepared["model_path"], prepared["profile_path"]
+    else:
+        if not args.model or not args.profile:
+            raise InputError("pass MODEL.onnx PROFILE.npz, or --demo")
+        model_path, profile = args.model, args.profile
+    mon = Monitor(model_path, profile, threads=args.threads, providers="auto")
+    shape = tuple(d if d is not None else 1 for d in mon.manifest.input_shape)
+    x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)
+    mon.warmup((args.batch,))
+    result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads)
+    result["machine"] = machine()
+    result["model"] = str(model_path)
+    m, p = result["monitored"], result["plain"]
+    print(f"batch {args.batch}: plain p50 {p['p50_ms']:.3f} ms p99 {p['p99_ms']:.3f} ms | "
+          f"tapped p50 {result['tapped']['p50_ms']:.3f} ms ({result['tapped']['ratio_p50']:.2f}x) | "
+          f"monitored p50 {m['p50_ms']:.3f} ms p99 {m['p99_ms']:.3f} ms ({m['ratio_p50']:.2f}x p50, {m['ratio_p99']:.2f}x p99)")
+    print(f"throughput plain {result['throughput_plain_per_s']:,.0f}/s, monitored {result['throughput_monitored_per_s']:,.0f}/s; "
+          f"monitor memory {result['monitor_memory_mb']:.2f} MiB; peak RSS {result['peak_rss_mb']:.0f} MiB "
+          f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``nnwatch demo``."""
+    from ..demo import run_demo
+
+    run_demo(args.out)
+    return 0

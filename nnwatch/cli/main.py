@@ -1,0 +1,141 @@
+"""Argument parsing and dispatch. The CLI's shape is a public contract: extend, don't rename."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Sequence
+
+from ..errors import NnwatchError
+
+
+def _layers(text: str) -> str | list[str]:
+    return "auto" if text == "auto" else [t for t in text.split(",") if t]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nnwatch`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parser with one sub-parser per command.
+    """
+    p = argparse.ArgumentParser(prog="nnwatch", description="Runtime coverage monitor for neural-network inference.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    e = sub.add_parser("export", help="torch module -> instrumented ONNX")
+    e.add_argument("factory", help="MODULE:FACTORY (or FILE.py:FACTORY) returning a torch.nn.Module")
+    e.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,1,28,28")
+    e.add_argument("--out", required=True)
+    e.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated module paths / tensor names")
+    e.add_argument("--plain-out", help="also write the untapped model here")
+    e.add_argument("--weights", help="state_dict file (.pt) to load into the module")
+    _instrument_options(e)
+
+    i = sub.add_parser("instrument", help="ONNX -> instrumented ONNX (any classifier)")
+    i.add_argument("model")
+    i.add_argument("--out", required=True)
+    i.add_argument("--layers", default="auto", type=_layers)
+    _instrument_options(i)
+
+    pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)")
+    pr.add_argument("model")
+    pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--k-sections", type=int, default=10)
+    pr.add_argument("--k-top", type=int, default=3)
+    pr.add_argument("--threshold", default="mean", help="neuron-coverage threshold: 'mean' or a number")
+    pr.add_argument("--min-confidence", type=float, default=0.0)
+    pr.add_argument("--rare-rate", type=float, default=0.01)
+    _common(pr)
+
+    c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)")
+    c.add_argument("model")
+    c.add_argument("profile")
+    c.add_argument("--data", required=True)
+    c.add_argument("--fpr", type=float, default=0.05)
+    c.add_argument("--min-class-samples", type=int, default=20)
+    c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
+    _common(c)
+
+    s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV")
+    s.add_argument("model")
+    s.add_argument("profile")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv")
+    _common(s)
+
+    ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets")
+    ev.add_argument("model")
+    ev.add_argument("profile")
+    ev.add_argument("--id", required=True, help="clean (in-distribution) test data")
+    ev.add_argument("--ood", action="append", required=True, help="anomalous data (repeatable)")
+    ev.add_argument("--json", help="write results as JSON here")
+    ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")
+    _common(ev)
+
+    b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference")
+    b.add_argument("model", nargs="?")
+    b.add_argument("profile", nargs="?")
+    b.add_argument("--demo", action="store_true", help="benchmark the demo's digits CNN (trains it first)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--iters", type=int, default=300)
+    b.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    b.add_argument("--json")
+
+    d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline")
+    d.add_argument("--out", default="nnwatch-demo")
+    return p
+
+
+def _instrument_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reduction", choices=("mean", "max"), default="mean")
+    p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
+                   help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
+    p.add_argument("--max-taps", type=int, help="auto: keep only the last N activation taps")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, help="use only the first N samples of each data source")
+    p.add_argument("--providers", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 2 bad input or usage.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    from . import commands
+
+    warnings.simplefilter("default")
+    try:
+        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+    except NnwatchError as exc:
+        print(f"nnwatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

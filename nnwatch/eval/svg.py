@@ -1,0 +1,167 @@
+"""Tiny SVG charts (line charts, histograms, heat maps) for self-contained HTML reports."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Sequence
+
+import numpy as np
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#393b79", "#637939"]
+W, H = 420, 300
+L, R, T, B = 52, 12, 28, 42
+
+
+def _frame(title: str, xlabel: str, ylabel: str, x0: float, x1: float, y0: float, y1: float) -> list[str]:
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+             f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
+             f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>']
+    for i in range(5):
+        fx = x0 + (x1 - x0) * i / 4
+        fy = y0 + (y1 - y0) * i / 4
+        px = L + (W - L - R) * i / 4
+        py = H - B - (H - T - B) * i / 4
+        parts.append(f'<text x="{px:.1f}" y="{H - B + 14}" text-anchor="middle">{fx:.3g}</text>')
+        parts.append(f'<text x="{L - 4}" y="{py + 4:.1f}" text-anchor="end">{fy:.3g}</text>')
+        parts.append(f'<line x1="{L}" x2="{W - R}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>')
+    parts.append(f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle">{escape(xlabel)}</text>')
+    parts.append(f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{escape(ylabel)}</text>')
+    return parts
+
+
+def _sx(x: np.ndarray, x0: float, x1: float) -> np.ndarray:
+    return L + (W - L - R) * (x - x0) / max(x1 - x0, 1e-12)
+
+
+def _sy(y: np.ndarray, y0: float, y1: float) -> np.ndarray:
+    return H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-12)
+
+
+def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+    out = []
+    for i, n in enumerate(names):
+        c = PALETTE[i % len(PALETTE)]
+        out.append(f'<rect x="{x}" y="{y + 13 * i - 8}" width="10" height="3" fill="{c}"/>'
+                   f'<text x="{x + 14}" y="{y + 13 * i - 4}">{escape(n)}</text>')
+    return out
+
+
+def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
+               diagonal: bool = False, limits: tuple[float, float, float, float] | None = None) -> str:
+    """Lines, one per series.
+
+    Parameters
+    ----------
+    series : dict
+        name -> (x, y).
+    title, xlabel, ylabel : str
+        Labels.
+    diagonal : bool
+        Draw the chance diagonal (ROC curves).
+    limits : tuple, optional
+        ``(x0, x1, y0, y1)``; default: data range.
+
+    Returns
+    -------
+    str
+        SVG markup.
+    """
+    if limits is None:
+        xs = np.concatenate([np.asarray(v[0], float) for v in series.values()])
+        ys = np.concatenate([np.asarray(v[1], float) for v in series.values()])
+        limits = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+    x0, x1, y0, y1 = limits
+    parts = _frame(title, xlabel, ylabel, x0, x1, y0, y1)
+    if diagonal:
+        parts.append(f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{T}" stroke="#bbb" stroke-dasharray="4"/>')
+    for i, (name, (x, y)) in enumerate(series.items()):
+        px, py = _sx(np.asarray(x, float), x0, x1), _sy(np.asarray(y, float), y0, y1)
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="1.6"/>')
+    parts += _legend(list(series), W - R - 120, H - B - 13 * len(series))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram(groups: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 30) -> str:
+    """Overlaid normalized histograms (step outlines); +inf values are counted at the right edge.
+
+    Parameters
+    ----------
+    groups : dict
+        name -> values.
+    title, xlabel : str
+        Labels.
+    bins : int
+        Number of bins.
+
+    Returns
+    -------
+    str
+        SVG markup.
+    """
+    finite = np.concatenate([v[np.isfinite(v)] for v in groups.values()]) if groups else np.zeros(1)
+    if finite.size == 0:
+        finite = np.zeros(1)
+    lo, hi = float(np.min(finite)), float(np.max(finite))
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    dens = {}
+    for name, v in groups.items():
+        v = np.where(np.isfinite(v), v, hi)
+        counts, _ = np.histogram(np.clip(v, lo, hi), edges)
+        dens[name] = counts / max(v.size, 1)
+    ymax = max(float(d.max()) for d in dens.values()) * 1.05 or 1.0
+    parts = _frame(title, xlabel, "share of samples", lo, hi, 0.0, ymax)
+    for i, (name, d) in enumerate(dens.items()):
+        xs = np.repeat(edges, 2)[1:-1]
+        ys = np.repeat(d, 2)
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(_sx(xs, lo, hi), _sy(ys, 0, ymax)))
+        c = PALETTE[i % len(PALETTE)]
+        parts.append(f'<polyline points="{pts}" fill="{c}" fill-opacity="0.15" stroke="{c}" stroke-width="1.4"/>')
+    parts += _legend(list(dens), W - R - 120, T + 14)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
+            vmin: float = 0.5, vmax: float = 1.0) -> str:
+    """A labelled heat map with the value printed in each cell.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(len(rows), len(cols))``.
+    rows, cols : sequence of str
+        Labels.
+    title : str
+        Title.
+    vmin, vmax : float
+        Colour scale limits.
+
+    Returns
+    -------
+    str
+        SVG markup.
+    """
+    cw, ch, left, top = 62, 22, 150, 80
+    width, height = left + cw * len(cols) + 10, top + ch * len(rows) + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']
+    for j, c in enumerate(cols):
+        x = left + cw * j + cw / 2
+        parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-35 {x} {top - 6})">{escape(c)}</text>')
+    for i, r in enumerate(rows):
+        parts.append(f'<text x="{left - 6}" y="{top + ch * i + 15}" text-anchor="end">{escape(r)}</text>')
+        for j in range(len(cols)):
+            v = float(values[i, j])
+            t = 0.0 if not np.isfinite(v) else min(max((v - vmin) / (vmax - vmin), 0.0), 1.0)
+            red, green, blue = int(255 - 200 * t), int(255 - 90 * t), int(255 - 40 * t)
+            parts.append(f'<rect x="{left + cw * j}" y="{top + ch * i}" width="{cw - 1}" height="{ch - 1}" '
+                         f'fill="rgb({red},{green},{blue})"/>')
+            label = "-" if not np.isfinite(v) else f"{v:.3f}"
+            parts.append(f'<text x="{left + cw * j + cw / 2}" y="{top + ch * i + 15}" text-anchor="middle">{label}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
