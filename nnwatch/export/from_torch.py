@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import warnings
@@ -130,8 +131,6 @@ def load_factory(spec: str) -> Any:
     mod_name, _, attr = spec.rpartition(":")
     try:
         if mod_name.endswith(".py") and os.path.isfile(mod_name):
-            import importlib.util
-
             loader_spec = importlib.util.spec_from_file_location("nnwatch_user_model", mod_name)
             mod = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
             loader_spec.loader.exec_module(mod)  # type: ignore[union-attr]

@@ -1,0 +1,126 @@
+"""Saving is atomic; loading validates everything and names the problem."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nnwatch.errors import ModelMismatchError, ProfileError
+from nnwatch.monitor.calibrate import calibration_from_scores
+from nnwatch.profile.builder import ProfileBuilder
+from nnwatch.profile.store import load_profile, save_profile
+
+
+@pytest.fixture
+def profile(rng):
+    layers = [rng.normal(size=(120, 5)).astype(np.float32), rng.normal(size=(120, 3)).astype(np.float32)]
+    labels = rng.integers(0, 3, 120)
+    b = ProfileBuilder([5, 3], 3, feature_layer=1).update_ranges(layers, labels).finish_ranges()
+    p = b.update_sections(layers, labels).build("a" * 64, ["l0", "l1"], dataset="unit")
+    p.calibration = calibration_from_scores(["x", "y"], rng.random((40, 2)), rng.integers(0, 3, 40), 3, 0.1, 5)
+    return p
+
+
+def test_roundtrip(tmp_path, profile):
+    path = tmp_path / "p.npz"
+    save_profile(profile, path)
+    back = load_profile(path, fingerprint="a" * 64)
+    assert back.header == profile.header
+    for name in ("count", "min", "max", "mean", "m2", "topk_count", "feat_sum", "feat_outer"):
+        np.testing.assert_array_equal(getattr(back.ranges, name), getattr(profile.ranges, name))
+    np.testing.assert_array_equal(back.sections.section_hits, profile.sections.section_hits)
+    np.testing.assert_array_equal(back.calibration.thresholds, profile.calibration.thresholds)
+    assert back.calibration.detectors == ["x", "y"]
+
+
+def test_wrong_model_is_refused(tmp_path, profile):
+    save_profile(profile, tmp_path / "p.npz")
+    with pytest.raises(ModelMismatchError, match="built for model aaaaaaaaaaaa"):
+        load_profile(tmp_path / "p.npz", fingerprint="b" * 64)
+
+
+def _rewrite(src, dst, change):
+    with np.load(src, allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    change(arrays)
+    with open(dst, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _header_change(fn):
+    def change(arrays):
+        h = json.loads(arrays["header"].tobytes())
+        fn(h)
+        arrays["header"] = np.frombuffer(json.dumps(h).encode(), np.uint8)
+    return change
+
+
+CORRUPTIONS = {
+    "missing array": (lambda a: a.pop("sections.section_hits"), "arrays missing"),
+    "wrong dtype": (lambda a: a.__setitem__("ranges.min", a["ranges.min"].astype(np.float64)), "dtype"),
+    "wrong shape": (lambda a: a.__setitem__("ranges.max", a["ranges.max"][:, :2]), "shape"),
+    "nan range": (lambda a: a["ranges.min"].__setitem__((0, 0), np.nan), "not finite"),
+    "negative count": (lambda a: a["sections.active_count"].__setitem__((0, 0), -1), "negative"),
+    "inconsistent hits": (lambda a: a["sections.section_hits"].__setitem__((0, 0, 0), 10_000), "differ between neurons"),
+    "object array": (lambda a: a.__setitem__("ranges.count", np.array([object()], dtype=object)), "unreadable"),
+    "wrong version": (_header_change(lambda h: h.__setitem__("format_version", 99)), "version 99"),
+    "not a profile": (_header_change(lambda h: h.__setitem__("format", "other")), "not an nnwatch profile"),
+    "missing header key": (_header_change(lambda h: h.pop("k_top")), "k_top"),
+    "huge sizes": (_header_change(lambda h: h.__setitem__("layer_sizes", [10**9, 3])), "layer_sizes"),
+    "header garbage": (lambda a: a.__setitem__("header", np.frombuffer(b"{not json", np.uint8)), "not valid JSON"),
+    "counts disagree": (_header_change(lambda h: h.__setitem__("class_counts", [1, 2, 3])), "class_counts"),
+    "calibration nan": (lambda a: a["calibration.thresholds"].__setitem__((0, 0), np.nan), "NaN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corrupt_files_are_refused_with_a_reason(tmp_path, profile, case):
+    save_profile(profile, tmp_path / "good.npz")
+    change, message = CORRUPTIONS[case]
+    _rewrite(tmp_path / "good.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(tmp_path / "bad.npz")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0.0, 0.999), flips=st.lists(st.integers(0, 10**9), max_size=4))
+def test_truncated_or_flipped_bytes_never_crash(tmp_path, profile, cut, flips):
+    save_profile(profile, tmp_path / "good.npz")
+    data = bytearray((tmp_path / "good.npz").read_bytes())
+    for f in flips:
+        data[f % len(data)] ^= 0xFF
+    if not flips:
+        data = data[: int(cut * len(data))]
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    try:
+        p = load_profile(tmp_path / "bad.npz")
+    except ProfileError:
+        return
+    # A flip that survives validation (e.g. inside unused padding) must still give a usable profile.
+    assert p.n_classes == profile.n_classes
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(tmp_path / "nope.npz")
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, profile, monkeypatch):
+    path = tmp_path / "p.npz"
+    save_profile(profile, path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_profile(profile, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]  # no temp file left behind
+    assert zipfile.is_zipfile(path)
