@@ -97,6 +97,7 @@ class Mahalanobis(Detector):
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
         x = view.layer(self.layer_).astype(np.float64)
-        quad = np.einsum("bd,de,be->b", x, self.precision_, x)
-        dist = quad[:, None] - 2.0 * x @ self.projected_means_.T + self.mean_terms_[None, :]
+        with np.errstate(invalid="ignore", over="ignore"):
+            quad = np.einsum("bd,de,be->b", x, self.precision_, x)
+            dist = quad[:, None] - 2.0 * x @ self.projected_means_.T + self.mean_terms_[None, :]
         return _finite_or_inf(np.maximum(dist.min(axis=1), 0.0))

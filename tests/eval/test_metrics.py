@@ -1,0 +1,60 @@
+"""Metrics against brute-force definitions and known values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnwatch.errors import InputError
+from nnwatch.eval.metrics import aupr, auroc, fpr_at_tpr, roc_curve, tpr_at_fpr
+
+scores = st.lists(st.integers(0, 6).map(float), min_size=1, max_size=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(scores, scores)
+def test_auroc_is_pairwise_probability(neg, pos):
+    neg, pos = np.array(neg), np.array(pos)
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert auroc(neg, pos) == pytest.approx(brute, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores, scores)
+def test_thresholded_rates_by_brute_force(neg, pos):
+    neg, pos = np.array(neg), np.array(pos)
+    thresholds = np.unique(np.r_[neg, pos, np.inf])
+    pts = [((neg >= t).mean(), (pos >= t).mean()) for t in thresholds]
+    assert fpr_at_tpr(neg, pos, 0.95) == pytest.approx(min(f for f, t in pts if t >= 0.95))
+    assert tpr_at_fpr(neg, pos, 0.05) == pytest.approx(max(t for f, t in pts if f <= 0.05))
+
+
+def test_known_values():
+    assert auroc([0, 1, 2], [3, 4]) == 1.0
+    assert auroc([3, 4], [0, 1]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    assert aupr([0, 1], [2, 3]) == pytest.approx(1.0)
+    assert auroc([0.0, 1.0], [np.inf, 0.5]) == 0.75
+    fpr, tpr, _ = roc_curve([0, 1], [1, 2])
+    assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+
+
+def test_aupr_matches_average_precision_definition():
+    rng = np.random.default_rng(0)
+    neg, pos = rng.normal(size=50), rng.normal(1, 1, size=30)
+    allv = np.r_[neg, pos]
+    lab = np.r_[np.zeros(50), np.ones(30)]
+    order = np.argsort(-allv)
+    tp = np.cumsum(lab[order])
+    prec = tp / np.arange(1, 81)
+    ap = (prec * lab[order]).sum() / 30  # no ties in continuous data
+    assert aupr(neg, pos) == pytest.approx(ap, rel=1e-12)
+
+
+def test_needs_both_classes():
+    with pytest.raises(InputError, match="both classes"):
+        auroc([], [1.0])
+    with pytest.raises(InputError, match="NaN"):
+        auroc([np.nan], [1.0])
