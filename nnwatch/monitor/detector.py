@@ -51,6 +51,30 @@ class BatchView:
         self._scratch = scratch
         self._parallel = parallel
         self._coverage: np.ndarray | None = None
+        self._logit_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._checked: np.ndarray | None = None
+
+    @property
+    def coverage_checked(self) -> np.ndarray:
+        """A fresh copy of :attr:`coverage` with +inf scores where activations were NaN/Inf."""
+        if self._checked is None:
+            cov = self.coverage.copy()
+            bad = cov[:, -1] > 0
+            if bad.any():
+                cov[bad, :-1] = np.inf
+            self._checked = cov
+        return self._checked
+
+    @property
+    def logit_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64 ``(max logit, logsumexp of logits)`` per sample, computed once."""
+        if self._logit_stats is None:
+            z = self.logits.astype(np.float64)
+            m = z.max(axis=1)
+            with np.errstate(invalid="ignore", over="ignore"):
+                lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+            self._logit_stats = (m, lse)
+        return self._logit_stats
 
     @property
     def coverage(self) -> np.ndarray:

@@ -101,6 +101,8 @@ class Monitor:
             self.detectors[name] = det
         self.decision = decision
         self.parallel = parallel
+        self._all = list(self.detectors.items())
+        self._cheap = [(n, d) for n, d in self._all if d.cost != "full"]
         self.tracker = LatencyTracker(self.budget)
         self._set_calibration(cal)
         self._check_memory()
@@ -210,23 +212,20 @@ class Monitor:
         t2 = time.perf_counter()
         degraded = self.tracker.degraded
         view = BatchView(ws.logits, ws.buf, self.runner.offsets, self.tables, ws.scores, ws.scratch, self.parallel)
-        scores: dict[str, np.ndarray] = {}
-        for name, det in self.detectors.items():
-            if degraded and det.cost == "full":
-                continue
-            scores[name] = det.score(view)
-        decision = self.budget.fallback if degraded else self.decision
+        dets = self._cheap if degraded else self._all
+        scores = {name: det.score(view) for name, det in dets}
         pred = view.pred
+        bad = nonfinite.any()
+        if bad:
+            for values in scores.values():
+                values[nonfinite] = np.inf
         flags = {name: scores[name] > thr[pred] for name, thr in self._thresholds.items() if name in scores}
-        flag = flags.get(decision, np.zeros(batch, bool)) | nonfinite
+        decision = self.budget.fallback if degraded else self.decision
+        flag = flags[decision] | nonfinite if decision in flags else nonfinite.copy()
         confidence_fn = self._fallback_confidence if degraded else self._confidence
-        if confidence_fn is not None:
-            confidence = confidence_fn(scores[decision], pred)
-        else:
-            confidence = np.full(batch, np.nan)
-        confidence[nonfinite] = 0.0
-        for name in scores:
-            scores[name][nonfinite] = np.inf
+        confidence = confidence_fn(scores[decision], pred) if confidence_fn is not None else np.full(batch, np.nan)
+        if bad:
+            confidence[nonfinite] = 0.0
         t3 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3
         monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3

@@ -49,7 +49,8 @@ class MaxSoftmax(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _finite_or_inf(1.0 - np.exp(log_softmax(view.logits).max(axis=1)))
+        m, lse = view.logit_stats
+        return _finite_or_inf(1.0 - np.exp(m - lse))
 
 
 @register
@@ -60,7 +61,7 @@ class MaxLogit(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _finite_or_inf(-view.logits.max(axis=1).astype(np.float64))
+        return _finite_or_inf(-view.logit_stats[0])
 
 
 @register
@@ -71,9 +72,7 @@ class Energy(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        z = view.logits.astype(np.float64)
-        m = z.max(axis=1)
-        return _finite_or_inf(-(m + np.log(np.exp(z - m[:, None]).sum(axis=1))))
+        return _finite_or_inf(-view.logit_stats[1])
 
 
 @register
@@ -91,13 +90,15 @@ class Mahalanobis(Detector):
         means, precision = class_gaussian(profile)
         self.means_ = means
         self.precision_ = precision
-        self.mean_terms_ = np.einsum("cd,de,ce->c", means, precision, means)
-        self.projected_means_ = means @ precision
+        # d_c(x) = |W x - W mu_c|^2 with W^T W = precision: one small matmul per batch.
+        evals, evecs = np.linalg.eigh(precision)
+        self.whiten_ = evecs * np.sqrt(np.clip(evals, 0.0, None))
+        self.whitened_means_ = means @ self.whiten_
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
-            quad = np.einsum("bd,de,be->b", x, self.precision_, x)
-            dist = quad[:, None] - 2.0 * x @ self.projected_means_.T + self.mean_terms_[None, :]
-        return _finite_or_inf(np.maximum(dist.min(axis=1), 0.0))
+            diff = (x @ self.whiten_)[:, None, :] - self.whitened_means_[None, :, :]
+            dist = np.einsum("bcd,bcd->bc", diff, diff)
+        return _finite_or_inf(dist.min(axis=1))

@@ -5,7 +5,8 @@ of Deep Neural Networks by Coverage Analysis", IEEE TSE 2022, arXiv:2101.12100):
 ``nc``, ``kmnc``, ``tknc``, ``nbc`` are shares in [0, 1] of neurons (or top-k slots) in a
 state the predicted class's trusted inputs (almost) never showed; ``nb_excess`` is the mean
 distance outside the class range in range units; ``coverage`` = mean(nc, kmnc, tknc, nbc).
-Samples with NaN/Inf activations score +inf on all of them.
+Samples with NaN/Inf activations score +inf on all of them (the Monitor applies that
+once per batch; ``nonfinite_mask`` gives it to other callers).
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ from ..detector import BatchView, Detector, register
 _NONFINITE = SCORE_NAMES.index("nonfinite")
 
 
-def _with_nonfinite(view: BatchView, values: np.ndarray) -> np.ndarray:
-    bad = view.coverage[:, _NONFINITE] > 0
-    return np.where(bad, np.inf, values) if bad.any() else values
+def nonfinite_mask(view: BatchView) -> np.ndarray:
+    """Samples with a NaN/Inf activation.
+
+    Parameters
+    ----------
+    view : BatchView
+        The batch.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(B,)``.
+    """
+    return view.coverage[:, _NONFINITE] > 0
 
 
 class _Column(Detector):
@@ -30,7 +42,7 @@ class _Column(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _with_nonfinite(view, view.coverage[:, self.column].copy())
+        return view.coverage_checked[:, self.column]
 
 
 @register
@@ -85,4 +97,5 @@ class CombinedCoverage(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _with_nonfinite(view, view.coverage[:, :4].mean(axis=1))
+        cov = view.coverage_checked
+        return (cov[:, 0] + cov[:, 1] + cov[:, 2] + cov[:, 3]) * 0.25
