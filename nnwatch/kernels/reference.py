@@ -171,8 +171,9 @@ def coverage_scores(layers: Sequence[np.ndarray], pred: np.ndarray, tables: Cove
         nc = np.where(active, tables.on_rare[c], tables.off_rare[c]).astype(bool)
         inside = (v >= lo) & (v <= hi)
         km = np.ones(n, dtype=bool)
-        for j in np.flatnonzero(inside):
-            km[j] = bool(tables.section_rare[c, j, section_index(v[j], lo[j], tables.inv_width[c, j], k)])
+        idx = np.flatnonzero(inside)
+        sec = np.minimum(((v[idx].astype(np.float64) - lo[idx]) * tables.inv_width[c, idx]).astype(np.int64), k - 1)
+        km[idx] = tables.section_rare[c, idx, sec].astype(bool)
         below = v < lo
         above = v > hi
         excess = np.where(below, (lo.astype(np.float64) - v) * tables.inv_unit[c], 0.0)

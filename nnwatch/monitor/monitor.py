@@ -46,15 +46,20 @@ class Monitor:
         onnxruntime intra-op threads.
     budget : Budget or None
         Latency/memory budget and over-budget policy.
-    parallel : bool or None
-        Force the parallel or serial coverage kernel (None: by batch size).
+    parallel : bool
+        Use the parallel coverage kernel. Off by default: right after a run, onnxruntime's
+        spinning workers hold the cores and a parallel kernel waits for them (measured 10x
+        slower than serial on 2 cores). Turn it on for large batches on many cores, ideally
+        with ``spinning=False``.
+    spinning : bool
+        onnxruntime worker spinning (its default, lowest inference latency).
     """
 
     def __init__(self, model: str | os.PathLike | bytes, profile: Profile | str | os.PathLike,
                  detectors: Sequence[str] = DEFAULT, decision: str = "coverage", rare_rate: float | None = None,
                  min_class_samples: int = 10, providers: str | Sequence[str] = "auto", threads: int | None = None,
-                 budget: Budget | None = None, parallel: bool | None = None) -> None:
-        self.runner = Runner(model, providers=providers, threads=threads)
+                 budget: Budget | None = None, parallel: bool = False, spinning: bool = True) -> None:
+        self.runner = Runner(model, providers=providers, threads=threads, spinning=spinning)
         manifest = self.runner.manifest
         if isinstance(profile, Profile):
             if profile.fingerprint != manifest.fingerprint:
@@ -176,7 +181,7 @@ class Monitor:
         Parameters
         ----------
         batch_sizes : sequence of int
-            Batch sizes to prepare (parallel kernels compile for batches >= 8).
+            Batch sizes to prepare.
         """
         shape = tuple(d if d is not None else 1 for d in self.manifest.input_shape)
         for b in batch_sizes:

@@ -116,7 +116,9 @@ def test_readonly_noncontiguous_and_integer_inputs(monitor, files):
     assert monitor((x[:6] * 16).round().astype(np.int64) / 16).pred.shape == (6,)
 
 
-def test_threads_give_serial_results(monitor, files):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_threads_give_serial_results(files, parallel):
+    monitor = Monitor(files["model"], files["profile"], providers="cpu", parallel=parallel)
     x, _ = files["splits"]["test"]
     batches = [x[i : i + s] for i, s in zip(range(0, 300, 30), [1, 3, 1, 16, 1, 9, 1, 30, 2, 1])]
     serial = [monitor(b).scores for b in batches]

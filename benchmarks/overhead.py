@@ -1,0 +1,142 @@
+"""Plain onnxruntime vs monitored inference, batch 1 and 64, on small CNNs.
+
+Variants, timed interleaved in one process per model:
+- plain: the untapped model, ``session.run`` (what a user runs today);
+- tapped: the instrumented model through nnwatch's runner (IOBinding), no detectors;
+- monitored (coverage): tapped + input check + fused coverage kernel + calibrated decision;
+- monitored (all): coverage family + MSP, max-logit, energy, Mahalanobis;
+- the same monitored (coverage) with conv maps reduced after the run instead of in the graph.
+Peak RSS is measured per model in its own process. Run: python benchmarks/overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from _common import interleaved, write
+
+MODELS = ("digits_cnn", "lenet", "small_cnn")
+
+
+def small_cnn():
+    import torch.nn as nn
+
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.ReLU()]
+
+    return nn.Sequential(*block(3, 32), *block(32, 32), nn.MaxPool2d(2), *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
+                         *block(64, 128), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def build(name: str, folder: Path):
+    import torch
+
+    from nnwatch.eval.models import digits_cnn, lenet
+    from nnwatch.export.from_torch import export_plain
+    from nnwatch.export.instrument import instrument, save_onnx
+
+    torch.manual_seed(0)
+    net, shape = {"digits_cnn": (digits_cnn, (1, 8, 8)), "lenet": (lenet, (1, 28, 28)),
+                  "small_cnn": (small_cnn, (3, 32, 32))}[name]
+    plain = export_plain(net().eval(), torch.zeros((1,) + shape))
+    data = plain.SerializeToString()
+    (folder / "plain.onnx").write_bytes(data)
+    for where in ("graph", "kernel"):
+        model, _ = instrument(data, reduce_in_graph=where == "graph")
+        save_onnx(model, folder / f"{where}.onnx")
+    return shape
+
+
+def run_one(name: str, quick: bool) -> dict:
+    from nnwatch.eval.bench import plain_model_bytes  # noqa: F401  (import check)
+    from nnwatch.monitor.detectors import DEFAULT
+    from nnwatch.monitor.fit import build_profile, calibrate
+    from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.runner import session_options
+    from nnwatch.sources import ArraySource
+    import onnxruntime as ort
+
+    folder = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-"))
+    shape = build(name, folder)
+    rng = np.random.default_rng(0)
+    data = rng.random((600,) + shape, dtype=np.float32)
+    out = {"model": name, "input_shape": list(shape)}
+    monitors = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for where in ("graph", "kernel"):
+            prof = build_profile(folder / f"{where}.onnx", ArraySource(data[:400], None, "random"))
+            for dets in ("coverage", "all"):
+                if where == "kernel" and dets == "all":
+                    continue
+                mon = Monitor(folder / f"{where}.onnx", prof, providers="cpu", min_class_samples=1,
+                              detectors=("coverage",) if dets == "coverage" else DEFAULT)
+                calibrate(mon, ArraySource(data[400:], None, "random"), min_class_samples=1)
+                monitors[f"monitored ({dets}{', maps reduced after run' if where == 'kernel' else ''})"] = mon
+    out["neurons"] = int(monitors["monitored (coverage)"].tables.n_neurons)
+    sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(), providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    runner = monitors["monitored (coverage)"].runner
+    for batch in (1, 64):
+        x = rng.random((batch,) + shape, dtype=np.float32)
+        for m in monitors.values():
+            m.warmup((batch,))
+        ws = runner.workspace(batch)
+        calls = {"plain": lambda: sess.run(None, {in_name: x}), "tapped": lambda: runner.run(x, ws)}
+        calls.update({k: (lambda m=m: m.score(x, _record=False)) for k, m in monitors.items()})
+        rounds = (100 if batch == 1 else 20) if quick else (1500 if batch == 1 else 150)
+        res = interleaved(calls, rounds, warmup=20 if batch == 1 else 3, budget_s=30 if quick else 120)
+        base = res["plain"]
+        for v in res.values():
+            v["ratio_p50"] = v["p50_ms"] / base["p50_ms"]
+            v["ratio_p99"] = v["p99_ms"] / base["p99_ms"]
+            v["throughput_per_s"] = batch / (v["mean_ms"] / 1e3)
+        out[f"batch{batch}"] = res
+    mon = monitors["monitored (coverage)"]
+    out["profile_mb"] = (folder / "graph.onnx").stat().st_size / 2**20
+    out["monitor_memory_mb"] = mon.memory_bytes() / 2**20
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", choices=MODELS, help="internal: run one model in this process")
+    args = ap.parse_args()
+    if args.model:
+        print(json.dumps(run_one(args.model, args.quick)))
+        return
+    results = []
+    for name in MODELS:
+        cmd = [sys.executable, __file__, "--model", name] + (["--quick"] if args.quick else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"done {name}", file=sys.stderr)
+    md = ["| model | neurons | batch | variant | p50 ms | p99 ms | p50 / plain | p99 / plain | inputs/s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for batch in (1, 64):
+            for variant, v in r[f"batch{batch}"].items():
+                md.append(f"| {r['model']} {tuple(r['input_shape'])} | {r['neurons']} | {batch} | {variant} | {v['p50_ms']:.3f} | "
+                          f"{v['p99_ms']:.3f} | {v['ratio_p50']:.2f}x | {v['ratio_p99']:.2f}x | {v['throughput_per_s']:,.0f} |")
+    md.append("\n| model | peak RSS (MiB, whole process) | monitor tables + buffers (MiB) |")
+    md.append("|---|---|---|")
+    for r in results:
+        md.append(f"| {r['model']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} |")
+    write("overhead", {"models": results}, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
