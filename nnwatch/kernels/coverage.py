@@ -25,7 +25,9 @@ from numba import prange
 from ._jit import njit, parallel_guard
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
-PARALLEL_MIN_BATCH = 8
+# Below this many neuron evaluations per call (about 0.5 ms serial), starting threads costs
+# more than it saves (measured in benchmarks/kernels.py on 2 cores).
+PARALLEL_MIN_WORK = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,12 @@ def _topk_insert(v, j, filled, kk, best_v, best_i):
 
 
 @njit()
-def _score_one(buf, batch, b, off, c, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
+def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
                topk_rare, k_top, out, best_v, best_i):
+    # lo, hi, ... are the predicted class's rows (1-D views): no per-neuron class indexing.
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
-    k = sec_rare.shape[2]
+    k = sec_rare.shape[1]
     nc = 0
     km = 0
     nb = 0
@@ -131,28 +134,27 @@ def _score_one(buf, batch, b, off, c, lo, hi, inv_w, inv_u, thr, sec_rare, on_ra
             if not np.isfinite(v):
                 nonfinite += 1
             if v > thr[n]:
-                nc += on_rare[c, n]
+                nc += on_rare[n]
             else:
-                nc += off_rare[c, n]
-            low = lo[c, n]
-            high = hi[c, n]
+                nc += off_rare[n]
+            low = lo[n]
+            high = hi[n]
             if v >= low and v <= high:
-                s = int((np.float64(v) - np.float64(low)) * inv_w[c, n])
+                s = int((np.float64(v) - np.float64(low)) * inv_w[n])
                 if s >= k:
                     s = k - 1
-                km += sec_rare[c, n, s]
+                km += sec_rare[n, s]
             else:
                 km += 1
+                nb += 1
                 if v < low:
-                    nb += 1
-                    excess += (np.float64(low) - np.float64(v)) * inv_u[c, n]
-                elif v > high:
-                    nb += 1
-                    excess += (np.float64(v) - np.float64(high)) * inv_u[c, n]
+                    excess += (np.float64(low) - np.float64(v)) * inv_u[n]
+                else:
+                    excess += (np.float64(v) - np.float64(high)) * inv_u[n]
             if kk > 0:
                 filled = _topk_insert(v, j, filled, kk, best_v, best_i)
         for t in range(filled):
-            tk += topk_rare[c, start + best_i[t]]
+            tk += topk_rare[start + best_i[t]]
         tk_total += kk
     out[b, 0] = nc / n_total
     out[b, 1] = km / n_total
@@ -166,16 +168,18 @@ def _score_one(buf, batch, b, off, c, lo, hi, inv_w, inv_u, thr, sec_rare, on_ra
 def _coverage_serial(buf, batch, off, pred, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
                      topk_rare, k_top, out, best_v, best_i):
     for b in range(batch):
-        _score_one(buf, batch, b, off, pred[b], lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
-                   off_rare, topk_rare, k_top, out, best_v[0], best_i[0])
+        c = pred[b]
+        _score_one(buf, batch, b, off, lo[c], hi[c], inv_w[c], inv_u[c], thr, sec_rare[c], on_rare[c],
+                   off_rare[c], topk_rare[c], k_top, out, best_v[0], best_i[0])
 
 
 @njit(parallel=True)
 def _coverage_parallel(buf, batch, off, pred, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
                        topk_rare, k_top, out, best_v, best_i):
     for b in prange(batch):
-        _score_one(buf, batch, b, off, pred[b], lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
-                   off_rare, topk_rare, k_top, out, best_v[b], best_i[b])
+        c = pred[b]
+        _score_one(buf, batch, b, off, lo[c], hi[c], inv_w[c], inv_u[c], thr, sec_rare[c], on_rare[c],
+                   off_rare[c], topk_rare[c], k_top, out, best_v[b], best_i[b])
 
 
 def coverage_scores_packed(
@@ -198,8 +202,8 @@ def coverage_scores_packed(
     out : numpy.ndarray, optional
         float64 ``(B, 6)`` output buffer.
     parallel : bool or None
-        Force the parallel (True) or serial (False) kernel; None picks parallel from
-        :data:`PARALLEL_MIN_BATCH` samples on.
+        Force the parallel (True) or serial (False) kernel; None picks parallel when
+        ``batch * neurons >= PARALLEL_MIN_WORK``.
     scratch : tuple of numpy.ndarray, optional
         Preallocated top-k work arrays from :func:`make_scratch` (avoids allocating per call).
 
@@ -211,7 +215,7 @@ def coverage_scores_packed(
     if out is None:
         out = np.empty((batch, len(SCORE_NAMES)), dtype=np.float64)
     if parallel is None:
-        parallel = batch >= PARALLEL_MIN_BATCH
+        parallel = batch > 1 and batch * tables.n_neurons >= PARALLEL_MIN_WORK
     rows = batch if parallel else 1
     if scratch is None or scratch[0].shape[0] < rows:
         scratch = make_scratch(rows, tables.k_top)
