@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from nnwatch.kernels import reference as ref
-from nnwatch.kernels.coverage import coverage_scores_packed, make_scratch
+from nnwatch.kernels.coverage import PARALLEL_MIN_WORK, coverage_scores_packed, make_scratch
 from nnwatch.kernels.layout import pack_layers
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
@@ -123,7 +123,7 @@ def main() -> None:
             loop_ok = n_total * batch <= (20_000 if args.quick else 140_000)
             if loop_ok:
                 np.testing.assert_allclose(python_loop(layers, pred, t), want, rtol=1e-9, atol=1e-9)
-            kind = "serial" if batch < 8 else "parallel"
+            kind = "parallel" if batch > 1 and batch * n_total >= PARALLEL_MIN_WORK else "serial"
             calls = {
                 "numba": lambda: coverage_scores_packed(buf, batch, pred, t, out=out, scratch=scratch),
                 "numpy": lambda: numpy_vectorized(layers, pred, t),

@@ -2,6 +2,7 @@
 
 Variants, timed interleaved in one process per model:
 - plain: the untapped model, ``session.run`` (what a user runs today);
+- plain (IOBinding): the untapped model into preallocated outputs (the best plain case);
 - tapped: the instrumented model through nnwatch's runner (IOBinding), no detectors;
 - monitored (coverage): tapped + input check + fused coverage kernel + calibrated decision;
 - monitored (all): coverage family + MSP, max-logit, energy, Mahalanobis;
@@ -56,34 +57,40 @@ def build(name: str, folder: Path):
     return shape
 
 
-def run_one(name: str, quick: bool) -> dict:
-    from nnwatch.eval.bench import plain_model_bytes  # noqa: F401  (import check)
+SHAPES = {"digits_cnn": (1, 8, 8), "lenet": (1, 28, 28), "small_cnn": (3, 32, 32)}
+
+
+def run_one(name: str, quick: bool, threads: int, folder: Path) -> dict:
     from nnwatch.monitor.detectors import DEFAULT
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
-    from nnwatch.monitor.runner import session_options
+    from nnwatch.monitor.runner import Runner, session_options
+    from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource
     import onnxruntime as ort
 
-    folder = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-"))
-    shape = build(name, folder)
+    shape = SHAPES[name]
     rng = np.random.default_rng(0)
     data = rng.random((600,) + shape, dtype=np.float32)
-    out = {"model": name, "input_shape": list(shape)}
+    out = {"model": name, "input_shape": list(shape), "threads": threads}
     monitors = {}
+    profiles = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for where in ("graph", "kernel"):
-            prof = build_profile(folder / f"{where}.onnx", ArraySource(data[:400], None, "random"))
+            # Monitors of one model share its session: fewer thread pools competing for 2 cores.
+            shared = Runner(folder / f"{where}.onnx", providers="cpu", threads=threads)
+            prof = build_profile(shared, ArraySource(data[:400], None, "random"))
+            profiles[where] = prof
             for dets in ("coverage", "all"):
                 if where == "kernel" and dets == "all":
                     continue
-                mon = Monitor(folder / f"{where}.onnx", prof, providers="cpu", min_class_samples=1,
+                mon = Monitor(shared, prof, min_class_samples=1,
                               detectors=("coverage",) if dets == "coverage" else DEFAULT)
                 calibrate(mon, ArraySource(data[400:], None, "random"), min_class_samples=1)
                 monitors[f"monitored ({dets}{', maps reduced after run' if where == 'kernel' else ''})"] = mon
     out["neurons"] = int(monitors["monitored (coverage)"].tables.n_neurons)
-    sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(threads), providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
     runner = monitors["monitored (coverage)"].runner
     for batch in (1, 64):
@@ -91,7 +98,13 @@ def run_one(name: str, quick: bool) -> dict:
         for m in monitors.values():
             m.warmup((batch,))
         ws = runner.workspace(batch)
-        calls = {"plain": lambda: sess.run(None, {in_name: x}), "tapped": lambda: runner.run(x, ws)}
+        binding = sess.io_binding()
+        plain_out = np.empty((batch, 10), np.float32)
+        binding.bind_cpu_input(in_name, x)
+        binding.bind_output(sess.get_outputs()[0].name, "cpu", 0, np.float32, [batch, 10], plain_out.ctypes.data)
+        calls = {"plain": lambda: sess.run(None, {in_name: x}),
+                 "plain (IOBinding)": lambda: sess.run_with_iobinding(binding),
+                 "tapped": lambda: runner.run(x, ws)}
         calls.update({k: (lambda m=m: m.score(x, _record=False)) for k, m in monitors.items()})
         rounds = (100 if batch == 1 else 20) if quick else (1500 if batch == 1 else 150)
         res = interleaved(calls, rounds, warmup=20 if batch == 1 else 3, budget_s=30 if quick else 120)
@@ -102,7 +115,8 @@ def run_one(name: str, quick: bool) -> dict:
             v["throughput_per_s"] = batch / (v["mean_ms"] / 1e3)
         out[f"batch{batch}"] = res
     mon = monitors["monitored (coverage)"]
-    out["profile_mb"] = (folder / "graph.onnx").stat().st_size / 2**20
+    save_profile(profiles["graph"], folder / "profile.npz")
+    out["profile_mb"] = (folder / "profile.npz").stat().st_size / 2**20
     out["monitor_memory_mb"] = mon.memory_bytes() / 2**20
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -112,29 +126,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", choices=MODELS, help="internal: run one model in this process")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="onnxruntime intra-op threads to measure")
+    ap.add_argument("--folder", help="internal: where the built models are")
     args = ap.parse_args()
     if args.model:
-        print(json.dumps(run_one(args.model, args.quick)))
+        print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder))))
         return
-    results = []
+    # Build (torch) here; measure in child processes that never import torch, so their peak
+    # RSS is what a deployed monitor needs.
+    folders = {}
     for name in MODELS:
-        cmd = [sys.executable, __file__, "--model", name] + (["--quick"] if args.quick else [])
+        folders[name] = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-"))
+        build(name, folders[name])
+    results = []
+    for name, threads in [(m, t) for t in args.threads for m in MODELS]:
+        cmd = [sys.executable, __file__, "--model", name, "--threads", str(threads), "--folder", str(folders[name])]
+        cmd += ["--quick"] if args.quick else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"done {name}", file=sys.stderr)
-    md = ["| model | neurons | batch | variant | p50 ms | p99 ms | p50 / plain | p99 / plain | inputs/s |",
-          "|---|---|---|---|---|---|---|---|---|"]
+        print(f"done {name} threads={threads}", file=sys.stderr)
+    md = ["| model | neurons | threads | batch | variant | p50 ms | p99 ms | p50 / plain | p99 / plain | inputs/s |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for batch in (1, 64):
             for variant, v in r[f"batch{batch}"].items():
-                md.append(f"| {r['model']} {tuple(r['input_shape'])} | {r['neurons']} | {batch} | {variant} | {v['p50_ms']:.3f} | "
+                md.append(f"| {r['model']} {tuple(r['input_shape'])} | {r['neurons']} | {r['threads']} | {batch} | {variant} | {v['p50_ms']:.3f} | "
                           f"{v['p99_ms']:.3f} | {v['ratio_p50']:.2f}x | {v['ratio_p99']:.2f}x | {v['throughput_per_s']:,.0f} |")
-    md.append("\n| model | peak RSS (MiB, whole process) | monitor tables + buffers (MiB) |")
-    md.append("|---|---|---|")
+    md.append("\n| model | threads | peak RSS (MiB, whole process, no torch) | monitor tables + buffers (MiB) | profile file (MiB) |")
+    md.append("|---|---|---|---|---|")
     for r in results:
-        md.append(f"| {r['model']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} |")
+        md.append(f"| {r['model']} | {r['threads']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} | {r['profile_mb']:.2f} |")
     write("overhead", {"models": results}, "\n".join(md))
 
 

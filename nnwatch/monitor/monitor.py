@@ -27,8 +27,10 @@ class Monitor:
 
     Parameters
     ----------
-    model : path or bytes
-        Instrumented ONNX model (``nnwatch instrument`` / ``nnwatch export``).
+    model : path, bytes or Runner
+        Instrumented ONNX model (``nnwatch instrument`` / ``nnwatch export``), or a Runner
+        to share one onnxruntime session between monitors (then ``providers``, ``threads``
+        and ``spinning`` are the Runner's).
     profile : Profile or path
         Profile built for this model (refused otherwise).
     detectors : sequence of str
@@ -55,11 +57,12 @@ class Monitor:
         onnxruntime worker spinning (its default, lowest inference latency).
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, profile: Profile | str | os.PathLike,
+    def __init__(self, model: str | os.PathLike | bytes | Runner, profile: Profile | str | os.PathLike,
                  detectors: Sequence[str] = DEFAULT, decision: str = "coverage", rare_rate: float | None = None,
                  min_class_samples: int = 10, providers: str | Sequence[str] = "auto", threads: int | None = None,
                  budget: Budget | None = None, parallel: bool = False, spinning: bool = True) -> None:
-        self.runner = Runner(model, providers=providers, threads=threads, spinning=spinning)
+        self.runner = model if isinstance(model, Runner) else Runner(model, providers=providers, threads=threads,
+                                                                     spinning=spinning)
         manifest = self.runner.manifest
         if isinstance(profile, Profile):
             if profile.fingerprint != manifest.fingerprint:
