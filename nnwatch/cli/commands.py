@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mon = _monitor(args)
     clean = _source(args.id, args.limit)
     ood = {spec: _source(spec, args.limit) for spec in args.ood}
-    ev = evaluate(mon, clean, ood, batch_size=args.batch_size)
+    ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     print(ev.markdown())
     if args.json:
         write_json(args.json, ev.to_json())

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._progress import Progress
 from ..sources import ArraySource
 from .metrics import summarize
 
@@ -96,20 +97,24 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-def _collect(monitor, x: np.ndarray, batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # type: ignore[no-untyped-def]
+def _collect(monitor, x: np.ndarray, batch_size: int, label: str = "",  # type: ignore[no-untyped-def]
+             progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     scores: dict[str, list[np.ndarray]] = {}
     flags: dict[str, list[np.ndarray]] = {}
+    bar = Progress(len(x), label[:24], progress)
     for lo in range(0, len(x), batch_size):
         v = monitor.score(x[lo : lo + batch_size], _record=False)
+        bar.update(len(v))
         for k, s in v.scores.items():
             scores.setdefault(k, []).append(s)
         for k, f in v.flags.items():
             flags.setdefault(k, []).append(f)
+    bar.close()
     return ({k: np.concatenate(v) for k, v in scores.items()}, {k: np.concatenate(v) for k, v in flags.items()})
 
 
 def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | ArraySource],  # type: ignore[no-untyped-def]
-             batch_size: int = 256) -> Evaluation:
+             batch_size: int = 256, progress: bool = False) -> Evaluation:
     """Every detector's metrics on each anomalous set against the clean set.
 
     Parameters
@@ -122,19 +127,21 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
         name -> inputs (array or ArraySource) that should be flagged.
     batch_size : int
         Samples per call.
+    progress : bool
+        Show progress bars.
 
     Returns
     -------
     Evaluation
         Scores and metrics.
     """
-    id_scores, id_flags = _collect(monitor, clean.x, batch_size)
+    id_scores, id_flags = _collect(monitor, clean.x, batch_size, "clean", progress)
     result = Evaluation(clean.name, id_scores, id_flags)
     for name, data in anomalous.items():
         x = data.x if isinstance(data, ArraySource) else data
         if len(x) == 0:
             continue
-        scores, flags = _collect(monitor, x, batch_size)
+        scores, flags = _collect(monitor, x, batch_size, name, progress)
         result.sets[name] = {"scores": scores, "flags": flags, "n": int(len(x))}
         for det, s in scores.items():
             row: dict[str, Any] = {"set": name, "detector": det, **summarize(id_scores[det], s)}
