@@ -116,8 +116,9 @@ def histogram(groups: dict[str, np.ndarray], title: str, xlabel: str, bins: int 
     ymax = max(float(d.max()) for d in dens.values()) * 1.05 or 1.0
     parts = _frame(title, xlabel, "share of samples", lo, hi, 0.0, ymax)
     for i, (name, d) in enumerate(dens.items()):
-        xs = np.repeat(edges, 2)[1:-1]
-        ys = np.repeat(d, 2)
+        # Step outline closed along the baseline, so the fill stays under the curve.
+        xs = np.concatenate([[edges[0]], np.repeat(edges, 2)[1:-1], [edges[-1]]])
+        ys = np.concatenate([[0.0], np.repeat(d, 2), [0.0]])
         pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(_sx(xs, lo, hi), _sy(ys, 0, ymax)))
         c = PALETTE[i % len(PALETTE)]
         parts.append(f'<polyline points="{pts}" fill="{c}" fill-opacity="0.15" stroke="{c}" stroke-width="1.4"/>')
@@ -147,7 +148,7 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
         SVG markup.
     """
     cw, ch, left, top = 62, 22, 150, 80
-    width, height = left + cw * len(cols) + 10, top + ch * len(rows) + 10
+    width, height = left + cw * len(cols) + 60, top + ch * len(rows) + 10
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
              f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']
     for j, c in enumerate(cols):
