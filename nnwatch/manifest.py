@@ -131,7 +131,7 @@ class TapManifest:
         """
         try:
             body = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ModelError(f"nnwatch manifest in the model metadata is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
             raise ModelError("model metadata does not hold an nnwatch manifest")
@@ -162,7 +162,7 @@ class TapManifest:
                 original_outputs=tuple(str(o) for o in body.get("original_outputs", ())),
                 penultimate=None if body.get("penultimate") is None else str(body["penultimate"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelError(f"nnwatch manifest is incomplete or malformed ({exc!r}); re-instrument the model") from None
         manifest.validate()
         return manifest

@@ -101,6 +101,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if magic >> 8 != 0x08:
         raise InputError(f"IDX file {path}: magic {magic:#x} is not unsigned-byte IDX")
     ndim = magic & 0xFF
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise InputError(f"IDX file {path}: header declares {ndim} dimensions but is cut short")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     start = 4 + 4 * ndim
     need = int(np.prod(dims))

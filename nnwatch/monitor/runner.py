@@ -158,6 +158,12 @@ class Runner:
         missing = [o for o in wanted if o not in outputs]
         if missing:
             raise ModelError(f"{where}: outputs {missing} named by the manifest are not graph outputs")
+        for tap in self.manifest.taps:
+            declared = outputs[tap.output].shape[1:]
+            static = [d for d in declared if isinstance(d, int)]
+            if len(declared) != len(tap.shape) or (len(static) == len(declared) and tuple(static) != tap.shape):
+                raise ModelError(f"{where}: output {tap.output!r} has per-sample shape {tuple(declared)}, "
+                                 f"but the manifest says {tap.shape}; re-instrument the model")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = _ORT_TYPES.get(inp.type)

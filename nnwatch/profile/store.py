@@ -26,6 +26,18 @@ _HEADER_KEYS = {
     "dataset": str, "class_counts": list,
 }
 MAX_NEURONS = 50_000_000
+MAX_HEADER_BYTES = 1 << 24
+
+
+def _peek(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a member's .npy header, without reading (or allocating) the data."""
+    with archive.open(name + ".npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    return shape, dtype
 
 
 def _arrays(profile: Profile) -> dict[str, np.ndarray]:
@@ -154,10 +166,13 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
     if not Path(path).is_file():
         raise ProfileError(f"{where}: file does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with zipfile.ZipFile(path) as archive, np.load(path, allow_pickle=False) as data:
             names = set(data.files)
             if "header" not in names:
                 raise ProfileError(f"{where}: no header; not an nnwatch profile")
+            shape, dtype = _peek(archive, "header")
+            if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
+                raise ProfileError(f"{where}: header has the wrong type or size")
             raw = data["header"]
             if raw.dtype != np.uint8 or raw.ndim != 1:
                 raise ProfileError(f"{where}: header has the wrong type")
@@ -172,15 +187,20 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
                 raise ProfileError(f"{where}: arrays missing: {missing}")
             arrays = {}
             for name, (dtype, shape) in spec.items():
-                arr = data[name]
-                if arr.dtype != dtype:
-                    raise ProfileError(f"{where}: array {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
-                if len(arr.shape) != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape)):
-                    raise ProfileError(f"{where}: array {name!r} has shape {arr.shape}, expected {shape}")
-                arrays[name] = arr
+                # Check the declared shape and dtype before reading: a damaged or hostile file
+                # must not make us allocate what its header claims.
+                got_shape, got_dtype = _peek(archive, name)
+                if got_dtype != dtype:
+                    raise ProfileError(f"{where}: array {name!r} has dtype {got_dtype}, expected {np.dtype(dtype)}")
+                if len(got_shape) != len(shape) or any(s is not None and a != s for a, s in zip(got_shape, shape)):
+                    raise ProfileError(f"{where}: array {name!r} has shape {got_shape}, expected {shape}")
+                if name == "calibration.scores" and got_shape[0] > 100_000_000:
+                    raise ProfileError(f"{where}: calibration holds {got_shape[0]} samples; too many")
+                arrays[name] = data[name]
     except ProfileError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, MemoryError, RecursionError,
+            NotImplementedError) as exc:
         raise ProfileError(f"{where}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
     profile = _assemble(header, arrays, where)
     if fingerprint is not None and profile.fingerprint != fingerprint:

@@ -67,7 +67,7 @@ CORRUPTIONS = {
     "nan range": (lambda a: a["ranges.min"].__setitem__((0, 0), np.nan), "not finite"),
     "negative count": (lambda a: a["sections.active_count"].__setitem__((0, 0), -1), "negative"),
     "inconsistent hits": (lambda a: a["sections.section_hits"].__setitem__((0, 0, 0), 10_000), "differ between neurons"),
-    "object array": (lambda a: a.__setitem__("ranges.count", np.array([object()], dtype=object)), "unreadable"),
+    "object array": (lambda a: a.__setitem__("ranges.count", np.array([object()], dtype=object)), "dtype object"),
     "wrong version": (_header_change(lambda h: h.__setitem__("format_version", 99)), "version 99"),
     "not a profile": (_header_change(lambda h: h.__setitem__("format", "other")), "not an nnwatch profile"),
     "missing header key": (_header_change(lambda h: h.pop("k_top")), "k_top"),
