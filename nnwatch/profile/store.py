@@ -7,6 +7,7 @@ optionally the model fingerprint, and raises :class:`ProfileError` naming what i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -40,6 +41,29 @@ def _peek(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtyp
     return shape, dtype
 
 
+def content_digest(header_bytes: bytes, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the header JSON and every array (name, dtype, shape, bytes), in name order.
+
+    Parameters
+    ----------
+    header_bytes : bytes
+        The stored header JSON.
+    arrays : dict
+        Every stored array except ``header`` and ``checksum``.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    h = hashlib.sha256(header_bytes)
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _arrays(profile: Profile) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for group, obj in (("ranges", profile.ranges), ("sections", profile.sections)):
@@ -69,7 +93,12 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> None:
         "detectors": list(cal.detectors), "fpr": float(cal.fpr), "min_class_samples": int(cal.min_class_samples),
     }
     arrays = _arrays(profile)
-    arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    # The checksum turns any damage to the content (a flipped bit in a range, a changed k)
+    # into a refusal instead of a silently different monitor.
+    checksum = content_digest(header_bytes, arrays)
+    arrays["header"] = np.frombuffer(header_bytes, dtype=np.uint8)
+    arrays["checksum"] = np.frombuffer(checksum.encode("ascii"), dtype=np.uint8)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -197,6 +226,15 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
                 if name == "calibration.scores" and got_shape[0] > 100_000_000:
                     raise ProfileError(f"{where}: calibration holds {got_shape[0]} samples; too many")
                 arrays[name] = data[name]
+            if "checksum" not in names:
+                raise ProfileError(f"{where}: no checksum; not a complete nnwatch profile")
+            if _peek(archive, "checksum") != ((64,), np.dtype(np.uint8)):
+                raise ProfileError(f"{where}: checksum has the wrong type")
+            stored = data["checksum"]
+            if stored.dtype != np.uint8 or stored.shape != (64,):
+                raise ProfileError(f"{where}: checksum has the wrong type")
+            if stored.tobytes().decode("ascii", "replace") != content_digest(raw.tobytes(), arrays):
+                raise ProfileError(f"{where}: checksum mismatch: the file is damaged or was edited")
     except ProfileError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, MemoryError, RecursionError,

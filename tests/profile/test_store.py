@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nnwatch.errors import ModelMismatchError, ProfileError
 from nnwatch.monitor.calibrate import calibration_from_scores
 from nnwatch.profile.builder import ProfileBuilder
-from nnwatch.profile.store import load_profile, save_profile
+from nnwatch.profile.store import content_digest, load_profile, save_profile
 
 
 @pytest.fixture
@@ -44,10 +44,18 @@ def test_wrong_model_is_refused(tmp_path, profile):
         load_profile(tmp_path / "p.npz", fingerprint="b" * 64)
 
 
-def _rewrite(src, dst, change):
-    with np.load(src, allow_pickle=False) as d:
+def _rewrite(src, dst, change, sign=True):
+    """Edit a saved profile; ``sign`` recomputes the checksum, as a hostile writer would."""
+    with np.load(src, allow_pickle=True) as d:
         arrays = {k: d[k] for k in d.files}
     change(arrays)
+    if sign:
+        body = {k: v for k, v in arrays.items() if k not in ("header", "checksum")}
+        try:
+            digest = content_digest(arrays["header"].tobytes(), body)
+        except (ValueError, TypeError):  # object arrays have no bytes to hash
+            digest = "0" * 64
+        arrays["checksum"] = np.frombuffer(digest.encode(), np.uint8)
     with open(dst, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -87,6 +95,20 @@ def test_corrupt_files_are_refused_with_a_reason(tmp_path, profile, case):
         load_profile(tmp_path / "bad.npz")
 
 
+def test_unsigned_edit_is_caught_by_the_checksum(tmp_path, profile):
+    save_profile(profile, tmp_path / "good.npz")
+
+    def nudge(a):
+        a["ranges.mean"][0, 0] += 1e-3  # plausible values: only the checksum can tell
+
+    _rewrite(tmp_path / "good.npz", tmp_path / "bad.npz", nudge, sign=False)
+    with pytest.raises(ProfileError, match="checksum mismatch"):
+        load_profile(tmp_path / "bad.npz")
+    _rewrite(tmp_path / "good.npz", tmp_path / "bad2.npz", lambda a: a.pop("checksum"), sign=False)
+    with pytest.raises(ProfileError, match="no checksum"):
+        load_profile(tmp_path / "bad2.npz")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.0, 0.999), flips=st.lists(st.integers(0, 10**9), max_size=4))
 def test_truncated_or_flipped_bytes_never_crash(tmp_path, profile, cut, flips):
@@ -101,8 +123,10 @@ def test_truncated_or_flipped_bytes_never_crash(tmp_path, profile, cut, flips):
         p = load_profile(tmp_path / "bad.npz")
     except ProfileError:
         return
-    # A flip that survives validation (e.g. inside unused padding) must still give a usable profile.
-    assert p.n_classes == profile.n_classes
+    # Only damage outside the content (zip metadata) can survive, and then nothing changed.
+    np.testing.assert_array_equal(p.ranges.mean, profile.ranges.mean)
+    np.testing.assert_array_equal(p.sections.section_hits, profile.sections.section_hits)
+    assert p.header == profile.header
 
 
 def test_missing_file(tmp_path):
