@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -27,7 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     folder = final.parent if str(final.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {final}: folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
+    _remove_orphans(folder, final.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -45,6 +47,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _remove_orphans(folder: Path, name: str) -> None:
+    """Delete temp files left by writers of ``name`` that were killed (their process is gone)."""
+    prefix = f".{name}."
+    for entry in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        pid_text = entry.name[len(prefix):].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        except OSError:  # exists but not ours to signal: leave it alone
+            continue
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -224,7 +224,8 @@ class Runner:
         if arr.shape[0] == 0:
             raise InputError("input: empty batch; pass at least one sample")
         if arr.dtype != self.input_dtype or not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, flagged later
+                arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
         return arr
 
     def workspace(self, batch: int) -> Workspace:
