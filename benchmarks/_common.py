@@ -36,13 +36,14 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int
                 "mean_ms": float(np.mean(v) * 1e3), "n": len(v)} for n, v in times.items()}
 
 
-def write(name: str, data: dict, markdown: str) -> None:
+def write(name: str, data: dict, markdown: str,
+          note: str = "Ratios are measured in the same run (interleaved).") -> None:
     """Write results/<name>.json and results/<name>.md, with the machine description."""
     RESULTS.mkdir(exist_ok=True)
     data = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float))
     m = data["machine"]
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
-              f"numba {m['numba']}; run {data['date']}. Ratios are measured in the same run (interleaved).\n\n")
+              f"numba {m['numba']}; run {data['date']}. {note}\n\n")
     (RESULTS / f"{name}.md").write_text(header + markdown + "\n")
     print(header + markdown)

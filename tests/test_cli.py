@@ -89,6 +89,25 @@ def test_console_script_runs():
         assert command in proc.stdout
 
 
+def test_export_with_weights(tmp_path, capsys):
+    import torch
+
+    from nnwatch.eval.models import digits_cnn
+
+    torch.manual_seed(3)
+    net = digits_cnn()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    assert cli("export", "nnwatch.eval.models:digits_cnn", "--input-shape", "2,1,8,8", "--out", tmp_path / "e.onnx",
+               "--weights", tmp_path / "w.pt", "--layers", "3,9") == 0
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], want, rtol=1e-4, atol=1e-5)
+
+
 def test_export_from_torch_factory(tmp_path, capsys):
     assert cli("export", "nnwatch.eval.models:digits_cnn", "--input-shape", "1,1,8,8", "--out", tmp_path / "e.onnx") == 0
     assert "4 monitored layers" in capsys.readouterr().out

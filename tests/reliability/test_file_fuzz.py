@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -21,8 +22,8 @@ from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
 from nnwatch.profile.store import content_digest, load_profile, save_profile
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("NNWATCH_FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,24 @@
+"""The README's Python example runs as written (on a foreign ONNX classifier)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tests.conftest import REPO
+
+
+def test_readme_python_example(tmp_path, monkeypatch, digits_mlp):
+    model, splits = digits_mlp
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classifier.onnx").write_bytes(model.SerializeToString())
+    np.savez(tmp_path / "train.npz", x=splits["train"][0], y=splits["train"][1])
+    np.savez(tmp_path / "val.npz", x=splits["val"][0], y=splits["val"][1])
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"## Python API\n\n```python\n(.*?)```", text, re.S).group(1)
+    scope = {"frame": splits["test"][0][0]}
+    exec(compile(code, "README.md", "exec"), scope)
+    v = scope["v"]
+    assert v.pred.shape == (1,) and v.confidence.shape == (1,) and "coverage" in v.scores
+    assert (tmp_path / "profile.npz").is_file()
