@@ -8,6 +8,7 @@ and counts k-section hits against the pass-1 ranges. In a distributed build, mer
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +18,28 @@ from ..kernels.accumulate import _pass1, _pass2
 from ..kernels.coverage import make_scratch
 from ..kernels.layout import layer_offsets, pack_layers
 from .schema import FORMAT_VERSION, Profile, RangeStats, SectionStats
+
+
+def sample_keys(feats: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """uint64 key per vector: a hash of its bytes and class, so sampling is order-free.
+
+    Parameters
+    ----------
+    feats : numpy.ndarray
+        float32 ``(n, D)``.
+    classes : numpy.ndarray
+        int64 ``(n,)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64 ``(n,)``.
+    """
+    out = np.empty(len(feats), np.uint64)
+    for i, (row, c) in enumerate(zip(feats, classes)):
+        digest = hashlib.blake2b(row.tobytes() + int(c).to_bytes(8, "little"), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little")
+    return out
 
 
 class ProfileBuilder:
@@ -36,10 +59,14 @@ class ProfileBuilder:
         Neuron-coverage activation threshold: each neuron's global mean, or one value.
     feature_layer : int or None
         Index of the layer whose values feed the class-conditional Gaussian (Mahalanobis).
+    feature_sample : int
+        How many feature vectors of that layer to keep (bottom-k by a hash of vector and
+        class: a uniform sample that merges exactly) for kNN and box detectors; 0 = none.
     """
 
     def __init__(self, layer_sizes: Sequence[int], n_classes: int, k_sections: int = 10, k_top: int = 3,
-                 threshold: str | float = "mean", feature_layer: int | None = None) -> None:
+                 threshold: str | float = "mean", feature_layer: int | None = None,
+                 feature_sample: int = 2000) -> None:
         if not layer_sizes or any(int(s) <= 0 for s in layer_sizes):
             raise InputError(f"layer_sizes must be positive, got {list(layer_sizes)}")
         if int(n_classes) < 1:
@@ -56,6 +83,9 @@ class ProfileBuilder:
         self.k_top = int(k_top)
         self.threshold = threshold
         self.feature_layer = feature_layer
+        if int(feature_sample) < 0:
+            raise InputError(f"feature_sample must be >= 0, got {feature_sample}")
+        self.feature_sample = int(feature_sample) if feature_layer is not None else 0
         self.offsets_ = layer_offsets(self.layer_sizes)
         n_feat = self.layer_sizes[feature_layer] if feature_layer is not None else 0
         self.ranges_ = RangeStats.empty(self.n_classes, int(self.offsets_[-1]), n_feat)
@@ -116,6 +146,9 @@ class ProfileBuilder:
             np.add.at(r.feat_sum, cls, x)
             r.feat_sum[-1] += x.sum(axis=0)
             r.feat_outer += x.T @ x
+            if self.feature_sample and len(x):
+                x32 = np.ascontiguousarray(layers[self.feature_layer][keep], np.float32)
+                r.add_sample(x32, sample_keys(x32, cls), cls, self.feature_sample)
         return self
 
     def finish_ranges(self) -> "ProfileBuilder":
@@ -221,6 +254,7 @@ class ProfileBuilder:
             "threshold": self.threshold,
             "reduction": reduction,
             "feature_layer": self.feature_layer,
+            "feature_sample": self.feature_sample,
             "min_confidence": float(min_confidence),
             "dataset": dataset,
             "class_counts": self.ranges_.count[:-1].tolist(),

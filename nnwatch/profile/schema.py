@@ -40,6 +40,13 @@ class RangeStats:
         float64 ``(R, D)``: sum of penultimate features (``D = 0`` when not tracked).
     feat_outer : numpy.ndarray
         float64 ``(D, D)``: sum of ``x x^T`` over all trusted samples.
+    sample_feats : numpy.ndarray
+        float32 ``(m, D)``: a bounded sample of trusted penultimate features (for kNN and
+        box detectors), chosen by bottom-m hash keys so that it merges exactly.
+    sample_keys : numpy.ndarray
+        uint64 ``(m,)``: the keys, ascending.
+    sample_class : numpy.ndarray
+        int64 ``(m,)``: class of each sampled vector.
     """
 
     count: np.ndarray
@@ -50,6 +57,9 @@ class RangeStats:
     topk_count: np.ndarray
     feat_sum: np.ndarray
     feat_outer: np.ndarray
+    sample_feats: np.ndarray
+    sample_keys: np.ndarray
+    sample_class: np.ndarray
 
     @classmethod
     def empty(cls, n_classes: int, n_neurons: int, n_features: int) -> "RangeStats":
@@ -79,7 +89,30 @@ class RangeStats:
             topk_count=np.zeros((rows, n_neurons), np.int64),
             feat_sum=np.zeros((rows, n_features), np.float64),
             feat_outer=np.zeros((n_features, n_features), np.float64),
+            sample_feats=np.zeros((0, n_features), np.float32),
+            sample_keys=np.zeros(0, np.uint64),
+            sample_class=np.zeros(0, np.int64),
         )
+
+    def add_sample(self, feats: np.ndarray, keys: np.ndarray, classes: np.ndarray, capacity: int) -> None:
+        """Keep the ``capacity`` vectors with the smallest keys among the current and new ones.
+
+        Parameters
+        ----------
+        feats : numpy.ndarray
+            float32 ``(n, D)`` candidate vectors.
+        keys : numpy.ndarray
+            uint64 ``(n,)`` their keys (a hash of the vector and class).
+        classes : numpy.ndarray
+            int64 ``(n,)`` their classes.
+        capacity : int
+            Maximum sample size.
+        """
+        allk = np.concatenate([self.sample_keys, keys])
+        order = np.argsort(allk, kind="stable")[:capacity]
+        self.sample_keys = allk[order]
+        self.sample_feats = np.concatenate([self.sample_feats, feats])[order]
+        self.sample_class = np.concatenate([self.sample_class, classes])[order]
 
     def merge(self, other: "RangeStats") -> "RangeStats":
         """Statistics of the union of both datasets.
@@ -94,7 +127,7 @@ class RangeStats:
         RangeStats
             Merged statistics (min/max/counts exact; moments by Chan's formula).
         """
-        _same_shapes(self, other, "range statistics")
+        _same_shapes(self, other, "range statistics", skip=("sample_feats", "sample_keys", "sample_class"))
         n_a = self.count[:, None].astype(np.float64)
         n_b = other.count[:, None].astype(np.float64)
         n = n_a + n_b
@@ -111,6 +144,9 @@ class RangeStats:
             topk_count=self.topk_count + other.topk_count,
             feat_sum=self.feat_sum + other.feat_sum,
             feat_outer=self.feat_outer + other.feat_outer,
+            sample_feats=self.sample_feats,
+            sample_keys=self.sample_keys,
+            sample_class=self.sample_class,
         )
 
 
@@ -297,7 +333,7 @@ class Profile:
             Different model, layout or parameters.
         """
         for key in ("fingerprint", "layer_names", "layer_sizes", "n_classes", "k_sections", "k_top",
-                    "reduction", "threshold", "feature_layer", "min_confidence"):
+                    "reduction", "threshold", "feature_layer", "min_confidence", "feature_sample"):
             if self.header.get(key) != other.header.get(key):
                 raise ProfileError(
                     f"cannot merge profiles with different {key}: {self.header.get(key)!r} vs {other.header.get(key)!r}"
@@ -305,12 +341,16 @@ class Profile:
         header = dict(self.header)
         header["dataset"] = f"{self.header.get('dataset', '')} + {other.header.get('dataset', '')}"
         ranges = self.ranges.merge(other.ranges)
+        ranges.add_sample(other.ranges.sample_feats, other.ranges.sample_keys, other.ranges.sample_class,
+                          int(self.header.get("feature_sample", 0)))
         header["class_counts"] = ranges.count[:-1].tolist()
         return Profile(header=header, ranges=ranges, sections=self.sections.merge(other.sections))
 
 
-def _same_shapes(a: Any, b: Any, what: str) -> None:
+def _same_shapes(a: Any, b: Any, what: str, skip: tuple[str, ...] = ()) -> None:
     for f in fields(a):
+        if f.name in skip:
+            continue
         x, y = getattr(a, f.name), getattr(b, f.name)
         if x.shape != y.shape:
             raise ProfileError(f"cannot merge {what}: {f.name} has shape {x.shape} vs {y.shape}")

@@ -118,6 +118,8 @@ def _expected(header: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ..
         "ranges.max": (np.float32, (rows, n)), "ranges.mean": (np.float64, (rows, n)),
         "ranges.m2": (np.float64, (rows, n)), "ranges.topk_count": (np.int64, (rows, n)),
         "ranges.feat_sum": (np.float64, (rows, d)), "ranges.feat_outer": (np.float64, (d, d)),
+        "ranges.sample_feats": (np.float32, (None, d)), "ranges.sample_keys": (np.uint64, (None,)),
+        "ranges.sample_class": (np.int64, (None,)),
         "sections.edges_lo": (np.float32, (rows, n)), "sections.edges_hi": (np.float32, (rows, n)),
         "sections.threshold": (np.float32, (n,)), "sections.section_hits": (np.int64, (rows, n, k)),
         "sections.active_count": (np.int64, (rows, n)), "sections.outside_count": (np.int64, (rows, n)),
@@ -157,6 +159,9 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
     fl = header.get("feature_layer")
     if fl is not None and (not isinstance(fl, int) or not 0 <= fl < len(sizes)):
         raise ProfileError(f"{where}: feature_layer {fl!r} is not a layer index")
+    fs = header.get("feature_sample", 0)
+    if not isinstance(fs, int) or isinstance(fs, bool) or not 0 <= fs <= 10_000_000:
+        raise ProfileError(f"{where}: feature_sample {fs!r} must be an integer in [0, 1e7]")
     thr = header.get("threshold")
     if thr != "mean" and not (isinstance(thr, (int, float)) and np.isfinite(thr)):
         raise ProfileError(f"{where}: threshold {thr!r} must be 'mean' or a number")
@@ -225,6 +230,8 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
                     raise ProfileError(f"{where}: array {name!r} has shape {got_shape}, expected {shape}")
                 if name == "calibration.scores" and got_shape[0] > 100_000_000:
                     raise ProfileError(f"{where}: calibration holds {got_shape[0]} samples; too many")
+                if name.startswith("ranges.sample_") and got_shape[0] > int(header.get("feature_sample") or 0):
+                    raise ProfileError(f"{where}: {name} holds {got_shape[0]} vectors, more than feature_sample")
                 arrays[name] = data[name]
             if "checksum" not in names:
                 raise ProfileError(f"{where}: no checksum; not a complete nnwatch profile")
@@ -256,9 +263,15 @@ def _assemble(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str)
         raise ProfileError(f"{where}: class counts are negative, inconsistent or all zero")
     if header["class_counts"] != count[:-1].tolist():
         raise ProfileError(f"{where}: header class_counts disagree with the arrays")
-    for name in ("topk_count", ):
-        if (getattr(ranges, name) < 0).any():
-            raise ProfileError(f"{where}: negative {name}")
+    if (ranges.topk_count < 0).any():
+        raise ProfileError(f"{where}: negative topk_count")
+    m = ranges.sample_keys.shape[0]
+    if (ranges.sample_feats.shape[0] != m or ranges.sample_class.shape[0] != m
+            or m > int(header.get("feature_sample") or 0)):
+        raise ProfileError(f"{where}: feature sample arrays disagree in length or exceed feature_sample")
+    if m and ((np.diff(ranges.sample_keys.astype(np.float64)) < 0).any() or not np.isfinite(ranges.sample_feats).all()
+              or ranges.sample_class.min() < 0 or ranges.sample_class.max() >= header["n_classes"]):
+        raise ProfileError(f"{where}: feature sample is unsorted, non-finite or has classes out of range")
     for name in ("section_hits", "active_count", "outside_count"):
         if (getattr(sections, name) < 0).any():
             raise ProfileError(f"{where}: negative {name}")

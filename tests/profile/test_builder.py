@@ -18,7 +18,8 @@ def data(rng, n, sizes=(6, 4), n_classes=3):
 
 
 def one_shot(layers, labels, n_classes=3, edges_from=None):
-    b = ProfileBuilder([a.shape[1] for a in layers], n_classes, k_sections=5, k_top=2, feature_layer=1)
+    b = ProfileBuilder([a.shape[1] for a in layers], n_classes, k_sections=5, k_top=2, feature_layer=1,
+                       feature_sample=40)
     b.update_ranges(layers, labels)
     if edges_from is None:
         b.finish_ranges()
@@ -52,8 +53,8 @@ def test_merge_is_exact(rng):
     part_b = ([a[split:] for a in layers], labels[split:])
     whole = one_shot(layers, labels)
     # Distributed recipe: pass 1 per part, merge ranges, pass 2 per part against merged ranges.
-    ra = ProfileBuilder([6, 4], 3, k_sections=5, k_top=2, feature_layer=1).update_ranges(*part_a).ranges_
-    rb = ProfileBuilder([6, 4], 3, k_sections=5, k_top=2, feature_layer=1).update_ranges(*part_b).ranges_
+    ra = ProfileBuilder([6, 4], 3, k_sections=5, k_top=2, feature_layer=1, feature_sample=40).update_ranges(*part_a).ranges_
+    rb = ProfileBuilder([6, 4], 3, k_sections=5, k_top=2, feature_layer=1, feature_sample=40).update_ranges(*part_b).ranges_
     merged_ranges = ra.merge(rb)
     pa = one_shot(*part_a, edges_from=merged_ranges)
     pb = one_shot(*part_b, edges_from=merged_ranges)
@@ -62,6 +63,10 @@ def test_merge_is_exact(rng):
         np.testing.assert_array_equal(getattr(merged.ranges, name), getattr(whole.ranges, name))
     for name in ("mean", "m2", "feat_sum", "feat_outer"):
         np.testing.assert_allclose(getattr(merged.ranges, name), getattr(whole.ranges, name), rtol=1e-12, atol=1e-9)
+    # The feature sample (bottom-k by hash) is the same set whichever way the data was split.
+    assert len(whole.ranges.sample_keys) == 40
+    for name in ("sample_keys", "sample_feats", "sample_class"):
+        np.testing.assert_array_equal(getattr(merged.ranges, name), getattr(whole.ranges, name))
     for name in ("section_hits", "active_count", "outside_count", "edges_lo", "edges_hi", "threshold"):
         np.testing.assert_array_equal(getattr(merged.sections, name), getattr(whole.sections, name))
     # And the tables a monitor uses are identical.

@@ -111,7 +111,8 @@ def test_byte_level_mutations(tmp_path, good_profile_bytes, data):
 
 ARRAYS = ["ranges.count", "ranges.min", "ranges.max", "ranges.mean", "ranges.m2", "ranges.topk_count",
           "ranges.feat_sum", "ranges.feat_outer", "sections.edges_lo", "sections.edges_hi", "sections.threshold",
-          "sections.section_hits", "sections.active_count", "sections.outside_count"]
+          "sections.section_hits", "sections.active_count", "sections.outside_count", "ranges.sample_feats",
+          "ranges.sample_keys", "ranges.sample_class"]
 
 
 @FUZZ

@@ -1,7 +1,7 @@
-"""Built-in detectors: coverage (Rossolini et al.) and logit/feature baselines."""
+"""Built-in detectors: coverage (Rossolini et al.), logit baselines, feature-space baselines."""
 
-from . import baselines, coverage  # noqa: F401  (registration side effect)
+from . import baselines, coverage, features  # noqa: F401  (registration side effect)
 
 COVERAGE = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "coverage")
-BASELINES = ("msp", "max_logit", "energy", "mahalanobis")
+BASELINES = ("msp", "max_logit", "energy", "mahalanobis", "knn", "boxes")
 DEFAULT = COVERAGE + BASELINES
