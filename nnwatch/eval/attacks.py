@@ -115,3 +115,69 @@ def pgd(model: Any, x: np.ndarray, y: np.ndarray, eps: float, alpha: float | Non
         out_x.append(adv.numpy())
         out_ok.append(_success(model, adv, yb))
     return np.concatenate(out_x).astype(np.float32), np.concatenate(out_ok)
+
+
+def deepfool(model: Any, x: np.ndarray, y: np.ndarray, max_iter: int = 50, overshoot: float = 0.02,
+             lo: float = 0.0, hi: float = 1.0, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """DeepFool, L2 minimal perturbation (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016).
+
+    Each step linearizes the classifier around the current point and moves to the nearest
+    linearized decision boundary; the total step is scaled by ``1 + overshoot``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier.
+    x : numpy.ndarray
+        float32 inputs.
+    y : numpy.ndarray
+        True labels (the attack starts from correctly classified samples' labels).
+    max_iter : int
+        Maximum linearization steps.
+    overshoot : float
+        Relative overshoot past the boundary.
+    lo, hi : float
+        Valid input range (applied after each step).
+    batch_size : int
+        Samples per batch.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(x_adv float32, success bool)``.
+    """
+    torch = _torch()
+    model = model.eval()
+    out_x, out_ok = [], []
+    for start in range(0, len(x), batch_size):
+        x0 = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], np.float32))
+        label = torch.from_numpy(np.asarray(y[start : start + batch_size], np.int64))
+        r_tot = torch.zeros_like(x0)
+        active = torch.ones(len(x0), dtype=torch.bool)
+        adv = x0.clone()
+        for _ in range(max_iter):
+            xa = adv.clone().requires_grad_(True)
+            logits = model(xa)
+            active = active & (logits.argmax(1) == label)
+            if not active.any():
+                break
+            n_cls = logits.shape[1]
+            grads = [torch.autograd.grad(logits[:, k].sum(), xa, retain_graph=k < n_cls - 1)[0] for k in range(n_cls)]
+            g = torch.stack(grads, 1)  # (B, K, ...)
+            f = logits.detach()
+            g_orig = g[torch.arange(len(x0)), label]
+            f_orig = f[torch.arange(len(x0)), label]
+            w = g - g_orig[:, None]
+            fd = (f - f_orig[:, None]).abs()
+            norms = w.flatten(2).norm(dim=2) + 1e-8
+            ratio = fd / norms
+            ratio[torch.arange(len(x0)), label] = float("inf")
+            k_best = ratio.argmin(1)
+            w_best = w[torch.arange(len(x0)), k_best]
+            step = (ratio[torch.arange(len(x0)), k_best] + 1e-4)[:, None] / norms[torch.arange(len(x0)), k_best][:, None]
+            r = step.view(-1, *([1] * (x0.dim() - 1))) * w_best
+            r_tot = r_tot + torch.where(active.view(-1, *([1] * (x0.dim() - 1))), r, torch.zeros_like(r))
+            adv = (x0 + (1 + overshoot) * r_tot).clamp(lo, hi).detach()
+        out_x.append(adv.numpy())
+        out_ok.append(_success(model, adv, label))
+    return np.concatenate(out_x).astype(np.float32), np.concatenate(out_ok)

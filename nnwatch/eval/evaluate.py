@@ -25,7 +25,8 @@ class Evaluation:
     id_flags : dict
         detector -> clean flags (calibrated detectors only).
     sets : dict
-        anomalous set name -> {"scores": {...}, "flags": {...}, "n": int}.
+        anomalous set name -> {"scores": {...}, "flags": {...}, "n": int}, and optionally
+        "neg_scores" when the set's negatives are not the clean set (plots use them).
     rows : list of dict
         One row per (set, detector): auroc, aupr, fpr_at_95tpr, tpr_at_5fpr (oracle
         threshold on this test data), tpr_cal / fpr_cal (at the thresholds calibrated on

@@ -52,8 +52,9 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
     chosen = detectors_for_roc or dets
     for s in sets:
         series = {}
+        neg = ev.sets[s].get("neg_scores", ev.id_scores)  # e.g. misclassified vs correctly classified
         for d in chosen:
-            fpr, tpr, _ = roc_curve(ev.id_scores[d], ev.sets[s]["scores"][d])
+            fpr, tpr, _ = roc_curve(neg[d], ev.sets[s]["scores"][d])
             series[d] = (fpr, tpr)
         body.append(line_chart(series, f"ROC: {s}", "false-positive rate", "true-positive rate",
                                diagonal=True, limits=(0, 1, 0, 1)))
@@ -61,7 +62,8 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
     if hist_detector in ev.id_scores:
         body.append(f"<h2>Score histograms ({escape(hist_detector)})</h2><div class='grid'>")
         for s in sets:
-            body.append(histogram({"clean": ev.id_scores[hist_detector], s: ev.sets[s]["scores"][hist_detector]},
+            neg = ev.sets[s].get("neg_scores", ev.id_scores)
+            body.append(histogram({"clean": neg[hist_detector], s: ev.sets[s]["scores"][hist_detector]},
                                   s, f"{hist_detector} score"))
         body.append("</div>")
     body.append("<h2>All metrics</h2><table><tr><th>set</th><th>detector</th><th>AUROC</th><th>AUPR</th>"
