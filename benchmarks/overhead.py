@@ -25,7 +25,8 @@ import numpy as np
 
 from _common import interleaved, write
 
-MODELS = ("digits_cnn", "lenet", "small_cnn")
+MODELS = ("digits_cnn", "lenet", "small_cnn", "mobilenet_v3_small", "resnet18")
+EDGE = ("mobilenet_v3_small", "resnet18")
 
 
 def small_cnn():
@@ -38,29 +39,35 @@ def small_cnn():
                          *block(64, 128), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def build(name: str, folder: Path):
+def build(name: str, folder: Path) -> str:
+    """Export the plain model and two instrumented variants; return where the network came from."""
     import torch
 
     from nnwatch.eval.models import digits_cnn, lenet
+    from nnwatch.eval.zoo import edge_model
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument, save_onnx
 
     torch.manual_seed(0)
-    net, shape = {"digits_cnn": (digits_cnn, (1, 8, 8)), "lenet": (lenet, (1, 28, 28)),
-                  "small_cnn": (small_cnn, (3, 32, 32))}[name]
-    plain = export_plain(net().eval(), torch.zeros((1,) + shape))
+    layers, source = "auto", "nnwatch.eval"
+    if name in EDGE:
+        module, layers, source = edge_model(name)  # taps: every block output (+ classifier input)
+    else:
+        module = {"digits_cnn": digits_cnn, "lenet": lenet, "small_cnn": small_cnn}[name]().eval()
+    plain = export_plain(module, torch.zeros((1,) + SHAPES[name]))
     data = plain.SerializeToString()
     (folder / "plain.onnx").write_bytes(data)
     for where in ("graph", "kernel"):
-        model, _ = instrument(data, reduce_in_graph=where == "graph")
+        model, _ = instrument(data, layers=layers, reduce_in_graph=where == "graph")
         save_onnx(model, folder / f"{where}.onnx")
-    return shape
+    return source
 
 
-SHAPES = {"digits_cnn": (1, 8, 8), "lenet": (1, 28, 28), "small_cnn": (3, 32, 32)}
+SHAPES = {"digits_cnn": (1, 8, 8), "lenet": (1, 28, 28), "small_cnn": (3, 32, 32),
+          "mobilenet_v3_small": (3, 224, 224), "resnet18": (3, 224, 224)}
 
 
-def run_one(name: str, quick: bool, threads: int, folder: Path) -> dict:
+def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = "") -> dict:
     from nnwatch.monitor.detectors import DEFAULT
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
@@ -71,8 +78,9 @@ def run_one(name: str, quick: bool, threads: int, folder: Path) -> dict:
 
     shape = SHAPES[name]
     rng = np.random.default_rng(0)
-    data = rng.random((600,) + shape, dtype=np.float32)
-    out = {"model": name, "input_shape": list(shape), "threads": threads}
+    n_prof, n_cal = (150, 100) if name in EDGE else (400, 200)
+    data = rng.random((n_prof + n_cal,) + shape, dtype=np.float32)
+    out = {"model": name, "input_shape": list(shape), "threads": threads, "source": source}
     monitors = {}
     profiles = {}
     with warnings.catch_warnings():
@@ -80,14 +88,14 @@ def run_one(name: str, quick: bool, threads: int, folder: Path) -> dict:
         for where in ("graph", "kernel"):
             # Monitors of one model share its session: fewer thread pools competing for 2 cores.
             shared = Runner(folder / f"{where}.onnx", providers="cpu", threads=threads)
-            prof = build_profile(shared, ArraySource(data[:400], None, "random"))
+            prof = build_profile(shared, ArraySource(data[:n_prof], None, "random"), batch_size=32)
             profiles[where] = prof
             for dets in ("coverage", "all"):
                 if where == "kernel" and dets == "all":
                     continue
                 mon = Monitor(shared, prof, min_class_samples=1,
                               detectors=("coverage",) if dets == "coverage" else DEFAULT)
-                calibrate(mon, ArraySource(data[400:], None, "random"), min_class_samples=1)
+                calibrate(mon, ArraySource(data[n_prof:], None, "random"), min_class_samples=1, batch_size=32)
                 monitors[f"monitored ({dets}{', maps reduced after run' if where == 'kernel' else ''})"] = mon
     out["neurons"] = int(monitors["monitored (coverage)"].tables.n_neurons)
     sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(threads), providers=["CPUExecutionProvider"])
@@ -99,15 +107,19 @@ def run_one(name: str, quick: bool, threads: int, folder: Path) -> dict:
             m.warmup((batch,))
         ws = runner.workspace(batch)
         binding = sess.io_binding()
-        plain_out = np.empty((batch, 10), np.float32)
+        n_out = sess.get_outputs()[0].shape[1]
+        plain_out = np.empty((batch, n_out), np.float32)
         binding.bind_cpu_input(in_name, x)
-        binding.bind_output(sess.get_outputs()[0].name, "cpu", 0, np.float32, [batch, 10], plain_out.ctypes.data)
+        binding.bind_output(sess.get_outputs()[0].name, "cpu", 0, np.float32, [batch, n_out], plain_out.ctypes.data)
         calls = {"plain": lambda: sess.run(None, {in_name: x}),
                  "plain (IOBinding)": lambda: sess.run_with_iobinding(binding),
                  "tapped": lambda: runner.run(x, ws)}
         calls.update({k: (lambda m=m: m.score(x, _record=False)) for k, m in monitors.items()})
-        rounds = (100 if batch == 1 else 20) if quick else (1500 if batch == 1 else 150)
-        res = interleaved(calls, rounds, warmup=20 if batch == 1 else 3, budget_s=30 if quick else 120)
+        if name in EDGE:
+            rounds = (20 if batch == 1 else 2) if quick else (300 if batch == 1 else 5)
+        else:
+            rounds = (100 if batch == 1 else 20) if quick else (1500 if batch == 1 else 150)
+        res = interleaved(calls, rounds, warmup=5 if batch == 1 else 1, budget_s=30 if quick else 150)
         base = res["plain"]
         for v in res.values():
             v["ratio_p50"] = v["p50_ms"] / base["p50_ms"]
@@ -128,19 +140,22 @@ def main() -> None:
     ap.add_argument("--model", choices=MODELS, help="internal: run one model in this process")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="onnxruntime intra-op threads to measure")
     ap.add_argument("--folder", help="internal: where the built models are")
+    ap.add_argument("--source", default="", help="internal: where the network definition came from")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     args = ap.parse_args()
     if args.model:
-        print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder))))
+        print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder), args.source)))
         return
     # Build (torch) here; measure in child processes that never import torch, so their peak
     # RSS is what a deployed monitor needs.
-    folders = {}
-    for name in MODELS:
+    folders, sources = {}, {}
+    for name in args.models:
         folders[name] = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-"))
-        build(name, folders[name])
+        sources[name] = build(name, folders[name])
     results = []
-    for name, threads in [(m, t) for t in args.threads for m in MODELS]:
-        cmd = [sys.executable, __file__, "--model", name, "--threads", str(threads), "--folder", str(folders[name])]
+    for name, threads in [(m, t) for t in args.threads for m in args.models]:
+        cmd = [sys.executable, __file__, "--model", name, "--threads", str(threads), "--folder", str(folders[name]),
+               "--source", sources[name]]
         cmd += ["--quick"] if args.quick else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
         if proc.returncode != 0:

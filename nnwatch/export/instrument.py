@@ -132,6 +132,7 @@ def instrument(
     reduce_in_graph: bool = True,
     max_taps: int | None = None,
     fingerprint: str | None = None,
+    include_penultimate: bool = True,
 ) -> tuple[onnx.ModelProto, TapManifest]:
     """Expose intermediate activations of a classifier as extra graph outputs.
 
@@ -152,6 +153,9 @@ def instrument(
         For ``"auto"``: keep only the last ``max_taps`` activation taps.
     fingerprint : str or None
         sha256 to record as the original model's; default: hash of ``source``.
+    include_penultimate : bool
+        With explicit ``layers``, also tap the features that feed the classifier (needed by
+        Mahalanobis, kNN and box detectors) when they are not listed.
 
     Returns
     -------
@@ -213,6 +217,9 @@ def instrument(
                 raise unknown_name("layer/tensor", name, candidates or known)
     if len(set(tensors)) != len(tensors):
         raise InputError(f"a layer is listed twice: {tensors}")
+    penult_tensor = penultimate_tensor(logits, prod, initializers)
+    if layers != "auto" and include_penultimate and penult_tensor is not None and penult_tensor not in tensors:
+        tensors.append(penult_tensor)
     if not tensors:
         raise ModelError("no layer to monitor was found (no activation ops, no classifier input); pass layers=")
 
@@ -222,7 +229,6 @@ def instrument(
     new_outputs: list = []
     existing_outputs = {o.name for o in graph.output}
     taps: list[Tap] = []
-    penult_tensor = penultimate_tensor(logits, prod, initializers)
     penult_layer = None
     for tensor in tensors:
         elem, dims = types.get(tensor, (0, ()))

@@ -57,7 +57,11 @@ def test_plain_model_has_only_logits(exported):
 
 def test_named_layers(tmp_path):
     manifest = export_module(digits_cnn().eval(), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", layers=["3", "8"])
-    assert manifest.layer_names == ["3", "8"]
+    assert manifest.layer_names == ["3", "8", "9"]  # the classifier's input features are added
+    assert manifest.penultimate == "9"
+    manifest = export_module(digits_cnn().eval(), torch.zeros(1, 1, 8, 8), tmp_path / "p.onnx", layers=["3", "8"],
+                             include_penultimate=False)
+    assert manifest.layer_names == ["3", "8"] and manifest.penultimate is None
     with pytest.raises(InputError, match="not found; available"):
         export_module(digits_cnn().eval(), torch.zeros(1, 1, 8, 8), tmp_path / "n.onnx", layers=["nope"])
 

@@ -142,7 +142,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, profile, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", boom)
+    monkeypatch.setattr(np, "savez_compressed", boom)
     with pytest.raises(OSError, match="disk full"):
         save_profile(profile, path)
     assert path.read_bytes() == before

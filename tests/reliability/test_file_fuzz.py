@@ -134,7 +134,10 @@ def test_structural_mutations(tmp_path, good_profile_bytes, data):
         flat = bad.reshape(-1)
         i = data.draw(st.integers(0, flat.size - 1))
         value = {"nan": np.nan, "inf": np.inf, "negative": -5}[op]
-        flat[i] = value if bad.dtype.kind == "f" else (-5 if op == "negative" else np.iinfo(bad.dtype).max)
+        if bad.dtype.kind == "f":
+            flat[i] = value
+        else:
+            flat[i] = -5 if op == "negative" and bad.dtype.kind == "i" else np.iinfo(bad.dtype).max
         members[name] = _npy(bad)
     elif op == "object":
         members[name] = _npy(np.array([{"x": 1}] * max(arr.size, 1), dtype=object))

@@ -90,15 +90,17 @@ class Mahalanobis(Detector):
         means, precision = class_gaussian(profile)
         self.means_ = means
         self.precision_ = precision
-        # d_c(x) = |W x - W mu_c|^2 with W^T W = precision: one small matmul per batch.
+        # d_c(x) = |z|^2 - 2 z.m_c + |m_c|^2 with z = W x, m_c = W mu_c, W W^T = precision:
+        # two matmuls and a (B, C) result, whatever the number of classes.
         evals, evecs = np.linalg.eigh(precision)
         self.whiten_ = evecs * np.sqrt(np.clip(evals, 0.0, None))
         self.whitened_means_ = means @ self.whiten_
+        self.mean_norms_ = (self.whitened_means_ ** 2).sum(axis=1)
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = (x @ self.whiten_)[:, None, :] - self.whitened_means_[None, :, :]
-            dist = np.einsum("bcd,bcd->bc", diff, diff)
-        return _finite_or_inf(dist.min(axis=1))
+            z = x @ self.whiten_
+            dist = (z * z).sum(axis=1)[:, None] - 2.0 * (z @ self.whitened_means_.T) + self.mean_norms_[None, :]
+        return _finite_or_inf(np.maximum(dist.min(axis=1), 0.0))
