@@ -202,7 +202,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.model or not args.profile:
             raise InputError("pass MODEL.onnx PROFILE.npz, or --demo")
         model_path, profile = args.model, args.profile
-    mon = Monitor(model_path, profile, threads=args.threads, providers="auto")
+    from ..monitor.detectors import DEFAULT
+
+    detectors = DEFAULT if args.detectors == "all" else tuple(d for d in args.detectors.split(",") if d)
+    mon = Monitor(model_path, profile, threads=args.threads, providers="auto", detectors=detectors)
     shape = tuple(d if d is not None else 1 for d in mon.manifest.input_shape)
     x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)
     mon.warmup((args.batch,))

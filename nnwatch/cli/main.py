@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--iters", type=int, default=300)
     b.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
     b.add_argument("--json")
 
     d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline")

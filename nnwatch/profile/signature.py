@@ -122,7 +122,9 @@ def class_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, n
     means = r.feat_sum / np.maximum(counts, 1)[:, None]
     cls_means = np.where(counts[:-1, None] > 0, means[:-1], means[-1])
     n = max(counts[-1], 1.0)
-    within = r.feat_outer - (counts[:-1, None, None] * (means[:-1, :, None] * means[:-1, None, :])).sum(axis=0)
+    # Within-class scatter = sum x x^T - sum_c n_c mu_c mu_c^T, as one (D, C) @ (C, D) product
+    # (never a (C, D, D) array: 8 GB for a 1000-class model with 1024 features).
+    within = r.feat_outer - (means[:-1].T * counts[:-1]) @ means[:-1]
     cov = within / n
     cov = (cov + cov.T) / 2
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
