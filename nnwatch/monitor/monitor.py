@@ -213,11 +213,17 @@ class Monitor:
         t0 = time.perf_counter()
         arr = self.runner.check_input(x)
         batch = arr.shape[0]
-        nonfinite = count_nonfinite_rows(arr) > 0 if arr.dtype.kind == "f" else np.zeros(batch, bool)
         ws = self.runner.workspace(batch)
         t1 = time.perf_counter()
-        self.runner.run(arr, ws)
+        # The NaN/Inf check rides along the copy into the bound input buffer when it can.
+        counted = self.runner.run(arr, ws, ws.nonfinite)
         t2 = time.perf_counter()
+        if counted:
+            nonfinite = ws.nonfinite > 0
+        elif arr.dtype.kind == "f":
+            nonfinite = count_nonfinite_rows(arr) > 0
+        else:
+            nonfinite = np.zeros(batch, bool)
         degraded = self.tracker.degraded
         view = BatchView(ws.logits, ws.buf, self.runner.offsets, self.tables, ws.scores, ws.scratch, self.parallel)
         dets = self._cheap if degraded else self._all

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from .._validate import as_float32_batch
 from ..errors import InputError, ModelError
-from ..kernels.accumulate import reduce_maps
+from ..kernels.accumulate import copy_count_nonfinite, reduce_maps
 from ..kernels.coverage import make_scratch
 from ..kernels.layout import layer_offsets
 from ..manifest import MANIFEST_KEY, TapManifest
@@ -59,6 +59,7 @@ class Workspace:
     scores: np.ndarray
     scratch: tuple
     inputs: np.ndarray | None = None
+    nonfinite: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -276,9 +277,10 @@ class Runner:
                     arr = maps[tap.output]
                     binding.bind_output(tap.output, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
         scores = np.empty((batch, 6), np.float64)
-        return Workspace(batch, logits, buf, maps, binding, scores, make_scratch(batch, self._k_top), inputs)
+        return Workspace(batch, logits, buf, maps, binding, scores, make_scratch(batch, self._k_top), inputs,
+                         np.zeros(batch, np.int64))
 
-    def run(self, x: np.ndarray, ws: Workspace) -> None:
+    def run(self, x: np.ndarray, ws: Workspace, nonfinite: np.ndarray | None = None) -> bool:
         """Run the model on a checked batch, filling ``ws.logits`` and ``ws.buf``.
 
         Parameters
@@ -287,10 +289,23 @@ class Runner:
             Output of :meth:`check_input`, batch size ``ws.batch``.
         ws : Workspace
             This thread's workspace for that batch size.
+        nonfinite : numpy.ndarray, optional
+            int64 ``(B,)``: if given, receives each sample's NaN/Inf count when it can be had
+            for free while copying the input (float inputs through the bound buffer).
+
+        Returns
+        -------
+        bool
+            Whether ``nonfinite`` was filled.
         """
+        counted = False
         if ws.binding is not None:
             if ws.inputs.shape == x.shape:
-                np.copyto(ws.inputs, x)
+                if nonfinite is not None and x.dtype.kind == "f":
+                    copy_count_nonfinite(x, ws.inputs, nonfinite)
+                    counted = True
+                else:
+                    np.copyto(ws.inputs, x)
             else:  # dynamic non-batch input axes: bind this batch as it is
                 ws.binding.bind_cpu_input(self.input_name, x)
             self.session.run_with_iobinding(ws.binding)
@@ -300,6 +315,7 @@ class Runner:
             if not tap.in_graph:
                 start = ws.batch * int(self.offsets[i])
                 reduce_maps(ws.maps[tap.output], ws.buf[start : start + ws.batch * tap.neurons], tap.reduction == "max")
+        return counted
 
     def _run_chunked(self, x: np.ndarray, ws: Workspace) -> None:
         # Graphs with a fixed batch size: run in chunks of that size, padding the last one.

@@ -37,3 +37,17 @@ def test_pack_unpack_roundtrip(rng):
         np.testing.assert_array_equal(a, b)
     # Each layer's block is contiguous: what lets onnxruntime write straight into it.
     assert all(b.flags.c_contiguous for b in back)
+
+
+def test_copy_and_count_in_one_pass():
+    from nnwatch.kernels.accumulate import copy_count_nonfinite
+
+    for dtype in (np.float16, np.float32, np.float64):
+        src = np.random.default_rng(0).normal(size=(3, 2, 5)).astype(dtype)
+        src[0, 1, 2] = np.nan
+        src[2, 0, 0] = -np.inf
+        dst = np.empty_like(src)
+        out = np.empty(3, np.int64)
+        copy_count_nonfinite(src, dst, out)
+        np.testing.assert_array_equal(dst.view(np.uint8), src.view(np.uint8))  # bit-exact copy, NaN included
+        assert out.tolist() == [1, 0, 1]
