@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--folder", help="internal: where the built models are")
     ap.add_argument("--source", default="", help="internal: where the network definition came from")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--name", default="overhead", help="results file name (benchmarks/results/NAME.md|json)")
     args = ap.parse_args()
     if args.model:
         print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder), args.source)))
@@ -173,7 +174,7 @@ def main() -> None:
     md.append("|---|---|---|---|---|")
     for r in results:
         md.append(f"| {r['model']} | {r['threads']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} | {r['profile_mb']:.2f} |")
-    write("overhead", {"models": results}, "\n".join(md))
+    write(args.name, {"models": results}, "\n".join(md))
 
 
 if __name__ == "__main__":

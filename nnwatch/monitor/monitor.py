@@ -11,6 +11,8 @@ import numpy as np
 
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
+from ..kernels.coverage import SCORE_NAMES, coverage_scores_packed
+from ..kernels.decide import COMBINED, argmax_rows, decide
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compile_tables, fallback_classes
 from ..profile.store import load_profile
@@ -20,6 +22,9 @@ from .detector import BatchView, Detector, make_detector
 from .detectors import DEFAULT
 from .results import Verdicts
 from .runner import Runner
+
+
+_COVERAGE_IDS = {name: i for i, name in enumerate(SCORE_NAMES[:5])} | {"coverage": COMBINED}
 
 
 class Monitor:
@@ -111,6 +116,11 @@ class Monitor:
         self.parallel = parallel
         self._all = list(self.detectors.items())
         self._cheap = [(n, d) for n, d in self._all if d.cost != "full"]
+        # Fused path: every detector is a column of the coverage kernel (or their mean).
+        self._fused_ids = None
+        if all(n in _COVERAGE_IDS for n in self.detectors) and self.decision in self.detectors:
+            self._fused_ids = np.array([_COVERAGE_IDS[n] for n in self.detectors], np.int64)
+            self._fused_names = list(self.detectors)
         self.tracker = LatencyTracker(self.budget)
         self._set_calibration(cal)
         self._check_memory()
@@ -225,6 +235,9 @@ class Monitor:
         else:
             nonfinite = np.zeros(batch, bool)
         degraded = self.tracker.degraded
+        if self._fused_ids is not None and not degraded:
+            return self._finish(*self._score_fused(ws, nonfinite), nonfinite, self.decision, False,
+                                ws, t0, t1, t2, _record)
         view = BatchView(ws.logits, ws.buf, self.runner.offsets, self.tables, ws.scores, ws.scratch, self.parallel)
         dets = self._cheap if degraded else self._all
         scores = {name: det.score(view) for name, det in dets}
@@ -240,6 +253,54 @@ class Monitor:
         confidence = confidence_fn(scores[decision], pred) if confidence_fn is not None else np.full(batch, np.nan)
         if bad:
             confidence[nonfinite] = 0.0
+        return self._finish(pred, scores, flags, flag, confidence, nonfinite, decision, degraded, ws, t0, t1, t2,
+                            _record)
+
+    def _score_fused(self, ws, nonfinite):  # type: ignore[no-untyped-def]
+        batch = ws.batch
+        pred = np.empty(batch, np.int64)
+        argmax_rows(ws.logits, pred)
+        cov = coverage_scores_packed(ws.buf, batch, pred, self.tables, out=ws.scores, parallel=self.parallel,
+                                     scratch=ws.scratch)
+        ids = self._fused_ids
+        n_det = ids.shape[0]
+        thr, has_thr, cal_flat, cal_off = self._fused_tables()
+        scores = np.empty((batch, n_det))
+        flags = np.empty((batch, n_det), np.bool_)
+        flag = np.empty(batch, np.bool_)
+        conf = np.empty(batch)
+        decide(cov, nonfinite, ids, thr, has_thr, self._fused_names.index(self.decision), cal_flat, cal_off, pred,
+               scores, flags, flag, conf)
+        names = self._fused_names
+        score_d = {n: scores[:, j] for j, n in enumerate(names)}
+        flag_d = {n: flags[:, j] for j, n in enumerate(names) if has_thr[j]}
+        return pred, score_d, flag_d, flag, conf
+
+    def _fused_tables(self):  # type: ignore[no-untyped-def]
+        cached = getattr(self, "_fused_cache", None)
+        if cached is not None and cached[0] is self.calibration:
+            return cached[1]
+        names = self._fused_names
+        n_rows = self.profile.n_classes + 1
+        thr = np.zeros((n_rows, len(names)))
+        has_thr = np.array([n in self._thresholds for n in names], np.bool_)
+        for j, n in enumerate(names):
+            if has_thr[j]:
+                thr[:, j] = self._thresholds[n]
+        if self._confidence is not None:
+            parts = self._confidence._sorted
+            cal_off = np.zeros(len(parts) + 1, np.int64)
+            np.cumsum([len(p) for p in parts], out=cal_off[1:])
+            cal_flat = np.concatenate(parts).astype(np.float64)
+        else:
+            cal_off = np.zeros(0, np.int64)
+            cal_flat = np.zeros(0)
+        tables = (thr, has_thr, cal_flat, cal_off)
+        self._fused_cache = (self.calibration, tables)
+        return tables
+
+    def _finish(self, pred, scores, flags, flag, confidence, nonfinite, decision, degraded, ws,  # type: ignore[no-untyped-def]
+                t0, t1, t2, _record):
         t3 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3
         monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3

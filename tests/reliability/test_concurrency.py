@@ -7,15 +7,16 @@ import threading
 import numpy as np
 import pytest
 
+from nnwatch.monitor.detectors import COVERAGE, DEFAULT
 from nnwatch.monitor.monitor import Monitor
 
 THREADS, CALLS = 8, 60
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_threads_times_calls_equal_serial(digits_monitor_files, parallel):
+@pytest.mark.parametrize("parallel, detectors", [(False, DEFAULT), (True, DEFAULT), (False, COVERAGE)])
+def test_threads_times_calls_equal_serial(digits_monitor_files, parallel, detectors):
     f = digits_monitor_files
-    mon = Monitor(f["model"], f["profile"], providers="cpu", parallel=parallel)
+    mon = Monitor(f["model"], f["profile"], providers="cpu", parallel=parallel, detectors=detectors)
     x = f["splits"]["test"][0]
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 64, 24)
