@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 def test_perception_loop_runs():
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "perception_loop.py"), "--frames", "90",
-                           "--hz", "60", "--quiet"], capture_output=True, text=True, timeout=300)
+                           "--hz", "60", "--quiet", "--budget-ms", "1000"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "summary" in out and "deadlines missed" in out
