@@ -91,9 +91,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         except ValueError:
             raise InputError(f"--threshold must be 'mean' or a number, got {args.threshold!r}") from None
     source = _source(args.data, args.limit)
-    profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
-                            k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
-                            min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
+    if args.ray:
+        from ..distributed.profile import build_profile_ray
+        from ..distributed.screen import dataset_from_arrays
+
+        _ray_init(args.ray)
+        profile = build_profile_ray(args.model, dataset_from_arrays(source.x, source.y), batch_size=args.batch_size,
+                                    concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
+                                    threshold=threshold, min_confidence=args.min_confidence, rare_rate=args.rare_rate,
+                                    dataset_name=source.name)
+    else:
+        profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
+                                k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
+                                min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
     save_profile(profile, args.out)
     counts = profile.header["class_counts"]
     print(f"wrote {args.out}: {sum(counts)} trusted samples of {len(source)}; per class {counts}")
@@ -134,9 +144,30 @@ def _write_records(path: str, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, data)
 
 
+def _ray_init(address: str) -> None:
+    from ..distributed import ray_module
+
+    ray = ray_module()
+    if address == "local":
+        ray.init(include_dashboard=False, ignore_reinit_error=True)
+    else:
+        ray.init(address=address, ignore_reinit_error=True)
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen``."""
     from .._progress import Progress
+
+    if args.ray:
+        from ..distributed.screen import dataset_from_arrays, screen_ray
+
+        _ray_init(args.ray)
+        source = _source(args.data, args.limit)
+        summary = screen_ray(args.model, args.profile, dataset_from_arrays(source.x), args.out,
+                             batch_size=args.batch_size, concurrency=args.workers)
+        print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "
+              f"{summary['inputs_per_s']:,.0f} inputs/s with {args.workers} workers")
+        return 0
 
     if not args.out.endswith((".json", ".csv")):
         raise InputError(f"--out must end in .json or .csv, got {args.out!r}")

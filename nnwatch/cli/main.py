@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", default="mean", help="neuron-coverage threshold: 'mean' or a number")
     pr.add_argument("--min-confidence", type=float, default=0.0)
     pr.add_argument("--rare-rate", type=float, default=0.01)
+    _ray_option(pr)
     _common(pr)
 
     c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("profile")
     s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv")
+    s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
+    _ray_option(s)
     _common(s)
 
     ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets")
@@ -97,6 +99,12 @@ def _instrument_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
     p.add_argument("--max-taps", type=int, help="auto: keep only the last N activation taps")
+
+
+def _ray_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray Data: a local instance, or join the cluster at ADDRESS (needs nnwatch[dist])")
+    p.add_argument("--workers", type=int, default=2, help="with --ray: actors, each holding one model session")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
