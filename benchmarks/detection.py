@@ -10,7 +10,6 @@ data only (5% FPR). Data: ../shared/data. Run: python benchmarks/detection.py [-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

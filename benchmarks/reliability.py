@@ -79,7 +79,7 @@ def fuzz(runs: int) -> dict:
                  "test_manifest_json_mutations"):
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", f"tests/reliability/test_file_fuzz.py::{test}",
                                "--hypothesis-show-statistics", "-p", "no:cacheprovider",
-                               f"--hypothesis-seed=1"], cwd=ROOT, capture_output=True, text=True,
+                               "--hypothesis-seed=1"], cwd=ROOT, capture_output=True, text=True,
                               env={**__import__("os").environ, "NNWATCH_FUZZ_EXAMPLES": str(runs // 4)})
         m = re.search(r"(\d+) passing, (\d+) failing", proc.stdout)
         out[test] = {"passing": int(m.group(1)) if m else 0, "failing": int(m.group(2)) if m else -1,

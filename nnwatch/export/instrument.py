@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import onnx
 from onnx import TensorProto, helper, shape_inference

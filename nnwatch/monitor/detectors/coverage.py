@@ -5,8 +5,8 @@ of Deep Neural Networks by Coverage Analysis", IEEE TSE 2022, arXiv:2101.12100):
 ``nc``, ``kmnc``, ``tknc``, ``nbc`` are shares in [0, 1] of neurons (or top-k slots) in a
 state the predicted class's trusted inputs (almost) never showed; ``nb_excess`` is the mean
 distance outside the class range in range units; ``coverage`` = mean(nc, kmnc, tknc, nbc).
-Samples with NaN/Inf activations score +inf on all of them (the Monitor applies that
-once per batch; ``nonfinite_mask`` gives it to other callers).
+Samples with NaN/Inf activations score +inf on all of them (``BatchView.coverage_checked``
+applies that once per batch).
 """
 
 from __future__ import annotations
@@ -17,23 +17,6 @@ from ...kernels.coverage import SCORE_NAMES
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
 
-_NONFINITE = SCORE_NAMES.index("nonfinite")
-
-
-def nonfinite_mask(view: BatchView) -> np.ndarray:
-    """Samples with a NaN/Inf activation.
-
-    Parameters
-    ----------
-    view : BatchView
-        The batch.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool ``(B,)``.
-    """
-    return view.coverage[:, _NONFINITE] > 0
 
 
 class _Column(Detector):
