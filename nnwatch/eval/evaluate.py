@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._progress import Progress
+from ..monitor.fit import collect_scores
 from ..sources import ArraySource
 from .metrics import summarize
 
@@ -98,22 +98,6 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-def _collect(monitor, x: np.ndarray, batch_size: int, label: str = "",  # type: ignore[no-untyped-def]
-             progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    scores: dict[str, list[np.ndarray]] = {}
-    flags: dict[str, list[np.ndarray]] = {}
-    bar = Progress(len(x), label[:24], progress)
-    for lo in range(0, len(x), batch_size):
-        v = monitor.score(x[lo : lo + batch_size], _record=False)
-        bar.update(len(v))
-        for k, s in v.scores.items():
-            scores.setdefault(k, []).append(s)
-        for k, f in v.flags.items():
-            flags.setdefault(k, []).append(f)
-    bar.close()
-    return ({k: np.concatenate(v) for k, v in scores.items()}, {k: np.concatenate(v) for k, v in flags.items()})
-
-
 def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | ArraySource],  # type: ignore[no-untyped-def]
              batch_size: int = 256, progress: bool = False) -> Evaluation:
     """Every detector's metrics on each anomalous set against the clean set.
@@ -136,13 +120,13 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
     Evaluation
         Scores and metrics.
     """
-    id_scores, id_flags = _collect(monitor, clean.x, batch_size, "clean", progress)
+    id_scores, id_flags, _ = collect_scores(monitor, clean.x, batch_size, progress, "clean")
     result = Evaluation(clean.name, id_scores, id_flags)
     for name, data in anomalous.items():
         x = data.x if isinstance(data, ArraySource) else data
         if len(x) == 0:
             continue
-        scores, flags = _collect(monitor, x, batch_size, name, progress)
+        scores, flags, _ = collect_scores(monitor, x, batch_size, progress, name)
         result.sets[name] = {"scores": scores, "flags": flags, "n": int(len(x))}
         for det, s in scores.items():
             row: dict[str, Any] = {"set": name, "detector": det, **summarize(id_scores[det], s)}

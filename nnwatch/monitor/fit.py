@@ -109,16 +109,16 @@ def _reduction(manifest) -> str:  # type: ignore[no-untyped-def]
     return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
 
 
-def collect_scores(monitor, source: ArraySource, batch_size: int = 256, progress: bool = False,
-                   label: str = "scoring") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:  # type: ignore[no-untyped-def]
-    """Run a monitor over a data set and gather every detector's scores.
+def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool = False,  # type: ignore[no-untyped-def]
+                   label: str = "scoring") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Run a monitor over inputs in batches and gather scores, flags and predictions.
 
     Parameters
     ----------
     monitor : Monitor
         The monitor.
-    source : ArraySource
-        Data.
+    x : numpy.ndarray
+        Inputs ``(N, ...)``.
     batch_size : int
         Samples per call.
     progress : bool
@@ -129,19 +129,23 @@ def collect_scores(monitor, source: ArraySource, batch_size: int = 256, progress
     Returns
     -------
     tuple
-        ``(scores by detector (N,), predictions (N,), labels or None)``.
+        ``(scores by detector (N,), flags by calibrated detector (N,), predictions (N,))``.
     """
-    parts: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, list[np.ndarray]] = {}
+    flags: dict[str, list[np.ndarray]] = {}
     preds = []
-    bar = Progress(len(source), label, progress)
-    for x, _ in source.batches(batch_size):
-        v = monitor.score(x, _record=False)
+    bar = Progress(len(x), label[:24], progress)
+    for lo in range(0, len(x), batch_size):
+        v = monitor.score(x[lo : lo + batch_size], _record=False)
         for name, s in v.scores.items():
-            parts.setdefault(name, []).append(s)
+            scores.setdefault(name, []).append(s)
+        for name, f in v.flags.items():
+            flags.setdefault(name, []).append(f)
         preds.append(v.pred)
         bar.update(len(v))
     bar.close()
-    return {k: np.concatenate(v) for k, v in parts.items()}, np.concatenate(preds), source.y
+    return ({k: np.concatenate(v) for k, v in scores.items()}, {k: np.concatenate(v) for k, v in flags.items()},
+            np.concatenate(preds))
 
 
 def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples: int = 20,
@@ -171,7 +175,7 @@ def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples
         The calibration (also stored on ``monitor.profile``).
     """
     check_probability(fpr, "fpr")
-    scores, pred, _ = collect_scores(monitor, source, batch_size, progress, "calibrating")
+    scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
     names = list(detectors) if detectors is not None else list(scores)
     missing = [n for n in names if n not in scores]
     if missing:
