@@ -28,6 +28,7 @@ def main() -> None:
     import ray
 
     from nnwatch.distributed.profile import build_profile_ray
+    from nnwatch.distributed.readers import ray_dataset
     from nnwatch.distributed.screen import dataset_from_arrays, screen_ray
     from nnwatch.monitor.detectors import COVERAGE
     from nnwatch.monitor.fit import build_profile, calibrate
@@ -66,6 +67,14 @@ def main() -> None:
                        concurrency=workers)
         rows.append({"mode": "Ray Data actor pool", "workers": workers, "seconds": r["seconds"],
                      "inputs_per_s": r["inputs_per_s"]})
+    shards = folder / "shards"
+    shards.mkdir()
+    for i, lo in enumerate(range(0, n, 1000)):
+        np.savez(shards / f"{i:03d}.npz", x=x[lo : lo + 1000])
+    r = screen_ray(folder / "m.onnx", folder / "p.npz", ray_dataset(f"npzdir:{shards}"), folder / "out_shards",
+                   batch_size=256, concurrency=2)
+    rows.append({"mode": "Ray Data, .npz shards read by workers", "workers": 2, "seconds": r["seconds"],
+                 "inputs_per_s": r["inputs_per_s"]})
     t = time.perf_counter()
     dist = build_profile_ray(str(folder / "m.onnx"), dataset_from_arrays(train.x, train.y), batch_size=256)
     profile_s = time.perf_counter() - t

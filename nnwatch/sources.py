@@ -239,4 +239,7 @@ def open_source(spec: str) -> ArraySource:
         return load_idx(folder, split or "train")
     if scheme == "digits":
         return load_digits(rest or None)
+    if scheme in ("npzdir", "parquet"):
+        raise InputError(f"{scheme}: sources are read by Ray workers; add --ray (needs nnwatch[dist]), "
+                         "or use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
     raise InputError(f"unknown data source {spec!r}; use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")

@@ -90,23 +90,26 @@ def cmd_profile(args: argparse.Namespace) -> int:
             threshold = float(threshold)
         except ValueError:
             raise InputError(f"--threshold must be 'mean' or a number, got {args.threshold!r}") from None
-    source = _source(args.data, args.limit)
     if args.ray:
         from ..distributed.profile import build_profile_ray
-        from ..distributed.screen import dataset_from_arrays
+        from ..distributed.readers import ray_dataset
 
         _ray_init(args.ray)
-        profile = build_profile_ray(args.model, dataset_from_arrays(source.x, source.y), batch_size=args.batch_size,
+        dataset = ray_dataset(args.data, args.limit)
+        profile = build_profile_ray(args.model, dataset, batch_size=args.batch_size,
                                     concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
                                     threshold=threshold, min_confidence=args.min_confidence, rare_rate=args.rare_rate,
-                                    dataset_name=source.name)
+                                    dataset_name=args.data)
+        total = profile.header.get("samples_seen", "?")
     else:
+        source = _source(args.data, args.limit)
+        total = len(source)
         profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
                                 min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
     save_profile(profile, args.out)
     counts = profile.header["class_counts"]
-    print(f"wrote {args.out}: {sum(counts)} trusted samples of {len(source)}; per class {counts}")
+    print(f"wrote {args.out}: {sum(counts)} trusted samples of {total}; per class {counts}")
     weak = [c for c, n in enumerate(counts) if n < 10]
     if weak:
         print(f"warning: classes {weak} have fewer than 10 trusted samples; monitors use the global signature for them",
@@ -159,11 +162,11 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .._progress import Progress
 
     if args.ray:
-        from ..distributed.screen import dataset_from_arrays, screen_ray
+        from ..distributed.readers import ray_dataset
+        from ..distributed.screen import screen_ray
 
         _ray_init(args.ray)
-        source = _source(args.data, args.limit)
-        summary = screen_ray(args.model, args.profile, dataset_from_arrays(source.x), args.out,
+        summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
         print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "
               f"{summary['inputs_per_s']:,.0f} inputs/s with {args.workers} workers")

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)")
     pr.add_argument("model")
-    pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]")
+    pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]; "
+                    "with --ray also npzdir:DIR (shards read by the workers) | parquet:PATH (columns id, x[, y])")
     pr.add_argument("--out", required=True)
     pr.add_argument("--k-sections", type=int, default=10)
     pr.add_argument("--k-top", type=int, default=3)
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV")
     s.add_argument("model")
     s.add_argument("profile")
-    s.add_argument("--data", required=True)
+    s.add_argument("--data", required=True, help="as for profile")
     s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
     _ray_option(s)
     _common(s)

@@ -17,7 +17,7 @@ from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
 from ..profile.schema import Profile, RangeStats, SectionStats
 from ..kernels.layout import unpack_layers
-from . import ray_module
+from . import actor_cpus, ray_module
 from .stats_io import from_bytes, to_bytes
 
 
@@ -49,7 +49,8 @@ class _ProfilePass:
             b.with_edges(self.edges).update_sections(layers, labels)
             out = to_bytes(b.sections_)
         skipped = b.skipped_nonfinite_
-        return {"partial": np.array([out], dtype=object), "skipped": np.array([skipped], np.int64)}
+        return {"partial": np.array([out], dtype=object), "skipped": np.array([skipped], np.int64),
+                "rows": np.array([x.shape[0]], np.int64)}
 
 
 def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurrency: int = 2, k_sections: int = 10,
@@ -88,18 +89,20 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
                             feature_sample)
 
     def run_pass(edges: bytes | None) -> list[dict[str, Any]]:
-        return dataset.map_batches(_ProfilePass, fn_constructor_kwargs={"model": str(model), "params": params,
-                                                                        "edges": edges},
-                                   batch_size=batch_size, concurrency=concurrency, batch_format="numpy").take_all()
+        kwargs = {"model": str(model), "params": params, "edges": edges}
+        return dataset.map_batches(_ProfilePass, fn_constructor_kwargs=kwargs, batch_size=batch_size,
+                                   concurrency=concurrency, num_cpus=actor_cpus(concurrency),
+                                   batch_format="numpy").take_all()
 
     ranges = driver.ranges_
-    skipped = 0
+    skipped = seen = 0
     for row in run_pass(None):
         part = from_bytes(RangeStats, row["partial"])
         merged = ranges.merge(part)  # keeps this side's feature sample; add the other's
         merged.add_sample(part.sample_feats, part.sample_keys, part.sample_class, driver.feature_sample)
         ranges = merged
         skipped += int(row["skipped"])
+        seen += int(row["rows"])
     driver.ranges_ = ranges
     driver.skipped_nonfinite_ = skipped
     driver.finish_ranges()
@@ -110,4 +113,5 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     profile = driver.build(man.fingerprint, man.layer_names, reduction=_reduction(man), dataset=dataset_name,
                            min_confidence=min_confidence)
     profile.header["rare_rate"] = float(rare_rate)
+    profile.header["samples_seen"] = seen
     return profile

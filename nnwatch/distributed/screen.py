@@ -14,7 +14,7 @@ import numpy as np
 
 from ..monitor.detectors import COVERAGE
 from ..monitor.monitor import Monitor
-from . import ray_module
+from . import actor_cpus, ray_module
 
 
 class _ScreenActor:
@@ -71,7 +71,7 @@ def screen_ray(model: str | os.PathLike, profile: str | os.PathLike, dataset: An
     scored = dataset.map_batches(
         actor, fn_constructor_kwargs={"model": os.fspath(model), "profile": os.fspath(profile),
                                              "detectors": list(detectors), "decision": decision},
-        batch_size=batch_size, concurrency=concurrency, batch_format="numpy")
+        batch_size=batch_size, concurrency=concurrency, num_cpus=actor_cpus(concurrency), batch_format="numpy")
     scored.write_parquet(os.fspath(out_dir))
     seconds = time.perf_counter() - start
     import pyarrow.parquet as pq

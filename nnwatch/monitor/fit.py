@@ -27,7 +27,8 @@ def trusted_labels(logits: np.ndarray, y: np.ndarray | None, min_confidence: flo
     logits : numpy.ndarray
         ``(B, K)``.
     y : numpy.ndarray or None
-        True labels; without them the predicted class is trusted.
+        True labels; without them (or where a label is negative: unknown) the predicted
+        class is trusted.
     min_confidence : float
         Minimum softmax probability of the predicted class.
 
@@ -40,7 +41,7 @@ def trusted_labels(logits: np.ndarray, y: np.ndarray | None, min_confidence: flo
     conf = np.exp(log_softmax(logits).max(axis=1))
     keep = conf >= min_confidence
     if y is not None:
-        keep &= pred == y
+        keep &= (pred == y) | (y < 0)
     return np.where(keep, pred, -1).astype(np.int64)
 
 

