@@ -265,3 +265,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out)
     return 0
+
+
+def cmd_heads(args: argparse.Namespace) -> int:
+    """``nnwatch heads ...``."""
+    from .heads import cmd_heads as run
+
+    return run(args)

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
     b.add_argument("--json")
 
+    from .heads import add_parser as add_heads_parser
+
+    add_heads_parser(sub)
+
     d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline")
     d.add_argument("--out", default="nnwatch-demo")
     return p

@@ -35,6 +35,41 @@ class _Context:
     capture: bool = False
     inputs: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # layer -> (hidden, kwargs)
     final: Any = None  # normed output of the last layer, (B, T, D)
+    prefix: Any = None  # PrefixState the captured pass continued from
+
+
+class _PrefixKV:
+    """Stands in for a KV cache in re-run layers: prepends fixed prefix keys/values, stores nothing."""
+
+    def __init__(self, kv: dict[int, tuple[Any, Any]]) -> None:
+        self.kv = kv
+
+    def update(self, keys: Any, values: Any, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        import torch
+
+        pk, pv = self.kv[layer_idx]
+        return torch.cat([pk, keys], dim=-2), torch.cat([pv, values], dim=-2)
+
+
+@dataclass
+class PrefixState:
+    """A token prefix shared by many prompts, computed once: its plain KV cache, and per masked
+    head the keys/values of the layers from that head's layer on (prompt-independent, because
+    attention is causal).
+
+    Attributes
+    ----------
+    ids : tuple of int
+        The prefix tokens.
+    cache : object
+        transformers KV cache of the plain prefix pass (copied for each prompt).
+    masked : dict
+        ``(layer, head) -> {layer_i: (keys, values)}`` for ``layer_i >= layer``.
+    """
+
+    ids: tuple
+    cache: Any
+    masked: dict = field(default_factory=dict)
 
 
 def scale_query(out: Any, scale: Any, n_heads: int) -> Any:
@@ -160,12 +195,13 @@ class TorchHeadScorer:
                              f"{None if ids is None else tuple(ids.shape)}")
         return inputs
 
-    def _forward(self, inputs: dict[str, Any], scales: dict[int, Any], capture: bool) -> _Context:
+    def _forward(self, inputs: dict[str, Any], scales: dict[int, Any], capture: bool,
+                 use_cache: bool = False) -> _Context:
         ctx = _Context(scales=scales, capture=capture)
         self._local.ctx = ctx
         try:
             with self.torch.inference_mode():
-                self.model(**inputs, use_cache=False, **self._extra_kwargs())
+                self.model(**inputs, use_cache=use_cache, **self._extra_kwargs())
         finally:
             self._local.ctx = None
         if ctx.final is None:
@@ -190,25 +226,77 @@ class TorchHeadScorer:
         n = len(heads)
         scale = torch.ones(n, self.layout.n_heads)
         scale[torch.arange(n), torch.as_tensor(list(heads))] = EPSILON
+        kwargs = {i: ctx.inputs[i][1] for i in range(layer, self.layout.n_layers)}
+        if ctx.prefix is not None:  # masked prefix keys/values, computed once per prefix and head
+            self._masked_prefix(ctx.prefix, layer, heads)
+            for i in kwargs:
+                kv = [ctx.prefix.masked[(layer, h)][i] for h in heads]
+                cache = _PrefixKV({i: (torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv]))})
+                kwargs[i] = {**kwargs[i], "past_key_values": cache}
         self._local.ctx = _Context(scales={layer: scale})
         try:
             with torch.inference_mode():
                 hidden = ctx.inputs[layer][0].expand(n, -1, -1).contiguous()
                 for i in range(layer, self.layout.n_layers):
-                    out = self.layout.layers[i](hidden, **ctx.inputs[i][1])
+                    out = self.layout.layers[i](hidden, **kwargs[i])
                     hidden = out[0] if isinstance(out, tuple) else out
                 final = self.layout.norm(hidden)
         finally:
             self._local.ctx = None
         return final[:, -1].double().cpu().numpy()
 
-    def base_pass(self, prompt: str | dict[str, Any]) -> tuple[np.ndarray, np.ndarray, _Context]:
+    def prefix(self, ids: Sequence[int]) -> PrefixState:
+        """Run a shared token prefix once, for prompts that start with it.
+
+        Parameters
+        ----------
+        ids : sequence of int
+            Prefix token ids.
+
+        Returns
+        -------
+        PrefixState
+            Pass it to :meth:`base_pass` / :meth:`angles` for prompts that start with ``ids``.
+        """
+        torch = self.torch
+        if len(ids) == 0:
+            raise InputError("empty prefix")
+        x = torch.as_tensor([list(ids)])
+        with torch.inference_mode():
+            out = self.model(input_ids=x, use_cache=True, **self._extra_kwargs())
+        return PrefixState(tuple(int(i) for i in ids), out.past_key_values)
+
+    def _masked_prefix(self, state: PrefixState, layer: int, heads: Sequence[int]) -> None:
+        """Fill ``state.masked`` for heads of one layer: one batched pass over the prefix."""
+        torch = self.torch
+        todo = [h for h in heads if (layer, h) not in state.masked]
+        if not todo:
+            return
+        n = len(todo)
+        scale = torch.ones(n, self.layout.n_heads)
+        scale[torch.arange(n), torch.as_tensor(todo)] = EPSILON
+        self._local.ctx = _Context(scales={layer: scale})
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.as_tensor([state.ids]).expand(n, -1), use_cache=True,
+                                 **self._extra_kwargs())
+        finally:
+            self._local.ctx = None
+        cache = out.past_key_values
+        for k, h in enumerate(todo):
+            state.masked[(layer, h)] = {i: (cache.layers[i].keys[k:k + 1], cache.layers[i].values[k:k + 1])
+                                        for i in range(layer, self.layout.n_layers)}
+
+    def base_pass(self, prompt: str | dict[str, Any],
+                  prefix: PrefixState | None = None) -> tuple[np.ndarray, np.ndarray, _Context]:
         """One plain pass: final last-token state, per-layer last-token states, captures.
 
         Parameters
         ----------
         prompt : str or dict
             Prompt text or model inputs.
+        prefix : PrefixState, optional
+            A prefix the prompt starts with: only the remaining tokens are run.
 
         Returns
         -------
@@ -219,7 +307,21 @@ class TorchHeadScorer:
         ctx : object
             Captured layer inputs for :meth:`masked_from_base`.
         """
-        ctx = self._forward(self.encode(prompt), {}, capture=True)
+        import copy
+
+        inputs = self.encode(prompt)
+        ctx_prefix = None
+        if prefix is not None:
+            ids = inputs["input_ids"]
+            p = len(prefix.ids)
+            if set(inputs) - {"input_ids", "attention_mask"} or ids.shape[1] <= p or \
+                    tuple(ids[0, :p].tolist()) != prefix.ids:
+                raise InputError(f"the prompt does not start with the {p}-token prefix (or has nothing after it)")
+            inputs = {"input_ids": ids[:, p:], "attention_mask": ids.new_ones(ids.shape),
+                      "past_key_values": copy.deepcopy(prefix.cache)}
+            ctx_prefix = prefix
+        ctx = self._forward(inputs, {}, capture=True, use_cache=ctx_prefix is not None)
+        ctx.prefix = ctx_prefix
         final = ctx.final[0, -1].double().cpu().numpy()
         states = [ctx.inputs[i][0][0, -1].float().cpu().numpy() for i in range(self.layout.n_layers)]
         states.append(final.astype(np.float32))
@@ -254,7 +356,8 @@ class TorchHeadScorer:
             out.update({(layer, h): states[k] for k, h in enumerate(hs)})
         return out
 
-    def angles(self, prompt: str | dict[str, Any], heads: Sequence[tuple[int, int]]) -> np.ndarray:
+    def angles(self, prompt: str | dict[str, Any], heads: Sequence[tuple[int, int]],
+               prefix: PrefixState | None = None) -> np.ndarray:
         """Angle (degrees) between the plain and the head-masked final state, per head.
 
         Parameters
@@ -263,13 +366,15 @@ class TorchHeadScorer:
             Prompt text or model inputs.
         heads : sequence of (layer, head)
             Heads to score.
+        prefix : PrefixState, optional
+            A prefix the prompt starts with (see :meth:`prefix`).
 
         Returns
         -------
         numpy.ndarray
             ``(len(heads),)`` float64.
         """
-        final, _, ctx = self.base_pass(prompt)
+        final, _, ctx = self.base_pass(prompt, prefix)
         masked = self.masked_from_base(ctx, heads)
         return np.array([angle_degrees(final, masked[(int(l), int(h))]) for l, h in heads])
 

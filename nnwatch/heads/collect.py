@@ -1,0 +1,99 @@
+"""Run many prompts through a scorer: head angles and per-layer hidden states in one sweep.
+
+Prompts are grouped by shared token prefix (see :func:`plan_prefixes`), each prefix is run
+once, and every prompt then costs one plain pass over its own tokens plus the masked
+re-runs of the layers from each head's layer on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .._progress import Progress
+from .prompts import PromptSet, plan_prefixes
+
+
+@dataclass
+class Sweep:
+    """Per-prompt results of one sweep.
+
+    Attributes
+    ----------
+    angles : numpy.ndarray
+        ``(N, len(heads))`` degrees.
+    states : numpy.ndarray
+        ``(N, L+1, D)`` float32 last-token hidden states (entering each layer, then final).
+    lengths : numpy.ndarray
+        ``(N,)`` prompt tokens after templating.
+    heads : list of (layer, head)
+        Column order of ``angles``.
+    seconds : numpy.ndarray
+        ``(N,)`` wall time per prompt (prefix passes are charged to the first prompt using them).
+    """
+
+    angles: np.ndarray
+    states: np.ndarray
+    lengths: np.ndarray
+    heads: list
+    seconds: np.ndarray
+
+
+def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tuple[int, int]],
+          share_prefixes: bool = True, min_gain: int = 16, progress: bool = False, label: str = "prompts") -> Sweep:
+    """Angles for ``heads`` and hidden states for every prompt.
+
+    Parameters
+    ----------
+    scorer : TorchHeadScorer
+        The scorer.
+    prompts : PromptSet or sequence of str
+        Prompts.
+    heads : sequence of (layer, head)
+        Heads to mask (may be empty: hidden states only).
+    share_prefixes : bool
+        Run shared token prefixes once.
+    min_gain : int
+        See :func:`plan_prefixes`.
+    progress : bool
+        Progress line on stderr.
+    label : str
+        Progress label.
+
+    Returns
+    -------
+    Sweep
+        The results, in prompt order.
+    """
+    texts = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
+    heads = [(int(a), int(b)) for a, b in heads]
+    ids = [scorer.encode(t)["input_ids"][0].tolist() for t in texts]
+    plens = plan_prefixes(ids, min_gain) if share_prefixes else [0] * len(ids)
+    order = sorted(range(len(texts)), key=lambda i: (ids[i][:plens[i]], i))
+    n_layers = scorer.layout.n_layers
+    angles = np.zeros((len(texts), len(heads)))
+    states = None
+    seconds = np.zeros(len(texts))
+    bar = Progress(len(texts), label, progress)
+    state, key = None, None
+    for i in order:
+        start = time.perf_counter()
+        want = tuple(ids[i][:plens[i]])
+        if want != key:
+            state, key = (scorer.prefix(want) if want else None), want
+        final, layer_states, ctx = scorer.base_pass(texts[i], state)
+        if states is None:
+            states = np.zeros((len(texts), n_layers + 1, layer_states.shape[1]), np.float32)
+        states[i] = layer_states
+        if heads:
+            from .angles import angle_degrees
+
+            masked = scorer.masked_from_base(ctx, heads)
+            angles[i] = [angle_degrees(final, masked[h]) for h in heads]
+        seconds[i] = time.perf_counter() - start
+        bar.update(1)
+    bar.close()
+    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds)

@@ -1,0 +1,163 @@
+"""The head score on onnxruntime: the prefill exported with a per-sample head scale as a
+graph input, so the plain and the masked pass run as one batch in one session call.
+
+Graph: ``input_ids`` (B, T) int64 and ``head_scale`` (B, L, H) float32 in; ``final`` (B, D),
+the normed last-token state, out. Row 0 of a batch has all scales 1 (plain); each further
+row has one head at 1e-5. The model's fingerprint and layout are stored in the ONNX
+metadata so a fitted detector refuses a graph of another model.
+
+Exporting needs torch; scoring (:class:`OnnxHeadScorer`) needs only numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from .angles import angle_degrees
+
+EPSILON = 1e-5
+META_KEY = "nnwatch.heads"
+
+
+def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, how are you?",
+                   opset: int = 18) -> None:
+    """Export the scorer's model prefill with a ``head_scale`` input.
+
+    Parameters
+    ----------
+    scorer : TorchHeadScorer
+        Scorer wrapping the model (its hooks apply the scale during tracing).
+    path : path
+        Destination ``.onnx`` (written atomically).
+    example : str
+        Example prompt for tracing (any text; sequence length stays dynamic).
+    opset : int
+        ONNX opset.
+    """
+    import torch
+
+    from ..export.instrument import MAX_IR_VERSION, save_onnx
+    from .torch_scorer import _Context
+
+    lay = scorer.layout
+
+    class Prefill(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = scorer.model
+
+        def forward(self, input_ids: Any, head_scale: Any) -> Any:
+            ctx = _Context(scales={i: head_scale[:, i] for i in range(lay.n_layers)})
+            scorer._local.ctx = ctx
+            try:
+                scorer.model(input_ids=input_ids, use_cache=False, **scorer._extra_kwargs())
+            finally:
+                scorer._local.ctx = None
+            return ctx.final[:, -1]
+
+    ids = scorer.encode(example)["input_ids"].expand(2, -1).contiguous()
+    scale = torch.ones(2, lay.n_layers, lay.n_heads)
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=8192)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(Prefill().eval(), (ids, scale), dynamo=True, opset_version=opset,
+                                        input_names=["input_ids", "head_scale"], output_names=["final"],
+                                        dynamic_shapes=({0: batch, 1: seq}, {0: batch}), report=False,
+                                        verbose=False)
+        except Exception as exc:
+            raise ModelError(f"exporting the prefill failed: {type(exc).__name__}: {exc}") from None
+    model = program.model_proto
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    entry = model.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = json.dumps({"fingerprint": scorer.fingerprint, "n_layers": lay.n_layers, "n_heads": lay.n_heads})
+    save_onnx(model, path)
+
+
+class OnnxHeadScorer:
+    """Head angles from an exported prefill; plain and masked passes in one batched call.
+
+    Parameters
+    ----------
+    path : path
+        ``.onnx`` written by :func:`export_prefill`.
+    providers : str or sequence
+        onnxruntime providers (``auto`` picks those that work).
+    threads : int, optional
+        Intra-op threads.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] = "auto",
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from ..monitor.providers import resolve_providers
+        from ..monitor.runner import session_options
+
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), session_options(threads),
+                                                providers=resolve_providers(providers))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {path} in onnxruntime: {exc}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        names = {i.name for i in self.session.get_inputs()}
+        if meta is None or names != {"input_ids", "head_scale"}:
+            raise ModelError(f"{path} is not a prefill exported by nnwatch heads (inputs {sorted(names)}, "
+                             f"metadata key {META_KEY!r} {'missing' if meta is None else 'present'})")
+        info = json.loads(meta)
+        self.fingerprint = info["fingerprint"]
+        self.n_layers, self.n_heads = int(info["n_layers"]), int(info["n_heads"])
+
+    def finals(self, input_ids: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Normed last-token states for one prompt under several head scalings.
+
+        Parameters
+        ----------
+        input_ids : numpy.ndarray
+            ``(1, T)`` token ids.
+        scales : numpy.ndarray
+            ``(B, L, H)`` float32 head scales.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(B, D)`` float32.
+        """
+        ids = np.asarray(input_ids, np.int64)
+        if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
+            raise InputError(f"input_ids must be (1, T), got {ids.shape}")
+        batch = np.repeat(ids, len(scales), axis=0)
+        return self.session.run(["final"], {"input_ids": batch, "head_scale": scales.astype(np.float32)})[0]
+
+    def angles(self, input_ids: np.ndarray, heads: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Angle per head between the plain and the head-masked final state.
+
+        Parameters
+        ----------
+        input_ids : numpy.ndarray
+            ``(1, T)`` token ids (the same tokenization as the torch scorer).
+        heads : sequence of (layer, head)
+            Heads to mask, one per batch row.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(heads),)`` degrees.
+        """
+        scales = np.ones((len(heads) + 1, self.n_layers, self.n_heads), np.float32)
+        for k, (layer, head) in enumerate(heads, start=1):
+            if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+                raise InputError(f"head L{layer}H{head} does not exist: layers 0..{self.n_layers - 1}, "
+                                 f"heads 0..{self.n_heads - 1}")
+            scales[k, layer, head] = EPSILON
+        out = self.finals(input_ids, scales)
+        return angle_degrees(out[:1], out[1:])

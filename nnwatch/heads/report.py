@@ -1,0 +1,141 @@
+"""Head-detector results as markdown tables and HTML pages with SVG plots."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+import numpy as np
+
+from ..eval.metrics import roc_curve
+from ..eval.svg import heatmap, line_chart
+
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        ".grid{display:flex;flex-wrap:wrap;gap:12px}")
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(body)}</body></html>")
+
+
+def separation_heatmap(det: Any) -> str:
+    """Layers x heads heat map of (mean unsafe angle - mean safe angle) on calibration prompts.
+
+    Parameters
+    ----------
+    det : HeadDetector
+        A searched detector.
+
+    Returns
+    -------
+    str
+        SVG.
+    """
+    gap = np.array(det.search["unsafe_mean"]) - np.array(det.search["safe_mean"])
+    lim = float(np.abs(gap).max()) or 1.0
+    return heatmap(gap, [f"L{i}" for i in range(det.n_layers)], [f"H{j}" for j in range(det.n_heads)],
+                   "mean angle gap, unsafe - safe (degrees)", vmin=-lim, vmax=lim)
+
+
+def search_report(det: Any) -> str:
+    """HTML page for a head search: heat map, ranking, chosen variants.
+
+    Parameters
+    ----------
+    det : HeadDetector
+        A searched detector.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
+    s = det.search
+    rows = "".join(f"<tr><td>L{a}H{b}</td><td>{g:+.3f}</td></tr>" for a, b, g in s.get("ranking", [])[:15])
+    variants = "".join(f"<tr><td>{escape(k)}</td><td>{', '.join(f'L{a}H{b}' for a, b in v.heads)}</td>"
+                       f"<td>{v.threshold:.4g}</td></tr>" for k, v in det.variants.items())
+    body = [f"<p>Model {escape(det.model)}; {s.get('n_unsafe')} unsafe and {s.get('n_safe')} safe calibration "
+            f"prompts; heads with mean safe angle above the {s.get('percentile')}th percentile are excluded "
+            "from the published ranking.</p>", separation_heatmap(det),
+            "<h2>Variants</h2><table><tr><th>variant</th><th>heads</th><th>threshold</th></tr>" + variants + "</table>",
+            "<h2>Published ranking (kept heads)</h2><table><tr><th>head</th><th>gap (deg)</th></tr>" + rows + "</table>"]
+    return _page("nnwatch heads search", body)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+def evaluation_markdown(res: dict[str, Any]) -> str:
+    """Markdown tables: metrics per set and detector, and latency per back-end/variant.
+
+    Parameters
+    ----------
+    res : dict
+        Output of ``nnwatch heads evaluate``.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
+    lines = ["| set | detector | AUROC | detection | false positives | balanced acc. | safe/unsafe |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection'])} | "
+                     f"{_fmt(r['false_positive'])} | {_fmt(r['balanced_accuracy'])} | {r['n_safe']}/{r['n_unsafe']} |")
+    lat = res.get("latency")
+    if lat:
+        lines += ["", f"Latency on {lat['prompts']} prompts (median {lat['median_tokens']} tokens), p50 per prompt, "
+                  "as a multiple of one plain prefill measured in the same run:", "",
+                  "| path | p50 ms | x plain prefill |", "|---|---|---|"]
+        for r in lat["rows"]:
+            lines.append(f"| {r['path']} | {r['p50_ms']:.1f} | {r['ratio']:.2f}x |")
+        if "onnx_max_angle_diff" in lat:
+            lines.append(f"\nONNX vs torch angle, largest difference over the timed prompts: "
+                         f"{lat['onnx_max_angle_diff']:.2e} degrees.")
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_report(res: dict[str, Any]) -> str:
+    """HTML: separation heat map, ROC curves per set, probe AUROC per layer, tables.
+
+    Parameters
+    ----------
+    res : dict
+        Output of ``nnwatch heads evaluate``.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
+    from .detector import HeadDetector, _variant
+
+    d = res["detector"]
+    det = HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
+                       {k: _variant(v, "result", k, d["n_layers"], d["n_heads"]) for k, v in d["variants"].items()},
+                       d["encoder"], d["search"])
+    body = ["<h2>Per-head separation on calibration prompts</h2>", separation_heatmap(det), "<h2>ROC curves</h2>",
+            "<div class='grid'>"]
+    for name, labels in res["labels"].items():
+        y = np.array(labels)
+        if not ((y == 0).any() and (y == 1).any()):
+            continue
+        series = {}
+        for det_name, scores in res["scores"][name].items():
+            s = np.array(scores)
+            fpr, tpr, _ = roc_curve(s[y == 0], s[y == 1])
+            series[det_name] = (fpr, tpr)
+        body.append(line_chart(series, f"ROC: {name}", "false-positive rate", "detection rate", diagonal=True,
+                               limits=(0, 1, 0, 1)))
+    body.append("</div>")
+    if res.get("probe_layer_auroc"):
+        series = {name: (np.arange(len(v)), np.array(v)) for name, v in res["probe_layer_auroc"].items()}
+        body += ["<h2>Logistic probe AUROC per layer (fitted on train)</h2>",
+                 line_chart(series, "probe AUROC by layer", "layer (0 = embeddings)", "AUROC")]
+    md = evaluation_markdown(res)
+    body.append("<h2>Tables</h2><pre>" + escape(md) + "</pre>")
+    return _page("nnwatch heads evaluate", body)

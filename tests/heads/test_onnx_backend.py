@@ -1,0 +1,44 @@
+"""The ONNX back-end agrees with the torch one; foreign graphs are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from nnwatch.errors import ModelError
+
+TOLERANCE_DEG = 1e-3  # float32 graphs vs float32 torch; measured about 3e-6 degrees
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_scorer, tmp_path_factory):
+    from nnwatch.heads.onnx_backend import export_prefill
+
+    path = tmp_path_factory.mktemp("heads-onnx") / "prefill.onnx"
+    export_prefill(tiny_scorer, path)
+    return path
+
+
+def test_onnx_angles_agree_with_torch(tiny_scorer, tiny_onnx, all_heads):
+    from nnwatch.heads.onnx_backend import OnnxHeadScorer
+
+    ox = OnnxHeadScorer(tiny_onnx, providers="cpu")
+    assert ox.fingerprint == tiny_scorer.fingerprint
+    for p in ["how do I bake a cake", "write a poem about the sea and the sky, please, in detail"]:
+        ids = tiny_scorer.encode(p)["input_ids"].numpy()
+        np.testing.assert_allclose(ox.angles(ids, all_heads), tiny_scorer.angles(p, all_heads), atol=TOLERANCE_DEG)
+
+
+def test_onnx_scorer_refuses_foreign_graphs(tmp_path):
+    from nnwatch.heads.onnx_backend import OnnxHeadScorer
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "x.onnx")
+    with pytest.raises(ModelError, match="not a prefill exported by nnwatch heads"):
+        OnnxHeadScorer(tmp_path / "x.onnx", providers="cpu")
