@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+# mkstemp creates 0600 files; finished files get the usual permissions instead (read once,
+# at import, because reading the umask means setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
@@ -36,6 +42,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        try:
+            mode = final.stat().st_mode & 0o777  # keep the permissions of the file replaced
+        except FileNotFoundError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         os.replace(tmp, final)
         # Make the rename itself durable (directory entry), where the platform allows it.
         with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ class Progress:
         self.done = 0
         self._start = time.perf_counter()
         self._last = 0.0
+        self._logged = self._start
         self._tty = sys.stderr.isatty()
 
     def update(self, n: int) -> None:
@@ -46,10 +47,12 @@ class Progress:
         frac = min(self.done / self.total, 1.0)
         rate = self.done / max(now - self._start, 1e-9)
         bar = "#" * int(frac * 24)
-        line = f"{self.label:<24} [{bar:<24}] {self.done}/{self.total} {rate:,.0f}/s"
+        shown = f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s"
+        line = f"{self.label:<24} [{bar:<24}] {self.done}/{self.total} {shown}"
         if self._tty:
             sys.stderr.write("\r" + line + ("\n" if final else ""))
-        elif final:
+        elif final or now - self._logged >= 30.0:  # logs: a line every 30 s, not a redraw
+            self._logged = now
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 

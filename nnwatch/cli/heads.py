@@ -69,7 +69,7 @@ def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None
     from ..heads.loading import load_model
     from ..heads.torch_scorer import TorchHeadScorer, chat_encoder
 
-    lm = load_model(args.model, args.threads)
+    lm = load_model(args.model, args.threads, quiet=args.quiet)
     return TorchHeadScorer(lm.model, chat_encoder(lm.tokenizer, max_tokens, truncate, system_prompt)), lm
 
 
@@ -157,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train = load_prompts(*args.train)
     start = time.perf_counter()
-    probes = fit_probes(sweep(scorer, train, [], progress=not args.quiet, label="train states"), train.labels)
+    probes = fit_probes(sweep(scorer, train, [], progress=not args.quiet, label="train states", mlp=True), train.labels)
     sets = {}
     for files in args.test:
         ps = load_prompts(*files)

@@ -128,7 +128,7 @@ def histogram(groups: dict[str, np.ndarray], title: str, xlabel: str, bins: int 
 
 
 def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
-            vmin: float = 0.5, vmax: float = 1.0) -> str:
+            vmin: float = 0.5, vmax: float = 1.0, diverging: bool = False) -> str:
     """A labelled heat map with the value printed in each cell.
 
     Parameters
@@ -141,6 +141,8 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
         Title.
     vmin, vmax : float
         Colour scale limits.
+    diverging : bool
+        Red below the middle of the scale, blue above (for signed values such as gaps).
 
     Returns
     -------
@@ -159,7 +161,12 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
         for j in range(len(cols)):
             v = float(values[i, j])
             t = 0.0 if not np.isfinite(v) else min(max((v - vmin) / (vmax - vmin), 0.0), 1.0)
-            red, green, blue = int(255 - 200 * t), int(255 - 90 * t), int(255 - 40 * t)
+            if diverging:
+                u = 2 * t - 1  # -1 .. 1
+                red, green, blue = ((255, int(255 - 170 * -u), int(255 - 170 * -u)) if u < 0
+                                    else (int(255 - 200 * u), int(255 - 90 * u), int(255 - 40 * u)))
+            else:
+                red, green, blue = int(255 - 200 * t), int(255 - 90 * t), int(255 - 40 * t)
             parts.append(f'<rect x="{left + cw * j}" y="{top + ch * i}" width="{cw - 1}" height="{ch - 1}" '
                          f'fill="rgb({red},{green},{blue})"/>')
             label = "-" if not np.isfinite(v) else f"{v:.3f}"

@@ -33,6 +33,8 @@ class Sweep:
         Column order of ``angles``.
     seconds : numpy.ndarray
         ``(N,)`` wall time per prompt (prefix passes are charged to the first prompt using them).
+    mlp : numpy.ndarray or None
+        ``(N, L * I)`` float32 last-token MLP activations, when asked for.
     """
 
     angles: np.ndarray
@@ -40,10 +42,12 @@ class Sweep:
     lengths: np.ndarray
     heads: list
     seconds: np.ndarray
+    mlp: np.ndarray | None = None
 
 
 def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tuple[int, int]],
-          share_prefixes: bool = True, min_gain: int = 16, progress: bool = False, label: str = "prompts") -> Sweep:
+          share_prefixes: bool = True, min_gain: int = 16, progress: bool = False, label: str = "prompts",
+          mlp: bool = False) -> Sweep:
     """Angles for ``heads`` and hidden states for every prompt.
 
     Parameters
@@ -62,6 +66,8 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         Progress line on stderr.
     label : str
         Progress label.
+    mlp : bool
+        Also keep last-token MLP activations.
 
     Returns
     -------
@@ -76,6 +82,7 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     n_layers = scorer.layout.n_layers
     angles = np.zeros((len(texts), len(heads)))
     states = None
+    acts = None
     seconds = np.zeros(len(texts))
     bar = Progress(len(texts), label, progress)
     state, key = None, None
@@ -88,6 +95,12 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         if states is None:
             states = np.zeros((len(texts), n_layers + 1, layer_states.shape[1]), np.float32)
         states[i] = layer_states
+        if mlp:
+            a = scorer.mlp_activations(ctx)
+            if a is not None:
+                if acts is None:
+                    acts = np.zeros((len(texts), a.shape[0]), np.float32)
+                acts[i] = a
         if heads:
             from .angles import angle_degrees
 
@@ -96,4 +109,4 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         seconds[i] = time.perf_counter() - start
         bar.update(1)
     bar.close()
-    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds)
+    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds, acts)

@@ -6,6 +6,9 @@ Detectors compared on the same prompts:
 - ``probe_logistic`` / ``probe_mahalanobis``: linear probe and class-conditional Mahalanobis
   score on the last-token hidden state of one layer (chosen on the training prompts by
   2-fold cross-validation);
+- ``coverage_kmnc_mlp`` / ``coverage_nbc_mlp``: nnwatch's coverage kernels on the
+  last-token MLP activations of every layer, against a profile of the *safe* training
+  prompts (how unlike benign prompts the model's neurons behave);
 - ``length``: prompt length in tokens (oriented on the training prompts), the confound
   every detector must beat.
 Every threshold is fitted on training/calibration prompts only (KDE crossing).
@@ -42,6 +45,8 @@ class Probes:
         A logistic probe for every layer (to show where the signal appears).
     length_sign : float
         +1 if longer prompts were more often unsafe in training, else -1.
+    coverage : object or None
+        Coverage tables of the safe training prompts' MLP activations.
     thresholds : dict
         KDE-crossing thresholds on training scores (also for ``length``).
     """
@@ -53,6 +58,7 @@ class Probes:
     thresholds: dict
     per_layer: list
     length_sign: float = 1.0
+    coverage: Any = None
 
     def scores(self, s: Sweep) -> dict[str, np.ndarray]:
         """Probe and length scores for a sweep.
@@ -67,9 +73,12 @@ class Probes:
         dict
             Detector -> scores.
         """
-        return {"probe_logistic": self.models["logistic"].decision(s.states[:, self.layer_logistic]),
-                "probe_mahalanobis": self.models["mahalanobis"].score(s.states[:, self.layer_mahalanobis]),
-                "length": self.length_sign * s.lengths.astype(np.float64)}
+        out = {"probe_logistic": self.models["logistic"].decision(s.states[:, self.layer_logistic]),
+               "probe_mahalanobis": self.models["mahalanobis"].score(s.states[:, self.layer_mahalanobis]),
+               "length": self.length_sign * s.lengths.astype(np.float64)}
+        if self.coverage is not None and s.mlp is not None:
+            out.update(mlp_coverage_scores(self.coverage, s.mlp))
+        return out
 
 
 def _cv_auroc(x: np.ndarray, y: np.ndarray, fit: Any, score: Any, seed: int = 0) -> float:
@@ -108,12 +117,67 @@ def fit_probes(train: Sweep, labels: np.ndarray) -> Probes:
     layers = {k: int(np.argmax(v)) for k, v in cv.items()}
     models = {k: kinds[k][0](train.states[:, layers[k]], labels) for k in kinds}
     per_layer = [kinds["logistic"][0](train.states[:, layer], labels) for layer in range(train.states.shape[1])]
+    coverage = mlp_coverage_tables(train.mlp[labels == 0], train.states.shape[1] - 1) if train.mlp is not None else None
     lengths = train.lengths.astype(np.float64)
     sign = 1.0 if auroc(lengths[labels == 0], lengths[labels == 1]) >= 0.5 else -1.0
-    probes = Probes(layers["logistic"], layers["mahalanobis"], cv, models, {}, per_layer, sign)
+    probes = Probes(layers["logistic"], layers["mahalanobis"], cv, models, {}, per_layer, sign, coverage)
     for name, s in probes.scores(train).items():
         probes.thresholds[name] = kde_threshold(s[labels == 0], s[labels == 1])
     return probes
+
+
+def mlp_coverage_tables(safe_acts: np.ndarray, n_layers: int, k_sections: int = 10, rare_rate: float = 0.01) -> Any:
+    """Coverage tables (one class: safe) of MLP activations, built with the profile builder.
+
+    Parameters
+    ----------
+    safe_acts : numpy.ndarray
+        ``(N, n_layers * I)`` activations of safe prompts.
+    n_layers : int
+        Transformer layers (each is one coverage layer, so top-k is per layer).
+    k_sections : int
+        k of k-multisection coverage.
+    rare_rate : float
+        See :func:`nnwatch.profile.signature.compile_tables`.
+
+    Returns
+    -------
+    CoverageTables
+        Tables for :func:`mlp_coverage_scores`.
+    """
+    from ..profile.builder import ProfileBuilder
+    from ..profile.signature import compile_tables
+
+    labels = np.zeros(len(safe_acts), np.int64)
+    layers = np.split(np.ascontiguousarray(safe_acts, np.float32), n_layers, axis=1)
+    b = ProfileBuilder([x.shape[1] for x in layers], 1, k_sections, 3, "mean", None, 0)
+    b.update_ranges(layers, labels).finish_ranges().update_sections(layers, labels)
+    profile = b.build("0" * 64, [f"mlp{i}" for i in range(n_layers)], dataset="safe training prompts")
+    return compile_tables(profile, rare_rate=rare_rate, min_class_samples=1, warn=False)
+
+
+def mlp_coverage_scores(tables: Any, acts: np.ndarray) -> dict[str, np.ndarray]:
+    """kmnc and nbc of MLP activations against the safe-prompt tables.
+
+    Parameters
+    ----------
+    tables : CoverageTables
+        From :func:`mlp_coverage_tables`.
+    acts : numpy.ndarray
+        ``(N, neurons)`` activations.
+
+    Returns
+    -------
+    dict
+        ``coverage_kmnc_mlp`` and ``coverage_nbc_mlp`` scores.
+    """
+    from ..kernels.coverage import SCORE_NAMES, coverage_scores_packed
+    from ..kernels.layout import pack_layers
+
+    layers = np.split(np.ascontiguousarray(acts, np.float32), len(tables.offsets) - 1, axis=1)
+    out = coverage_scores_packed(pack_layers(layers), len(acts), np.zeros(len(acts), np.int64), tables,
+                                 parallel=False)
+    return {"coverage_kmnc_mlp": out[:, SCORE_NAMES.index("kmnc")], "coverage_nbc_mlp": out[:, SCORE_NAMES.index("nbc")]}
 
 
 def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -171,7 +235,7 @@ def evaluate_sets(scorer: Any, det: HeadDetector, probes: Probes, sets: dict[str
     thresholds = {f"head_{k}": v.threshold for k, v in det.variants.items()} | probes.thresholds
     rows, all_scores, all_labels, layer_auc = [], {}, {}, {}
     for name, ps in sets.items():
-        s = sweep(scorer, ps, det.heads, progress=progress, label=name)
+        s = sweep(scorer, ps, det.heads, progress=progress, label=name, mlp=probes.coverage is not None)
         scores = {f"head_{k}": v for k, v in det.scores(s.angles).items()} | probes.scores(s)
         views = {name: np.arange(len(ps))}
         if name in match_lengths:

@@ -64,7 +64,7 @@ def smollm2_dir() -> Path:
     return folder
 
 
-def load_model(spec: str, threads: int | None = None) -> LoadedModel:
+def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> LoadedModel:
     """Load ``smollm2`` or a local Hugging Face model directory.
 
     Parameters
@@ -74,6 +74,8 @@ def load_model(spec: str, threads: int | None = None) -> LoadedModel:
         ``preprocessor_config.json`` marks an image+text model).
     threads : int, optional
         torch intra-op threads.
+    quiet : bool
+        No loading progress bars.
 
     Returns
     -------
@@ -90,6 +92,8 @@ def load_model(spec: str, threads: int | None = None) -> LoadedModel:
     tf = _transformers()
     if threads:
         torch.set_num_threads(int(threads))
+    if quiet:
+        tf.utils.logging.disable_progress_bar()
     if spec == SMOLLM2:
         folder = smollm2_dir()
         tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)

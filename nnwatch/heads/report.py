@@ -36,7 +36,7 @@ def separation_heatmap(det: Any) -> str:
     gap = np.array(det.search["unsafe_mean"]) - np.array(det.search["safe_mean"])
     lim = float(np.abs(gap).max()) or 1.0
     return heatmap(gap, [f"L{i}" for i in range(det.n_layers)], [f"H{j}" for j in range(det.n_heads)],
-                   "mean angle gap, unsafe - safe (degrees)", vmin=-lim, vmax=lim)
+                   "mean angle gap, unsafe - safe (degrees)", vmin=-lim, vmax=lim, diverging=True)
 
 
 def search_report(det: Any) -> str:
@@ -57,7 +57,7 @@ def search_report(det: Any) -> str:
     variants = "".join(f"<tr><td>{escape(k)}</td><td>{', '.join(f'L{a}H{b}' for a, b in v.heads)}</td>"
                        f"<td>{v.threshold:.4g}</td></tr>" for k, v in det.variants.items())
     body = [f"<p>Model {escape(det.model)}; {s.get('n_unsafe')} unsafe and {s.get('n_safe')} safe calibration "
-            f"prompts; heads with mean safe angle above the {s.get('percentile')}th percentile are excluded "
+            f"prompts; heads with mean safe angle above the {s.get('percentile'):g}th percentile are excluded "
             "from the published ranking.</p>", separation_heatmap(det),
             "<h2>Variants</h2><table><tr><th>variant</th><th>heads</th><th>threshold</th></tr>" + variants + "</table>",
             "<h2>Published ranking (kept heads)</h2><table><tr><th>head</th><th>gap (deg)</th></tr>" + rows + "</table>"]

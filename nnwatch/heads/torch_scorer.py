@@ -36,6 +36,7 @@ class _Context:
     inputs: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # layer -> (hidden, kwargs)
     final: Any = None  # normed output of the last layer, (B, T, D)
     prefix: Any = None  # PrefixState the captured pass continued from
+    mlp: dict[int, Any] = field(default_factory=dict)  # layer -> last-token MLP hidden activations
 
 
 class _PrefixKV:
@@ -147,6 +148,10 @@ class TorchHeadScorer:
             self._handles.append(q.register_forward_hook(self._query_hook(i)))
             self._handles.append(layer.register_forward_pre_hook(self._capture_hook(i), with_kwargs=True))
         self._handles.append(self.layout.norm.register_forward_hook(self._final_hook))
+        for i, layer in enumerate(self.layout.layers):  # MLP activations, for the coverage baseline
+            down = getattr(getattr(layer, "mlp", None), "down_proj", None)
+            if down is not None:
+                self._handles.append(down.register_forward_pre_hook(self._mlp_hook(i)))
 
     # -- hooks: no-ops unless this thread is inside a scorer call ----------------------------
     def _ctx(self) -> _Context | None:
@@ -170,6 +175,31 @@ class TorchHeadScorer:
                 ctx.inputs[layer] = (hidden, rest)
 
         return hook
+
+    def _mlp_hook(self, layer: int) -> Callable:
+        def hook(module: Any, args: tuple) -> None:
+            ctx = self._ctx()
+            if ctx is not None and ctx.capture:
+                ctx.mlp[layer] = args[0][:, -1]
+
+        return hook
+
+    def mlp_activations(self, ctx: _Context) -> np.ndarray | None:
+        """Last-token MLP hidden activations (input of each layer's down projection), concatenated.
+
+        Parameters
+        ----------
+        ctx : object
+            From :meth:`base_pass`.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            float32 ``(L * I,)``, or None when the layers have no ``mlp.down_proj``.
+        """
+        if len(ctx.mlp) != self.layout.n_layers:
+            return None
+        return np.concatenate([ctx.mlp[i][0].float().cpu().numpy() for i in range(self.layout.n_layers)])
 
     def _final_hook(self, module: Any, args: Any, out: Any) -> None:
         ctx = self._ctx()

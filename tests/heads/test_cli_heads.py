@@ -59,7 +59,8 @@ def test_search_screen_export_evaluate(files, tiny_llama_dir, capsys):
     sets = {r["set"] for r in res["rows"]}
     assert {"test", "test:length-matched", "jailbreak_test", "borderline_safe"} <= sets
     assert {r["detector"] for r in res["rows"]} == {"head_single", "head_ensemble", "probe_logistic",
-                                                     "probe_mahalanobis", "length"}
+                                                     "probe_mahalanobis", "length", "coverage_kmnc_mlp",
+                                                     "coverage_nbc_mlp"}
     assert res["latency"]["onnx_max_angle_diff"] < 1e-3
     assert np.isfinite([r["ratio"] for r in res["latency"]["rows"]]).all()
     assert "<svg" in (d / "eval" / "heads_report.html").read_text()

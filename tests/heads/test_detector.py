@@ -103,3 +103,19 @@ def test_gaussian_score_is_the_difference_of_mahalanobis_distances():
     ref = [float((v - g.means[0]) @ g.precision @ (v - g.means[0]) - (v - g.means[1]) @ g.precision @ (v - g.means[1]))
            for v in q]
     np.testing.assert_allclose(g.score(q), ref, rtol=1e-10)
+
+
+def test_mlp_coverage_baseline_matches_the_reference_kernel():
+    from nnwatch.heads.evaluate import mlp_coverage_scores, mlp_coverage_tables
+    from nnwatch.kernels.coverage import SCORE_NAMES
+    from nnwatch.kernels.reference import coverage_scores
+
+    rng = np.random.default_rng(6)
+    safe = rng.normal(size=(80, 3 * 16)).astype(np.float32)
+    tables = mlp_coverage_tables(safe, 3)
+    query = rng.normal(0, 2, size=(10, 48)).astype(np.float32)
+    got = mlp_coverage_scores(tables, query)
+    ref = coverage_scores(np.split(query, 3, axis=1), np.zeros(10, np.int64), tables)
+    np.testing.assert_allclose(got["coverage_kmnc_mlp"], ref[:, SCORE_NAMES.index("kmnc")])
+    np.testing.assert_allclose(got["coverage_nbc_mlp"], ref[:, SCORE_NAMES.index("nbc")])
+    assert got["coverage_nbc_mlp"].mean() > mlp_coverage_scores(tables, safe)["coverage_nbc_mlp"].mean()
