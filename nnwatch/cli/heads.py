@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..heads.evaluate import evaluate_sets, fit_probes
     from ..heads.latency import measure_overhead
     from ..heads.prompts import borderline_safe, load_prompts
-    from ..heads.report import evaluation_markdown, evaluation_report
+    from ..heads.report import evaluation_figures, evaluation_markdown, evaluation_report
 
     det = load_detector(args.detector)
     scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"])
@@ -179,8 +179,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     atomic_write_bytes(out / "heads_evaluation.json", json.dumps(res, indent=1, default=float).encode())
     atomic_write_bytes(out / "heads_evaluation.md", evaluation_markdown(res).encode())
     atomic_write_bytes(out / "heads_report.html", evaluation_report(res).encode())
+    for stem, svg in evaluation_figures(res).items():
+        atomic_write_bytes(out / f"{stem}.svg", svg.encode())
     print(evaluation_markdown(res))
-    print(f"wrote {out}/heads_evaluation.json, heads_evaluation.md, heads_report.html")
+    print(f"wrote {out}/heads_evaluation.json, heads_evaluation.md, heads_report.html and the figures (.svg)")
     return 0
 
 

@@ -230,10 +230,17 @@ def load_detector(path: str | os.PathLike) -> HeadDetector:
     _need(isinstance(variants, dict) and "single" in variants and set(variants) <= set(VARIANTS), path,
           f"variants must include 'single' and only {VARIANTS}")
     enc = d.get("encoder", {})
-    _need(isinstance(enc, dict) and isinstance(enc.get("max_tokens", 1024), int)
-          and (enc.get("system_prompt") is None or isinstance(enc.get("system_prompt"), str)), path,
-          "encoder must hold max_tokens (int) and system_prompt (string or null)")
-    _need(isinstance(d.get("search", {}), dict), path, "search must be an object")
+    max_tokens = enc.get("max_tokens", 1024) if isinstance(enc, dict) else None
+    _need(isinstance(enc, dict) and isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+          and max_tokens > 0 and (enc.get("system_prompt") is None or isinstance(enc.get("system_prompt"), str)),
+          path, "encoder must hold max_tokens (positive int) and system_prompt (string or null)")
+    search = d.get("search", {})
+    _need(isinstance(search, dict), path, "search must be an object")
+    for key in ("safe_mean", "unsafe_mean"):
+        if key in search:
+            m = search[key]
+            _need(isinstance(m, list) and len(m) == d["n_layers"] and all(_finite_list(r, d["n_heads"]) for r in m),
+                  path, f"search.{key} must be {d['n_layers']} x {d['n_heads']} finite numbers")
     return HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
                         {k: _variant(v, path, k, d["n_layers"], d["n_heads"]) for k, v in variants.items()},
                         {"system_prompt": enc.get("system_prompt"), "max_tokens": enc.get("max_tokens", 1024)},

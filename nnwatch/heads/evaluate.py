@@ -117,12 +117,20 @@ def fit_probes(train: Sweep, labels: np.ndarray) -> Probes:
     layers = {k: int(np.argmax(v)) for k, v in cv.items()}
     models = {k: kinds[k][0](train.states[:, layers[k]], labels) for k in kinds}
     per_layer = [kinds["logistic"][0](train.states[:, layer], labels) for layer in range(train.states.shape[1])]
-    coverage = mlp_coverage_tables(train.mlp[labels == 0], train.states.shape[1] - 1) if train.mlp is not None else None
+    # Coverage tables from half of the safe prompts; its threshold from the other half (on
+    # its own profile every safe prompt is in range, so an in-sample threshold is useless).
+    safe = np.random.default_rng(0).permutation(np.nonzero(labels == 0)[0])
+    profile_rows = safe[: len(safe) // 2]
+    coverage = (mlp_coverage_tables(train.mlp[profile_rows], train.states.shape[1] - 1)
+                if train.mlp is not None else None)
+    held_out = np.ones(len(labels), bool)
+    held_out[profile_rows] = False
     lengths = train.lengths.astype(np.float64)
     sign = 1.0 if auroc(lengths[labels == 0], lengths[labels == 1]) >= 0.5 else -1.0
     probes = Probes(layers["logistic"], layers["mahalanobis"], cv, models, {}, per_layer, sign, coverage)
     for name, s in probes.scores(train).items():
-        probes.thresholds[name] = kde_threshold(s[labels == 0], s[labels == 1])
+        rows = held_out if name.startswith("coverage") else np.ones(len(labels), bool)
+        probes.thresholds[name] = kde_threshold(s[rows & (labels == 0)], s[rows & (labels == 1)])
     return probes
 
 

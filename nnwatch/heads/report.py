@@ -33,6 +33,8 @@ def separation_heatmap(det: Any) -> str:
     str
         SVG.
     """
+    if "unsafe_mean" not in det.search or "safe_mean" not in det.search:
+        return "<p>(no per-head search statistics in this detector file)</p>"
     gap = np.array(det.search["unsafe_mean"]) - np.array(det.search["safe_mean"])
     lim = float(np.abs(gap).max()) or 1.0
     return heatmap(gap, [f"L{i}" for i in range(det.n_layers)], [f"H{j}" for j in range(det.n_heads)],
@@ -99,6 +101,45 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
+    """The evaluation's plots as SVG: separation heat map, ROC per set, probe AUROC per layer.
+
+    Parameters
+    ----------
+    res : dict
+        Output of ``nnwatch heads evaluate``.
+
+    Returns
+    -------
+    dict
+        File stem -> SVG markup.
+    """
+    from .detector import HeadDetector, _variant
+
+    d = res["detector"]
+    det = HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
+                       {k: _variant(v, "result", k, d["n_layers"], d["n_heads"]) for k, v in d["variants"].items()},
+                       d["encoder"], d["search"])
+    figs = {"heads_separation": separation_heatmap(det)}
+    for name, labels in res["labels"].items():
+        y = np.array(labels)
+        if not ((y == 0).any() and (y == 1).any()):
+            continue
+        series = {}
+        for det_name, scores in res["scores"][name].items():
+            s = np.array(scores)
+            fpr, tpr, _ = roc_curve(s[y == 0], s[y == 1])
+            series[det_name] = (fpr, tpr)
+        stem = "heads_roc_" + name.replace(":", "_").replace("+", "_")
+        figs[stem] = line_chart(series, f"ROC: {name}", "false-positive rate", "detection rate", diagonal=True,
+                                limits=(0, 1, 0, 1))
+    if res.get("probe_layer_auroc"):
+        series = {name: (np.arange(len(v)), np.array(v)) for name, v in res["probe_layer_auroc"].items()}
+        figs["heads_probe_layers"] = line_chart(series, "logistic probe AUROC by layer (fitted on train)",
+                                                "layer (0 = embeddings)", "AUROC")
+    return figs
+
+
 def evaluation_report(res: dict[str, Any]) -> str:
     """HTML: separation heat map, ROC curves per set, probe AUROC per layer, tables.
 
@@ -112,30 +153,11 @@ def evaluation_report(res: dict[str, Any]) -> str:
     str
         HTML.
     """
-    from .detector import HeadDetector, _variant
-
-    d = res["detector"]
-    det = HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
-                       {k: _variant(v, "result", k, d["n_layers"], d["n_heads"]) for k, v in d["variants"].items()},
-                       d["encoder"], d["search"])
-    body = ["<h2>Per-head separation on calibration prompts</h2>", separation_heatmap(det), "<h2>ROC curves</h2>",
-            "<div class='grid'>"]
-    for name, labels in res["labels"].items():
-        y = np.array(labels)
-        if not ((y == 0).any() and (y == 1).any()):
-            continue
-        series = {}
-        for det_name, scores in res["scores"][name].items():
-            s = np.array(scores)
-            fpr, tpr, _ = roc_curve(s[y == 0], s[y == 1])
-            series[det_name] = (fpr, tpr)
-        body.append(line_chart(series, f"ROC: {name}", "false-positive rate", "detection rate", diagonal=True,
-                               limits=(0, 1, 0, 1)))
-    body.append("</div>")
-    if res.get("probe_layer_auroc"):
-        series = {name: (np.arange(len(v)), np.array(v)) for name, v in res["probe_layer_auroc"].items()}
-        body += ["<h2>Logistic probe AUROC per layer (fitted on train)</h2>",
-                 line_chart(series, "probe AUROC by layer", "layer (0 = embeddings)", "AUROC")]
-    md = evaluation_markdown(res)
-    body.append("<h2>Tables</h2><pre>" + escape(md) + "</pre>")
+    figs = evaluation_figures(res)
+    body = ["<h2>Per-head separation on calibration prompts</h2>", figs.pop("heads_separation")]
+    probe = figs.pop("heads_probe_layers", None)
+    body += ["<h2>ROC curves</h2><div class='grid'>", *figs.values(), "</div>"]
+    if probe:
+        body += ["<h2>Logistic probe AUROC per layer</h2>", probe]
+    body.append("<h2>Tables</h2><pre>" + escape(evaluation_markdown(res)) + "</pre>")
     return _page("nnwatch heads evaluate", body)

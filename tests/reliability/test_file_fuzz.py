@@ -205,3 +205,59 @@ def test_manifest_json_mutations(data):
     except NnwatchError:
         return
     assert m.taps and all(t.neurons > 0 for t in m.taps)
+
+
+def _good_head_detector():
+    from nnwatch.heads.search import fit_from_angles
+
+    rng = np.random.default_rng(0)
+    angles = rng.uniform(1, 3, size=(20, 12))
+    angles[10:, 5] += 2
+    return fit_from_angles(angles, np.repeat([0, 1], 10), 3, 4, "toy", "c" * 64, ensemble_size=3).to_json()
+
+
+@FUZZ
+@given(st.data())
+def test_head_detector_json_mutations(tmp_path, data):
+    from nnwatch.heads.detector import load_detector
+
+    body = _good_head_detector()
+    # pick a field anywhere in the (nested) document and replace or drop it
+    parent = body
+    for _ in range(data.draw(st.integers(0, 3))):
+        children = [k for k, v in parent.items() if isinstance(v, dict)]
+        if not children:
+            break
+        parent = parent[data.draw(st.sampled_from(sorted(children)))]
+    key = data.draw(st.sampled_from(sorted(parent)))
+    if data.draw(st.booleans()):
+        parent.pop(key)
+    else:
+        parent[key] = data.draw(JSON_VALUES)
+    text = json.dumps(body)
+    if data.draw(st.booleans()):
+        text = text[: data.draw(st.integers(0, len(text)))]
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    try:
+        det = load_detector(path)
+    except NnwatchError:
+        return
+    angles = np.ones((2, len(det.heads)))
+    for v in det.scores(angles).values():  # a loaded detector always scores
+        assert v.shape == (2,)
+
+
+def test_loaded_head_detector_always_renders(tmp_path):
+    """The search statistics a report draws are validated on load."""
+    from nnwatch.heads.detector import load_detector
+    from nnwatch.heads.report import search_report
+
+    body = _good_head_detector()
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(body))
+    assert "<svg" in search_report(load_detector(path))
+    body["search"]["safe_mean"] = [[1.0]]
+    path.write_text(json.dumps(body))
+    with pytest.raises(NnwatchError, match="search.safe_mean must be 3 x 4"):
+        load_detector(path)
