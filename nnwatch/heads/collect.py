@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .._progress import Progress
+from .angles import angle_degrees
 from .prompts import PromptSet, plan_prefixes
 
 
@@ -102,8 +103,6 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
                     acts = np.zeros((len(texts), a.shape[0]), np.float32)
                 acts[i] = a
         if heads:
-            from .angles import angle_degrees
-
             masked = scorer.masked_from_base(ctx, heads)
             angles[i] = [angle_degrees(final, masked[h]) for h in heads]
         seconds[i] = time.perf_counter() - start
