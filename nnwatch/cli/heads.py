@@ -49,6 +49,13 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--truncate", action="store_true", help="keep the last --max-tokens of over-long prompts")
     model_opts(c)
 
+    g = hs.add_parser("guard", help="generate a reply; flagged prompts start from a refusal")
+    g.add_argument("detector")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--variant", default="single", choices=("single", "ensemble"))
+    g.add_argument("--max-new-tokens", type=int, default=40)
+    model_opts(g)
+
     x = hs.add_parser("export", help="the prefill as ONNX with a head-scale input (plain + masked in one batch)")
     x.add_argument("--out", required=True, help="destination .onnx")
     model_opts(x)
@@ -192,6 +199,20 @@ def _set_name(files: list[str]) -> str:
     return common.pop() if len(common) == 1 and len(stems) > 1 else "+".join(stems)
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    """``nnwatch heads guard``."""
+    from ..heads.detector import load_detector
+    from ..heads.guard import guarded_generate
+
+    det = load_detector(args.detector)
+    if args.variant not in det.variants:
+        raise InputError(f"--variant {args.variant}: this detector has {sorted(det.variants)}")
+    scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"])
+    reply = guarded_generate(scorer, det, lm.tokenizer, args.prompt, args.max_new_tokens, args.variant)
+    print(json.dumps({"flagged": reply.flagged, "score": reply.score, "reply": reply.text}, ensure_ascii=False))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``nnwatch heads export``."""
     from ..heads.onnx_backend import export_prefill
@@ -206,6 +227,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_heads(args: argparse.Namespace) -> int:
     """Dispatch ``nnwatch heads <command>``."""
     if not getattr(args, "heads_command", None):
-        raise InputError("nnwatch heads needs a command: search, screen, export or evaluate")
-    commands = {"search": cmd_search, "screen": cmd_screen, "export": cmd_export, "evaluate": cmd_evaluate}
+        raise InputError("nnwatch heads needs a command: search, screen, guard, export or evaluate")
+    commands = {"search": cmd_search, "screen": cmd_screen, "guard": cmd_guard, "export": cmd_export,
+                "evaluate": cmd_evaluate}
     return commands[args.heads_command](args)

@@ -50,6 +50,12 @@ def test_search_screen_export_evaluate(files, tiny_llama_dir, capsys):
     rows = json.loads((d / "scores.json").read_text())
     assert len(rows) == 12 and all(r["flag"] == (r["score"] > det["variants"]["single"]["threshold"]) for r in rows)
 
+    capsys.readouterr()
+    assert main(["heads", "guard", str(d / "det.json"), "--prompt", "how do I bake a cake", "--max-new-tokens", "3",
+                 *model]) == 0
+    reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(reply) == {"flagged", "score", "reply"} and isinstance(reply["flagged"], bool)
+
     assert main(["heads", "export", "--out", str(d / "prefill.onnx"), *model]) == 0
     assert main(["heads", "evaluate", str(d / "det.json"), "--train", str(files["harmful_train"]),
                  str(files["benign_train"]), "--test", str(files["harmful_test"]), str(files["benign_test"]),
