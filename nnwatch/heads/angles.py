@@ -9,6 +9,8 @@ import numpy as np
 
 from ..errors import InputError
 
+EPSILON = 1e-5  # the published query scale of a masked head
+
 
 def angle_degrees(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
     """Angle between hidden states, in degrees, computed in float64.

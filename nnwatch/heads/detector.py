@@ -218,6 +218,29 @@ def load_detector(path: str | os.PathLike) -> HeadDetector:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"{path}: not a head detector file (not UTF-8 JSON: {exc})") from None
+    return detector_from_json(d, path)
+
+
+def detector_from_json(d: Any, path: Any = "detector") -> HeadDetector:
+    """Validate a parsed detector document (as :meth:`HeadDetector.to_json` writes it).
+
+    Parameters
+    ----------
+    d : object
+        Parsed JSON.
+    path : object
+        Where it came from, for messages.
+
+    Returns
+    -------
+    HeadDetector
+        The detector.
+
+    Raises
+    ------
+    ProfileError
+        A field missing or out of range; the message names it.
+    """
     _need(isinstance(d, dict) and d.get("format") == FORMAT, path, f"'format' is not {FORMAT!r}")
     _need(d.get("format_version") == FORMAT_VERSION, path,
           f"format_version {d.get('format_version')!r}, this nnwatch reads {FORMAT_VERSION}")

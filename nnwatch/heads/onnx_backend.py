@@ -20,9 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError, ModelError
-from .angles import angle_degrees
+from .angles import EPSILON, angle_degrees
 
-EPSILON = 1e-5
 META_KEY = "nnwatch.heads"
 
 

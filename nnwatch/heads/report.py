@@ -114,12 +114,9 @@ def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
     dict
         File stem -> SVG markup.
     """
-    from .detector import HeadDetector, _variant
+    from .detector import detector_from_json
 
-    d = res["detector"]
-    det = HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
-                       {k: _variant(v, "result", k, d["n_layers"], d["n_heads"]) for k, v in d["variants"].items()},
-                       d["encoder"], d["search"])
+    det = detector_from_json(res["detector"], "evaluation result")
     figs = {"heads_separation": separation_heatmap(det)}
     for name, labels in res["labels"].items():
         y = np.array(labels)

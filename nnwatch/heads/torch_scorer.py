@@ -23,10 +23,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .angles import angle_degrees
+from .angles import EPSILON, angle_degrees
 from .arch import HeadLayout, find_layout
-
-EPSILON = 1e-5  # the published query scale of a masked head
 
 
 @dataclass
@@ -256,8 +254,7 @@ class TorchHeadScorer:
         """
         torch = self.torch
         n = len(heads)
-        scale = torch.ones(n, self.layout.n_heads)
-        scale[torch.arange(n), torch.as_tensor(list(heads))] = EPSILON
+        scale = self._one_head_per_row(heads)
         kwargs = {i: ctx.inputs[i][1] for i in range(layer, self.layout.n_layers)}
         if ctx.prefix is not None:  # masked prefix keys/values, computed once per prefix and head
             self._masked_prefix(ctx.prefix, layer, heads)
@@ -298,6 +295,13 @@ class TorchHeadScorer:
             out = self.model(input_ids=x, use_cache=True, **self._extra_kwargs())
         return PrefixState(tuple(int(i) for i in ids), out.past_key_values)
 
+    def _one_head_per_row(self, heads: Sequence[int]) -> Any:
+        """``(len(heads), H)`` query scales: row k masks head ``heads[k]``, the rest stay 1."""
+        torch = self.torch
+        scale = torch.ones(len(heads), self.layout.n_heads)
+        scale[torch.arange(len(heads)), torch.as_tensor(list(heads))] = EPSILON
+        return scale
+
     def _masked_prefix(self, state: PrefixState, layer: int, heads: Sequence[int]) -> None:
         """Fill ``state.masked`` for heads of one layer: one batched pass over the prefix."""
         torch = self.torch
@@ -305,8 +309,7 @@ class TorchHeadScorer:
         if not todo:
             return
         n = len(todo)
-        scale = torch.ones(n, self.layout.n_heads)
-        scale[torch.arange(n), torch.as_tensor(todo)] = EPSILON
+        scale = self._one_head_per_row(todo)
         self._local.ctx = _Context(scales={layer: scale})
         try:
             with torch.inference_mode():

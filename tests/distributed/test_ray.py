@@ -7,25 +7,14 @@ import os
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-import ray  # noqa: E402
-
-from nnwatch.distributed.profile import build_profile_ray  # noqa: E402
-from nnwatch.distributed.screen import _ScreenActor, dataset_from_arrays, screen_ray  # noqa: E402
-from nnwatch.monitor.detectors import COVERAGE  # noqa: E402
-from nnwatch.monitor.fit import build_profile  # noqa: E402
-from nnwatch.monitor.monitor import Monitor  # noqa: E402
-from nnwatch.profile.store import load_profile  # noqa: E402
-from nnwatch.sources import ArraySource  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+from nnwatch.distributed.profile import build_profile_ray
+from nnwatch.distributed.screen import _ScreenActor, dataset_from_arrays, screen_ray
+from nnwatch.monitor.detectors import COVERAGE
+from nnwatch.monitor.fit import build_profile
+from nnwatch.monitor.monitor import Monitor
+from nnwatch.profile.store import load_profile
+from nnwatch.sources import ArraySource
 
 
 def test_distributed_profile_equals_single_process(local_ray, digits_monitor_files):

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import ray
 
 from nnwatch.distributed.readers import ray_dataset
 from nnwatch.distributed.screen import dataset_from_arrays
 from nnwatch.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def _by_id(rows):
