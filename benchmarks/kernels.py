@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from nnwatch.kernels import reference as ref
-from nnwatch.kernels.coverage import PARALLEL_MIN_WORK, coverage_scores_packed, make_scratch
+from nnwatch.kernels.coverage import PARALLEL_MIN_WORK, coverage_scores, make_scratch
 from nnwatch.kernels.layout import pack_layers
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
@@ -116,7 +116,7 @@ def main() -> None:
             buf = pack_layers(layers)
             out = np.empty((batch, 6))
             scratch = make_scratch(batch, t.k_top)
-            want = coverage_scores_packed(buf, batch, pred, t)
+            want = coverage_scores(buf, batch, pred, t)
             np.testing.assert_allclose(numpy_vectorized(layers, pred, t), want, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(ref.coverage_scores(layers, pred, t), want, rtol=1e-9, atol=1e-9)
             n_total = sum(sizes)
@@ -125,7 +125,7 @@ def main() -> None:
                 np.testing.assert_allclose(python_loop(layers, pred, t), want, rtol=1e-9, atol=1e-9)
             kind = "parallel" if batch > 1 and batch * n_total >= PARALLEL_MIN_WORK else "serial"
             calls = {
-                "numba": lambda: coverage_scores_packed(buf, batch, pred, t, out=out, scratch=scratch),
+                "numba": lambda: coverage_scores(buf, batch, pred, t, out=out, scratch=scratch),
                 "numpy": lambda: numpy_vectorized(layers, pred, t),
                 "oracle": lambda: ref.coverage_scores(layers, pred, t),
             }

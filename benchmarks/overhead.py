@@ -93,7 +93,7 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
             for dets in ("coverage", "all"):
                 if where == "kernel" and dets == "all":
                     continue
-                mon = Monitor(shared, prof, min_class_samples=1,
+                mon = Monitor(shared, prof, min_signature_samples=1,
                               detectors=("coverage",) if dets == "coverage" else DEFAULT)
                 calibrate(mon, ArraySource(data[n_prof:], None, "random"), min_class_samples=1, batch_size=32)
                 monitors[f"monitored ({dets}{', maps reduced after run' if where == 'kernel' else ''})"] = mon

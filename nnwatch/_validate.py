@@ -96,3 +96,69 @@ def check_probability(value: float, name: str) -> float:
     if not 0.0 < v < 1.0:
         raise InputError(f"{name} must be in (0, 1), got {value}")
     return v
+
+
+def check_array(arr: object, name: str, dtype: type | np.dtype, shape: Sequence[int | None],
+                contiguous: bool = True, writeable: bool = False) -> np.ndarray:
+    """Check an array handed to compiled code: exact dtype, shape, layout; no conversion.
+
+    Parameters
+    ----------
+    arr : object
+        The array to check.
+    name : str
+        Argument name for the message.
+    dtype : numpy dtype
+        Required dtype.
+    shape : sequence of int or None
+        Required shape; ``None`` accepts any size on that axis.
+    contiguous : bool
+        Require C-contiguity.
+    writeable : bool
+        Require a writeable array (outputs).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arr`` itself.
+
+    Raises
+    ------
+    InputError
+        Not an ndarray, or wrong dtype, shape, layout or write flag; the message says what
+        would be accepted.
+    """
+    want = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{name}: expected a numpy array {np.dtype(dtype)} {want}, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise InputError(f"{name}: dtype {arr.dtype}, expected {np.dtype(dtype)} (convert with .astype(np.{np.dtype(dtype)}))")
+    if arr.ndim != len(shape) or any(w is not None and g != w for g, w in zip(arr.shape, shape)):
+        raise InputError(f"{name}: shape {arr.shape}, expected {want}")
+    if contiguous and not arr.flags.c_contiguous:
+        raise InputError(f"{name}: not C-contiguous; pass np.ascontiguousarray({name})")
+    if writeable and not arr.flags.writeable:
+        raise InputError(f"{name}: read-only; pass a writeable array")
+    return arr
+
+
+def check_classes(pred: np.ndarray, n_classes: int, name: str = "pred") -> None:
+    """Check that every class index lies in ``[0, n_classes)``.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        Integer class indices.
+    n_classes : int
+        Number of class rows.
+    name : str
+        Argument name for the message.
+
+    Raises
+    ------
+    InputError
+        An index outside the range (names the first one).
+    """
+    if pred.size and (pred.min() < 0 or pred.max() >= n_classes):
+        bad = int(pred[(pred < 0) | (pred >= n_classes)][0])
+        raise InputError(f"{name}: class {bad} out of range; classes must be in [0, {n_classes})")

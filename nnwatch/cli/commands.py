@@ -122,14 +122,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..monitor.fit import calibrate
     from ..profile.store import save_profile
 
+    import warnings
+
+    from ..monitor.calibrate import calibration_groups, class_thresholds
+
     mon = _monitor(args)
-    cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
-                    batch_size=args.batch_size, progress=not args.quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the groups are reported below, in full
+        cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
+                        batch_size=args.batch_size, progress=not args.quiet)
     out = args.out or args.profile
     save_profile(mon.profile, out)
-    col = cal.detectors.index(mon.decision)
-    print(f"wrote {out}: thresholds for {len(cal.detectors)} detectors at FPR {cal.fpr} from {cal.scores.shape[0]} samples")
-    print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in cal.thresholds[:-1, col]))
+    n_classes = mon.profile.n_classes
+    groups = calibration_groups(cal.classes, n_classes, cal.fpr, cal.min_class_samples)
+    thresholds = class_thresholds(cal, n_classes)[:, cal.detectors.index(mon.decision)]
+    print(f"wrote {out}: conformal thresholds for {len(cal.detectors)} detectors at fpr {cal.fpr} from "
+          f"{cal.scores.shape[0]} clean samples ({len(groups.own)} of {n_classes} classes with their own threshold)")
+    print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in thresholds))
+    if groups.pooled:
+        print(f"warning: {groups.describe()}", file=sys.stderr)
     return 0
 
 

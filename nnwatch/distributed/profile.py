@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..monitor.fit import _reduction, trusted_labels
+from ..monitor.fit import manifest_reduction, trusted_labels
 from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
 from ..profile.schema import Profile, RangeStats, SectionStats
@@ -110,7 +110,7 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     for row in run_pass(to_bytes(ranges)):
         sections = sections.merge(from_bytes(SectionStats, row["partial"]))
     driver.sections_ = sections
-    profile = driver.build(man.fingerprint, man.layer_names, reduction=_reduction(man), dataset=dataset_name,
+    profile = driver.build(man.fingerprint, man.layer_names, reduction=manifest_reduction(man), dataset=dataset_name,
                            min_confidence=min_confidence)
     profile.header["rare_rate"] = float(rare_rate)
     profile.header["samples_seen"] = seen

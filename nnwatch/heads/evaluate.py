@@ -179,12 +179,12 @@ def mlp_coverage_scores(tables: Any, acts: np.ndarray) -> dict[str, np.ndarray]:
     dict
         ``coverage_kmnc_mlp`` and ``coverage_nbc_mlp`` scores.
     """
-    from ..kernels.coverage import SCORE_NAMES, coverage_scores_packed
+    from ..kernels.coverage import SCORE_NAMES, coverage_scores
     from ..kernels.layout import pack_layers
 
     layers = np.split(np.ascontiguousarray(acts, np.float32), len(tables.offsets) - 1, axis=1)
-    out = coverage_scores_packed(pack_layers(layers), len(acts), np.zeros(len(acts), np.int64), tables,
-                                 parallel=False)
+    out = coverage_scores(pack_layers(layers), len(acts), np.zeros(len(acts), np.int64), tables,
+                          parallel=False)
     return {"coverage_kmnc_mlp": out[:, SCORE_NAMES.index("kmnc")], "coverage_nbc_mlp": out[:, SCORE_NAMES.index("nbc")]}
 
 

@@ -1,7 +1,12 @@
-"""Numba kernels (numpy + numba only): profile accumulation, coverage scoring, reductions."""
+"""Numba kernels (numpy + numba only): profile accumulation, coverage scoring, conformal decisions.
 
-from .coverage import SCORE_NAMES, CoverageTables, coverage_scores_packed, make_scratch
+Public functions and classes validate their arguments before compiled code runs; the
+compiled kernels (leading underscore) trust their inputs.
+"""
+
+from .conformal import ConformalTables, allowed_count, conformal_p_values
+from .coverage import SCORE_NAMES, CoverageRun, CoverageTables, argmax_rows, coverage_scores, make_scratch
 from .layout import layer_offsets, pack_layers, unpack_layers
 
-__all__ = ["SCORE_NAMES", "CoverageTables", "coverage_scores_packed", "make_scratch",
-           "layer_offsets", "pack_layers", "unpack_layers"]
+__all__ = ["SCORE_NAMES", "ConformalTables", "CoverageRun", "CoverageTables", "allowed_count", "argmax_rows",
+           "conformal_p_values", "coverage_scores", "make_scratch", "layer_offsets", "pack_layers", "unpack_layers"]

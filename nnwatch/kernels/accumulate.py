@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_array
+from ..errors import InputError
 from ._jit import njit
-from .coverage import _topk_insert
+from .topk import topk_insert
 
 
 @njit()
@@ -46,8 +48,7 @@ def _pass1(buf, batch, off, labels, count, mn, mx, mean, m2, topk_count, k_top, 
                     delta = x - mean[row, n]
                     mean[row, n] += delta * inv
                     m2[row, n] += delta * (x - mean[row, n])
-                if kk > 0:
-                    filled = _topk_insert(v, j, filled, kk, best_v, best_i)
+                filled = topk_insert(v, j, filled, kk, best_v, best_i)
             for t in range(filled):
                 topk_count[c, start + best_i[t]] += 1
                 topk_count[glob, start + best_i[t]] += 1
@@ -81,6 +82,107 @@ def _pass2(buf, batch, off, labels, lo, hi, inv_w, thr, section_hits, active_cou
                         section_hits[row, n, s] += 1
                     else:
                         outside_count[row, n] += 1
+
+
+def _check_pass(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.ndarray, rows: int) -> int:
+    check_array(offsets, "offsets", np.int64, (None,))
+    if offsets.size < 2 or offsets[0] != 0 or (np.diff(offsets) < 1).any():
+        raise InputError("offsets must start at 0 and grow by at least 1 per layer")
+    n = int(offsets[-1])
+    if isinstance(batch, bool) or int(batch) < 0:
+        raise InputError(f"batch must be >= 0, got {batch}")
+    check_array(buf, "buf", np.float32, (int(batch) * n,))
+    check_array(labels, "labels", np.int64, (int(batch),), contiguous=False)
+    if labels.size and (labels.min() < -1 or labels.max() >= rows - 1):
+        raise InputError(f"labels must be in [-1, {rows - 1}) (-1 = skip)")
+    return n
+
+
+def accumulate_ranges(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.ndarray, count: np.ndarray,
+                      mn: np.ndarray, mx: np.ndarray, mean: np.ndarray, m2: np.ndarray, topk_count: np.ndarray,
+                      k_top: int) -> None:
+    """Pass 1: add one layer-blocked batch to per-class (and global) ranges, moments, top-k counts.
+
+    Parameters
+    ----------
+    buf : numpy.ndarray
+        float32 ``(B * N,)`` layer-blocked activations (finite for every labelled sample).
+    batch : int
+        ``B``.
+    offsets : numpy.ndarray
+        int64 ``(L + 1,)`` layer offsets.
+    labels : numpy.ndarray
+        int64 ``(B,)`` class per sample in ``[0, C)``, -1 = skip.
+    count : numpy.ndarray
+        int64 ``(C + 1,)``, updated in place (last row: all classes).
+    mn, mx : numpy.ndarray
+        float32 ``(C + 1, N)``, updated in place.
+    mean, m2 : numpy.ndarray
+        float64 ``(C + 1, N)``, updated in place (Welford).
+    topk_count : numpy.ndarray
+        int64 ``(C + 1, N)``, updated in place.
+    k_top : int
+        k of top-k membership (>= 1).
+
+    Raises
+    ------
+    InputError
+        Wrong dtype, shape or layout, or a label out of range.
+    """
+    rows = check_array(count, "count", np.int64, (None,), writeable=True).shape[0]
+    n = _check_pass(buf, batch, offsets, labels, rows)
+    for name, arr, dtype in (("min", mn, np.float32), ("max", mx, np.float32), ("mean", mean, np.float64),
+                             ("m2", m2, np.float64), ("topk_count", topk_count, np.int64)):
+        check_array(arr, name, dtype, (rows, n), writeable=True)
+    if int(k_top) < 1:
+        raise InputError(f"k_top must be >= 1, got {k_top}")
+    best_v = np.empty(int(k_top), np.float32)
+    best_i = np.empty(int(k_top), np.int64)
+    _pass1(buf, int(batch), offsets, labels, count, mn, mx, mean, m2, topk_count, int(k_top), best_v, best_i)
+
+
+def accumulate_sections(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.ndarray, lo: np.ndarray,
+                        hi: np.ndarray, inv_width: np.ndarray, threshold: np.ndarray, section_hits: np.ndarray,
+                        active_count: np.ndarray, outside_count: np.ndarray) -> None:
+    """Pass 2: add one layer-blocked batch to k-section, active and outside counts.
+
+    Parameters
+    ----------
+    buf : numpy.ndarray
+        float32 ``(B * N,)`` layer-blocked activations.
+    batch : int
+        ``B``.
+    offsets : numpy.ndarray
+        int64 ``(L + 1,)`` layer offsets.
+    labels : numpy.ndarray
+        int64 ``(B,)`` class per sample in ``[0, C)``, -1 = skip.
+    lo, hi : numpy.ndarray
+        float32 ``(C + 1, N)`` section edges.
+    inv_width : numpy.ndarray
+        float64 ``(C + 1, N)``: ``k / (hi - lo)``, 0 for empty ranges.
+    threshold : numpy.ndarray
+        float32 ``(N,)`` activation thresholds.
+    section_hits : numpy.ndarray
+        int64 ``(C + 1, N, k)``, updated in place.
+    active_count, outside_count : numpy.ndarray
+        int64 ``(C + 1, N)``, updated in place.
+
+    Raises
+    ------
+    InputError
+        Wrong dtype, shape or layout, or a label out of range.
+    """
+    rows = check_array(lo, "lo", np.float32, (None, None)).shape[0]
+    n = _check_pass(buf, batch, offsets, labels, rows)
+    check_array(hi, "hi", np.float32, (rows, n))
+    check_array(inv_width, "inv_width", np.float64, (rows, n))
+    check_array(threshold, "threshold", np.float32, (n,))
+    hits = check_array(section_hits, "section_hits", np.int64, (rows, n, None), writeable=True)
+    if hits.shape[2] < 1:
+        raise InputError("section_hits needs at least one section")
+    check_array(active_count, "active_count", np.int64, (rows, n), writeable=True)
+    check_array(outside_count, "outside_count", np.int64, (rows, n), writeable=True)
+    _pass2(buf, int(batch), offsets, labels, lo, hi, inv_width, threshold, section_hits, active_count, outside_count)
 
 
 @njit()

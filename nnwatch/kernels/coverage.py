@@ -13,6 +13,14 @@ monitored layers), against class ``c``'s compiled signature (see ``docs/coverage
 
 One pass over the layer-blocked buffer (:mod:`nnwatch.kernels.layout`) computes all of them.
 The serial kernel serves batch 1 (latency); the parallel one splits the batch over threads.
+
+Non-finite activations have one definition, shared with :mod:`nnwatch.kernels.reference`:
+a NaN neuron is inactive for ``nc``, outside its range for ``kmnc`` and ``nbc``, adds +inf
+to ``nb_excess`` and never enters the top-k; +/-inf are ordinary values outside every range.
+(The monitor scores any sample with a non-finite activation +inf on every coverage detector.)
+
+:func:`coverage_scores` validates every argument before the compiled kernel runs; the kernels
+themselves (leading underscore) trust their inputs.
 """
 
 from __future__ import annotations
@@ -22,11 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import prange
 
+from .._validate import check_array, check_classes
+from ..errors import InputError
 from ._jit import njit, parallel_guard
+from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
 # Below this many neuron evaluations per call (about 0.5 ms serial), starting threads costs
-# more than it saves (measured in benchmarks/kernels.py on 2 cores).
+# more than it saves; benchmarks/kernels.py measures serial vs parallel around it.
 PARALLEL_MIN_WORK = 1 << 17
 
 
@@ -68,6 +79,25 @@ class CoverageTables:
     topk_rare: np.ndarray
     k_top: int
 
+    def __post_init__(self) -> None:
+        off = check_array(self.offsets, "tables.offsets", np.int64, (None,))
+        if off.size < 2 or off[0] != 0 or (np.diff(off) < 1).any():
+            raise InputError("tables.offsets must start at 0 and increase by at least 1 per layer")
+        n = int(off[-1])
+        rows = self.lo.shape[0] if isinstance(self.lo, np.ndarray) and self.lo.ndim == 2 else None
+        if rows is None or rows < 1:
+            raise InputError("tables.lo must be a (classes, neurons) array with at least one class")
+        for name, dtype in (("lo", np.float32), ("hi", np.float32), ("inv_width", np.float64),
+                            ("inv_unit", np.float64), ("on_rare", np.uint8), ("off_rare", np.uint8),
+                            ("topk_rare", np.uint8)):
+            check_array(getattr(self, name), f"tables.{name}", dtype, (rows, n))
+        check_array(self.threshold, "tables.threshold", np.float32, (n,))
+        sec = check_array(self.section_rare, "tables.section_rare", np.uint8, (rows, n, None))
+        if sec.shape[2] < 1:
+            raise InputError("tables.section_rare needs at least one section")
+        if int(self.k_top) < 1:
+            raise InputError(f"tables.k_top must be >= 1, got {self.k_top}")
+
     @property
     def n_classes(self) -> int:
         """Number of class rows."""
@@ -86,26 +116,6 @@ class CoverageTables:
             for a in (self.offsets, self.lo, self.hi, self.inv_width, self.inv_unit, self.threshold,
                       self.section_rare, self.on_rare, self.off_rare, self.topk_rare)
         )
-
-
-@njit()
-def _topk_insert(v, j, filled, kk, best_v, best_i):
-    # Keeps best_v sorted descending; strict ">" keeps the earlier index on ties, which is
-    # what a stable argsort of -v gives.
-    if filled < kk:
-        pos = filled
-        filled += 1
-    elif v > best_v[kk - 1]:
-        pos = kk - 1
-    else:
-        return filled
-    while pos > 0 and v > best_v[pos - 1]:
-        best_v[pos] = best_v[pos - 1]
-        best_i[pos] = best_i[pos - 1]
-        pos -= 1
-    best_v[pos] = v
-    best_i[pos] = j
-    return filled
 
 
 @njit()
@@ -133,7 +143,7 @@ def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
             v = buf[base + j]
             if not np.isfinite(v):
                 nonfinite += 1
-            if v > thr[n]:
+            if v > thr[n]:  # NaN: inactive
                 nc += on_rare[n]
             else:
                 nc += off_rare[n]
@@ -149,10 +159,12 @@ def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
                 nb += 1
                 if v < low:
                     excess += (np.float64(low) - np.float64(v)) * inv_u[n]
-                else:
+                elif v > high:
                     excess += (np.float64(v) - np.float64(high)) * inv_u[n]
-            if kk > 0:
-                filled = _topk_insert(v, j, filled, kk, best_v, best_i)
+                else:  # NaN
+                    excess = np.inf
+            if v == v:  # NaN never enters the top-k
+                filled = topk_insert(v, j, filled, kk, best_v, best_i)
         for t in range(filled):
             tk += topk_rare[start + best_i[t]]
         tk_total += kk
@@ -182,43 +194,94 @@ def _coverage_parallel(buf, batch, off, pred, lo, hi, inv_w, inv_u, thr, sec_rar
                    off_rare[c], topk_rare[c], k_top, out, best_v[b], best_i[b])
 
 
-def coverage_scores_packed(
+def coverage_scores(
     buf: np.ndarray, batch: int, pred: np.ndarray, tables: CoverageTables,
     out: np.ndarray | None = None, parallel: bool | None = None,
     scratch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Score a layer-blocked buffer (the monitor's zero-copy path; inputs are trusted).
+    """Score a layer-blocked buffer; every argument is checked before compiled code runs.
 
     Parameters
     ----------
     buf : numpy.ndarray
-        float32 ``(B * N,)`` layer-blocked activations.
+        float32 C-contiguous ``(B * N,)`` layer-blocked activations.
     batch : int
-        ``B``.
+        ``B`` >= 1.
     pred : numpy.ndarray
         int64 ``(B,)`` class row of each sample, in ``[0, C)``.
     tables : CoverageTables
-        Compiled signature.
+        Compiled signature (validated when it was built).
     out : numpy.ndarray, optional
-        float64 ``(B, 6)`` output buffer.
+        float64 C-contiguous writeable ``(B, 6)`` output buffer.
     parallel : bool or None
         Force the parallel (True) or serial (False) kernel; None picks parallel when
         ``batch * neurons >= PARALLEL_MIN_WORK``.
     scratch : tuple of numpy.ndarray, optional
-        Preallocated top-k work arrays from :func:`make_scratch` (avoids allocating per call).
+        Top-k work arrays from :func:`make_scratch`: at least ``B`` rows for the parallel
+        kernel (1 for the serial one) and ``tables.k_top`` columns.
 
     Returns
     -------
     numpy.ndarray
         float64 ``(B, 6)`` in :data:`SCORE_NAMES` order.
+
+    Raises
+    ------
+    InputError
+        A wrong dtype, shape, layout, size or class index (nothing is computed then).
     """
+    if not isinstance(tables, CoverageTables):
+        raise InputError(f"tables: expected CoverageTables, got {type(tables).__name__}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise InputError(f"batch must be an integer >= 1, got {batch!r}")
+    batch = int(batch)
+    check_array(buf, "buf", np.float32, (batch * tables.n_neurons,))
+    check_array(pred, "pred", np.int64, (batch,), contiguous=False)
+    check_classes(pred, tables.n_classes)
     if out is None:
         out = np.empty((batch, len(SCORE_NAMES)), dtype=np.float64)
+    else:
+        check_array(out, "out", np.float64, (batch, len(SCORE_NAMES)), writeable=True)
     if parallel is None:
         parallel = batch > 1 and batch * tables.n_neurons >= PARALLEL_MIN_WORK
     rows = batch if parallel else 1
-    if scratch is None or scratch[0].shape[0] < rows:
+    if scratch is None:
         scratch = make_scratch(rows, tables.k_top)
+    else:
+        check_scratch(scratch, rows, tables.k_top)
+    _run_coverage(buf, batch, pred, tables, out, bool(parallel), scratch)
+    return out
+
+
+def check_scratch(scratch: object, rows: int, k_top: int) -> None:
+    """Check top-k work arrays: large enough for ``rows`` kernel threads and ``k_top``.
+
+    Parameters
+    ----------
+    scratch : object
+        Expected: ``(float32 (>= rows, >= k_top), int64 (same shape))``, C-contiguous.
+    rows : int
+        Rows the kernel will use.
+    k_top : int
+        k of top-k coverage.
+
+    Raises
+    ------
+    InputError
+        Wrong type, dtype, layout or too small.
+    """
+    if not isinstance(scratch, tuple) or len(scratch) != 2:
+        raise InputError("scratch: expected a (values, indices) tuple from make_scratch(rows, k_top)")
+    vals, idx = scratch
+    check_array(vals, "scratch[0]", np.float32, (None, None), writeable=True)
+    check_array(idx, "scratch[1]", np.int64, vals.shape, writeable=True)
+    if vals.shape[0] < rows or vals.shape[1] < k_top:
+        raise InputError(f"scratch: shape {vals.shape} is too small; need at least ({rows}, {k_top}): "
+                         f"use make_scratch({rows}, {k_top})")
+
+
+def _run_coverage(buf, batch, pred, tables, out, parallel, scratch):  # type: ignore[no-untyped-def]
+    # Callers have validated every argument (coverage_scores, or a plan that owns its arrays).
     best_v, best_i = scratch
     args = (buf, batch, tables.offsets, pred, tables.lo, tables.hi, tables.inv_width, tables.inv_unit,
             tables.threshold, tables.section_rare, tables.on_rare, tables.off_rare, tables.topk_rare,
@@ -228,11 +291,133 @@ def coverage_scores_packed(
             _coverage_parallel(*args)
     else:
         _coverage_serial(*args)
-    return out
+
+
+@njit()
+def _argmax_rows(logits, pred):
+    # First index of each row's maximum; a NaN row gives its first NaN, like numpy.argmax.
+    for b in range(logits.shape[0]):
+        best = 0
+        bv = logits[b, 0]
+        if not np.isnan(bv):
+            for k in range(1, logits.shape[1]):
+                v = logits[b, k]
+                if np.isnan(v):
+                    best = k
+                    break
+                if v > bv:
+                    bv = v
+                    best = k
+        pred[b] = best
+
+
+def argmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Predicted class of each row, exactly as ``numpy.argmax(logits, axis=1)``.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        float32 C-contiguous ``(B, K)``, ``K >= 1``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(B,)``.
+    """
+    check_array(logits, "logits", np.float32, (None, None))
+    if logits.shape[1] < 1:
+        raise InputError("logits: need at least one class column")
+    pred = np.empty(logits.shape[0], np.int64)
+    _argmax_rows(logits, pred)
+    return pred
+
+
+class CoverageRun:
+    """Prediction and coverage scores for one batch size, with every array bound once.
+
+    The monitor's per-call path: the logits and activation buffer onnxruntime writes into,
+    and the outputs, are checked when the run is built; a call takes no arrays, and the
+    predicted classes it feeds the kernel come from its own argmax over ``K == C`` logits,
+    so compiled code never sees an unchecked size or index.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        float32 C-contiguous ``(B, C)``.
+    buf : numpy.ndarray
+        float32 C-contiguous ``(B * N,)`` layer-blocked activations.
+    tables : CoverageTables or None
+        Compiled signature; None for a run that only predicts.
+    parallel : bool
+        Use the parallel kernel (for ``B > 1``).
+
+    Attributes
+    ----------
+    pred : numpy.ndarray
+        int64 ``(B,)``, filled by :meth:`predict`.
+    cov : numpy.ndarray
+        float64 ``(B, 6)``, filled by :meth:`cover`.
+    """
+
+    def __init__(self, logits: np.ndarray, buf: np.ndarray, tables: CoverageTables | None,
+                 parallel: bool = False) -> None:
+        check_array(logits, "logits", np.float32, (None, None))
+        batch = logits.shape[0]
+        if batch < 1 or logits.shape[1] < 1:
+            raise InputError(f"logits: shape {logits.shape}; need at least one sample and one class")
+        self.batch = batch
+        self.logits = logits
+        self.pred = np.zeros(batch, np.int64)
+        self.cov = np.zeros((batch, len(SCORE_NAMES)), np.float64)
+        self.tables = tables
+        self.parallel = bool(parallel) and batch > 1
+        if tables is not None:
+            if not isinstance(tables, CoverageTables):
+                raise InputError(f"tables: expected CoverageTables, got {type(tables).__name__}")
+            if tables.n_classes != logits.shape[1]:
+                raise InputError(f"tables have {tables.n_classes} class rows, the logits {logits.shape[1]} columns")
+            check_array(buf, "buf", np.float32, (batch * tables.n_neurons,))
+            self.scratch = make_scratch(batch if self.parallel else 1, tables.k_top)
+        self.buf = buf
+
+    def predict(self) -> np.ndarray:
+        """Fill and return :attr:`pred` from the bound logits.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ``(B,)`` (the run's own array; copy to keep it).
+        """
+        _argmax_rows(self.logits, self.pred)
+        return self.pred
+
+    def cover(self) -> np.ndarray:
+        """Fill and return :attr:`cov` for the classes of the last :meth:`predict`.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(B, 6)`` (the run's own array).
+
+        Raises
+        ------
+        InputError
+            The run was built without tables.
+        """
+        if self.tables is None:
+            raise InputError("this run has no coverage tables")
+        _run_coverage(self.buf, self.batch, self.pred, self.tables, self.cov, self.parallel, self.scratch)
+        return self.cov
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this run allocated (not the bound logits and buffer)."""
+        extra = sum(a.nbytes for a in self.scratch) if self.tables is not None else 0
+        return int(self.pred.nbytes + self.cov.nbytes + extra)
 
 
 def make_scratch(rows: int, k_top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k work arrays for :func:`coverage_scores_packed`.
+    """Top-k work arrays for :func:`coverage_scores`.
 
     Parameters
     ----------

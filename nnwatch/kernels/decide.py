@@ -1,72 +1,161 @@
-"""The monitor's fused epilogue for coverage detectors: argmax, scores, flags, confidence.
+"""The verdict rules, once: a (batch x detectors) score matrix -> flags, p-values, decision.
 
-After a large inference the caches are cold and every separate numpy call pays for it; doing
-the per-sample bookkeeping in one compiled pass keeps the monitor's own time small. Results
-are identical to the general (per-detector) path; tests compare the two.
+Per sample ``b`` and detector column ``j`` (one compiled pass, :class:`Decision`):
+
+- the score comes from the coverage kernel's output (``sources[j] >= 0``: that column;
+  ``SOURCE_COMBINED``: the mean of ``nc, kmnc, tknc, nbc``) or from a detector written in
+  Python, which filled column ``j`` of :attr:`Decision.scores_in`;
+- a non-finite score, a coverage score of a sample with NaN/Inf activations, and every score
+  of a sample whose input held NaN/Inf become +inf;
+- calibrated columns get the conformal p-value and flag of :mod:`nnwatch.kernels.conformal`
+  (``flag == (p <= alpha)``); a NaN/Inf input gets p = 0 and is flagged;
+- the verdict's ``flag`` is the decision column's flag, or True for a NaN/Inf input; its
+  ``confidence`` is the decision column's p-value (0 for a NaN/Inf input, NaN uncalibrated);
+- inactive columns (skipped under the degrade policy) are NaN and never flag.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_array
+from ..errors import InputError
 from ._jit import njit
+from .conformal import ConformalTables, count_at_least
+from .coverage import SCORE_NAMES, CoverageRun
 
-COMBINED = 5  # detector id of the combined score; ids 0..4 are coverage columns
-
-
-@njit()
-def argmax_rows(logits, pred):
-    """First index of the maximum of each row (NaN rows give the first NaN, like numpy)."""
-    for b in range(logits.shape[0]):
-        best = 0
-        bv = logits[b, 0]
-        if not np.isnan(bv):
-            for k in range(1, logits.shape[1]):
-                v = logits[b, k]
-                if np.isnan(v):
-                    best = k
-                    break
-                if v > bv:
-                    bv = v
-                    best = k
-        pred[b] = best
+SOURCE_DETECTOR = -1  # column filled by a detector written in Python
+SOURCE_COMBINED = -2  # mean of the nc, kmnc, tknc and nbc coverage columns
+_NONFINITE = SCORE_NAMES.index("nonfinite")
 
 
 @njit()
-def decide(cov, nonfinite_in, det_ids, thr, has_thr, decision, cal_flat, cal_off, pred,
-           scores, flags, flag, conf):
-    """Per sample: scores of the chosen coverage detectors, flags, decision flag, confidence."""
-    n_det = det_ids.shape[0]
-    inf = np.inf
-    for b in range(cov.shape[0]):
-        bad_acts = cov[b, 5] > 0
+def _decide(cov, pred, nonfinite, scores_in, sources, active, cal_row, ref, starts, ends, allowed, decision,
+            scores, pvals, flags, flag, conf):
+    n_det = sources.shape[0]
+    for b in range(pred.shape[0]):
         c = pred[b]
+        bad_in = nonfinite[b] > 0
+        bad_acts = cov[b, _NONFINITE] > 0
         for j in range(n_det):
-            d = det_ids[j]
-            if bad_acts or nonfinite_in[b]:
-                s = inf
-            elif d == COMBINED:
-                s = (cov[b, 0] + cov[b, 1] + cov[b, 2] + cov[b, 3]) * 0.25
+            if not active[j]:
+                scores[b, j] = np.nan
+                pvals[b, j] = np.nan
+                flags[b, j] = False
+                continue
+            src = sources[j]
+            if src >= 0:
+                s = np.inf if bad_acts else cov[b, src]
+            elif src == SOURCE_COMBINED:
+                s = np.inf if bad_acts else (cov[b, 0] + cov[b, 1] + cov[b, 2] + cov[b, 3]) * 0.25
             else:
-                s = cov[b, d]
+                s = scores_in[b, j]
+            if bad_in or not np.isfinite(s):
+                s = np.inf
             scores[b, j] = s
-            flags[b, j] = has_thr[j] and s > thr[c, j]
-        flag[b] = (has_thr[decision] and flags[b, decision]) or nonfinite_in[b]
-        if cal_off.shape[0] == 0:
-            conf[b] = np.nan
-        elif nonfinite_in[b]:
-            conf[b] = 0.0
+            r = cal_row[j]
+            if r < 0:
+                pvals[b, j] = np.nan
+                flags[b, j] = False
+            elif bad_in:
+                pvals[b, j] = 0.0
+                flags[b, j] = True
+            else:
+                lo = starts[c]
+                hi = ends[c]
+                n_ge = count_at_least(ref, r, lo, hi, s)
+                pvals[b, j] = (1.0 + n_ge) / (hi - lo + 1.0)
+                flags[b, j] = n_ge < allowed[c]
+        flag[b] = flags[b, decision] or bad_in
+        conf[b] = 0.0 if bad_in else pvals[b, decision]
+
+
+class Decision:
+    """Score matrix, flags and p-values for one batch size; arrays bound and checked once.
+
+    Parameters
+    ----------
+    run : CoverageRun
+        Supplies the predicted classes and coverage scores of each call.
+    nonfinite : numpy.ndarray
+        int64 ``(B,)``: NaN/Inf count of each input sample, filled before each call.
+    sources : numpy.ndarray
+        int64 ``(D,)``: per column, a coverage column (0-4), ``SOURCE_COMBINED`` or
+        ``SOURCE_DETECTOR``.
+    masks : sequence of numpy.ndarray
+        bool ``(D,)`` active-column masks a call can choose from (e.g. all, cheap only).
+    conformal : ConformalTables or None
+        Calibration of some columns.
+    cal_row : numpy.ndarray or None
+        int64 ``(D,)``: row of ``conformal.ref`` for each column, -1 = uncalibrated.
+
+    Attributes
+    ----------
+    scores_in : numpy.ndarray
+        float64 ``(B, D)``: Python detectors write their column here before :meth:`__call__`.
+    """
+
+    def __init__(self, run: CoverageRun, nonfinite: np.ndarray, sources: np.ndarray, masks: list[np.ndarray],
+                 conformal: ConformalTables | None = None, cal_row: np.ndarray | None = None) -> None:
+        if not isinstance(run, CoverageRun):
+            raise InputError(f"run: expected CoverageRun, got {type(run).__name__}")
+        batch, n_classes = run.batch, run.logits.shape[1]
+        self.run = run
+        self.nonfinite = check_array(nonfinite, "nonfinite", np.int64, (batch,))
+        sources = check_array(sources, "sources", np.int64, (None,))
+        n_det = sources.shape[0]
+        if n_det < 1 or ((sources < SOURCE_COMBINED) | (sources >= _NONFINITE)).any():
+            raise InputError(f"sources must name coverage columns 0-{_NONFINITE - 1}, SOURCE_COMBINED or "
+                             f"SOURCE_DETECTOR, got {sources.tolist()}")
+        if (sources != SOURCE_DETECTOR).any() and run.tables is None:
+            raise InputError("coverage columns need a run built with coverage tables")
+        self.sources = sources
+        self.masks = [check_array(m, "mask", np.bool_, (n_det,)) for m in masks]
+        if conformal is None:
+            self._cal = (np.zeros((0, 1)), np.zeros(n_classes, np.int64), np.ones(n_classes, np.int64),
+                         np.zeros(n_classes, np.int64))
+            self.cal_row = np.full(n_det, -1, np.int64)
         else:
-            s = scores[b, decision]
-            lo = cal_off[c]
-            hi = cal_off[c + 1]
-            n = hi - lo
-            # lower bound: first calibration score >= s
-            left, right = lo, hi
-            while left < right:
-                mid = (left + right) // 2
-                if cal_flat[mid] < s:
-                    left = mid + 1
-                else:
-                    right = mid
-            conf[b] = (1.0 + (hi - left)) / (n + 1.0)
+            if not isinstance(conformal, ConformalTables) or conformal.n_classes != n_classes:
+                raise InputError(f"conformal tables must cover the model's {n_classes} classes")
+            self.cal_row = check_array(cal_row, "cal_row", np.int64, (n_det,))
+            if ((self.cal_row < -1) | (self.cal_row >= conformal.n_detectors)).any():
+                raise InputError(f"cal_row entries must be -1 or rows of the {conformal.n_detectors} calibrated detectors")
+            self._cal = (conformal.ref, conformal.starts, conformal.ends, conformal.allowed)
+        self.scores_in = np.zeros((batch, n_det))
+
+    def __call__(self, mask: int, decision: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply the verdict rules to the current call (after predict/cover/Python columns).
+
+        Parameters
+        ----------
+        mask : int
+            Index into ``masks``.
+        decision : int
+            Column whose flag and p-value decide; must be active under ``mask``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            Fresh arrays: ``scores (B, D)``, ``p_values (B, D)``, ``flags (B, D)``,
+            ``flag (B,)``, ``confidence (B,)``.
+        """
+        active = self.masks[mask]
+        if not 0 <= decision < active.shape[0] or not active[decision]:
+            raise InputError(f"decision column {decision} is not active")
+        batch, n_det = self.scores_in.shape
+        scores = np.empty((batch, n_det))
+        pvals = np.empty((batch, n_det))
+        flags = np.empty((batch, n_det), np.bool_)
+        flag = np.empty(batch, np.bool_)
+        conf = np.empty(batch)
+        ref, starts, ends, allowed = self._cal
+        _decide(self.run.cov, self.run.pred, self.nonfinite, self.scores_in, self.sources, active, self.cal_row,
+                ref, starts, ends, allowed, decision, scores, pvals, flags, flag, conf)
+        return scores, pvals, flags, flag, conf
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this decision allocated (the calibration tables are shared, not counted)."""
+        return int(self.scores_in.nbytes + self.sources.nbytes + self.cal_row.nbytes
+                   + sum(m.nbytes for m in self.masks))

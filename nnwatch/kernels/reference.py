@@ -13,7 +13,7 @@ from .coverage import CoverageTables
 
 
 def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest values; ties go to the lower index.
+    """Indices of the ``k`` largest values; ties go to the lower index; NaN is never chosen.
 
     Parameters
     ----------
@@ -27,7 +27,8 @@ def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     numpy.ndarray
         int64 indices, largest first.
     """
-    return np.argsort(-values.astype(np.float64), kind="stable")[: min(k, values.size)]
+    order = np.argsort(-values.astype(np.float64), kind="stable")[: min(k, values.size)]
+    return order[~np.isnan(values[order])]
 
 
 def section_index(v: float, lo: float, inv_width: float, k: int) -> int:
@@ -144,6 +145,10 @@ def pass2(layers: Sequence[np.ndarray], labels: np.ndarray, lo: np.ndarray, hi: 
 def coverage_scores(layers: Sequence[np.ndarray], pred: np.ndarray, tables: CoverageTables) -> np.ndarray:
     """Reference per-sample coverage scores, columns as ``SCORE_NAMES``.
 
+    A NaN neuron is inactive (``nc``), outside its range (``kmnc``, ``nbc``), adds +inf to
+    ``nb_excess`` and is never in the top-k; the top-k share's denominator is
+    ``min(k_top, layer size)`` per layer whatever the NaNs.
+
     Parameters
     ----------
     layers : sequence of numpy.ndarray
@@ -176,21 +181,23 @@ def coverage_scores(layers: Sequence[np.ndarray], pred: np.ndarray, tables: Cove
         km[idx] = tables.section_rare[c, idx, sec].astype(bool)
         below = v < lo
         above = v > hi
+        missing = np.isnan(v)
         excess = np.where(below, (lo.astype(np.float64) - v) * tables.inv_unit[c], 0.0)
         excess = excess + np.where(above, (v.astype(np.float64) - hi) * tables.inv_unit[c], 0.0)
+        excess = np.where(missing, np.inf, excess)
         rare_top = 0
         top_total = 0
         start = 0
         for size in sizes:
             idx = topk_indices(v[start : start + size], tables.k_top)
             rare_top += int(tables.topk_rare[c, start + idx].sum())
-            top_total += len(idx)
+            top_total += min(tables.k_top, size)
             start += size
         out[b] = (
             nc.mean(),
             km.mean(),
             rare_top / top_total if top_total else 0.0,
-            (below | above).mean(),
+            (~inside).mean(),
             excess.sum() / n,
             (~np.isfinite(v)).sum(),
         )

@@ -13,12 +13,12 @@ import numpy as np
 
 from .._validate import unknown_name
 from ..errors import NotFittedError
-from ..kernels.coverage import CoverageTables, coverage_scores_packed
+from ..kernels.coverage import CoverageTables, coverage_scores
 from ..profile.schema import Profile
 
 
 class BatchView:
-    """What detectors see for one batch; expensive parts are computed once, on first use.
+    """What detectors see for one batch; coverage is computed once, on first use.
 
     Parameters
     ----------
@@ -28,29 +28,27 @@ class BatchView:
         Layer-blocked activations.
     offsets : numpy.ndarray
         Layer offsets.
-    tables : CoverageTables or None
-        Compiled signature (needed for coverage scores).
-    scores_out : numpy.ndarray or None
-        Preallocated ``(B, 6)`` coverage output.
-    scratch : tuple or None
-        Preallocated top-k work arrays.
+    pred : numpy.ndarray, optional
+        int64 ``(B,)`` predicted classes (default: argmax of the logits).
+    coverage : numpy.ndarray, optional
+        float64 ``(B, 6)`` coverage scores already computed for this batch.
+    tables : CoverageTables, optional
+        Compiled signature, to compute coverage scores on demand.
     parallel : bool or None
-        Kernel choice; None = by batch size.
+        Kernel choice for that; None = by batch size.
     """
 
-    def __init__(self, logits: np.ndarray, buf: np.ndarray, offsets: np.ndarray, tables: CoverageTables | None,
-                 scores_out: np.ndarray | None = None, scratch: tuple | None = None,
+    def __init__(self, logits: np.ndarray, buf: np.ndarray, offsets: np.ndarray, pred: np.ndarray | None = None,
+                 coverage: np.ndarray | None = None, tables: CoverageTables | None = None,
                  parallel: bool | None = None) -> None:
         self.logits = logits
         self.buf = buf
         self.offsets = offsets
         self.batch = logits.shape[0]
-        self.pred = np.argmax(logits, axis=1)
+        self.pred = np.argmax(logits, axis=1) if pred is None else pred
         self._tables = tables
-        self._scores_out = scores_out
-        self._scratch = scratch
         self._parallel = parallel
-        self._coverage: np.ndarray | None = None
+        self._coverage = coverage
         self._logit_stats: tuple[np.ndarray, np.ndarray] | None = None
         self._checked: np.ndarray | None = None
 
@@ -82,9 +80,8 @@ class BatchView:
         if self._coverage is None:
             if self._tables is None:
                 raise NotFittedError("coverage tables are not compiled")
-            self._coverage = coverage_scores_packed(self.buf, self.batch, self.pred, self._tables,
-                                                    out=self._scores_out, parallel=self._parallel,
-                                                    scratch=self._scratch)
+            self._coverage = coverage_scores(self.buf, self.batch, np.ascontiguousarray(self.pred, np.int64),
+                                             self._tables, parallel=self._parallel)
         return self._coverage
 
     def layer(self, index: int) -> np.ndarray:
@@ -108,12 +105,25 @@ class Detector:
     """Base class: ``fit(profile)`` then ``score(view)``.
 
     Subclasses set ``name`` and ``cost`` ("cheap": logits only; "full": activations) and
-    implement :meth:`_fit` and :meth:`score`.
+    implement :meth:`_fit` and :meth:`score`. A detector that is one column of the fused
+    coverage kernel (or their mean) sets ``coverage_source``; the monitor then reads that
+    column instead of calling :meth:`score`.
     """
 
     name: ClassVar[str] = ""
     cost: ClassVar[str] = "cheap"
+    coverage_source: ClassVar[int | None] = None
     fitted_: bool = False
+
+    def params(self) -> dict:
+        """Parameters the scores depend on (recorded with a calibration).
+
+        Returns
+        -------
+        dict
+            JSON-able parameters; empty by default.
+        """
+        return {}
 
     def fit(self, profile: Profile) -> "Detector":
         """Derive this detector's state from a profile.

@@ -78,6 +78,10 @@ def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_
     """
     runner = model if isinstance(model, Runner) else Runner(model)
     man = runner.manifest
+    for name, size in zip(man.layer_names, man.layer_sizes):
+        if int(k_top) > size:
+            raise InputError(f"k_top={k_top} is larger than layer {name!r} ({size} neurons); top-k coverage needs "
+                             f"k_top <= {min(man.layer_sizes)}, the smallest monitored layer")
     feature_layer = man.layer_names.index(man.penultimate) if man.penultimate in man.layer_names else None
     builder = ProfileBuilder(man.layer_sizes, runner.n_classes, k_sections=k_sections, k_top=k_top,
                              threshold=threshold, feature_layer=feature_layer)
@@ -99,13 +103,25 @@ def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_
         bar.close()
         if phase == 1:
             builder.finish_ranges()
-    profile = builder.build(man.fingerprint, man.layer_names, reduction=_reduction(man), dataset=source.name,
+    profile = builder.build(man.fingerprint, man.layer_names, reduction=manifest_reduction(man), dataset=source.name,
                             min_confidence=min_confidence)
     profile.header["rare_rate"] = float(check_probability(rare_rate, "rare_rate"))
     return profile
 
 
-def _reduction(manifest) -> str:  # type: ignore[no-untyped-def]
+def manifest_reduction(manifest) -> str:  # type: ignore[no-untyped-def]
+    """How the manifest's taps reduce feature maps, as recorded in a profile header.
+
+    Parameters
+    ----------
+    manifest : TapManifest
+        The model's taps.
+
+    Returns
+    -------
+    str
+        ``"mean"``/``"max"`` when all reduced taps agree, ``"none"`` or ``"mixed"``.
+    """
     kinds = {t.reduction for t in manifest.taps if t.reduction != "none"}
     return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
 
@@ -149,22 +165,24 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
             np.concatenate(preds))
 
 
-def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples: int = 20,
-              detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False) -> Calibration:  # type: ignore[no-untyped-def]
-    """Fit per-class thresholds on clean held-out data and install them in the monitor.
+def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
+              detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False) -> Calibration:
+    """Conformal calibration on clean held-out data, installed in the monitor.
 
     Parameters
     ----------
     monitor : Monitor
         The monitor (its profile receives the calibration).
     source : ArraySource
-        Clean held-out data, disjoint from the profile's training data.
+        Clean held-out data, disjoint from the profile's training data and exchangeable with
+        the clean inputs the monitor will see (that is what the guarantee rests on).
     fpr : float
-        Target false-positive rate.
+        Target false-alarm rate ``alpha``: for clean inputs, ``P(flag) <= alpha`` per class
+        group (see :mod:`nnwatch.monitor.calibrate`).
     min_class_samples : int
-        Classes with fewer samples use the global threshold.
+        Classes with fewer calibration samples share a pooled threshold.
     detectors : sequence of str, optional
-        Detectors to calibrate (default: all of the monitor's).
+        Detectors to calibrate (default: all of the monitor's; must include its decision).
     batch_size : int
         Samples per call.
     progress : bool
@@ -173,16 +191,29 @@ def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples
     Returns
     -------
     Calibration
-        The calibration (also stored on ``monitor.profile``).
+        The calibration (also stored on ``monitor.profile``). Classes that fell back to a
+        pooled or global threshold are reported with a :class:`CalibrationWarning`.
+
+    Raises
+    ------
+    InputError
+        Bad ``fpr``/``batch_size``, too few samples, non-finite calibration inputs.
     """
-    check_probability(fpr, "fpr")
-    scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
-    names = list(detectors) if detectors is not None else list(scores)
-    missing = [n for n in names if n not in scores]
+    alpha = check_probability(fpr, "fpr")
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    names = list(detectors) if detectors is not None else list(monitor.columns)
+    missing = [n for n in names if n not in monitor.columns]
     if missing:
-        raise NotFittedError(f"detectors {missing} are not part of this monitor")
+        raise NotFittedError(f"detectors {missing} are not part of this monitor (it runs {list(monitor.columns)})")
+    if monitor.decision not in names:
+        raise InputError(f"the calibration must include the monitor's decision detector {monitor.decision!r}")
+    scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
     matrix = np.stack([scores[n] for n in names], axis=1)
-    cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, fpr, min_class_samples)
+    settings = monitor.settings
+    settings["detector_params"] = {n: p for n, p in settings["detector_params"].items() if n in names}
+    cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, alpha, min_class_samples,
+                                  settings=settings)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal

@@ -1,30 +1,36 @@
-"""The Monitor: one instrumented model + its profile -> verdicts for every input batch."""
+"""The Monitor: one instrumented model + its profile -> verdicts for every input batch.
+
+Per call: one onnxruntime run writes logits and taps into bound buffers; one compiled pass
+predicts and scores coverage; detectors written in Python fill their columns of the score
+matrix; one compiled pass applies the verdict rules and the conformal calibration to every
+column (:mod:`nnwatch.kernels.decide`).
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
-from ..kernels.coverage import SCORE_NAMES, coverage_scores_packed
-from ..kernels.decide import COMBINED, argmax_rows, decide
+from ..kernels.coverage import CoverageRun
+from ..kernels.decide import SOURCE_DETECTOR, Decision
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compile_tables, fallback_classes
 from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker
-from .calibrate import ConformalConfidence
+from .calibrate import check_settings, compile_conformal
 from .detector import BatchView, Detector, make_detector
 from .detectors import DEFAULT
 from .results import Verdicts
-from .runner import Runner
+from .runner import Runner, Workspace
 
-
-_COVERAGE_IDS = {name: i for i, name in enumerate(SCORE_NAMES[:5])} | {"coverage": COMBINED}
+_ALL, _CHEAP = 0, 1  # indices of the active-column masks
 
 
 class Monitor:
@@ -41,12 +47,13 @@ class Monitor:
     detectors : sequence of str
         Detectors to run; see :data:`nnwatch.monitor.detectors.DEFAULT`.
     decision : str
-        Detector whose calibrated threshold sets ``flag`` and ``confidence``.
+        Detector whose calibrated flag and p-value set ``flag`` and ``confidence``.
     rare_rate : float or None
-        Rarity rate for the coverage tables; default: the one the profile was calibrated
-        with, else 0.01.
-    min_class_samples : int
-        Classes with fewer trusted samples use the global signature.
+        Rarity rate for the coverage tables; default: the calibration's, else the
+        profile's, else 0.01.
+    min_signature_samples : int or None
+        Classes with fewer trusted profile samples use the global signature; default: the
+        calibration's, else 10.
     providers : "auto", "cpu", "cuda" or list of str
         onnxruntime execution providers.
     threads : int or None
@@ -55,17 +62,22 @@ class Monitor:
         Latency/memory budget and over-budget policy.
     parallel : bool
         Use the parallel coverage kernel. Off by default: right after a run, onnxruntime's
-        spinning workers hold the cores and a parallel kernel waits for them (measured 10x
-        slower than serial on 2 cores). Turn it on for large batches on many cores, ideally
-        with ``spinning=False``.
+        spinning workers hold the cores and a parallel kernel waits for them. Turn it on for
+        large batches on many cores, ideally with ``spinning=False``.
     spinning : bool
         onnxruntime worker spinning (its default, lowest inference latency).
+
+    Raises
+    ------
+    ModelMismatchError
+        The profile, or its calibration, does not fit this model and these settings.
     """
 
     def __init__(self, model: str | os.PathLike | bytes | Runner, profile: Profile | str | os.PathLike,
                  detectors: Sequence[str] = DEFAULT, decision: str = "coverage", rare_rate: float | None = None,
-                 min_class_samples: int = 10, providers: str | Sequence[str] = "auto", threads: int | None = None,
-                 budget: Budget | None = None, parallel: bool = False, spinning: bool = True) -> None:
+                 min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
+                 threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
+                 spinning: bool = True) -> None:
         self.runner = model if isinstance(model, Runner) else Runner(model, providers=providers, threads=threads,
                                                                      spinning=spinning)
         manifest = self.runner.manifest
@@ -83,25 +95,46 @@ class Monitor:
         self.profile = profile
         self.manifest = manifest
         cal = profile.calibration
+        recorded = cal.settings if cal is not None else {}
         if rare_rate is None:
-            rare_rate = float(profile.header.get("rare_rate", 0.01))
-        self.rare_rate = rare_rate
-        self.min_class_samples = int(min_class_samples)
-        self.fallback_classes = fallback_classes(profile, self.min_class_samples)
+            rare_rate = float(recorded.get("rare_rate", profile.header.get("rare_rate", 0.01)))
+        if min_signature_samples is None:
+            min_signature_samples = int(recorded.get("min_signature_samples", 10))
+        self.rare_rate = float(rare_rate)
+        self.min_signature_samples = int(min_signature_samples)
+        self.fallback_classes = fallback_classes(profile, self.min_signature_samples)
         if self.fallback_classes:
-            warnings.warn(f"classes {self.fallback_classes} have fewer than {self.min_class_samples} trusted samples "
-                          "and use the global signature", stacklevel=2)
-        self.tables = compile_tables(profile, rare_rate, self.min_class_samples, warn=False)
-        self.runner.set_k_top(self.tables.k_top)
+            warnings.warn(f"classes {self.fallback_classes} have fewer than {self.min_signature_samples} trusted "
+                          "samples and use the global signature", stacklevel=2)
+        self.tables = compile_tables(profile, self.rare_rate, self.min_signature_samples, warn=False)
+        self.budget = budget or Budget()
+        self.detectors = self._fit_detectors(detectors, decision, profile)
+        self.decision = decision
+        self.parallel = parallel
+        self.columns = tuple(self.detectors)
+        dets = list(self.detectors.values())
+        self._sources = np.array([SOURCE_DETECTOR if d.coverage_source is None else d.coverage_source for d in dets],
+                                 np.int64)
+        self._needs_coverage = bool((self._sources != SOURCE_DETECTOR).any())
+        self._python = [(j, d) for j, d in enumerate(dets) if d.coverage_source is None]
+        self._python_cheap = [(j, d) for j, d in self._python if d.cost != "full"]
+        self._masks = [np.ones(len(dets), np.bool_), np.array([d.cost != "full" for d in dets], np.bool_)]
+        self._decision_col = self.columns.index(decision)
+        self._fallback_col = self.columns.index(self.budget.fallback) if self.budget.fallback in self.detectors else -1
+        self._local = threading.local()
+        self.tracker = LatencyTracker(self.budget)
+        self._set_calibration(cal)
+        self._check_memory()
+
+    def _fit_detectors(self, detectors: Sequence[str], decision: str, profile: Profile) -> dict[str, Detector]:
         names = list(dict.fromkeys(detectors))
         if not names:
             raise InputError("detectors is empty; pass at least one detector name")
         if decision not in names:
             names.append(decision)
-        self.budget = budget or Budget()
         if self.budget.policy == "degrade" and self.budget.fallback not in names:
             names.append(self.budget.fallback)
-        self.detectors: dict[str, Detector] = {}
+        fitted: dict[str, Detector] = {}
         for name in names:
             det = make_detector(name)
             try:
@@ -109,54 +142,56 @@ class Monitor:
             except NotFittedError as exc:
                 if name == decision:
                     raise
-                warnings.warn(f"detector {name!r} skipped: {exc}", stacklevel=2)
+                warnings.warn(f"detector {name!r} skipped: {exc}", stacklevel=3)
                 continue
-            self.detectors[name] = det
-        self.decision = decision
-        self.parallel = parallel
-        self._all = list(self.detectors.items())
-        self._cheap = [(n, d) for n, d in self._all if d.cost != "full"]
-        # Fused path: every detector is a column of the coverage kernel (or their mean).
-        self._fused_ids = None
-        if all(n in _COVERAGE_IDS for n in self.detectors) and self.decision in self.detectors:
-            self._fused_ids = np.array([_COVERAGE_IDS[n] for n in self.detectors], np.int64)
-            self._fused_names = list(self.detectors)
-        self.tracker = LatencyTracker(self.budget)
-        self._set_calibration(cal)
-        self._check_memory()
+            fitted[name] = det
+        if self.budget.policy == "degrade" and fitted[self.budget.fallback].cost == "full":
+            raise InputError(f"budget fallback {self.budget.fallback!r} reads activations; a degraded monitor can only "
+                             "decide with a logit detector (msp, max_logit, energy)")
+        return fitted
 
     # -- calibration -------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What this monitor's scores depend on; recorded with a calibration and checked against it."""
+        return {"rare_rate": self.rare_rate, "min_signature_samples": self.min_signature_samples,
+                "profile_digest": self.profile.digest(),
+                "detector_params": {n: d.params() for n, d in self.detectors.items()}}
+
     def _set_calibration(self, cal: Calibration | None) -> None:
+        conformal = cal_row = None
+        if cal is not None:
+            check_settings(cal, self.settings)
+            if self.decision not in cal.detectors:
+                raise ModelMismatchError(f"decision detector {self.decision!r} is not calibrated (calibrated: "
+                                         f"{cal.detectors}); choose one of those or calibrate again")
+            conformal, cal_row = compile_conformal(cal, self.columns, self.profile.n_classes)
         self.calibration = cal
-        self._thresholds: dict[str, np.ndarray] = {}
-        self._confidence = None
-        self._fallback_confidence = None
-        if cal is None:
-            return
-        for name in self.detectors:
-            if name in cal.detectors:
-                self._thresholds[name] = cal.thresholds[:, cal.detectors.index(name)]
-        if self.decision in cal.detectors:
-            self._confidence = ConformalConfidence(cal, self.decision, self.profile.n_classes)
-        fallback = self.budget.fallback
-        if fallback in cal.detectors and fallback in self.detectors:
-            self._fallback_confidence = ConformalConfidence(cal, fallback, self.profile.n_classes)
+        self._conformal = conformal
+        self._cal_row = cal_row
+        self._calibrated_cols = cal_row >= 0 if cal_row is not None else np.zeros(len(self.columns), np.bool_)
+        self._generation = getattr(self, "_generation", 0) + 1  # rebuilds every thread's plans
 
     def set_calibration(self, cal: Calibration) -> None:
-        """Use new thresholds (see :func:`nnwatch.monitor.calibrate`).
+        """Use a new calibration (see :func:`nnwatch.monitor.fit.calibrate`).
 
         Parameters
         ----------
         cal : Calibration
-            Calibration of this monitor's detectors.
+            Calibration of this monitor's detectors, made under this monitor's settings.
+
+        Raises
+        ------
+        ModelMismatchError
+            The calibration was made under other settings or does not cover the decision.
         """
-        self.profile.calibration = cal
         self._set_calibration(cal)
+        self.profile.calibration = cal
 
     @property
     def calibrated(self) -> bool:
-        """Whether the decision detector has thresholds."""
-        return self.decision in self._thresholds
+        """Whether the decision detector has a calibration."""
+        return self._cal_row is not None and self._cal_row[self._decision_col] >= 0
 
     # -- memory --------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
@@ -170,10 +205,11 @@ class Monitor:
         total = self.tables.nbytes
         for det in self.detectors.values():
             total += sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
-        if self.calibration is not None:
-            total += self.calibration.scores.nbytes + self.calibration.thresholds.nbytes
-        cache = getattr(self.runner._local, "cache", {})
-        total += sum(ws.nbytes for ws in cache.values())
+        if self._conformal is not None:
+            total += self._conformal.nbytes
+        total += self.runner.workspace_bytes()
+        plans = getattr(self._local, "plans", None) or {}
+        total += sum(run.nbytes + decide.nbytes for _, _, run, decide in plans.values())
         return int(total)
 
     def _check_memory(self) -> None:
@@ -200,6 +236,18 @@ class Monitor:
         for b in batch_sizes:
             self.score(np.zeros((b,) + shape, np.float32), _record=False)
 
+    def _plan(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
+        # Per thread and batch size: the compiled passes with their arrays bound and checked once.
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        entry = plans.get(ws.batch)
+        if entry is None or entry[0] is not ws or entry[1] != self._generation:
+            run = CoverageRun(ws.logits, ws.buf, self.tables if self._needs_coverage else None, self.parallel)
+            decide = Decision(run, ws.nonfinite, self._sources, self._masks, self._conformal, self._cal_row)
+            entry = plans[ws.batch] = (ws, self._generation, run, decide)
+        return entry[2], entry[3]
+
     def score(self, x: object, _record: bool = True) -> Verdicts:
         """Run the model once on a batch and monitor it.
 
@@ -211,7 +259,7 @@ class Monitor:
         Returns
         -------
         Verdicts
-            Predictions, scores, flags, confidence and timings.
+            Predictions, scores, flags, p-values, confidence and timings.
 
         Raises
         ------
@@ -222,92 +270,34 @@ class Monitor:
         """
         t0 = time.perf_counter()
         arr = self.runner.check_input(x)
-        batch = arr.shape[0]
-        ws = self.runner.workspace(batch)
+        ws = self.runner.workspace(arr.shape[0])
+        run, decide = self._plan(ws)
         t1 = time.perf_counter()
         # The NaN/Inf check rides along the copy into the bound input buffer when it can.
-        counted = self.runner.run(arr, ws, ws.nonfinite)
+        if not self.runner.run(arr, ws, ws.nonfinite):
+            ws.nonfinite[:] = count_nonfinite_rows(arr) if arr.dtype.kind == "f" else 0
         t2 = time.perf_counter()
-        if counted:
-            nonfinite = ws.nonfinite > 0
-        elif arr.dtype.kind == "f":
-            nonfinite = count_nonfinite_rows(arr) > 0
-        else:
-            nonfinite = np.zeros(batch, bool)
-        degraded = self.tracker.degraded
-        if self._fused_ids is not None and not degraded:
-            return self._finish(*self._score_fused(ws, nonfinite), nonfinite, self.decision, False,
-                                ws, t0, t1, t2, _record)
-        view = BatchView(ws.logits, ws.buf, self.runner.offsets, self.tables, ws.scores, ws.scratch, self.parallel)
-        dets = self._cheap if degraded else self._all
-        scores = {name: det.score(view) for name, det in dets}
-        pred = view.pred
-        bad = nonfinite.any()
-        if bad:
-            for values in scores.values():
-                values[nonfinite] = np.inf
-        flags = {name: scores[name] > thr[pred] for name, thr in self._thresholds.items() if name in scores}
-        decision = self.budget.fallback if degraded else self.decision
-        flag = flags[decision] | nonfinite if decision in flags else nonfinite.copy()
-        confidence_fn = self._fallback_confidence if degraded else self._confidence
-        confidence = confidence_fn(scores[decision], pred) if confidence_fn is not None else np.full(batch, np.nan)
-        if bad:
-            confidence[nonfinite] = 0.0
-        return self._finish(pred, scores, flags, flag, confidence, nonfinite, decision, degraded, ws, t0, t1, t2,
-                            _record)
-
-    def _score_fused(self, ws, nonfinite):  # type: ignore[no-untyped-def]
-        batch = ws.batch
-        pred = np.empty(batch, np.int64)
-        argmax_rows(ws.logits, pred)
-        cov = coverage_scores_packed(ws.buf, batch, pred, self.tables, out=ws.scores, parallel=self.parallel,
-                                     scratch=ws.scratch)
-        ids = self._fused_ids
-        n_det = ids.shape[0]
-        thr, has_thr, cal_flat, cal_off = self._fused_tables()
-        scores = np.empty((batch, n_det))
-        flags = np.empty((batch, n_det), np.bool_)
-        flag = np.empty(batch, np.bool_)
-        conf = np.empty(batch)
-        decide(cov, nonfinite, ids, thr, has_thr, self._fused_names.index(self.decision), cal_flat, cal_off, pred,
-               scores, flags, flag, conf)
-        names = self._fused_names
-        score_d = {n: scores[:, j] for j, n in enumerate(names)}
-        flag_d = {n: flags[:, j] for j, n in enumerate(names) if has_thr[j]}
-        return pred, score_d, flag_d, flag, conf
-
-    def _fused_tables(self):  # type: ignore[no-untyped-def]
-        cached = getattr(self, "_fused_cache", None)
-        if cached is not None and cached[0] is self.calibration:
-            return cached[1]
-        names = self._fused_names
-        n_rows = self.profile.n_classes + 1
-        thr = np.zeros((n_rows, len(names)))
-        has_thr = np.array([n in self._thresholds for n in names], np.bool_)
-        for j, n in enumerate(names):
-            if has_thr[j]:
-                thr[:, j] = self._thresholds[n]
-        if self._confidence is not None:
-            parts = self._confidence._sorted
-            cal_off = np.zeros(len(parts) + 1, np.int64)
-            np.cumsum([len(p) for p in parts], out=cal_off[1:])
-            cal_flat = np.concatenate(parts).astype(np.float64)
-        else:
-            cal_off = np.zeros(0, np.int64)
-            cal_flat = np.zeros(0)
-        tables = (thr, has_thr, cal_flat, cal_off)
-        self._fused_cache = (self.calibration, tables)
-        return tables
-
-    def _finish(self, pred, scores, flags, flag, confidence, nonfinite, decision, degraded, ws,  # type: ignore[no-untyped-def]
-                t0, t1, t2, _record):
+        degraded = _record and self.tracker.degraded
+        pred = run.predict()
+        covered = self._needs_coverage and not degraded
+        if covered:
+            run.cover()
+        python = self._python_cheap if degraded else self._python
+        if python:
+            view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=pred, coverage=run.cov if covered else None)
+            for j, det in python:
+                decide.scores_in[:, j] = det.score(view)
+        column = self._fallback_col if degraded else self._decision_col
+        scores, p_values, flags, flag, confidence = decide(_CHEAP if degraded else _ALL, column)
         t3 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3
         monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3
         over = self.tracker.record(infer_ms, monitor_ms) if _record else False
         verdicts = Verdicts(
-            pred=pred, logits=ws.logits.copy(), scores=scores, flags=flags, flag=flag, confidence=confidence,
-            nonfinite_input=nonfinite, decision=decision,
+            pred=pred.copy(), logits=ws.logits.copy(), columns=self.columns, score_matrix=scores, p_matrix=p_values,
+            flag_matrix=flags, active=self._masks[_CHEAP if degraded else _ALL],
+            calibrated=self._calibrated_cols,
+            flag=flag, confidence=confidence, nonfinite_input=ws.nonfinite > 0, decision=self.columns[column],
             timings={"infer_ms": infer_ms, "monitor_ms": monitor_ms, "total_ms": infer_ms + monitor_ms},
             over_budget=over, degraded=degraded,
         )

@@ -19,7 +19,6 @@ import onnxruntime as ort
 from .._validate import as_float32_batch
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import copy_count_nonfinite, reduce_maps
-from ..kernels.coverage import make_scratch
 from ..kernels.layout import layer_offsets
 from ..manifest import MANIFEST_KEY, TapManifest
 from .providers import QUIET, resolve_providers
@@ -45,10 +44,10 @@ class Workspace:
         Full feature maps of taps reduced after the run, by output name.
     binding : onnxruntime.IOBinding or None
         Bound outputs (None when the graph's batch is fixed and differs from ``batch``).
-    scores : numpy.ndarray
-        float64 ``(B, 6)`` coverage output.
-    scratch : tuple
-        Top-k work arrays.
+    inputs : numpy.ndarray or None
+        The bound input buffer.
+    nonfinite : numpy.ndarray
+        int64 ``(B,)``: NaN/Inf count of each input sample of the last call.
     """
 
     batch: int
@@ -56,16 +55,14 @@ class Workspace:
     buf: np.ndarray
     maps: dict
     binding: object
-    scores: np.ndarray
-    scratch: tuple
-    inputs: np.ndarray | None = None
-    nonfinite: np.ndarray | None = None
+    inputs: np.ndarray | None
+    nonfinite: np.ndarray
 
     @property
     def nbytes(self) -> int:
         """Bytes held."""
-        return ((0 if self.inputs is None else self.inputs.nbytes) + self.logits.nbytes + self.buf.nbytes + self.scores.nbytes
-                + sum(m.nbytes for m in self.maps.values()) + sum(s.nbytes for s in self.scratch))
+        return ((0 if self.inputs is None else self.inputs.nbytes) + self.logits.nbytes + self.buf.nbytes
+                + self.nonfinite.nbytes + sum(m.nbytes for m in self.maps.values()))
 
 
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
@@ -181,19 +178,8 @@ class Runner:
         self._device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
         self._local = threading.local()
         self._max_workspaces = max_workspaces
-        self._k_top = 3
         shape = self.manifest.input_shape
         self._static_shape = tuple(shape) if all(d is not None for d in shape) else None
-
-    def set_k_top(self, k_top: int) -> None:
-        """Size of the top-k scratch arrays in new workspaces.
-
-        Parameters
-        ----------
-        k_top : int
-            k of top-k coverage.
-        """
-        self._k_top = int(k_top)
 
     def check_input(self, x: object) -> np.ndarray:
         """Validate a batch against the model input and convert it to the input dtype.
@@ -255,6 +241,17 @@ class Runner:
             cache.popitem(last=False)
         return ws
 
+    def workspace_bytes(self) -> int:
+        """Bytes of this thread's cached workspaces.
+
+        Returns
+        -------
+        int
+            Bytes.
+        """
+        cache = getattr(self._local, "cache", None) or {}
+        return int(sum(ws.nbytes for ws in cache.values()))
+
     def _new_workspace(self, batch: int) -> Workspace:
         logits = np.empty((batch, self.n_classes), np.float32)
         buf = np.empty(batch * self.n_neurons, np.float32)
@@ -276,9 +273,7 @@ class Runner:
                 else:
                     arr = maps[tap.output]
                     binding.bind_output(tap.output, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
-        scores = np.empty((batch, 6), np.float64)
-        return Workspace(batch, logits, buf, maps, binding, scores, make_scratch(batch, self._k_top), inputs,
-                         np.zeros(batch, np.int64))
+        return Workspace(batch, logits, buf, maps, binding, inputs, np.zeros(batch, np.int64))
 
     def run(self, x: np.ndarray, ws: Workspace, nonfinite: np.ndarray | None = None) -> bool:
         """Run the model on a checked batch, filling ``ws.logits`` and ``ws.buf``.

@@ -14,8 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError, NotFittedError, ProfileError
-from ..kernels.accumulate import _pass1, _pass2
-from ..kernels.coverage import make_scratch
+from ..kernels.accumulate import accumulate_ranges, accumulate_sections
 from ..kernels.layout import layer_offsets, pack_layers
 from .schema import FORMAT_VERSION, Profile, RangeStats, SectionStats
 
@@ -73,6 +72,10 @@ class ProfileBuilder:
             raise InputError(f"n_classes must be >= 1, got {n_classes}")
         if int(k_sections) < 1 or int(k_top) < 1:
             raise InputError(f"k_sections and k_top must be >= 1, got {k_sections}, {k_top}")
+        small = [i for i, size in enumerate(layer_sizes) if int(size) < int(k_top)]
+        if small:
+            raise InputError(f"k_top={k_top} is larger than layer {small[0]} ({layer_sizes[small[0]]} neurons); "
+                             f"choose k_top <= {min(int(n) for n in layer_sizes)}")
         if threshold != "mean" and not np.isfinite(float(threshold)):
             raise InputError(f"threshold must be 'mean' or a finite number, got {threshold!r}")
         if feature_layer is not None and not 0 <= feature_layer < len(layer_sizes):
@@ -91,7 +94,6 @@ class ProfileBuilder:
         self.ranges_ = RangeStats.empty(self.n_classes, int(self.offsets_[-1]), n_feat)
         self.sections_: SectionStats | None = None
         self.skipped_nonfinite_ = 0
-        self._scratch = make_scratch(1, self.k_top)
 
     def _prepare(self, layers: Sequence[np.ndarray] | np.ndarray, labels: Any) -> tuple[np.ndarray, int, np.ndarray]:
         if isinstance(layers, np.ndarray):
@@ -137,8 +139,8 @@ class ProfileBuilder:
         buf, batch, lab = self._prepare(layers, labels)
         self.skipped_nonfinite_ += int(np.sum((np.asarray(labels) >= 0) & (lab < 0)))
         r = self.ranges_
-        _pass1(buf, batch, self.offsets_, lab, r.count, r.min, r.max, r.mean, r.m2, r.topk_count,
-               self.k_top, self._scratch[0][0], self._scratch[1][0])
+        accumulate_ranges(buf, batch, self.offsets_, lab, r.count, r.min, r.max, r.mean, r.m2, r.topk_count,
+                          self.k_top)
         if self.feature_layer is not None:
             feats = np.asarray(layers[self.feature_layer], dtype=np.float64)
             keep = lab >= 0
@@ -212,8 +214,8 @@ class ProfileBuilder:
             raise NotFittedError("call finish_ranges() or with_edges() before pass 2")
         buf, batch, lab = self._prepare(layers, labels)
         s = self.sections_
-        _pass2(buf, batch, self.offsets_, lab, s.edges_lo, s.edges_hi, s.inv_width, s.threshold,
-               s.section_hits, s.active_count, s.outside_count)
+        accumulate_sections(buf, batch, self.offsets_, lab, s.edges_lo, s.edges_hi, s.inv_width, s.threshold,
+                            s.section_hits, s.active_count, s.outside_count)
         return self
 
     def build(self, fingerprint: str, layer_names: Sequence[str], reduction: str = "mean",

@@ -12,6 +12,8 @@ samples together ("global"). Two groups of statistics, each mergeable:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError, ProfileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: conformal calibration with its settings (version 1 files load without calibration)
 
 
 @dataclass
@@ -251,7 +253,7 @@ class SectionStats:
 
 @dataclass
 class Calibration:
-    """Clean held-out scores and the per-class thresholds derived from them.
+    """Clean held-out scores, and what they depend on (thresholds are derived from them).
 
     Attributes
     ----------
@@ -261,20 +263,22 @@ class Calibration:
         float64 ``(M, n_detectors)`` clean calibration scores.
     classes : numpy.ndarray
         int64 ``(M,)`` predicted class of each calibration sample.
-    thresholds : numpy.ndarray
-        float64 ``(C + 1, n_detectors)``: flag when score > threshold; row ``C`` is global.
     fpr : float
-        Target false-positive rate the thresholds were set for.
+        Target false-alarm rate ``alpha`` of the conformal flags.
     min_class_samples : int
-        Classes with fewer calibration samples use the global threshold.
+        Classes with fewer calibration samples share a pooled threshold.
+    settings : dict
+        What the scores depend on: the monitor's settings (``rare_rate``,
+        ``min_signature_samples``, detector parameters) and the profile's statistics
+        digest. A monitor configured otherwise refuses the calibration.
     """
 
     detectors: list[str]
     scores: np.ndarray
     classes: np.ndarray
-    thresholds: np.ndarray
     fpr: float
     min_class_samples: int
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -312,6 +316,30 @@ class Profile:
     def fingerprint(self) -> str:
         """sha256 of the model the profile was built for."""
         return str(self.header["fingerprint"])
+
+    def digest(self) -> str:
+        """Digest of everything monitor scores depend on: structural header fields and statistics.
+
+        Computed once per profile object (statistics are not modified after building).
+
+        Returns
+        -------
+        str
+            Hex blake2b digest.
+        """
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            h = hashlib.blake2b(digest_size=32)
+            keys = ("fingerprint", "layer_names", "layer_sizes", "n_classes", "k_sections", "k_top", "threshold",
+                    "reduction", "feature_layer", "feature_sample")
+            h.update(json.dumps({k: self.header.get(k) for k in keys}, sort_keys=True).encode())
+            for group in (self.ranges, self.sections):
+                for f in fields(group):
+                    arr = np.ascontiguousarray(getattr(group, f.name))
+                    h.update(f"{f.name}|{arr.dtype.str}|{arr.shape}|".encode())
+                    h.update(arr.tobytes())
+            cached = self.__dict__["_digest"] = h.hexdigest()
+        return cached
 
     def merge(self, other: "Profile") -> "Profile":
         """Profile of the union of both datasets.

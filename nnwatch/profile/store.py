@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import zipfile
+import warnings
 import zlib
 from dataclasses import fields
 from pathlib import Path
@@ -28,6 +29,7 @@ _HEADER_KEYS = {
     "dataset": str, "class_counts": list,
 }
 MAX_NEURONS = 50_000_000
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 MAX_HEADER_BYTES = 1 << 24
 
 
@@ -74,7 +76,6 @@ def _arrays(profile: Profile) -> dict[str, np.ndarray]:
     if cal is not None:
         out["calibration.scores"] = cal.scores.astype(np.float64)
         out["calibration.classes"] = cal.classes.astype(np.int64)
-        out["calibration.thresholds"] = cal.thresholds.astype(np.float64)
     return out
 
 
@@ -92,6 +93,7 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> None:
     cal = profile.calibration
     header["calibration"] = None if cal is None else {
         "detectors": list(cal.detectors), "fpr": float(cal.fpr), "min_class_samples": int(cal.min_class_samples),
+        "settings": dict(cal.settings),
     }
     arrays = _arrays(profile)
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -133,17 +135,20 @@ def _expected(header: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ..
         n_det = len(cal["detectors"])
         spec["calibration.scores"] = (np.float64, (m, n_det))
         spec["calibration.classes"] = (np.int64, (m,))
-        spec["calibration.thresholds"] = (np.float64, (rows, n_det))
+        if header["format_version"] == 1:
+            spec["calibration.thresholds"] = (np.float64, (rows, n_det))
     return spec
 
 
 def _check_header(header: Any, where: str) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != "nnwatch.profile":
         raise ProfileError(f"{where}: not an nnwatch profile (header format missing)")
-    if header.get("format_version") != FORMAT_VERSION:
+    version = header.get("format_version")
+    if version not in READABLE_VERSIONS:
         raise ProfileError(
-            f"{where}: profile format version {header.get('format_version')!r} is not supported "
-            f"(this nnwatch reads version {FORMAT_VERSION}); rebuild the profile")
+            f"{where}: profile format version {version!r} is not supported "
+            f"(this nnwatch reads versions {list(READABLE_VERSIONS)}); rebuild the profile")
+
     for key, typ in _HEADER_KEYS.items():
         value = header.get(key)
         if typ is float and isinstance(value, int):
@@ -172,7 +177,8 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
     if cal is not None:
         if (not isinstance(cal, dict) or not isinstance(cal.get("detectors"), list) or not cal["detectors"]
                 or not all(isinstance(d, str) for d in cal["detectors"])
-                or not isinstance(cal.get("fpr"), float) or not isinstance(cal.get("min_class_samples"), int)):
+                or not isinstance(cal.get("fpr"), float) or not isinstance(cal.get("min_class_samples"), int)
+                or not isinstance(cal.get("settings", {}), dict)):
             raise ProfileError(f"{where}: calibration header is malformed")
     return header
 
@@ -297,19 +303,26 @@ def _assemble(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str)
         raise ProfileError(f"{where}: activation counts exceed sample counts")
     calibration = None
     cal = header.get("calibration")
-    if cal is not None:
+    if cal is not None and header["format_version"] == 1:
+        # Version 1 thresholds came from a biased quantile rule: keep the statistics, drop them.
+        warnings.warn(f"{where}: its calibration was made by an older nnwatch with a rule that misses the target "
+                      "false-alarm rate; it is ignored: run `nnwatch calibrate` again", UserWarning, stacklevel=3)
+    elif cal is not None:
         scores = arrays["calibration.scores"]
         classes = arrays["calibration.classes"]
-        thresholds = arrays["calibration.thresholds"]
         if classes.shape[0] != scores.shape[0] or scores.shape[0] == 0:
             raise ProfileError(f"{where}: calibration scores and classes disagree or are empty")
         if classes.size and (classes.min() < 0 or classes.max() >= header["n_classes"]):
             raise ProfileError(f"{where}: calibration classes out of range")
-        if np.isnan(scores).any() or np.isnan(thresholds).any():
-            raise ProfileError(f"{where}: calibration has NaN values")
-        if not 0.0 < cal["fpr"] < 1.0:
-            raise ProfileError(f"{where}: calibration fpr {cal['fpr']} not in (0, 1)")
+        if not np.isfinite(scores).all():
+            raise ProfileError(f"{where}: calibration has NaN/Inf scores")
+        if not 0.0 < cal["fpr"] < 1.0 or cal["min_class_samples"] < 1:
+            raise ProfileError(f"{where}: calibration fpr {cal['fpr']} not in (0, 1) or min_class_samples < 1")
+        if len(set(cal["detectors"])) != len(cal["detectors"]):
+            raise ProfileError(f"{where}: calibration names a detector twice")
         calibration = Calibration(detectors=list(cal["detectors"]), scores=scores, classes=classes,
-                                  thresholds=thresholds, fpr=cal["fpr"], min_class_samples=cal["min_class_samples"])
+                                  fpr=cal["fpr"], min_class_samples=cal["min_class_samples"],
+                                  settings=dict(cal.get("settings", {})))
     header = {k: v for k, v in header.items() if k != "calibration"}
+    header["format_version"] = FORMAT_VERSION
     return Profile(header=header, ranges=ranges, sections=sections, calibration=calibration)

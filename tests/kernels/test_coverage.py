@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnwatch.kernels import reference as ref
-from nnwatch.kernels.coverage import SCORE_NAMES, coverage_scores_packed
+from nnwatch.kernels.coverage import SCORE_NAMES, coverage_scores
 from nnwatch.kernels.layout import pack_layers
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
@@ -30,6 +30,7 @@ def random_case(seed: int, sizes: list[int], n_classes: int, batch: int, levels:
 
 
 def build(layers, labels, n_classes, k, k_top, threshold="mean"):
+    k_top = min(k_top, min(a.shape[1] for a in layers))
     b = ProfileBuilder([a.shape[1] for a in layers], n_classes, k_sections=k, k_top=k_top, threshold=threshold)
     half = len(labels) // 2
     b.update_ranges([a[:half] for a in layers], labels[:half]).update_ranges([a[half:] for a in layers], labels[half:])
@@ -57,7 +58,7 @@ def test_profile_passes_match_reference(case):
     if (labels < 0).all():
         labels[0] = 0
     p = build(layers, labels, case["n_classes"], case["k"], case["k_top"])
-    want = ref.pass1(layers, labels, case["n_classes"], case["k_top"])
+    want = ref.pass1(layers, labels, case["n_classes"], p.header["k_top"])
     for name in ("count", "min", "max", "topk_count"):
         np.testing.assert_array_equal(getattr(p.ranges, name), want[name], err_msg=name)
     np.testing.assert_allclose(p.ranges.mean, want["mean"], rtol=1e-10, atol=1e-10)
@@ -84,7 +85,7 @@ def test_coverage_scores_match_reference(case, test_batch, test_seed):
     want = ref.coverage_scores(test_layers, pred, tables)
     buf = pack_layers(test_layers)
     for parallel in (False, True):
-        got = coverage_scores_packed(buf, test_batch, pred, tables, parallel=parallel)
+        got = coverage_scores(buf, test_batch, pred, tables, parallel=parallel)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"parallel={parallel}")
     assert ((want[:, :4] >= 0) & (want[:, :4] <= 1)).all()
 
@@ -94,7 +95,7 @@ def test_scores_on_training_data_are_low_and_bounded(rng):
     labels = rng.integers(0, 2, 300)
     p = build(layers, labels, 2, 5, 2)
     tables = compile_tables(p, rare_rate=0.0, min_class_samples=1)
-    got = coverage_scores_packed(pack_layers(layers), 300, labels, tables)
+    got = coverage_scores(pack_layers(layers), 300, labels, tables)
     # With rare_rate 0 nothing a training sample does is rare, and nothing is out of range.
     assert (got[:, SCORE_NAMES.index("nbc")] == 0).all()
     assert (got[:, SCORE_NAMES.index("kmnc")] == 0).all()
@@ -109,7 +110,7 @@ def test_constant_neuron_sections():
     assert p.sections.section_hits[0, 0].tolist() == [5, 0, 0, 0]
     tables = compile_tables(p, rare_rate=0.5, min_class_samples=1)
     probe = [np.array([[2.0], [2.5], [1.0]], np.float32)]
-    got = coverage_scores_packed(pack_layers(probe), 3, np.zeros(3, np.int64), tables, parallel=False)
+    got = coverage_scores(pack_layers(probe), 3, np.zeros(3, np.int64), tables, parallel=False)
     assert got[:, SCORE_NAMES.index("nbc")].tolist() == [0.0, 1.0, 1.0]
     assert got[:, SCORE_NAMES.index("kmnc")].tolist() == [0.0, 1.0, 1.0]
     np.testing.assert_allclose(got, ref.coverage_scores(probe, np.zeros(3, np.int64), tables))
@@ -117,15 +118,22 @@ def test_constant_neuron_sections():
 
 @pytest.mark.parametrize("position", [0, 3, -1])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_nonfinite_activations_are_counted(position, value, rng):
-    layers = [rng.normal(size=(50, 7)).astype(np.float32)]
-    labels = np.zeros(50, np.int64)
-    tables = compile_tables(build(layers, labels, 1, 3, 2), min_class_samples=1)
-    probe = rng.normal(size=(2, 7)).astype(np.float32)
-    probe[1, position] = value
-    got = coverage_scores_packed(pack_layers([probe]), 2, np.zeros(2, np.int64), tables)
-    assert got[0, SCORE_NAMES.index("nonfinite")] == 0
-    assert got[1, SCORE_NAMES.index("nonfinite")] == 1
+def test_nonfinite_activations_match_reference(position, value, rng):
+    # One definition of NaN/Inf neurons (kernels/coverage.py), kernel and oracle alike.
+    layers = [rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=(50, 3)).astype(np.float32)]
+    labels = rng.integers(0, 2, 50)
+    tables = compile_tables(build(layers, labels, 2, 3, 2), rare_rate=0.2, min_class_samples=1)
+    probe = [rng.normal(size=(4, 7)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)]
+    probe[0][1, position] = value
+    probe[1][2, :] = value  # a whole layer non-finite: fewer than k finite values
+    probe[0][3, position] = value
+    probe[1][3, min(position, 2)] = -value
+    pred = np.array([0, 1, 0, 1], np.int64)
+    for parallel in (False, True):
+        got = coverage_scores(pack_layers(probe), 4, pred, tables, parallel=parallel)
+        # rtol: the kernel divides by multiplying with a reciprocal (fastmath "arcp").
+        np.testing.assert_allclose(got, ref.coverage_scores(probe, pred, tables), rtol=1e-12, atol=0)
+    assert got[:, SCORE_NAMES.index("nonfinite")].tolist() == [0, 1, 3, 2]
 
 
 def test_topk_ties_go_to_lower_index():
@@ -144,6 +152,6 @@ def test_permuting_the_batch_permutes_the_scores(rng):
     probe = [rng.normal(size=(16, 5)).astype(np.float32) * 2, rng.normal(size=(16, 3)).astype(np.float32)]
     pred = rng.integers(0, 3, 16)
     perm = rng.permutation(16)
-    a = coverage_scores_packed(pack_layers(probe), 16, pred, tables)
-    b = coverage_scores_packed(pack_layers([p[perm] for p in probe]), 16, pred[perm], tables)
+    a = coverage_scores(pack_layers(probe), 16, pred, tables)
+    b = coverage_scores(pack_layers([p[perm] for p in probe]), 16, pred[perm], tables)
     np.testing.assert_array_equal(a[perm], b)

@@ -15,7 +15,7 @@ def test_parallel_kernel_from_many_threads_in_subprocess(layer):
     # A threading-layer abort kills the interpreter, so run it in a child process.
     code = textwrap.dedent("""
         import threading, numpy as np
-        from nnwatch.kernels.coverage import coverage_scores_packed
+        from nnwatch.kernels.coverage import coverage_scores
         from nnwatch.kernels.layout import pack_layers
         from nnwatch.kernels import _jit
         from nnwatch.profile.builder import ProfileBuilder
@@ -29,11 +29,11 @@ def test_parallel_kernel_from_many_threads_in_subprocess(layer):
         probe = [a[:64] * 1.5 for a in layers]
         buf = pack_layers(probe)
         pred = labels[:64]
-        want = coverage_scores_packed(buf, 64, pred, tables, parallel=False)
+        want = coverage_scores(buf, 64, pred, tables, parallel=False)
         errors = []
         def work():
             for _ in range(50):
-                got = coverage_scores_packed(buf, 64, pred, tables, parallel=True)
+                got = coverage_scores(buf, 64, pred, tables, parallel=True)
                 if not np.array_equal(got, want):
                     errors.append("mismatch")
         threads = [threading.Thread(target=work) for _ in range(8)]

@@ -30,7 +30,7 @@ def view(setup, probe=None, logits=None):
     _, tables, p, l = setup
     p = p if probe is None else probe
     l = l if logits is None else logits
-    return BatchView(l, pack_layers(p), layer_offsets([6, 4]), tables)
+    return BatchView(l, pack_layers(p), layer_offsets([6, 4]), tables=tables)
 
 
 def test_default_detectors_are_registered():

@@ -22,7 +22,8 @@ def profile(rng):
     labels = rng.integers(0, 3, 120)
     b = ProfileBuilder([5, 3], 3, feature_layer=1).update_ranges(layers, labels).finish_ranges()
     p = b.update_sections(layers, labels).build("a" * 64, ["l0", "l1"], dataset="unit")
-    p.calibration = calibration_from_scores(["x", "y"], rng.random((40, 2)), rng.integers(0, 3, 40), 3, 0.1, 5)
+    p.calibration = calibration_from_scores(["x", "y"], rng.random((40, 2)), rng.integers(0, 3, 40), 3, 0.1, 5,
+                                            settings={"rare_rate": 0.01, "profile_digest": p.digest()}, warn=False)
     return p
 
 
@@ -34,8 +35,28 @@ def test_roundtrip(tmp_path, profile):
     for name in ("count", "min", "max", "mean", "m2", "topk_count", "feat_sum", "feat_outer"):
         np.testing.assert_array_equal(getattr(back.ranges, name), getattr(profile.ranges, name))
     np.testing.assert_array_equal(back.sections.section_hits, profile.sections.section_hits)
-    np.testing.assert_array_equal(back.calibration.thresholds, profile.calibration.thresholds)
+    np.testing.assert_array_equal(back.calibration.scores, profile.calibration.scores)
+    np.testing.assert_array_equal(back.calibration.classes, profile.calibration.classes)
     assert back.calibration.detectors == ["x", "y"]
+    assert back.calibration.settings == profile.calibration.settings
+    assert back.digest() == profile.digest()  # what a calibration is checked against survives a save
+
+
+def test_version_1_file_loads_without_its_biased_calibration(tmp_path, profile):
+    save_profile(profile, tmp_path / "v2.npz")
+
+    def to_v1(arrays):
+        header = json.loads(arrays["header"].tobytes())
+        header["format_version"] = 1
+        header["calibration"] = {"detectors": ["x", "y"], "fpr": 0.1, "min_class_samples": 5}
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        arrays["calibration.thresholds"] = np.zeros((4, 2))
+
+    _rewrite(tmp_path / "v2.npz", tmp_path / "v1.npz", to_v1)
+    with pytest.warns(UserWarning, match="calibrate. again"):
+        old = load_profile(tmp_path / "v1.npz")
+    assert old.calibration is None
+    np.testing.assert_array_equal(old.sections.section_hits, profile.sections.section_hits)
 
 
 def test_wrong_model_is_refused(tmp_path, profile):
@@ -82,7 +103,7 @@ CORRUPTIONS = {
     "huge sizes": (_header_change(lambda h: h.__setitem__("layer_sizes", [10**9, 3])), "layer_sizes"),
     "header garbage": (lambda a: a.__setitem__("header", np.frombuffer(b"{not json", np.uint8)), "not valid JSON"),
     "counts disagree": (_header_change(lambda h: h.__setitem__("class_counts", [1, 2, 3])), "class_counts"),
-    "calibration nan": (lambda a: a["calibration.thresholds"].__setitem__((0, 0), np.nan), "NaN"),
+    "calibration nan": (lambda a: a["calibration.scores"].__setitem__((0, 0), np.nan), "NaN"),
 }
 
 
