@@ -1,6 +1,8 @@
 """Baseline detectors on the same outputs, for side-by-side comparison.
 
-- ``msp``: 1 - max softmax probability (Hendrycks & Gimpel, ICLR 2017).
+- ``msp``: 1 - max softmax probability (Hendrycks & Gimpel, ICLR 2017), computed as
+  ``-expm1(max logit - logsumexp)`` so that confident samples keep distinct scores instead of
+  all rounding to exactly 0.
 - ``max_logit``: -max logit (Hendrycks et al., ICML 2022).
 - ``energy``: -logsumexp(logits), the free energy at T = 1 (Liu et al., NeurIPS 2020).
 - ``mahalanobis``: min over classes of the squared Mahalanobis distance of the penultimate
@@ -19,7 +21,19 @@ from ...profile.signature import class_gaussian
 from ..detector import BatchView, Detector, register
 
 
-def _finite_or_inf(values: np.ndarray) -> np.ndarray:
+def finite_or_inf(values: np.ndarray) -> np.ndarray:
+    """Replace NaN and +/-inf scores by +inf (non-finite = most anomalous).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Scores.
+
+    Returns
+    -------
+    numpy.ndarray
+        Scores, non-finite ones +inf.
+    """
     return np.where(np.isfinite(values), values, np.inf)
 
 
@@ -50,7 +64,7 @@ class MaxSoftmax(Detector):
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
         m, lse = view.logit_stats
-        return _finite_or_inf(1.0 - np.exp(m - lse))
+        return finite_or_inf(-np.expm1(m - lse))
 
 
 @register
@@ -61,7 +75,7 @@ class MaxLogit(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _finite_or_inf(-view.logit_stats[0])
+        return finite_or_inf(-view.logit_stats[0])
 
 
 @register
@@ -72,7 +86,7 @@ class Energy(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return _finite_or_inf(-view.logit_stats[1])
+        return finite_or_inf(-view.logit_stats[1])
 
 
 @register
@@ -103,4 +117,4 @@ class Mahalanobis(Detector):
         with np.errstate(invalid="ignore", over="ignore"):
             z = x @ self.whiten_
             dist = (z * z).sum(axis=1)[:, None] - 2.0 * (z @ self.whitened_means_.T) + self.mean_norms_[None, :]
-        return _finite_or_inf(np.maximum(dist.min(axis=1), 0.0))
+        return finite_or_inf(np.maximum(dist.min(axis=1), 0.0))

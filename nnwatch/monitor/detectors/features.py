@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
-from .baselines import _finite_or_inf
+from .baselines import finite_or_inf
 
 
 def _sample(profile: Profile) -> tuple[int, np.ndarray, np.ndarray]:
@@ -57,7 +57,7 @@ class DeepKNN(Detector):
         with np.errstate(invalid="ignore"):
             sq = np.maximum(2.0 - 2.0 * (z @ self.bank_.T), 0.0)  # unit vectors: |a-b|^2 = 2 - 2 a.b
         kth = np.partition(sq, self.k_ - 1, axis=1)[:, self.k_ - 1]
-        return _finite_or_inf(np.sqrt(kth))
+        return finite_or_inf(np.sqrt(kth))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
@@ -160,4 +160,4 @@ class OutsideTheBox(Detector):
             for c in np.unique(view.pred):
                 rows = view.pred == c
                 out[rows] = self.distances(x[rows], self.boxes_of_[int(c)]).min(axis=1)
-        return _finite_or_inf(out)
+        return finite_or_inf(out)

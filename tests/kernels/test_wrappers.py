@@ -1,0 +1,128 @@
+"""Public kernel wrappers refuse bad arrays before compiled code runs (never a crash)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnwatch.errors import InputError
+from nnwatch.kernels.accumulate import accumulate_ranges
+from nnwatch.kernels.conformal import ConformalTables, conformal_p_values
+from nnwatch.kernels.coverage import CoverageRun, coverage_scores, make_scratch
+from nnwatch.kernels.decide import SOURCE_DETECTOR, Decision
+from nnwatch.kernels.layout import pack_layers
+from nnwatch.profile.builder import ProfileBuilder
+from nnwatch.profile.signature import compile_tables
+
+
+@pytest.fixture(scope="module")
+def tables():
+    rng = np.random.default_rng(0)
+    layers = [rng.normal(size=(60, 5)).astype(np.float32), rng.normal(size=(60, 3)).astype(np.float32)]
+    labels = rng.integers(0, 3, 60)
+    b = ProfileBuilder([5, 3], 3, k_top=3).update_ranges(layers, labels).finish_ranges()
+    return compile_tables(b.update_sections(layers, labels).build("0" * 64, ["a", "b"]), min_class_samples=1)
+
+
+def good(tables, batch=4):
+    return np.zeros(batch * tables.n_neurons, np.float32), np.zeros(batch, np.int64)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(buf=a["buf"].astype(np.float64)), "buf: dtype float64, expected float32"),
+    (lambda a: a.update(buf=a["buf"][:-1]), "buf: shape"),
+    (lambda a: a.update(buf=np.zeros(2 * a["buf"].size, np.float32)[::2]), "not C-contiguous"),
+    (lambda a: a.update(pred=np.array([0, 1, 3, 0])), "class 3 out of range"),
+    (lambda a: a.update(pred=np.array([0, 1, -1, 0])), "class -1 out of range"),
+    (lambda a: a.update(pred=np.zeros(4, np.int32)), "pred: dtype int32, expected int64"),
+    (lambda a: a.update(batch=0), "batch must be an integer >= 1"),
+    (lambda a: a.update(out=np.zeros((4, 5))), "out: shape"),
+    (lambda a: a.update(scratch=make_scratch(1, 2)), "too small; need at least \\(1, 3\\)"),
+    (lambda a: a.update(scratch=make_scratch(1, 3), parallel=True), "too small; need at least \\(4, 3\\)"),
+    (lambda a: a.update(scratch=(np.zeros((4, 3), np.float64), np.zeros((4, 3), np.int64))), "scratch\\[0\\]: dtype"),
+    (lambda a: a.update(tables="tables"), "expected CoverageTables"),
+])
+def test_coverage_scores_refuses_bad_arguments(tables, change, message):
+    buf, pred = good(tables)
+    args = {"buf": buf, "batch": 4, "pred": pred, "tables": tables, "out": None, "parallel": False, "scratch": None}
+    change(args)
+    with pytest.raises(InputError, match=message):
+        coverage_scores(**args)
+
+
+def test_read_only_output_is_refused(tables):
+    buf, pred = good(tables)
+    out = np.zeros((4, 6))
+    out.setflags(write=False)
+    with pytest.raises(InputError, match="read-only"):
+        coverage_scores(buf, 4, pred, tables, out=out)
+
+
+def test_malformed_tables_are_refused(tables):
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="tables.section_rare"):
+        replace(tables, section_rare=tables.section_rare[:, :-1])
+    with pytest.raises(InputError, match="tables.offsets"):
+        replace(tables, offsets=np.array([0, 5, 5, 8]))
+    with pytest.raises(InputError, match="tables.k_top"):
+        replace(tables, k_top=0)
+
+
+def test_coverage_run_binds_checked_arrays(tables):
+    with pytest.raises(InputError, match="3 class rows, the logits 4 columns"):
+        CoverageRun(np.zeros((2, 4), np.float32), np.zeros(2 * tables.n_neurons, np.float32), tables)
+    with pytest.raises(InputError, match="buf: shape"):
+        CoverageRun(np.zeros((2, 3), np.float32), np.zeros(5, np.float32), tables)
+    run = CoverageRun(np.zeros((2, 3), np.float32), np.zeros(2 * tables.n_neurons, np.float32), None)
+    run.predict()
+    with pytest.raises(InputError, match="no coverage tables"):
+        run.cover()
+
+
+def test_conformal_inputs_are_checked():
+    with pytest.raises(InputError, match="sorted ascending"):
+        ConformalTables(np.array([[3.0, 1.0, 2.0]]), np.zeros(1, np.int64), np.full(1, 3, np.int64),
+                        np.ones(1, np.int64), 0.3)
+    with pytest.raises(InputError, match="non-empty and inside ref"):
+        ConformalTables(np.array([[1.0, 2.0]]), np.zeros(1, np.int64), np.full(1, 5, np.int64),
+                        np.ones(1, np.int64), 0.3)
+    t = ConformalTables(np.array([[1.0, 2.0, 3.0]]), np.zeros(2, np.int64), np.full(2, 3, np.int64),
+                        np.zeros(2, np.int64), 0.2)
+    with pytest.raises(InputError, match="class 2 out of range"):
+        conformal_p_values(np.zeros((1, 1)), np.array([2]), t)
+    with pytest.raises(InputError, match="scores: shape"):
+        conformal_p_values(np.zeros((1, 2)), np.array([0]), t)
+
+
+def test_decision_checks_what_it_binds(tables):
+    run = CoverageRun(np.zeros((2, 3), np.float32), np.zeros(2 * tables.n_neurons, np.float32), None)
+    masks = [np.ones(2, np.bool_)]
+    with pytest.raises(InputError, match="coverage columns need a run built with coverage tables"):
+        Decision(run, np.zeros(2, np.int64), np.array([0, SOURCE_DETECTOR]), masks)
+    with pytest.raises(InputError, match="sources must name"):
+        Decision(run, np.zeros(2, np.int64), np.array([7, SOURCE_DETECTOR]), masks)
+    with pytest.raises(InputError, match="nonfinite: shape"):
+        Decision(run, np.zeros(3, np.int64), np.array([SOURCE_DETECTOR, SOURCE_DETECTOR]), masks)
+    d = Decision(run, np.zeros(2, np.int64), np.array([SOURCE_DETECTOR, SOURCE_DETECTOR]), masks)
+    run.predict()
+    with pytest.raises(InputError, match="decision column 5 is not active"):
+        d(0, 5)
+
+
+def test_profile_accumulation_checks_labels(tables):
+    n = tables.n_neurons
+    rows = 4
+    arrays = [np.zeros(rows, np.int64), np.full((rows, n), np.inf, np.float32), np.full((rows, n), -np.inf, np.float32),
+              np.zeros((rows, n)), np.zeros((rows, n)), np.zeros((rows, n), np.int64)]
+    buf, _ = good(tables, 2)
+    with pytest.raises(InputError, match="labels must be in \\[-1, 3\\)"):
+        accumulate_ranges(buf, 2, tables.offsets, np.array([0, 3]), *arrays, 3)
+    accumulate_ranges(buf, 2, tables.offsets, np.array([0, -1]), *arrays, 3)
+    assert arrays[0].tolist() == [1, 0, 0, 1]
+
+
+def test_pack_layers_feeds_the_checked_wrapper(tables):
+    layers = [np.ones((2, 5), np.float32), np.ones((2, 3), np.float32)]
+    got = coverage_scores(pack_layers(layers), 2, np.zeros(2, np.int64), tables)
+    assert got.shape == (2, 6)
