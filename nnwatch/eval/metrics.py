@@ -5,6 +5,8 @@ All functions treat ties exactly (no dependence on sample order) and accept +inf
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import InputError
@@ -141,3 +143,114 @@ def summarize(neg: np.ndarray, pos: np.ndarray) -> dict[str, float]:
     """
     return {"auroc": auroc(neg, pos), "aupr": aupr(neg, pos), "fpr_at_95tpr": fpr_at_tpr(neg, pos, 0.95),
             "tpr_at_5fpr": tpr_at_fpr(neg, pos, 0.05)}
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """``P(X <= k)`` for ``X ~ Binomial(n, p)``, summed exactly in log space.
+
+    Parameters
+    ----------
+    k, n : int
+        Successes and trials.
+    p : float
+        Success probability.
+
+    Returns
+    -------
+    float
+        The probability.
+    """
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    i = np.arange(k + 1)
+    log_pmf = (math.lgamma(n + 1) - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in i])
+               + i * math.log(p) + (n - i) * math.log1p(-p))
+    top = log_pmf.max()
+    return float(min(1.0, math.exp(top) * np.exp(log_pmf - top).sum()))
+
+
+def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of a rate ``k / n``.
+
+    Parameters
+    ----------
+    k, n : int
+        Events and trials, ``0 <= k <= n``, ``n >= 1``.
+    level : float
+        Confidence level.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``: ``P(X >= k | low) = P(X <= k | high) = (1 - level) / 2``.
+    """
+    if not 0 <= k <= n or n < 1:
+        raise InputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    tail = (1.0 - level) / 2
+
+    def bisect(increasing) -> float:  # the p where increasing(p) crosses the tail
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if increasing(mid) < tail else (lo, mid)
+        return (lo + hi) / 2
+
+    low = 0.0 if k == 0 else bisect(lambda p: 1.0 - binomial_cdf(k - 1, n, p))
+    high = 1.0 if k == n else 1.0 - bisect(lambda q: binomial_cdf(k, n, 1.0 - q))
+    return low, high
+
+
+def binomial_quantile(q: float, n: int, p: float) -> int:
+    """Smallest ``k`` with ``P(X <= k) >= q`` for ``X ~ Binomial(n, p)``.
+
+    Parameters
+    ----------
+    q : float
+        Probability level.
+    n : int
+        Trials.
+    p : float
+        Success probability.
+
+    Returns
+    -------
+    int
+        The quantile.
+    """
+    k = int(n * p)
+    while k > 0 and binomial_cdf(k - 1, n, p) >= q:
+        k -= 1
+    while binomial_cdf(k, n, p) < q:
+        k += 1
+    return k
+
+
+def false_alarm_check(flags: np.ndarray, target: float, level: float = 0.95) -> dict[str, float]:
+    """Realized false-alarm rate on clean data against a target rate.
+
+    Parameters
+    ----------
+    flags : numpy.ndarray
+        bool flags of clean samples.
+    target : float
+        The rate the calibration promised (at most).
+    level : float
+        Confidence level of both intervals.
+
+    Returns
+    -------
+    dict
+        ``rate``, its exact interval ``low``/``high``, ``n``, and ``target_high``: the upper
+        end of the central binomial interval of ``n`` samples at the target rate; a valid
+        calibration stays at or below it except with probability ``(1 - level) / 2``.
+    """
+    flags = np.asarray(flags, bool)
+    n, k = int(flags.size), int(flags.sum())
+    low, high = binomial_interval(k, n, level)
+    target_high = binomial_quantile(1 - (1 - level) / 2, n, target) / n
+    return {"rate": k / n, "low": low, "high": high, "n": n, "target": float(target), "target_high": target_high,
+            "within_target": bool(k / n <= target_high)}

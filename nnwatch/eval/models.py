@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import _torch
+from .attacks import torch_module
 
 
 def digits_cnn(n_classes: int = 10, channels: int = 1) -> Any:
@@ -24,7 +24,7 @@ def digits_cnn(n_classes: int = 10, channels: int = 1) -> Any:
     torch.nn.Module
         conv(16)-relu-conv(32)-relu-maxpool-conv(32)-relu-flatten-fc(64)-relu-fc.
     """
-    nn = _torch().nn
+    nn = torch_module().nn
     return nn.Sequential(
         nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -46,7 +46,7 @@ def lenet(n_classes: int = 10) -> Any:
     torch.nn.Module
         conv(6,5)-relu-pool-conv(16,5)-relu-pool-fc(120)-relu-fc(84)-relu-fc.
     """
-    nn = _torch().nn
+    nn = torch_module().nn
     return nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
@@ -82,7 +82,7 @@ def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 20,
     torch.nn.Module
         The model, in eval mode.
     """
-    torch = _torch()
+    torch = torch_module()
     torch.manual_seed(seed)
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
@@ -124,7 +124,7 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     float
         Accuracy in [0, 1].
     """
-    torch = _torch()
+    torch = torch_module()
     with torch.no_grad():
         pred = model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).argmax(1).numpy()
     return float((pred == y).mean())

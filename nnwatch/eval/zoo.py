@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .attacks import _torch
+from .attacks import torch_module
 
 
 def _nn() -> Any:
-    return _torch().nn
+    return torch_module().nn
 
 
 def fmnist_resnet(n_classes: int = 10) -> Any:
@@ -176,7 +176,7 @@ def edge_model(name: str, n_classes: int = 1000) -> tuple[Any, list[str], str]:
     tuple
         ``(module in eval mode, block output paths, "torchvision" or "nnwatch re-implementation")``.
     """
-    _torch().manual_seed(0)
+    torch_module().manual_seed(0)
     try:
         import torchvision.models as tvm
 

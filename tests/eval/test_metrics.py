@@ -58,3 +58,28 @@ def test_needs_both_classes():
         auroc([], [1.0])
     with pytest.raises(InputError, match="NaN"):
         auroc([np.nan], [1.0])
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (52, 1000), (100, 2000), (1, 1)])
+def test_binomial_interval_is_clopper_pearson(k, n):
+    from scipy.stats import beta
+
+    from nnwatch.eval.metrics import binomial_interval
+
+    low, high = binomial_interval(k, n)
+    assert low == pytest.approx(beta.ppf(0.025, k, n - k + 1) if k else 0.0, abs=1e-9)
+    assert high == pytest.approx(beta.ppf(0.975, k + 1, n - k) if k < n else 1.0, abs=1e-9)
+
+
+def test_binomial_quantile_and_false_alarm_check():
+    from scipy.stats import binom
+
+    from nnwatch.eval.metrics import binomial_quantile, false_alarm_check
+
+    for n, p in ((100, 0.05), (2000, 0.05), (670, 0.01)):
+        assert binomial_quantile(0.975, n, p) == int(binom.ppf(0.975, n, p))
+    flags = np.zeros(2000, bool)
+    flags[:130] = True  # 6.5%: above what a 5% rule gives 97.5% of the time on 2,000 samples
+    check = false_alarm_check(flags, 0.05)
+    assert check["rate"] == 0.065 and not check["within_target"]
+    assert false_alarm_check(flags[:1000] & False, 0.05)["within_target"]
