@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from nnwatch.eval.bench import machine
+from nnwatch.eval.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,12 +38,13 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int
 
 def write(name: str, data: dict, markdown: str,
           note: str = "Ratios are measured in the same run (interleaved).") -> None:
-    """Write results/<name>.json and results/<name>.md, with the machine description."""
+    """Write results/<name>.json and results/<name>.md with machine, date, git revision and command."""
     RESULTS.mkdir(exist_ok=True)
-    data = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **data}
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float))
-    m = data["machine"]
+    data = {**provenance(), **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
+    m, g = data["machine"], data["git"]
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
-              f"numba {m['numba']}; run {data['date']}. {note}\n\n")
+              f"numba {m['numba']}; run {data['date']} at git {g['revision'][:10]}{' (with local edits)' if g['dirty'] else ''}"
+              f" by `{data['command']}`. {note}\n\n")
     (RESULTS / f"{name}.md").write_text(header + markdown + "\n")
     print(header + markdown)

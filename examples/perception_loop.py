@@ -6,22 +6,27 @@ the next period. Mid-stream there is a burst of corrupted frames (a dirty lens, 
 fault) and a burst of adversarial frames (PGD). The summary says how many of each were
 flagged, how many clean frames raised false alarms, and whether any deadline was missed.
 
-Run: python examples/perception_loop.py [--hz 30] [--frames 300] [--budget-ms 5] [--quiet]
-(offline; trains the demo's digits CNN first, about 10 s.)
+Run: python examples/perception_loop.py [--hz 30] [--frames 300] [--budget-ms 5] [--quiet] [--out RESULTS.json]
+(offline; trains the demo's digits CNN first, about 10 s.) With --out, the summary is also
+written as JSON with the machine, date, git revision and command (docs/results.md quotes
+benchmarks/results/perception_loop.json, written this way).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from nnwatch.demo import prepare_demo_model
 from nnwatch.eval import corruptions as cor
-from nnwatch.eval.attacks import pgd
+from nnwatch.eval.attacks import pgd, predict
+from nnwatch.eval.provenance import provenance
 from nnwatch.monitor import Budget, Monitor
 
 
@@ -38,9 +43,12 @@ def make_stream(test_x, test_y, model, frames: int, seed: int = 0):
     for i in range(a, b):
         x[i] = faults[(i - a) * len(faults) // (b - a)](x[i : i + 1])[0]
         kind[i] = "corrupted"
-    adv, ok = pgd(model, x[c:d], test_y[idx[c:d]], eps=0.1, steps=10)
+    labels = test_y[idx[c:d]]
+    correct = predict(model, x[c:d]) == labels
+    adv, ok = pgd(model, x[c:d], labels, eps=0.1, steps=10)
     x[c:d] = adv
-    kind[c:d] = np.where(ok, "adversarial", "attack failed")
+    # Only attacks on correctly classified frames that changed the prediction count as adversarial.
+    kind[c:d] = np.where(correct & ok, "adversarial", np.where(correct, "attack failed", "misclassified clean"))
     return x, kind
 
 
@@ -50,7 +58,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--budget-ms", type=float, default=5.0, help="latency budget of one monitored call")
     ap.add_argument("--quiet", action="store_true", help="print only flagged frames and the summary")
+    ap.add_argument("--out", help="also write the summary to this JSON file")
     args = ap.parse_args()
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        ap.error(f"--out: folder {Path(args.out).parent} does not exist")
 
     folder = tempfile.mkdtemp(prefix="nnwatch-loop-")
     print("preparing the model (train, export, profile, calibrate) ...", flush=True)
@@ -84,13 +95,22 @@ def main() -> None:
 
     flagged = np.array(flagged)
     print("\nsummary")
-    for k in ("clean", "corrupted", "adversarial", "attack failed"):
+    groups = {}
+    for k in ("clean", "corrupted", "adversarial", "attack failed", "misclassified clean"):
         m = kind == k
         if m.any():
-            print(f"  {k:<13} {m.sum():4d} frames, flagged {flagged[m].sum():4d} ({flagged[m].mean():.0%})")
+            groups[k] = {"frames": int(m.sum()), "flagged": int(flagged[m].sum())}
+            print(f"  {k:<19} {m.sum():4d} frames, flagged {flagged[m].sum():4d} ({flagged[m].mean():.0%})")
     stats = monitor.stats()
-    print(f"  latency per monitored call: p50 {np.percentile(lat, 50):.3f} ms, p99 {np.percentile(lat, 99):.3f} ms; "
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    print(f"  latency per monitored call: p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
           f"over budget {int(stats['overruns'])}; deadlines missed {missed} of {len(frames)}")
+    if args.out:
+        result = {**provenance(), "hz": args.hz, "frames": args.frames, "budget_ms": args.budget_ms, "groups": groups,
+                  "latency_p50_ms": p50, "latency_p99_ms": p99, "over_budget": int(stats["overruns"]),
+                  "deadlines_missed": int(missed)}
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Build a profile with Ray Data: partial statistics per batch, merged exactly on the driver.
+"""Build a profile with Ray: each worker accumulates its share, the driver merges as results arrive.
 
-Pass 1 computes range statistics per batch inside actors; the driver merges them; pass 2
-counts sections against the merged ranges (sent to the actors as bytes); the driver merges
-those. The result equals the single-process profile: counts, ranges, sections and the
-feature sample exactly, means and M2 to float64 rounding (Chan's merge).
+The dataset is split into one stream per worker (``Dataset.streaming_split``). In pass 1 every
+worker runs the model over its stream and accumulates range statistics locally; it sends one
+compressed partial when its stream ends, and the driver merges partials one at a time as they
+arrive, so the driver holds the running result and at most one partial whatever the number of
+batches. Pass 2 counts sections against the merged ranges (sent once through the object
+store) the same way. The result equals the single-process profile: counts, ranges, sections and
+the feature sample exactly, means and M2 to float64 rounding (Chan's merge).
 """
 
 from __future__ import annotations
@@ -12,45 +15,88 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+from ..kernels.layout import unpack_layers
 from ..monitor.fit import manifest_reduction, trusted_labels
 from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
 from ..profile.schema import Profile, RangeStats, SectionStats
-from ..kernels.layout import unpack_layers
 from . import actor_cpus, ray_module
 from .stats_io import from_bytes, to_bytes
 
 
-class _ProfilePass:
-    """Ray actor: one pass of profile statistics over the batches it receives."""
+class ProfileWorker:
+    """One worker's share of both passes (run as a Ray actor).
 
-    def __init__(self, model: str, params: dict[str, Any], edges: bytes | None = None) -> None:
+    Parameters
+    ----------
+    model : str
+        Path of the instrumented model, readable by the worker.
+    params : dict
+        ProfileBuilder parameters plus ``min_confidence`` and ``batch_size``.
+    stream : ray.data.DataIterator
+        This worker's part of the dataset (iterated once per pass).
+    """
+
+    def __init__(self, model: str, params: dict[str, Any], stream: Any) -> None:
         self.runner = Runner(model, providers="cpu", threads=1)
         self.params = params
-        self.edges = None if edges is None else from_bytes(RangeStats, edges)
+        self.stream = stream
+        self.builder: ProfileBuilder | None = None
 
-    def _builder(self) -> ProfileBuilder:
+    def _batches(self):  # type: ignore[no-untyped-def]
+        for batch in self.stream.iter_batches(batch_size=self.params["batch_size"], batch_format="numpy"):
+            x = np.stack(list(batch["x"])) if batch["x"].dtype == object else batch["x"]
+            x = self.runner.check_input(x)
+            ws = self.runner.workspace(x.shape[0])
+            self.runner.run(x, ws)
+            labels = trusted_labels(ws.logits, batch.get("y"), self.params["min_confidence"])
+            yield unpack_layers(ws.buf, ws.batch, self.runner.offsets), labels
+
+    def ranges(self) -> dict[str, Any]:
+        """Pass 1 over this worker's stream.
+
+        Returns
+        -------
+        dict
+            ``partial`` (compressed RangeStats bytes), ``skipped``, ``rows``.
+        """
         p = self.params
-        return ProfileBuilder(p["layer_sizes"], p["n_classes"], p["k_sections"], p["k_top"], p["threshold"],
-                              p["feature_layer"], p["feature_sample"])
+        self.builder = ProfileBuilder(p["layer_sizes"], p["n_classes"], p["k_sections"], p["k_top"], p["threshold"],
+                                      p["feature_layer"], p["feature_sample"])
+        rows = 0
+        for layers, labels in self._batches():
+            self.builder.update_ranges(layers, labels)
+            rows += len(labels)
+        return {"partial": to_bytes(self.builder.ranges_, compress=True),
+                "skipped": self.builder.skipped_nonfinite_, "rows": rows}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = self.runner.check_input(np.stack(list(batch["x"])) if batch["x"].dtype == object else batch["x"])
-        y = batch.get("y")
-        ws = self.runner.workspace(x.shape[0])
-        self.runner.run(x, ws)
-        labels = trusted_labels(ws.logits, y, self.params["min_confidence"])
-        layers = unpack_layers(ws.buf, ws.batch, self.runner.offsets)
-        b = self._builder()
-        if self.edges is None:
-            b.update_ranges(layers, labels)
-            out = to_bytes(b.ranges_)
-        else:
-            b.with_edges(self.edges).update_sections(layers, labels)
-            out = to_bytes(b.sections_)
-        skipped = b.skipped_nonfinite_
-        return {"partial": np.array([out], dtype=object), "skipped": np.array([skipped], np.int64),
-                "rows": np.array([x.shape[0]], np.int64)}
+    def sections(self, edges: bytes) -> bytes:
+        """Pass 2 over this worker's stream against the merged ranges.
+
+        Parameters
+        ----------
+        edges : bytes
+            The merged pass-1 RangeStats (compressed).
+
+        Returns
+        -------
+        bytes
+            Compressed SectionStats.
+        """
+        if self.builder is None:
+            raise InputError("pass 2 needs pass 1 first: call ranges() before sections()")
+        self.builder.with_edges(from_bytes(RangeStats, edges))
+        for layers, labels in self._batches():
+            self.builder.update_sections(layers, labels)
+        return to_bytes(self.builder.sections_, compress=True)
+
+
+def _as_completed(ray: Any, refs: list) -> Any:
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
 
 
 def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurrency: int = 2, k_sections: int = 10,
@@ -65,9 +111,9 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     dataset : ray.data.Dataset
         Trusted training data.
     batch_size : int
-        Samples per model call inside an actor.
+        Samples per model call inside a worker.
     concurrency : int
-        Actors (each holds one onnxruntime session).
+        Workers (each holds one onnxruntime session and one partial profile).
     k_sections, k_top, threshold, min_confidence, rare_rate, feature_sample
         As for :func:`nnwatch.monitor.fit.build_profile`.
     dataset_name : str
@@ -77,39 +123,56 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     -------
     Profile
         The merged profile.
+
+    Raises
+    ------
+    InputError
+        ``concurrency`` or ``batch_size`` below 1.
     """
-    ray_module()
+    ray = ray_module()
+    if int(concurrency) < 1 or int(batch_size) < 1:
+        raise InputError(f"workers and batch size must be >= 1, got {concurrency} and {batch_size}")
     runner = Runner(model, providers="cpu", threads=1)
     man = runner.manifest
     feature_layer = man.layer_names.index(man.penultimate) if man.penultimate in man.layer_names else None
-    params = {"layer_sizes": man.layer_sizes, "n_classes": runner.n_classes, "k_sections": k_sections, "k_top": k_top,
-              "threshold": threshold, "feature_layer": feature_layer, "feature_sample": feature_sample,
-              "min_confidence": min_confidence}
     driver = ProfileBuilder(man.layer_sizes, runner.n_classes, k_sections, k_top, threshold, feature_layer,
                             feature_sample)
+    params = {"layer_sizes": man.layer_sizes, "n_classes": runner.n_classes, "k_sections": k_sections, "k_top": k_top,
+              "threshold": threshold, "feature_layer": feature_layer, "feature_sample": driver.feature_sample,
+              "min_confidence": min_confidence, "batch_size": int(batch_size)}
+    streams = dataset.streaming_split(int(concurrency), equal=False)
+    worker = ray.remote(num_cpus=actor_cpus(int(concurrency)))(ProfileWorker)
+    workers = [worker.remote(str(model), params, s) for s in streams]
 
-    def run_pass(edges: bytes | None) -> list[dict[str, Any]]:
-        kwargs = {"model": str(model), "params": params, "edges": edges}
-        return dataset.map_batches(_ProfilePass, fn_constructor_kwargs=kwargs, batch_size=batch_size,
-                                   concurrency=concurrency, num_cpus=actor_cpus(concurrency),
-                                   batch_format="numpy").take_all()
-
-    ranges = driver.ranges_
+    # The first partial to arrive becomes the accumulator; each later one is merged and dropped,
+    # so the driver holds the running result and one partial, however many batches there were.
+    ranges: RangeStats | None = None
+    driver.ranges_ = None  # type: ignore[assignment]
     skipped = seen = 0
-    for row in run_pass(None):
-        part = from_bytes(RangeStats, row["partial"])
-        merged = ranges.merge(part)  # keeps this side's feature sample; add the other's
-        merged.add_sample(part.sample_feats, part.sample_keys, part.sample_class, driver.feature_sample)
-        ranges = merged
-        skipped += int(row["skipped"])
-        seen += int(row["rows"])
+    for out in _as_completed(ray, [w.ranges.remote() for w in workers]):
+        part = from_bytes(RangeStats, out.pop("partial"))
+        if ranges is None:
+            ranges = part
+        else:
+            merged = ranges.merge(part)  # keeps this side's feature sample; add the other's
+            merged.add_sample(part.sample_feats, part.sample_keys, part.sample_class, driver.feature_sample)
+            ranges = merged
+        part = None
+        skipped += int(out["skipped"])
+        seen += int(out["rows"])
     driver.ranges_ = ranges
     driver.skipped_nonfinite_ = skipped
     driver.finish_ranges()
-    sections = driver.sections_
-    for row in run_pass(to_bytes(ranges)):
-        sections = sections.merge(from_bytes(SectionStats, row["partial"]))
+    edges = ray.put(to_bytes(ranges, compress=True))
+    driver.sections_ = sections = None
+    for out in _as_completed(ray, [w.sections.remote(edges) for w in workers]):
+        part = from_bytes(SectionStats, out)
+        out = None
+        sections = part if sections is None else sections.add(part)
+        part = None
     driver.sections_ = sections
+    for w in workers:
+        ray.kill(w)
     profile = driver.build(man.fingerprint, man.layer_names, reduction=manifest_reduction(man), dataset=dataset_name,
                            min_confidence=min_confidence)
     profile.header["rare_rate"] = float(rare_rate)

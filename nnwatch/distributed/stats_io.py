@@ -11,13 +11,15 @@ import numpy as np
 T = TypeVar("T")
 
 
-def to_bytes(obj: object) -> bytes:
+def to_bytes(obj: object, compress: bool = False) -> bytes:
     """Serialize a dataclass of numpy arrays.
 
     Parameters
     ----------
     obj : dataclass
         RangeStats or SectionStats.
+    compress : bool
+        zlib-compress the archive (per-class counts are mostly zeros for many-class models).
 
     Returns
     -------
@@ -25,7 +27,8 @@ def to_bytes(obj: object) -> bytes:
         An .npz archive.
     """
     buf = io.BytesIO()
-    np.savez(buf, **{f.name: getattr(obj, f.name) for f in fields(obj)})  # type: ignore[arg-type]
+    save = np.savez_compressed if compress else np.savez
+    save(buf, **{f.name: getattr(obj, f.name) for f in fields(obj)})  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -218,6 +218,39 @@ class SectionStats:
         """int64 ``(R,)`` samples counted per row."""
         return self.section_hits[:, 0, :].sum(axis=1) + self.outside_count[:, 0]
 
+    def add(self, other: "SectionStats") -> "SectionStats":
+        """Add another dataset's counts in place (no temporary copies); same rules as :meth:`merge`.
+
+        Parameters
+        ----------
+        other : SectionStats
+            Counts of another dataset, against the same edges and thresholds.
+
+        Returns
+        -------
+        SectionStats
+            self.
+
+        Raises
+        ------
+        ProfileError
+            Different shapes, edges or thresholds.
+        """
+        self._check_same_edges(other)
+        np.add(self.section_hits, other.section_hits, out=self.section_hits)
+        np.add(self.active_count, other.active_count, out=self.active_count)
+        np.add(self.outside_count, other.outside_count, out=self.outside_count)
+        return self
+
+    def _check_same_edges(self, other: "SectionStats") -> None:
+        _same_shapes(self, other, "section statistics")
+        for name in ("edges_lo", "edges_hi", "threshold"):
+            if not np.array_equal(getattr(self, name), getattr(other, name)):
+                raise ProfileError(
+                    f"cannot merge section counts built against different {name}; build pass 2 of every "
+                    "part against the merged pass-1 ranges (ProfileBuilder.with_edges)"
+                )
+
     def merge(self, other: "SectionStats") -> "SectionStats":
         """Counts over both datasets; both must have used the same edges and thresholds.
 
@@ -236,13 +269,7 @@ class SectionStats:
         ProfileError
             Different edges or thresholds.
         """
-        _same_shapes(self, other, "section statistics")
-        for name in ("edges_lo", "edges_hi", "threshold"):
-            if not np.array_equal(getattr(self, name), getattr(other, name)):
-                raise ProfileError(
-                    f"cannot merge section counts built against different {name}; build pass 2 of every "
-                    "part against the merged pass-1 ranges (ProfileBuilder.with_edges)"
-                )
+        self._check_same_edges(other)
         return replace(
             self,
             section_hits=self.section_hits + other.section_hits,

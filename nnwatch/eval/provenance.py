@@ -1,0 +1,62 @@
+"""Where a result came from: machine, date, git revision and the exact command.
+
+Every results file the benchmarks and examples write carries this record, so that each
+number in the docs can be traced to a run (docs/claims.json, tests/test_claims.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .bench import machine
+
+
+def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The git commit of ``folder`` (default: this package's checkout) and whether it had edits.
+
+    Parameters
+    ----------
+    folder : path, optional
+        A folder inside the repository.
+
+    Returns
+    -------
+    dict
+        ``revision`` (40 hex digits, or "unknown" outside a git checkout) and ``dirty``.
+    """
+    where = Path(folder) if folder is not None else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": "unknown", "dirty": None}
+    if rev.returncode != 0:
+        return {"revision": "unknown", "dirty": None}
+    return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Machine, date (UTC), git revision and command line of this run.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The command (default: ``python`` + ``sys.argv``, with paths as given).
+
+    Returns
+    -------
+    dict
+        ``machine``, ``date``, ``git``, ``command``.
+    """
+    args = list(sys.argv) if argv is None else list(argv)
+    if argv is None and args and args[0].endswith(".py"):
+        args = ["python"] + args
+    return {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": git_revision(),
+            "command": shlex.join(args)}
