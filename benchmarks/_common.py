@@ -1,39 +1,17 @@
-"""Helpers shared by the benchmark scripts: timing, machine record, JSON + markdown output."""
+"""Helpers shared by the benchmark scripts: the timing harness, provenance, JSON + markdown output."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from nnwatch.eval.provenance import provenance
+from nnwatch.eval.timing import add_ratios, interleaved  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 3,
-                budget_s: float | None = None) -> dict[str, dict[str, float]]:
-    """Time each call once per round, rotating the order; p50/p99/mean in ms.
-
-    Interleaving makes the ratios between variants robust to the machine's load drifting.
-    """
-    names = list(calls)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(warmup + rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
-            t = time.perf_counter()
-            calls[n]()
-            if r >= warmup:
-                times[n].append(time.perf_counter() - t)
-        if budget_s is not None and r >= warmup + 5 and time.perf_counter() - start > budget_s:
-            break
-    return {n: {"p50_ms": float(np.percentile(v, 50) * 1e3), "p99_ms": float(np.percentile(v, 99) * 1e3),
-                "mean_ms": float(np.mean(v) * 1e3), "n": len(v)} for n, v in times.items()}
 
 
 def write(name: str, data: dict, markdown: str,

@@ -1,7 +1,9 @@
 """Coverage kernels: Numba vs vectorized numpy vs the numpy oracle vs a per-neuron Python loop.
 
-Also: effective bytes read per second next to this machine's copy bandwidth, and
-profile-building throughput. Run: python benchmarks/kernels.py [--quick]
+Also: effective bytes read per second next to this machine's copy bandwidth; the serial vs the
+parallel kernel around PARALLEL_MIN_WORK, alone and right after an onnxruntime run whose
+worker threads spin (the monitor's situation); and profile-building throughput.
+Run: python benchmarks/kernels.py [--quick]
 """
 
 from __future__ import annotations
@@ -98,6 +100,88 @@ def copy_bandwidth_gbs() -> float:
     return 2 * src.nbytes / best / 1e9  # read + write
 
 
+def serial_vs_parallel(rng, quick, md):
+    """Serial and parallel kernel p50 as batch x neurons crosses PARALLEL_MIN_WORK."""
+    sizes = LAYOUTS["2k neurons (64..1024)"]
+    t = make_tables(sizes, rng)
+    n_total = sum(sizes)
+    md.append(f"\nSerial vs parallel kernel, 2k neurons, nothing else running (PARALLEL_MIN_WORK = {PARALLEL_MIN_WORK:,} "
+              "neuron evaluations per call):\n")
+    md.append("<!-- begin parallel -->")
+    md.append("| batch | neuron evaluations | serial ms | parallel ms | parallel / serial |")
+    md.append("|---|---|---|---|---|")
+    out = []
+    for batch in (4, 16, 32, 64, 128, 512):
+        layers = [rng.normal(size=(batch, n)).astype(np.float32) for n in sizes]
+        buf, pred = pack_layers(layers), rng.integers(0, 10, batch)
+        res = interleaved({"serial": lambda: coverage_scores(buf, batch, pred, t, parallel=False),
+                           "parallel": lambda: coverage_scores(buf, batch, pred, t, parallel=True)},
+                          20 if quick else 100, budget_s=10 if quick else 30)
+        row = {"batch": batch, "work": batch * n_total, "serial_ms": res["serial"]["p50_ms"],
+               "parallel_ms": res["parallel"]["p50_ms"]}
+        row["ratio"] = row["parallel_ms"] / row["serial_ms"]
+        out.append(row)
+        md.append(f"| {batch} | {batch * n_total:,} | {row['serial_ms']:.3f} | {row['parallel_ms']:.3f} | {row['ratio']:.2f}x |")
+    md.append("<!-- end parallel -->")
+    return out
+
+
+def _mlp_session(spinning: bool):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnwatch.monitor.runner import session_options
+
+    width, rng = 512, np.random.default_rng(1)
+    nodes, inits, prev = [], [], "x"
+    for i in range(6):
+        inits.append(numpy_helper.from_array(rng.normal(size=(width, width)).astype(np.float32) / 20, f"w{i}"))
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), session_options(2, spinning), providers=["CPUExecutionProvider"])
+
+
+def after_onnxruntime(rng, quick, md):
+    """The kernel right after a 2-thread onnxruntime run (as in the monitor), spinning on and off."""
+    import time as _time
+
+    sizes = LAYOUTS["2k neurons (64..1024)"]
+    t = make_tables(sizes, rng)
+    batch = 64
+    layers = [rng.normal(size=(batch, n)).astype(np.float32) for n in sizes]
+    buf, pred = pack_layers(layers), rng.integers(0, 10, batch)
+    x = rng.normal(size=(batch, 512)).astype(np.float32)
+    md.append("\nThe kernel right after a 2-thread onnxruntime run (batch 64, 2k neurons), p50 of the kernel alone:\n")
+    md.append("<!-- begin after_ort -->")
+    md.append("| onnxruntime spinning | serial kernel ms | parallel kernel ms | parallel / serial | onnxruntime run ms |")
+    md.append("|---|---|---|---|---|")
+    out = []
+    for spinning in (True, False):
+        sess = _mlp_session(spinning)
+        times = {"serial": [], "parallel": [], "ort": []}
+        for r in range(40 if quick else 300):
+            for kind in (("serial", "parallel") if r % 2 == 0 else ("parallel", "serial")):
+                t0 = _time.perf_counter()
+                sess.run(None, {"x": x})
+                t1 = _time.perf_counter()
+                coverage_scores(buf, batch, pred, t, parallel=kind == "parallel")
+                t2 = _time.perf_counter()
+                times[kind].append(t2 - t1)
+                times["ort"].append(t1 - t0)
+        row = {"spinning": spinning, **{f"{k}_ms": float(np.median(v) * 1e3) for k, v in times.items()}}
+        row["ratio"] = row["parallel_ms"] / row["serial_ms"]
+        out.append(row)
+        md.append(f"| {'on' if spinning else 'off'} | {row['serial_ms']:.3f} | {row['parallel_ms']:.3f} | "
+                  f"{row['ratio']:.2f}x | {row['ort_ms']:.3f} |")
+    md.append("<!-- end after_ort -->")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -106,6 +190,7 @@ def main() -> None:
     rows, md = [], []
     bandwidth = copy_bandwidth_gbs()
     md.append(f"numpy copy bandwidth (read+write): {bandwidth:.1f} GB/s\n")
+    md.append("<!-- begin scoring -->")
     md.append("| layout | batch | numba | numba µs/call | numpy vectorized | numpy oracle | python loop | numba vs numpy | numba vs oracle | numba vs loop | numba GB/s (acts+tables) |")
     md.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, sizes in LAYOUTS.items():
@@ -144,7 +229,11 @@ def main() -> None:
             loop_ratio = f"{row['speedup_vs_loop']:.0f}x" if loop_ok else "-"
             md.append(f"| {name} | {batch} | {kind} | {nb * 1e3:.1f} | {res['numpy']['p50_ms']:.3f} ms | {res['oracle']['p50_ms']:.3f} ms | "
                       f"{loop_txt} | {row['speedup_vs_numpy']:.1f}x | {row['speedup_vs_oracle']:.1f}x | {loop_ratio} | {row['numba_gbs']:.2f} |")
+    md.append("<!-- end scoring -->")
+    parallel_rows = serial_vs_parallel(rng, args.quick, md)
+    spin_rows = after_onnxruntime(rng, args.quick, md)
     md.append("\nProfile building (two passes, 2k neurons, 10 classes), inputs/s:\n")
+    md.append("<!-- begin building -->")
     md.append("| samples | pass 1 inputs/s | pass 2 inputs/s |")
     md.append("|---|---|---|")
     build_rows = []
@@ -163,7 +252,10 @@ def main() -> None:
         t2 = time.perf_counter()
         build_rows.append({"samples": n, "pass1_per_s": n / (t1 - t0), "pass2_per_s": n / (t2 - t1)})
         md.append(f"| {n} | {n / (t1 - t0):,.0f} | {n / (t2 - t1):,.0f} |")
-    write("kernels", {"copy_bandwidth_gbs": bandwidth, "scoring": rows, "profile_building": build_rows}, "\n".join(md))
+    md.append("<!-- end building -->")
+    write("kernels", {"copy_bandwidth_gbs": bandwidth, "scoring": rows, "profile_building": build_rows,
+                      "parallel_min_work": PARALLEL_MIN_WORK, "serial_vs_parallel": parallel_rows,
+                      "after_onnxruntime": spin_rows}, "\n".join(md))
 
 
 if __name__ == "__main__":

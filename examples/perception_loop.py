@@ -65,7 +65,7 @@ def main() -> None:
 
     folder = tempfile.mkdtemp(prefix="nnwatch-loop-")
     print("preparing the model (train, export, profile, calibrate) ...", flush=True)
-    prepared = prepare_demo_model(folder)
+    prepared = prepare_demo_model(folder, progress=True, say=lambda msg: print(msg, flush=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         monitor = Monitor(prepared["model_path"], prepared["profile_path"], providers="cpu",

@@ -37,14 +37,15 @@ def _print_manifest(manifest: Any, out: str) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``nnwatch export``."""
-    import torch
+    from .._optional import require
+    from ..export.from_torch import export_module, load_factory, load_weights
 
-    from ..export.from_torch import export_module, load_factory
-
+    torch = require("torch")
+    shape = _shape(args.input_shape)
     module = load_factory(args.factory)
     if args.weights:
-        module.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    example = torch.zeros(_shape(args.input_shape))
+        load_weights(module, args.weights)
+    example = torch.zeros(shape)
     manifest = export_module(module, example, args.out, plain_out=args.plain_out, **_instrument_kwargs(args))
     _print_manifest(manifest, args.out)
     return 0
@@ -94,7 +95,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from ..distributed.profile import build_profile_ray
         from ..distributed.readers import ray_dataset
 
-        _ray_init(args.ray)
+        _ray_init(args)
         dataset = ray_dataset(args.data, args.limit)
         profile = build_profile_ray(args.model, dataset, batch_size=args.batch_size,
                                     concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
@@ -158,14 +159,26 @@ def _write_records(path: str, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, data)
 
 
-def _ray_init(address: str) -> None:
+def _ray_init(args: argparse.Namespace) -> None:
+    import logging
+
     from ..distributed import ray_module
 
     ray = ray_module()
-    if address == "local":
-        ray.init(include_dashboard=False, ignore_reinit_error=True)
+    # Ray's INFO/WARNING lines (actor pool sizing, "the job may hang" on jobs that succeed)
+    # follow nnwatch's verbosity: shown with --verbose, silenced otherwise.
+    verbose = getattr(args, "verbose", False)
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(level)
+    quiet = {"logging_level": level, "log_to_driver": verbose, "ignore_reinit_error": True}
+    if args.ray_address == "local":
+        ray.init(include_dashboard=False, **quiet)
     else:
-        ray.init(address=address, ignore_reinit_error=True)
+        ray.init(address=args.ray_address, **quiet)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not args.quiet
+    ctx.print_on_execution_start = verbose
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -176,7 +189,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         from ..distributed.readers import ray_dataset
         from ..distributed.screen import screen_ray
 
-        _ray_init(args.ray)
+        _ray_init(args)
         summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
         print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "
@@ -229,38 +242,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``nnwatch bench``."""
+    import tempfile
+
+    if args.demo:
+        with tempfile.TemporaryDirectory(prefix="nnwatch-bench-") as folder:
+            from ..demo import prepare_demo_model
+
+            print("training the demo's digits CNN (about 10 s) ...", file=sys.stderr, flush=True)
+            prepared = prepare_demo_model(Path(folder), progress=True,
+                                          say=lambda msg: print(msg, file=sys.stderr, flush=True))
+            return _bench(args, prepared["model_path"], prepared["profile_path"])
+    if not args.model or not args.profile:
+        raise InputError("pass MODEL.onnx PROFILE.npz, or --demo")
+    return _bench(args, args.model, args.profile)
+
+
+def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     import numpy as np
 
     from ..eval.bench import bench_overhead, machine, plain_model_bytes
     from ..eval.report import write_json
+    from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
 
-    if args.demo:
-        import tempfile
-
-        from ..demo import prepare_demo_model
-
-        folder = Path(tempfile.mkdtemp(prefix="nnwatch-bench-"))
-        prepared = prepare_demo_model(folder)
-        model_path, profile = prepared["model_path"], prepared["profile_path"]
-    else:
-        if not args.model or not args.profile:
-            raise InputError("pass MODEL.onnx PROFILE.npz, or --demo")
-        model_path, profile = args.model, args.profile
-    from ..monitor.detectors import DEFAULT
-
     detectors = DEFAULT if args.detectors == "all" else tuple(d for d in args.detectors.split(",") if d)
-    mon = Monitor(model_path, profile, threads=args.threads, providers="auto", detectors=detectors)
+    mon = Monitor(model_path, profile, threads=args.threads, providers=args.providers, detectors=detectors)
+    fixed = mon.manifest.batch
+    if fixed is not None and fixed != args.batch:
+        raise InputError(f"this model takes a fixed batch of {fixed}; its plain baseline cannot run a batch of "
+                         f"{args.batch}: pass --batch {fixed}")
     shape = tuple(d if d is not None else 1 for d in mon.manifest.input_shape)
     x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)
     mon.warmup((args.batch,))
     result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads)
     result["machine"] = machine()
     result["model"] = str(model_path)
-    m, p = result["monitored"], result["plain"]
-    print(f"batch {args.batch}: plain p50 {p['p50_ms']:.3f} ms p99 {p['p99_ms']:.3f} ms | "
-          f"tapped p50 {result['tapped']['p50_ms']:.3f} ms ({result['tapped']['ratio_p50']:.2f}x) | "
-          f"monitored p50 {m['p50_ms']:.3f} ms p99 {m['p99_ms']:.3f} ms ({m['ratio_p50']:.2f}x p50, {m['ratio_p99']:.2f}x p99)")
+    m, p, b = result["monitored"], result["plain"], result["plain (IOBinding)"]
+    print(f"batch {args.batch}: plain session.run p50 {p['p50_ms']:.3f} ms, plain IOBinding p50 {b['p50_ms']:.3f} ms | "
+          f"tapped p50 {result['tapped']['p50_ms']:.3f} ms | monitored p50 {m['p50_ms']:.3f} ms p99 {m['p99_ms']:.3f} ms")
+    print(f"monitored / plain session.run: {m['ratio_p50']:.2f}x p50, {m['ratio_p99']:.2f}x p99; "
+          f"monitored / plain IOBinding: {m['ratio_p50_iobinding']:.2f}x p50, {m['ratio_p99_iobinding']:.2f}x p99")
     print(f"throughput plain {result['throughput_plain_per_s']:,.0f}/s, monitored {result['throughput_monitored_per_s']:,.0f}/s; "
           f"monitor memory {result['monitor_memory_mb']:.2f} MiB; peak RSS {result['peak_rss_mb']:.0f} MiB "
           f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")

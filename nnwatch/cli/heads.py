@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_bytes
+from ..eval.provenance import provenance
 from ..errors import InputError
 
 
@@ -93,6 +95,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                progress=not args.quiet, encoder={"system_prompt": None, "max_tokens": args.max_tokens})
     det.search["seconds"] = time.perf_counter() - start
     det.search["per_prompt_seconds"] = float(np.median(result.seconds))
+    det.search["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
     save_detector(det, args.out)
     single = det.variants["single"]
     print(f"wrote {args.out}: best head L{single.heads[0][0]}H{single.heads[0][1]}, threshold "
@@ -180,9 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res["latency"] = measure_overhead(scorer, det, list(first.prompts[: args.latency_prompts]), onnx=args.onnx)
     res["detector"] = det.to_json()
     res["model"] = args.model
-    from ..eval.bench import machine
-
-    res["machine"] = machine()
+    res.update(provenance(["nnwatch"] + sys.argv[1:]))
     atomic_write_bytes(out / "heads_evaluation.json", json.dumps(res, indent=1, default=float).encode())
     atomic_write_bytes(out / "heads_evaluation.md", evaluation_markdown(res).encode())
     atomic_write_bytes(out / "heads_report.html", evaluation_report(res).encode())

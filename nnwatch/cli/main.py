@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from typing import Sequence
 
 from ..errors import NnwatchError
@@ -12,6 +11,67 @@ from ..errors import NnwatchError
 
 def _layers(text: str) -> str | list[str]:
     return "auto" if text == "auto" else [t for t in text.split(",") if t]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-def]
+    """argparse type factory: a float in [0, 1] with the given open ends."""
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {text!r}") from None
+        if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {value}")
+        return value
+
+    return parse
+
+
+OUTPUT_FILES = ("out", "json", "report", "plain_out")  # file outputs: the folder must exist
+OUTPUT_FOLDERS = ("out_dir",)  # folder outputs: created, but their parent must exist
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, output paths that cannot be written.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Raises
+    ------
+    InputError
+        An output's folder does not exist, or a file output names a folder.
+    """
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    for name in OUTPUT_FILES + OUTPUT_FOLDERS:
+        value = getattr(args, name, None)
+        if not value or not isinstance(value, str):
+            continue
+        path = Path(value)
+        flag = "--" + name.replace("_", "-")
+        if not path.resolve().parent.is_dir():
+            raise InputError(f"{flag} {value}: folder {path.parent} does not exist; create it or choose another path")
+        folder_ok = name in OUTPUT_FOLDERS or (name == "out" and getattr(args, "ray", None))
+        if path.is_dir() and not folder_ok:
+            raise InputError(f"{flag} {value} is a folder; give a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]; "
                     "with --ray also npzdir:DIR (shards read by the workers) | parquet:PATH (columns id, x[, y])")
     pr.add_argument("--out", required=True)
-    pr.add_argument("--k-sections", type=int, default=10)
-    pr.add_argument("--k-top", type=int, default=3)
+    pr.add_argument("--k-sections", type=positive_int, default=10, help="k of k-multisection coverage")
+    pr.add_argument("--k-top", type=positive_int, default=3, help="k of top-k coverage (at most the smallest layer)")
     pr.add_argument("--threshold", default="mean", help="neuron-coverage threshold: 'mean' or a number")
-    pr.add_argument("--min-confidence", type=float, default=0.0)
-    pr.add_argument("--rare-rate", type=float, default=0.01)
+    pr.add_argument("--min-confidence", type=unit_interval(False, False), default=0.0,
+                    help="minimum softmax confidence of a trusted training sample")
+    pr.add_argument("--rare-rate", type=unit_interval(False, True), default=0.01,
+                    help="a state is rare for a class below this share of its samples")
     _ray_option(pr)
     _common(pr)
 
@@ -58,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("profile")
     c.add_argument("--data", required=True)
-    c.add_argument("--fpr", type=float, default=0.05)
-    c.add_argument("--min-class-samples", type=int, default=20)
+    c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
+                   help="target false-alarm rate of the conformal flags")
+    c.add_argument("--min-class-samples", type=positive_int, default=20,
+                   help="calibration samples a class needs for a threshold of its own (fewer: pooled)")
     c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
     _common(c)
 
@@ -84,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", nargs="?")
     b.add_argument("profile", nargs="?")
     b.add_argument("--demo", action="store_true", help="benchmark the demo's digits CNN (trains it first)")
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--iters", type=int, default=300)
-    b.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    b.add_argument("--batch", type=positive_int, default=1)
+    b.add_argument("--iters", type=positive_int, default=300)
+    b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
     b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
-    b.add_argument("--json")
+    b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
+    b.add_argument("--json", help="also write the measurements as JSON here")
 
     from .heads import add_parser as add_heads_parser
 
@@ -103,20 +168,23 @@ def _instrument_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduction", choices=("mean", "max"), default="mean")
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
-    p.add_argument("--max-taps", type=int, help="auto: keep only the last N activation taps")
+    p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps")
 
 
 def _ray_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run on Ray Data: a local instance, or join the cluster at ADDRESS (needs nnwatch[dist])")
-    p.add_argument("--workers", type=int, default=2, help="with --ray: actors, each holding one model session")
+    p.add_argument("--ray", action="store_true", help="run on Ray (needs nnwatch[dist]): a local instance, or the "
+                   "cluster at --ray-address")
+    p.add_argument("--ray-address", default="local", metavar="ADDRESS",
+                   help="with --ray: 'local' starts a local instance; 'auto', HOST:PORT or ray://HOST:PORT joins a cluster")
+    p.add_argument("--workers", type=positive_int, default=2, help="with --ray: actors, each holding one model session")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, help="use only the first N samples of each data source")
-    p.add_argument("--providers", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per onnxruntime call")
+    p.add_argument("--limit", type=positive_int, help="use only the first N samples of each data source")
+    p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own log lines (Ray)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from . import commands
 
-    warnings.simplefilter("default")
     try:
+        check_outputs(args)
         return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
     except NnwatchError as exc:
         print(f"nnwatch {args.command}: error: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import MissingDependencyError
+from .._optional import require
 
 
 def ray_module() -> Any:
@@ -19,11 +19,8 @@ def ray_module() -> Any:
     module
         ``ray``.
     """
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("distributed work needs Ray Data: pip install 'nnwatch[dist]'") from None
+    ray = require("ray")
+    require("ray.data")
     return ray
 
 

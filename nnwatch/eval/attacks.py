@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from .._optional import require
+from ..errors import InputError
 
 
 def torch_module() -> Any:
@@ -34,12 +35,7 @@ def torch_module() -> Any:
     MissingDependencyError
         torch is not installed.
     """
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError("this needs torch: pip install 'nnwatch[torch]' "
-                                     "(with -c constraints.txt for the small CPU build)") from None
-    return torch
+    return require("torch")
 
 
 

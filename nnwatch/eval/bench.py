@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import time
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..monitor.runner import session_options
 from ..monitor.providers import resolve_providers
+from .timing import add_ratios, interleaved
 
 
 def machine() -> dict[str, Any]:
@@ -76,15 +76,9 @@ def plain_model_bytes(instrumented: str | os.PathLike) -> bytes:
     return model.SerializeToString()
 
 
-def _pct(times: list[float]) -> dict[str, float]:
-    arr = np.asarray(times) * 1e3
-    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
-            "mean_ms": float(arr.mean())}
-
-
 def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, iters: int = 300, warmup: int = 30,  # type: ignore[no-untyped-def]
                    threads: int | None = None) -> dict[str, Any]:
-    """Time plain inference, tapped inference and the full monitor, interleaved.
+    """Time plain inference (both ways), tapped inference and the full monitor, interleaved.
 
     Parameters
     ----------
@@ -95,7 +89,7 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
     x : numpy.ndarray
         One input batch.
     iters : int
-        Timed rounds (each round runs all three once, in rotating order).
+        Timed rounds (each round runs every variant once, in rotating order).
     warmup : int
         Untimed rounds first.
     threads : int or None
@@ -104,41 +98,32 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
     Returns
     -------
     dict
-        p50/p99/mean per variant, ratios to plain, throughput, memory.
+        p50/p99/mean per variant; ratios to a plain ``session.run`` (``ratio_p50``) and to a
+        plain call through IOBinding into preallocated outputs (``ratio_p50_iobinding``,
+        the fastest way to call the untapped model); throughput; memory.
     """
     import onnxruntime as ort
 
+    if int(iters) < 1 or int(warmup) < 0:
+        raise InputError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
     src = plain if isinstance(plain, bytes) else os.fspath(plain)
     sess = ort.InferenceSession(src, session_options(threads), providers=resolve_providers(monitor.runner.providers))
     name = sess.get_inputs()[0].name
     arr = monitor.runner.check_input(x)
     runner = monitor.runner
     ws = runner.workspace(arr.shape[0])
-
-    def plain_call() -> None:
-        sess.run(None, {name: arr})
-
-    def tapped_call() -> None:
-        runner.run(arr, ws)
-
-    def monitored_call() -> None:
-        monitor.score(arr, _record=False)
-
-    calls = {"plain": plain_call, "tapped": tapped_call, "monitored": monitored_call}
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    order = list(calls)
-    for i in range(warmup + iters):
-        rot = order[i % 3:] + order[: i % 3]
-        for k in rot:
-            t = time.perf_counter()
-            calls[k]()
-            if i >= warmup:
-                times[k].append(time.perf_counter() - t)
-    out: dict[str, Any] = {k: _pct(v) for k, v in times.items()}
+    binding = sess.io_binding()
+    binding.bind_cpu_input(name, arr)
+    out0 = sess.get_outputs()[0]
+    plain_out = np.empty((arr.shape[0],) + tuple(int(d) for d in out0.shape[1:]), np.float32)
+    binding.bind_output(out0.name, "cpu", 0, np.float32, list(plain_out.shape), plain_out.ctypes.data)
+    calls = {"plain": lambda: sess.run(None, {name: arr}),
+             "plain (IOBinding)": lambda: sess.run_with_iobinding(binding),
+             "tapped": lambda: runner.run(arr, ws),
+             "monitored": lambda: monitor.score(arr, _record=False)}
+    out: dict[str, Any] = interleaved(calls, iters, warmup)
+    add_ratios(out, {"": "plain", "iobinding": "plain (IOBinding)"})
     base = out["plain"]
-    for k in ("tapped", "monitored"):
-        out[k]["ratio_p50"] = out[k]["p50_ms"] / base["p50_ms"]
-        out[k]["ratio_p99"] = out[k]["p99_ms"] / base["p99_ms"]
     out["batch"] = int(arr.shape[0])
     out["throughput_plain_per_s"] = arr.shape[0] / (base["mean_ms"] / 1e3)
     out["throughput_monitored_per_s"] = arr.shape[0] / (out["monitored"]["mean_ms"] / 1e3)

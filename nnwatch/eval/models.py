@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import Progress
 from .attacks import torch_module
 
 
@@ -55,7 +56,7 @@ def lenet(n_classes: int = 10) -> Any:
 
 
 def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 20, lr: float = 2e-3,
-                     batch_size: int = 64, seed: int = 0, augment_shift: int = 0) -> Any:
+                     batch_size: int = 64, seed: int = 0, augment_shift: int = 0, progress: bool = False) -> Any:
     """Train with Adam and cross-entropy on the CPU, deterministically.
 
     Parameters
@@ -76,6 +77,8 @@ def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 20,
         Seed for initialization order and shuffling.
     augment_shift : int
         Random translations of up to this many pixels (0 = none).
+    progress : bool
+        Show a progress line per epoch on stderr.
 
     Returns
     -------
@@ -92,6 +95,7 @@ def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 20,
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     yt = torch.from_numpy(np.asarray(y, np.int64))
     model.train()
+    bar = Progress(epochs, "training (epochs)", progress)
     for _ in range(epochs):
         order = torch.from_numpy(rng.permutation(len(xt)))
         for lo in range(0, len(xt), batch_size):
@@ -104,6 +108,8 @@ def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 20,
             loss = torch.nn.functional.cross_entropy(model(xb), yt[idx])
             loss.backward()
             opt.step()
+        bar.update(1)
+    bar.close()
     return model.eval()
 
 

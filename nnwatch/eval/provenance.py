@@ -42,6 +42,15 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+def _relative(arg: str) -> str:
+    # Absolute paths would name this machine's folders; write them relative to the working
+    # directory, which is what the command was run from.
+    head, sep, path = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
+    if os.path.isabs(path):
+        path = os.path.relpath(path)
+    return head + sep + path
+
+
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Machine, date (UTC), git revision and command line of this run.
 
@@ -58,5 +67,6 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv) if argv is None else list(argv)
     if argv is None and args and args[0].endswith(".py"):
         args = ["python"] + args
+    args = [_relative(a) for a in args]
     return {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": git_revision(),
             "command": shlex.join(args)}

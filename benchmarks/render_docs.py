@@ -1,0 +1,209 @@
+"""Render README.md and docs/*.md from templates, filling every measured number from a results file.
+
+Templates live in docs/templates/ (README.md.in -> README.md, <name>.md.in -> docs/<name>.md).
+In a template:
+
+- ``{{ FILE:PATH | FORMAT }}`` is a number (or text) read from ``benchmarks/results/FILE`` (JSON),
+  at ``PATH`` (keys separated by dots; ``[3]`` indexes a list; ``["a key"]`` quotes a key),
+  formatted with ``FORMAT``: a Python format spec, optionally after a scale (``*1000 .1f``).
+- ``{{ include FILE.md#NAME }}`` inserts the block a benchmark wrote between
+  ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` in ``benchmarks/results/FILE.md``.
+- ``{= TEXT }`` is literal text holding a number that is not a measurement (a parameter, a
+  version, a definition); it is written out as TEXT.
+
+Every other digit in a template's prose is an error (code spans and code blocks, link targets
+and HTML comments excepted): tests/test_claims.py renders the templates again and checks that
+the committed docs are identical, that every cited results file records its machine, date, git
+revision and command, and that no number was typed by hand. The manifest of claims (claim ->
+file -> path -> value) is written to docs/claims.json.
+
+Run: python benchmarks/render_docs.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "docs" / "templates"
+RESULTS = ROOT / "benchmarks" / "results"
+CLAIMS = ROOT / "docs" / "claims.json"
+
+PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|([^.\[\]]+)')
+
+
+class DocsError(Exception):
+    """A template cites something that is not there, or types a number by hand."""
+
+
+def output_path(template: Path) -> Path:
+    """Where a template renders to."""
+    name = template.name.removesuffix(".in")
+    return ROOT / name if name == "README.md" else ROOT / "docs" / name
+
+
+def lookup(data: Any, path: str) -> Any:
+    """Follow ``path`` (``a.b[2]["c d"]``) into parsed JSON."""
+    value = data
+    for index, quoted, key in PATH_TOKEN.findall(path):
+        if index:
+            value = value[int(index)]
+        else:
+            k = quoted or key
+            if k == "" or k == ".":
+                continue
+            value = value[k]
+    return value
+
+
+def fmt(value: Any, spec: str) -> str:
+    """Format a value with ``[*scale] spec``."""
+    spec = spec.strip()
+    scale = None
+    if spec.startswith("*"):
+        head, _, spec = spec.partition(" ")
+        scale = float(head[1:])
+    if scale is not None:
+        value = value * scale
+    return format(value, spec) if spec else str(value)
+
+
+def _json(name: str, cache: dict[str, Any]) -> Any:
+    if name not in cache:
+        path = RESULTS / name
+        if not path.is_file():
+            raise DocsError(f"results file {name} does not exist (run the benchmark that writes it)")
+        cache[name] = json.loads(path.read_text())
+    return cache[name]
+
+
+def _block(name: str, section: str) -> str:
+    path = RESULTS / name
+    if not path.is_file():
+        raise DocsError(f"results file {name} does not exist")
+    text = path.read_text()
+    m = re.search(rf"<!-- begin {re.escape(section)} -->\n(.*?)<!-- end {re.escape(section)} -->", text, re.S)
+    if m is None:
+        raise DocsError(f"{name} has no block {section!r}")
+    return m.group(1).rstrip("\n")
+
+
+def render(template: Path, cache: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Render one template; return the text and its claims."""
+    text = template.read_text()
+    claims: list[dict[str, Any]] = []
+    doc = str(output_path(template).relative_to(ROOT))
+
+    def replace(m: re.Match) -> str:
+        body = m.group(1)
+        line = text.count("\n", 0, m.start()) + 1
+        if body.startswith("include "):
+            ref = body[len("include "):].strip()
+            name, _, section = ref.partition("#")
+            claims.append({"doc": doc, "template_line": line, "source": name, "block": section})
+            return _block(name, section)
+        ref, _, spec = body.partition("|")
+        name, _, path = ref.strip().partition(":")
+        try:
+            value = lookup(_json(name, cache), path.strip())
+        except (KeyError, IndexError, TypeError) as exc:
+            raise DocsError(f"{template.name}:{line}: {name} has no {path.strip()!r} ({type(exc).__name__}: {exc})") from None
+        shown = fmt(value, spec)
+        claims.append({"doc": doc, "template_line": line, "source": name, "path": path.strip(),
+                       "format": spec.strip(), "value": value if isinstance(value, (int, float, str)) else None,
+                       "shown": shown})
+        return shown
+
+    out = PLACEHOLDER.sub(replace, text)
+    out = LITERAL.sub(lambda m: m.group(1), out)
+    return out, claims
+
+
+def hand_typed_numbers(template: Path) -> list[str]:
+    """Digits in a template's prose that come neither from a results file nor a ``{= }`` literal."""
+    problems = []
+    in_code = False
+    for i, line in enumerate(template.read_text().splitlines(), start=1):
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        stripped = PLACEHOLDER.sub(" ", line)
+        stripped = LITERAL.sub(" ", stripped)
+        stripped = re.sub(r"`[^`]*`", " ", stripped)  # code spans
+        stripped = re.sub(r"\]\([^)]*\)", "] ", stripped)  # link targets
+        stripped = re.sub(r"<!--.*?-->", " ", stripped)
+        stripped = re.sub(r"https?://\S+", " ", stripped)
+        for m in NUMBER.finditer(stripped):
+            problems.append(f"{template.name}:{i}: hand-typed number {m.group(0)!r} in: {line.strip()[:100]}")
+    return problems
+
+
+def provenance_problems(claims: list[dict[str, Any]], cache: dict[str, Any]) -> list[str]:
+    """Cited results files that do not say where they came from."""
+    problems = []
+    for name in sorted({c["source"] for c in claims}):
+        if name.endswith(".json"):
+            data = _json(name, cache)
+            missing = [k for k in ("machine", "date", "git", "command") if k not in data]
+            if missing:
+                problems.append(f"{name}: no {', '.join(missing)} recorded")
+        else:
+            first = (RESULTS / name).read_text().splitlines()[0]
+            if not ("Machine:" in first and " at git " in first and " by `" in first):
+                problems.append(f"{name}: its first line does not record machine, date, git revision and command")
+    return problems
+
+
+def build() -> tuple[dict[Path, str], list[dict[str, Any]], list[str]]:
+    """Render every template; return outputs, claims and problems."""
+    cache: dict[str, Any] = {}
+    outputs, claims, problems = {}, [], []
+    for template in sorted(TEMPLATES.glob("*.md.in")):
+        problems += hand_typed_numbers(template)
+        try:
+            text, found = render(template, cache)
+        except DocsError as exc:
+            problems.append(str(exc))
+            continue
+        outputs[output_path(template)] = text
+        claims += found
+    problems += provenance_problems(claims, cache)
+    return outputs, claims, problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only check; write nothing")
+    args = ap.parse_args()
+    outputs, claims, problems = build()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    manifest = json.dumps(claims, indent=1) + "\n"
+    if args.check:
+        stale = [str(p.relative_to(ROOT)) for p, t in outputs.items() if not p.is_file() or p.read_text() != t]
+        if not CLAIMS.is_file() or CLAIMS.read_text() != manifest:
+            stale.append(str(CLAIMS.relative_to(ROOT)))
+        if stale:
+            print("out of date (run python benchmarks/render_docs.py): " + ", ".join(stale), file=sys.stderr)
+            return 1
+        return 0
+    for path, text in outputs.items():
+        path.write_text(text)
+    CLAIMS.write_text(manifest)
+    print(f"rendered {len(outputs)} documents with {len(claims)} claims")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Optional dependencies: import them, or name the extra that installs them."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import MissingDependencyError
+
+# What each optional module is needed for, and the extra that provides it.
+EXTRAS = {
+    "torch": ("torch", "exporting from PyTorch, attacks, the demo's training and the LLM head score"),
+    "onnxscript": ("torch", "exporting from PyTorch"),
+    "sklearn": ("demo", "the 'digits' data source and the demo"),
+    "ray": ("dist", "distributed work (--ray)"),
+    "transformers": ("llm", "the LLM head score"),
+}
+
+
+def require(module: str) -> Any:
+    """Import an optional dependency, or raise an error that says how to install it.
+
+    Parameters
+    ----------
+    module : str
+        Top-level module name (a key of :data:`EXTRAS`, or a submodule of one).
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    MissingDependencyError
+        Not installed; the message names the extra and the install command.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        extra, purpose = EXTRAS.get(top, (top, "this command"))
+        raise MissingDependencyError(
+            f"{top} is not installed; it is needed for {purpose}: pip install -c constraints.txt -e '.[{extra}]' "
+            f"(or pip install 'nnwatch[{extra}]')") from None
