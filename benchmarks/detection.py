@@ -122,7 +122,7 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     write_report(folder / f"{name}.html", ev, f"Detection on {own}", {"accuracy": f"{acc:.3f}"},
                  detectors_for_roc=ROC_DETECTORS)
     save_figures(name, ev)
-    return {"dataset": own, "model": "LeNet" if name == "mnist" else "ResNet-style (3 stages)", "accuracy": acc,
+    return {"key": name, "dataset": own, "model": "LeNet" if name == "mnist" else "ResNet-style (3 stages)", "accuracy": acc,
             "train_images": len(train), "train_seconds": train_s, "splits": n,
             "taps": [f"{t.layer}({t.neurons})" for t in manifest.taps],
             "attacks": attacks, "n_clean": len(clean), "n_misclassified": int(len(wrong)),
@@ -171,13 +171,16 @@ def markdown(results: list[dict]) -> str:
                    f"and {sp['sources']} source images (originals of the attacks and corruptions).\n")
         out.append("Attacks on the correctly classified sources; a success changed the prediction; only successes "
                    "are kept.\n")
+        out.append(f"<!-- begin {r['key']}_attacks -->")
         out.append("| attack | attacked | successful | success rate | median L-inf | median L2 |")
         out.append("|---|---|---|---|---|---|")
         for a in r["attacks"].values():
             out.append(f"| {a['name']} | {a['attempted']} | {a['successful']} | {a['success_rate']:.2f} | "
                        f"{a['median_linf']:.3f} | {a['median_l2']:.2f} |")
+        out.append(f"<!-- end {r['key']}_attacks -->")
         out.append("")
         out.append("AUROC (bold: best per row); n = anomalous samples.\n")
+        out.append(f"<!-- begin {r['key']}_auroc -->")
         out.append("| set | n | " + " | ".join(dets) + " |")
         out.append("|---|---|" + "---|" * len(dets))
         for s in sets:
@@ -185,10 +188,12 @@ def markdown(results: list[dict]) -> str:
             best = max(vals)
             cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals]
             out.append(f"| {s} | {ev['sets'][s]} | " + " | ".join(cells) + " |")
+        out.append(f"<!-- end {r['key']}_auroc -->")
         out.append("")
         out.append("At the conformal thresholds calibrated on clean validation data (target 5% false alarms): "
                    "detection rate (TPR@cal); realized false-alarm rate on the clean test set in the last row, with "
                    "its 95% binomial interval.\n")
+        out.append(f"<!-- begin {r['key']}_calibrated -->")
         out.append("| set | coverage | mahalanobis | knn | msp | energy | FPR@95%TPR coverage | FPR@95%TPR msp |")
         out.append("|---|---|---|---|---|---|---|---|")
         for s in sets:
@@ -201,6 +206,7 @@ def markdown(results: list[dict]) -> str:
         worst = max(fa.values(), key=lambda v: v["rate"])
         out.append(f"| clean test (false alarms) | {cell('coverage')} | {cell('mahalanobis')} | {cell('knn')} | "
                    f"{cell('msp')} | {cell('energy')} | | |")
+        out.append(f"<!-- end {r['key']}_calibrated -->")
         ok = sum(v["within_target"] for v in fa.values())
         out.append(f"\nRealized false alarms of the {len(fa)} calibrated detectors on {worst['n']} clean test images: "
                    f"{min(v['rate'] for v in fa.values()):.3f} to {worst['rate']:.3f}; {ok} of {len(fa)} at or below "

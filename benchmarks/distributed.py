@@ -45,6 +45,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="nnwatch-dist-"))
     train = load_idx(ROOT.parent / "shared" / "data" / "mnist", "train")
     test = load_idx(ROOT.parent / "shared" / "data" / "mnist", "test")
+    torch.set_num_threads(1)
     net = train_classifier(lenet(), train.x, train.y, epochs=2, seed=0)
     export_module(net, torch.from_numpy(train.x[:1]), folder / "m.onnx")
     single = build_profile(folder / "m.onnx", train)
@@ -59,7 +60,7 @@ def main() -> None:
         mon(x[lo : lo + 256])
     single_s = time.perf_counter() - t
     rows.append({"mode": "single process (nnwatch screen)", "workers": 1, "seconds": single_s, "inputs_per_s": n / single_s})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = dataset_from_arrays(x).materialize()
     for workers in (1, 2):
@@ -82,15 +83,17 @@ def main() -> None:
     equal &= np.array_equal(dist.sections.section_hits, single.sections.section_hits)
     moments = float(np.abs(dist.ranges.m2 - single.ranges.m2).max())
     ray.shutdown()
-    md = ["| mode | workers | inputs | seconds | inputs/s | vs single process |", "|---|---|---|---|---|---|"]
+    md = ["<!-- begin screening -->", "| mode | workers | inputs | seconds | inputs/s | vs single process |",
+          "|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['mode']} | {r['workers']} | {n} | {r['seconds']:.2f} | {r['inputs_per_s']:,.0f} | "
                   f"{r['inputs_per_s'] / rows[0]['inputs_per_s']:.2f}x |")
+    md.append("<!-- end screening -->")
     md.append(f"\nDistributed profile of {len(train)} MNIST images (2 workers, two passes): {profile_s:.1f} s; "
               f"counts, ranges, top-k and section hits identical to the single-process profile: {equal}; "
               f"max |M2 difference|: {moments:.2e}.")
     write("distributed", {"rows": rows, "profile_equal": bool(equal), "m2_max_abs_diff": moments,
-                          "profile_seconds": profile_s, "inputs": n}, "\n".join(md),
+                          "profile_seconds": profile_s, "inputs": n, "train_images": len(train)}, "\n".join(md),
           note="Local Ray on the same 2 cores; ratios measured in the same run.")
 
 

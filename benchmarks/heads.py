@@ -36,7 +36,7 @@ def main() -> None:
     from nnwatch.heads.latency import measure_overhead
     from nnwatch.heads.loading import load_model
     from nnwatch.heads.prompts import load_prompts
-    from nnwatch.heads.report import evaluation_markdown
+    from nnwatch.heads.report import latency_table
     from nnwatch.heads.torch_scorer import TorchHeadScorer, chat_encoder
 
     lm = load_model("smollm2", args.threads)
@@ -83,12 +83,15 @@ def main() -> None:
                         "seconds_unshared": t[False][0], "seconds_shared": t[True][0],
                         "speedup": t[False][0] / t[True][0],
                         "max_angle_diff": float(np.abs(t[False][1] - t[True][1]).max())})
-    md = evaluation_markdown({"rows": [], "latency": latency}).split("\n", 2)[2]
-    md += "\n| workload | median tokens | without prefix sharing (s) | with (s) | speed-up | max angle difference |\n"
+    md = "\n".join(["<!-- begin latency -->", *latency_table(latency), "<!-- end latency -->"]) + "\n"
+    if "onnx_max_angle_diff" in latency:
+        md += f"\nONNX vs torch angle, largest difference over the timed prompts: {latency['onnx_max_angle_diff']:.2e} degrees.\n"
+    md += "\n<!-- begin sharing -->\n| workload | median tokens | without prefix sharing (s) | with (s) | speed-up | max angle difference |\n"
     md += "|---|---|---|---|---|---|\n"
     for r in sharing:
         md += (f"| {r['workload']} | {r['median_tokens']} | {r['seconds_unshared']:.1f} | {r['seconds_shared']:.1f} | "
                f"{r['speedup']:.2f}x | {r['max_angle_diff']:.1e} deg |\n")
+    md += "<!-- end sharing -->\n"
     if export_s is not None:
         md += f"\nONNX export of the prefill with the head-scale input: {export_s:.0f} s.\n"
     write("heads", {"latency": latency, "prefix_sharing": sharing, "onnx_export_seconds": export_s,

@@ -131,7 +131,7 @@ def main() -> None:
     s, k, f = result["soak"], result["kills"], result["fuzz"]
     hyp = sum(v["passing"] for n, v in f.items() if n != "atheris")
     md = [
-        "| property | figure |", "|---|---|",
+        "<!-- begin figures -->", "| property | figure |", "|---|---|",
         f"| soak: batch-1 calls | {s['calls']:,} |",
         f"| soak: RSS start → end (growth) | {s['rss_mb_start']:.1f} → {s['rss_mb_end']:.1f} MiB ({s['rss_growth_mb']:+.2f} MiB) |",
         f"| soak: p50 first 10% → last 10% | {s['p50_first_ms']:.4f} → {s['p50_last_ms']:.4f} ms |",
@@ -140,6 +140,7 @@ def main() -> None:
         f"| SIGKILL: orphaned temp files left at the end | {k['stale_temp_files']} |",
         f"| file fuzzing (hypothesis mutations), cases / failing | {hyp:,} / {sum(max(v['failing'], 0) for n, v in f.items() if n != 'atheris')} |",
         f"| coverage-guided fuzzing (atheris), runs / crashes | {f['atheris']['runs']:,} / {int(f['atheris']['crash'])} (edges covered: {f['atheris']['coverage_edges']}) |",
+        "<!-- end figures -->",
     ]
     write("reliability", result, "\n".join(md), note="Long runs of the reliability suite.")
 

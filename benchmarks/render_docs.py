@@ -36,7 +36,7 @@ CLAIMS = ROOT / "docs" / "claims.json"
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
 PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|([^.\[\]]+)')
 
 
@@ -135,7 +135,7 @@ def hand_typed_numbers(template: Path) -> list[str]:
         if line.lstrip().startswith("```"):
             in_code = not in_code
             continue
-        if in_code:
+        if in_code or line.startswith("    "):  # fenced or indented code
             continue
         stripped = PLACEHOLDER.sub(" ", line)
         stripped = LITERAL.sub(" ", stripped)

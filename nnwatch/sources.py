@@ -243,3 +243,131 @@ def open_source(spec: str) -> ArraySource:
         raise InputError(f"{scheme}: sources are read by Ray workers; add --ray (needs nnwatch[dist]), "
                          "or use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
     raise InputError(f"unknown data source {spec!r}; use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
+
+
+class BatchSource:
+    """Batches from a re-iterable collection: a list of arrays or ``(x, y)`` pairs, a torch DataLoader.
+
+    Each item is ``x`` or ``(x, y)`` (extra elements are ignored); torch tensors and other
+    array-likes are converted with ``numpy.asarray``. The collection is iterated once per
+    pass, in its own batch size.
+
+    Parameters
+    ----------
+    batches : iterable
+        Re-iterable batches (not a one-shot generator: a profile needs two passes).
+    name : str
+        Description.
+    """
+
+    def __init__(self, batches: object, name: str = "batches") -> None:
+        if iter(batches) is batches:  # type: ignore[call-overload]
+            raise InputError("a generator or iterator can be read only once, and a profile needs two passes: "
+                             "pass a list of batches, a torch DataLoader, or arrays (x, y)")
+        self._batches = batches
+        self.name = name
+
+    def __len__(self) -> int:
+        dataset = getattr(self._batches, "dataset", None)  # torch DataLoader
+        if dataset is not None and hasattr(dataset, "__len__"):
+            return len(dataset)
+        return 0  # unknown
+
+    def batches(self, batch_size: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The collection's own batches as numpy arrays.
+
+        Parameters
+        ----------
+        batch_size : int
+            Ignored (the collection decides).
+
+        Returns
+        -------
+        Iterator
+            ``(x, y or None)`` pairs.
+        """
+        for i, item in enumerate(self._batches):  # type: ignore[attr-defined]
+            if isinstance(item, (tuple, list)) and len(item) >= 1:
+                x, y = item[0], item[1] if len(item) > 1 else None
+            else:
+                x, y = item, None
+            x = _as_numpy(x, f"{self.name}: batch {i}: x")
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise InputError(f"{self.name}: batch {i}: x has shape {x.shape}; need (batch, ...) with batch >= 1")
+            if y is not None:
+                y = _as_numpy(y, f"{self.name}: batch {i}: y")
+                if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
+                    raise InputError(f"{self.name}: batch {i}: y must be integer labels of shape ({x.shape[0]},), "
+                                     f"got {y.dtype} {y.shape}")
+                y = y.astype(np.int64)
+            yield x, y
+
+    def to_arrays(self) -> ArraySource:
+        """All batches concatenated in memory.
+
+        Returns
+        -------
+        ArraySource
+            The data.
+        """
+        xs, ys = [], []
+        for x, y in self.batches():
+            xs.append(x)
+            ys.append(y)
+        if not xs:
+            raise InputError(f"{self.name}: no batches")
+        labelled = [y is not None for y in ys]
+        if any(labelled) and not all(labelled):
+            raise InputError(f"{self.name}: some batches have labels and some do not")
+        return ArraySource(np.concatenate(xs), np.concatenate(ys) if all(labelled) else None, self.name)
+
+
+def _as_numpy(value: object, what: str) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{what}: dtype {arr.dtype} is not numeric")
+    return arr
+
+
+def as_source(data: object, name: str | None = None) -> ArraySource | BatchSource:
+    """Accept the ways people hold data: a source, arrays, ``(x, y)``, or re-iterable batches.
+
+    Parameters
+    ----------
+    data : ArraySource, BatchSource, numpy.ndarray, tuple or iterable
+        ``x``; ``(x, y)`` or ``(x,)`` arrays; a list of batches or a torch DataLoader; or a
+        source spec string (``npz:FILE``, ``idx:DIR``, ``digits``).
+    name : str, optional
+        Description.
+
+    Returns
+    -------
+    ArraySource or BatchSource
+        Something with ``batches(batch_size)``.
+
+    Raises
+    ------
+    InputError
+        Anything else, named.
+    """
+    if isinstance(data, (ArraySource, BatchSource)):
+        return data
+    if isinstance(data, str):
+        return open_source(data)
+    if isinstance(data, np.ndarray) or (hasattr(data, "detach") and hasattr(data, "shape")):
+        return ArraySource(_as_numpy(data, "x"), None, name or "arrays")
+    if isinstance(data, tuple) and 1 <= len(data) <= 2 and all(
+            isinstance(a, np.ndarray) or hasattr(a, "detach") or a is None for a in data):
+        x = _as_numpy(data[0], "x")
+        y = None if len(data) == 1 or data[1] is None else _as_numpy(data[1], "y")
+        if y is not None:
+            if y.dtype.kind not in "iu":
+                raise InputError(f"y must be integer class labels, got {y.dtype}")
+            y = y.astype(np.int64)
+        return ArraySource(x, y, name or "arrays")
+    if hasattr(data, "__iter__"):
+        return BatchSource(data, name or type(data).__name__)
+    raise InputError(f"cannot read data from a {type(data).__name__}: pass arrays x or (x, y), a list of batches, "
+                     "a torch DataLoader, an ArraySource or a source spec like npz:FILE")

@@ -70,8 +70,48 @@ def _fmt(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
 
 
+def detection_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table of detection metrics per set and detector.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``rows`` of an evaluation.
+
+    Returns
+    -------
+    list of str
+        Lines.
+    """
+    lines = ["| set | detector | AUROC | detection | false positives | balanced acc. | safe/unsafe |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection'])} | "
+                     f"{_fmt(r['false_positive'])} | {_fmt(r['balanced_accuracy'])} | {r['n_safe']}/{r['n_unsafe']} |")
+    return lines
+
+
+def latency_table(lat: dict[str, Any]) -> list[str]:
+    """Markdown table of the cost of each path as a multiple of a plain prefill.
+
+    Parameters
+    ----------
+    lat : dict
+        Output of :func:`nnwatch.heads.latency.measure_overhead`.
+
+    Returns
+    -------
+    list of str
+        Lines.
+    """
+    lines = ["| path | p50 ms | x plain prefill |", "|---|---|---|"]
+    for r in lat["rows"]:
+        lines.append(f"| {r['path']} | {r['p50_ms']:.1f} | {r['ratio']:.2f}x |")
+    return lines
+
+
 def evaluation_markdown(res: dict[str, Any]) -> str:
-    """Markdown tables: metrics per set and detector, and latency per back-end/variant.
+    """Markdown: where the run came from, metrics per set and detector, latency per path.
 
     Parameters
     ----------
@@ -81,20 +121,19 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     Returns
     -------
     str
-        Markdown.
+        Markdown with ``<!-- begin NAME -->`` blocks (``detection``, ``latency``).
     """
-    lines = ["| set | detector | AUROC | detection | false positives | balanced acc. | safe/unsafe |",
-             "|---|---|---|---|---|---|---|"]
-    for r in res["rows"]:
-        lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection'])} | "
-                     f"{_fmt(r['false_positive'])} | {_fmt(r['balanced_accuracy'])} | {r['n_safe']}/{r['n_unsafe']} |")
+    lines = []
+    if "machine" in res and "git" in res:
+        m, g = res["machine"], res["git"]
+        lines += [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; run {res['date']} at git "
+                  f"{g['revision'][:10]}{' (with local edits)' if g['dirty'] else ''} by `{res['command']}`.", ""]
+    lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
     lat = res.get("latency")
     if lat:
         lines += ["", f"Latency on {lat['prompts']} prompts (median {lat['median_tokens']} tokens), p50 per prompt, "
                   "as a multiple of one plain prefill measured in the same run:", "",
-                  "| path | p50 ms | x plain prefill |", "|---|---|---|"]
-        for r in lat["rows"]:
-            lines.append(f"| {r['path']} | {r['p50_ms']:.1f} | {r['ratio']:.2f}x |")
+                  "<!-- begin latency -->", *latency_table(lat), "<!-- end latency -->"]
         if "onnx_max_angle_diff" in lat:
             lines.append(f"\nONNX vs torch angle, largest difference over the timed prompts: "
                          f"{lat['onnx_max_angle_diff']:.2e} degrees.")

@@ -12,8 +12,8 @@ from .._validate import check_probability
 from ..errors import InputError, NotFittedError
 from ..kernels.layout import unpack_layers
 from ..profile.builder import ProfileBuilder
-from ..profile.schema import Calibration, Profile
-from ..sources import ArraySource
+from ..profile.schema import Calibration, Profile, check_rate
+from ..sources import BatchSource, as_source
 from .calibrate import calibration_from_scores
 from .detectors.baselines import log_softmax
 from .runner import Runner
@@ -45,7 +45,7 @@ def trusted_labels(logits: np.ndarray, y: np.ndarray | None, min_confidence: flo
     return np.where(keep, pred, -1).astype(np.int64)
 
 
-def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_size: int = 256,
+def build_profile(model: str | os.PathLike | Runner, source: object, batch_size: int = 256,
                   k_sections: int = 10, k_top: int = 3, threshold: str | float = "mean",
                   min_confidence: float = 0.0, rare_rate: float = 0.01, progress: bool = False) -> Profile:
     """Two streaming passes over ``source`` through the instrumented model.
@@ -54,8 +54,10 @@ def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_
     ----------
     model : path or Runner
         Instrumented model.
-    source : ArraySource
-        Trusted training data (``y`` present: only correctly classified samples count).
+    source : ArraySource, arrays or batches
+        Trusted training data (``y`` present: only correctly classified samples count): an
+        ArraySource, ``x`` or ``(x, y)`` arrays, re-iterable batches (a list, a torch
+        DataLoader) or a source spec; see :func:`nnwatch.sources.as_source`.
     batch_size : int
         Samples per onnxruntime call.
     k_sections : int
@@ -76,6 +78,10 @@ def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_
     Profile
         The profile.
     """
+    source = as_source(source)
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    check_rate(rare_rate)
     runner = model if isinstance(model, Runner) else Runner(model)
     man = runner.manifest
     for name, size in zip(man.layer_names, man.layer_sizes):
@@ -105,7 +111,7 @@ def build_profile(model: str | os.PathLike | Runner, source: ArraySource, batch_
             builder.finish_ranges()
     profile = builder.build(man.fingerprint, man.layer_names, reduction=manifest_reduction(man), dataset=source.name,
                             min_confidence=min_confidence)
-    profile.header["rare_rate"] = float(check_probability(rare_rate, "rare_rate"))
+    profile.header["rare_rate"] = check_rate(rare_rate)
     return profile
 
 
@@ -165,7 +171,7 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
             np.concatenate(preds))
 
 
-def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
+def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
               detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False) -> Calibration:
     """Conformal calibration on clean held-out data, installed in the monitor.
 
@@ -173,9 +179,10 @@ def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples
     ----------
     monitor : Monitor
         The monitor (its profile receives the calibration).
-    source : ArraySource
+    source : ArraySource, arrays or batches
         Clean held-out data, disjoint from the profile's training data and exchangeable with
-        the clean inputs the monitor will see (that is what the guarantee rests on).
+        the clean inputs the monitor will see (that is what the guarantee rests on); anything
+        :func:`nnwatch.sources.as_source` takes.
     fpr : float
         Target false-alarm rate ``alpha``: for clean inputs, ``P(flag) <= alpha`` per class
         group (see :mod:`nnwatch.monitor.calibrate`).
@@ -202,6 +209,9 @@ def calibrate(monitor, source: ArraySource, fpr: float = 0.05, min_class_samples
     alpha = check_probability(fpr, "fpr")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    source = as_source(source)
+    if isinstance(source, BatchSource):
+        source = source.to_arrays()
     names = list(detectors) if detectors is not None else list(monitor.columns)
     missing = [n for n in names if n not in monitor.columns]
     if missing:

@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .._validate import as_float32_batch
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import copy_count_nonfinite, reduce_maps
 from ..kernels.layout import layer_offsets
@@ -120,6 +119,19 @@ def read_manifest(session: ort.InferenceSession, where: str) -> TapManifest:
     return TapManifest.from_json(meta[MANIFEST_KEY])
 
 
+def _shape_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str:
+    # The two most common mistakes: a missing batch axis, and channels-last images.
+    if got == tuple(d if d is not None else g for d, g in zip(want, got)) and len(got) == len(want):
+        return f"; a single sample needs a batch axis: x[None] has shape {(1,) + got}"
+    if len(got) == len(want) + 1 and len(want) == 3 and want[0] is not None and got[-1] == want[0] \
+            and got[1:3] == tuple(d if d is not None else g for d, g in zip(want[1:], got[1:3])):
+        return "; channels-last images? use x.transpose(0, 3, 1, 2)"
+    if len(got) == len(want) and len(want) >= 2 and want[0] == 1 and got[1:] == tuple(
+            d if d is not None else g for d, g in zip(want[1:], got[1:])):
+        return f"; a batch without the channel axis? use x[:, None] (shape {(got[0], 1) + got[1:]})"
+    return ""
+
+
 class Runner:
     """Runs an instrumented model and fills the activation buffer.
 
@@ -203,11 +215,15 @@ class Runner:
                 and x.shape[1:] == self._static_shape and x.shape[0] > 0):
             return x  # hot path: already exactly what the model takes
         arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+        want = tuple(self.manifest.input_shape)
+        shown = "(batch, " + ", ".join("?" if d is None else str(d) for d in want) + ")"
         if arr.ndim == 0:
-            raise InputError(f"input: expected a batch of shape (batch, {self.manifest.input_shape}), got a scalar")
+            raise InputError(f"input: expected a batch of shape {shown}, got a scalar")
         if arr.dtype.kind not in "biuf":
             raise InputError(f"input: dtype {arr.dtype} is not numeric; pass a float array")
-        as_float32_batch(arr[:0], "input", self.manifest.input_shape)  # shape check only
+        tail = arr.shape[1:]
+        if len(tail) != len(want) or any(w is not None and g != w for g, w in zip(tail, want)):
+            raise InputError(f"input: expected shape {shown}, got {arr.shape}{_shape_hint(arr.shape, want)}")
         if arr.shape[0] == 0:
             raise InputError("input: empty batch; pass at least one sample")
         if arr.dtype != self.input_dtype or not arr.flags.c_contiguous:
