@@ -21,6 +21,8 @@ _LAZY = {
     "load_profile": "nnwatch.profile.store",
     "save_profile": "nnwatch.profile.store",
     "open_source": "nnwatch.sources",
+    "ArraySource": "nnwatch.sources",
+    "MonitorEstimator": "nnwatch.estimator",
 }
 
 __all__ = ["__version__", *_LAZY]

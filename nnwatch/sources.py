@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -194,6 +195,8 @@ def load_npz(path: str | Path) -> ArraySource:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"npz file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not an .npz archive (arrays saved with numpy.savez(path, x=..., y=...))")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:
@@ -235,8 +238,12 @@ def open_source(spec: str) -> ArraySource:
     if scheme == "npz" and rest:
         return load_npz(rest)
     if scheme == "idx" and rest:
-        folder, _, split = rest.rpartition(":") if rest.rsplit(":", 1)[-1] in ("train", "test") else (rest, "", "train")
-        return load_idx(folder, split or "train")
+        folder, sep, split = rest.rpartition(":")
+        if not sep or Path(rest).is_dir():
+            return load_idx(rest, "train")
+        if split not in ("train", "test"):
+            raise InputError(f"idx:{rest}: split {split!r} is not one of train, test (idx:DIR[:train|test])")
+        return load_idx(folder, split)
     if scheme == "digits":
         return load_digits(rest or None)
     if scheme in ("npzdir", "parquet"):

@@ -304,3 +304,84 @@ def cmd_heads(args: argparse.Namespace) -> int:
     from .heads import cmd_heads as run
 
     return run(args)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``nnwatch info``: what a model, profile or head-detector file holds."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist (nnwatch info takes MODEL.onnx, PROFILE.npz or DETECTOR.json)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"PK":
+        _info_profile(path)
+    elif path.suffix == ".json" or head[:1] == b"{":
+        _info_detector(path)
+    else:
+        _info_model(path)
+    return 0
+
+
+def _info_model(path: Path) -> None:
+    import onnx
+
+    from ..manifest import MANIFEST_KEY, TapManifest
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise InputError(f"{path} is not an ONNX model, an nnwatch profile (.npz) or a head detector (.json): "
+                         f"{type(exc).__name__}") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+    print(f"{path}: ONNX model, IR {model.ir_version}, opsets {opsets}, {len(model.graph.node)} nodes")
+    if MANIFEST_KEY not in meta:
+        print(f"  not instrumented: run `nnwatch instrument {path} --out OUT.onnx`")
+        return
+    man = TapManifest.from_json(meta[MANIFEST_KEY])
+    print(f"  instrumented by nnwatch; original model sha256 {man.fingerprint}")
+    print(f"  input {man.input_name} (batch, {', '.join('?' if d is None else str(d) for d in man.input_shape)}); "
+          f"batch {'dynamic' if man.batch is None else f'fixed at {man.batch}'}; logits {man.logits}")
+    print(f"  {len(man.taps)} taps, {sum(man.layer_sizes)} neurons; classifier input: {man.penultimate or '-'}")
+    for t in man.taps:
+        print(f"    {t.layer:<32} {t.neurons:>6}  {t.reduction}{' (in graph)' if t.in_graph and t.reduction != 'none' else ''}")
+
+
+def _info_profile(path: Path) -> None:
+    from ..monitor.calibrate import calibration_groups
+    from ..profile.signature import compile_tables
+    from ..profile.store import load_profile
+
+    p = load_profile(path)
+    h = p.header
+    counts = h["class_counts"]
+    print(f"{path}: nnwatch profile, format version {h['format_version']}")
+    print(f"  model sha256 {p.fingerprint}")
+    print(f"  {len(h['layer_names'])} layers, {sum(p.layer_sizes)} neurons; {p.n_classes} classes; "
+          f"k_sections {h['k_sections']}, k_top {h['k_top']}, threshold {h['threshold']}, reduction {h['reduction']}")
+    print(f"  trusted samples {sum(counts)} from {h.get('dataset', '?')}; per class min {min(counts)}, max {max(counts)}")
+    print(f"  statistics digest {p.digest()}")
+    tables = compile_tables(p, float(h.get("rare_rate", 0.01)), warn=False)
+    print(f"  monitor tables at rare_rate {h.get('rare_rate', 0.01)}: {tables.nbytes / 2**20:.2f} MiB")
+    cal = p.calibration
+    if cal is None:
+        print("  not calibrated: run `nnwatch calibrate`")
+        return
+    groups = calibration_groups(cal.classes, p.n_classes, cal.fpr, cal.min_class_samples)
+    print(f"  calibrated: fpr {cal.fpr} on {len(cal.classes)} clean samples; detectors {', '.join(cal.detectors)}")
+    print(f"    {len(groups.own)} of {p.n_classes} classes with a threshold of their own (>= {groups.n_min} samples)")
+    if groups.pooled:
+        print(f"    {groups.describe()}")
+    settings = {k: v for k, v in cal.settings.items() if k != "detector_params"}
+    print(f"    settings: {json.dumps(settings)}")
+
+
+def _info_detector(path: Path) -> None:
+    from ..heads.detector import load_detector
+
+    d = load_detector(path)
+    print(f"{path}: nnwatch head detector for model {d.model!r} ({d.n_layers} layers x {d.n_heads} heads)")
+    print(f"  model fingerprint {d.fingerprint}")
+    for name, v in d.variants.items():
+        heads = ", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")
+        print(f"  {name}: heads {heads}; threshold {v.threshold:.4g}")

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_heads_parser(sub)
 
+    inf = sub.add_parser("info", help="what a model, profile or head-detector file holds")
+    inf.add_argument("file", help="MODEL.onnx, PROFILE.npz or DETECTOR.json")
+
     d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline")
     d.add_argument("--out", default="nnwatch-demo")
     return p

@@ -20,7 +20,7 @@ from ..kernels.layout import unpack_layers
 from ..monitor.fit import manifest_reduction, trusted_labels
 from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
-from ..profile.schema import Profile, RangeStats, SectionStats
+from ..profile.schema import Profile, RangeStats, SectionStats, input_stats, merge_input_stats
 from . import actor_cpus, ray_module
 from .stats_io import from_bytes, to_bytes
 
@@ -48,6 +48,8 @@ class ProfileWorker:
         for batch in self.stream.iter_batches(batch_size=self.params["batch_size"], batch_format="numpy"):
             x = np.stack(list(batch["x"])) if batch["x"].dtype == object else batch["x"]
             x = self.runner.check_input(x)
+            if getattr(self, "inputs", None) is not None and self.builder is not None and self.builder.sections_ is None:
+                self.inputs = merge_input_stats(self.inputs, input_stats(x))
             ws = self.runner.workspace(x.shape[0])
             self.runner.run(x, ws)
             labels = trusted_labels(ws.logits, batch.get("y"), self.params["min_confidence"])
@@ -65,11 +67,12 @@ class ProfileWorker:
         self.builder = ProfileBuilder(p["layer_sizes"], p["n_classes"], p["k_sections"], p["k_top"], p["threshold"],
                                       p["feature_layer"], p["feature_sample"])
         rows = 0
+        self.inputs: dict[str, float] | None = input_stats(np.zeros(0))
         for layers, labels in self._batches():
             self.builder.update_ranges(layers, labels)
             rows += len(labels)
         return {"partial": to_bytes(self.builder.ranges_, compress=True),
-                "skipped": self.builder.skipped_nonfinite_, "rows": rows}
+                "skipped": self.builder.skipped_nonfinite_, "rows": rows, "inputs": self.inputs}
 
     def sections(self, edges: bytes) -> bytes:
         """Pass 2 over this worker's stream against the merged ranges.
@@ -149,6 +152,7 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     ranges: RangeStats | None = None
     driver.ranges_ = None  # type: ignore[assignment]
     skipped = seen = 0
+    inputs: dict[str, float] | None = input_stats(np.zeros(0))
     for out in _as_completed(ray, [w.ranges.remote() for w in workers]):
         part = from_bytes(RangeStats, out.pop("partial"))
         if ranges is None:
@@ -160,6 +164,7 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
         part = None
         skipped += int(out["skipped"])
         seen += int(out["rows"])
+        inputs = merge_input_stats(inputs, out["inputs"])
     driver.ranges_ = ranges
     driver.skipped_nonfinite_ = skipped
     driver.finish_ranges()
@@ -177,4 +182,5 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
                            min_confidence=min_confidence)
     profile.header["rare_rate"] = float(rare_rate)
     profile.header["samples_seen"] = seen
+    profile.header["input_stats"] = inputs
     return profile

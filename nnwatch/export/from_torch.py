@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any, Sequence
@@ -47,6 +48,13 @@ def export_plain(module: Any, example_input: Any, opset: int = 18) -> onnx.Model
     """
     torch = _torch()
     module = module.eval()
+    try:
+        with torch.no_grad():
+            module(example_input)
+    except Exception as exc:  # say it plainly before the exporter buries it in its own report
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+        raise InputError(f"the module does not accept an input of shape {tuple(example_input.shape)}: "
+                         f"{type(exc).__name__}: {first[0] if first else ''} (check --input-shape)") from None
     batch = torch.export.Dim("batch", min=1)
     # torch.export specializes a batch of 1; export with 2 so the batch axis stays symbolic.
     example = example_input

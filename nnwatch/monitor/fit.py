@@ -12,7 +12,7 @@ from .._validate import check_probability
 from ..errors import InputError, NotFittedError
 from ..kernels.layout import unpack_layers
 from ..profile.builder import ProfileBuilder
-from ..profile.schema import Calibration, Profile, check_rate
+from ..profile.schema import Calibration, Profile, check_rate, input_stats, merge_input_stats
 from ..sources import BatchSource, as_source
 from .calibrate import calibration_from_scores
 from .detectors.baselines import log_softmax
@@ -93,10 +93,13 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                              threshold=threshold, feature_layer=feature_layer)
     if not 0.0 <= min_confidence <= 1.0:
         raise InputError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    inputs: dict[str, float] | None = input_stats(np.zeros(0))
     for phase in (1, 2):
         bar = Progress(len(source), f"profile pass {phase}/2", progress)
         for x, y in source.batches(batch_size):
             arr = runner.check_input(x)
+            if phase == 1:
+                inputs = merge_input_stats(inputs, input_stats(arr))
             ws = runner.workspace(arr.shape[0])
             runner.run(arr, ws)
             labels = trusted_labels(ws.logits, y, min_confidence)
@@ -112,6 +115,7 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
     profile = builder.build(man.fingerprint, man.layer_names, reduction=manifest_reduction(man), dataset=source.name,
                             min_confidence=min_confidence)
     profile.header["rare_rate"] = check_rate(rare_rate)
+    profile.header["input_stats"] = inputs
     return profile
 
 

@@ -31,6 +31,11 @@ from .results import Verdicts
 from .runner import Runner, Workspace
 
 _ALL, _CHEAP = 0, 1  # indices of the active-column masks
+_INPUT_CHECKS = 32  # calls whose raw inputs are compared with the profile's (then the check stops)
+
+
+class InputRangeWarning(UserWarning):
+    """Live inputs lie far outside the range of the inputs the profile was built on."""
 
 
 class Monitor:
@@ -123,6 +128,7 @@ class Monitor:
         self._fallback_col = self.columns.index(self.budget.fallback) if self.budget.fallback in self.detectors else -1
         self._local = threading.local()
         self.tracker = LatencyTracker(self.budget)
+        self._input_checks = _INPUT_CHECKS if profile.header.get("input_stats", {}) else 0
         self._set_calibration(cal)
         self._check_memory()
 
@@ -236,6 +242,24 @@ class Monitor:
         for b in batch_sizes:
             self.score(np.zeros((b,) + shape, np.float32), _record=False)
 
+    def _check_input_range(self, arr: np.ndarray) -> None:
+        # The most common silent mistake: inputs scaled unlike the training data (0-255 images
+        # for a model trained on 0-1). Only the first calls are checked; the hot path stays flat.
+        self._input_checks -= 1
+        stats = self.profile.header["input_stats"]
+        if not stats.get("count"):
+            self._input_checks = 0
+            return
+        lo, hi = stats["min"], stats["max"]
+        width = max(hi - lo, 1e-12)
+        with np.errstate(invalid="ignore"):
+            got_lo, got_hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if np.isfinite(got_lo) and np.isfinite(got_hi) and (got_lo < lo - 5 * width or got_hi > hi + 5 * width):
+            self._input_checks = 0
+            warnings.warn(f"inputs range over [{got_lo:.4g}, {got_hi:.4g}], far outside the profile's training inputs "
+                          f"[{lo:.4g}, {hi:.4g}]: scale them as in training (e.g. x / 255 for 0-255 images); "
+                          "otherwise nearly everything is flagged", InputRangeWarning, stacklevel=3)
+
     def _plan(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
         # Per thread and batch size: the compiled passes with their arrays bound and checked once.
         plans = getattr(self._local, "plans", None)
@@ -270,6 +294,8 @@ class Monitor:
         """
         t0 = time.perf_counter()
         arr = self.runner.check_input(x)
+        if self._input_checks:
+            self._check_input_range(arr)
         ws = self.runner.workspace(arr.shape[0])
         run, decide = self._plan(ws)
         t1 = time.perf_counter()

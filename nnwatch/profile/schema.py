@@ -399,7 +399,48 @@ class Profile:
         ranges.add_sample(other.ranges.sample_feats, other.ranges.sample_keys, other.ranges.sample_class,
                           int(self.header.get("feature_sample", 0)))
         header["class_counts"] = ranges.count[:-1].tolist()
+        header["input_stats"] = merge_input_stats(self.header.get("input_stats"), other.header.get("input_stats"))
         return Profile(header=header, ranges=ranges, sections=self.sections.merge(other.sections))
+
+
+def input_stats(x: np.ndarray) -> dict[str, float]:
+    """Summary of raw model inputs (count, min, max, sum, sum of squares), NaN/Inf ignored.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        A batch of inputs.
+
+    Returns
+    -------
+    dict
+        JSON-able statistics; merge with :func:`merge_input_stats`.
+    """
+    v = np.asarray(x, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"count": 0, "min": float("inf"), "max": float("-inf"), "sum": 0.0, "sumsq": 0.0}
+    return {"count": int(v.size), "min": float(v.min()), "max": float(v.max()), "sum": float(v.sum()),
+            "sumsq": float((v * v).sum())}
+
+
+def merge_input_stats(a: dict[str, float] | None, b: dict[str, float] | None) -> dict[str, float] | None:
+    """Statistics of both input sets (None when either side has none).
+
+    Parameters
+    ----------
+    a, b : dict or None
+        Outputs of :func:`input_stats`.
+
+    Returns
+    -------
+    dict or None
+        Merged statistics.
+    """
+    if a is None or b is None:
+        return None
+    return {"count": a["count"] + b["count"], "min": min(a["min"], b["min"]), "max": max(a["max"], b["max"]),
+            "sum": a["sum"] + b["sum"], "sumsq": a["sumsq"] + b["sumsq"]}
 
 
 def _same_shapes(a: Any, b: Any, what: str, skip: tuple[str, ...] = ()) -> None:

@@ -173,6 +173,10 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
     thr = header.get("threshold")
     if thr != "mean" and not (isinstance(thr, (int, float)) and np.isfinite(thr)):
         raise ProfileError(f"{where}: threshold {thr!r} must be 'mean' or a number")
+    stats = header.get("input_stats")
+    if stats is not None and (not isinstance(stats, dict) or set(stats) != {"count", "min", "max", "sum", "sumsq"}
+                              or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats.values())):
+        raise ProfileError(f"{where}: input_stats must hold numbers count, min, max, sum, sumsq")
     cal = header.get("calibration")
     if cal is not None:
         if (not isinstance(cal, dict) or not isinstance(cal.get("detectors"), list) or not cal["detectors"]

@@ -1,0 +1,183 @@
+"""A scikit-learn-style face of the monitor: ``fit(X, y)``, ``score_samples``, ``predict``.
+
+For people who think in estimators. ``fit`` builds the profile on one part of the clean data
+and calibrates on the rest (disjoint, seeded split); afterwards the fitted :class:`Monitor` is
+``monitor_``. Sign conventions follow scikit-learn's outlier detectors: ``score_samples`` is
+higher for normal inputs (the conformal p-value of the decision detector), ``predict`` gives
++1 for inputs that pass and -1 for flagged ones; ``flag`` gives the booleans.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, NotFittedError
+from .monitor.detectors import DEFAULT
+from .monitor.fit import build_profile, calibrate
+from .monitor.monitor import Monitor
+from .sources import ArraySource, BatchSource, as_source
+
+
+class MonitorEstimator:
+    """Monitor an instrumented ONNX classifier, fitted like a scikit-learn estimator.
+
+    Parameters
+    ----------
+    model : path
+        Instrumented ONNX model (``nnwatch instrument`` / ``nnwatch export``).
+    detectors : sequence of str
+        Detectors to run.
+    decision : str
+        Detector whose calibrated p-value decides.
+    fpr : float
+        Target false-alarm rate of the flags.
+    calibration_fraction : float
+        Share of the clean data held out for calibration (never used for the profile).
+    random_state : int
+        Seed of the split.
+    batch_size : int
+        Samples per onnxruntime call.
+    providers : str
+        onnxruntime execution providers ("auto", "cpu", "cuda").
+
+    Attributes
+    ----------
+    monitor_ : Monitor
+        The fitted, calibrated monitor (after :meth:`fit`).
+    """
+
+    def __init__(self, model: str | os.PathLike, detectors: Sequence[str] = DEFAULT, decision: str = "coverage",
+                 fpr: float = 0.05, calibration_fraction: float = 0.3, random_state: int = 0, batch_size: int = 256,
+                 providers: str = "auto") -> None:
+        self.model = model
+        self.detectors = detectors
+        self.decision = decision
+        self.fpr = fpr
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.providers = providers
+
+    def fit(self, X: Any, y: Any = None) -> "MonitorEstimator":
+        """Build the profile and calibrate on disjoint parts of clean data.
+
+        Parameters
+        ----------
+        X : array_like or batches
+            Clean inputs ``(N, ...)``, or anything :func:`nnwatch.sources.as_source` takes.
+        y : array_like, optional
+            True labels (then only correctly classified samples enter the profile).
+
+        Returns
+        -------
+        MonitorEstimator
+            self.
+        """
+        if not 0.0 < float(self.calibration_fraction) < 1.0:
+            raise InputError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        data = as_source(X if y is None else (X, y))
+        if isinstance(data, BatchSource):
+            data = data.to_arrays()
+        order = np.random.default_rng(self.random_state).permutation(len(data))
+        n_cal = int(round(len(data) * float(self.calibration_fraction)))
+        if n_cal < 1 or n_cal >= len(data):
+            raise InputError(f"{len(data)} samples cannot be split into a profile and a calibration part")
+        prof_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        part = lambda idx: ArraySource(data.x[idx], None if data.y is None else data.y[idx], "fit")  # noqa: E731
+        profile = build_profile(self.model, part(prof_idx), batch_size=self.batch_size)
+        monitor = Monitor(self.model, profile, detectors=self.detectors, decision=self.decision,
+                          providers=self.providers)
+        calibrate(monitor, part(cal_idx), fpr=self.fpr, batch_size=self.batch_size)
+        self.monitor_ = monitor
+        return self
+
+    def _verdicts(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "monitor_"):
+            raise NotFittedError("this MonitorEstimator is not fitted yet; call fit(X, y) first")
+        data = as_source(X)
+        flags, conf = [], []
+        for x, _ in data.batches(self.batch_size):
+            v = self.monitor_(x)
+            flags.append(v.flag)
+            conf.append(v.confidence)
+        return np.concatenate(flags), np.concatenate(conf)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Conformal p-value of the decision detector: higher = more like the clean data.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(N,)`` in [0, 1].
+        """
+        return self._verdicts(X)[1]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``score_samples(X) - fpr``: negative for flagged inputs.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(N,)``.
+        """
+        return self.score_samples(X) - float(self.fpr)
+
+    def flag(self, X: Any) -> np.ndarray:
+        """Whether each input is flagged (unlike the clean data, or non-finite).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool ``(N,)``.
+        """
+        return self._verdicts(X)[0]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inputs that pass, -1 for flagged ones (scikit-learn's outlier convention).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            int ``(N,)``.
+        """
+        return np.where(self.flag(X), -1, 1)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """:meth:`fit` then :meth:`predict` on the same data.
+
+        Parameters
+        ----------
+        X : array_like
+            Clean inputs.
+        y : array_like, optional
+            Labels.
+
+        Returns
+        -------
+        numpy.ndarray
+            int ``(N,)``.
+        """
+        return self.fit(X, y).predict(X)
