@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 from nnwatch.eval.provenance import provenance
 from nnwatch.eval.timing import add_ratios, interleaved  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+START = time.monotonic()  # the benchmark's wall time is recorded with its results
 
 
 def write(name: str, data: dict, markdown: str,
           note: str = "Ratios are measured in the same run (interleaved).") -> None:
     """Write results/<name>.json and results/<name>.md with machine, date, git revision and command."""
     RESULTS.mkdir(exist_ok=True)
-    data = {**provenance(), **data}
+    data = {**provenance(), "wall_seconds": time.monotonic() - START, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     m, g = data["machine"], data["git"]
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "

@@ -84,14 +84,15 @@ def compact_table(ev: Any, decision: str) -> str:
     sets, dets, auc = ev.table("auroc")
     _, _, tpr = ev.table("tpr_cal")
     col = dets.index(decision)
-    width = max(len(s) for s in sets) + 2
+    width = max(max(len(s) for s in sets), len("clean test (false alarms)")) + 2
+    cols = [max(len(d), 5) + 2 for d in dets]
     lines = ["AUROC per detector (anomalous vs clean test digits); last column: share flagged by "
-             f"'{decision}' at its calibrated 5%-FPR threshold",
-             " " * width + "".join(f"{d[:10]:>11}" for d in dets) + f"{'flagged':>9}"]
+             f"'{decision}' at its calibrated 5% false-alarm target",
+             " " * width + "".join(f"{d:>{w}}" for d, w in zip(dets, cols)) + f"{'flagged':>9}"]
     for i, s in enumerate(sets):
-        lines.append(f"{s:<{width}}" + "".join(f"{v:11.3f}" for v in auc[i]) + f"{tpr[i, col]:9.3f}")
+        lines.append(f"{s:<{width}}" + "".join(f"{v:{w}.3f}" for v, w in zip(auc[i], cols)) + f"{tpr[i, col]:9.3f}")
     fpr = float(ev.id_flags[decision].mean()) if decision in ev.id_flags else float("nan")
-    lines.append(f"{'clean test (false alarms)':<{width}}" + " " * (11 * len(dets)) + f"{fpr:9.3f}")
+    lines.append(f"{'clean test (false alarms)':<{width}}" + " " * sum(cols) + f"{fpr:9.3f}")
     return "\n".join(lines)
 
 

@@ -272,6 +272,10 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
         raise InputError(f"this model takes a fixed batch of {fixed}; its plain baseline cannot run a batch of "
                          f"{args.batch}: pass --batch {fixed}")
     shape = tuple(d if d is not None else 1 for d in mon.manifest.input_shape)
+    need = args.batch * int(np.prod(shape)) * 4
+    if need > 2**31:
+        raise InputError(f"--batch {args.batch} needs {need / 2**30:.0f} GiB of input alone; benchmark a batch that "
+                         f"fits in memory (at most {2**31 // (int(np.prod(shape)) * 4):,} for this input)")
     x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)
     mon.warmup((args.batch,))
     result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads)

@@ -179,6 +179,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res["probe_layers"] = {"logistic": probes.layer_logistic, "mahalanobis": probes.layer_mahalanobis,
                            "cv_auroc": probes.cv_auroc}
     res["seconds"] = time.perf_counter() - start
+    res["by_set"] = {}  # set -> detector -> row, to cite by name
+    for row in res["rows"]:
+        res["by_set"].setdefault(row["set"], {})[row["detector"]] = row
     first = next(iter(sets.values()))
     res["latency"] = measure_overhead(scorer, det, list(first.prompts[: args.latency_prompts]), onnx=args.onnx)
     res["detector"] = det.to_json()

@@ -229,7 +229,8 @@ def binomial_quantile(q: float, n: int, p: float) -> int:
     return k
 
 
-def false_alarm_check(flags: np.ndarray, target: float, level: float = 0.95) -> dict[str, float]:
+def false_alarm_check(flags: np.ndarray, target: float, level: float = 0.95,
+                      groups: tuple[list[int], list[int]] | None = None) -> dict[str, float]:
     """Realized false-alarm rate on clean data against a target rate.
 
     Parameters
@@ -239,18 +240,73 @@ def false_alarm_check(flags: np.ndarray, target: float, level: float = 0.95) -> 
     target : float
         The rate the calibration promised (at most).
     level : float
-        Confidence level of both intervals.
+        Confidence level of the intervals.
+    groups : tuple of lists, optional
+        ``(calibration sizes, clean test counts)`` per calibration group: adds the interval
+        a valid conformal calibration gives (:func:`conformal_false_alarm_range`).
 
     Returns
     -------
     dict
-        ``rate``, its exact interval ``low``/``high``, ``n``, and ``target_high``: the upper
-        end of the central binomial interval of ``n`` samples at the target rate; a valid
-        calibration stays at or below it except with probability ``(1 - level) / 2``.
+        ``rate``, its exact interval ``low``/``high``, ``n``; ``target_high``: the upper end of
+        the central binomial interval of ``n`` samples at the target rate (test noise only);
+        with ``groups``, ``conformal_low``/``conformal_high`` (calibration and test noise), and
+        ``within_target`` judged against ``conformal_high`` instead.
     """
     flags = np.asarray(flags, bool)
     n, k = int(flags.size), int(flags.sum())
     low, high = binomial_interval(k, n, level)
     target_high = binomial_quantile(1 - (1 - level) / 2, n, target) / n
-    return {"rate": k / n, "low": low, "high": high, "n": n, "target": float(target), "target_high": target_high,
-            "within_target": bool(k / n <= target_high)}
+    out = {"rate": k / n, "low": low, "high": high, "n": n, "target": float(target), "target_high": target_high,
+           "within_target": bool(k / n <= target_high)}
+    if groups is not None:
+        out["conformal_low"], out["conformal_high"] = conformal_false_alarm_range(*groups, alpha=target, level=level)
+        out["within_target"] = bool(k / n <= out["conformal_high"])
+    return out
+
+
+def conformal_false_alarm_range(cal_sizes: list[int], test_counts: list[int], alpha: float, level: float = 0.95,
+                                draws: int = 20000, seed: int = 0) -> tuple[float, float]:
+    """Central interval of the realized false-alarm rate of a valid conformal calibration.
+
+    A calibration group of ``n`` clean scores flags at level ``alpha`` with a conditional
+    false-alarm rate distributed as Beta(m, n + 1 - m), ``m = allowed_count(n, alpha)`` (for
+    continuous scores; ties only lower it); ``t`` clean test inputs of that group then raise
+    Binomial(t, rate) alarms. This simulates both sources of spread (the calibration set and
+    the test set), which the plain binomial interval of the target ignores.
+
+    Parameters
+    ----------
+    cal_sizes : list of int
+        Calibration scores per group.
+    test_counts : list of int
+        Clean test inputs per group (same order).
+    alpha : float
+        Target rate.
+    level : float
+        Central probability of the interval.
+    draws : int
+        Simulated calibration/test pairs.
+    seed : int
+        Seed.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` of the realized rate over all test inputs.
+    """
+    from ..kernels.conformal import allowed_count
+
+    if len(cal_sizes) != len(test_counts) or sum(test_counts) == 0:
+        raise InputError("need one calibration size and one test count per group, and some test inputs")
+    rng = np.random.default_rng(seed)
+    alarms = np.zeros(draws)
+    for n, t in zip(cal_sizes, test_counts):
+        m = allowed_count(int(n), alpha)
+        if t == 0 or m == 0:
+            continue
+        rate = rng.beta(m, n + 1 - m, draws)
+        alarms += rng.binomial(int(t), rate)
+    rates = alarms / sum(test_counts)
+    tail = (1 - level) / 2
+    return float(np.quantile(rates, tail)), float(np.quantile(rates, 1 - tail))

@@ -9,23 +9,56 @@ import numpy as np
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf", "#393b79", "#637939"]
-W, H = 420, 300
-L, R, T, B = 52, 12, 28, 42
+W, H = 560, 300  # the plot area leaves the right 150 px for the legend
+L, R, T, B = 56, 150, 28, 42
+MAX_POINTS = 400  # points per drawn line; metrics are computed on the full data elsewhere
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round tick positions (1, 2 or 5 times a power of ten) inside ``[lo, hi]``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Axis range.
+    target : int
+        About how many ticks.
+
+    Returns
+    -------
+    list of float
+        Tick values.
+    """
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / (target + 1)
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = np.ceil(lo / step - 1e-9) * step
+    ticks = [float(v) for v in np.arange(first, hi + step * 1e-6, step)]
+    return [0.0 if abs(v) < step * 1e-9 else v for v in ticks]
+
+
+def _label(v: float, ticks: Sequence[float]) -> str:
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(v) or 1.0
+    decimals = max(0, int(-np.floor(np.log10(step) + 1e-9)) if step < 1 else 0)
+    return f"{v:.{decimals}f}"
 
 
 def _frame(title: str, xlabel: str, ylabel: str, x0: float, x1: float, y0: float, y1: float) -> list[str]:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
-             f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
+             f'<text x="{(L + W - R) / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
              f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>']
-    for i in range(5):
-        fx = x0 + (x1 - x0) * i / 4
-        fy = y0 + (y1 - y0) * i / 4
-        px = L + (W - L - R) * i / 4
-        py = H - B - (H - T - B) * i / 4
-        parts.append(f'<text x="{px:.1f}" y="{H - B + 14}" text-anchor="middle">{fx:.3g}</text>')
-        parts.append(f'<text x="{L - 4}" y="{py + 4:.1f}" text-anchor="end">{fy:.3g}</text>')
+    xt, yt = nice_ticks(x0, x1), nice_ticks(y0, y1)
+    for fx in xt:
+        px = float(_sx(np.array(fx), x0, x1))
+        parts.append(f'<text x="{px:.1f}" y="{H - B + 14}" text-anchor="middle">{_label(fx, xt)}</text>')
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{H - B}" y2="{H - B + 3}" stroke="#444"/>')
+    for fy in yt:
+        py = float(_sy(np.array(fy), y0, y1))
+        parts.append(f'<text x="{L - 4}" y="{py + 4:.1f}" text-anchor="end">{_label(fy, yt)}</text>')
         parts.append(f'<line x1="{L}" x2="{W - R}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>')
-    parts.append(f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle">{escape(xlabel)}</text>')
+    parts.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" text-anchor="middle">{escape(xlabel)}</text>')
     parts.append(f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{escape(ylabel)}</text>')
     return parts
 
@@ -38,13 +71,41 @@ def _sy(y: np.ndarray, y0: float, y1: float) -> np.ndarray:
     return H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-12)
 
 
-def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+def _legend(names: Sequence[str]) -> list[str]:
+    # Outside the plot area, to its right: it never covers the data.
     out = []
+    x, y = W - R + 10, T + 8
     for i, n in enumerate(names):
         c = PALETTE[i % len(PALETTE)]
-        out.append(f'<rect x="{x}" y="{y + 13 * i - 8}" width="10" height="3" fill="{c}"/>'
-                   f'<text x="{x + 14}" y="{y + 13 * i - 4}">{escape(n)}</text>')
+        label = n if len(n) <= 20 else n[:19] + "…"
+        out.append(f'<rect x="{x}" y="{y + 14 * i - 4}" width="12" height="3" fill="{c}"/>'
+                   f'<text x="{x + 16}" y="{y + 14 * i}"><title>{escape(n)}</title>{escape(label)}</text>')
     return out
+
+
+def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points of a curve, first and last kept, evenly spread along its length.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        The curve.
+    max_points : int
+        Points to keep.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The thinned curve.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size <= max_points:
+        return x, y
+    seg = np.hypot(np.diff(x) / max(np.ptp(x), 1e-12), np.diff(y) / max(np.ptp(y), 1e-12))
+    along = np.concatenate([[0.0], np.cumsum(seg)])
+    keep = np.unique(np.searchsorted(along, np.linspace(0, along[-1], max_points)).clip(0, x.size - 1))
+    keep = np.union1d(keep, [0, x.size - 1])
+    return x[keep], y[keep]
 
 
 def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
@@ -76,10 +137,11 @@ def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xla
     if diagonal:
         parts.append(f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{T}" stroke="#bbb" stroke-dasharray="4"/>')
     for i, (name, (x, y)) in enumerate(series.items()):
-        px, py = _sx(np.asarray(x, float), x0, x1), _sy(np.asarray(y, float), y0, y1)
+        x, y = thin(x, y)
+        px, py = _sx(x, x0, x1), _sy(y, y0, y1)
         pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="1.6"/>')
-    parts += _legend(list(series), W - R - 120, H - B - 13 * len(series))
+    parts += _legend(list(series))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -122,7 +184,7 @@ def histogram(groups: dict[str, np.ndarray], title: str, xlabel: str, bins: int 
         pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(_sx(xs, lo, hi), _sy(ys, 0, ymax)))
         c = PALETTE[i % len(PALETTE)]
         parts.append(f'<polyline points="{pts}" fill="{c}" fill-opacity="0.15" stroke="{c}" stroke-width="1.4"/>')
-    parts += _legend(list(dens), W - R - 120, T + 14)
+    parts += _legend(list(dens))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -149,7 +211,8 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
     str
         SVG markup.
     """
-    cw, ch, left, top = 62, 22, 150, 80
+    cw, ch, top = 62, 22, 80
+    left = 16 + int(6.2 * max((len(r) for r in rows), default=4))  # room for the longest row name
     width, height = left + cw * len(cols) + 60, top + ch * len(rows) + 10
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
              f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>']

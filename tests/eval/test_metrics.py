@@ -83,3 +83,25 @@ def test_binomial_quantile_and_false_alarm_check():
     check = false_alarm_check(flags, 0.05)
     assert check["rate"] == 0.065 and not check["within_target"]
     assert false_alarm_check(flags[:1000] & False, 0.05)["within_target"]
+
+
+def test_conformal_false_alarm_range_covers_simulated_calibrations():
+    # Realized rates of real calibrations (library code) fall in the simulated interval 95% of the time.
+    from nnwatch.eval.metrics import conformal_false_alarm_range
+    from nnwatch.kernels.conformal import conformal_p_values
+    from nnwatch.monitor.calibrate import calibration_from_scores, compile_conformal
+
+    rng = np.random.default_rng(0)
+    sizes, tests = [40, 80], [300, 200]
+    low, high = conformal_false_alarm_range(sizes, tests, 0.05)
+    outside = 0
+    for _ in range(400):
+        cal_c = np.repeat([0, 1], sizes)
+        test_c = np.repeat([0, 1], tests)
+        cal = calibration_from_scores(["s"], rng.random((cal_c.size, 1)), cal_c, 2, 0.05, 20, warn=False)
+        tables, _ = compile_conformal(cal, ["s"], 2)
+        _, flags = conformal_p_values(rng.random((test_c.size, 1)), test_c, tables)
+        rate = flags.mean()
+        outside += rate < low or rate > high
+    assert outside / 400 < 0.09  # nominal 5%; the interval is not too narrow
+    assert high - low > 0.03  # and calibration noise widens it beyond the binomial one
