@@ -36,7 +36,7 @@ CLAIMS = ROOT / "docs" / "claims.json"
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
-NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-wyz\d_]|\.\d)")  # "2.5x" counts
 PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|([^.\[\]]+)')
 
 
@@ -65,8 +65,10 @@ def lookup(data: Any, path: str) -> Any:
 
 
 def fmt(value: Any, spec: str) -> str:
-    """Format a value with ``[*scale] spec``."""
+    """Format a value with ``[*scale] spec``; the spec ``len`` gives a list's length."""
     spec = spec.strip()
+    if spec == "len":
+        return str(len(value))
     scale = None
     if spec.startswith("*"):
         head, _, spec = spec.partition(" ")
