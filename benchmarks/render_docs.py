@@ -37,6 +37,8 @@ CLAIMS = ROOT / "docs" / "claims.json"
 PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-wyz\d_]|\.\d)")  # "2.5x" counts
+# Names that contain digits but are not numbers.
+NAMES = ("ResNet-18", "LLaVA-1.5-7B", "LLaVA-1.5", "x86-64", "Q4_1", "L2", "L-inf", "IEEE TSE")
 PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|([^.\[\]]+)')
 
 
@@ -139,7 +141,10 @@ def hand_typed_numbers(template: Path) -> list[str]:
             continue
         if in_code or line.startswith("    "):  # fenced or indented code
             continue
-        stripped = PLACEHOLDER.sub(" ", line)
+        stripped = line
+        for name in NAMES:
+            stripped = stripped.replace(name, " ")
+        stripped = PLACEHOLDER.sub(" ", stripped)
         stripped = LITERAL.sub(" ", stripped)
         stripped = re.sub(r"`[^`]*`", " ", stripped)  # code spans
         stripped = re.sub(r"\]\([^)]*\)", "] ", stripped)  # link targets

@@ -216,13 +216,26 @@ def load_npz(path: str | Path) -> ArraySource:
     return ArraySource(x, y, f"npz:{path}")
 
 
+def _infer_scheme(spec: str) -> str | None:
+    # A bare path is accepted where its kind is unambiguous: an .npz file, or a folder of IDX files.
+    path = Path(spec)
+    if ":" in spec and not path.exists():
+        return None
+    if path.is_file() and path.suffix == ".npz":
+        return f"npz:{spec}"
+    if path.is_dir() and any(path.glob("*-idx[13]-ubyte*")):
+        return f"idx:{spec}"
+    return None
+
+
 def open_source(spec: str) -> ArraySource:
     """Parse a source spec (see module docstring).
 
     Parameters
     ----------
     spec : str
-        ``npz:FILE``, ``idx:DIR[:train|test]`` or ``digits[:split]``.
+        ``npz:FILE``, ``idx:DIR[:train|test]`` or ``digits[:split]``; a bare path to an
+        ``.npz`` file or to a folder of IDX files is read as such.
 
     Returns
     -------
@@ -234,6 +247,9 @@ def open_source(spec: str) -> ArraySource:
     InputError
         Unknown scheme or unreadable data.
     """
+    inferred = _infer_scheme(spec)
+    if inferred:
+        spec = inferred
     scheme, _, rest = spec.partition(":")
     if scheme == "npz" and rest:
         return load_npz(rest)

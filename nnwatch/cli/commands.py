@@ -227,7 +227,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     mon = _monitor(args)
     clean = _source(args.id, args.limit)
-    ood = {spec: _source(spec, args.limit) for spec in args.ood}
+    ood = {}
+    for spec in args.ood:
+        name, sep, rest = spec.partition("=")
+        named = sep and rest and ":" not in name and "/" not in name
+        ood[name if named else spec] = _source(rest if named else spec, args.limit)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     print(ev.markdown())
     if args.json:

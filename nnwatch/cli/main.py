@@ -9,6 +9,16 @@ from typing import Sequence
 from ..errors import NnwatchError
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Option help with its default (where there is one), and examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and not action.required and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _layers(text: str) -> str | list[str]:
     return "auto" if text == "auto" else [t for t in text.split(",") if t]
 
@@ -86,26 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
 
-    e = sub.add_parser("export", help="torch module -> instrumented ONNX")
+    e = sub.add_parser("export", help="torch module -> instrumented ONNX", description="torch module -> instrumented ONNX",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch export models.py:make_net --input-shape 1,1,28,28 --out monitored.onnx --weights net.pt")
     e.add_argument("factory", help="MODULE:FACTORY (or FILE.py:FACTORY) returning a torch.nn.Module")
     e.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,1,28,28")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="instrumented ONNX model to write")
     e.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated module paths / tensor names")
     e.add_argument("--plain-out", help="also write the untapped model here")
     e.add_argument("--weights", help="state_dict file (.pt) to load into the module")
     _instrument_options(e)
 
-    i = sub.add_parser("instrument", help="ONNX -> instrumented ONNX (any classifier)")
-    i.add_argument("model")
-    i.add_argument("--out", required=True)
-    i.add_argument("--layers", default="auto", type=_layers)
+    i = sub.add_parser("instrument", help="ONNX -> instrumented ONNX (any classifier)", description="ONNX -> instrumented ONNX (any classifier)",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch instrument classifier.onnx --out monitored.onnx")
+    i.add_argument("model", help="ONNX classifier (logits output)")
+    i.add_argument("--out", required=True, help="instrumented ONNX model to write")
+    i.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated tensor / node names")
     _instrument_options(i)
 
-    pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)")
-    pr.add_argument("model")
+    pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)", description="build the training profile (y in SOURCE: trusted = correctly classified)",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch profile monitored.onnx --data npz:train.npz --out profile.npz")
+    pr.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
     pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]; "
                     "with --ray also npzdir:DIR (shards read by the workers) | parquet:PATH (columns id, x[, y])")
-    pr.add_argument("--out", required=True)
+    pr.add_argument("--out", required=True, help="profile (.npz) to write")
     pr.add_argument("--k-sections", type=positive_int, default=10, help="k of k-multisection coverage")
     pr.add_argument("--k-top", type=positive_int, default=3, help="k of top-k coverage (at most the smallest layer)")
     pr.add_argument("--threshold", default="mean", help="neuron-coverage threshold: 'mean' or a number")
@@ -116,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_option(pr)
     _common(pr)
 
-    c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)")
-    c.add_argument("model")
-    c.add_argument("profile")
-    c.add_argument("--data", required=True)
+    c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)", description="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch calibrate monitored.onnx profile.npz --data npz:val.npz --fpr 0.05")
+    c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
+    c.add_argument("profile", help="profile (.npz) built for MODEL")
+    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data")
     c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-alarm rate of the conformal flags")
     c.add_argument("--min-class-samples", type=positive_int, default=20,
@@ -127,29 +141,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
     _common(c)
 
-    s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV")
-    s.add_argument("model")
-    s.add_argument("profile")
+    s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV", description="per-input scores and flags to JSON or CSV",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
+    s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
+    s.add_argument("profile", help="profile (.npz) built for MODEL")
     s.add_argument("--data", required=True, help="as for profile")
     s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
     _ray_option(s)
     _common(s)
 
-    ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets")
-    ev.add_argument("model")
-    ev.add_argument("profile")
+    ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets", description="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch evaluate monitored.onnx profile.npz --id npz:test.npz --ood npz:noise.npz --report report.html")
+    ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
+    ev.add_argument("profile", help="profile (.npz) built for MODEL")
     ev.add_argument("--id", required=True, help="clean (in-distribution) test data")
-    ev.add_argument("--ood", action="append", required=True, help="anomalous data (repeatable)")
+    ev.add_argument("--ood", action="append", required=True, help="anomalous data, optionally named: NAME=SOURCE (repeatable)")
     ev.add_argument("--json", help="write results as JSON here")
     ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")
     _common(ev)
 
-    b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference")
-    b.add_argument("model", nargs="?")
-    b.add_argument("profile", nargs="?")
+    b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference", description="latency/throughput/memory of plain vs monitored inference",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch bench monitored.onnx profile.npz --threads 1 --detectors coverage")
+    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export)")
+    b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL")
     b.add_argument("--demo", action="store_true", help="benchmark the demo's digits CNN (trains it first)")
-    b.add_argument("--batch", type=positive_int, default=1)
-    b.add_argument("--iters", type=positive_int, default=300)
+    b.add_argument("--batch", type=positive_int, default=1, help="batch size to time")
+    b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once)")
     b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
     b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
     b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
@@ -159,16 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_heads_parser(sub)
 
-    inf = sub.add_parser("info", help="what a model, profile or head-detector file holds")
+    inf = sub.add_parser("info", help="what a model, profile or head-detector file holds", description="what a model, profile or head-detector file holds",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch info profile.npz")
     inf.add_argument("file", help="MODEL.onnx, PROFILE.npz or DETECTOR.json")
 
-    d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline")
-    d.add_argument("--out", default="nnwatch-demo")
+    d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline", description="the whole pipeline on scikit-learn digits, offline",
+                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch demo --out nnwatch-demo")
+    d.add_argument("--out", default="nnwatch-demo", help="folder for the report, results and models")
     return p
 
 
 def _instrument_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reduction", choices=("mean", "max"), default="mean")
+    p.add_argument("--reduction", choices=("mean", "max"), default="mean", help="how conv maps become one value per channel")
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
     p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps")

@@ -105,6 +105,7 @@ def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> Lo
         torch.set_num_threads(int(threads))
     if quiet:
         tf.utils.logging.disable_progress_bar()
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion draws its own tqdm bar
     if spec == SMOLLM2:
         folder = smollm2_dir()
         tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)

@@ -70,6 +70,10 @@ def test_search_screen_export_evaluate(files, tiny_llama_dir, capsys):
     assert res["latency"]["onnx_max_angle_diff"] < 1e-3
     assert np.isfinite([r["ratio"] for r in res["latency"]["rows"]]).all()
     assert "<svg" in (d / "eval" / "heads_report.html").read_text()
+    from tests.eval.test_report_browser import check_page
+
+    check_page(d / "search.html", d / "search.png")
+    check_page(d / "eval" / "heads_report.html", d / "eval.png")
 
 
 def test_detector_for_another_model_is_refused(files, tiny_llama_dir, tmp_path, capsys):
