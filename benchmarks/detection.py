@@ -215,7 +215,6 @@ def markdown(results: list[dict]) -> str:
             g = lambda d, k="tpr_cal": auc[(s, d)][k]  # noqa: E731
             out.append(f"| {s} | {g('coverage'):.3f} | {g('mahalanobis'):.3f} | {g('knn'):.3f} | {g('msp'):.3f} | "
                        f"{g('energy'):.3f} | {g('coverage', 'fpr_at_95tpr'):.3f} | {g('msp', 'fpr_at_95tpr'):.3f} |")
-        first = sets[0]
         fa = r["false_alarms"]
         cell = lambda d: f"{fa[d]['rate']:.3f} [{fa[d]['low']:.3f}, {fa[d]['high']:.3f}]"  # noqa: E731
         worst = max(fa.values(), key=lambda v: v["rate"])

@@ -127,7 +127,6 @@ def serial_vs_parallel(rng, quick, md):
 
 
 def _mlp_session(spinning: bool):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_bytes
+from .output import write_records
 from ..errors import InputError
 
 
@@ -145,20 +143,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_records(path: str, rows: list[dict[str, Any]]) -> None:
-    if path.endswith(".json"):
-        data = json.dumps(rows, indent=1, default=float).encode()
-    elif path.endswith(".csv"):
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["index"])
-        writer.writeheader()
-        writer.writerows(rows)
-        data = buf.getvalue().encode()
-    else:
-        raise InputError(f"--out must end in .json or .csv, got {path!r}")
-    atomic_write_bytes(path, data)
-
-
 def _ray_init(args: argparse.Namespace) -> None:
     import logging
 
@@ -214,7 +198,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         rows.extend(recs)
         bar.update(len(v))
     bar.close()
-    _write_records(args.out, rows)
+    write_records(args.out, rows)
     flagged = sum(r["flag"] for r in rows)
     print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
     return 0

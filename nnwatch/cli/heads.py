@@ -116,7 +116,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from ..heads.collect import sweep
     from ..heads.detector import load_detector
     from ..heads.prompts import load_prompts
-    from .commands import _write_records
+    from .output import write_records
 
     det = load_detector(args.detector)
     if args.variant not in det.variants:
@@ -133,7 +133,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                                "flag": bool(score[i] > variant.threshold)}
         row |= {f"angle_L{a}H{b}": float(s.angles[i, k]) for k, (a, b) in enumerate(det.heads)}
         rows.append(row)
-    _write_records(args.out, rows)
+    write_records(args.out, rows)
     print(f"wrote {args.out}: {len(rows)} prompts, {sum(r['flag'] for r in rows)} flagged unsafe "
           f"({args.variant}, threshold {variant.threshold:.4g})")
     return 0
