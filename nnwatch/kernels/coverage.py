@@ -36,9 +36,10 @@ from ._jit import njit, parallel_guard
 from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
-# Below this many neuron evaluations per call (about 0.5 ms serial), starting threads costs
-# more than it saves; benchmarks/kernels.py measures serial vs parallel around it.
-PARALLEL_MIN_WORK = 1 << 17
+# Below this many neuron evaluations per call, starting threads costs more than it saves.
+# benchmarks/kernels.py measures serial vs parallel around it: on 2 cores with nothing else
+# running, parallel overtook serial between 8k and 32k evaluations.
+PARALLEL_MIN_WORK = 1 << 14
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,10 @@ def test_cli_ray_profile_and_screen(local_ray, digits_monitor_files, tmp_path, c
                  str(tmp_path / "p.npz"), "--ray", "--workers", "2"]) == 0
     ref = build_profile(f["model"], ArraySource(x[:400], y[:400], "t"))
     np.testing.assert_array_equal(load_profile(tmp_path / "p.npz").sections.section_hits, ref.sections.section_hits)
+    capsys.readouterr()
     assert main(["screen", str(f["model"]), str(f["profile"]), "--data", f"npz:{tmp_path / 'test.npz'}",
-                 "--out", str(tmp_path / "scores"), "--ray"]) == 0
-    assert "120 inputs" in capsys.readouterr().out
+                 "--out", str(tmp_path / "scores"), "--ray", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "120 inputs" in out
+    assert "INFO" not in err and "will hang" not in err and "deprecated" not in err.lower()  # quiet by default
     assert len(_read(tmp_path / "scores")) == 120

@@ -1,0 +1,96 @@
+"""A new user's first hour: data in the forms people hold it, the estimator face, input sanity,
+CLI conventions, and a quiet, tidy CLI."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from nnwatch import MonitorEstimator, build_profile, calibrate
+from nnwatch.cli.main import main
+from nnwatch.errors import InputError
+from nnwatch.monitor.monitor import InputRangeWarning, Monitor
+
+
+@pytest.fixture(scope="module")
+def files(digits_monitor_files):
+    return digits_monitor_files
+
+
+def test_profile_from_arrays_and_from_a_dataloader_are_identical(files):
+    import torch
+
+    x, y = files["splits"]["train"]
+    from_arrays = build_profile(files["model"], (x, y))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                         batch_size=77)
+    from_loader = build_profile(files["model"], loader)
+    np.testing.assert_array_equal(from_arrays.sections.section_hits, from_loader.sections.section_hits)
+    np.testing.assert_array_equal(from_arrays.ranges.count, from_loader.ranges.count)
+    with pytest.raises(InputError, match="can be read only once"):
+        build_profile(files["model"], (b for b in [x]))
+    mon = Monitor(files["model"], from_arrays, providers="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = calibrate(mon, files["splits"]["val"])
+    assert cal.scores.shape[0] == len(files["splits"]["val"][0])
+
+
+def test_estimator_follows_scikit_learn_conventions(files):
+    x, y = files["splits"]["train"]
+    est = MonitorEstimator(files["model"], detectors=("coverage", "msp"), providers="cpu")
+    with pytest.raises(Exception, match="not fitted"):
+        est.predict(x[:3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert est.fit(x, y) is est
+    xt = files["splits"]["test"][0]
+    p, flags, pred = est.score_samples(xt), est.flag(xt), est.predict(xt)
+    assert ((p > 0) & (p <= 1)).all()
+    np.testing.assert_array_equal(flags, p <= est.fpr)
+    np.testing.assert_array_equal(pred, np.where(flags, -1, 1))
+    noise = np.random.default_rng(0).random((100, 64), dtype=np.float32)
+    assert est.flag(noise).mean() > 3 * est.flag(xt).mean()
+
+
+def test_inputs_scaled_unlike_training_raise_a_warning(files):
+    mon = Monitor(files["model"], files["profile"], providers="cpu")
+    x = files["splits"]["test"][0][:8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        mon(x)  # training-like inputs: no warning
+    with pytest.warns(InputRangeWarning, match="scale them as in training"):
+        mon(x * 255)
+
+
+def test_cli_data_inference_named_ood_sets_and_help(files, tmp_path, capsys):
+    x, y = files["splits"]["test"]
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    np.savez(tmp_path / "noise.npz", x=np.random.default_rng(0).random((50, 64), dtype=np.float32))
+    assert main(["evaluate", str(files["model"]), str(files["profile"]), "--id", str(tmp_path / "test.npz"),
+                 "--ood", f"noise={tmp_path / 'noise.npz'}", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| noise |" in out
+    with pytest.raises(SystemExit):
+        main(["screen", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 256)" in text and "example:" in text and "nnwatch screen" in text
+
+
+def test_factory_modules_are_found_in_the_current_folder(tmp_path, monkeypatch):
+    from nnwatch.export.from_torch import load_factory
+
+    (tmp_path / "mynets.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(4, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_factory("mynets:make").in_features == 4
+
+
+def test_bench_demo_leaves_no_temp_folder(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["bench", "--demo", "--iters", "3", "--detectors", "coverage"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("nnwatch-bench-")]
+    assert "training" in capsys.readouterr().err
