@@ -79,7 +79,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         flag = "--" + name.replace("_", "-")
         if not path.resolve().parent.is_dir():
             raise InputError(f"{flag} {value}: folder {path.parent} does not exist; create it or choose another path")
-        folder_ok = name in OUTPUT_FOLDERS or (name == "out" and getattr(args, "ray", None))
+        folder_ok = name in OUTPUT_FOLDERS or (name == "out" and (getattr(args, "ray", None) or args.command == "demo"))
         if path.is_dir() and not folder_ok:
             raise InputError(f"{flag} {value} is a folder; give a file name")
 

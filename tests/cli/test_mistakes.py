@@ -142,6 +142,17 @@ def test_calibrating_on_too_little_data_says_which_classes_pooled(d, capsys):
     assert code == 0 and "warning: classes" in text and "calibration samples each" in text
 
 
+def test_demo_writes_into_an_existing_folder(d, capsys, monkeypatch):
+    from nnwatch.cli import commands
+
+    ran = []
+    monkeypatch.setattr(commands, "cmd_demo", lambda args: ran.append(args.out) or 0)
+    (d / "demo-out").mkdir(exist_ok=True)
+    assert main(["demo", "--out", str(d / "demo-out")]) == 0 and ran  # a folder is what demo writes into
+    code, text = run(capsys, "demo", "--out", d / "nodir" / "demo")
+    assert code == 2 and "does not exist" in text
+
+
 def test_info_describes_model_and_profile(d, capsys):
     code, text = run(capsys, "info", d / "m.onnx")
     assert code == 0 and "instrumented by nnwatch" in text and "taps" in text
