@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from nnwatch.eval.provenance import provenance
+from nnwatch.eval.provenance import describe, provenance
 from nnwatch.eval.timing import add_ratios, interleaved  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -19,9 +19,6 @@ def write(name: str, data: dict, markdown: str,
     RESULTS.mkdir(exist_ok=True)
     data = {**provenance(), "wall_seconds": time.monotonic() - START, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
-    m, g = data["machine"], data["git"]
-    header = (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
-              f"numba {m['numba']}; run {data['date']} at git {g['revision'][:10]}{' (with local edits)' if g['dirty'] else ''}"
-              f" by `{data['command']}`. {note}\n\n")
+    header = f"{describe(data)} {note}\n\n"
     (RESULTS / f"{name}.md").write_text(header + markdown + "\n")
     print(header + markdown)

@@ -70,3 +70,23 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = [_relative(a) for a in args]
     return {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": git_revision(),
             "command": shlex.join(args)}
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line saying where a result came from (the first line of every results markdown file).
+
+    Parameters
+    ----------
+    record : dict
+        Output of :func:`provenance` (or a results file holding its keys).
+
+    Returns
+    -------
+    str
+        ``Machine: ...; run DATE at git REV by `COMMAND`.``
+    """
+    m, g = record["machine"], record["git"]
+    edits = " (with local edits)" if g.get("dirty") else ""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
+            f"numba {m['numba']}; run {record['date']} at git {str(g.get('revision', 'unknown'))[:10]}{edits} "
+            f"by `{record['command']}`.")

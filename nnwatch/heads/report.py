@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..eval.metrics import roc_curve
+from ..eval.provenance import describe
 from ..eval.svg import heatmap, line_chart
 
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -125,9 +126,7 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     """
     lines = []
     if "machine" in res and "git" in res:
-        m, g = res["machine"], res["git"]
-        lines += [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; run {res['date']} at git "
-                  f"{g['revision'][:10]}{' (with local edits)' if g['dirty'] else ''} by `{res['command']}`.", ""]
+        lines += [describe(res), ""]
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
     lat = res.get("latency")
     if lat:
