@@ -94,3 +94,22 @@ def test_bench_demo_leaves_no_temp_folder(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--demo", "--iters", "3", "--detectors", "coverage"]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("nnwatch-bench-")]
     assert "training" in capsys.readouterr().err
+
+
+def test_the_cli_leaves_warning_filters_alone(capsys):
+    import warnings as w
+
+    before = list(w.filters)
+    assert main(["--version"]) == 0
+    assert list(w.filters) == before  # library DeprecationWarnings stay hidden as Python hides them
+
+
+def test_quiet_model_loading_silences_progress_bars(tmp_path, monkeypatch):
+    import os
+
+    from nnwatch.heads.loading import load_model
+
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored after the test
+    with pytest.raises(InputError, match="nothing is downloaded"):
+        load_model(str(tmp_path / "no-model"), quiet=True)
+    assert os.environ.get("TQDM_DISABLE") == "1"  # transformers' GGUF conversion bar obeys it
