@@ -130,3 +130,34 @@ def class_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, n
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
     precision = np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
     return cls_means, precision
+
+
+def background_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of all trusted penultimate features together (one Gaussian).
+
+    Parameters
+    ----------
+    profile : Profile
+        A profile built with a ``feature_layer``.
+    ridge : float
+        Added to the covariance diagonal, relative to its mean variance.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``mean (D,)`` and ``precision (D, D)``.
+
+    Raises
+    ------
+    InputError
+        The profile tracks no feature layer.
+    """
+    r = profile.ranges
+    if r.feat_outer.size == 0:
+        raise InputError("this profile has no feature layer; rebuild it with a penultimate layer tapped")
+    n = max(float(r.count[-1]), 1.0)
+    mean = r.feat_sum[-1] / n
+    cov = r.feat_outer / n - np.outer(mean, mean)
+    cov = (cov + cov.T) / 2
+    scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
+    return mean, np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)

@@ -8,7 +8,7 @@ import pytest
 from nnwatch.errors import InputError, NotFittedError
 from nnwatch.kernels.layout import layer_offsets, pack_layers
 from nnwatch.monitor.detector import REGISTRY, BatchView, make_detector
-from nnwatch.monitor.detectors import DEFAULT
+from nnwatch.monitor.detectors import DEFAULT, MORE
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
 
@@ -40,7 +40,7 @@ def test_default_detectors_are_registered():
         make_detector("nope")
 
 
-@pytest.mark.parametrize("name", DEFAULT)
+@pytest.mark.parametrize("name", DEFAULT + MORE)
 def test_conformance(setup, name):
     profile = setup[0]
     det = make_detector(name)
@@ -54,7 +54,7 @@ def test_conformance(setup, name):
     np.testing.assert_allclose(alone, s[3:4], rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", DEFAULT)
+@pytest.mark.parametrize("name", DEFAULT + MORE)
 def test_nonfinite_scores_inf(setup, name):
     det = make_detector(name).fit(setup[0])
     probe = [p.copy() for p in setup[2]]

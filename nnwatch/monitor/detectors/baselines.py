@@ -111,10 +111,24 @@ class Mahalanobis(Detector):
         self.whitened_means_ = means @ self.whiten_
         self.mean_norms_ = (self.whitened_means_ ** 2).sum(axis=1)
 
-    def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
-        x = view.layer(self.layer_).astype(np.float64)
+    def class_distances(self, x: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each feature vector to each class mean.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            float64 ``(B, D)`` penultimate features.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(B, C)``, clipped at 0 (rounding).
+        """
         with np.errstate(invalid="ignore", over="ignore"):
             z = x @ self.whiten_
             dist = (z * z).sum(axis=1)[:, None] - 2.0 * (z @ self.whitened_means_.T) + self.mean_norms_[None, :]
-        return finite_or_inf(np.maximum(dist.min(axis=1), 0.0))
+        return np.maximum(dist, 0.0)
+
+    def score(self, view: BatchView) -> np.ndarray:
+        self.check_fitted()
+        return finite_or_inf(self.class_distances(view.layer(self.layer_).astype(np.float64)).min(axis=1))
