@@ -7,13 +7,17 @@ Stdlib only.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import ModelError
 
 MANIFEST_KEY = "nnwatch.manifest"
+HEAD_KEY = "nnwatch.head"  # the final linear layer (weights as data), when it is one
 MANIFEST_FORMAT = "nnwatch.manifest"
 MANIFEST_VERSION = 1
 REDUCTIONS = ("none", "mean", "max")
@@ -191,3 +195,57 @@ class TapManifest:
             raise ModelError(f"nnwatch manifest: penultimate layer {self.penultimate!r} is not a tap")
         if len(self.fingerprint) != 64:
             raise ModelError("nnwatch manifest fingerprint is not a sha256 hex digest")
+
+
+def encode_head(weight: np.ndarray, bias: np.ndarray) -> str:
+    """The classifier head as JSON metadata (float32, row-major, base64).
+
+    Parameters
+    ----------
+    weight : numpy.ndarray
+        ``(K, D)``: logits = weight @ features + bias.
+    bias : numpy.ndarray
+        ``(K,)``.
+
+    Returns
+    -------
+    str
+        JSON text.
+    """
+    w = np.ascontiguousarray(weight, np.float32)
+    b = np.ascontiguousarray(bias, np.float32)
+    return json.dumps({"shape": list(w.shape), "weight": base64.b64encode(w.tobytes()).decode("ascii"),
+                       "bias": base64.b64encode(b.tobytes()).decode("ascii")})
+
+
+def decode_head(text: str, n_classes: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read :func:`encode_head` output and check it against the model.
+
+    Parameters
+    ----------
+    text : str
+        The metadata value.
+    n_classes, n_features : int
+        What the head must map from and to.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(weight float32 (K, D), bias float32 (K,))``.
+
+    Raises
+    ------
+    ModelError
+        Malformed, or shapes that do not fit the model.
+    """
+    try:
+        d = json.loads(text)
+        k, dim = (int(v) for v in d["shape"])
+        w = np.frombuffer(base64.b64decode(d["weight"], validate=True), np.float32)
+        b = np.frombuffer(base64.b64decode(d["bias"], validate=True), np.float32)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"the model's classifier-head metadata is malformed ({type(exc).__name__})") from None
+    if (k, dim) != (n_classes, n_features) or w.size != k * dim or b.size != k or not np.isfinite(w).all():
+        raise ModelError(f"the model's classifier head has shape {(k, dim)}, expected {(n_classes, n_features)}; "
+                         "re-instrument the model")
+    return w.reshape(k, dim).copy(), b.copy()

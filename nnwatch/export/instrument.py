@@ -24,9 +24,9 @@ from onnx import TensorProto, helper, shape_inference
 from .._io import atomic_write_bytes
 from .._validate import unknown_name
 from ..errors import InputError, ModelError
-from ..manifest import MANIFEST_KEY, Tap, TapManifest
+from ..manifest import HEAD_KEY, MANIFEST_KEY, Tap, TapManifest, encode_head
 from .names import tap_output_name
-from .select import ACTIVATION_OPS, auto_tensors, logits_tensor, penultimate_tensor, producers
+from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
 
 # onnxruntime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default.
 MAX_IR_VERSION = 13
@@ -302,6 +302,11 @@ def instrument(
     entry = model.metadata_props.add()
     entry.key = MANIFEST_KEY
     entry.value = manifest.to_json()
+    head = classifier_head(graph, logits, prod)
+    if head is not None and head[2] == penult_tensor:  # the tapped features feed it directly
+        entry = model.metadata_props.add()
+        entry.key = HEAD_KEY
+        entry.value = encode_head(head[0], head[1])
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
     try:

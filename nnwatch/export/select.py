@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from onnx import GraphProto, NodeProto
+import numpy as np
+from onnx import GraphProto, NodeProto, helper, numpy_helper
 
 # Ops whose output is an activation pattern worth monitoring.
 ACTIVATION_OPS = frozenset(
@@ -110,3 +111,67 @@ def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None
     if penult is not None and penult not in chosen:
         chosen.append(penult)
     return chosen
+
+
+def classifier_head(graph: GraphProto, logits: str, prod: dict[str, NodeProto]) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The final linear layer as data: ``logits = W @ features + b``, or None when it is not one.
+
+    Recognized: ``Gemm`` (transA = 0, constant B and C, any alpha/beta/transB), or
+    ``MatMul(features, W)`` with an optional constant ``Add`` bias, followed only by
+    ``Identity``/``Cast`` before the logits.
+
+    Parameters
+    ----------
+    graph : onnx.GraphProto
+        Model graph.
+    logits : str
+        Logits tensor name.
+    prod : dict
+        Output of :func:`producers`.
+
+    Returns
+    -------
+    tuple or None
+        ``(W float32 (K, D), b float32 (K,), feature tensor name)``.
+    """
+    inits = {i.name: i for i in graph.initializer}
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
+
+    node = prod.get(logits)
+    while node is not None and node.op_type in ("Identity", "Cast"):
+        node = prod.get(node.input[0])
+    if node is None:
+        return None
+    if node.op_type == "Gemm":
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = const(node.input[1])
+        if attrs.get("transA", 0) or w is None or w.ndim != 2:
+            return None
+        w = (w if attrs.get("transB", 0) else w.T) * float(attrs.get("alpha", 1.0))
+        b = np.zeros(w.shape[0])
+        if len(node.input) > 2 and node.input[2]:
+            c = const(node.input[2])
+            if c is None or c.size not in (1, w.shape[0]):
+                return None
+            b = np.broadcast_to(c.reshape(-1), (w.shape[0],)) * float(attrs.get("beta", 1.0))
+        return w.astype(np.float32), np.asarray(b, np.float32), node.input[0]
+    bias = None
+    if node.op_type == "Add":
+        left, right = node.input
+        bias_name, other = (left, right) if left in inits else (right, left) if right in inits else (None, None)
+        if bias_name is None:
+            return None
+        bias = const(bias_name).reshape(-1)
+        node = prod.get(other)
+    if node is None or node.op_type != "MatMul":
+        return None
+    w = const(node.input[1])
+    if w is None or w.ndim != 2:
+        return None
+    k = w.shape[1]
+    b = np.zeros(k) if bias is None else (np.full(k, bias[0]) if bias.size == 1 else bias)
+    if b.shape != (k,):
+        return None
+    return w.T.astype(np.float32), b.astype(np.float32), node.input[0]

@@ -113,7 +113,25 @@ class Detector:
     name: ClassVar[str] = ""
     cost: ClassVar[str] = "cheap"
     coverage_source: ClassVar[int | None] = None
+    needs_head: ClassVar[bool] = False  # recomputes logits: needs the classifier head (with_head)
     fitted_: bool = False
+    head_: tuple[np.ndarray, np.ndarray] | None = None
+
+    def with_head(self, head: tuple[np.ndarray, np.ndarray] | None) -> "Detector":
+        """Give the detector the model's final linear layer (``logits = W @ features + b``).
+
+        Parameters
+        ----------
+        head : tuple or None
+            ``(W (K, D), b (K,))``, e.g. ``Runner.head``; None when the model has none.
+
+        Returns
+        -------
+        Detector
+            self.
+        """
+        self.head_ = head
+        return self
 
     def params(self) -> dict:
         """Parameters the scores depend on (recorded with a calibration).
@@ -138,6 +156,9 @@ class Detector:
         Detector
             self.
         """
+        if self.needs_head and self.head_ is None:
+            raise NotFittedError(f"detector {self.name!r} recomputes logits and needs the classifier head, which this "
+                                 "model does not expose as a final Gemm or MatMul+Add on the tapped features")
         self._fit(profile)
         self.fitted_ = True
         return self

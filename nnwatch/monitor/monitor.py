@@ -142,7 +142,7 @@ class Monitor:
             names.append(self.budget.fallback)
         fitted: dict[str, Detector] = {}
         for name in names:
-            det = make_detector(name)
+            det = make_detector(name).with_head(self.runner.head)
             try:
                 det.fit(profile)
             except NotFittedError as exc:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import copy_count_nonfinite, reduce_maps
 from ..kernels.layout import layer_offsets
-from ..manifest import MANIFEST_KEY, TapManifest
+from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, decode_head
 from .providers import QUIET, resolve_providers
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -163,6 +163,7 @@ class Runner:
         except Exception as exc:
             raise ModelError(f"onnxruntime cannot load {where}: {exc}") from None
         self.manifest = read_manifest(self.session, where)
+        meta = self.session.get_modelmeta().custom_metadata_map
         outputs = {o.name: o for o in self.session.get_outputs()}
         wanted = [self.manifest.logits] + [t.output for t in self.manifest.taps]
         missing = [o for o in wanted if o not in outputs]
@@ -183,6 +184,12 @@ class Runner:
         if len(lshape) != 2 or not isinstance(lshape[1], int):
             raise ModelError(f"{where}: logits output has shape {lshape}, expected (batch, classes)")
         self.n_classes = int(lshape[1])
+        man = self.manifest
+        # The classifier head as data, for detectors that recompute logits from changed features.
+        self.head: tuple[np.ndarray, np.ndarray] | None = None
+        if HEAD_KEY in meta and man.penultimate in man.layer_names:
+            size = man.layer_sizes[man.layer_names.index(man.penultimate)]
+            self.head = decode_head(meta[HEAD_KEY], self.n_classes, size)
         self.output_names = wanted
         self.offsets = layer_offsets(self.manifest.layer_sizes)
         self.n_neurons = int(self.offsets[-1])

@@ -40,10 +40,21 @@ def test_default_detectors_are_registered():
         make_detector("nope")
 
 
+HEAD = (np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32), np.zeros(3, np.float32))
+
+
+def test_detectors_that_recompute_logits_refuse_a_model_without_head(setup):
+    for name in MORE:
+        det = make_detector(name)
+        if det.needs_head:
+            with pytest.raises(NotFittedError, match="needs the classifier head"):
+                det.fit(setup[0])
+
+
 @pytest.mark.parametrize("name", DEFAULT + MORE)
 def test_conformance(setup, name):
     profile = setup[0]
-    det = make_detector(name)
+    det = make_detector(name).with_head(HEAD)
     with pytest.raises(NotFittedError):
         det.score(view(setup))
     assert det.fit(profile) is det
@@ -56,7 +67,7 @@ def test_conformance(setup, name):
 
 @pytest.mark.parametrize("name", DEFAULT + MORE)
 def test_nonfinite_scores_inf(setup, name):
-    det = make_detector(name).fit(setup[0])
+    det = make_detector(name).with_head(HEAD).fit(setup[0])
     probe = [p.copy() for p in setup[2]]
     logits = setup[3].copy()
     probe[1][0, :] = np.nan

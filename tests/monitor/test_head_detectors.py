@@ -1,0 +1,84 @@
+"""The classifier head as data, and the detectors that recompute logits with it (ReAct, fDBD),
+against their papers' formulas written plainly in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from nnwatch.export.instrument import instrument_file
+from nnwatch.kernels.layout import unpack_layers
+from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.runner import Runner
+from tests.conftest import mlp_onnx
+
+
+def gemm_onnx(w1, w2, b2, trans_b):
+    """x --MatMul(W1)--Relu--> a --Gemm(W2, B2, transB)--> logits"""
+    inits = [numpy_helper.from_array(w1.astype(np.float32), "W1"),
+             numpy_helper.from_array((w2.T if trans_b else w2).astype(np.float32), "W2"),
+             numpy_helper.from_array(b2.astype(np.float32), "B2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "W2", "B2"], ["logits"], transB=int(trans_b), alpha=0.5, beta=2.0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w1.shape[0]])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w2.shape[1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("kind", ["matmul+add", "gemm", "gemm transB"])
+def test_head_reproduces_the_logits(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    w1, w2, b2 = rng.normal(size=(6, 8)), rng.normal(size=(8, 4)), rng.normal(size=4)
+    model = mlp_onnx(w1, np.zeros(8), w2, b2) if kind == "matmul+add" else gemm_onnx(w1, w2, b2, kind.endswith("B"))
+    onnx.save(model, tmp_path / "plain.onnx")
+    instrument_file(tmp_path / "plain.onnx", tmp_path / "m.onnx")
+    runner = Runner(tmp_path / "m.onnx", providers="cpu")
+    assert runner.head is not None
+    x = rng.normal(size=(7, 6)).astype(np.float32)
+    ws = runner.workspace(7)
+    runner.run(runner.check_input(x), ws)
+    feats = unpack_layers(ws.buf, 7, runner.offsets)[runner.manifest.layer_names.index(runner.manifest.penultimate)]
+    w, b = runner.head
+    np.testing.assert_allclose(feats @ w.T + b, ws.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def monitor(digits_monitor_files):
+    f = digits_monitor_files
+    return Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage", "react", "fdbd"))
+
+
+def features(mon, x):
+    v = mon(x)
+    ws = mon.runner.workspace(len(x))
+    man = mon.manifest
+    return v, unpack_layers(ws.buf, len(x), mon.runner.offsets)[man.layer_names.index(man.penultimate)].astype(np.float64)
+
+
+def test_react_is_energy_of_clipped_features(monitor, digits_monitor_files):
+    x = np.concatenate([digits_monitor_files["splits"]["test"][0][:30],
+                        np.random.default_rng(0).random((10, 64), dtype=np.float32) * 3])
+    v, f = features(monitor, x)
+    w, b = (a.astype(np.float64) for a in monitor.runner.head)
+    c = np.percentile(monitor.profile.ranges.sample_feats.astype(np.float64), 90)
+    z = np.minimum(f, c) @ w.T + b
+    want = -np.log(np.exp(z).sum(axis=1))
+    np.testing.assert_allclose(v.scores["react"], want, rtol=1e-9)
+
+
+def test_fdbd_is_the_relative_distance_to_the_decision_boundaries(monitor, digits_monitor_files):
+    x = digits_monitor_files["splits"]["test"][0][:25]
+    v, f = features(monitor, x)
+    w, b = (a.astype(np.float64) for a in monitor.runner.head)
+    r = monitor.profile.ranges
+    mu = r.feat_sum[-1] / r.count[-1]
+    want = []
+    for xi in f:
+        p = int(np.argmax(w @ xi + b))
+        d = [abs((w[p] - w[c]) @ xi + b[p] - b[c]) / np.linalg.norm(w[p] - w[c]) for c in range(len(b)) if c != p]
+        want.append(-np.mean(d) / np.linalg.norm(xi - mu))
+    np.testing.assert_allclose(v.scores["fdbd"], want, rtol=1e-9)
