@@ -82,3 +82,42 @@ def test_fdbd_is_the_relative_distance_to_the_decision_boundaries(monitor, digit
         d = [abs((w[p] - w[c]) @ xi + b[p] - b[c]) / np.linalg.norm(w[p] - w[c]) for c in range(len(b)) if c != p]
         want.append(-np.mean(d) / np.linalg.norm(xi - mu))
     np.testing.assert_allclose(v.scores["fdbd"], want, rtol=1e-9)
+
+
+def naive_shaped_energy(f, w, b, percentile, variant):
+    out = []
+    for x in f:
+        t = np.percentile(x, percentile)
+        kept = [v if v >= t else 0.0 for v in x]
+        s1, s2 = sum(x), sum(kept)
+        if variant == "s":
+            shaped = np.array(kept) * np.exp(s1 / s2)
+        elif variant == "p":
+            shaped = np.array(kept)
+        elif variant == "b":
+            shaped = np.array([s1 / sum(v >= t for v in x) if v >= t else 0.0 for v in x])
+        else:  # scale
+            shaped = x * np.exp(s1 / s2)
+        z = w @ shaped + b
+        out.append(-np.log(np.sum(np.exp(z - z.max()))) - z.max())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("variant", ["s", "p", "b", "scale"])
+def test_activation_shaping_then_energy(digits_monitor_files, variant):
+    from nnwatch.monitor.detector import make_detector
+    from nnwatch.monitor.detectors.shaping import ActivationShaping, Scale
+
+    f = digits_monitor_files
+    mon = Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage",))
+    det = (Scale() if variant == "scale" else ActivationShaping(variant=variant)).with_head(mon.runner.head)
+    det.fit(mon.profile)
+    x = f["splits"]["test"][0][:20]
+    v, feats = features(mon, x)
+    ws = mon.runner.workspace(len(x))
+    from nnwatch.monitor.detector import BatchView
+
+    got = det.score(BatchView(ws.logits, ws.buf, mon.runner.offsets))
+    w, b = (a.astype(np.float64) for a in mon.runner.head)
+    np.testing.assert_allclose(got, naive_shaped_energy(feats, w, b, det.percentile, variant), rtol=1e-9)
+    assert make_detector("ash").params() == {"percentile": 90.0, "variant": "s"}
