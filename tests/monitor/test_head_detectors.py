@@ -121,3 +121,31 @@ def test_activation_shaping_then_energy(digits_monitor_files, variant):
     w, b = (a.astype(np.float64) for a in mon.runner.head)
     np.testing.assert_allclose(got, naive_shaped_energy(feats, w, b, det.percentile, variant), rtol=1e-9)
     assert make_detector("ash").params() == {"percentile": 90.0, "variant": "s"}
+
+
+def test_vim_is_the_virtual_logit_against_the_energy(digits_monitor_files):
+    from nnwatch.monitor.detector import BatchView, make_detector
+    from nnwatch.monitor.detectors.vim import principal_dims
+
+    f = digits_monitor_files
+    mon = Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage",))
+    det = make_detector("vim").with_head(mon.runner.head).fit(mon.profile)
+    x = np.concatenate([f["splits"]["test"][0][:20], np.random.default_rng(1).random((10, 64), dtype=np.float32)])
+    v, feats = features(mon, x)
+    ws = mon.runner.workspace(len(x))
+    got = det.score(BatchView(ws.logits, ws.buf, mon.runner.offsets))
+    # The paper's recipe on the profile's statistics, written out.
+    w, b = (a.astype(np.float64) for a in mon.runner.head)
+    u = -np.linalg.pinv(w) @ b
+    r = mon.profile.ranges
+    n = r.count[-1]
+    centred_second_moment = r.feat_outer / n - np.outer(u, r.feat_sum[-1] / n) - np.outer(r.feat_sum[-1] / n, u) + np.outer(u, u)
+    evals, evecs = np.linalg.eigh(centred_second_moment)
+    k = principal_dims(w.shape[1])
+    residual = evecs[:, np.argsort(evals)[::-1][k:]]
+    sample = r.sample_feats.astype(np.float64)
+    alpha = (sample @ w.T + b).max(1).mean() / np.linalg.norm((sample - u) @ residual, axis=1).mean()
+    z = feats @ w.T + b
+    want = alpha * np.linalg.norm((feats - u) @ residual, axis=1) - np.log(np.exp(z).sum(axis=1))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9)
+    assert got[20:].mean() > got[:20].mean()  # noise has more energy outside the classifier's subspace
