@@ -37,6 +37,25 @@ def finite_or_inf(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.inf)
 
 
+def logsumexp_rows(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-sum-exp in float64, stable for large logits (NaN rows stay NaN).
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(B, K)`` logits.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(B,)``.
+    """
+    z = np.asarray(z, np.float64)
+    m = z.max(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax in float64.
 

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import InputError, NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
-from .baselines import finite_or_inf
+from .baselines import finite_or_inf, logsumexp_rows
 
 
 def shape_features(x: np.ndarray, percentile: float, variant: str) -> np.ndarray:
@@ -74,10 +74,7 @@ class _Shaped(Detector):
         self.check_fitted()
         x = shape_features(view.layer(self.layer_).astype(np.float64), self.percentile, self.variant)
         with np.errstate(invalid="ignore", over="ignore"):
-            z = x @ self.weight_.T + self.bias_
-            m = z.max(axis=1)
-            lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-        return finite_or_inf(-lse)
+            return finite_or_inf(-logsumexp_rows(x @ self.weight_.T + self.bias_))
 
 
 @register

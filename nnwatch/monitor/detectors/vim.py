@@ -23,7 +23,7 @@ import numpy as np
 from ...errors import NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
-from .baselines import finite_or_inf
+from .baselines import finite_or_inf, logsumexp_rows
 
 
 def principal_dims(d: int) -> int:
@@ -66,7 +66,4 @@ class VirtualLogit(Detector):
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             virtual = self.alpha_ * np.linalg.norm((x - self.origin_) @ self.residual_, axis=1)
-            z = x @ self.weight_.T + self.bias_
-            m = z.max(axis=1)
-            lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-        return finite_or_inf(virtual - lse)
+            return finite_or_inf(virtual - logsumexp_rows(x @ self.weight_.T + self.bias_))
