@@ -113,3 +113,15 @@ def test_quiet_model_loading_silences_progress_bars(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="nothing is downloaded"):
         load_model(str(tmp_path / "no-model"), quiet=True)
     assert os.environ.get("TQDM_DISABLE") == "1"  # transformers' GGUF conversion bar obeys it
+
+
+def test_bench_reports_each_detectors_cost(files, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(files["model"]), str(files["profile"]), "--iters", "5", "--per-detector",
+                 "--providers", "cpu", "--json", str(out)]) == 0
+    costs = json.loads(out.read_text())["detector_costs"]
+    assert {"coverage kernel", "msp", "mahalanobis", "decision"} <= set(costs)
+    assert all(c["p50_us"] > 0 and c["table_bytes"] >= 0 for c in costs.values())
+    assert costs["mahalanobis"]["table_bytes"] > 0 and "per detector" in capsys.readouterr().out

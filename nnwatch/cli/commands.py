@@ -248,7 +248,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     import numpy as np
 
-    from ..eval.bench import bench_overhead, machine, plain_model_bytes
+    from ..eval.bench import bench_overhead, detector_costs, machine, plain_model_bytes
     from ..eval.report import write_json
     from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
@@ -277,6 +277,11 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     print(f"throughput plain {result['throughput_plain_per_s']:,.0f}/s, monitored {result['throughput_monitored_per_s']:,.0f}/s; "
           f"monitor memory {result['monitor_memory_mb']:.2f} MiB; peak RSS {result['peak_rss_mb']:.0f} MiB "
           f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")
+    if args.per_detector:
+        costs = detector_costs(mon, x, iters=args.iters)
+        result["detector_costs"] = costs
+        print("per detector, batch {}: {}".format(args.batch, "; ".join(
+            f"{n} {c['p50_us']:.1f} us, {c['table_bytes'] / 2**20:.2f} MiB" for n, c in costs.items())))
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

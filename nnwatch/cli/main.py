@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
     b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
     b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
+    b.add_argument("--per-detector", action="store_true", help="also time each detector's own scoring and its tables")
     b.add_argument("--json", help="also write the measurements as JSON here")
 
     from .heads import add_parser as add_heads_parser

@@ -132,3 +132,49 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
     out["providers"] = list(runner.providers)
     out["detectors"] = list(monitor.detectors)
     return out
+
+
+def detector_costs(monitor, x: np.ndarray, iters: int = 200, warmup: int = 20) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """What each detector adds to a monitored call: time of its own scoring, and its tables.
+
+    One run fills the buffers; then each detector's scoring is timed on them, interleaved.
+    Coverage detectors share one fused kernel pass, timed once as ``coverage kernel``; the
+    decision pass over all columns is timed as ``decision``.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        Monitored model.
+    x : numpy.ndarray
+        One input batch.
+    iters : int
+        Timed rounds.
+    warmup : int
+        Untimed rounds first.
+
+    Returns
+    -------
+    dict
+        name -> ``p50_us`` (per call) and ``table_bytes`` (arrays the detector holds).
+    """
+    from ..monitor.detector import BatchView
+
+    if int(iters) < 1:
+        raise InputError(f"iters must be >= 1, got {iters}")
+    arr = monitor.runner.check_input(x)
+    monitor.score(arr, _record=False)
+    ws = monitor.runner.workspace(arr.shape[0])
+    run, decide = monitor.compiled_passes(ws)  # the same bound passes the monitor uses
+    calls, tables = {}, {}
+    coverage = [n for n, d in monitor.detectors.items() if d.coverage_source is not None]
+    if coverage:
+        calls["coverage kernel"] = run.cover
+        tables["coverage kernel"] = monitor.tables.nbytes
+    for name, det in monitor.detectors.items():
+        if det.coverage_source is None:
+            calls[name] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, monitor.runner.offsets, pred=run.pred))
+            tables[name] = sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
+    calls["decision"] = lambda: decide(0, monitor.columns.index(monitor.decision))
+    tables["decision"] = monitor.conformal_tables.nbytes if monitor.conformal_tables is not None else 0
+    timed = interleaved(calls, iters, warmup)
+    return {n: {"p50_us": timed[n]["p50_ms"] * 1e3, "table_bytes": int(tables[n])} for n in calls}

@@ -195,6 +195,11 @@ class Monitor:
         self.profile.calibration = cal
 
     @property
+    def conformal_tables(self) -> Any:
+        """The compiled calibration (``ConformalTables``), or None when not calibrated."""
+        return self._conformal
+
+    @property
     def calibrated(self) -> bool:
         """Whether the decision detector has a calibration."""
         return self._cal_row is not None and self._cal_row[self._decision_col] >= 0
@@ -260,8 +265,19 @@ class Monitor:
                           f"[{lo:.4g}, {hi:.4g}]: scale them as in training (e.g. x / 255 for 0-255 images); "
                           "otherwise nearly everything is flagged", InputRangeWarning, stacklevel=3)
 
-    def _plan(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
-        # Per thread and batch size: the compiled passes with their arrays bound and checked once.
+    def compiled_passes(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
+        """This thread's compiled passes for a workspace (built on first use, then reused).
+
+        Parameters
+        ----------
+        ws : Workspace
+            The runner's workspace of one batch size.
+
+        Returns
+        -------
+        tuple
+            ``(CoverageRun, Decision)`` with their arrays bound and checked once.
+        """
         plans = getattr(self._local, "plans", None)
         if plans is None:
             plans = self._local.plans = {}
@@ -297,7 +313,7 @@ class Monitor:
         if self._input_checks:
             self._check_input_range(arr)
         ws = self.runner.workspace(arr.shape[0])
-        run, decide = self._plan(ws)
+        run, decide = self.compiled_passes(ws)
         t1 = time.perf_counter()
         # The NaN/Inf check rides along the copy into the bound input buffer when it can.
         if not self.runner.run(arr, ws, ws.nonfinite):
