@@ -125,11 +125,7 @@ def class_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, n
     # Within-class scatter = sum x x^T - sum_c n_c mu_c mu_c^T, as one (D, C) @ (C, D) product
     # (never a (C, D, D) array: 8 GB for a 1000-class model with 1024 features).
     within = r.feat_outer - (means[:-1].T * counts[:-1]) @ means[:-1]
-    cov = within / n
-    cov = (cov + cov.T) / 2
-    scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
-    precision = np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
-    return cls_means, precision
+    return cls_means, regularized_precision(within / n, ridge)
 
 
 def background_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +153,24 @@ def background_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarr
         raise InputError("this profile has no feature layer; rebuild it with a penultimate layer tapped")
     n = max(float(r.count[-1]), 1.0)
     mean = r.feat_sum[-1] / n
-    cov = r.feat_outer / n - np.outer(mean, mean)
+    return mean, regularized_precision(r.feat_outer / n - np.outer(mean, mean), ridge)
+
+
+def regularized_precision(cov: np.ndarray, ridge: float) -> np.ndarray:
+    """Inverse of a symmetrized covariance with a ridge relative to its mean variance.
+
+    Parameters
+    ----------
+    cov : numpy.ndarray
+        ``(D, D)`` covariance (rounding may have made it slightly asymmetric).
+    ridge : float
+        Added to the diagonal, times the mean variance; keeps singular directions finite.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(D, D)`` precision.
+    """
     cov = (cov + cov.T) / 2
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
-    return mean, np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
+    return np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
