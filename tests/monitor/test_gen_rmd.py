@@ -77,3 +77,32 @@ def test_new_detectors_run_in_the_monitor_and_record_their_parameters(digits_mon
     v = Monitor(f["model"], tmp_path / "p.npz", providers="cpu", detectors=("coverage", "gen", "rmd"))(
         f["splits"]["test"][0])
     assert set(v.p_values) == {"coverage", "gen", "rmd"} and np.isfinite(v.scores["rmd"]).all()
+
+
+def test_layer_mahalanobis_is_the_mean_chi_square_standardized_distance_to_the_predicted_class():
+    rng = np.random.default_rng(5)
+    n, classes, sizes = 900, 3, [6, 4]
+    y = rng.integers(0, classes, n)
+    hidden = (rng.normal(size=(classes, 6)) * 2)[y] + rng.normal(size=(n, 6)) * rng.uniform(0.2, 2, 6)
+    hidden[:, 5] = 0.0  # a dead neuron: its variance is floored, not divided by zero
+    feats = (rng.normal(size=(classes, 4)) * 3)[y] + rng.normal(size=(n, 4)) @ rng.normal(size=(4, 4))
+    layers = [hidden.astype(np.float32), feats.astype(np.float32)]
+    b = ProfileBuilder(sizes, classes, feature_layer=1).update_ranges(layers, y).finish_ranges()
+    profile = b.update_sections(layers, y).build("0" * 64, ["h", "f"])
+    det = make_detector("mahalanobis_layers").fit(profile)
+    probe = [(rng.normal(size=(20, s)) * 3).astype(np.float32) for s in sizes]
+    pred = rng.integers(0, classes, 20)
+    logits = np.eye(classes, dtype=np.float32)[pred]
+    got = det.score(BatchView(logits, pack_layers(probe), layer_offsets(sizes)))
+    h64, f64 = hidden.astype(np.float32).astype(np.float64), feats.astype(np.float32).astype(np.float64)
+    # hidden layer: diagonal pooled within-class variance, floored at 1e-3 x its mean
+    var = sum(((h64[y == c] - h64[y == c].mean(0)) ** 2).sum(0) for c in range(classes)) / n
+    var = np.maximum(var, 1e-3 * var.mean())
+    d_h = np.array([((p - h64[y == c].mean(0)) ** 2 / var).sum() for p, c in zip(probe[0].astype(np.float64), pred)])
+    # feature layer: full tied covariance (ridge 1e-3 x mean variance on the diagonal)
+    within = sum(np.cov(f64[y == c].T, bias=True) * (y == c).sum() for c in range(classes)) / n
+    within = within + 1e-3 * np.trace(within) / 4 * np.eye(4)
+    d_f = np.array([naive_mahalanobis(p[None], f64[y == c].mean(0), within)[0]
+                    for p, c in zip(probe[1].astype(np.float64), pred)])
+    want = ((d_h - 6) / np.sqrt(12) + (d_f - 4) / np.sqrt(8)) / 2
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -149,3 +149,18 @@ def test_vim_is_the_virtual_logit_against_the_energy(digits_monitor_files):
     want = alpha * np.linalg.norm((feats - u) @ residual, axis=1) - np.log(np.exp(z).sum(axis=1))
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9)
     assert got[20:].mean() > got[:20].mean()  # noise has more energy outside the classifier's subspace
+
+
+def test_nci_is_the_centred_alignment_with_the_class_weights_plus_the_l1_norm(digits_monitor_files):
+    f = digits_monitor_files
+    mon = Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage", "nci"))
+    x = np.concatenate([f["splits"]["test"][0][:25], np.random.default_rng(1).random((5, 64), dtype=np.float32)])
+    v, feats = features(mon, x)
+    w, b = (a.astype(np.float64) for a in mon.runner.head)
+    r = mon.profile.ranges
+    mu = r.feat_sum[-1] / r.count[-1]
+    want = []
+    for xi in feats:
+        p = int(np.argmax(w @ xi + b))
+        want.append(-(w[p] @ (xi - mu) / np.linalg.norm(xi - mu) + 1e-4 * np.abs(xi).sum()))
+    np.testing.assert_allclose(v.scores["nci"], want, rtol=1e-9)
