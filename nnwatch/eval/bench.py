@@ -166,12 +166,12 @@ def detector_costs(monitor, x: np.ndarray, iters: int = 200, warmup: int = 20) -
     ws = monitor.runner.workspace(arr.shape[0])
     run, decide = monitor.compiled_passes(ws)  # the same bound passes the monitor uses
     calls, tables = {}, {}
-    coverage = [n for n, d in monitor.detectors.items() if d.coverage_source is not None]
+    coverage = [n for n, d in monitor.detectors.items() if d.compiled_source is not None]
     if coverage:
         calls["coverage kernel"] = run.cover
         tables["coverage kernel"] = monitor.tables.nbytes
     for name, det in monitor.detectors.items():
-        if det.coverage_source is None:
+        if det.compiled_source is None:
             calls[name] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, monitor.runner.offsets, pred=run.pred))
             tables[name] = sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
     calls["decision"] = lambda: decide(0, monitor.columns.index(monitor.decision))

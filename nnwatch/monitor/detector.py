@@ -105,14 +105,14 @@ class Detector:
     """Base class: ``fit(profile)`` then ``score(view)``.
 
     Subclasses set ``name`` and ``cost`` ("cheap": logits only; "full": activations) and
-    implement :meth:`_fit` and :meth:`score`. A detector that is one column of the fused
-    coverage kernel (or their mean) sets ``coverage_source``; the monitor then reads that
-    column instead of calling :meth:`score`.
+    implement :meth:`_fit` and :meth:`score`. A column the monitor fills in compiled code (a
+    coverage kernel column, their mean, the fused verdict) sets ``compiled_source``; the
+    monitor then never calls its :meth:`score`.
     """
 
     name: ClassVar[str] = ""
     cost: ClassVar[str] = "cheap"
-    coverage_source: ClassVar[int | None] = None
+    compiled_source: ClassVar[int | None] = None
     needs_head: ClassVar[bool] = False  # recomputes logits: needs the classifier head (with_head)
     fitted_: bool = False
     head_: tuple[np.ndarray, np.ndarray] | None = None

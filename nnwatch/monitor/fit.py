@@ -15,6 +15,7 @@ from ..profile.builder import ProfileBuilder
 from ..profile.schema import Calibration, Profile, check_rate, input_stats, merge_input_stats
 from ..sources import BatchSource, as_source
 from .calibrate import calibration_from_scores
+from .fusion import FUSED, add_fusion
 from .detectors.baselines import log_softmax
 from .runner import Runner
 
@@ -176,7 +177,8 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
 
 
 def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
-              detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False) -> Calibration:
+              detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False,
+              fusion_members: Sequence[str] | None = None) -> Calibration:
     """Conformal calibration on clean held-out data, installed in the monitor.
 
     Parameters
@@ -194,6 +196,11 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         Classes with fewer calibration samples share a pooled threshold.
     detectors : sequence of str, optional
         Detectors to calibrate (default: all of the monitor's; must include its decision).
+        When the monitor runs ``fused``, a fused verdict over some of them is calibrated too
+        (:mod:`nnwatch.monitor.fusion`) and becomes the decision of an "auto" monitor.
+    fusion_members : sequence of str, optional
+        The fused verdict's members (default: chosen from the clean scores and cost by
+        :func:`nnwatch.monitor.fusion.choose_members`).
     batch_size : int
         Samples per call.
     progress : bool
@@ -216,18 +223,48 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     source = as_source(source)
     if isinstance(source, BatchSource):
         source = source.to_arrays()
-    names = list(detectors) if detectors is not None else list(monitor.columns)
+    names = list(detectors) if detectors is not None else [c for c in monitor.columns if c != FUSED]
     missing = [n for n in names if n not in monitor.columns]
     if missing:
         raise NotFittedError(f"detectors {missing} are not part of this monitor (it runs {list(monitor.columns)})")
-    if monitor.decision not in names:
-        raise InputError(f"the calibration must include the monitor's decision detector {monitor.decision!r}")
+    names = [n for n in names if n != FUSED]  # calibrated from its members, below
+    wanted = monitor.requested_decision
+    if wanted not in ("auto", FUSED) and wanted not in names:
+        raise InputError(f"the calibration must include the monitor's decision detector {wanted!r}")
+    if fusion_members is not None:
+        outside = [m for m in fusion_members if m not in names]
+        if outside:
+            raise InputError(f"fusion members {outside} are not among the calibrated detectors {names}")
     scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
     matrix = np.stack([scores[n] for n in names], axis=1)
     settings = monitor.settings
     settings["detector_params"] = {n: p for n, p in settings["detector_params"].items() if n in names}
     cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, alpha, min_class_samples,
                                   settings=settings)
+    if FUSED in monitor.columns:
+        add_fusion(cal, by_cost(monitor, names), fusion_members)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal
+
+
+def by_cost(monitor, names: Sequence[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Detectors cheapest first: compiled columns, then logit-only, then activation-based ones.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor running them.
+    names : sequence of str
+        Detector names.
+
+    Returns
+    -------
+    list of str
+        The same names, stably ordered by cost tier.
+    """
+    def tier(name: str) -> int:
+        det = monitor.detectors[name]
+        return 0 if det.compiled_source is not None else (1 if det.cost != "full" else 2)
+
+    return sorted(names, key=tier)

@@ -27,6 +27,7 @@ from .budget import Budget, LatencyTracker
 from .calibrate import check_settings, compile_conformal
 from .detector import BatchView, Detector, make_detector
 from .detectors import DEFAULT
+from .fusion import FUSED, compile_fusion
 from .results import Verdicts
 from .runner import Runner, Workspace
 
@@ -52,7 +53,9 @@ class Monitor:
     detectors : sequence of str
         Detectors to run; see :data:`nnwatch.monitor.detectors.DEFAULT`.
     decision : str
-        Detector whose calibrated flag and p-value set ``flag`` and ``confidence``.
+        Detector whose calibrated flag and p-value set ``flag`` and ``confidence``. "auto":
+        the fused verdict when the calibration has one over detectors this monitor runs
+        (:mod:`nnwatch.monitor.fusion`), else ``coverage`` (else the first detector).
     rare_rate : float or None
         Rarity rate for the coverage tables; default: the calibration's, else the
         profile's, else 0.01.
@@ -79,7 +82,7 @@ class Monitor:
     """
 
     def __init__(self, model: str | os.PathLike | bytes | Runner, profile: Profile | str | os.PathLike,
-                 detectors: Sequence[str] = DEFAULT, decision: str = "coverage", rare_rate: float | None = None,
+                 detectors: Sequence[str] = DEFAULT, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
                  spinning: bool = True) -> None:
@@ -113,18 +116,17 @@ class Monitor:
                           "samples and use the global signature", stacklevel=2)
         self.tables = compile_tables(profile, self.rare_rate, self.min_signature_samples, warn=False)
         self.budget = budget or Budget()
+        self.requested_decision = decision
         self.detectors = self._fit_detectors(detectors, decision, profile)
-        self.decision = decision
         self.parallel = parallel
         self.columns = tuple(self.detectors)
         dets = list(self.detectors.values())
-        self._sources = np.array([SOURCE_DETECTOR if d.coverage_source is None else d.coverage_source for d in dets],
+        self._sources = np.array([SOURCE_DETECTOR if d.compiled_source is None else d.compiled_source for d in dets],
                                  np.int64)
         self._needs_coverage = bool((self._sources != SOURCE_DETECTOR).any())
-        self._python = [(j, d) for j, d in enumerate(dets) if d.coverage_source is None]
+        self._python = [(j, d) for j, d in enumerate(dets) if d.compiled_source is None]
         self._python_cheap = [(j, d) for j, d in self._python if d.cost != "full"]
         self._masks = [np.ones(len(dets), np.bool_), np.array([d.cost != "full" for d in dets], np.bool_)]
-        self._decision_col = self.columns.index(decision)
         self._fallback_col = self.columns.index(self.budget.fallback) if self.budget.fallback in self.detectors else -1
         self._local = threading.local()
         self.tracker = LatencyTracker(self.budget)
@@ -136,7 +138,7 @@ class Monitor:
         names = list(dict.fromkeys(detectors))
         if not names:
             raise InputError("detectors is empty; pass at least one detector name")
-        if decision not in names:
+        if decision != "auto" and decision not in names:
             names.append(decision)
         if self.budget.policy == "degrade" and self.budget.fallback not in names:
             names.append(self.budget.fallback)
@@ -165,17 +167,42 @@ class Monitor:
                 "detector_params": {n: d.params() for n, d in self.detectors.items()}}
 
     def _set_calibration(self, cal: Calibration | None) -> None:
-        conformal = cal_row = None
+        conformal = cal_row = fusion = None
+        wanted = self.requested_decision
         if cal is not None:
             check_settings(cal, self.settings)
-            if self.decision not in cal.detectors:
-                raise ModelMismatchError(f"decision detector {self.decision!r} is not calibrated (calibrated: "
+            if FUSED in self.columns and cal.fusion is not None:
+                try:
+                    fusion = compile_fusion(cal, self.columns, self.profile.n_classes)
+                except ModelMismatchError as exc:
+                    if wanted == FUSED:
+                        raise
+                    warnings.warn(f"fused verdict unavailable: {exc}", stacklevel=3)
+            if wanted not in ("auto", FUSED) and wanted not in cal.detectors:
+                raise ModelMismatchError(f"decision detector {wanted!r} is not calibrated (calibrated: "
                                          f"{cal.detectors}); choose one of those or calibrate again")
-            conformal, cal_row = compile_conformal(cal, self.columns, self.profile.n_classes)
+            conformal, cal_row = compile_conformal(cal, self.columns, self.profile.n_classes)  # fused: never in cal
+        if wanted == FUSED and fusion is None:
+            raise ModelMismatchError("decision 'fused' needs a calibration with a fused verdict over this monitor's "
+                                     "detectors (nnwatch calibrate)")
+        if wanted == "auto":
+            calibrated = [c for c in self.columns if cal is not None and c in cal.detectors]
+            if fusion is not None:
+                wanted = FUSED
+            elif "coverage" in self.columns and (cal is None or "coverage" in calibrated):
+                wanted = "coverage"
+            else:
+                wanted = calibrated[0] if calibrated else self.columns[0]
+        self.decision = wanted
+        self._decision_col = self.columns.index(wanted)
         self.calibration = cal
         self._conformal = conformal
+        self._fusion = fusion
         self._cal_row = cal_row
-        self._calibrated_cols = cal_row >= 0 if cal_row is not None else np.zeros(len(self.columns), np.bool_)
+        calibrated = cal_row >= 0 if cal_row is not None else np.zeros(len(self.columns), np.bool_)
+        if fusion is not None:
+            calibrated[self.columns.index(FUSED)] = True
+        self._calibrated_cols = calibrated
         self._generation = getattr(self, "_generation", 0) + 1  # rebuilds every thread's plans
 
     def set_calibration(self, cal: Calibration) -> None:
@@ -202,7 +229,7 @@ class Monitor:
     @property
     def calibrated(self) -> bool:
         """Whether the decision detector has a calibration."""
-        return self._cal_row is not None and self._cal_row[self._decision_col] >= 0
+        return bool(self._calibrated_cols[self._decision_col])
 
     # -- memory --------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
@@ -218,6 +245,8 @@ class Monitor:
             total += sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
         if self._conformal is not None:
             total += self._conformal.nbytes
+        if self._fusion is not None:
+            total += self._fusion[0].nbytes + self._fusion[1].nbytes
         total += self.runner.workspace_bytes()
         plans = getattr(self._local, "plans", None) or {}
         total += sum(run.nbytes + decide.nbytes for _, _, run, decide in plans.values())
@@ -284,7 +313,7 @@ class Monitor:
         entry = plans.get(ws.batch)
         if entry is None or entry[0] is not ws or entry[1] != self._generation:
             run = CoverageRun(ws.logits, ws.buf, self.tables if self._needs_coverage else None, self.parallel)
-            decide = Decision(run, ws.nonfinite, self._sources, self._masks, self._conformal, self._cal_row)
+            decide = Decision(run, ws.nonfinite, self._sources, self._masks, self._conformal, self._cal_row, self._fusion)
             entry = plans[ws.batch] = (ws, self._generation, run, decide)
         return entry[2], entry[3]
 

@@ -298,6 +298,9 @@ class Calibration:
         What the scores depend on: the monitor's settings (``rare_rate``,
         ``min_signature_samples``, detector parameters) and the profile's statistics
         digest. A monitor configured otherwise refuses the calibration.
+    fusion : dict or None
+        The fused verdict over some of these detectors (:mod:`nnwatch.monitor.fusion`):
+        members, combination rule, split seed, tail quantile.
     """
 
     detectors: list[str]
@@ -306,6 +309,7 @@ class Calibration:
     fpr: float
     min_class_samples: int
     settings: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] | None = None
 
 
 @dataclass

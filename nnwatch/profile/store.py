@@ -93,7 +93,7 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> None:
     cal = profile.calibration
     header["calibration"] = None if cal is None else {
         "detectors": list(cal.detectors), "fpr": float(cal.fpr), "min_class_samples": int(cal.min_class_samples),
-        "settings": dict(cal.settings),
+        "settings": dict(cal.settings), "fusion": None if cal.fusion is None else dict(cal.fusion),
     }
     arrays = _arrays(profile)
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -184,6 +184,14 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
                 or not isinstance(cal.get("fpr"), float) or not isinstance(cal.get("min_class_samples"), int)
                 or not isinstance(cal.get("settings", {}), dict)):
             raise ProfileError(f"{where}: calibration header is malformed")
+        fusion = cal.get("fusion")
+        if fusion is not None and (
+                not isinstance(fusion, dict) or set(fusion) != {"members", "rule", "seed", "tail_quantile"}
+                or not isinstance(fusion["members"], list) or not fusion["members"]
+                or not all(isinstance(m, str) and m in cal["detectors"] for m in fusion["members"])
+                or not isinstance(fusion["rule"], str) or not isinstance(fusion["seed"], int)
+                or not isinstance(fusion["tail_quantile"], float)):
+            raise ProfileError(f"{where}: calibration fusion record is malformed (members must be calibrated detectors)")
     return header
 
 
@@ -326,7 +334,7 @@ def _assemble(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str)
             raise ProfileError(f"{where}: calibration names a detector twice")
         calibration = Calibration(detectors=list(cal["detectors"]), scores=scores, classes=classes,
                                   fpr=cal["fpr"], min_class_samples=cal["min_class_samples"],
-                                  settings=dict(cal.get("settings", {})))
+                                  settings=dict(cal.get("settings", {})), fusion=cal.get("fusion"))
     header = {k: v for k, v in header.items() if k != "calibration"}
     header["format_version"] = FORMAT_VERSION
     return Profile(header=header, ranges=ranges, sections=sections, calibration=calibration)

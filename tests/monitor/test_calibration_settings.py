@@ -56,8 +56,13 @@ def test_uncalibrated_decision_is_refused(files):
         calibrate(mon, ArraySource(*files["splits"]["val"], "val"), detectors=("coverage",))
     with pytest.raises(ModelMismatchError, match="decision detector 'msp' is not calibrated"):
         Monitor(files["model"], mon.profile, providers="cpu", detectors=("coverage", "msp"), decision="msp")
+    explicit = Monitor(files["model"], mon.profile, providers="cpu", detectors=("coverage", "msp"), decision="coverage")
     with pytest.raises(InputError, match="must include the monitor's decision detector 'coverage'"):
+        calibrate(explicit, ArraySource(*files["splits"]["val"], "val"), detectors=("msp",))
+    with warnings.catch_warnings():  # an "auto" monitor decides with what was calibrated
+        warnings.simplefilter("ignore", CalibrationWarning)
         calibrate(mon, ArraySource(*files["splits"]["val"], "val"), detectors=("msp",))
+    assert mon.decision == "msp" and mon.calibrated
 
 
 def test_calibration_reports_classes_without_their_own_threshold(files):

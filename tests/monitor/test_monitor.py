@@ -49,7 +49,7 @@ def test_noise_is_flagged(files, monitor):
 def test_confidence_decreases_with_score(monitor, files):
     x, _ = files["splits"]["test"]
     v = monitor(x)
-    s, c, p = v.scores["coverage"], v.confidence, v.pred
+    s, c, p = v.scores[monitor.decision], v.confidence, v.pred
     for cls in np.unique(p):
         m = p == cls
         order = np.argsort(s[m])

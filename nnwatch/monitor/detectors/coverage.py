@@ -21,11 +21,11 @@ from ..detector import BatchView, Detector, register
 
 class _Column(Detector):
     cost = "full"
-    coverage_source = 0
+    compiled_source = 0
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return view.coverage_checked[:, self.coverage_source]
+        return view.coverage_checked[:, self.compiled_source]
 
 
 @register
@@ -33,7 +33,7 @@ class NeuronCoverage(_Column):
     """Share of neurons whose on/off state is rare for the predicted class."""
 
     name = "nc"
-    coverage_source = SCORE_NAMES.index("nc")
+    compiled_source = SCORE_NAMES.index("nc")
 
 
 @register
@@ -41,7 +41,7 @@ class KMultisectionCoverage(_Column):
     """Share of neurons whose value falls in a k-section rare for the predicted class."""
 
     name = "kmnc"
-    coverage_source = SCORE_NAMES.index("kmnc")
+    compiled_source = SCORE_NAMES.index("kmnc")
 
 
 @register
@@ -49,7 +49,7 @@ class TopKCoverage(_Column):
     """Share of per-layer top-k neurons that are rarely top-k for the predicted class."""
 
     name = "tknc"
-    coverage_source = SCORE_NAMES.index("tknc")
+    compiled_source = SCORE_NAMES.index("tknc")
 
 
 @register
@@ -57,7 +57,7 @@ class BoundaryCoverage(_Column):
     """Share of neurons outside the predicted class's [min, max]."""
 
     name = "nbc"
-    coverage_source = SCORE_NAMES.index("nbc")
+    compiled_source = SCORE_NAMES.index("nbc")
 
 
 @register
@@ -65,7 +65,7 @@ class BoundaryExcess(_Column):
     """Mean distance outside the predicted class's range, in units of the range width."""
 
     name = "nb_excess"
-    coverage_source = SCORE_NAMES.index("nb_excess")
+    compiled_source = SCORE_NAMES.index("nb_excess")
 
 
 @register
@@ -74,7 +74,7 @@ class CombinedCoverage(Detector):
 
     name = "coverage"
     cost = "full"
-    coverage_source = SOURCE_COMBINED
+    compiled_source = SOURCE_COMBINED
 
     def _fit(self, profile: Profile) -> None:
         pass

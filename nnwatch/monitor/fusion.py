@@ -1,0 +1,259 @@
+"""The fused verdict: several detectors' conformal evidence, one calibrated decision.
+
+Calibration (clean data only):
+
+1. The calibration samples are split in two halves, per predicted class, by a seeded
+   permutation: the *member* half A and the *fusion* half B.
+2. Each member detector's scores on A form per-class conformal tables (the same groups as
+   every other calibrated detector: own, pooled, global). A live input's evidence from member
+   ``k`` is ``-log`` of its conformal p-value against A, with an exponential tail beyond A's
+   largest score (:mod:`nnwatch.kernels.fusion`); the fused statistic ``T`` is the sum over
+   members (Fisher's combination).
+3. ``T`` of every sample of B is computed against A, and the live ``T`` gets the conformal
+   p-value against B's ``T`` of its class group; the fused flag is ``p <= alpha``.
+
+Guarantee: given A, ``T`` is a fixed function; B and clean live inputs are exchangeable, so
+``P(fused flag | clean, group) <= alpha`` exactly as for a single detector (the calibration
+samples are never used twice for the same decision). Fisher's rule is chosen for power, not
+validity: validity comes from step 3 whatever the members' dependence.
+
+Members are chosen from clean data and cost alone (:func:`choose_members`): the candidate
+detectors in order of cost, skipping any whose clean calibration scores rank like (absolute
+Spearman correlation >= ``redundancy``) a member already chosen, since a near-copy adds cost
+and double-counts one signal. Users can name the members instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelMismatchError
+from ..kernels.conformal import ConformalTables
+from ..kernels.fusion import TAIL_QUANTILE, FusionTables, fused_statistic, tail_scales
+from ..profile.schema import Calibration
+from .calibrate import CalibrationWarning, compile_conformal, min_samples_for
+
+FUSED = "fused"
+RULE = "fisher"
+REDUNDANCY = 0.95
+NOT_MEMBERS = ("coverage", FUSED)  # "coverage" is already the mean of four coverage columns
+
+
+def split_halves(classes: np.ndarray, seed: int) -> np.ndarray:
+    """Which calibration samples form the member half A (the rest is B), per class.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        int ``(M,)`` predicted class of each calibration sample.
+    seed : int
+        Seed of the permutation within each class.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(M,)``: True for A. Each class's samples are split as evenly as possible.
+    """
+    classes = np.asarray(classes, np.int64)
+    in_a = np.zeros(len(classes), bool)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(classes):
+        idx = np.flatnonzero(classes == c)
+        in_a[rng.permutation(idx)[::2]] = True
+    return in_a
+
+
+def spearman(scores: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation between the columns (ties get their mean rank).
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        ``(M, D)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(D, D)``; 0 for a constant column.
+    """
+    m, d = scores.shape
+    ranks = np.empty((m, d))
+    for j in range(d):
+        values, inverse, counts = np.unique(scores[:, j], return_inverse=True, return_counts=True)
+        ends = np.cumsum(counts)
+        ranks[:, j] = (ends - (counts - 1) / 2.0)[inverse]
+    ranks -= ranks.mean(axis=0)
+    norm = np.sqrt((ranks ** 2).sum(axis=0))
+    safe = np.where(norm > 0, norm, 1.0)
+    rho = (ranks.T @ ranks) / np.outer(safe, safe)
+    rho[norm == 0, :] = 0.0
+    rho[:, norm == 0] = 0.0
+    return rho
+
+
+def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: float = REDUNDANCY) -> list[str]:
+    """Members of the fusion: candidates in the given (cost) order, near-copies skipped.
+
+    Parameters
+    ----------
+    cal : Calibration
+        Clean calibration scores of the candidates.
+    candidates : sequence of str
+        Detectors, cheapest first.
+    redundancy : float
+        Skip a candidate whose absolute Spearman correlation with a chosen member is at
+        least this, on the clean calibration scores.
+
+    Returns
+    -------
+    list of str
+        The members (at least one).
+
+    Raises
+    ------
+    InputError
+        No candidate is calibrated.
+    """
+    names = [n for n in candidates if n in cal.detectors and n not in NOT_MEMBERS]
+    if not names:
+        raise InputError(f"none of {list(candidates)} is calibrated and can join a fusion (calibrated: {cal.detectors})")
+    rho = np.abs(spearman(cal.scores[:, [cal.detectors.index(n) for n in names]]))
+    chosen: list[int] = []
+    for j in range(len(names)):
+        if all(rho[j, k] < redundancy for k in chosen):
+            chosen.append(j)
+    return [names[j] for j in chosen]
+
+
+def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0) -> dict:
+    """The fusion recorded with a calibration (checked, JSON-able).
+
+    Parameters
+    ----------
+    cal : Calibration
+        The calibration the members come from.
+    members : sequence of str
+        Member detectors, all calibrated.
+    seed : int
+        Seed of the A/B split.
+
+    Returns
+    -------
+    dict
+        ``{"members", "rule", "seed", "tail_quantile"}``.
+
+    Raises
+    ------
+    InputError
+        A member is not calibrated, or the halves would be too small for ``cal.fpr``.
+    """
+    members = list(dict.fromkeys(members))
+    missing = [m for m in members if m not in cal.detectors or m in NOT_MEMBERS]
+    if not members or missing:
+        raise InputError(f"fusion members must be calibrated detectors other than {list(NOT_MEMBERS)}; "
+                         f"not usable: {missing or 'none given'} (calibrated: {cal.detectors})")
+    need = 2 * min_samples_for(cal.fpr) + 1
+    if len(cal.classes) < need:
+        raise InputError(f"a fused verdict at fpr={cal.fpr} needs at least {need} calibration samples (two halves "
+                         f"that can each flag), got {len(cal.classes)}")
+    return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE}
+
+
+def check_spec(spec: dict, cal: Calibration) -> None:
+    """Refuse a fusion whose record does not match this nnwatch or the calibration.
+
+    Raises
+    ------
+    ModelMismatchError
+        Another combination rule or tail, or members missing from the calibration.
+    """
+    if spec.get("rule") != RULE or spec.get("tail_quantile") != TAIL_QUANTILE:
+        raise ModelMismatchError(f"this calibration's fusion uses rule {spec.get('rule')!r} with tail quantile "
+                                 f"{spec.get('tail_quantile')!r}; this nnwatch computes {RULE!r} with "
+                                 f"{TAIL_QUANTILE}: calibrate again")
+    missing = [m for m in spec.get("members", []) if m not in cal.detectors]
+    if missing or not spec.get("members"):
+        raise ModelMismatchError(f"fusion members {missing} are not in the calibration ({cal.detectors})")
+
+
+def compile_fusion(cal: Calibration, columns: Sequence[str], n_classes: int) -> tuple[FusionTables, ConformalTables]:
+    """Member tables (half A) and the fused statistic's conformal tables (half B).
+
+    Parameters
+    ----------
+    cal : Calibration
+        A calibration with a ``fusion`` record.
+    columns : sequence of str
+        The monitor's score-matrix columns (must include every member).
+    n_classes : int
+        ``C``.
+
+    Returns
+    -------
+    tuple
+        ``(FusionTables with members as column indices, one-row ConformalTables)``.
+
+    Raises
+    ------
+    ModelMismatchError
+        A member is not one of the monitor's columns, or the record is malformed.
+    """
+    spec = cal.fusion
+    if spec is None:
+        raise ModelMismatchError("this calibration has no fused verdict; calibrate again to get one")
+    check_spec(spec, cal)
+    members = list(spec["members"])
+    absent = [m for m in members if m not in columns]
+    if absent:
+        raise ModelMismatchError(f"the fused verdict was calibrated over {members}; this monitor does not run "
+                                 f"{absent}: add them to its detectors, or calibrate again for this detector set")
+    in_a = split_halves(cal.classes, int(spec["seed"]))
+    rows = [cal.detectors.index(m) for m in members]
+    half_a = Calibration(detectors=members, scores=cal.scores[in_a][:, rows], classes=cal.classes[in_a],
+                         fpr=cal.fpr, min_class_samples=cal.min_class_samples)
+    member_tables, _ = compile_conformal(half_a, members, n_classes)
+    scale = tail_scales(member_tables.ref, member_tables.starts, member_tables.ends)
+    local = FusionTables(members=np.arange(len(members), dtype=np.int64), ref=member_tables.ref,
+                         starts=member_tables.starts, ends=member_tables.ends, scale=scale)
+    t_b = fused_statistic(cal.scores[~in_a][:, rows], cal.classes[~in_a], local)
+    half_b = Calibration(detectors=[FUSED], scores=t_b[:, None], classes=cal.classes[~in_a], fpr=cal.fpr,
+                         min_class_samples=cal.min_class_samples)
+    fused_tables, _ = compile_conformal(half_b, [FUSED], n_classes)
+    tables = FusionTables(members=np.array([list(columns).index(m) for m in members], np.int64), ref=local.ref,
+                          starts=local.starts, ends=local.ends, scale=scale)
+    return tables, fused_tables
+
+
+def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[str] | None = None,
+               seed: int = 0, warn: bool = True) -> Calibration:
+    """Record a fused verdict in a calibration (members chosen by :func:`choose_members` if not given).
+
+    Parameters
+    ----------
+    cal : Calibration
+        Calibration of the candidate detectors.
+    candidates : sequence of str
+        Detectors that may join, cheapest first.
+    members : sequence of str, optional
+        The members, chosen by the user.
+    seed : int
+        Seed of the A/B split.
+    warn : bool
+        Warn (:class:`CalibrationWarning`) instead of raising when the calibration is too small.
+
+    Returns
+    -------
+    Calibration
+        ``cal``, with ``fusion`` set (left None when too small and ``warn``).
+    """
+    chosen = list(members) if members is not None else choose_members(cal, candidates)
+    try:
+        cal.fusion = fusion_spec(cal, chosen, seed)
+    except InputError as exc:
+        if not warn or members is not None:
+            raise
+        warnings.warn(f"no fused verdict: {exc}", CalibrationWarning, stacklevel=2)
+    return cal

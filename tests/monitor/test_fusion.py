@@ -1,0 +1,254 @@
+"""The fused verdict against its definition in numpy, its guarantee by simulation, its refusals.
+
+Definition (nnwatch/monitor/fusion.py, nnwatch/kernels/fusion.py): split the calibration per
+class into halves A and B; a member's evidence is -log of its conformal p-value against A's
+group, continued beyond A's maximum by (s - max) / (max - 90% quantile); T = sum of evidence;
+the fused p-value is conformal against B's T of the same group.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from nnwatch.errors import InputError, ModelMismatchError
+from nnwatch.kernels.conformal import conformal_p_values
+from nnwatch.monitor.calibrate import CalibrationWarning, calibration_from_scores, calibration_groups, compile_conformal
+from nnwatch.monitor.fit import calibrate
+from nnwatch.monitor.fusion import (FUSED, add_fusion, choose_members, compile_fusion, fusion_spec, spearman,
+                                    split_halves)
+from nnwatch.monitor.monitor import Monitor
+from nnwatch.kernels.fusion import fused_statistic
+from nnwatch.profile.schema import Calibration
+from nnwatch.profile.store import load_profile, save_profile
+from nnwatch.sources import ArraySource
+
+ALPHA = 0.05
+
+
+def group_rows(classes, c, n_classes, alpha, min_class_samples):
+    """Rows of the calibration group of class c (own, pooled or global), as calibrate.py defines them."""
+    g = calibration_groups(classes, n_classes, alpha, min_class_samples)
+    if c in g.own:
+        return classes == c
+    return np.ones(len(classes), bool) if g.pooled_is_global else np.isin(classes, g.pooled)
+
+
+def naive_evidence(ref, s):
+    ref = np.sort(ref)
+    n = len(ref)
+    if not np.isfinite(s):
+        return np.inf
+    n_ge = int(np.sum(ref >= s))
+    if n_ge:
+        return -np.log((1 + n_ge) / (n + 1))
+    scale = max(ref[-1] - ref[int(0.9 * (n - 1))], 1e-9 * (1 + abs(ref[-1])))
+    return np.log(n + 1) + (s - ref[-1]) / scale
+
+
+def naive_fused(cal, members, scores, classes, n_classes):
+    """(T, p) of rows of member scores, from the calibration's raw scores, one sample at a time."""
+    in_a = split_halves(cal.classes, cal.fusion["seed"])
+    cols = [cal.detectors.index(m) for m in members]
+    ca, cb = cal.classes[in_a], cal.classes[~in_a]
+    sa, sb = cal.scores[in_a][:, cols], cal.scores[~in_a][:, cols]
+
+    def stat(row, c):
+        rows = group_rows(ca, c, n_classes, cal.fpr, cal.min_class_samples)
+        return sum(naive_evidence(sa[rows, k], row[k]) for k in range(len(cols)))
+
+    t_b = np.array([stat(r, c) for r, c in zip(sb, cb)])
+    t = np.array([stat(r, c) for r, c in zip(scores, classes)])
+    p = np.empty(len(t))
+    for i, c in enumerate(classes):
+        ref = t_b[group_rows(cb, c, n_classes, cal.fpr, cal.min_class_samples)]
+        # T is discrete inside the calibration range (sums of -log(k / (n + 1))): equal ranks give
+        # equal T, which numpy and the compiled kernel may round one ulp apart; compare up to that.
+        p[i] = (1 + np.sum(ref >= t[i] - 1e-9 * max(1.0, abs(t[i])))) / (len(ref) + 1)
+    return t, p
+
+
+def synthetic_calibration(rng, n_per_class=(60, 45, 8), members=3, seed=0):
+    classes = np.repeat(np.arange(len(n_per_class)), n_per_class)
+    latent = rng.standard_normal(len(classes))
+    scores = latent[:, None] * 0.7 + rng.standard_normal((len(classes), members)) + classes[:, None] * 0.5
+    scores[:, 1] = np.round(scores[:, 1], 1)  # ties
+    names = [f"d{k}" for k in range(members)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cal = calibration_from_scores(names, scores, classes, len(n_per_class), ALPHA, 20)
+    cal.fusion = fusion_spec(cal, names, seed)
+    return cal, names
+
+
+def test_fused_statistic_and_p_value_follow_the_definition():
+    rng = np.random.default_rng(0)
+    cal, names = synthetic_calibration(rng)
+    columns = ["x"] + names  # members are columns 1.. of the monitor's matrix
+    tables, fused_cal = compile_fusion(cal, columns, 3)
+    live = rng.standard_normal((300, 4)) * 2.5  # far beyond the calibration too
+    live[0, 2] = np.inf
+    live[1, 3] = np.nan
+    classes = rng.integers(0, 3, 300)
+    t = fused_statistic(live, classes, tables)
+    p, flags = conformal_p_values(t[:, None], classes, fused_cal)
+    want_t, want_p = naive_fused(cal, names, live[:, 1:], classes, 3)
+    np.testing.assert_allclose(t, want_t, rtol=1e-12)
+    assert np.isinf(t[:2]).all()
+    np.testing.assert_allclose(p[:, 0], want_p, rtol=1e-15)  # compiled division may differ by an ulp
+    np.testing.assert_array_equal(flags[:, 0], want_p <= ALPHA)
+
+
+def test_halves_split_every_class_evenly_and_reproducibly():
+    classes = np.repeat(np.arange(4), [10, 11, 1, 0][:4])
+    a = split_halves(classes, 3)
+    for c in range(3):
+        assert abs(a[classes == c].sum() - (~a)[classes == c].sum()) <= 1
+    np.testing.assert_array_equal(a, split_halves(classes, 3))
+    assert not np.array_equal(split_halves(np.zeros(40, np.int64), 1), split_halves(np.zeros(40, np.int64), 2))
+
+
+def fused_rates(rng, n, rule, splits=1000, members=4, n_test=100):
+    rates = np.empty(splits)
+    for i in range(splits):
+        cov = 0.6 * np.ones((members, members)) + 0.4 * np.eye(members)  # dependent members
+        cal_s = rng.multivariate_normal(np.zeros(members), cov, n)
+        test_s = rng.multivariate_normal(np.zeros(members), cov, n_test)
+        names = [f"d{k}" for k in range(members)]
+        cal = Calibration(detectors=names, scores=cal_s, classes=np.zeros(n, np.int64), fpr=ALPHA,
+                          min_class_samples=1)
+        cal.fusion = fusion_spec(cal, names, seed=i)
+        rates[i] = rule(cal, names, test_s).mean()
+    return rates
+
+
+def library_fused_flags(cal, names, test_s):
+    tables, fused_cal = compile_fusion(cal, names, 1)
+    t = fused_statistic(test_s, np.zeros(len(test_s), np.int64), tables)
+    return conformal_p_values(t[:, None], np.zeros(len(t), np.int64), fused_cal)[1][:, 0]
+
+
+def double_use_flags(cal, names, test_s):
+    """The tempting wrong rule: calibrate T on the same samples that made the member p-values."""
+    whole = Calibration(detectors=names, scores=cal.scores, classes=cal.classes, fpr=ALPHA, min_class_samples=1)
+    member_tables, _ = compile_conformal(whole, names, 1)
+    from nnwatch.kernels.fusion import FusionTables, tail_scales
+
+    tables = FusionTables(members=np.arange(len(names), dtype=np.int64), ref=member_tables.ref,
+                          starts=member_tables.starts, ends=member_tables.ends,
+                          scale=tail_scales(member_tables.ref, member_tables.starts, member_tables.ends))
+    zeros = np.zeros(len(cal.classes), np.int64)
+    t_cal = fused_statistic(cal.scores, zeros, tables)
+    t_cal_tables, _ = compile_conformal(Calibration(["t"], t_cal[:, None], zeros, ALPHA, 1), ["t"], 1)
+    t = fused_statistic(test_s, np.zeros(len(test_s), np.int64), tables)
+    return conformal_p_values(t[:, None], np.zeros(len(t), np.int64), t_cal_tables)[1][:, 0]
+
+
+@pytest.mark.parametrize("n", [40, 120])
+def test_fused_false_alarms_stay_below_the_target_and_double_use_would_not(n):
+    rates = fused_rates(np.random.default_rng(n), n, library_fused_flags)
+    se = rates.std(ddof=1) / np.sqrt(len(rates))
+    assert rates.mean() <= ALPHA + 3 * se
+    wrong = fused_rates(np.random.default_rng(n), n, double_use_flags)
+    assert wrong.mean() > ALPHA + 3 * wrong.std(ddof=1) / np.sqrt(len(wrong))
+
+
+def test_members_skip_near_copies_in_cost_order():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(300)
+    scores = np.stack([base, np.exp(base) + 1e-3 * rng.standard_normal(300), rng.standard_normal(300),
+                       -base * 2, np.zeros(300)], axis=1)
+    cal = Calibration(["a", "a_copy", "b", "a_negated", "constant"], scores, np.zeros(300, np.int64), ALPHA, 20)
+    assert choose_members(cal, ["a", "a_copy", "b", "a_negated", "constant"]) == ["a", "b", "constant"]
+    assert choose_members(cal, ["a_copy", "a", "b"]) == ["a_copy", "b"]  # the cheaper one is kept
+    with pytest.raises(InputError, match="is calibrated"):
+        choose_members(cal, ["coverage", "unknown"])
+
+
+def test_spearman_matches_ranks_correlated_plainly():
+    rng = np.random.default_rng(2)
+    x = np.round(rng.standard_normal((50, 3)), 1)
+    ranks = np.empty_like(x)
+    for j in range(3):  # mean ranks of ties, written out
+        for i in range(50):
+            ranks[i, j] = np.sum(x[:, j] < x[i, j]) + (np.sum(x[:, j] == x[i, j]) + 1) / 2
+    np.testing.assert_allclose(spearman(x), np.corrcoef(ranks.T), atol=1e-12)
+
+
+def test_too_small_a_calibration_gets_no_fusion():
+    cal = Calibration(["a"], np.zeros((30, 1)), np.zeros(30, np.int64), ALPHA, 20)
+    with pytest.raises(InputError, match="at least 39 calibration samples"):
+        fusion_spec(cal, ["a"])
+    with pytest.warns(CalibrationWarning, match="no fused verdict"):
+        assert add_fusion(cal, ["a"]).fusion is None
+
+
+@pytest.fixture(scope="module")
+def fused_monitor(digits_monitor_files):
+    f = digits_monitor_files
+    mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu")
+    return mon
+
+
+def test_the_monitor_decides_with_the_fused_verdict_as_defined(fused_monitor, digits_monitor_files):
+    mon = fused_monitor
+    cal = mon.calibration
+    assert mon.decision == FUSED and mon.calibrated and cal.fusion is not None
+    members = cal.fusion["members"]
+    assert "coverage" not in members and set(members) <= set(mon.columns)
+    x = np.concatenate([digits_monitor_files["splits"]["test"][0][:60],
+                        np.random.default_rng(0).random((20, 64), dtype=np.float32) * 3])
+    x[3, 0] = np.nan
+    v = mon(x)
+    ok = ~v.nonfinite_input
+    t, p = naive_fused(cal, members, np.stack([v.scores[m] for m in members], 1)[ok], v.pred[ok], 10)
+    np.testing.assert_allclose(v.scores[FUSED][ok], t, rtol=1e-12)
+    np.testing.assert_allclose(v.p_values[FUSED][ok], p, rtol=1e-15)
+    np.testing.assert_array_equal(v.flags[FUSED], v.p_values[FUSED] <= cal.fpr)
+    np.testing.assert_array_equal(v.flag, v.flags[FUSED] | v.nonfinite_input)
+    np.testing.assert_allclose(v.confidence[ok], p, rtol=1e-15)
+    assert np.isinf(v.scores[FUSED][3]) and v.flag[3] and v.confidence[3] == 0
+
+
+def test_fusion_survives_save_and_load(fused_monitor, digits_monitor_files, tmp_path):
+    save_profile(fused_monitor.profile, tmp_path / "p.npz")
+    loaded = load_profile(tmp_path / "p.npz")
+    assert loaded.calibration.fusion == fused_monitor.calibration.fusion
+    x = digits_monitor_files["splits"]["test"][0][:30]
+    again = Monitor(digits_monitor_files["model"], loaded, providers="cpu")
+    np.testing.assert_array_equal(again(x).p_values[FUSED], fused_monitor(x).p_values[FUSED])
+
+
+def test_a_monitor_without_the_members_refuses_or_falls_back(fused_monitor, digits_monitor_files):
+    f = digits_monitor_files
+    members = fused_monitor.calibration.fusion["members"]
+    fewer = tuple(c for c in fused_monitor.columns if c != members[-1])
+    with pytest.raises(ModelMismatchError, match=f"does not run \\['{members[-1]}'\\]"):
+        Monitor(f["model"], fused_monitor.profile, providers="cpu", detectors=fewer, decision=FUSED)
+    with pytest.warns(UserWarning, match="fused verdict unavailable"):
+        mon = Monitor(f["model"], fused_monitor.profile, providers="cpu", detectors=fewer)
+    assert mon.decision == "coverage" and mon.calibrated
+
+
+def test_an_uncalibrated_fused_column_is_nan_and_cannot_decide(digits_monitor_files):
+    f = digits_monitor_files
+    profile = load_profile(f["profile"])
+    profile.calibration = None
+    mon = Monitor(f["model"], profile, providers="cpu")
+    v = mon(f["splits"]["test"][0][:5])
+    assert mon.decision == "coverage" and np.isnan(v.scores[FUSED]).all() and FUSED not in v.flags
+    with pytest.raises(ModelMismatchError, match="needs a calibration with a fused verdict"):
+        Monitor(f["model"], profile, providers="cpu", decision=FUSED)
+
+
+def test_users_can_name_the_members(digits_monitor_files):
+    f = digits_monitor_files
+    mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_members=("msp", "kmnc"))
+    assert cal.fusion["members"] == ["msp", "kmnc"] and mon.decision == FUSED
+    with pytest.raises(InputError, match="not among the calibrated detectors"):
+        calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_members=("knn",))
