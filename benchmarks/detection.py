@@ -1,4 +1,5 @@
-"""Detection quality: coverage detectors vs baselines on MNIST (LeNet) and Fashion-MNIST (ResNet).
+"""Detection quality of every detector and the fused verdict on MNIST (LeNet), Fashion-MNIST
+(ResNet-style) and scikit-learn digits (small CNN).
 
 The test split is cut into three disjoint parts: validation (calibration), clean test (the
 negatives) and sources (the originals of every derived anomaly). Anomalies: FGSM and PGD
@@ -6,7 +7,10 @@ negatives) and sources (the originals of every derived anomaly). Anomalies: FGSM
 and kept only where the prediction changed; the other dataset (MNIST <-> Fashion-MNIST);
 uniform and Gaussian noise and MNIST-C-style corruptions (rotation, blur, low contrast,
 inversion, shift) of the sources; and misclassified clean test inputs (against correctly
-classified ones). Thresholds: conformal, 5% target, clean validation data only.
+classified ones). For digits the other dataset is MNIST cut to 24x24 and average-pooled to 8x8,
+and the shift is 2 pixels. Thresholds: conformal, 5% target, clean validation data only; the
+fused verdict's members are chosen from those clean scores and cost alone. Per detector, the
+cost of scoring one batch-1 call is timed on the monitor's own bound buffers.
 Data: ../shared/data. Run: python benchmarks/detection.py [--quick]
 """
 
@@ -26,14 +30,15 @@ from _common import write
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FIGURES = ROOT / "docs" / "figures"
-ROC_DETECTORS = ["coverage", "kmnc", "nbc", "msp", "energy", "mahalanobis", "knn", "boxes"]
+ROC_DETECTORS = ["fused", "coverage", "kmnc", "nbc", "msp", "energy", "mahalanobis", "knn", "vim"]
+MODELS = {"mnist": "LeNet", "fmnist": "ResNet-style (3 stages)", "digits": "small CNN (3 conv)"}
 
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def anomalies(model, x, y, other_x, other_name, quick):
+def anomalies(model, x, y, other_x, other_name, quick, shift_px=4):
     """Anomalous sets from the source images ``x`` (disjoint from the clean negatives)."""
     from nnwatch.eval import corruptions as cor
     from nnwatch.eval.attacks import attack_correct, deepfool, fgsm, pgd
@@ -57,14 +62,21 @@ def anomalies(model, x, y, other_x, other_name, quick):
     sets["blur r=1"] = cor.blur(x, 1)
     sets["low contrast"] = cor.contrast(x, 0.3, 0.4)
     sets["inverted"] = cor.invert(x)
-    sets["shift 4px"] = cor.shift(x, 4, 4)
+    sets[f"shift {shift_px}px"] = cor.shift(x, shift_px, shift_px)
     return sets, attacks
 
 
 SPLITS = {  # validation / clean test / anomaly sources, cut from the test split in this order
     "mnist": {"val": 2000, "clean": 2000, "sources": 1000},
     "fmnist": {"val": 600, "clean": 670, "sources": 500},
+    "digits": {"clean": 180, "sources": 180},  # validation: the digits "val" split (359)
 }
+
+
+def mnist_as_digits(x: np.ndarray) -> np.ndarray:
+    """MNIST images as 8x8 digits: centre 24x24 crop, 3x3 average pooling."""
+    crop = x[:, :, 2:26, 2:26]
+    return crop.reshape(len(x), 1, 8, 3, 8, 3).mean(axis=(3, 5)).astype(np.float32)
 
 
 def run_dataset(name: str, quick: bool, folder: Path) -> dict:
@@ -73,30 +85,45 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     from nnwatch.eval.evaluate import evaluate
     from nnwatch.eval.metrics import false_alarm_check
     from nnwatch.monitor.calibrate import calibration_groups
+    from nnwatch.monitor.fusion import split_halves
     from nnwatch.eval.models import accuracy, lenet, train_classifier
     from nnwatch.eval.report import write_report
     from nnwatch.eval.zoo import fmnist_resnet
     from nnwatch.export.from_torch import export_module
-    from nnwatch.monitor.detectors import DEFAULT
+    from nnwatch.eval.bench import detector_costs
+    from nnwatch.eval.models import digits_cnn
+    from nnwatch.monitor.detectors import ALL
+    from nnwatch.sources import load_digits
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
     from nnwatch.sources import ArraySource, load_idx
 
     torch.set_num_threads(1)  # tiny models: one thread is faster and robust to a busy machine
-    own, other = ("mnist", "fashion_mnist") if name == "mnist" else ("fashion_mnist", "mnist")
-    train, test = load_idx(DATA / own, "train"), load_idx(DATA / own, "test")
-    other_test = load_idx(DATA / other, "test")
     n = dict(SPLITS[name])
     if quick:
         n = {k: v // 2 for k, v in n.items()}
-    a, b, c = n["val"], n["val"] + n["clean"], n["val"] + n["clean"] + n["sources"]
-    val = ArraySource(test.x[:a], test.y[:a], f"{own} test[:{a}] (validation)")
-    clean = ArraySource(test.x[a:b], test.y[a:b], f"{own} test[{a}:{b}] (clean test)")
+    if name == "digits":
+        own, other = "digits", "mnist"
+        train, val_split, test = load_digits("train"), load_digits("val"), load_digits("test")
+        other_x = mnist_as_digits(load_idx(DATA / "mnist", "test").x)
+        n["val"] = len(val_split)
+        b, c = n["clean"], n["clean"] + n["sources"]
+        val = ArraySource(val_split.x, val_split.y, "digits val split (validation)")
+        clean = ArraySource(test.x[:b], test.y[:b], f"digits test[:{b}] (clean test)")
+        pool_x = np.concatenate([val_split.x, test.x[:b]])
+    else:
+        own, other = ("mnist", "fashion_mnist") if name == "mnist" else ("fashion_mnist", "mnist")
+        train, test = load_idx(DATA / own, "train"), load_idx(DATA / own, "test")
+        other_x = load_idx(DATA / other, "test").x
+        a, b, c = n["val"], n["val"] + n["clean"], n["val"] + n["clean"] + n["sources"]
+        val = ArraySource(test.x[:a], test.y[:a], f"{own} test[:{a}] (validation)")
+        clean = ArraySource(test.x[a:b], test.y[a:b], f"{own} test[{a}:{b}] (clean test)")
+        pool_x = test.x[:b]
     src_x, src_y = test.x[b:c], test.y[b:c]
     say(f"{name}: training ({len(train)} images)")
     t0 = time.perf_counter()
-    net = lenet() if name == "mnist" else fmnist_resnet()
-    epochs = (4 if quick else 10) if name == "mnist" else (6 if quick else 25)
+    net = {"mnist": lenet, "fmnist": fmnist_resnet, "digits": digits_cnn}[name]()
+    epochs = {"mnist": (4, 10), "fmnist": (6, 25), "digits": (20, 40)}[name][0 if quick else 1]
     net = train_classifier(net, train.x, train.y, epochs=epochs, seed=0, lr=2e-3)
     train_s = time.perf_counter() - t0
     acc = accuracy(net, clean.x, clean.y)
@@ -105,11 +132,14 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         profile = build_profile(folder / f"{name}.onnx", train)
-        mon = Monitor(folder / f"{name}.onnx", profile, detectors=DEFAULT, providers="cpu")
+        mon = Monitor(folder / f"{name}.onnx", profile, detectors=ALL, providers="cpu")
         calibrate(mon, val, fpr=0.05)
+    say(f"{name}: fused verdict over {mon.calibration.fusion['members']}; timing each detector at batch 1")
+    costs = detector_costs(mon, clean.x[:1], iters=300 if quick else 2000)
     say(f"{name}: attacks and corruptions of {len(src_x)} source images")
-    other_x = other_test.x[: len(clean)]
-    sets, attacks = anomalies(net, src_x, src_y, other_x, f"{other} (other dataset)", quick)
+    other_x = other_x[: len(clean)]
+    sets, attacks = anomalies(net, src_x, src_y, other_x, f"{other} (other dataset)", quick,
+                              shift_px=2 if name == "digits" else 4)
     say(f"{name}: scoring")
     ev = evaluate(mon, clean, sets)
     pred = np.concatenate([mon(clean.x[i : i + 256]).pred for i in range(0, len(clean), 256)])
@@ -125,12 +155,21 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     sizes = [int(np.isin(cal.classes, b).sum()) if not (len(b) > 1 and groups.pooled_is_global) else len(cal.classes)
              for b in blocks]
     counts = [int(pred_counts[b].sum()) for b in blocks]
-    false_alarms = {d: false_alarm_check(f, 0.05, groups=(sizes, counts)) for d, f in ev.id_flags.items()}
+    false_alarms = {d: false_alarm_check(f, 0.05, groups=(sizes, counts)) for d, f in ev.id_flags.items()
+                    if d != "fused"}
+    # the fused verdict is calibrated on half B of the validation data: its own group sizes
+    half_b = cal.classes[~split_halves(cal.classes, cal.fusion["seed"])]
+    groups_b = calibration_groups(half_b, mon.profile.n_classes, cal.fpr, cal.min_class_samples)
+    blocks_b = [[c] for c in groups_b.own] + ([groups_b.pooled] if groups_b.pooled else [])
+    sizes_b = [int(np.isin(half_b, b).sum()) if not (len(b) > 1 and groups_b.pooled_is_global) else len(half_b)
+               for b in blocks_b]
+    false_alarms["fused"] = false_alarm_check(ev.id_flags["fused"], 0.05,
+                                              groups=(sizes_b, [int(pred_counts[b].sum()) for b in blocks_b]))
     rates = [v["rate"] for v in false_alarms.values()]
     false_alarm_summary = {"detectors": len(rates), "min": min(rates), "max": max(rates),
                            "within_conformal": sum(v["within_target"] for v in false_alarms.values()),
                            "within_binomial": sum(v["rate"] <= v["target_high"] for v in false_alarms.values())}
-    false_alarm_summary["repeated_splits"] = repeated_splits(mon, test.x[:b], n["val"])
+    false_alarm_summary["repeated_splits"] = repeated_splits(mon, pool_x, n["val"])
     by_name = {}  # set -> detector -> metrics, for the docs to cite by name
     for row in ev.rows:
         by_name.setdefault(row["set"], {})[row["detector"]] = {k: row[k] for k in ("auroc", "tpr_cal", "fpr_at_95tpr")}
@@ -138,7 +177,8 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     write_report(folder / f"{name}.html", ev, f"Detection on {own}", {"accuracy": f"{acc:.3f}"},
                  detectors_for_roc=ROC_DETECTORS)
     save_figures(name, ev)
-    return {"key": name, "dataset": own, "model": "LeNet" if name == "mnist" else "ResNet-style (3 stages)", "accuracy": acc,
+    return {"key": name, "dataset": own, "model": MODELS[name], "accuracy": acc,
+            "fusion": mon.calibration.fusion, "costs": costs, "ranking": ranking(ev),
             "train_images": len(train), "train_seconds": train_s, "splits": n,
             "taps": [f"{t.layer}({t.neurons})" for t in manifest.taps],
             "attacks": attacks, "n_clean": len(clean), "n_misclassified": int(len(wrong)),
@@ -153,26 +193,63 @@ def repeated_splits(mon, pool: np.ndarray, n_val: int, splits: int = 300, seed: 
     exchangeability the mean realized rate is at most the target.
     """
     from nnwatch.kernels.conformal import conformal_p_values
+    from nnwatch.kernels.fusion import fused_statistic
     from nnwatch.monitor.calibrate import calibration_from_scores, compile_conformal
     from nnwatch.monitor.fit import collect_scores
+    from nnwatch.monitor.fusion import compile_fusion, fusion_spec
 
     scores, _, pred = collect_scores(mon, pool)
     names = list(mon.calibration.detectors)
+    members = mon.calibration.fusion["members"]
     matrix = np.stack([scores[d] for d in names], axis=1)
     rng = np.random.default_rng(seed)
-    rates = np.empty((splits, len(names)))
+    rates = np.empty((splits, len(names) + 1))
     for r in range(splits):
         order = rng.permutation(len(pool))
         cal, rest = order[:n_val], order[n_val:]
         calib = calibration_from_scores(names, matrix[cal], pred[cal], mon.profile.n_classes, 0.05, 20, warn=False)
         tables, _ = compile_conformal(calib, names, mon.profile.n_classes)
         _, flags = conformal_p_values(matrix[rest], pred[rest], tables)
-        rates[r] = flags.mean(axis=0)
+        calib.fusion = fusion_spec(calib, members, seed=r)  # a new A/B split with every cut
+        member_tables, fused_tables = compile_fusion(calib, names, mon.profile.n_classes)
+        t = fused_statistic(matrix[rest], pred[rest], member_tables)
+        _, fused_flags = conformal_p_values(t[:, None], pred[rest], fused_tables)
+        rates[r] = np.append(flags.mean(axis=0), fused_flags.mean())
+    names = names + ["fused"]
     mean, se = rates.mean(axis=0), rates.std(axis=0, ddof=1) / np.sqrt(splits)
     return {"splits": splits, "mean": dict(zip(names, mean.tolist())), "se": dict(zip(names, se.tolist())),
             "max_mean": float(mean.max()), "max_mean_detector": names[int(mean.argmax())],
             "at_most_target": int((mean <= 0.05 + 2 * se).sum()), "detectors": len(names),
             "share_of_splits_above_target": dict(zip(names, (rates > 0.05).mean(axis=0).tolist()))}
+
+
+def ranking(ev) -> dict:
+    """OpenOOD-style summary: per detector, mean AUROC / FPR@95%TPR / TPR at the calibrated
+    threshold over the sets, rank per set (1 = best AUROC) and mean rank; and the targets of the
+    fused verdict (gap to the best single detector per set, mean against every single one)."""
+    sets, dets, auc = ev.table("auroc")
+    _, _, fpr95 = ev.table("fpr_at_95tpr")
+    _, _, tpr = ev.table("tpr_cal")
+    order = (-auc).argsort(axis=1, kind="stable")
+    ranks = np.empty_like(auc)
+    for i in range(len(sets)):
+        ranks[i, order[i]] = np.arange(1, len(dets) + 1)
+    singles = [j for j, d in enumerate(dets) if d != "fused"]
+    f = dets.index("fused")
+    best = auc[:, singles].max(axis=1)
+    best_names = [dets[singles[int(np.argmax(auc[i, singles]))]] for i in range(len(sets))]
+    gap = auc[:, f] - best
+    means = auc.mean(axis=0)
+    return {"sets": sets, "detectors": dets,
+            "per_detector": {d: {"mean_auroc": float(means[j]), "mean_fpr95": float(fpr95[:, j].mean()),
+                                 "mean_tpr_cal": float(np.nanmean(tpr[:, j])), "mean_rank": float(ranks[:, j].mean()),
+                                 "ranks": ranks[:, j].astype(int).tolist()} for j, d in enumerate(dets)},
+            "fused": {"gap_to_best": dict(zip(sets, gap.tolist())), "best_single": dict(zip(sets, best_names)),
+                      "sets_within_0.01": int((gap >= -0.01).sum()), "sets": len(sets),
+                      "worst_gap": float(gap.min()), "worst_gap_set": sets[int(gap.argmin())],
+                      "mean_auroc": float(means[f]), "best_single_mean": float(means[singles].max()),
+                      "best_single_mean_detector": dets[singles[int(np.argmax(means[singles]))]],
+                      "above_every_single_on_mean": bool(means[f] > means[singles].max())}}
 
 
 def save_figures(name: str, ev) -> None:

@@ -123,7 +123,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import warnings
 
-    from ..monitor.calibrate import calibration_groups, class_thresholds
+    from ..monitor.calibrate import calibration_groups
 
     mon = _monitor(args)
     with warnings.catch_warnings():
@@ -134,9 +134,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     save_profile(mon.profile, out)
     n_classes = mon.profile.n_classes
     groups = calibration_groups(cal.classes, n_classes, cal.fpr, cal.min_class_samples)
-    thresholds = class_thresholds(cal, n_classes)[:, cal.detectors.index(mon.decision)]
+    thresholds = mon.decision_thresholds()
     print(f"wrote {out}: conformal thresholds for {len(cal.detectors)} detectors at fpr {cal.fpr} from "
           f"{cal.scores.shape[0]} clean samples ({len(groups.own)} of {n_classes} classes with their own threshold)")
+    if cal.fusion is not None:
+        print(f"  decision: fused verdict over {', '.join(cal.fusion['members'])} (members chosen from the clean "
+              "scores and cost; each half of the calibration data calibrates one stage)")
     print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in thresholds))
     if groups.pooled:
         print(f"warning: {groups.describe()}", file=sys.stderr)

@@ -226,6 +226,20 @@ class Monitor:
         """The compiled calibration (``ConformalTables``), or None when not calibrated."""
         return self._conformal
 
+    def decision_thresholds(self) -> np.ndarray | None:
+        """Per-class score thresholds of the decision column (flag when score > threshold).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            float64 ``(C,)``, +inf where a group is too small to flag; None when uncalibrated.
+        """
+        if not self.calibrated:
+            return None
+        if self.decision == FUSED:
+            return self._fusion[1].thresholds()[:, 0]
+        return self._conformal.thresholds()[:, int(self._cal_row[self._decision_col])]
+
     @property
     def calibrated(self) -> bool:
         """Whether the decision detector has a calibration."""

@@ -66,7 +66,8 @@ def naive_fused(cal, members, scores, classes, n_classes):
         ref = t_b[group_rows(cb, c, n_classes, cal.fpr, cal.min_class_samples)]
         # T is discrete inside the calibration range (sums of -log(k / (n + 1))): equal ranks give
         # equal T, which numpy and the compiled kernel may round one ulp apart; compare up to that.
-        p[i] = (1 + np.sum(ref >= t[i] - 1e-9 * max(1.0, abs(t[i])))) / (len(ref) + 1)
+        tol = 1e-9 * max(1.0, abs(t[i])) if np.isfinite(t[i]) else 0.0
+        p[i] = (1 + np.sum(ref >= t[i] - tol)) / (len(ref) + 1)
     return t, p
 
 
