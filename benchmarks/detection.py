@@ -17,6 +17,7 @@ Data: ../shared/data. Run: python benchmarks/detection.py [--quick]
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FIGURES = ROOT / "docs" / "figures"
 ROC_DETECTORS = ["fused", "coverage", "kmnc", "nbc", "msp", "energy", "mahalanobis", "knn", "vim"]
+FUSED_COLUMNS = ("fused", "fused_default")  # over every detector / over the runtime default set
 MODELS = {"mnist": "LeNet", "fmnist": "ResNet-style (3 stages)", "digits": "small CNN (3 conv)"}
 
 
@@ -92,7 +94,7 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     from nnwatch.export.from_torch import export_module
     from nnwatch.eval.bench import detector_costs
     from nnwatch.eval.models import digits_cnn
-    from nnwatch.monitor.detectors import ALL
+    from nnwatch.monitor.detectors import ALL, DEFAULT
     from nnwatch.sources import load_digits
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
@@ -134,17 +136,24 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
         profile = build_profile(folder / f"{name}.onnx", train)
         mon = Monitor(folder / f"{name}.onnx", profile, detectors=ALL, providers="cpu")
         calibrate(mon, val, fpr=0.05)
+        # what a user gets without choosing detectors: the runtime default set and its fusion
+        runtime = Monitor(folder / f"{name}.onnx", copy.deepcopy(profile), detectors=DEFAULT, providers="cpu")
+        calibrate(runtime, val, fpr=0.05)
     say(f"{name}: fused verdict over {mon.calibration.fusion['members']}; timing each detector at batch 1")
     costs = detector_costs(mon, clean.x[:1], iters=300 if quick else 2000)
+    costs_default = detector_costs(runtime, clean.x[:1], iters=300 if quick else 2000)
     say(f"{name}: attacks and corruptions of {len(src_x)} source images")
     other_x = other_x[: len(clean)]
     sets, attacks = anomalies(net, src_x, src_y, other_x, f"{other} (other dataset)", quick,
                               shift_px=2 if name == "digits" else 4)
     say(f"{name}: scoring")
     ev = evaluate(mon, clean, sets)
+    add_column(ev, evaluate(runtime, clean, sets), "fused", "fused_default")
     pred = np.concatenate([mon(clean.x[i : i + 256]).pred for i in range(0, len(clean), 256)])
     right, wrong = clean.x[pred == clean.y], clean.x[pred != clean.y]
     ev_mis = evaluate(mon, ArraySource(right, None, "correct"), {"misclassified": wrong})
+    add_column(ev_mis, evaluate(runtime, ArraySource(right, None, "correct"), {"misclassified": wrong}), "fused",
+               "fused_default")
     ev_mis.sets["misclassified"]["neg_scores"] = ev_mis.id_scores  # negatives: correctly classified
     ev.sets.update(ev_mis.sets)
     ev.rows.extend(ev_mis.rows)
@@ -156,15 +165,16 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
              for b in blocks]
     counts = [int(pred_counts[b].sum()) for b in blocks]
     false_alarms = {d: false_alarm_check(f, 0.05, groups=(sizes, counts)) for d, f in ev.id_flags.items()
-                    if d != "fused"}
-    # the fused verdict is calibrated on half B of the validation data: its own group sizes
+                    if d not in FUSED_COLUMNS}
+    # the fused verdicts are calibrated on half B of the validation data: their own group sizes
     half_b = cal.classes[~split_halves(cal.classes, cal.fusion["seed"])]
     groups_b = calibration_groups(half_b, mon.profile.n_classes, cal.fpr, cal.min_class_samples)
     blocks_b = [[c] for c in groups_b.own] + ([groups_b.pooled] if groups_b.pooled else [])
     sizes_b = [int(np.isin(half_b, b).sum()) if not (len(b) > 1 and groups_b.pooled_is_global) else len(half_b)
                for b in blocks_b]
-    false_alarms["fused"] = false_alarm_check(ev.id_flags["fused"], 0.05,
-                                              groups=(sizes_b, [int(pred_counts[b].sum()) for b in blocks_b]))
+    for d in FUSED_COLUMNS:
+        false_alarms[d] = false_alarm_check(ev.id_flags[d], 0.05,
+                                            groups=(sizes_b, [int(pred_counts[b].sum()) for b in blocks_b]))
     rates = [v["rate"] for v in false_alarms.values()]
     false_alarm_summary = {"detectors": len(rates), "min": min(rates), "max": max(rates),
                            "within_conformal": sum(v["within_target"] for v in false_alarms.values()),
@@ -178,7 +188,8 @@ def run_dataset(name: str, quick: bool, folder: Path) -> dict:
                  detectors_for_roc=ROC_DETECTORS)
     save_figures(name, ev)
     return {"key": name, "dataset": own, "model": MODELS[name], "accuracy": acc,
-            "fusion": mon.calibration.fusion, "costs": costs, "ranking": ranking(ev),
+            "fusion": mon.calibration.fusion, "fusion_default": runtime.calibration.fusion, "costs": costs,
+            "costs_default": costs_default, "ranking": ranking(ev),
             "train_images": len(train), "train_seconds": train_s, "splits": n,
             "taps": [f"{t.layer}({t.neurons})" for t in manifest.taps],
             "attacks": attacks, "n_clean": len(clean), "n_misclassified": int(len(wrong)),
@@ -223,7 +234,19 @@ def repeated_splits(mon, pool: np.ndarray, n_val: int, splits: int = 300, seed: 
             "share_of_splits_above_target": dict(zip(names, (rates > 0.05).mean(axis=0).tolist()))}
 
 
+def add_column(ev, other, name: str, as_name: str) -> None:
+    """Add detector ``name`` of another evaluation of the same sets to ``ev`` as ``as_name``."""
+    ev.id_scores[as_name] = other.id_scores[name]
+    ev.id_flags[as_name] = other.id_flags[name]
+    for s, entry in other.sets.items():
+        ev.sets[s]["scores"][as_name] = entry["scores"][name]
+        ev.sets[s]["flags"][as_name] = entry["flags"][name]
+    ev.rows.extend({**row, "detector": as_name} for row in other.rows if row["detector"] == name)
+
+
 def ranking(ev) -> dict:
+    from nnwatch.monitor.detectors import ALL, DEFAULT
+
     """OpenOOD-style summary: per detector, mean AUROC / FPR@95%TPR / TPR at the calibrated
     threshold over the sets, rank per set (1 = best AUROC) and mean rank; and the targets of the
     fused verdict (gap to the best single detector per set, mean against every single one)."""
@@ -234,22 +257,26 @@ def ranking(ev) -> dict:
     ranks = np.empty_like(auc)
     for i in range(len(sets)):
         ranks[i, order[i]] = np.arange(1, len(dets) + 1)
-    singles = [j for j, d in enumerate(dets) if d != "fused"]
-    f = dets.index("fused")
-    best = auc[:, singles].max(axis=1)
-    best_names = [dets[singles[int(np.argmax(auc[i, singles]))]] for i in range(len(sets))]
-    gap = auc[:, f] - best
     means = auc.mean(axis=0)
-    return {"sets": sets, "detectors": dets,
-            "per_detector": {d: {"mean_auroc": float(means[j]), "mean_fpr95": float(fpr95[:, j].mean()),
-                                 "mean_tpr_cal": float(np.nanmean(tpr[:, j])), "mean_rank": float(ranks[:, j].mean()),
-                                 "ranks": ranks[:, j].astype(int).tolist()} for j, d in enumerate(dets)},
-            "fused": {"gap_to_best": dict(zip(sets, gap.tolist())), "best_single": dict(zip(sets, best_names)),
+    out = {"sets": sets, "detectors": dets,
+           "per_detector": {d: {"mean_auroc": float(means[j]), "mean_fpr95": float(fpr95[:, j].mean()),
+                                "mean_tpr_cal": float(np.nanmean(tpr[:, j])), "mean_rank": float(ranks[:, j].mean()),
+                                "ranks": ranks[:, j].astype(int).tolist()} for j, d in enumerate(dets)}}
+    for fused, pool in (("fused", ALL), ("fused_default", DEFAULT)):
+        # targets: against every single detector the fusion could have used
+        singles = [j for j, d in enumerate(dets) if d in pool and d not in FUSED_COLUMNS]
+        f = dets.index(fused)
+        best = auc[:, singles].max(axis=1)
+        best_names = [dets[singles[int(np.argmax(auc[i, singles]))]] for i in range(len(sets))]
+        gap = auc[:, f] - best
+        out[fused] = {"gap_to_best": dict(zip(sets, gap.tolist())), "best_single": dict(zip(sets, best_names)),
                       "sets_within_0.01": int((gap >= -0.01).sum()), "sets": len(sets),
                       "worst_gap": float(gap.min()), "worst_gap_set": sets[int(gap.argmin())],
                       "mean_auroc": float(means[f]), "best_single_mean": float(means[singles].max()),
                       "best_single_mean_detector": dets[singles[int(np.argmax(means[singles]))]],
-                      "above_every_single_on_mean": bool(means[f] > means[singles].max())}}
+                      "above_every_single_on_mean": bool(means[f] > means[singles].max()),
+                      "pool": [dets[j] for j in singles]}
+    return out
 
 
 def save_figures(name: str, ev) -> None:
@@ -313,21 +340,66 @@ def markdown(results: list[dict]) -> str:
             out.append(f"| {s} | {ev['sets'][s]} | " + " | ".join(cells) + " |")
         out.append(f"<!-- end {r['key']}_auroc -->")
         out.append("")
+        rk = r["ranking"]
+        costs = r["costs"]
+        fa_all = r["false_alarms"]
+        out.append("Every detector over all sets, in the OpenOOD style (mean over the sets; rank 1 = best AUROC on a "
+                   "set). Cost: median time of one batch-1 scoring call on the monitor's bound buffers, and the "
+                   "arrays the detector holds; the coverage columns share one kernel call, the fused verdict is "
+                   "part of the decision pass.\n")
+        out.append(f"<!-- begin {r['key']}_ranking -->")
+        out.append("| detector | mean AUROC | mean FPR@95%TPR | mean TPR@cal | mean rank | false alarms (clean) | "
+                   "µs / call | table KiB |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        kernel = {"nc", "kmnc", "tknc", "nbc", "nb_excess", "coverage"}
+        for d in sorted(rk["per_detector"], key=lambda d: rk["per_detector"][d]["mean_rank"]):
+            v = rk["per_detector"][d]
+            key = "coverage kernel" if d in kernel else ("decision" if d in FUSED_COLUMNS else d)
+            c = (r["costs_default"] if d == "fused_default" else costs).get(key, {})
+            us = f"{c['p50_us']:.1f}" + (" (shared)" if d in kernel else "") if c else "-"
+            kib = f"{c['table_bytes'] / 1024:.0f}" if c else "-"
+            name = f"**{d}**" if d in FUSED_COLUMNS else d
+            out.append(f"| {name} | {v['mean_auroc']:.3f} | {v['mean_fpr95']:.3f} | {v['mean_tpr_cal']:.3f} | "
+                       f"{v['mean_rank']:.1f} | {fa_all[d]['rate']:.3f} | {us} | {kib} |")
+        out.append(f"<!-- end {r['key']}_ranking -->")
+        out.append("")
+        out.append("Rank of every detector on every set (1 = best AUROC).\n")
+        out.append(f"<!-- begin {r['key']}_ranks -->")
+        out.append("| detector | " + " | ".join(rk["sets"]) + " |")
+        out.append("|---|" + "---|" * len(rk["sets"]))
+        for d in sorted(rk["per_detector"], key=lambda d: rk["per_detector"][d]["mean_rank"]):
+            out.append(f"| {d} | " + " | ".join(str(x) for x in rk["per_detector"][d]["ranks"]) + " |")
+        out.append(f"<!-- end {r['key']}_ranks -->")
+        out.append("")
+        out.append(f"<!-- begin {r['key']}_fused -->")
+        for col, members, what in (("fused", r["fusion"]["members"], "every detector"),
+                                   ("fused_default", r["fusion_default"]["members"], "the runtime default set")):
+            fu = rk[col]
+            out.append(f"- `{col}` (candidates: {what}; members chosen on clean data: {', '.join(members)}): mean "
+                       f"AUROC {fu['mean_auroc']:.3f} against {fu['best_single_mean']:.3f} for the best single "
+                       f"candidate on the mean ({fu['best_single_mean_detector']}); within 0.01 of the best single "
+                       f"candidate on {fu['sets_within_0.01']} of {fu['sets']} sets; largest gap {fu['worst_gap']:+.3f} "
+                       f"on {fu['worst_gap_set']} (best there: {fu['best_single'][fu['worst_gap_set']]}); realized "
+                       f"false alarms on the clean test set {fa_all[col]['rate']:.3f} (binomial 95% interval of the 5% "
+                       f"target up to {fa_all[col]['target_high']:.3f}).")
+        out.append(f"<!-- end {r['key']}_fused -->")
+        out.append("")
         out.append("At the conformal thresholds calibrated on clean validation data (target 5% false alarms): "
                    "detection rate (TPR@cal); realized false-alarm rate on the clean test set in the last row, with "
                    "its exact 95% interval.\n")
         out.append(f"<!-- begin {r['key']}_calibrated -->")
-        out.append("| set | coverage | mahalanobis | knn | msp | energy | FPR@95%TPR coverage | FPR@95%TPR msp |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append("| set | fused | coverage | mahalanobis | knn | msp | energy | FPR@95%TPR fused | FPR@95%TPR msp |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for s in sets:
             g = lambda d, k="tpr_cal": auc[(s, d)][k]  # noqa: E731
-            out.append(f"| {s} | {g('coverage'):.3f} | {g('mahalanobis'):.3f} | {g('knn'):.3f} | {g('msp'):.3f} | "
-                       f"{g('energy'):.3f} | {g('coverage', 'fpr_at_95tpr'):.3f} | {g('msp', 'fpr_at_95tpr'):.3f} |")
+            out.append(f"| {s} | {g('fused'):.3f} | {g('coverage'):.3f} | {g('mahalanobis'):.3f} | {g('knn'):.3f} | "
+                       f"{g('msp'):.3f} | {g('energy'):.3f} | {g('fused', 'fpr_at_95tpr'):.3f} | "
+                       f"{g('msp', 'fpr_at_95tpr'):.3f} |")
         fa = r["false_alarms"]
         cell = lambda d: f"{fa[d]['rate']:.3f} [{fa[d]['low']:.3f}, {fa[d]['high']:.3f}]"  # noqa: E731
         worst = max(fa.values(), key=lambda v: v["rate"])
-        out.append(f"| clean test (false alarms) | {cell('coverage')} | {cell('mahalanobis')} | {cell('knn')} | "
-                   f"{cell('msp')} | {cell('energy')} | | |")
+        out.append(f"| clean test (false alarms) | {cell('fused')} | {cell('coverage')} | {cell('mahalanobis')} | "
+                   f"{cell('knn')} | {cell('msp')} | {cell('energy')} | | |")
         out.append(f"<!-- end {r['key']}_calibrated -->")
         ok = sum(v["within_target"] for v in fa.values())
         plain = sum(v["rate"] <= v["target_high"] for v in fa.values())
@@ -353,7 +425,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="nnwatch-detection-"))
-    results = [run_dataset(n, args.quick, folder) for n in ("mnist", "fmnist")]
+    results = [run_dataset(n, args.quick, folder) for n in ("mnist", "fmnist", "digits")]
     total = time.perf_counter() - t0
     md = markdown(results) + f"\nWhole benchmark: {total / 60:.1f} minutes. HTML reports: {folder}/*.html\n"
     write("detection", {"datasets": {r["key"]: r for r in results}, "seconds": total, "quick": args.quick}, md,

@@ -3,7 +3,9 @@
 Per sample ``b`` and detector column ``j`` (one compiled pass, :class:`Decision`):
 
 - the score comes from the coverage kernel's output (``sources[j] >= 0``: that column;
-  ``SOURCE_COMBINED``: the mean of ``nc, kmnc, tknc, nbc``), from a detector written in
+  ``SOURCE_COMBINED``: the mean of ``nc, kmnc, tknc, nbc``), from the logits
+  (``SOURCE_MSP``: ``-expm1(max - logsumexp)``, ``SOURCE_MAX_LOGIT``: ``-max``,
+  ``SOURCE_ENERGY``: ``-logsumexp``, in float64), from a detector written in
   Python, which filled column ``j`` of :attr:`Decision.scores_in`, or (``SOURCE_FUSED``,
   computed after all other columns) is the fused statistic of :mod:`nnwatch.kernels.fusion`
   over member columns, with its own conformal tables (NaN when there is no fusion);
@@ -30,6 +32,10 @@ from .fusion import FusionTables, member_evidence
 SOURCE_DETECTOR = -1  # column filled by a detector written in Python
 SOURCE_COMBINED = -2  # mean of the nc, kmnc, tknc and nbc coverage columns
 SOURCE_FUSED = -3  # fused statistic of member columns (at most one such column)
+SOURCE_MSP = -4  # 1 - max softmax probability
+SOURCE_MAX_LOGIT = -5  # -max logit
+SOURCE_ENERGY = -6  # -logsumexp of the logits
+_LOWEST = SOURCE_ENERGY
 _NONFINITE = SCORE_NAMES.index("nonfinite")
 
 
@@ -41,14 +47,34 @@ def _p_value(ref, r, lo, hi, allowed_c, s, b, j, pvals, flags):
 
 
 @njit()
-def _decide(cov, pred, nonfinite, scores_in, sources, active, cal_row, ref, starts, ends, allowed, decision,
+def _logit_stats(logits, b):
+    m = -np.inf
+    for k in range(logits.shape[1]):
+        v = np.float64(logits[b, k])
+        if np.isnan(v):
+            return v, v  # scored +inf, as numpy's NaN-propagating max gives
+        if v > m:
+            m = v
+    total = 0.0
+    for k in range(logits.shape[1]):
+        total += np.exp(np.float64(logits[b, k]) - m)
+    return m, m + np.log(total)
+
+
+@njit()
+def _decide(cov, logits, pred, nonfinite, scores_in, sources, active, cal_row, ref, starts, ends, allowed, decision,
             fused, members, mref, mstarts, mends, mscale, fref, fstarts, fends, fallowed,
             scores, pvals, flags, flag, conf):
     n_det = sources.shape[0]
+    uses_logits = False
+    for j in range(n_det):
+        if active[j] and sources[j] <= SOURCE_MSP:
+            uses_logits = True
     for b in range(pred.shape[0]):
         c = pred[b]
         bad_in = nonfinite[b] > 0
         bad_acts = cov[b, _NONFINITE] > 0
+        top, lse = _logit_stats(logits, b) if uses_logits else (0.0, 0.0)
         for j in range(n_det):
             if not active[j] or sources[j] == SOURCE_FUSED:
                 scores[b, j] = np.nan
@@ -60,6 +86,12 @@ def _decide(cov, pred, nonfinite, scores_in, sources, active, cal_row, ref, star
                 s = np.inf if bad_acts else cov[b, src]
             elif src == SOURCE_COMBINED:
                 s = np.inf if bad_acts else (cov[b, 0] + cov[b, 1] + cov[b, 2] + cov[b, 3]) * 0.25
+            elif src == SOURCE_MSP:
+                s = -np.expm1(top - lse)
+            elif src == SOURCE_MAX_LOGIT:
+                s = -top
+            elif src == SOURCE_ENERGY:
+                s = -lse
             else:
                 s = scores_in[b, j]
             if bad_in or not np.isfinite(s):
@@ -126,9 +158,9 @@ class Decision:
         self.nonfinite = check_array(nonfinite, "nonfinite", np.int64, (batch,))
         sources = check_array(sources, "sources", np.int64, (None,))
         n_det = sources.shape[0]
-        if n_det < 1 or ((sources < SOURCE_FUSED) | (sources >= _NONFINITE)).any() or (sources == SOURCE_FUSED).sum() > 1:
-            raise InputError(f"sources must name coverage columns 0-{_NONFINITE - 1}, SOURCE_COMBINED, SOURCE_DETECTOR "
-                             f"or (once) SOURCE_FUSED, got {sources.tolist()}")
+        if n_det < 1 or ((sources < _LOWEST) | (sources >= _NONFINITE)).any() or (sources == SOURCE_FUSED).sum() > 1:
+            raise InputError(f"sources must name coverage columns 0-{_NONFINITE - 1} or one of the SOURCE_ constants "
+                             f"(SOURCE_FUSED at most once), got {sources.tolist()}")
         if ((sources >= 0) | (sources == SOURCE_COMBINED)).any() and run.tables is None:
             raise InputError("coverage columns need a run built with coverage tables")
         self.sources = sources
@@ -194,7 +226,7 @@ class Decision:
         flag = np.empty(batch, np.bool_)
         conf = np.empty(batch)
         ref, starts, ends, allowed = self._cal
-        _decide(self.run.cov, self.run.pred, self.nonfinite, self.scores_in, self.sources, active, self.cal_row,
+        _decide(self.run.cov, self.run.logits, self.run.pred, self.nonfinite, self.scores_in, self.sources, active, self.cal_row,
                 ref, starts, ends, allowed, decision, self._fused_arg, *self._fusion, scores, pvals, flags, flag, conf)
         return scores, pvals, flags, flag, conf
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
 from ..kernels.coverage import CoverageRun
-from ..kernels.decide import SOURCE_DETECTOR, Decision
+from ..kernels.decide import SOURCE_COMBINED, SOURCE_DETECTOR, Decision
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compile_tables, fallback_classes
 from ..profile.store import load_profile
@@ -123,7 +123,7 @@ class Monitor:
         dets = list(self.detectors.values())
         self._sources = np.array([SOURCE_DETECTOR if d.compiled_source is None else d.compiled_source for d in dets],
                                  np.int64)
-        self._needs_coverage = bool((self._sources != SOURCE_DETECTOR).any())
+        self._needs_coverage = bool(((self._sources >= 0) | (self._sources == SOURCE_COMBINED)).any())
         self._python = [(j, d) for j, d in enumerate(dets) if d.compiled_source is None]
         self._python_cheap = [(j, d) for j, d in self._python if d.cost != "full"]
         self._masks = [np.ones(len(dets), np.bool_), np.array([d.cost != "full" for d in dets], np.bool_)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import NotFittedError
+from ...kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
 from ..detector import BatchView, Detector, register
@@ -79,6 +80,7 @@ class MaxSoftmax(Detector):
     """1 - max softmax probability."""
 
     name = "msp"
+    compiled_source = SOURCE_MSP  # a monitor computes it in its decision pass
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
@@ -91,6 +93,7 @@ class MaxLogit(Detector):
     """Negative max logit."""
 
     name = "max_logit"
+    compiled_source = SOURCE_MAX_LOGIT
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
@@ -102,6 +105,7 @@ class Energy(Detector):
     """Free energy -logsumexp(logits)."""
 
     name = "energy"
+    compiled_source = SOURCE_ENERGY
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
