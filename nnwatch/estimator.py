@@ -31,7 +31,7 @@ class MonitorEstimator:
     detectors : sequence of str
         Detectors to run.
     decision : str
-        Detector whose calibrated p-value decides.
+        Detector whose calibrated p-value decides ("auto": the fused verdict, see ``Monitor``).
     fpr : float
         Target false-alarm rate of the flags.
     calibration_fraction : float
@@ -49,7 +49,7 @@ class MonitorEstimator:
         The fitted, calibrated monitor (after :meth:`fit`).
     """
 
-    def __init__(self, model: str | os.PathLike, detectors: Sequence[str] = DEFAULT, decision: str = "coverage",
+    def __init__(self, model: str | os.PathLike, detectors: Sequence[str] = DEFAULT, decision: str = "auto",
                  fpr: float = 0.05, calibration_fraction: float = 0.3, random_state: int = 0, batch_size: int = 256,
                  providers: str = "auto") -> None:
         self.model = model

@@ -64,14 +64,17 @@ def _source(spec: str, limit: int | None) -> Any:
     return open_source(spec).limit(limit)
 
 
-def _monitor(args: argparse.Namespace, profile: Any = None) -> Any:
+def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = ()) -> Any:
     import warnings
 
+    from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
 
+    detectors = tuple(dict.fromkeys(DEFAULT + tuple(extra))) if extra else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers)
+        mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
+                      detectors=detectors)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return mon
@@ -125,11 +128,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from ..monitor.calibrate import calibration_groups
 
-    mon = _monitor(args)
+    mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the groups are reported below, in full
         cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
-                        batch_size=args.batch_size, progress=not args.quiet)
+                        batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse)
     out = args.out or args.profile
     save_profile(mon.profile, out)
     n_classes = mon.profile.n_classes

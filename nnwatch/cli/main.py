@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
-from .types import positive_int, unit_interval
+from .types import detector_names, positive_int, unit_interval
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target false-alarm rate of the conformal flags")
     c.add_argument("--min-class-samples", type=positive_int, default=20,
                    help="calibration samples a class needs for a threshold of its own (fewer: pooled)")
+    c.add_argument("--fuse", type=detector_names, metavar="NAME,...",
+                   help="members of the fused verdict (default: chosen from the clean scores and cost)")
     c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
     _common(c)
 

@@ -50,3 +50,18 @@ def percent(text: str) -> float:
     if not 0.0 < value < 100.0:
         raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100), got {value}")
     return value
+
+
+def detector_names(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated registered detector names (not the fused column itself)."""
+    from ..monitor.detector import REGISTRY, make_detector
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated detector names, got none")
+    make_detector("msp")  # fills the registry
+    unknown = [n for n in names if n not in REGISTRY or n in ("fused", "coverage")]
+    if unknown:
+        usable = ", ".join(sorted(n for n in REGISTRY if n not in ("fused", "coverage")))
+        raise argparse.ArgumentTypeError(f"cannot fuse {unknown}; choose among: {usable}")
+    return names

@@ -35,7 +35,7 @@ class _ScreenActor:
 
 def screen_ray(model: str | os.PathLike, profile: str | os.PathLike, dataset: Any, out_dir: str | os.PathLike,
                batch_size: int = 256, concurrency: int = 2, detectors: Sequence[str] = COVERAGE,
-               decision: str = "coverage", actor: type = _ScreenActor) -> dict[str, Any]:
+               decision: str = "auto", actor: type = _ScreenActor) -> dict[str, Any]:
     """Score every row of ``dataset`` (columns ``id``, ``x``) and write Parquet to ``out_dir``.
 
     Parameters
@@ -56,7 +56,7 @@ def screen_ray(model: str | os.PathLike, profile: str | os.PathLike, dataset: An
     detectors : sequence of str
         Detectors to run.
     decision : str
-        Detector that sets ``flag``.
+        Detector that sets ``flag`` ("auto": as ``Monitor`` chooses).
     actor : type
         The actor class (a subclass of ``_ScreenActor`` to customise scoring).
 

@@ -15,7 +15,7 @@ from ..profile.builder import ProfileBuilder
 from ..profile.schema import Calibration, Profile, check_rate, input_stats, merge_input_stats
 from ..sources import BatchSource, as_source
 from .calibrate import calibration_from_scores
-from .fusion import FUSED, add_fusion
+from .fusion import COST_BUDGET, FUSED, add_fusion
 from .detectors.baselines import log_softmax
 from .runner import Runner
 
@@ -242,10 +242,45 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, alpha, min_class_samples,
                                   settings=settings)
     if FUSED in monitor.columns:
-        add_fusion(cal, by_cost(monitor, names), fusion_members)
+        costs, inference = python_costs(monitor, source.x[:1])  # recorded; a budget only for chosen members
+        budget = COST_BUDGET * inference if fusion_members is None else None
+        add_fusion(cal, by_cost(monitor, names), fusion_members, costs_us=costs, budget_us=budget)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal
+
+
+def python_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, float], float]:  # type: ignore[no-untyped-def]
+    """Median batch-1 cost of each detector written in Python, and of the model's inference, in µs.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor.
+    x : numpy.ndarray
+        One input ``(1, ...)``.
+    rounds : int
+        Timed rounds (interleaved).
+
+    Returns
+    -------
+    tuple
+        ``(detector -> µs, inference µs)``; compiled columns are not listed (they are free).
+    """
+    from ..eval.timing import interleaved
+    from .detector import BatchView
+
+    arr = monitor.runner.check_input(x)
+    monitor.score(arr, _record=False)
+    ws = monitor.runner.workspace(arr.shape[0])
+    run, _ = monitor.compiled_passes(ws)
+    view = lambda: BatchView(ws.logits, ws.buf, monitor.runner.offsets, pred=run.pred)  # noqa: E731
+    calls = {name: (lambda det=det: det.score(view())) for name, det in monitor.detectors.items()
+             if det.compiled_source is None}
+    calls[" inference"] = lambda: monitor.runner.run(arr, ws)
+    timed = interleaved(calls, rounds, warmup=3)
+    inference = timed.pop(" inference")["p50_ms"] * 1e3
+    return {name: t["p50_ms"] * 1e3 for name, t in timed.items()}, inference
 
 
 def by_cost(monitor, names: Sequence[str]) -> list[str]:  # type: ignore[no-untyped-def]

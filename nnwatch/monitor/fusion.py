@@ -20,7 +20,9 @@ validity: validity comes from step 3 whatever the members' dependence.
 Members are chosen from clean data and cost alone (:func:`choose_members`): the candidate
 detectors in order of cost, skipping any whose clean calibration scores rank like (absolute
 Spearman correlation >= ``redundancy``) a member already chosen, since a near-copy adds cost
-and double-counts one signal. Users can name the members instead.
+and double-counts one signal, and any detector written in Python whose measured batch-1 cost
+exceeds ``COST_BUDGET`` of the model's own batch-1 inference time (columns computed in the
+compiled passes cost next to nothing and always qualify). Users can name the members instead.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .calibrate import CalibrationWarning, compile_conformal, min_samples_for
 FUSED = "fused"
 RULE = "fisher"
 REDUNDANCY = 0.95
+COST_BUDGET = 0.10  # a Python member may add at most this share of the model's batch-1 inference time
 NOT_MEMBERS = ("coverage", FUSED)  # "coverage" is already the mean of four coverage columns
 
 
@@ -94,8 +97,9 @@ def spearman(scores: np.ndarray) -> np.ndarray:
     return rho
 
 
-def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: float = REDUNDANCY) -> list[str]:
-    """Members of the fusion: candidates in the given (cost) order, near-copies skipped.
+def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: float = REDUNDANCY,
+                   costs_us: dict[str, float] | None = None, budget_us: float | None = None) -> list[str]:
+    """Members of the fusion: candidates in the given (cost) order, near-copies and costly ones skipped.
 
     Parameters
     ----------
@@ -106,6 +110,10 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     redundancy : float
         Skip a candidate whose absolute Spearman correlation with a chosen member is at
         least this, on the clean calibration scores.
+    costs_us : dict, optional
+        Measured batch-1 cost of candidates (missing: free, i.e. compiled columns).
+    budget_us : float, optional
+        Skip a candidate costing more than this.
 
     Returns
     -------
@@ -115,11 +123,14 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     Raises
     ------
     InputError
-        No candidate is calibrated.
+        No candidate is calibrated and within the budget.
     """
-    names = [n for n in candidates if n in cal.detectors and n not in NOT_MEMBERS]
+    costs_us = costs_us or {}
+    names = [n for n in candidates if n in cal.detectors and n not in NOT_MEMBERS
+             and (budget_us is None or costs_us.get(n, 0.0) <= budget_us)]
     if not names:
-        raise InputError(f"none of {list(candidates)} is calibrated and can join a fusion (calibrated: {cal.detectors})")
+        raise InputError(f"none of {list(candidates)} is calibrated, within the cost budget and can join a fusion "
+                         f"(calibrated: {cal.detectors})")
     rho = np.abs(spearman(cal.scores[:, [cal.detectors.index(n) for n in names]]))
     chosen: list[int] = []
     for j in range(len(names)):
@@ -128,7 +139,8 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     return [names[j] for j in chosen]
 
 
-def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0) -> dict:
+def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_us: dict[str, float] | None = None,
+                budget_us: float | None = None) -> dict:
     """The fusion recorded with a calibration (checked, JSON-able).
 
     Parameters
@@ -139,11 +151,14 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0) -> dict
         Member detectors, all calibrated.
     seed : int
         Seed of the A/B split.
+    costs_us, budget_us : optional
+        Measured batch-1 costs of the candidates and the budget they were held to (recorded).
 
     Returns
     -------
     dict
-        ``{"members", "rule", "seed", "tail_quantile"}``.
+        ``{"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}``; costs of
+        compiled members are 0.
 
     Raises
     ------
@@ -159,7 +174,9 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0) -> dict
     if len(cal.classes) < need:
         raise InputError(f"a fused verdict at fpr={cal.fpr} needs at least {need} calibration samples (two halves "
                          f"that can each flag), got {len(cal.classes)}")
-    return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE}
+    costs = {m: float((costs_us or {}).get(m, 0.0)) for m in members}
+    return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE,
+            "costs_us": costs, "budget_us": None if budget_us is None else float(budget_us)}
 
 
 def check_spec(spec: dict, cal: Calibration) -> None:
@@ -228,7 +245,8 @@ def compile_fusion(cal: Calibration, columns: Sequence[str], n_classes: int) -> 
 
 
 def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[str] | None = None,
-               seed: int = 0, warn: bool = True) -> Calibration:
+               seed: int = 0, warn: bool = True, costs_us: dict[str, float] | None = None,
+               budget_us: float | None = None) -> Calibration:
     """Record a fused verdict in a calibration (members chosen by :func:`choose_members` if not given).
 
     Parameters
@@ -243,15 +261,18 @@ def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[st
         Seed of the A/B split.
     warn : bool
         Warn (:class:`CalibrationWarning`) instead of raising when the calibration is too small.
+    costs_us, budget_us : optional
+        Measured candidate costs and the budget of :func:`choose_members`.
 
     Returns
     -------
     Calibration
         ``cal``, with ``fusion`` set (left None when too small and ``warn``).
     """
-    chosen = list(members) if members is not None else choose_members(cal, candidates)
+    chosen = list(members) if members is not None else choose_members(cal, candidates, costs_us=costs_us,
+                                                                       budget_us=budget_us)
     try:
-        cal.fusion = fusion_spec(cal, chosen, seed)
+        cal.fusion = fusion_spec(cal, chosen, seed, costs_us, budget_us)
     except InputError as exc:
         if not warn or members is not None:
             raise

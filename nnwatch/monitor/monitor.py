@@ -26,7 +26,7 @@ from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker
 from .calibrate import check_settings, compile_conformal
 from .detector import BatchView, Detector, make_detector
-from .detectors import DEFAULT
+from .detectors import COMPILED, DEFAULT
 from .fusion import FUSED, compile_fusion
 from .results import Verdicts
 from .runner import Runner, Workspace
@@ -50,8 +50,10 @@ class Monitor:
         and ``spinning`` are the Runner's).
     profile : Profile or path
         Profile built for this model (refused otherwise).
-    detectors : sequence of str
-        Detectors to run; see :data:`nnwatch.monitor.detectors.DEFAULT`.
+    detectors : sequence of str or None
+        Detectors to run. None: :data:`nnwatch.monitor.detectors.DEFAULT`; once the profile's
+        calibration has a fused verdict, its compiled columns, the fused verdict and its
+        members (Python detectors outside the fusion are not run).
     decision : str
         Detector whose calibrated flag and p-value set ``flag`` and ``confidence``. "auto":
         the fused verdict when the calibration has one over detectors this monitor runs
@@ -82,7 +84,7 @@ class Monitor:
     """
 
     def __init__(self, model: str | os.PathLike | bytes | Runner, profile: Profile | str | os.PathLike,
-                 detectors: Sequence[str] = DEFAULT, decision: str = "auto", rare_rate: float | None = None,
+                 detectors: Sequence[str] | None = None, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
                  spinning: bool = True) -> None:
@@ -117,6 +119,9 @@ class Monitor:
         self.tables = compile_tables(profile, self.rare_rate, self.min_signature_samples, warn=False)
         self.budget = budget or Budget()
         self.requested_decision = decision
+        if detectors is None:
+            fused = cal is not None and cal.fusion is not None
+            detectors = tuple(dict.fromkeys(COMPILED + tuple(cal.fusion["members"]) + (FUSED,))) if fused else DEFAULT
         self.detectors = self._fit_detectors(detectors, decision, profile)
         self.parallel = parallel
         self.columns = tuple(self.detectors)

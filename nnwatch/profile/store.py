@@ -186,7 +186,11 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
             raise ProfileError(f"{where}: calibration header is malformed")
         fusion = cal.get("fusion")
         if fusion is not None and (
-                not isinstance(fusion, dict) or set(fusion) != {"members", "rule", "seed", "tail_quantile"}
+                not isinstance(fusion, dict)
+                or set(fusion) != {"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}
+                or not isinstance(fusion["costs_us"], dict)
+                or not all(isinstance(v, (int, float)) for v in fusion["costs_us"].values())
+                or not (fusion["budget_us"] is None or isinstance(fusion["budget_us"], (int, float)))
                 or not isinstance(fusion["members"], list) or not fusion["members"]
                 or not all(isinstance(m, str) and m in cal["detectors"] for m in fusion["members"])
                 or not isinstance(fusion["rule"], str) or not isinstance(fusion["seed"], int)

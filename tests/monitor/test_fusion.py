@@ -253,3 +253,43 @@ def test_users_can_name_the_members(digits_monitor_files):
     assert cal.fusion["members"] == ["msp", "kmnc"] and mon.decision == FUSED
     with pytest.raises(InputError, match="not among the calibrated detectors"):
         calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_members=("knn",))
+
+
+def test_members_over_the_cost_budget_are_skipped():
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((200, 3))
+    cal = Calibration(["kmnc", "mahalanobis", "knn"], scores, np.zeros(200, np.int64), ALPHA, 20)
+    costs = {"mahalanobis": 9.0, "knn": 40.0}  # kmnc: compiled, free
+    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0) == ["kmnc", "mahalanobis"]
+    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=5.0) == ["kmnc"]
+    spec = add_fusion(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0).fusion
+    assert spec["costs_us"] == {"kmnc": 0.0, "mahalanobis": 9.0} and spec["budget_us"] == 10.0
+
+
+def test_a_default_monitor_runs_only_the_compiled_columns_and_the_members(fused_monitor, digits_monitor_files):
+    from nnwatch.monitor.detectors import COMPILED
+
+    members = fused_monitor.calibration.fusion["members"]
+    assert set(fused_monitor.columns) == set(COMPILED) | set(members) | {FUSED}
+    f = digits_monitor_files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu", detectors=COMPILED + ("knn", FUSED))
+        cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_members=("knn", "kmnc"))
+    reloaded = Monitor(f["model"], mon.profile, providers="cpu")  # detectors=None: the members come along
+    assert "knn" in reloaded.columns and reloaded.decision == FUSED and cal.fusion["costs_us"]["knn"] > 0
+
+
+def test_the_cli_fuses_named_members_and_refuses_unknown_ones(digits_monitor_files, tmp_path, capsys):
+    from nnwatch.cli.main import main
+
+    f = digits_monitor_files
+    np.savez(tmp_path / "val.npz", x=f["splits"]["val"][0], y=f["splits"]["val"][1])
+    out = tmp_path / "p.npz"
+    assert main(["calibrate", str(f["model"]), str(f["profile"]), "--data", f"npz:{tmp_path / 'val.npz'}",
+                 "--fuse", "knn,msp", "--out", str(out), "--quiet"]) == 0
+    assert "fused verdict over knn, msp" in capsys.readouterr().out
+    assert load_profile(out).calibration.fusion["members"] == ["knn", "msp"]
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(f["model"]), str(f["profile"]), "--data", "x", "--fuse", "knn,nope"])
+    assert exc.value.code == 2 and "cannot fuse ['nope']; choose among" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from nnwatch.errors import BudgetError, InputError, ModelError, ModelMismatchErr
 from nnwatch.export.instrument import instrument, instrument_file
 from nnwatch.monitor.budget import Budget
 from nnwatch.monitor.fit import build_profile
+from nnwatch.monitor.detectors import DEFAULT
 from nnwatch.monitor.monitor import Monitor
 from nnwatch.profile.signature import class_gaussian
 from nnwatch.profile.store import load_profile
@@ -26,7 +27,7 @@ def files(digits_monitor_files):
 
 @pytest.fixture
 def monitor(files):
-    return Monitor(files["model"], files["profile"], providers="cpu")
+    return Monitor(files["model"], files["profile"], providers="cpu", detectors=DEFAULT)
 
 
 def test_clean_data_is_mostly_unflagged_and_calibrated(files, monitor):

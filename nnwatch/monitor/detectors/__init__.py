@@ -1,15 +1,19 @@
 """Built-in detectors: coverage (Rossolini et al.), logit and feature-space baselines, the fused verdict.
 
-``DEFAULT`` is what a runtime monitor runs unless told otherwise: every column of the coverage
-kernel, the logit scores, the feature Mahalanobis score and the fused verdict over them, which
-decides once calibrated. ``ALL`` adds every other detector (evaluation, or opt-in by name);
-the heavier ones (``knn``, ``boxes``, the activation-shaping family) cost more per call.
+``DEFAULT`` is what a monitor runs unless told otherwise: every column of the coverage kernel
+and the logit scores (all computed in compiled passes), the feature Mahalanobis score, and the
+fused verdict, which decides once calibrated. Calibration picks the fused verdict's members
+among them from clean data and measured cost (``nnwatch.monitor.fusion``); afterwards a
+monitor built with ``detectors=None`` runs the compiled columns and the members only, so a
+Python detector left out of the fusion costs nothing at run time. ``ALL`` adds every other
+detector (evaluation, or opt-in by name).
 """
 
 from . import baselines, coverage, fdbd, features, fused, gen, layers, nci, react, rmd, shaping, vim  # noqa: F401  (registration side effect)
 
 COVERAGE = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "coverage")
 LOGITS = ("msp", "max_logit", "energy")
-DEFAULT = COVERAGE + LOGITS + ("mahalanobis", "fused")
+COMPILED = COVERAGE + LOGITS  # columns of the compiled passes: nearly free
+DEFAULT = COMPILED + ("mahalanobis", "fused")
 MORE = ("knn", "boxes", "gen", "rmd", "react", "fdbd", "ash", "scale", "vim", "nci", "mahalanobis_layers")
 ALL = DEFAULT + MORE
