@@ -64,13 +64,19 @@ def _source(spec: str, limit: int | None) -> Any:
     return open_source(spec).limit(limit)
 
 
-def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = ()) -> Any:
+def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
+             every_default: bool = False) -> Any:
     import warnings
 
     from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
+    from ..profile.store import load_profile
 
-    detectors = tuple(dict.fromkeys(DEFAULT + tuple(extra))) if extra else None
+    if every_default:  # the default set plus the saved fusion's members
+        profile = load_profile(args.profile) if profile is None else profile
+        cal = profile.calibration
+        extra = tuple(extra) + (tuple(cal.fusion["members"]) if cal is not None and cal.fusion is not None else ())
+    detectors = tuple(dict.fromkeys(DEFAULT + tuple(extra))) if extra or every_default else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
@@ -132,7 +138,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the groups are reported below, in full
         cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
-                        batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse)
+                        batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
+                        fusion_budget=args.fusion_budget)
     out = args.out or args.profile
     save_profile(mon.profile, out)
     n_classes = mon.profile.n_classes
@@ -215,7 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..eval.evaluate import evaluate
     from ..eval.report import write_json, write_report
 
-    mon = _monitor(args)
+    mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
     clean = _source(args.id, args.limit)
     ood = {}
     for spec in args.ood:

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
-from .types import detector_names, positive_int, unit_interval
+from .types import detector_names, non_negative_float, positive_int, unit_interval
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration samples a class needs for a threshold of its own (fewer: pooled)")
     c.add_argument("--fuse", type=detector_names, metavar="NAME,...",
                    help="members of the fused verdict (default: chosen from the clean scores and cost)")
+    c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
+                   help="a Python detector joins the fused verdict only if it costs at most this share of the "
+                        "model's batch-1 inference (0: compiled columns only)")
     c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
     _common(c)
 

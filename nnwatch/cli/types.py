@@ -65,3 +65,14 @@ def detector_names(text: str) -> tuple[str, ...]:
         usable = ", ".join(sorted(n for n in REGISTRY if n not in ("fused", "coverage")))
         raise argparse.ArgumentTypeError(f"cannot fuse {unknown}; choose among: {usable}")
     return names
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return value

@@ -178,7 +178,7 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
 
 def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
               detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False,
-              fusion_members: Sequence[str] | None = None) -> Calibration:
+              fusion_members: Sequence[str] | None = None, fusion_budget: float = COST_BUDGET) -> Calibration:
     """Conformal calibration on clean held-out data, installed in the monitor.
 
     Parameters
@@ -201,6 +201,10 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     fusion_members : sequence of str, optional
         The fused verdict's members (default: chosen from the clean scores and cost by
         :func:`nnwatch.monitor.fusion.choose_members`).
+    fusion_budget : float
+        When choosing members: a detector written in Python joins only if its measured
+        batch-1 cost is at most this share of the model's batch-1 inference time (0: only
+        the compiled columns).
     batch_size : int
         Samples per call.
     progress : bool
@@ -218,6 +222,8 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         Bad ``fpr``/``batch_size``, too few samples, non-finite calibration inputs.
     """
     alpha = check_probability(fpr, "fpr")
+    if not float(fusion_budget) >= 0:
+        raise InputError(f"fusion_budget must be >= 0 (a share of the inference time), got {fusion_budget}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     source = as_source(source)
@@ -243,7 +249,7 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
                                   settings=settings)
     if FUSED in monitor.columns:
         costs, inference = python_costs(monitor, source.x[:1])  # recorded; a budget only for chosen members
-        budget = COST_BUDGET * inference if fusion_members is None else None
+        budget = float(fusion_budget) * inference if fusion_members is None else None
         add_fusion(cal, by_cost(monitor, names), fusion_members, costs_us=costs, budget_us=budget)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)

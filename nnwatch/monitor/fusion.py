@@ -157,8 +157,8 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
     Returns
     -------
     dict
-        ``{"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}``; costs of
-        compiled members are 0.
+        ``{"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}``: the costs of
+        every measured candidate (compiled members: 0), so the choice can be audited.
 
     Raises
     ------
@@ -174,7 +174,8 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
     if len(cal.classes) < need:
         raise InputError(f"a fused verdict at fpr={cal.fpr} needs at least {need} calibration samples (two halves "
                          f"that can each flag), got {len(cal.classes)}")
-    costs = {m: float((costs_us or {}).get(m, 0.0)) for m in members}
+    costs = {m: 0.0 for m in members}  # compiled members: free
+    costs.update({name: float(us) for name, us in (costs_us or {}).items()})  # every measured candidate
     return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE,
             "costs_us": costs, "budget_us": None if budget_us is None else float(budget_us)}
 

@@ -263,7 +263,7 @@ def test_members_over_the_cost_budget_are_skipped():
     assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0) == ["kmnc", "mahalanobis"]
     assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=5.0) == ["kmnc"]
     spec = add_fusion(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0).fusion
-    assert spec["costs_us"] == {"kmnc": 0.0, "mahalanobis": 9.0} and spec["budget_us"] == 10.0
+    assert spec["costs_us"] == {"kmnc": 0.0, "mahalanobis": 9.0, "knn": 40.0} and spec["budget_us"] == 10.0
 
 
 def test_a_default_monitor_runs_only_the_compiled_columns_and_the_members(fused_monitor, digits_monitor_files):
