@@ -231,6 +231,34 @@ class Monitor:
         """The compiled calibration (``ConformalTables``), or None when not calibrated."""
         return self._conformal
 
+    def calibration_reference(self, column: str) -> tuple[list[np.ndarray], np.ndarray]:
+        """The clean calibration scores a column's p-values are computed against, per group.
+
+        Parameters
+        ----------
+        column : str
+            A calibrated column (``fused``: the fused statistic of the fusion half).
+
+        Returns
+        -------
+        tuple
+            ``(sorted scores of each calibration group, int64 (C,) group of each class)``.
+
+        Raises
+        ------
+        NotFittedError
+            The column is not calibrated.
+        """
+        if column not in self.columns or not self._calibrated_cols[self.columns.index(column)]:
+            raise NotFittedError(f"column {column!r} is not calibrated in this monitor")
+        if column == FUSED:
+            tables, row = self._fusion[1], 0
+        else:
+            tables, row = self._conformal, int(self._cal_row[self.columns.index(column)])
+        blocks = sorted(set(zip(tables.starts.tolist(), tables.ends.tolist())))
+        group_of = np.array([blocks.index(b) for b in zip(tables.starts.tolist(), tables.ends.tolist())], np.int64)
+        return [tables.ref[row, lo:hi].copy() for lo, hi in blocks], group_of
+
     def decision_thresholds(self) -> np.ndarray | None:
         """Per-class score thresholds of the decision column (flag when score > threshold).
 

@@ -1,0 +1,178 @@
+"""Stream tests on conformal p-values: online (growing-bag) smoothed p-values and two alarms.
+
+p-values. For a frame with score ``s`` in calibration group ``g`` whose *bag* holds ``n``
+scores (the group's clean calibration scores, then every earlier frame of the group):
+
+    p = (#{bag > s} + theta * (#{bag == s} + 1)) / (n + 1),    theta ~ U(0, 1)
+
+after which ``s`` joins the bag. If calibration and stream are exchangeable, these smoothed
+online conformal p-values are independent and uniform on (0, 1) (Vovk, Gammerman, Shafer,
+*Algorithmic Learning in a Random World*, ch. 2 and 8; per group, Mondrian). That is what
+makes the alarm below valid over a whole stream; p-values against a *fixed* calibration set
+are dependent through it and do not give the guarantee.
+
+Alarms. ``simple jumper`` (Vovk, Nouretdinov, Gammerman, "Conformal test martingales",
+2021): capital split over betting functions ``f_e(p) = 1 + e (p - 1/2)``, ``e`` in {-1, 0, 1};
+each step a share ``J`` of the total is redistributed evenly (so the martingale recovers
+after a transient), then each part is multiplied by its bet. It is a nonnegative martingale
+with initial value 1 under the null, so by Ville's inequality
+``P(capital ever >= 1/delta) <= delta``. ``cusum``: ``S = max(0, S + log(1.5 - p))`` (the
+likelihood ratio of the ``e = -1`` bet), alarm at ``S >= log(1/delta)``: familiar and quick to
+react, but with no whole-stream bound (its false alarms grow with the stream length).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_array, check_probability
+from ..errors import InputError
+from ._jit import njit
+
+METHODS = ("jumper", "cusum")
+JUMPER, CUSUM = 0, 1
+
+
+@njit()
+def _insert_point(bag, g, n, s):
+    # position after every equal element; shift the tail right by one
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bag[g, mid] <= s:
+            lo = mid + 1
+        else:
+            hi = mid
+    for i in range(n, lo, -1):
+        bag[g, i] = bag[g, i - 1]
+    bag[g, lo] = s
+
+
+@njit()
+def _count_ge_gt(bag, g, n, s):
+    lo, hi = 0, n
+    while lo < hi:  # first index with bag >= s
+        mid = (lo + hi) // 2
+        if bag[g, mid] < s:
+            lo = mid + 1
+        else:
+            hi = mid
+    first_ge = lo
+    hi = n
+    while lo < hi:  # first index with bag > s
+        mid = (lo + hi) // 2
+        if bag[g, mid] <= s:
+            lo = mid + 1
+        else:
+            hi = mid
+    return n - first_ge, n - lo
+
+
+@njit()
+def _stream_update(scores, groups, thetas, bag, sizes, state, method, jump, threshold, p_out, stat_out, alarm_out):
+    """One batch of frames, in order: p-values, bag insertion, alarm statistic (see module)."""
+    for b in range(scores.shape[0]):
+        g = groups[b]
+        s = scores[b]
+        if not s == s:  # NaN: maximal evidence, like +inf
+            s = np.inf
+        n = sizes[g]
+        n_ge, n_gt = _count_ge_gt(bag, g, n, s)
+        p = (n_gt + thetas[b] * (n_ge - n_gt + 1.0)) / (n + 1.0)
+        _insert_point(bag, g, n, s)
+        sizes[g] = n + 1
+        p_out[b] = p
+        if method == JUMPER:
+            total = state[0] + state[1] + state[2]
+            for e in range(3):
+                state[e] = ((1.0 - jump) * state[e] + jump / 3.0 * total) * (1.0 + (e - 1.0) * (p - 0.5))
+            stat = state[0] + state[1] + state[2]
+        else:
+            stat = max(0.0, state[0] + np.log(1.5 - p))
+            state[0] = stat
+        stat_out[b] = stat
+        alarm_out[b] = stat >= threshold
+
+
+class StreamTest:
+    """State of one stream test: per-group bags, the alarm statistic; arrays owned and checked here.
+
+    Parameters
+    ----------
+    reference : sequence of numpy.ndarray
+        Per calibration group, its clean calibration scores (any order, finite).
+    delta : float
+        Bound on the probability of ever alarming on a clean stream (``jumper``); the
+        ``cusum`` threshold is ``log(1/delta)``.
+    method : {"jumper", "cusum"}
+        The alarm statistic.
+    jump : float
+        Simple jumper's redistributed share per step, in [0, 1).
+    seed : int
+        Seed of the smoothing draws.
+    """
+
+    def __init__(self, reference: list[np.ndarray], delta: float = 0.01, method: str = "jumper", jump: float = 0.01,
+                 seed: int = 0) -> None:
+        self.delta = check_probability(delta, "delta")
+        if method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
+        if not 0.0 <= float(jump) < 1.0:
+            raise InputError(f"jump must be in [0, 1), got {jump}")
+        if not reference:
+            raise InputError("a stream test needs at least one calibration group")
+        refs = [np.sort(np.asarray(r, np.float64).ravel()) for r in reference]
+        if any(r.size == 0 or not np.isfinite(r).all() for r in refs):
+            raise InputError("every calibration group needs at least one score, all finite")
+        self.method = method
+        self.jump = float(jump)
+        self.threshold = 1.0 / self.delta if method == "jumper" else float(np.log(1.0 / self.delta))
+        self._rng = np.random.default_rng(seed)
+        self.sizes = np.array([r.size for r in refs], np.int64)
+        self.bag = np.zeros((len(refs), int(self.sizes.max()) + 64))
+        for g, r in enumerate(refs):
+            self.bag[g, : r.size] = r
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new test (capital 1 / CUSUM 0); the bags keep every frame seen so far."""
+        self.state = np.full(3, 1.0 / 3.0) if self.method == "jumper" else np.zeros(3)
+        self.frames = 0
+
+    @property
+    def statistic(self) -> float:
+        """Current capital (jumper) or CUSUM statistic."""
+        return float(self.state.sum() if self.method == "jumper" else self.state[0])
+
+    def update(self, scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feed frames in order.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            float ``(B,)``: higher = more anomalous; NaN/Inf count as +inf.
+        groups : numpy.ndarray
+            int ``(B,)``: calibration group of each frame.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(p-values (B,), statistic after each frame (B,), alarm (B,) bool)``.
+        """
+        scores = check_array(np.ascontiguousarray(scores, np.float64), "scores", np.float64, (None,))
+        groups = check_array(np.ascontiguousarray(groups, np.int64), "groups", np.int64, (scores.shape[0],))
+        if groups.size and (groups.min() < 0 or groups.max() >= self.sizes.shape[0]):
+            raise InputError(f"groups must be in [0, {self.sizes.shape[0]})")
+        need = int(self.sizes.max()) + scores.shape[0]
+        if need > self.bag.shape[1]:  # grow geometrically, outside the kernel
+            grown = np.zeros((self.bag.shape[0], max(need, 2 * self.bag.shape[1])))
+            grown[:, : self.bag.shape[1]] = self.bag
+            self.bag = grown
+        thetas = self._rng.random(scores.shape[0])
+        p = np.empty(scores.shape[0])
+        stat = np.empty(scores.shape[0])
+        alarm = np.empty(scores.shape[0], np.bool_)
+        _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, JUMPER if self.method == "jumper"
+                       else CUSUM, self.jump, self.threshold, p, stat, alarm)
+        self.frames += scores.shape[0]
+        return p, stat, alarm
