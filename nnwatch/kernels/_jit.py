@@ -28,20 +28,25 @@ _layer_checked = False
 _unsafe_layer = False
 
 
-def njit(parallel: bool = False) -> Callable:
+def njit(parallel: bool = False, exact: bool = False) -> Callable:
     """Decorator with nnwatch's flags.
 
     Parameters
     ----------
     parallel : bool
         Compile with ``parallel=True`` (use ``prange`` inside).
+    exact : bool
+        Strict IEEE arithmetic (no fastmath): for values two kernels must compute bit for bit
+        alike, such as the fused statistic of calibration samples and of live inputs, whose
+        ties decide conformal p-values.
 
     Returns
     -------
     callable
         A ``numba.njit`` decorator.
     """
-    return numba.njit(cache=CACHE, nogil=True, fastmath=set(FASTMATH), parallel=parallel, error_model="numpy")
+    return numba.njit(cache=CACHE, nogil=True, fastmath=False if exact else set(FASTMATH), parallel=parallel,
+                      error_model="numpy")
 
 
 @contextlib.contextmanager

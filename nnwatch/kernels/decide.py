@@ -61,7 +61,7 @@ def _logit_stats(logits, b):
     return m, m + np.log(total)
 
 
-@njit()
+@njit(exact=True)
 def _decide(cov, logits, pred, nonfinite, scores_in, sources, active, cal_row, ref, starts, ends, allowed, decision,
             fused, members, mref, mstarts, mends, mscale, fref, fstarts, fends, fallowed,
             scores, pvals, flags, flag, conf):

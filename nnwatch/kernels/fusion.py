@@ -106,7 +106,7 @@ def tail_scales(ref: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
     return out
 
 
-@njit()
+@njit(exact=True)
 def member_evidence(ref, k, lo, hi, scale, s):
     """Evidence ``e_k`` of score ``s`` against ``ref[k, lo:hi]``; for use inside kernels."""
     if not np.isfinite(s):
@@ -118,7 +118,7 @@ def member_evidence(ref, k, lo, hi, scale, s):
     return np.log(n + 1.0) + (s - ref[k, hi - 1]) / scale
 
 
-@njit()
+@njit(exact=True)
 def _statistic(scores, classes, members, ref, starts, ends, scale, out):
     for b in range(scores.shape[0]):
         c = classes[b]
