@@ -157,23 +157,14 @@ def detector_costs(monitor, x: np.ndarray, iters: int = 200, warmup: int = 20) -
     dict
         name -> ``p50_us`` (per call) and ``table_bytes`` (arrays the detector holds).
     """
-    from ..monitor.detector import BatchView
-
     if int(iters) < 1:
         raise InputError(f"iters must be >= 1, got {iters}")
-    arr = monitor.runner.check_input(x)
-    monitor.score(arr, _record=False)
-    ws = monitor.runner.workspace(arr.shape[0])
-    run, decide = monitor.compiled_passes(ws)  # the same bound passes the monitor uses
-    calls, tables = {}, {}
-    if run.tables is not None:  # the coverage columns share one kernel call
-        calls["coverage kernel"] = run.cover
+    calls = monitor.scoring_calls(x)  # the same bound passes the monitor uses
+    del calls["inference"]
+    tables = {name: sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
+              for name, det in monitor.detectors.items() if name in calls}
+    if "coverage kernel" in calls:
         tables["coverage kernel"] = monitor.tables.nbytes
-    for name, det in monitor.detectors.items():
-        if det.compiled_source is None:
-            calls[name] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, monitor.runner.offsets, pred=run.pred))
-            tables[name] = sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
-    calls["decision"] = lambda: decide(0, monitor.columns.index(monitor.decision))
     tables["decision"] = monitor.conformal_tables.nbytes if monitor.conformal_tables is not None else 0
     timed = interleaved(calls, iters, warmup)
     return {n: {"p50_us": timed[n]["p50_ms"] * 1e3, "table_bytes": int(tables[n])} for n in calls}

@@ -166,6 +166,33 @@ class Detector:
     def _fit(self, profile: Profile) -> None:
         """Learn from the profile (default: nothing to learn)."""
 
+    def feature_layer(self, profile: Profile, sample: bool = False) -> int:
+        """Index of the profile's feature (penultimate) layer, for detectors that read it.
+
+        Parameters
+        ----------
+        profile : Profile
+            The profile.
+        sample : bool
+            Also require the profile's sample of trusted features.
+
+        Returns
+        -------
+        int
+            Layer index.
+
+        Raises
+        ------
+        NotFittedError
+            No feature layer (or no sample), naming this detector.
+        """
+        layer = profile.header.get("feature_layer")
+        r = profile.ranges
+        if layer is None or r.feat_sum.shape[1] == 0 or (sample and r.sample_feats.shape[0] == 0):
+            what = "a feature sample" if sample else "a feature layer"
+            raise NotFittedError(f"{self.name} needs a profile with {what} (penultimate layer tapped)")
+        return int(layer)
+
     def check_fitted(self) -> None:
         """Raise unless fitted.
 

@@ -274,18 +274,11 @@ def python_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, fl
         ``(detector -> µs, inference µs)``; compiled columns are not listed (they are free).
     """
     from ..eval.timing import interleaved
-    from .detector import BatchView
 
-    arr = monitor.runner.check_input(x)
-    monitor.score(arr, _record=False)
-    ws = monitor.runner.workspace(arr.shape[0])
-    run, _ = monitor.compiled_passes(ws)
-    view = lambda: BatchView(ws.logits, ws.buf, monitor.runner.offsets, pred=run.pred)  # noqa: E731
-    calls = {name: (lambda det=det: det.score(view())) for name, det in monitor.detectors.items()
-             if det.compiled_source is None}
-    calls[" inference"] = lambda: monitor.runner.run(arr, ws)
-    timed = interleaved(calls, rounds, warmup=3)
-    inference = timed.pop(" inference")["p50_ms"] * 1e3
+    calls = monitor.scoring_calls(x)
+    python = [n for n, det in monitor.detectors.items() if det.compiled_source is None]
+    timed = interleaved({n: calls[n] for n in python + ["inference"]}, rounds, warmup=3)
+    inference = timed.pop("inference")["p50_ms"] * 1e3
     return {name: t["p50_ms"] * 1e3 for name, t in timed.items()}, inference
 
 

@@ -364,6 +364,36 @@ class Monitor:
             entry = plans[ws.batch] = (ws, self._generation, run, decide)
         return entry[2], entry[3]
 
+    def scoring_calls(self, x: np.ndarray) -> dict[str, Any]:
+        """Zero-argument calls that redo each part of a monitored call on ``x``'s buffers (for timing).
+
+        One monitored call fills this thread's bound buffers first; then ``inference`` reruns
+        the model, ``coverage kernel`` the coverage pass (when a coverage column runs), each
+        detector written in Python its scoring, and ``decision`` the compiled decision pass.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            One input batch.
+
+        Returns
+        -------
+        dict
+            name -> callable.
+        """
+        arr = self.runner.check_input(x)
+        self.score(arr, _record=False)
+        ws = self.runner.workspace(arr.shape[0])
+        run, decide = self.compiled_passes(ws)
+        calls: dict[str, Any] = {"inference": lambda: self.runner.run(arr, ws)}
+        if run.tables is not None:
+            calls["coverage kernel"] = run.cover
+        for j, det in self._python:
+            calls[self.columns[j]] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, self.runner.offsets,
+                                                                         pred=run.pred))
+        calls["decision"] = lambda: decide(_ALL, self._decision_col)
+        return calls
+
     def score(self, x: object, _record: bool = True) -> Verdicts:
         """Run the model once on a batch and monitor it.
 

@@ -128,6 +128,22 @@ def class_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, n
     return cls_means, regularized_precision(within / n, ridge)
 
 
+def feature_mean(profile: Profile) -> np.ndarray:
+    """Mean of all trusted penultimate features.
+
+    Parameters
+    ----------
+    profile : Profile
+        A profile built with a ``feature_layer``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(D,)``.
+    """
+    return profile.ranges.feat_sum[-1] / max(float(profile.ranges.count[-1]), 1.0)
+
+
 def background_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Mean and precision of all trusted penultimate features together (one Gaussian).
 
@@ -152,7 +168,7 @@ def background_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarr
     if r.feat_outer.size == 0:
         raise InputError("this profile has no feature layer; rebuild it with a penultimate layer tapped")
     n = max(float(r.count[-1]), 1.0)
-    mean = r.feat_sum[-1] / n
+    mean = feature_mean(profile)
     return mean, regularized_precision(r.feat_outer / n - np.outer(mean, mean), ridge)
 
 

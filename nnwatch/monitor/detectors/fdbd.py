@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import NotFittedError
 from ...profile.schema import Profile
+from ...profile.signature import feature_mean
 from ..detector import BatchView, Detector, register
 from .baselines import finite_or_inf
 
@@ -29,11 +29,8 @@ class DecisionBoundaryDistance(Detector):
     needs_head = True
 
     def _fit(self, profile: Profile) -> None:
-        layer = profile.header.get("feature_layer")
-        if layer is None or profile.ranges.feat_sum.shape[1] == 0:
-            raise NotFittedError("fdbd needs a profile with a feature layer (penultimate layer tapped)")
-        self.layer_ = int(layer)
-        self.mean_ = profile.ranges.feat_sum[-1] / max(float(profile.ranges.count[-1]), 1.0)
+        self.layer_ = self.feature_layer(profile)
+        self.mean_ = feature_mean(profile)
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
         diff = self.weight_[:, None, :] - self.weight_[None, :, :]  # (K, K, D): w_p - w_c
         norms = np.linalg.norm(diff, axis=2)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import InputError, NotFittedError
+from ...errors import InputError
 from ...profile.schema import Profile
+from ...profile.signature import feature_mean
 from ..detector import BatchView, Detector, register
 from .baselines import finite_or_inf
 
@@ -45,11 +46,8 @@ class NeuralCollapse(Detector):
         return {"alpha": self.alpha}
 
     def _fit(self, profile: Profile) -> None:
-        layer = profile.header.get("feature_layer")
-        if layer is None or profile.ranges.feat_sum.shape[1] == 0:
-            raise NotFittedError("nci needs a profile with a feature layer (penultimate layer tapped)")
-        self.layer_ = int(layer)
-        self.mean_ = profile.ranges.feat_sum[-1] / max(float(profile.ranges.count[-1]), 1.0)
+        self.layer_ = self.feature_layer(profile)
+        self.mean_ = feature_mean(profile)
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
 
     def score(self, view: BatchView) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import InputError, NotFittedError
+from ...errors import InputError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
 from .baselines import finite_or_inf, logsumexp_rows
@@ -40,11 +40,8 @@ class ReAct(Detector):
         return {"percentile": self.percentile}
 
     def _fit(self, profile: Profile) -> None:
-        layer = profile.header.get("feature_layer")
+        self.layer_ = self.feature_layer(profile, sample=True)
         sample = profile.ranges.sample_feats
-        if layer is None or sample.shape[0] == 0:
-            raise NotFittedError("react needs a profile with a feature sample (penultimate layer tapped)")
-        self.layer_ = int(layer)
         self.clip_ = float(np.percentile(sample.astype(np.float64), self.percentile))
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import InputError, NotFittedError
+from ...errors import InputError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
 from .baselines import finite_or_inf, logsumexp_rows
@@ -64,10 +64,7 @@ class _Shaped(Detector):
         self.percentile = float(percentile)
 
     def _fit(self, profile: Profile) -> None:
-        layer = profile.header.get("feature_layer")
-        if layer is None:
-            raise NotFittedError(f"{self.name} needs a profile with a feature layer (penultimate layer tapped)")
-        self.layer_ = int(layer)
+        self.layer_ = self.feature_layer(profile)
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
 
     def score(self, view: BatchView) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector, register
 from .baselines import finite_or_inf, logsumexp_rows
@@ -40,11 +39,8 @@ class VirtualLogit(Detector):
     needs_head = True
 
     def _fit(self, profile: Profile) -> None:
-        layer = profile.header.get("feature_layer")
+        self.layer_ = self.feature_layer(profile, sample=True)
         r = profile.ranges
-        if layer is None or r.sample_feats.shape[0] == 0:
-            raise NotFittedError("vim needs a profile with a feature sample (penultimate layer tapped)")
-        self.layer_ = int(layer)
         w, b = (a.astype(np.float64) for a in self.head_)
         self.weight_, self.bias_ = w, b
         self.origin_ = -np.linalg.pinv(w) @ b
