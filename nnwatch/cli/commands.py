@@ -186,6 +186,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         from ..distributed.readers import ray_dataset
         from ..distributed.screen import screen_ray
 
+        if args.stream:
+            raise InputError("--stream needs the frames in order in one process; drop --ray")
+
         _ray_init(args)
         summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
@@ -199,6 +202,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not mon.calibrated:
         print("warning: the profile is not calibrated; flags are all False and confidence NaN "
               "(run `nnwatch calibrate` first)", file=sys.stderr)
+    stream = None
+    if args.stream:
+        from ..monitor.stream import StreamMonitor
+
+        if not mon.calibrated:
+            raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
+        stream = StreamMonitor(mon, delta=args.delta)
     source = _source(args.data, args.limit)
     rows: list[dict[str, Any]] = []
     bar = Progress(len(source), "screening", not args.quiet)
@@ -208,12 +218,23 @@ def cmd_screen(args: argparse.Namespace) -> int:
         if y is not None:
             for r, label in zip(recs, y):
                 r["label"] = int(label)
+        if stream is not None:
+            upd = stream.update(v)
+            for r, st, alarm in zip(recs, upd.statistic, upd.alarm):
+                r["stream.statistic"], r["stream.alarm"] = float(st), bool(alarm)
         rows.extend(recs)
         bar.update(len(v))
     bar.close()
     write_records(args.out, rows)
     flagged = sum(r["flag"] for r in rows)
     print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
+    if stream is not None:
+        if stream.first_alarm is None:
+            print(f"stream: no alarm over {stream.frames} frames (test on {stream.column!r}, delta {args.delta}; "
+                  f"final statistic {stream.statistic:.3g}, alarm at {1 / args.delta:.3g})")
+        else:
+            print(f"stream: ALARM at frame {stream.first_alarm} (test on {stream.column!r}, statistic crossed "
+                  f"{1 / args.delta:.3g}, delta {args.delta}); per-frame statistic in the stream.* columns")
     return 0
 
 

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("profile", help="profile (.npz) built for MODEL")
     s.add_argument("--data", required=True, help="as for profile")
     s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
+    s.add_argument("--stream", action="store_true",
+                   help="treat the inputs as one stream in order: add a drift test (conformal test martingale) "
+                        "whose chance of ever alarming on clean data is at most --delta")
+    s.add_argument("--delta", type=unit_interval(True, True), default=0.01,
+                   help="with --stream: bound on the probability of a false stream alarm")
     _ray_option(s)
     _common(s)
 

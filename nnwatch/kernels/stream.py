@@ -31,6 +31,7 @@ from ._jit import njit
 
 METHODS = ("jumper", "cusum")
 JUMPER, CUSUM = 0, 1
+_THETA_BLOCK = 4096
 
 
 @njit()
@@ -125,9 +126,12 @@ class StreamTest:
         if any(r.size == 0 or not np.isfinite(r).all() for r in refs):
             raise InputError("every calibration group needs at least one score, all finite")
         self.method = method
+        self._method_code = JUMPER if method == "jumper" else CUSUM
         self.jump = float(jump)
         self.threshold = 1.0 / self.delta if method == "jumper" else float(np.log(1.0 / self.delta))
         self._rng = np.random.default_rng(seed)
+        self._thetas = self._rng.random(_THETA_BLOCK)  # smoothing draws, taken in order, refilled in blocks
+        self._next_theta = 0
         self.sizes = np.array([r.size for r in refs], np.int64)
         self.bag = np.zeros((len(refs), int(self.sizes.max()) + 64))
         for g, r in enumerate(refs):
@@ -161,18 +165,39 @@ class StreamTest:
         """
         scores = check_array(np.ascontiguousarray(scores, np.float64), "scores", np.float64, (None,))
         groups = check_array(np.ascontiguousarray(groups, np.int64), "groups", np.int64, (scores.shape[0],))
-        if groups.size and (groups.min() < 0 or groups.max() >= self.sizes.shape[0]):
+        if scores.shape[0] and not 0 <= groups.min() <= groups.max() < self.sizes.shape[0]:
             raise InputError(f"groups must be in [0, {self.sizes.shape[0]})")
-        need = int(self.sizes.max()) + scores.shape[0]
-        if need > self.bag.shape[1]:  # grow geometrically, outside the kernel
-            grown = np.zeros((self.bag.shape[0], max(need, 2 * self.bag.shape[1])))
+        return self.advance(scores, groups)
+
+    def advance(self, scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`update` for inputs already known to be valid (a monitor's own verdicts).
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            C-contiguous float64 ``(B,)``.
+        groups : numpy.ndarray
+            C-contiguous int64 ``(B,)`` in ``[0, groups)``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            As :meth:`update`.
+        """
+        batch = scores.shape[0]
+        # every bag fits the frames so far: grow geometrically, outside the kernel
+        if int(self.sizes.max()) + batch > self.bag.shape[1]:
+            grown = np.zeros((self.bag.shape[0], max(int(self.sizes.max()) + batch, 2 * self.bag.shape[1])))
             grown[:, : self.bag.shape[1]] = self.bag
             self.bag = grown
-        thetas = self._rng.random(scores.shape[0])
-        p = np.empty(scores.shape[0])
-        stat = np.empty(scores.shape[0])
-        alarm = np.empty(scores.shape[0], np.bool_)
-        _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, JUMPER if self.method == "jumper"
-                       else CUSUM, self.jump, self.threshold, p, stat, alarm)
-        self.frames += scores.shape[0]
+        if self._next_theta + batch > self._thetas.shape[0]:
+            self._thetas = np.concatenate([self._thetas[self._next_theta :],
+                                           self._rng.random(max(_THETA_BLOCK, batch))])
+            self._next_theta = 0
+        thetas = self._thetas[self._next_theta : self._next_theta + batch]
+        self._next_theta += batch
+        p, stat, alarm = np.empty(batch), np.empty(batch), np.empty(batch, np.bool_)
+        _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, self._method_code, self.jump,
+                       self.threshold, p, stat, alarm)
+        self.frames += batch
         return p, stat, alarm

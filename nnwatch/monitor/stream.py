@@ -105,10 +105,12 @@ class StreamMonitor:
                                      "StreamMonitor")
         if not isinstance(verdicts, Verdicts) or self.column not in verdicts.columns:
             raise ModelMismatchError(f"expected Verdicts with column {self.column!r} from this stream's monitor")
-        scores = verdicts.score_matrix[:, verdicts.columns.index(self.column)]
-        if np.isnan(scores).all() and scores.size:
+        j = verdicts.columns.index(self.column)
+        if not verdicts.active[j]:
             raise ModelMismatchError(f"column {self.column!r} was not computed in this call (degraded monitor?)")
-        p, stat, alarm = self.test.update(scores, self.group_of[verdicts.pred])
+        # the monitor's own arrays: float64 scores, classes in range, so the checks are not repeated
+        scores = np.ascontiguousarray(verdicts.score_matrix[:, j])
+        p, stat, alarm = self.test.advance(scores, self.group_of[verdicts.pred])
         if self.first_alarm is None and alarm.any():
             self.first_alarm = self.frames + int(np.argmax(alarm))
         self.frames += len(scores)

@@ -135,3 +135,23 @@ def test_stream_monitor_follows_the_decision_and_refuses_a_new_calibration(digit
         calibrate(mon, ArraySource(*f["splits"]["val"], "val"))
     with pytest.raises(ModelMismatchError, match="calibrated again"):
         stream.update(mon(x_test[:5]))
+
+
+def test_screen_stream_reports_the_first_alarm(digits_monitor_files, tmp_path, capsys):
+    import json
+
+    from nnwatch.cli.main import main
+
+    f = digits_monitor_files
+    x = np.concatenate([f["splits"]["test"][0], np.random.default_rng(0).random((150, 64), dtype=np.float32)])
+    np.savez(tmp_path / "frames.npz", x=x)
+    args = ["screen", str(f["model"]), str(f["profile"]), "--data", f"npz:{tmp_path / 'frames.npz'}", "--quiet",
+            "--batch-size", "16"]
+    assert main(args + ["--out", str(tmp_path / "s.json"), "--stream", "--delta", "0.01"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "s.json").read_text())
+    first = next(i for i, r in enumerate(rows) if r["stream.alarm"])
+    assert first >= len(f["splits"]["test"][0]) and f"stream: ALARM at frame {first}" in out
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--out", str(tmp_path / "t.json"), "--stream", "--delta", "1.5"])
+    assert exc.value.code == 2 and not (tmp_path / "t.json").exists()
