@@ -8,6 +8,7 @@ Variants, timed interleaved in one process per model:
 - monitored (fused default): what ``Monitor(model, profile)`` runs after ``calibrate`` with the
   default detectors: the compiled columns (coverage kernel, MSP, max-logit, energy), the fused
   verdict and its members (Mahalanobis only where it fits the cost budget);
+- monitored (fused default) + stream: the same call followed by a StreamMonitor update;
 - the same monitored (coverage) with conv maps reduced after the run instead of in the graph.
 Peak RSS is measured per model in its own process. Run: python benchmarks/overhead.py [--quick]
 """
@@ -74,6 +75,7 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
     from nnwatch.monitor.detectors import DEFAULT
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.stream import StreamMonitor
     from nnwatch.monitor.runner import Runner, session_options
     from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource
@@ -122,6 +124,9 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
                  "plain (IOBinding)": lambda: sess.run_with_iobinding(binding),
                  "tapped": lambda: runner.run(x, ws)}
         calls.update({k: (lambda m=m: m.score(x, _record=False)) for k, m in monitors.items()})
+        fused = monitors["monitored (fused default)"]
+        stream = StreamMonitor(fused, delta=0.01)  # a fresh test per batch size; its bags grow while timed
+        calls["monitored (fused default) + stream"] = lambda: stream.update(fused.score(x, _record=False))
         if name in EDGE:
             rounds = (20 if batch == 1 else 2) if quick else (300 if batch == 1 else 5)
         else:
@@ -147,9 +152,9 @@ def summary_table(results: list[dict]) -> list[str]:
     """The docs table: both plain baselines side by side, monitored as a multiple of each."""
     md = ["<!-- begin summary -->",
           "| model (input, source) | threads | batch | plain run p50 | plain IOBinding p50 | tapped | coverage / run | "
-          "coverage / IOBinding | fused default / run | fused default / IOBinding | "
+          "coverage / IOBinding | fused default / run | fused default / IOBinding | + stream / IOBinding | "
           "coverage, maps reduced after run / IOBinding |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for batch in (1, 64):
         for r in results:
             v = r[f"batch{batch}"]
@@ -160,6 +165,7 @@ def summary_table(results: list[dict]) -> list[str]:
                       f"{v['tapped']['ratio_p50_iobinding']:.2f}x | {cov['ratio_p50']:.2f}x | "
                       f"**{cov['ratio_p50_iobinding']:.2f}x** | {v['monitored (fused default)']['ratio_p50']:.2f}x | "
                       f"**{v['monitored (fused default)']['ratio_p50_iobinding']:.2f}x** | "
+                      f"{v['monitored (fused default) + stream']['ratio_p50_iobinding']:.2f}x | "
                       f"{v['monitored (coverage, maps reduced after run)']['ratio_p50_iobinding']:.2f}x |")
     md.append("<!-- end summary -->")
     return md

@@ -2,9 +2,13 @@
 
 Frames arrive at a fixed rate (default 30 Hz). Each frame goes through the monitored model in
 one call; the loop prints the verdict, checks the frame against its deadline, and sleeps until
-the next period. Mid-stream there is a burst of corrupted frames (a dirty lens, a camera
-fault) and a burst of adversarial frames (PGD). The summary says how many of each were
-flagged, how many clean frames raised false alarms, and whether any deadline was missed.
+the next period. First the image slowly loses contrast (a lens fogging up: each frame barely
+differs from the last, so per-frame flags come late and scattered), then it clears, then
+there is a burst of corrupted frames (a dirty lens, a camera fault) and a burst of adversarial
+frames (PGD). A stream monitor (conformal test martingale, at most 1% chance of ever
+alarming on clean frames) watches the decision's scores; an operator "confirms" each alarm
+and the test restarts. The summary says how many frames of each kind were flagged, when the
+stream alarms came, and whether any deadline was missed.
 
 Run: python examples/perception_loop.py [--hz 30] [--frames 300] [--budget-ms 5] [--quiet] [--out RESULTS.json]
 (offline; trains the demo's digits CNN first, about 10 s.) With --out, the summary is also
@@ -28,6 +32,7 @@ from nnwatch.eval import corruptions as cor
 from nnwatch.eval.attacks import pgd, predict
 from nnwatch.eval.provenance import provenance
 from nnwatch.monitor import Budget, Monitor
+from nnwatch.monitor.stream import StreamMonitor
 
 
 def make_stream(test_x, test_y, model, frames: int, seed: int = 0):
@@ -36,6 +41,11 @@ def make_stream(test_x, test_y, model, frames: int, seed: int = 0):
     idx = rng.integers(0, len(test_x), frames)
     x = test_x[idx].copy()
     kind = np.array(["clean"] * frames, dtype=object)
+    r0, r1 = int(frames * 0.05), int(frames * 0.30)  # gradual drift: contrast fades linearly
+    for i in range(r0, r1):
+        s = 0.9 * (i - r0 + 1) / (r1 - r0)
+        x[i] = (1 - s) * x[i] + s * 0.5
+        kind[i] = "drift"
     a, b = int(frames * 0.35), int(frames * 0.50)  # corruption burst
     c, d = int(frames * 0.70), int(frames * 0.80)  # adversarial burst
     faults = [cor.invert, lambda z: cor.gaussian_noise(z, 0.5, seed=1), lambda z: cor.contrast(z, 0.2, 0.5),
@@ -71,12 +81,13 @@ def main() -> None:
         monitor = Monitor(prepared["model_path"], prepared["profile_path"], providers="cpu",
                           detectors=("coverage", "energy"), budget=Budget(latency_ms=args.budget_ms, policy="degrade"))
     monitor.warmup((1,))
+    stream = StreamMonitor(monitor, delta=0.01)
     test = prepared["test"]
     frames, kind = make_stream(test.x, test.y, prepared["torch_model"], args.frames)
 
     period = 1.0 / args.hz
     next_tick = time.perf_counter()
-    missed, flagged, lat = 0, [], []
+    missed, flagged, lat, alarms = 0, [], [], []
     print(f"running {args.frames} frames at {args.hz:g} Hz, budget {args.budget_ms} ms per call")
     for i, frame in enumerate(frames):
         start = time.perf_counter()
@@ -86,6 +97,11 @@ def main() -> None:
         late = time.perf_counter() > next_tick + period
         missed += late
         flagged.append(bool(v.flag[0]))
+        if not v.degraded and stream.update(v).alarm[0]:
+            alarms.append(i)
+            print(f"frame {i:4d} [{kind[i]:<11}] STREAM ALARM: the recent frames as a whole are not like the "
+                  f"calibration data (statistic {stream.statistic:.3g}); restarting the test")
+            stream.reset()
         if not args.quiet or v.flag[0] or late:
             mark = "FLAG" if v.flag[0] else "ok  "
             print(f"frame {i:4d} [{kind[i]:<11}] pred {v.pred[0]} {mark} conf {v.confidence[0]:.3f} "
@@ -96,11 +112,16 @@ def main() -> None:
     flagged = np.array(flagged)
     print("\nsummary")
     groups = {}
-    for k in ("clean", "corrupted", "adversarial", "attack failed", "misclassified clean"):
+    for k in ("clean", "drift", "corrupted", "adversarial", "attack failed", "misclassified clean"):
         m = kind == k
         if m.any():
             groups[k] = {"frames": int(m.sum()), "flagged": int(flagged[m].sum())}
             print(f"  {k:<19} {m.sum():4d} frames, flagged {flagged[m].sum():4d} ({flagged[m].mean():.0%})")
+    drift = np.flatnonzero(kind == "drift")
+    drift_alarm = next((i for i in alarms if drift[0] <= i <= drift[-1]), None) if drift.size else None
+    first_flags = next((i for i in drift if flagged[max(drift[0], i - 9) : i + 1].sum() >= 5), None)
+    print(f"  stream alarms at frames {alarms}; drift from frame {drift[0] if drift.size else '-'}: first stream alarm "
+          f"{drift_alarm}, first time 5 of 10 frames flagged {first_flags}")
     stats = monitor.stats()
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
     print(f"  latency per monitored call: p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
@@ -108,7 +129,9 @@ def main() -> None:
     if args.out:
         result = {**provenance(), "hz": args.hz, "frames": args.frames, "budget_ms": args.budget_ms, "groups": groups,
                   "latency_p50_ms": p50, "latency_p99_ms": p99, "over_budget": int(stats["overruns"]),
-                  "deadlines_missed": int(missed)}
+                  "deadlines_missed": int(missed), "stream_alarms": alarms,
+                  "drift_first_stream_alarm": drift_alarm, "drift_first_5_of_10_flagged":
+                  None if first_flags is None else int(first_flags)}
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
 

@@ -63,7 +63,8 @@ def detector_names(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in REGISTRY or n in ("fused", "coverage")]
     if unknown:
         usable = ", ".join(sorted(n for n in REGISTRY if n not in ("fused", "coverage")))
-        raise argparse.ArgumentTypeError(f"cannot fuse {unknown}; choose among: {usable}")
+        raise argparse.ArgumentTypeError(f"expected detector names that can be fused; cannot fuse {unknown}; "
+                                         f"choose among: {usable}")
     return names
 
 

@@ -57,6 +57,7 @@ def cases(d):
         (["profile", m, "--data", data, "--out", d / "nodir" / "p.npz"], "folder .*nodir does not exist"),
         (["calibrate", m, p, "--data", data, "--out", d / "nodir" / "p.npz"], "folder .*nodir does not exist"),
         (["screen", m, p, "--data", data, "--out", d / "nodir" / "s.json"], "folder .*nodir does not exist"),
+        (["screen", m, p, "--data", data, "--out", d / "s.json", "--stream", "--ray"], "--stream needs the frames in order"),
         (["instrument", d / "fixed_plain.onnx", "--out", d / "nodir" / "x.onnx"], "folder .*nodir does not exist"),
         (["export", f"{d / 'good.py'}:make", "--input-shape", "1,1,8,8", "--out", d / "nodir" / "x.onnx"],
          "folder .*nodir does not exist"),
@@ -99,6 +100,9 @@ ARGPARSE = [
     ["profile", "M", "--data", "x", "--out", "p.npz", "--ray", "--workers", "0"],
     ["screen", "M", "P", "--data", "x", "--out", "s.json", "--providers", "gpu"],
     ["calibrate", "M", "P", "--data", "x", "--fpr", "1.5"],
+    ["calibrate", "M", "P", "--data", "x", "--fuse", "knn,bogus"],
+    ["calibrate", "M", "P", "--data", "x", "--fusion-budget", "-0.5"],
+    ["screen", "M", "P", "--data", "x", "--out", "s.json", "--stream", "--delta", "0"],
 ]
 
 
