@@ -2,8 +2,8 @@
 
 Frames arrive at a fixed rate (default 30 Hz). Each frame goes through the monitored model in
 one call; the loop prints the verdict, checks the frame against its deadline, and sleeps until
-the next period. First the image slowly loses contrast (a lens fogging up: each frame barely
-differs from the last, so per-frame flags come late and scattered), then it clears, then
+the next period. First sensor noise slowly grows (each frame barely differs from the last,
+so per-frame flags come late and scattered), then it clears, then
 there is a burst of corrupted frames (a dirty lens, a camera fault) and a burst of adversarial
 frames (PGD). A stream monitor (conformal test martingale, at most 1% chance of ever
 alarming on clean frames) watches the decision's scores; an operator "confirms" each alarm
@@ -41,10 +41,10 @@ def make_stream(test_x, test_y, model, frames: int, seed: int = 0):
     idx = rng.integers(0, len(test_x), frames)
     x = test_x[idx].copy()
     kind = np.array(["clean"] * frames, dtype=object)
-    r0, r1 = int(frames * 0.05), int(frames * 0.30)  # gradual drift: contrast fades linearly
+    r0, r1 = int(frames * 0.05), int(frames * 0.30)  # gradual drift: sensor noise grows linearly
     for i in range(r0, r1):
-        s = 0.9 * (i - r0 + 1) / (r1 - r0)
-        x[i] = (1 - s) * x[i] + s * 0.5
+        sigma = 0.3 * (i - r0 + 1) / (r1 - r0)
+        x[i] = np.clip(x[i] + sigma * rng.standard_normal(x[i].shape), 0.0, 1.0)
         kind[i] = "drift"
     a, b = int(frames * 0.35), int(frames * 0.50)  # corruption burst
     c, d = int(frames * 0.70), int(frames * 0.80)  # adversarial burst

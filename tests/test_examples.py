@@ -13,7 +13,7 @@ def test_perception_loop_runs():
                            "--hz", "60", "--quiet", "--budget-ms", "1000"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "summary" in out and "deadlines missed" in out
+    assert "summary" in out and "deadlines missed" in out and "stream alarms at frames" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
     # The corrupted burst must be mostly flagged, clean frames mostly not.
     corrupted = lines["corrupted"]
