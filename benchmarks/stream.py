@@ -12,7 +12,9 @@ group, and the stream test flags the later, harder half against a calibration on
   rate of the two baselines below.
 - Ramps: 1,000 clean frames, then 2,000 frames whose severity rises linearly from 0 (blur,
   Gaussian noise, low contrast, rotation, Fashion-MNIST mixed in at a growing rate, PGD
-  frames at a growing rate). Delay = frames after the ramp starts until the first alarm.
+  frames at a growing rate, clean 1s replacing a growing share of frames). Delay = frames
+  after the ramp starts until the first alarm of the StreamMonitor (score and class tests,
+  delta 0.01 shared).
 - Baselines, each in two settings: per-frame flags (alarm when k of the last 20 frames are
   flagged at the 5% target; k = 5, the rule of thumb, and k chosen so that a union bound
   over every window of a --length stream keeps the whole-stream false alarms at 0.01) and a
@@ -196,7 +198,8 @@ def main() -> None:
     reps = 5 if args.quick else 20
     results, traces = {}, {}
     adv_pool = None
-    for name in list(ramps) + ["Fashion-MNIST mix-in", "PGD frames"]:
+    ones = np.flatnonzero(pool_y == 1)
+    for name in list(ramps) + ["Fashion-MNIST mix-in", "PGD frames", "class shift (more 1s)"]:
         delays: dict[str, list] = {key: [] for key in ("martingale",) + BASELINES}
         for r in range(reps):
             rr = np.random.default_rng(100 + r)
@@ -209,6 +212,8 @@ def main() -> None:
                 swap = np.flatnonzero(rr.random(len(x)) < 0.5 * severity)
                 if name == "Fashion-MNIST mix-in":
                     x[swap] = fashion[rr.integers(0, len(fashion), swap.size)]
+                elif name.startswith("class shift"):  # clean digits, but far more 1s than in calibration
+                    x[swap] = pool[ones[rr.integers(0, len(ones), swap.size)]]
                 else:
                     if adv_pool is None:
                         src = pool[:1500]

@@ -220,8 +220,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 r["label"] = int(label)
         if stream is not None:
             upd = stream.update(v)
-            for r, st, alarm in zip(recs, upd.statistic, upd.alarm):
-                r["stream.statistic"], r["stream.alarm"] = float(st), bool(alarm)
+            for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
+                r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
         rows.extend(recs)
         bar.update(len(v))
     bar.close()
@@ -229,12 +229,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
     flagged = sum(r["flag"] for r in rows)
     print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
     if stream is not None:
+        tests = (f"scores of {stream.column!r} and predicted classes, each alarming at capital {2 / args.delta:.3g}; "
+                 f"delta {args.delta}")
         if stream.first_alarm is None:
-            print(f"stream: no alarm over {stream.frames} frames (test on {stream.column!r}, delta {args.delta}; "
-                  f"final statistic {stream.statistic:.3g}, alarm at {1 / args.delta:.3g})")
+            print(f"stream: no alarm over {stream.frames} frames ({tests}; final capital {stream.statistic:.3g} "
+                  f"and {stream.class_test.statistic:.3g})")
         else:
-            print(f"stream: ALARM at frame {stream.first_alarm} (test on {stream.column!r}, statistic crossed "
-                  f"{1 / args.delta:.3g}, delta {args.delta}); per-frame statistic in the stream.* columns")
+            print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in the stream.* columns")
     return 0
 
 

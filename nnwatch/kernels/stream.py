@@ -83,25 +83,50 @@ def _stream_update(scores, groups, thetas, bag, sizes, state, method, jump, thre
         _insert_point(bag, g, n, s)
         sizes[g] = n + 1
         p_out[b] = p
-        if method == JUMPER:
-            total = state[0] + state[1] + state[2]
-            for e in range(3):
-                state[e] = ((1.0 - jump) * state[e] + jump / 3.0 * total) * (1.0 + (e - 1.0) * (p - 0.5))
-            stat = state[0] + state[1] + state[2]
-        else:
-            stat = max(0.0, state[0] + np.log(1.5 - p))
-            state[0] = stat
-        stat_out[b] = stat
-        alarm_out[b] = stat >= threshold
+        stat_out[b] = _bet(state, method, jump, p)
+        alarm_out[b] = stat_out[b] >= threshold
 
 
-class StreamTest:
-    """State of one stream test: per-group bags, the alarm statistic; arrays owned and checked here.
+@njit()
+def _bet(state, method, jump, p):
+    # one step of the alarm statistic on p-value p; returns the statistic
+    if method == JUMPER:
+        total = state[0] + state[1] + state[2]
+        for e in range(3):
+            state[e] = ((1.0 - jump) * state[e] + jump / 3.0 * total) * (1.0 + (e - 1.0) * (p - 0.5))
+        return state[0] + state[1] + state[2]
+    stat = max(0.0, state[0] + np.log(1.5 - p))
+    state[0] = stat
+    return stat
+
+
+@njit()
+def _class_update(classes, thetas, counts, state, method, jump, threshold, p_out, stat_out, alarm_out):
+    """Predicted classes, in order: full conformal p-values of class rarity, then the alarm statistic."""
+    for b in range(classes.shape[0]):
+        c = classes[b]
+        counts[c] += 1
+        mine = counts[c]
+        rarer = 0  # samples (this one included) of classes rarer than c: more nonconforming
+        same = 0  # samples of classes exactly as frequent as c
+        total = 0
+        for k in range(counts.shape[0]):
+            total += counts[k]
+            if counts[k] < mine:
+                rarer += counts[k]
+            elif counts[k] == mine:
+                same += counts[k]
+        p = (rarer + thetas[b] * same) / total
+        p_out[b] = p
+        stat_out[b] = _bet(state, method, jump, p)
+        alarm_out[b] = stat_out[b] >= threshold
+
+
+class Alarm:
+    """The alarm statistic's settings and state, shared by the stream tests.
 
     Parameters
     ----------
-    reference : sequence of numpy.ndarray
-        Per calibration group, its clean calibration scores (any order, finite).
     delta : float
         Bound on the probability of ever alarming on a clean stream (``jumper``); the
         ``cusum`` threshold is ``log(1/delta)``.
@@ -109,26 +134,51 @@ class StreamTest:
         The alarm statistic.
     jump : float
         Simple jumper's redistributed share per step, in [0, 1).
+    """
+
+    def __init__(self, delta: float = 0.01, method: str = "jumper", jump: float = 0.01) -> None:
+        self.delta = check_probability(delta, "delta")
+        if method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
+        if not 0.0 <= float(jump) < 1.0:
+            raise InputError(f"jump must be in [0, 1), got {jump}")
+        self.method = method
+        self.method_code = JUMPER if method == "jumper" else CUSUM
+        self.jump = float(jump)
+        self.threshold = 1.0 / self.delta if method == "jumper" else float(np.log(1.0 / self.delta))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new test (capital 1 / CUSUM 0); what the test has seen stays."""
+        self.state = np.full(3, 1.0 / 3.0) if self.method == "jumper" else np.zeros(3)
+
+    @property
+    def statistic(self) -> float:
+        """Current capital (jumper) or CUSUM statistic."""
+        return float(self.state.sum() if self.method == "jumper" else self.state[0])
+
+
+class StreamTest(Alarm):
+    """State of one stream test: per-group bags, the alarm statistic; arrays owned and checked here.
+
+    Parameters
+    ----------
+    reference : sequence of numpy.ndarray
+        Per calibration group, its clean calibration scores (any order, finite).
+    delta, method, jump
+        As for :class:`Alarm`.
     seed : int
         Seed of the smoothing draws.
     """
 
     def __init__(self, reference: list[np.ndarray], delta: float = 0.01, method: str = "jumper", jump: float = 0.01,
                  seed: int = 0) -> None:
-        self.delta = check_probability(delta, "delta")
-        if method not in METHODS:
-            raise InputError(f"method must be one of {METHODS}, got {method!r}")
-        if not 0.0 <= float(jump) < 1.0:
-            raise InputError(f"jump must be in [0, 1), got {jump}")
+        super().__init__(delta, method, jump)
         if not reference:
             raise InputError("a stream test needs at least one calibration group")
         refs = [np.sort(np.asarray(r, np.float64).ravel()) for r in reference]
         if any(r.size == 0 or not np.isfinite(r).all() for r in refs):
             raise InputError("every calibration group needs at least one score, all finite")
-        self.method = method
-        self._method_code = JUMPER if method == "jumper" else CUSUM
-        self.jump = float(jump)
-        self.threshold = 1.0 / self.delta if method == "jumper" else float(np.log(1.0 / self.delta))
         self._rng = np.random.default_rng(seed)
         self._thetas = self._rng.random(_THETA_BLOCK)  # smoothing draws, taken in order, refilled in blocks
         self._next_theta = 0
@@ -136,17 +186,7 @@ class StreamTest:
         self.bag = np.zeros((len(refs), int(self.sizes.max()) + 64))
         for g, r in enumerate(refs):
             self.bag[g, : r.size] = r
-        self.reset()
-
-    def reset(self) -> None:
-        """Start a new test (capital 1 / CUSUM 0); the bags keep every frame seen so far."""
-        self.state = np.full(3, 1.0 / 3.0) if self.method == "jumper" else np.zeros(3)
         self.frames = 0
-
-    @property
-    def statistic(self) -> float:
-        """Current capital (jumper) or CUSUM statistic."""
-        return float(self.state.sum() if self.method == "jumper" else self.state[0])
 
     def update(self, scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feed frames in order.
@@ -197,7 +237,61 @@ class StreamTest:
         thetas = self._thetas[self._next_theta : self._next_theta + batch]
         self._next_theta += batch
         p, stat, alarm = np.empty(batch), np.empty(batch), np.empty(batch, np.bool_)
-        _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, self._method_code, self.jump,
+        _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, self.method_code, self.jump,
                        self.threshold, p, stat, alarm)
         self.frames += batch
+        return p, stat, alarm
+
+
+class ClassStreamTest(Alarm):
+    """A stream test on the predicted classes alone (drift in what the model sees, not how).
+
+    Nonconformity of a frame is minus the number of samples of its class in the bag (the
+    calibration samples' predicted classes, then every earlier frame); the full conformal
+    p-value ``(#{rarer} + theta #{as frequent}) / n`` (this frame included) is computed from
+    the class counts alone, so the state is ``C`` counts whatever the stream's length. On an
+    exchangeable stream the p-values are independent and uniform, and the alarm carries the
+    same bound as :class:`StreamTest`'s.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        int ``(M,)`` predicted classes of the calibration samples.
+    n_classes : int
+        ``C``.
+    delta, method, jump
+        As for :class:`Alarm`.
+    seed : int
+        Seed of the smoothing draws.
+    """
+
+    def __init__(self, classes: np.ndarray, n_classes: int, delta: float = 0.01, method: str = "jumper",
+                 jump: float = 0.01, seed: int = 0) -> None:
+        super().__init__(delta, method, jump)
+        classes = np.asarray(classes)
+        if int(n_classes) < 1 or classes.dtype.kind not in "iu" or (classes.size and (classes.min() < 0 or classes.max() >= n_classes)):
+            raise InputError(f"calibration classes must be integers in [0, {n_classes})")
+        self.counts = np.bincount(classes.astype(np.int64), minlength=int(n_classes)).astype(np.int64)
+        self._rng = np.random.default_rng(seed)
+
+    def update(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feed predicted classes in order.
+
+        Parameters
+        ----------
+        classes : numpy.ndarray
+            int ``(B,)`` in ``[0, C)``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(p-values (B,), statistic after each frame (B,), alarm (B,) bool)``.
+        """
+        classes = check_array(np.ascontiguousarray(classes, np.int64), "classes", np.int64, (None,))
+        if classes.size and not 0 <= classes.min() <= classes.max() < self.counts.shape[0]:
+            raise InputError(f"classes must be in [0, {self.counts.shape[0]})")
+        batch = classes.shape[0]
+        p, stat, alarm = np.empty(batch), np.empty(batch), np.empty(batch, np.bool_)
+        _class_update(classes, self._rng.random(batch), self.counts, self.state, self.method_code, self.jump,
+                      self.threshold, p, stat, alarm)
         return p, stat, alarm

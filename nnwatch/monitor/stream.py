@@ -8,9 +8,12 @@ those p-values being uniform. On a clean stream exchangeable with the calibratio
 probability that the alarm *ever* goes off is at most ``delta`` (Ville's inequality), with
 no window to tune; under gradual drift the capital grows until it crosses ``1/delta``.
 
-The stream's predicted-class frequencies are kept next to the profile's
-(:meth:`StreamMonitor.class_shift`) for the operator to read; they carry no guarantee (the
-martingale already tests the scores group by group).
+A second test follows what the model *predicts*: a drift that moves frames between classes
+without any single frame looking odd (a camera re-mounted to see mostly one kind of object).
+Its p-values come from the rarity of each frame's predicted class among the calibration
+samples' and earlier frames' predictions (:class:`nnwatch.kernels.stream.ClassStreamTest`),
+with the same kind of martingale. The two tests share ``delta`` (``delta / 2`` each), so the
+chance that either ever alarms on a clean stream is at most ``delta``.
 
 :meth:`StreamMonitor.reset` starts a new test once an operator has confirmed a new normal
 (the guarantee then holds for the new test; over several tests the bounds add up).
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, ModelMismatchError
-from ..kernels.stream import StreamTest
+from ..kernels.stream import ClassStreamTest, StreamTest
 from .results import Verdicts
 
 
@@ -34,18 +37,24 @@ class StreamUpdate:
     Attributes
     ----------
     p_values : numpy.ndarray
-        float64 ``(B,)`` online smoothed conformal p-values.
+        float64 ``(B,)`` online smoothed conformal p-values of the scores.
     statistic : numpy.ndarray
-        float64 ``(B,)`` test capital after each frame (alarm at ``>= 1/delta``).
+        float64 ``(B,)`` capital of the score test after each frame (alarm at ``>= 2/delta``).
+    class_statistic : numpy.ndarray
+        float64 ``(B,)`` capital of the predicted-class test after each frame.
     alarm : numpy.ndarray
-        bool ``(B,)``: the statistic is at or above the threshold after this frame.
+        bool ``(B,)``: either test is at or above its threshold after this frame.
+    class_alarm : numpy.ndarray
+        bool ``(B,)``: the predicted-class test is.
     first_alarm : int or None
-        Stream index of the first frame whose statistic crossed the threshold in this test.
+        Stream index of the first frame at which either test alarmed since the last reset.
     """
 
     p_values: np.ndarray
     statistic: np.ndarray
+    class_statistic: np.ndarray
     alarm: np.ndarray
+    class_alarm: np.ndarray
     first_alarm: int | None
 
 
@@ -59,7 +68,8 @@ class StreamMonitor:
     column : str, optional
         Column to follow (default: the monitor's decision).
     delta : float
-        Bound on the probability of ever alarming on a clean, exchangeable stream.
+        Bound on the probability that either test ever alarms on a clean, exchangeable
+        stream (each test runs at ``delta / 2``).
     method : {"jumper", "cusum"}
         ``jumper``: the guaranteed conformal test martingale; ``cusum``: for comparison only
         (no whole-stream bound).
@@ -76,7 +86,11 @@ class StreamMonitor:
         self.monitor = monitor
         self.column = column or monitor.decision
         reference, self.group_of = monitor.calibration_reference(self.column)
-        self.test = StreamTest(reference, delta=delta, method=method, jump=jump, seed=seed)
+        self.test = StreamTest(reference, delta=delta / 2, method=method, jump=jump, seed=seed)
+        cal = monitor.calibration
+        self.class_test = ClassStreamTest(cal.classes, monitor.profile.n_classes, delta=delta / 2, method=method,
+                                          jump=jump, seed=seed + 1)
+        self.delta = float(delta)
         self._calibration = monitor.calibration
         self.frames = 0
         self.first_alarm: int | None = None
@@ -110,16 +124,20 @@ class StreamMonitor:
             raise ModelMismatchError(f"column {self.column!r} was not computed in this call (degraded monitor?)")
         # the monitor's own arrays: float64 scores, classes in range, so the checks are not repeated
         scores = np.ascontiguousarray(verdicts.score_matrix[:, j])
-        p, stat, alarm = self.test.advance(scores, self.group_of[verdicts.pred])
+        p, stat, score_alarm = self.test.advance(scores, self.group_of[verdicts.pred])
+        _, class_stat, class_alarm = self.class_test.update(verdicts.pred)
+        alarm = score_alarm | class_alarm
         if self.first_alarm is None and alarm.any():
             self.first_alarm = self.frames + int(np.argmax(alarm))
         self.frames += len(scores)
         self.class_counts += np.bincount(verdicts.pred, minlength=self.class_counts.size)
-        return StreamUpdate(p_values=p, statistic=stat, alarm=alarm, first_alarm=self.first_alarm)
+        return StreamUpdate(p_values=p, statistic=stat, class_statistic=class_stat, alarm=alarm,
+                            class_alarm=class_alarm, first_alarm=self.first_alarm)
 
     def reset(self) -> None:
         """Start a new test: an operator confirmed the current data as the new normal."""
         self.test.reset()
+        self.class_test.reset()
         self.first_alarm = None
 
     @property

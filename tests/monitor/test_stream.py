@@ -155,3 +155,48 @@ def test_screen_stream_reports_the_first_alarm(digits_monitor_files, tmp_path, c
     with pytest.raises(SystemExit) as exc:
         main(args + ["--out", str(tmp_path / "t.json"), "--stream", "--delta", "1.5"])
     assert exc.value.code == 2 and not (tmp_path / "t.json").exists()
+
+
+def naive_class_p(calibration, classes, thetas):
+    """Full conformal p-values of class rarity (nonconformity = minus the class's count), one frame at a time."""
+    bag = list(calibration)
+    out = []
+    for c, th in zip(classes, thetas):
+        bag.append(c)
+        count = {k: bag.count(k) for k in set(bag)}
+        alphas = [-count[k] for k in bag]
+        mine = -count[c]
+        out.append((sum(a > mine for a in alphas) + th * sum(a == mine for a in alphas)) / len(bag))
+    return np.array(out)
+
+
+def test_class_p_values_follow_the_full_conformal_definition():
+    from nnwatch.kernels.stream import ClassStreamTest
+
+    rng = np.random.default_rng(8)
+    calibration = rng.choice(4, 60, p=[0.4, 0.3, 0.2, 0.1])
+    classes = np.concatenate([rng.choice(4, 50, p=[0.4, 0.3, 0.2, 0.1]), np.full(30, 3)])
+    test = ClassStreamTest(calibration, 4, delta=0.01, seed=3)
+    p, stat, _ = test.update(classes)
+    want = naive_class_p(calibration, classes, np.random.default_rng(3).random(80))
+    np.testing.assert_allclose(p, want, rtol=1e-12)
+    assert test.counts.sum() == 140 and stat[-1] > stat[49]  # the shift to class 3 moves the capital
+
+
+def test_class_streams_alarm_at_most_delta_and_catch_a_shift():
+    from nnwatch.kernels.stream import ClassStreamTest
+
+    freqs = [0.5, 0.3, 0.15, 0.05]
+    reps, hits = 400, 0
+    for r in range(reps):
+        rng = np.random.default_rng(1000 + r)
+        test = ClassStreamTest(rng.choice(4, 200, p=freqs), 4, delta=0.05, seed=r)
+        hits += test.update(rng.choice(4, 1500, p=freqs))[2].any()
+    assert hits / reps <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / reps)
+    rng = np.random.default_rng(5)
+    test = ClassStreamTest(rng.choice(4, 200, p=freqs), 4, delta=0.01)
+    assert not test.update(rng.choice(4, 300, p=freqs))[2].any()
+    shifted = test.update(rng.choice(4, 1500, p=[0.1, 0.1, 0.1, 0.7]))[2]  # a re-mounted camera
+    assert shifted.any() and np.argmax(shifted) < 300
+    with pytest.raises(InputError, match="classes must be in"):
+        test.update(np.array([4]))
