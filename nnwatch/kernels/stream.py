@@ -134,9 +134,11 @@ class Alarm:
         The alarm statistic.
     jump : float
         Simple jumper's redistributed share per step, in [0, 1).
+    seed : int
+        Seed of the p-values' smoothing draws.
     """
 
-    def __init__(self, delta: float = 0.01, method: str = "jumper", jump: float = 0.01) -> None:
+    def __init__(self, delta: float = 0.01, method: str = "jumper", jump: float = 0.01, seed: int = 0) -> None:
         self.delta = check_probability(delta, "delta")
         if method not in METHODS:
             raise InputError(f"method must be one of {METHODS}, got {method!r}")
@@ -146,7 +148,18 @@ class Alarm:
         self.method_code = JUMPER if method == "jumper" else CUSUM
         self.jump = float(jump)
         self.threshold = 1.0 / self.delta if method == "jumper" else float(np.log(1.0 / self.delta))
+        self._rng = np.random.default_rng(seed)
+        self._thetas = self._rng.random(_THETA_BLOCK)  # smoothing draws, taken in order, refilled in blocks
+        self._next_theta = 0
         self.reset()
+
+    def draws(self, batch: int) -> np.ndarray:
+        """The next ``batch`` smoothing draws of the p-values (uniform on [0, 1))."""
+        if self._next_theta + batch > self._thetas.shape[0]:
+            self._thetas = np.concatenate([self._thetas[self._next_theta :], self._rng.random(max(_THETA_BLOCK, batch))])
+            self._next_theta = 0
+        self._next_theta += batch
+        return self._thetas[self._next_theta - batch : self._next_theta]
 
     def reset(self) -> None:
         """Start a new test (capital 1 / CUSUM 0); what the test has seen stays."""
@@ -165,23 +178,18 @@ class StreamTest(Alarm):
     ----------
     reference : sequence of numpy.ndarray
         Per calibration group, its clean calibration scores (any order, finite).
-    delta, method, jump
+    delta, method, jump, seed
         As for :class:`Alarm`.
-    seed : int
-        Seed of the smoothing draws.
     """
 
     def __init__(self, reference: list[np.ndarray], delta: float = 0.01, method: str = "jumper", jump: float = 0.01,
                  seed: int = 0) -> None:
-        super().__init__(delta, method, jump)
+        super().__init__(delta, method, jump, seed)
         if not reference:
             raise InputError("a stream test needs at least one calibration group")
         refs = [np.sort(np.asarray(r, np.float64).ravel()) for r in reference]
         if any(r.size == 0 or not np.isfinite(r).all() for r in refs):
             raise InputError("every calibration group needs at least one score, all finite")
-        self._rng = np.random.default_rng(seed)
-        self._thetas = self._rng.random(_THETA_BLOCK)  # smoothing draws, taken in order, refilled in blocks
-        self._next_theta = 0
         self.sizes = np.array([r.size for r in refs], np.int64)
         self.bag = np.zeros((len(refs), int(self.sizes.max()) + 64))
         for g, r in enumerate(refs):
@@ -230,12 +238,7 @@ class StreamTest(Alarm):
             grown = np.zeros((self.bag.shape[0], max(int(self.sizes.max()) + batch, 2 * self.bag.shape[1])))
             grown[:, : self.bag.shape[1]] = self.bag
             self.bag = grown
-        if self._next_theta + batch > self._thetas.shape[0]:
-            self._thetas = np.concatenate([self._thetas[self._next_theta :],
-                                           self._rng.random(max(_THETA_BLOCK, batch))])
-            self._next_theta = 0
-        thetas = self._thetas[self._next_theta : self._next_theta + batch]
-        self._next_theta += batch
+        thetas = self.draws(batch)
         p, stat, alarm = np.empty(batch), np.empty(batch), np.empty(batch, np.bool_)
         _stream_update(scores, groups, thetas, self.bag, self.sizes, self.state, self.method_code, self.jump,
                        self.threshold, p, stat, alarm)
@@ -259,20 +262,17 @@ class ClassStreamTest(Alarm):
         int ``(M,)`` predicted classes of the calibration samples.
     n_classes : int
         ``C``.
-    delta, method, jump
+    delta, method, jump, seed
         As for :class:`Alarm`.
-    seed : int
-        Seed of the smoothing draws.
     """
 
     def __init__(self, classes: np.ndarray, n_classes: int, delta: float = 0.01, method: str = "jumper",
                  jump: float = 0.01, seed: int = 0) -> None:
-        super().__init__(delta, method, jump)
+        super().__init__(delta, method, jump, seed)
         classes = np.asarray(classes)
         if int(n_classes) < 1 or classes.dtype.kind not in "iu" or (classes.size and (classes.min() < 0 or classes.max() >= n_classes)):
             raise InputError(f"calibration classes must be integers in [0, {n_classes})")
         self.counts = np.bincount(classes.astype(np.int64), minlength=int(n_classes)).astype(np.int64)
-        self._rng = np.random.default_rng(seed)
 
     def update(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feed predicted classes in order.
@@ -290,8 +290,23 @@ class ClassStreamTest(Alarm):
         classes = check_array(np.ascontiguousarray(classes, np.int64), "classes", np.int64, (None,))
         if classes.size and not 0 <= classes.min() <= classes.max() < self.counts.shape[0]:
             raise InputError(f"classes must be in [0, {self.counts.shape[0]})")
+        return self.advance(classes)
+
+    def advance(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`update` for classes already known to be valid (a monitor's own predictions).
+
+        Parameters
+        ----------
+        classes : numpy.ndarray
+            C-contiguous int64 ``(B,)`` in ``[0, C)``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            As :meth:`update`.
+        """
         batch = classes.shape[0]
         p, stat, alarm = np.empty(batch), np.empty(batch), np.empty(batch, np.bool_)
-        _class_update(classes, self._rng.random(batch), self.counts, self.state, self.method_code, self.jump,
+        _class_update(classes, self.draws(batch), self.counts, self.state, self.method_code, self.jump,
                       self.threshold, p, stat, alarm)
         return p, stat, alarm

@@ -125,7 +125,7 @@ class StreamMonitor:
         # the monitor's own arrays: float64 scores, classes in range, so the checks are not repeated
         scores = np.ascontiguousarray(verdicts.score_matrix[:, j])
         p, stat, score_alarm = self.test.advance(scores, self.group_of[verdicts.pred])
-        _, class_stat, class_alarm = self.class_test.update(verdicts.pred)
+        _, class_stat, class_alarm = self.class_test.advance(verdicts.pred)
         alarm = score_alarm | class_alarm
         if self.first_alarm is None and alarm.any():
             self.first_alarm = self.frames + int(np.argmax(alarm))
