@@ -10,7 +10,7 @@ alarming on clean frames) watches the decision's scores; an operator "confirms" 
 and the test restarts. The summary says how many frames of each kind were flagged, when the
 stream alarms came, and whether any deadline was missed.
 
-Run: python examples/perception_loop.py [--hz 30] [--frames 300] [--budget-ms 5] [--quiet] [--out RESULTS.json]
+Run: python examples/perception_loop.py [--hz 30] [--frames 600] [--budget-ms 5] [--quiet] [--out RESULTS.json]
 (offline; trains the demo's digits CNN first, about 10 s.) With --out, the summary is also
 written as JSON with the machine, date, git revision and command (docs/results.md quotes
 benchmarks/results/perception_loop.json, written this way).
@@ -65,7 +65,7 @@ def make_stream(test_x, test_y, model, frames: int, seed: int = 0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hz", type=float, default=30.0)
-    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--budget-ms", type=float, default=5.0, help="latency budget of one monitored call")
     ap.add_argument("--quiet", action="store_true", help="print only flagged frames and the summary")
     ap.add_argument("--out", help="also write the summary to this JSON file")
@@ -130,6 +130,7 @@ def main() -> None:
         result = {**provenance(), "hz": args.hz, "frames": args.frames, "budget_ms": args.budget_ms, "groups": groups,
                   "latency_p50_ms": p50, "latency_p99_ms": p99, "over_budget": int(stats["overruns"]),
                   "deadlines_missed": int(missed), "stream_alarms": alarms,
+                  "drift_frames": [int(drift[0]), int(drift[-1])] if drift.size else None,
                   "drift_first_stream_alarm": drift_alarm, "drift_first_5_of_10_flagged":
                   None if first_flags is None else int(first_flags)}
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
