@@ -21,6 +21,7 @@ HEAD_KEY = "nnwatch.head"  # the final linear layer (weights as data), when it i
 MANIFEST_FORMAT = "nnwatch.manifest"
 MANIFEST_VERSION = 1
 REDUCTIONS = ("none", "mean", "max")
+TAP_DTYPES = ("float32", "uint8", "int8")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class Tap:
     in_graph : bool
         True when the reduction is done by nodes in the graph (``output`` is then ``(C,)``);
         False when the monitor reduces the full map after the run.
+    dtype : str
+        Element type of ``output``: ``"float32"``, or ``"uint8"``/``"int8"`` for a quantized
+        tensor exposed as its integers (a quarter of the bytes to copy), which the runtime
+        dequantizes as ``(q - zero_point) * scale``.
+    scale : float
+        Quantization scale (1.0 for float taps).
+    zero_point : int
+        Quantization zero point (0 for float taps).
     """
 
     output: str
@@ -51,6 +60,9 @@ class Tap:
     shape: tuple[int, ...]
     reduction: str = "none"
     in_graph: bool = True
+    dtype: str = "float32"
+    scale: float = 1.0
+    zero_point: int = 0
 
     @property
     def neurons(self) -> int:
@@ -153,6 +165,9 @@ class TapManifest:
                     shape=tuple(int(d) for d in t["shape"]),
                     reduction=str(t["reduction"]),
                     in_graph=bool(t["in_graph"]),
+                    dtype=str(t.get("dtype", "float32")),
+                    scale=float(t.get("scale", 1.0)),
+                    zero_point=int(t.get("zero_point", 0)),
                 )
                 for t in body["taps"]
             )
@@ -189,6 +204,10 @@ class TapManifest:
                 raise ModelError(f"tap {t.layer!r}: reduction {t.reduction!r} not in {REDUCTIONS}")
             if not t.shape or any(d <= 0 for d in t.shape):
                 raise ModelError(f"tap {t.layer!r}: per-sample shape {t.shape} must be static and positive")
+            if t.dtype not in TAP_DTYPES:
+                raise ModelError(f"tap {t.layer!r}: element type {t.dtype!r} not in {TAP_DTYPES}")
+            if not (np.isfinite(t.scale) and t.scale > 0):
+                raise ModelError(f"tap {t.layer!r}: quantization scale {t.scale!r} must be finite and positive")
             if t.in_graph and len(t.shape) != 1:
                 raise ModelError(f"tap {t.layer!r}: a reduced (in-graph) tap must be a vector, got {t.shape}")
         if self.penultimate is not None and self.penultimate not in self.layer_names:

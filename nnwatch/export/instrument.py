@@ -26,6 +26,7 @@ from .._validate import unknown_name
 from ..errors import InputError, ModelError
 from ..manifest import HEAD_KEY, MANIFEST_KEY, Tap, TapManifest, encode_head
 from .names import tap_output_name
+from .quantized import INTEGER_TYPES, dequantized_source, quant_params, quantized_layer_tensors
 from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
 
 # onnxruntime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default.
@@ -94,6 +95,59 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
         )
         table[vi.name] = (tt.elem_type, dims)
     return table
+
+
+def _topologically_sorted(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so each follows its inputs' producers (some converters append casts at
+    the end; onnxruntime accepts that, the ONNX checker does not). Stable where already sorted."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    seen = set(ready)
+    if all(all(i in seen for i in n.input) and not seen.update(n.output) for n in graph.node):
+        return  # the usual case: already sorted, one pass
+    pending = list(range(len(graph.node)))
+    order: list[int] = []
+    while pending:
+        done = [k for k in pending if all(i in ready for i in graph.node[k].input)]
+        if not done:
+            return  # a cycle or a dangling input: leave it for the checker to name
+        for k in done:
+            ready.update(graph.node[k].output)
+        order += done
+        finished = set(done)
+        pending = [k for k in pending if k not in finished]
+    if order != sorted(order):
+        nodes = [onnx.NodeProto() for _ in order]
+        for copy, k in zip(nodes, order):
+            copy.CopyFrom(graph.node[k])
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _types_from_onnxruntime(model: onnx.ModelProto, names: list[str], table: dict) -> None:
+    """Type tensors that ONNX shape inference left unknown (e.g. outputs of com.microsoft ops
+    such as QGemm) by asking onnxruntime, which infers them while building a session."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    probe.ir_version = min(probe.ir_version, MAX_IR_VERSION)
+    try:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        outputs = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]).get_outputs()
+    except Exception:
+        return  # left unknown: the caller names the tensor in its message
+    for out in outputs:
+        elem = _ORT_ELEM.get(out.type, 0)
+        dims = tuple(d if isinstance(d, int) else (d or None) for d in out.shape)
+        if elem and dims:
+            table[out.name] = (elem, dims)
+
+
+_ORT_ELEM = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16,
+             "tensor(double)": TensorProto.DOUBLE, "tensor(uint8)": TensorProto.UINT8, "tensor(int8)": TensorProto.INT8}
 
 
 def _layer_aliases(model: onnx.ModelProto) -> dict[str, str]:
@@ -176,6 +230,7 @@ def instrument(
     if any(p.key == MANIFEST_KEY for p in model.metadata_props):
         raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
     graph = model.graph
+    _topologically_sorted(graph)
     opset = _default_opset(model)
     initializers = {i.name for i in graph.initializer}
     data_inputs = [i for i in graph.input if i.name not in initializers]
@@ -200,8 +255,10 @@ def instrument(
     if isinstance(layers, str):
         if layers != "auto":
             layers = [name.strip() for name in layers.split(",") if name.strip()]
+    inits = {i.name: i for i in graph.initializer}
     if layers == "auto":
-        tensors = auto_tensors(graph, initializers, max_taps)
+        tensors = auto_tensors(graph, initializers, max_taps, quantized_layer_tensors(graph, prod, inits, logits))
+        tensors = _prefer_integer(tensors, graph, prod, inits)
     else:
         if not layers:
             raise InputError("layers is empty; pass 'auto' or a list of tensor names")
@@ -218,11 +275,18 @@ def instrument(
     if len(set(tensors)) != len(tensors):
         raise InputError(f"a layer is listed twice: {tensors}")
     penult_tensor = penultimate_tensor(logits, prod, initializers)
+    if penult_tensor is not None:  # in a QDQ graph: the integers the classifier reads
+        penult_tensor = dequantized_source(penult_tensor, prod, inits) or penult_tensor
+    tensors = [dequantized_source(t, prod, inits) or t for t in tensors]
+    tensors = list(dict.fromkeys(tensors))
     if layers != "auto" and include_penultimate and penult_tensor is not None and penult_tensor not in tensors:
         tensors.append(penult_tensor)
     if not tensors:
         raise ModelError("no layer to monitor was found (no activation ops, no classifier input); pass layers=")
 
+    untyped = [t for t in tensors + [logits] if t in prod and (not types.get(t, (0, ()))[0] or not types[t][1])]
+    if untyped:
+        _types_from_onnxruntime(model, untyped, types)
     used = set(prod) | {i.name for i in graph.input} | initializers | {o.name for o in graph.output}
     new_nodes: list = []
     new_inits: list = []
@@ -232,10 +296,12 @@ def instrument(
     penult_layer = None
     for tensor in tensors:
         elem, dims = types.get(tensor, (0, ()))
-        if elem not in _FLOAT_TYPES:
+        qparams = quant_params(tensor, prod, inits) if elem in INTEGER_TYPES else None
+        if elem not in _FLOAT_TYPES and qparams is None:
             raise ModelError(
                 f"tensor {tensor!r} has element type {TensorProto.DataType.Name(elem) if elem else 'unknown'}; "
-                "only float tensors can be monitored (shape inference could not type it if unknown)"
+                "only float tensors and quantized activations (uint8/int8 with a constant per-tensor scale and "
+                "zero point) can be monitored (shape inference could not type it if unknown)"
             )
         if len(dims) < 2:
             raise ModelError(f"tensor {tensor!r} has shape {dims}; a monitored tensor needs (batch, features, ...)")
@@ -246,16 +312,30 @@ def instrument(
                 "nnwatch needs static channel/feature sizes"
             )
         source = tensor
-        cast = elem != TensorProto.FLOAT
+        cast = elem != TensorProto.FLOAT and qparams is None
         if cast:
             source = f"nnwatch/float/{tensor}"
             new_nodes.append(helper.make_node("Cast", [tensor], [source], to=TensorProto.FLOAT, name=f"{source}/node"))
+        # Quantized maps reduced in the graph are dequantized there first (a side branch: the
+        # int8 kernels stay fused); vectors and full maps leave as integers.
+        out_type = TensorProto.FLOAT
+        quant = {}
+        if qparams is not None and (len(dims) == 2 or not reduce_in_graph):
+            out_type = qparams.elem_type
+            quant = {"dtype": INTEGER_TYPES[qparams.elem_type], "scale": qparams.scale, "zero_point": qparams.zero_point}
+        elif qparams is not None:
+            source = f"nnwatch/dequant/{tensor}"
+            new_nodes.append(helper.make_node(
+                "DequantizeLinear", [tensor, qparams.scale_name] + ([qparams.zero_point_name] if qparams.zero_point_name else []),
+                [source], name=f"{source}/node"))
         layer = reverse_alias.get(tensor, tensor)
+        if qparams is not None and prod[tensor].op_type == "QuantizeLinear":  # QDQ: name it by the float layer
+            layer = reverse_alias.get(prod[tensor].input[0], prod[tensor].input[0])
         if tensor == penult_tensor:
             penult_layer = layer
         if len(dims) == 2:
             out_name = tap_output_name(tensor, "none", cast)
-            tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample), reduction="none")
+            tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample), reduction="none", **quant)
             if out_name in existing_outputs:
                 taps.append(tap)
                 continue
@@ -267,22 +347,28 @@ def instrument(
         else:
             out_name = tap_output_name(tensor, "none", cast)
             tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample),
-                      reduction=reduction, in_graph=False)
+                      reduction=reduction, in_graph=False, **quant)
             if out_name in existing_outputs:
                 taps.append(tap)
                 continue
         if out_name in used and out_name != tensor:
             raise ModelError(f"cannot add output {out_name!r}: the graph already has a tensor of that name")
         shape = [batch if batch else "batch"] + list(tap.shape)
-        new_outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
+        new_outputs.append(helper.make_tensor_value_info(out_name, out_type, shape))
         existing_outputs.add(out_name)
         taps.append(tap)
 
     ltype, ldims = types.get(logits, (0, ()))
     if len(ldims) != 2 or not isinstance(ldims[1], int):
         raise ModelError(f"output {logits!r} has shape {ldims}; nnwatch monitors classifiers with (batch, classes) logits")
-    if logits not in existing_outputs:
-        new_outputs.append(helper.make_tensor_value_info(logits, ltype, [batch if batch else "batch", ldims[1]]))
+    logits_output = logits
+    if ltype in _FLOAT_TYPES and ltype != TensorProto.FLOAT:  # e.g. an FP16 model: read float32 logits
+        logits_output = tap_output_name(logits, "none", True)
+        new_nodes.append(helper.make_node("Cast", [logits], [logits_output], to=TensorProto.FLOAT,
+                                          name=f"{logits_output}/node"))
+        ltype = TensorProto.FLOAT
+    if logits_output not in existing_outputs:
+        new_outputs.append(helper.make_tensor_value_info(logits_output, ltype, [batch if batch else "batch", ldims[1]]))
 
     original_outputs = tuple(o.name for o in graph.output)
     graph.node.extend(new_nodes)
@@ -293,7 +379,7 @@ def instrument(
         input_name=data_inputs[0].name,
         input_shape=tuple(d if isinstance(d, int) and d > 0 else None for d in in_dims[1:]),
         batch=batch,
-        logits=logits,
+        logits=logits_output,
         taps=tuple(taps),
         original_outputs=original_outputs,
         penultimate=penult_layer,
@@ -303,7 +389,7 @@ def instrument(
     entry.key = MANIFEST_KEY
     entry.value = manifest.to_json()
     head = classifier_head(graph, logits, prod)
-    if head is not None and head[2] == penult_tensor:  # the tapped features feed it directly
+    if head is not None and (dequantized_source(head[2], prod, inits) or head[2]) == penult_tensor:  # the tapped features feed it directly
         entry = model.metadata_props.add()
         entry.key = HEAD_KEY
         entry.value = encode_head(head[0], head[1])
@@ -314,6 +400,18 @@ def instrument(
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"instrumented model fails the ONNX checker: {exc}") from None
     return model, manifest
+
+
+def _prefer_integer(tensors: list[str], graph: onnx.GraphProto, prod: dict, inits: dict) -> list[str]:
+    """In a QDQ graph, tap the QuantizeLinear output of a float activation instead of the float.
+
+    Exposing the float tensor would keep onnxruntime from fusing the quantized kernels.
+    """
+    quantized_by: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and quant_params(node.output[0], prod, inits) is not None:
+            quantized_by.setdefault(node.input[0], node.output[0])
+    return list(dict.fromkeys(quantized_by.get(t, t) for t in tensors))
 
 
 def instrument_file(

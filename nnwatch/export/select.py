@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
@@ -11,8 +13,10 @@ ACTIVATION_OPS = frozenset(
      "Tanh", "Softplus", "Mish", "PRelu", "ThresholdedRelu", "Celu", "Swish"}
 )
 # Ops a classifier head may pass through between its last matmul and the logits.
-_HEAD_PASSTHROUGH = frozenset({"Add", "Identity", "Reshape", "Squeeze", "Flatten", "Cast"})
-_CLASSIFIER_OPS = frozenset({"Gemm", "MatMul"})
+# In quantized graphs the head also passes (De)QuantizeLinear, and may be a QGemm/QLinearMatMul.
+_HEAD_PASSTHROUGH = frozenset({"Add", "Identity", "Reshape", "Squeeze", "Flatten", "Cast", "DequantizeLinear",
+                               "QuantizeLinear"})
+_CLASSIFIER_OPS = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul"})
 
 
 def producers(graph: GraphProto) -> dict[str, NodeProto]:
@@ -84,7 +88,8 @@ def penultimate_tensor(logits: str, prod: dict[str, NodeProto], initializers: se
     return None
 
 
-def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None) -> list[str]:
+def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None,
+                 also: Sequence[str] = ()) -> list[str]:
     """Tensors that ``layers="auto"`` taps, in graph order.
 
     Parameters
@@ -96,6 +101,8 @@ def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None
     max_taps : int or None
         Keep only the last ``max_taps`` activation taps (closest to the output); the
         penultimate features are always kept.
+    also : sequence of str
+        More activation tensors to consider (the quantized layer outputs of an int8 graph).
 
     Returns
     -------
@@ -105,7 +112,9 @@ def auto_tensors(graph: GraphProto, initializers: set[str], max_taps: int | None
     prod = producers(graph)
     logits = logits_tensor(graph, prod)
     penult = penultimate_tensor(logits, prod, initializers)
-    chosen = [n.output[0] for n in graph.node if n.op_type in ACTIVATION_OPS and n.output and n.output[0] != logits]
+    extra = set(also)
+    chosen = [n.output[0] for n in graph.node if n.output and n.output[0] != logits
+              and (n.op_type in ACTIVATION_OPS or n.output[0] in extra)]
     if max_taps is not None:
         chosen = chosen[-max_taps:] if max_taps > 0 else []
     if penult is not None and penult not in chosen:
@@ -137,10 +146,23 @@ def classifier_head(graph: GraphProto, logits: str, prod: dict[str, NodeProto]) 
     inits = {i.name: i for i in graph.initializer}
 
     def const(name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
+        if name in inits:
+            return numpy_helper.to_array(inits[name]).astype(np.float64)
+        node = prod.get(name)  # a QDQ graph's weights: DequantizeLinear of constant integers
+        if node is None or node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input if i):
+            return None
+        q, scale = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in node.input[:2])
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and node.input[2] \
+            else np.zeros_like(scale)
+        if scale.size > 1:  # per-channel along `axis`
+            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        return (q - zp) * scale
 
     node = prod.get(logits)
-    while node is not None and node.op_type in ("Identity", "Cast"):
+    while node is not None and node.op_type in ("Identity", "Cast", "DequantizeLinear", "QuantizeLinear"):
         node = prod.get(node.input[0])
     if node is None:
         return None

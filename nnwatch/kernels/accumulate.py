@@ -286,3 +286,40 @@ def copy_count_nonfinite(src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> N
     batch = src.shape[0]
     _copy_nonfinite_rows(src.reshape(-1).view(utype), dst.reshape(-1).view(utype), batch,
                          src.size // max(batch, 1), utype(mask), out)
+
+
+@njit(exact=True)
+def _dequantize(q, scale, zero_point, out):
+    # Same arithmetic as onnxruntime's DequantizeLinear: float32((q - zp)) * scale.
+    for i in range(q.shape[0]):
+        out[i] = np.float32(np.int32(q[i]) - zero_point) * scale
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int, out: np.ndarray) -> None:
+    """Write ``(q - zero_point) * scale`` into ``out`` (float32), as DequantizeLinear does.
+
+    Parameters
+    ----------
+    q : numpy.ndarray
+        C-contiguous uint8 or int8 tensor.
+    scale : float
+        Quantization scale (> 0).
+    zero_point : int
+        Quantization zero point, within the range of ``q``'s type.
+    out : numpy.ndarray
+        C-contiguous float32, same number of elements.
+
+    Raises
+    ------
+    InputError
+        Wrong dtypes, sizes, layout or parameters.
+    """
+    if q.dtype not in (np.uint8, np.int8) or out.dtype != np.float32:
+        raise InputError(f"dequantize: need uint8/int8 -> float32, got {q.dtype} -> {out.dtype}")
+    if q.size != out.size or not (q.flags.c_contiguous and out.flags.c_contiguous):
+        raise InputError(f"dequantize: q ({q.size} values) and out ({out.size}) must be C-contiguous and equal in size")
+    info = np.iinfo(q.dtype)
+    if not (np.isfinite(scale) and scale > 0) or not info.min <= zero_point <= info.max:
+        raise InputError(f"dequantize: scale {scale} must be finite and > 0, zero point {zero_point} in "
+                         f"[{info.min}, {info.max}]")
+    _dequantize(q.reshape(-1), np.float32(scale), np.int32(zero_point), out.reshape(-1))

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import InputError, ModelError
-from ..kernels.accumulate import copy_count_nonfinite, reduce_maps
+from ..kernels.accumulate import copy_count_nonfinite, dequantize, reduce_maps
 from ..kernels.layout import layer_offsets
 from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, decode_head
 from .providers import QUIET, resolve_providers
@@ -47,6 +47,12 @@ class Workspace:
         The bound input buffer.
     nonfinite : numpy.ndarray
         int64 ``(B,)``: NaN/Inf count of each input sample of the last call.
+    quantized : dict
+        Integer outputs of quantized taps, by output name; dequantized after the run into
+        ``buf`` (vectors) or ``maps`` (full maps).
+    device_input : onnxruntime.OrtValue or None
+        On a GPU provider, the bound input in device memory; each call copies ``inputs``
+        into it once, and the outputs come back into the host buffers above.
     """
 
     batch: int
@@ -56,12 +62,15 @@ class Workspace:
     binding: object
     inputs: np.ndarray | None
     nonfinite: np.ndarray
+    quantized: dict
+    device_input: object = None
 
     @property
     def nbytes(self) -> int:
         """Bytes held."""
         return ((0 if self.inputs is None else self.inputs.nbytes) + self.logits.nbytes + self.buf.nbytes
-                + self.nonfinite.nbytes + sum(m.nbytes for m in self.maps.values()))
+                + self.nonfinite.nbytes + sum(m.nbytes for m in self.maps.values())
+                + sum(q.nbytes for q in self.quantized.values()))
 
 
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
@@ -169,7 +178,11 @@ class Runner:
         missing = [o for o in wanted if o not in outputs]
         if missing:
             raise ModelError(f"{where}: outputs {missing} named by the manifest are not graph outputs")
+        want_types = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)"}
         for tap in self.manifest.taps:
+            if outputs[tap.output].type != want_types[tap.dtype]:
+                raise ModelError(f"{where}: output {tap.output!r} is {outputs[tap.output].type}, but the manifest says "
+                                 f"{tap.dtype}; re-instrument the model")
             declared = outputs[tap.output].shape[1:]
             static = [d for d in declared if isinstance(d, int)]
             if len(declared) != len(tap.shape) or (len(static) == len(declared) and tuple(static) != tap.shape):
@@ -279,24 +292,36 @@ class Runner:
         logits = np.empty((batch, self.n_classes), np.float32)
         buf = np.empty(batch * self.n_neurons, np.float32)
         maps = {t.output: np.empty((batch,) + t.shape, np.float32) for t in self.manifest.taps if not t.in_graph}
+        quantized = {t.output: np.empty((batch,) + t.shape, np.dtype(t.dtype))
+                     for t in self.manifest.taps if t.dtype != "float32"}
         binding = None
         inputs = None
+        device_input = None
         fixed = self.manifest.batch
         if fixed is None or fixed == batch:
             binding = self.session.io_binding()
             # Bound once; each call copies the batch into it (cheaper than rebinding).
             inputs = np.empty((batch,) + tuple(d or 1 for d in self.manifest.input_shape), self.input_dtype)
-            binding.bind_input(self.input_name, "cpu", 0, self.input_dtype, list(inputs.shape), inputs.ctypes.data)
+            if self._device == "cuda":
+                # The input lives on the GPU; outputs are still bound to the preallocated host
+                # buffers (the kernels score on the CPU), so a call allocates no host memory.
+                device_input = ort.OrtValue.ortvalue_from_shape_and_type(list(inputs.shape), self.input_dtype, "cuda", 0)
+                binding.bind_ortvalue_input(self.input_name, device_input)
+            else:
+                binding.bind_input(self.input_name, "cpu", 0, self.input_dtype, list(inputs.shape), inputs.ctypes.data)
             binding.bind_output(self.manifest.logits, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
             for i, tap in enumerate(self.manifest.taps):
-                if tap.in_graph:
+                if tap.dtype != "float32":
+                    arr = quantized[tap.output]
+                    binding.bind_output(tap.output, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+                elif tap.in_graph:
                     start = batch * int(self.offsets[i])
                     block = buf[start : start + batch * tap.neurons]
                     binding.bind_output(tap.output, "cpu", 0, np.float32, [batch, tap.neurons], block.ctypes.data)
                 else:
                     arr = maps[tap.output]
                     binding.bind_output(tap.output, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
-        return Workspace(batch, logits, buf, maps, binding, inputs, np.zeros(batch, np.int64))
+        return Workspace(batch, logits, buf, maps, binding, inputs, np.zeros(batch, np.int64), quantized, device_input)
 
     def run(self, x: np.ndarray, ws: Workspace, nonfinite: np.ndarray | None = None) -> bool:
         """Run the model on a checked batch, filling ``ws.logits`` and ``ws.buf``.
@@ -324,12 +349,18 @@ class Runner:
                     counted = True
                 else:
                     np.copyto(ws.inputs, x)
+                if ws.device_input is not None:
+                    ws.device_input.update_inplace(ws.inputs)
             else:  # dynamic non-batch input axes: bind this batch as it is
                 ws.binding.bind_cpu_input(self.input_name, x)
             self.session.run_with_iobinding(ws.binding)
         else:
             self._run_chunked(x, ws)
         for i, tap in enumerate(self.manifest.taps):
+            if tap.dtype != "float32":
+                start = ws.batch * int(self.offsets[i])
+                dest = ws.buf[start : start + ws.batch * tap.neurons] if tap.in_graph else ws.maps[tap.output]
+                dequantize(ws.quantized[tap.output], tap.scale, tap.zero_point, dest)
             if not tap.in_graph:
                 start = ws.batch * int(self.offsets[i])
                 reduce_maps(ws.maps[tap.output], ws.buf[start : start + ws.batch * tap.neurons], tap.reduction == "max")
@@ -347,7 +378,9 @@ class Runner:
             outs = self.session.run(self.output_names, {self.input_name: chunk})
             ws.logits[lo:hi] = outs[0][: hi - lo]
             for i, (tap, out) in enumerate(zip(self.manifest.taps, outs[1:])):
-                if tap.in_graph:
+                if tap.dtype != "float32":
+                    ws.quantized[tap.output][lo:hi] = out[: hi - lo]
+                elif tap.in_graph:
                     start = batch * int(self.offsets[i])
                     block = ws.buf[start : start + batch * tap.neurons].reshape(batch, tap.neurons)
                     block[lo:hi] = out[: hi - lo]
