@@ -11,6 +11,13 @@ Variants, timed interleaved in one process per model:
 - monitored (fused default) + stream: the same call followed by a StreamMonitor update;
 - the same monitored (coverage) with conv maps reduced after the run instead of in the graph.
 Peak RSS is measured per model in its own process. Run: python benchmarks/overhead.py [--quick]
+
+``--providers cuda`` (or tensorrt) times the same variants on a GPU: the input is copied to the
+device once per call, outputs come back into preallocated host buffers, and "tapped / plain"
+then includes what exposing intermediate tensors costs that provider (lost fusions).
+``--precisions fp16 int8`` adds the model converted to FP16 (onnxruntime's converter, float32
+inputs and outputs kept) and statically quantized to INT8 (QDQ, calibrated on 16 random
+inputs: for cost only), each instrumented the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +50,37 @@ def small_cnn():
                          *block(64, 128), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def build(name: str, folder: Path) -> str:
+def convert(data: bytes, precision: str, input_shape: tuple) -> bytes:
+    """The plain model in ``precision``: fp32 as is, fp16 by onnxruntime's converter, int8 by QDQ quantization."""
+    if precision == "fp32":
+        return data
+    import onnx
+
+    model = onnx.load_from_string(data)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(model, keep_io_types=True).SerializeToString()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    name = model.graph.input[0].name
+    rng = np.random.default_rng(1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{name: rng.random((1,) + input_shape, dtype=np.float32)} for _ in range(16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(data)
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ)
+        return dst.read_bytes()
+
+
+def build(name: str, folder: Path, precision: str = "fp32") -> str:
     """Export the plain model and two instrumented variants; return where the network came from."""
     import torch
 
@@ -59,7 +96,7 @@ def build(name: str, folder: Path) -> str:
     else:
         module = {"digits_cnn": digits_cnn, "lenet": lenet, "small_cnn": small_cnn}[name]().eval()
     plain = export_plain(module, torch.zeros((1,) + SHAPES[name]))
-    data = plain.SerializeToString()
+    data = convert(plain.SerializeToString(), precision, SHAPES[name])
     (folder / "plain.onnx").write_bytes(data)
     for where in ("graph", "kernel"):
         model, _ = instrument(data, layers=layers, reduce_in_graph=where == "graph")
@@ -71,11 +108,13 @@ SHAPES = {"digits_cnn": (1, 8, 8), "lenet": (1, 28, 28), "small_cnn": (3, 32, 32
           "mobilenet_v3_small": (3, 224, 224), "resnet18": (3, 224, 224)}
 
 
-def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = "") -> dict:
+def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = "", provider: str = "cpu",
+            precision: str = "fp32", budget_s: float | None = None) -> dict:
     from nnwatch.monitor.detectors import DEFAULT
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
     from nnwatch.monitor.stream import StreamMonitor
+    from nnwatch.monitor.providers import resolve_providers
     from nnwatch.monitor.runner import Runner, session_options
     from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource
@@ -85,14 +124,16 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
     rng = np.random.default_rng(0)
     n_prof, n_cal = (150, 100) if name in EDGE else (400, 200)
     data = rng.random((n_prof + n_cal,) + shape, dtype=np.float32)
-    out = {"model": name, "input_shape": list(shape), "threads": threads, "source": source}
+    out = {"model": name, "input_shape": list(shape), "threads": threads, "source": source, "provider": provider,
+           "precision": precision}
+    providers = resolve_providers(PROVIDERS[provider])
     monitors = {}
     profiles = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for where in ("graph", "kernel"):
             # Monitors of one model share its session: fewer thread pools competing for 2 cores.
-            shared = Runner(folder / f"{where}.onnx", providers="cpu", threads=threads)
+            shared = Runner(folder / f"{where}.onnx", providers=providers, threads=threads)
             prof = build_profile(shared, ArraySource(data[:n_prof], None, "random"), batch_size=32)
             profiles[where] = prof
             for dets in ("coverage", "fused default"):
@@ -107,7 +148,8 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
                     out["fused_default_columns"] = list(mon.columns)
                 monitors[f"monitored ({dets}{', maps reduced after run' if where == 'kernel' else ''})"] = mon
     out["neurons"] = int(monitors["monitored (coverage)"].tables.n_neurons)
-    sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(threads), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(folder / "plain.onnx"), session_options(threads), providers=providers)
+    out["session_providers"] = sess.get_providers()
     in_name = sess.get_inputs()[0].name
     runner = monitors["monitored (coverage)"].runner
     for batch in (1, 64):
@@ -131,7 +173,8 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
             rounds = (20 if batch == 1 else 2) if quick else (300 if batch == 1 else 5)
         else:
             rounds = (100 if batch == 1 else 20) if quick else (1500 if batch == 1 else 150)
-        res = interleaved(calls, rounds, warmup=5 if batch == 1 else 1, budget_s=30 if quick else 150)
+        res = interleaved(calls, rounds, warmup=5 if batch == 1 else 1,
+                          budget_s=budget_s if budget_s else 30 if quick else 150)
         add_ratios(res, {"": "plain", "iobinding": "plain (IOBinding)"})
         for v in res.values():
             v["throughput_per_s"] = batch / (v["mean_ms"] / 1e3)
@@ -144,6 +187,8 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
     return out
 
 
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+             "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 LABELS = {"digits_cnn": "digits CNN", "lenet": "LeNet", "small_cnn": "small CNN", "mobilenet_v3_small": "MobileNetV3-Small",
           "resnet18": "ResNet-18"}
 
@@ -160,7 +205,9 @@ def summary_table(results: list[dict]) -> list[str]:
             v = r[f"batch{batch}"]
             shape = "x".join(str(d) for d in r["input_shape"])
             cov = v["monitored (coverage)"]
-            md.append(f"| {LABELS[r['model']]} ({shape}, {r['source']}) | {r['threads']} | {batch} | "
+            where = "" if r.get("provider", "cpu") == "cpu" and r.get("precision", "fp32") == "fp32" else \
+                f", {r['precision']}, {r['provider']}"
+            md.append(f"| {LABELS[r['model']]} ({shape}, {r['source']}{where}) | {r['threads']} | {batch} | "
                       f"{v['plain']['p50_ms']:.3f} ms | {v['plain (IOBinding)']['p50_ms']:.3f} ms | "
                       f"{v['tapped']['ratio_p50_iobinding']:.2f}x | {cov['ratio_p50']:.2f}x | "
                       f"**{cov['ratio_p50_iobinding']:.2f}x** | {v['monitored (fused default)']['ratio_p50']:.2f}x | "
@@ -180,41 +227,55 @@ def main() -> None:
     ap.add_argument("--source", default="", help="internal: where the network definition came from")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--name", default="overhead", help="results file name (benchmarks/results/NAME.md|json)")
+    ap.add_argument("--providers", nargs="+", default=["cpu"], choices=sorted(PROVIDERS))
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=("fp32", "fp16", "int8"))
+    ap.add_argument("--budget-s", type=float, help="seconds each interleaved timing may take (default 150, quick 30)")
     args = ap.parse_args()
     if args.model:
-        print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder), args.source)))
+        print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder), args.source,
+                                 args.providers[0], args.precisions[0], args.budget_s)))
         return
+    from nnwatch.monitor.providers import resolve_providers
+
+    for provider in args.providers:  # refuse before building anything
+        resolve_providers(PROVIDERS[provider])
     # Build (torch) here; measure in child processes that never import torch, so their peak
     # RSS is what a deployed monitor needs.
     folders, sources = {}, {}
     for name in args.models:
-        folders[name] = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-"))
-        sources[name] = build(name, folders[name])
+        for precision in args.precisions:
+            folders[name, precision] = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-{precision}-"))
+            sources[name, precision] = build(name, folders[name, precision], precision)
     results = []
-    for name, threads in [(m, t) for t in args.threads for m in args.models]:
-        cmd = [sys.executable, __file__, "--model", name, "--threads", str(threads), "--folder", str(folders[name]),
-               "--source", sources[name]]
+    runs = [(m, t, p, q) for p in args.providers for q in args.precisions for t in args.threads for m in args.models]
+    for name, threads, provider, precision in runs:
+        cmd = [sys.executable, __file__, "--model", name, "--threads", str(threads), "--folder",
+               str(folders[name, precision]), "--source", sources[name, precision], "--providers", provider,
+               "--precisions", precision]
         cmd += ["--quick"] if args.quick else []
+        cmd += ["--budget-s", str(args.budget_s)] if args.budget_s else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"done {name} threads={threads}", file=sys.stderr)
+        print(f"done {name} threads={threads} {provider} {precision}", file=sys.stderr)
     md = summary_table(results)
     md += ["", "All variants (p50 and p99 as multiples of each baseline):", "", "<!-- begin all -->",
            "| model | neurons | threads | batch | variant | p50 ms | p99 ms | p50 / run | p50 / IOBinding | p99 / IOBinding | inputs/s |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        where = "" if r["provider"] == "cpu" and r["precision"] == "fp32" else f" {r['precision']} {r['provider']}"
         for batch in (1, 64):
             for variant, v in r[f"batch{batch}"].items():
-                md.append(f"| {r['model']} {tuple(r['input_shape'])} | {r['neurons']} | {r['threads']} | {batch} | {variant} | "
+                md.append(f"| {r['model']} {tuple(r['input_shape'])}{where} | {r['neurons']} | {r['threads']} | {batch} | {variant} | "
                           f"{v['p50_ms']:.3f} | {v['p99_ms']:.3f} | {v['ratio_p50']:.2f}x | {v['ratio_p50_iobinding']:.2f}x | "
                           f"{v['ratio_p99_iobinding']:.2f}x | {v['throughput_per_s']:,.0f} |")
     md += ["<!-- end all -->", "", "<!-- begin memory -->",
            "| model | threads | peak RSS (MiB, whole process, no torch) | monitor tables + buffers (MiB) | profile file (MiB) |",
            "|---|---|---|---|---|"]
     for r in results:
-        md.append(f"| {r['model']} | {r['threads']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} | {r['profile_mb']:.2f} |")
+        where = "" if r["provider"] == "cpu" and r["precision"] == "fp32" else f" {r['precision']} {r['provider']}"
+        md.append(f"| {r['model']}{where} | {r['threads']} | {r['peak_rss_mb']:.0f} | {r['monitor_memory_mb']:.2f} | {r['profile_mb']:.2f} |")
     md.append("<!-- end memory -->")
     write(args.name, {"models": results}, "\n".join(md))
 

@@ -35,8 +35,28 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "numba": numba.__version__, "numpy": np.__version__}
+    found = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+             "onnxruntime": ort.__version__, "numba": numba.__version__, "numpy": np.__version__}
+    gpu = _gpu_name()
+    if gpu:
+        found["gpu"] = gpu
+    return found
+
+
+def _gpu_name() -> str | None:
+    """The NVIDIA GPU's name and driver, when nvidia-smi answers; None elsewhere."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    line = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    return f"{line.split(',')[0].strip()} (driver {line.split(',')[1].strip()})" if "," in line else None
 
 
 def plain_model_bytes(instrumented: str | os.PathLike) -> bytes:

@@ -36,9 +36,11 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"revision": "unknown", "dirty": None}
-    if rev.returncode != 0:
-        return {"revision": "unknown", "dirty": None}
+        rev = None
+    if rev is None or rev.returncode != 0:
+        # A copy without .git (e.g. a tree sent to a GPU machine) can be told its revision.
+        given = os.environ.get("NNWATCH_GIT_REVISION", "")
+        return {"revision": given, "dirty": None} if len(given) == 40 else {"revision": "unknown", "dirty": None}
     return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
@@ -87,6 +89,7 @@ def describe(record: dict[str, Any]) -> str:
     """
     m, g = record["machine"], record["git"]
     edits = " (with local edits)" if g.get("dirty") else ""
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores{gpu}, Python {m['python']}, onnxruntime {m['onnxruntime']}, "
             f"numba {m['numba']}; run {record['date']} at git {str(g.get('revision', 'unknown'))[:10]}{edits} "
             f"by `{record['command']}`.")

@@ -14,7 +14,7 @@ ACTIVATION_OPS = frozenset(
 )
 # Ops a classifier head may pass through between its last matmul and the logits.
 # In quantized graphs the head also passes (De)QuantizeLinear, and may be a QGemm/QLinearMatMul.
-_HEAD_PASSTHROUGH = frozenset({"Add", "Identity", "Reshape", "Squeeze", "Flatten", "Cast", "DequantizeLinear",
+_HEAD_PASSTHROUGH = frozenset({"Add", "Identity", "Reshape", "Squeeze", "Flatten", "Cast", "DequantizeLinear", "QLinearAdd",
                                "QuantizeLinear"})
 _CLASSIFIER_OPS = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul"})
 
@@ -182,11 +182,14 @@ def classifier_head(graph: GraphProto, logits: str, prod: dict[str, NodeProto]) 
     bias = None
     if node.op_type == "Add":
         left, right = node.input
-        bias_name, other = (left, right) if left in inits else (right, left) if right in inits else (None, None)
-        if bias_name is None:
+        lc, rc = const(left), const(right)
+        bias_value, other = (lc, right) if lc is not None else (rc, left) if rc is not None else (None, None)
+        if bias_value is None:
             return None
-        bias = const(bias_name).reshape(-1)
+        bias = bias_value.reshape(-1)
         node = prod.get(other)
+        while node is not None and node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+            node = prod.get(node.input[0])
     if node is None or node.op_type != "MatMul":
         return None
     w = const(node.input[1])

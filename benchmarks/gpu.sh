@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU rows of docs/results.md, made in one go on a machine with an NVIDIA GPU.
+#
+#   bash benchmarks/gpu.sh [ORT_GPU_ARCHIVE]
+#
+# Needs python3 with numpy, numba, onnx, torch (+ onnxscript) and scikit-learn, and
+# onnxruntime-gpu for the machine's CUDA: installed, or given as a .tar.xz of its package
+# folders (unpacked to /tmp/site and put first on PYTHONPATH). CUDA libraries that come as
+# pip packages (nvidia-*) are put on LD_LIBRARY_PATH. Writes benchmarks/results/overhead_gpu.*
+# (or under $OUT when set) and runs the GPU tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -ge 1 ]; then
+    mkdir -p /tmp/site && tar -xJf "$1" -C /tmp/site || exit 2
+    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+LIBS=$(python3 -c 'import glob, os, site
+dirs = {os.path.dirname(f) for sp in site.getsitepackages() for f in glob.glob(sp + "/nvidia/**/lib*.so*", recursive=True)}
+print(":".join(sorted(dirs)))')
+export LD_LIBRARY_PATH=$LIBS:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())
+from nnwatch.monitor.providers import working_providers; print("working:", working_providers())'
+python3 -m pytest -q -p no:cacheprovider tests/monitor/test_gpu.py tests/export/test_quantized.py 2>&1 | tail -15
+RESULTS=${OUT:-}
+cd benchmarks
+python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models resnet18 mobilenet_v3_small small_cnn lenet \
+    --budget-s ${BUDGET_S:-5} --name "${RESULTS:+$RESULTS/}overhead_gpu"
