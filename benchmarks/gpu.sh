@@ -6,8 +6,9 @@
 # Needs python3 with numpy, numba, onnx, torch (+ onnxscript) and scikit-learn, and
 # onnxruntime-gpu for the machine's CUDA: installed, or given as a .tar.xz of its package
 # folders (unpacked to /tmp/site and put first on PYTHONPATH). CUDA libraries that come as
-# pip packages (nvidia-*) are put on LD_LIBRARY_PATH. Writes benchmarks/results/overhead_gpu.*
-# (or under $OUT when set) and runs the GPU tests.
+# pip packages (nvidia-*) are put on LD_LIBRARY_PATH. Runs the GPU tests, then writes
+# benchmarks/results/overhead_gpu_<model>.* (under $OUT when set), one model at a time so
+# that a run cut short keeps what it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -ge 1 ]; then
@@ -22,9 +23,11 @@ export LD_LIBRARY_PATH=$LIBS:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())
-from nnwatch.monitor.providers import working_providers; print("working:", working_providers())'
+from nnwatch.monitor.providers import working_providers; print("working:", working_providers())' || exit 3
 python3 -m pytest -q -p no:cacheprovider tests/monitor/test_gpu.py tests/export/test_quantized.py 2>&1 | tail -15
 RESULTS=${OUT:-}
 cd benchmarks
-python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models resnet18 mobilenet_v3_small small_cnn lenet \
-    --budget-s ${BUDGET_S:-5} --name "${RESULTS:+$RESULTS/}overhead_gpu"
+for model in ${MODELS:-resnet18 mobilenet_v3_small lenet}; do
+    python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models $model --budget-s ${BUDGET_S:-4} \
+        --name "${RESULTS:+$RESULTS/}overhead_gpu_$model" 2>&1 | grep -E "^\| (resnet|mobilenet|lenet|small)|done|Error|error" | head -60
+done

@@ -80,8 +80,9 @@ def convert(data: bytes, precision: str, input_shape: tuple) -> bytes:
         return dst.read_bytes()
 
 
-def build(name: str, folder: Path, precision: str = "fp32") -> str:
-    """Export the plain model and two instrumented variants; return where the network came from."""
+def build(name: str, folders: dict) -> str:
+    """Export the plain model once, and per precision (folders: precision -> folder) the
+    converted plain model and two instrumented variants; return where the network came from."""
     import torch
 
     from nnwatch.eval.models import digits_cnn, lenet
@@ -95,12 +96,13 @@ def build(name: str, folder: Path, precision: str = "fp32") -> str:
         module, layers, source = edge_model(name)  # taps: every block output (+ classifier input)
     else:
         module = {"digits_cnn": digits_cnn, "lenet": lenet, "small_cnn": small_cnn}[name]().eval()
-    plain = export_plain(module, torch.zeros((1,) + SHAPES[name]))
-    data = convert(plain.SerializeToString(), precision, SHAPES[name])
-    (folder / "plain.onnx").write_bytes(data)
-    for where in ("graph", "kernel"):
-        model, _ = instrument(data, layers=layers, reduce_in_graph=where == "graph")
-        save_onnx(model, folder / f"{where}.onnx")
+    exported = export_plain(module, torch.zeros((1,) + SHAPES[name])).SerializeToString()
+    for precision, folder in folders.items():
+        data = convert(exported, precision, SHAPES[name])
+        (folder / "plain.onnx").write_bytes(data)
+        for where in ("graph", "kernel"):
+            model, _ = instrument(data, layers=layers, reduce_in_graph=where == "graph")
+            save_onnx(model, folder / f"{where}.onnx")
     return source
 
 
@@ -243,9 +245,10 @@ def main() -> None:
     # RSS is what a deployed monitor needs.
     folders, sources = {}, {}
     for name in args.models:
-        for precision in args.precisions:
-            folders[name, precision] = Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-{precision}-"))
-            sources[name, precision] = build(name, folders[name, precision], precision)
+        mine = {p: Path(tempfile.mkdtemp(prefix=f"nnwatch-overhead-{name}-{p}-")) for p in args.precisions}
+        source = build(name, mine)
+        for precision, folder in mine.items():
+            folders[name, precision], sources[name, precision] = folder, source
     results = []
     runs = [(m, t, p, q) for p in args.providers for q in args.precisions for t in args.threads for m in args.models]
     for name, threads, provider, precision in runs:
