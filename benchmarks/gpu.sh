@@ -29,5 +29,5 @@ RESULTS=${OUT:-}
 cd benchmarks
 for model in ${MODELS:-resnet18 mobilenet_v3_small lenet}; do
     python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models $model --budget-s ${BUDGET_S:-4} \
-        --name "${RESULTS:+$RESULTS/}overhead_gpu_$model" 2>&1 | grep -E "^\| (resnet|mobilenet|lenet|small)|done|Error|error" | head -60
+        --name "${RESULTS:+$RESULTS/}overhead_gpu_$model" 2>&1 | grep -E "^\| (resnet|mobilenet|lenet|small)|done|Error|error|failed"
 done
