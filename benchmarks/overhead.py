@@ -171,6 +171,10 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
         fused = monitors["monitored (fused default)"]
         stream = StreamMonitor(fused, delta=0.01)  # a fresh test per batch size; its bags grow while timed
         calls["monitored (fused default) + stream"] = lambda: stream.update(fused.score(x, _record=False))
+        if provider != "cpu":  # the other way to feed a GPU: the input bound in device memory
+            dev = Runner(folder / "graph.onnx", providers=providers, threads=threads, device_input=True)
+            dev_ws = dev.workspace(batch)
+            calls["tapped, input bound on the device"] = lambda: dev.run(x, dev_ws)
         if name in EDGE:
             rounds = (20 if batch == 1 else 2) if quick else (300 if batch == 1 else 5)
         else:

@@ -30,6 +30,9 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     dict
         ``revision`` (40 hex digits, or "unknown" outside a git checkout) and ``dirty``.
     """
+    given = os.environ.get("NNWATCH_GIT_REVISION", "")
+    if len(given) == 40:  # a copy sent elsewhere (a GPU machine) whose .git may be stale or absent
+        return {"revision": given, "dirty": None}
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
@@ -38,9 +41,7 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         rev = None
     if rev is None or rev.returncode != 0:
-        # A copy without .git (e.g. a tree sent to a GPU machine) can be told its revision.
-        given = os.environ.get("NNWATCH_GIT_REVISION", "")
-        return {"revision": given, "dirty": None} if len(given) == 40 else {"revision": "unknown", "dirty": None}
+        return {"revision": "unknown", "dirty": None}
     return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 

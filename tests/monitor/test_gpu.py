@@ -39,9 +39,10 @@ def test_cuda_monitor_agrees_with_cpu(digits_monitor_files):
 
 
 def test_device_input_is_refreshed_each_call(digits_monitor_files):
-    _, gpu = _monitors(digits_monitor_files)
+    from nnwatch.monitor.runner import Runner
+
     x = digits_monitor_files["splits"]["test"][0][:1]
-    runner = gpu.runner
+    runner = Runner(digits_monitor_files["model"], providers="cuda", device_input=True)
     ws = runner.workspace(1)
     assert ws.device_input is not None  # the input lives on the GPU
     runner.run(x, ws)
