@@ -171,10 +171,22 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
         fused = monitors["monitored (fused default)"]
         stream = StreamMonitor(fused, delta=0.01)  # a fresh test per batch size; its bags grow while timed
         calls["monitored (fused default) + stream"] = lambda: stream.update(fused.score(x, _record=False))
-        if provider != "cpu":  # the other way to feed a GPU: the input bound in device memory
-            dev = Runner(folder / "graph.onnx", providers=providers, threads=threads, device_input=True)
-            dev_ws = dev.workspace(batch)
-            calls["tapped, input bound on the device"] = lambda: dev.run(x, dev_ws)
+        if provider != "cpu":
+            # onnxruntime copies a host-bound input to the GPU when it is bound, not per call:
+            # the honest baseline binds device memory and copies each new input into it, as the
+            # monitor does; the old binding stays as "input already on the GPU" (no transfer).
+            on_device = ort.OrtValue.ortvalue_from_shape_and_type(list(x.shape), np.float32, "cuda", 0)
+            gpu_binding = sess.io_binding()
+            gpu_binding.bind_ortvalue_input(in_name, on_device)
+            gpu_binding.bind_output(sess.get_outputs()[0].name, "cpu", 0, np.float32, [batch, n_out],
+                                    plain_out.ctypes.data)
+
+            def plain_gpu():
+                on_device.update_inplace(x)
+                sess.run_with_iobinding(gpu_binding)
+
+            calls["plain (IOBinding, input already on the GPU)"] = calls.pop("plain (IOBinding)")
+            calls["plain (IOBinding)"] = plain_gpu
         if name in EDGE:
             rounds = (20 if batch == 1 else 2) if quick else (300 if batch == 1 else 5)
         else:

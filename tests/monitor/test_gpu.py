@@ -42,7 +42,7 @@ def test_device_input_is_refreshed_each_call(digits_monitor_files):
     from nnwatch.monitor.runner import Runner
 
     x = digits_monitor_files["splits"]["test"][0][:1]
-    runner = Runner(digits_monitor_files["model"], providers="cuda", device_input=True)
+    runner = Runner(digits_monitor_files["model"], providers="cuda")
     ws = runner.workspace(1)
     assert ws.device_input is not None  # the input lives on the GPU
     runner.run(x, ws)
