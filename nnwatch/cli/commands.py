@@ -310,7 +310,8 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     print(f"monitored / plain session.run: {m['ratio_p50']:.2f}x p50, {m['ratio_p99']:.2f}x p99; "
           f"monitored / plain IOBinding: {m['ratio_p50_iobinding']:.2f}x p50, {m['ratio_p99_iobinding']:.2f}x p99")
     print(f"throughput plain {result['throughput_plain_per_s']:,.0f}/s, monitored {result['throughput_monitored_per_s']:,.0f}/s; "
-          f"monitor memory {result['monitor_memory_mb']:.2f} MiB; peak RSS {result['peak_rss_mb']:.0f} MiB "
+          f"monitor memory {result['monitor_memory_mb']:.2f} MiB ({'compact' if mon.compact_tables else 'full'} "
+          f"coverage tables {mon.tables.nbytes / 2**20:.2f} MiB); peak RSS {result['peak_rss_mb']:.0f} MiB "
           f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")
     if args.per_detector:
         costs = detector_costs(mon, x, iters=args.iters)
@@ -381,7 +382,7 @@ def _info_model(path: Path) -> None:
 
 def _info_profile(path: Path) -> None:
     from ..monitor.calibrate import calibration_groups
-    from ..profile.signature import compile_tables
+    from ..profile.signature import compact_by_default, compile_compact_tables, full_tables_bytes
     from ..profile.store import load_profile
 
     p = load_profile(path)
@@ -393,8 +394,14 @@ def _info_profile(path: Path) -> None:
           f"k_sections {h['k_sections']}, k_top {h['k_top']}, threshold {h['threshold']}, reduction {h['reduction']}")
     print(f"  trusted samples {sum(counts)} from {h.get('dataset', '?')}; per class min {min(counts)}, max {max(counts)}")
     print(f"  statistics digest {p.digest()}")
-    tables = compile_tables(p, float(h.get("rare_rate", 0.01)), warn=False)
-    print(f"  monitor tables at rare_rate {h.get('rare_rate', 0.01)}: {tables.nbytes / 2**20:.2f} MiB")
+    full = full_tables_bytes(p)
+    try:
+        compact = f"{compile_compact_tables(p, float(h.get('rare_rate', 0.01)), warn=False).nbytes / 2**20:.2f} MiB"
+    except InputError as exc:
+        compact = f"not possible ({exc})"
+    chosen = "compact" if compact_by_default(p) else "full"
+    print(f"  monitor coverage tables: full {full / 2**20:.2f} MiB, compact {compact}; a Monitor uses the {chosen} "
+          "ones unless told (compact_tables=)")
     cal = p.calibration
     if cal is None:
         print("  not calibrated: run `nnwatch calibrate`")

@@ -148,6 +148,8 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
     out["throughput_plain_per_s"] = arr.shape[0] / (base["mean_ms"] / 1e3)
     out["throughput_monitored_per_s"] = arr.shape[0] / (out["monitored"]["mean_ms"] / 1e3)
     out["monitor_memory_mb"] = monitor.memory_bytes() / 2**20
+    out["coverage_tables_mb"] = monitor.tables.nbytes / 2**20
+    out["compact_tables"] = bool(monitor.compact_tables)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["providers"] = list(runner.providers)
     out["detectors"] = list(monitor.detectors)

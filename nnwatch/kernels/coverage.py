@@ -33,6 +33,7 @@ from numba import prange
 from .._validate import check_array, check_classes
 from ..errors import InputError
 from ._jit import njit, parallel_guard
+from .compact import CompactTables, compact_parallel, compact_serial
 from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
@@ -210,7 +211,7 @@ def coverage_scores(
         ``B`` >= 1.
     pred : numpy.ndarray
         int64 ``(B,)`` class row of each sample, in ``[0, C)``.
-    tables : CoverageTables
+    tables : CoverageTables or CompactTables
         Compiled signature (validated when it was built).
     out : numpy.ndarray, optional
         float64 C-contiguous writeable ``(B, 6)`` output buffer.
@@ -231,8 +232,8 @@ def coverage_scores(
     InputError
         A wrong dtype, shape, layout, size or class index (nothing is computed then).
     """
-    if not isinstance(tables, CoverageTables):
-        raise InputError(f"tables: expected CoverageTables, got {type(tables).__name__}")
+    if not isinstance(tables, (CoverageTables, CompactTables)):
+        raise InputError(f"tables: expected CoverageTables or CompactTables, got {type(tables).__name__}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise InputError(f"batch must be an integer >= 1, got {batch!r}")
     batch = int(batch)
@@ -284,6 +285,15 @@ def check_scratch(scratch: object, rows: int, k_top: int) -> None:
 def _run_coverage(buf, batch, pred, tables, out, parallel, scratch):  # type: ignore[no-untyped-def]
     # Callers have validated every argument (coverage_scores, or a plan that owns its arrays).
     best_v, best_i = scratch
+    if isinstance(tables, CompactTables):
+        packed = (buf, batch, tables.offsets, pred, tables.base, tables.step, tables.fallback_unit, tables.threshold,
+                  tables.cells, int(tables.k_sections), int(tables.k_top), out, best_v, best_i)
+        if parallel:
+            with parallel_guard():
+                compact_parallel(*packed)
+        else:
+            compact_serial(*packed)
+        return
     args = (buf, batch, tables.offsets, pred, tables.lo, tables.hi, tables.inv_width, tables.inv_unit,
             tables.threshold, tables.section_rare, tables.on_rare, tables.off_rare, tables.topk_rare,
             int(tables.k_top), out, best_v, best_i)
@@ -373,8 +383,8 @@ class CoverageRun:
         self.tables = tables
         self.parallel = bool(parallel) and batch > 1
         if tables is not None:
-            if not isinstance(tables, CoverageTables):
-                raise InputError(f"tables: expected CoverageTables, got {type(tables).__name__}")
+            if not isinstance(tables, (CoverageTables, CompactTables)):
+                raise InputError(f"tables: expected CoverageTables or CompactTables, got {type(tables).__name__}")
             if tables.n_classes != logits.shape[1]:
                 raise InputError(f"tables have {tables.n_classes} class rows, the logits {logits.shape[1]} columns")
             check_array(buf, "buf", np.float32, (batch * tables.n_neurons,))

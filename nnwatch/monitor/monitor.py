@@ -21,7 +21,7 @@ from ..kernels.accumulate import count_nonfinite_rows
 from ..kernels.coverage import CoverageRun
 from ..kernels.decide import SOURCE_COMBINED, SOURCE_DETECTOR, Decision
 from ..profile.schema import Calibration, Profile
-from ..profile.signature import compile_tables, fallback_classes
+from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker
 from .calibrate import check_settings, compile_conformal
@@ -76,6 +76,11 @@ class Monitor:
         large batches on many cores, ideally with ``spinning=False``.
     spinning : bool
         onnxruntime worker spinning (its default, lowest inference latency).
+    compact_tables : bool or None
+        Score against compact tables (6 bytes per class and neuron; ranges rounded outward to
+        1/65,535 of each neuron's range, :mod:`nnwatch.kernels.compact`) instead of the full
+        ones. Default: the calibration's choice, else compact when the full tables would
+        exceed 32 MiB (e.g. 1,000 classes).
 
     Raises
     ------
@@ -87,7 +92,7 @@ class Monitor:
                  detectors: Sequence[str] | None = None, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
-                 spinning: bool = True) -> None:
+                 spinning: bool = True, compact_tables: bool | None = None) -> None:
         self.runner = model if isinstance(model, Runner) else Runner(model, providers=providers, threads=threads,
                                                                      spinning=spinning)
         manifest = self.runner.manifest
@@ -116,7 +121,13 @@ class Monitor:
         if self.fallback_classes:
             warnings.warn(f"classes {self.fallback_classes} have fewer than {self.min_signature_samples} trusted "
                           "samples and use the global signature", stacklevel=2)
-        self.tables = compile_tables(profile, self.rare_rate, self.min_signature_samples, warn=False)
+        if compact_tables is None:
+            compact_tables = recorded.get("compact_tables")
+        if compact_tables is None:
+            compact_tables = compact_by_default(profile)
+        self.compact_tables = bool(compact_tables)
+        compile_ = compile_compact_tables if self.compact_tables else compile_tables
+        self.tables = compile_(profile, self.rare_rate, self.min_signature_samples, warn=False)
         self.budget = budget or Budget()
         self.requested_decision = decision
         if detectors is None:
@@ -168,6 +179,7 @@ class Monitor:
     def settings(self) -> dict[str, Any]:
         """What this monitor's scores depend on; recorded with a calibration and checked against it."""
         return {"rare_rate": self.rare_rate, "min_signature_samples": self.min_signature_samples,
+                "compact_tables": self.compact_tables,
                 "profile_digest": self.profile.digest(),
                 "detector_params": {n: d.params() for n, d in self.detectors.items()}}
 

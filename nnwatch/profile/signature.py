@@ -7,10 +7,12 @@ profile itself, so a changed parameter cannot leave stale tables behind).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.compact import MAX_SECTIONS, CompactTables, decode, encode_outward, grid, pack_bits
 from ..kernels.coverage import CoverageTables
 from ..kernels.layout import layer_offsets
 from .schema import Profile, check_rate
@@ -62,6 +64,29 @@ def compile_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples:
     check_rate(rare_rate)
     if min_class_samples < 1:
         raise InputError(f"min_class_samples must be >= 1, got {min_class_samples}")
+    rows = _signature_rows(profile, min_class_samples, warn)
+    s = profile.sections
+    lo = np.ascontiguousarray(s.edges_lo[rows])
+    hi = np.ascontiguousarray(s.edges_hi[rows])
+    width = hi.astype(np.float64) - lo.astype(np.float64)
+    unit = np.where(width > 0, width, _fallback_unit(s.edges_lo[-1], s.edges_hi[-1]))
+    section_rare, on_rare, off_rare, topk_rare = _rarity(profile, rare_rate, rows)
+    return CoverageTables(
+        offsets=layer_offsets(profile.layer_sizes),
+        lo=lo,
+        hi=hi,
+        inv_width=np.ascontiguousarray(s.inv_width[rows]),
+        inv_unit=np.ascontiguousarray(1.0 / unit),
+        threshold=np.ascontiguousarray(s.threshold),
+        section_rare=section_rare,
+        on_rare=on_rare,
+        off_rare=off_rare,
+        topk_rare=topk_rare,
+        k_top=int(profile.header["k_top"]),
+    )
+
+
+def _signature_rows(profile: Profile, min_class_samples: int, warn: bool) -> np.ndarray:
     n_cls = profile.n_classes
     rows = np.arange(n_cls)
     weak = fallback_classes(profile, min_class_samples)
@@ -70,29 +95,104 @@ def compile_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples:
         if warn:
             warnings.warn(
                 f"classes {weak} have fewer than {min_class_samples} trusted samples; "
-                "they use the global signature", FallbackWarning, stacklevel=2)
+                "they use the global signature", FallbackWarning, stacklevel=3)
+    return rows
+
+
+def _fallback_unit(global_lo: np.ndarray, global_hi: np.ndarray) -> np.ndarray:
+    # nb_excess's unit where a class range is a single point: the global width, else 1.
+    global_width = global_hi.astype(np.float64) - global_lo.astype(np.float64)
+    return np.where(global_width > 0, global_width, 1.0)
+
+
+def _rarity(profile: Profile, rare_rate: float, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """uint8 ``(section_rare (C, N, k), on_rare, off_rare, topk_rare (C, N))`` of the signature rows."""
     r, s = profile.ranges, profile.sections
-    lo = np.ascontiguousarray(s.edges_lo[rows])
-    hi = np.ascontiguousarray(s.edges_hi[rows])
-    width = hi.astype(np.float64) - lo.astype(np.float64)
-    global_width = np.broadcast_to(s.edges_hi[-1].astype(np.float64) - s.edges_lo[-1], width.shape)
-    unit = np.where(width > 0, width, np.where(global_width > 0, global_width, 1.0))
     n2 = np.maximum(s.samples[rows], 1).astype(np.float64)[:, None]
     n1 = np.maximum(r.count[rows], 1).astype(np.float64)[:, None]
     on_rate = s.active_count[rows] / n2
-    return CoverageTables(
-        offsets=layer_offsets(profile.layer_sizes),
-        lo=lo,
-        hi=hi,
-        inv_width=np.ascontiguousarray(s.inv_width[rows]),
-        inv_unit=np.ascontiguousarray(1.0 / unit),
-        threshold=np.ascontiguousarray(s.threshold),
-        section_rare=np.ascontiguousarray(s.section_hits[rows] / n2[:, :, None] < rare_rate).astype(np.uint8),
-        on_rare=(on_rate < rare_rate).astype(np.uint8),
-        off_rare=((1.0 - on_rate) < rare_rate).astype(np.uint8),
-        topk_rare=(r.topk_count[rows] / n1 < rare_rate).astype(np.uint8),
-        k_top=int(profile.header["k_top"]),
-    )
+    return (np.ascontiguousarray(s.section_hits[rows] / n2[:, :, None] < rare_rate).astype(np.uint8),
+            (on_rate < rare_rate).astype(np.uint8), ((1.0 - on_rate) < rare_rate).astype(np.uint8),
+            (r.topk_count[rows] / n1 < rare_rate).astype(np.uint8))
+
+
+def rounded_edges(profile: Profile) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The profile's section edges rounded outward to each neuron's 65,535-step grid.
+
+    Parameters
+    ----------
+    profile : Profile
+        A profile whose section edges are finite.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(lo_codes, hi_codes)`` uint16 ``(C + 1, N)`` and the grid ``(base, step)``.
+
+    Raises
+    ------
+    InputError
+        Non-finite edges (a neuron never saw a finite value).
+    """
+    s = profile.sections
+    if not (np.isfinite(s.edges_lo).all() and np.isfinite(s.edges_hi).all()):
+        raise InputError("compact tables need finite neuron ranges; this profile has non-finite section edges "
+                         "(use the full tables: compact_tables=False)")
+    base, step = grid(s.edges_lo, s.edges_hi)
+    return (encode_outward(s.edges_lo, base, step, up=False), encode_outward(s.edges_hi, base, step, up=True),
+            base, step)
+
+
+def rounded_profile(profile: Profile) -> Profile:
+    """A copy of ``profile`` whose section edges are those the compact tables decode.
+
+    Full tables compiled from it score exactly as :func:`compile_compact_tables` of the
+    original (the definition the compact tables are tested against).
+    """
+    lo_codes, hi_codes, base, step = rounded_edges(profile)
+    s = profile.sections
+    sections = replace(s, edges_lo=decode(base, step, lo_codes), edges_hi=decode(base, step, hi_codes))
+    return replace(profile, sections=sections)
+
+
+def compile_compact_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples: int = 10,
+                           warn: bool = True) -> CompactTables:
+    """Compile a profile into compact per-class tables (6 bytes per class and neuron).
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile (at most 13 k-sections, finite ranges).
+    rare_rate : float
+        As for :func:`compile_tables`.
+    min_class_samples : int
+        As for :func:`compile_tables`.
+    warn : bool
+        Emit :class:`FallbackWarning` for classes using the global signature.
+
+    Returns
+    -------
+    CompactTables
+        Tables scoring exactly as :func:`compile_tables` of :func:`rounded_profile`.
+    """
+    check_rate(rare_rate)
+    if min_class_samples < 1:
+        raise InputError(f"min_class_samples must be >= 1, got {min_class_samples}")
+    rows = _signature_rows(profile, min_class_samples, warn)
+    lo_codes, hi_codes, base, step = rounded_edges(profile)
+    bits = pack_bits(*_rarity(profile, rare_rate, rows))
+    cells = np.ascontiguousarray(np.stack([lo_codes[rows], hi_codes[rows], bits], axis=2))
+    fallback = _fallback_unit(decode(base, step, lo_codes[-1:])[0], decode(base, step, hi_codes[-1:])[0])
+    return CompactTables(offsets=layer_offsets(profile.layer_sizes), base=base, step=step,
+                         fallback_unit=np.ascontiguousarray(fallback, np.float64),
+                         threshold=np.ascontiguousarray(profile.sections.threshold), cells=cells,
+                         k_sections=int(profile.sections.section_hits.shape[2]), k_top=int(profile.header["k_top"]))
+
+
+def full_tables_bytes(profile: Profile) -> int:
+    """Bytes :func:`compile_tables` would allocate for this profile (without compiling it)."""
+    n, k = profile.sections.edges_lo.shape[1], profile.sections.section_hits.shape[2]
+    return int(profile.n_classes * n * (4 + 4 + 8 + 8 + 3 + k))
 
 
 def class_gaussian(profile: Profile, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -190,3 +290,14 @@ def regularized_precision(cov: np.ndarray, ridge: float) -> np.ndarray:
     cov = (cov + cov.T) / 2
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
     return np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
+
+
+COMPACT_ABOVE_BYTES = 32 * 2**20
+
+
+def compact_by_default(profile: Profile) -> bool:
+    """Whether a Monitor compiles compact tables when not told: when the full tables would
+    exceed 32 MiB (many classes) and the profile allows it (<= 13 k-sections, finite ranges)."""
+    s = profile.sections
+    return (full_tables_bytes(profile) > COMPACT_ABOVE_BYTES and s.section_hits.shape[2] <= MAX_SECTIONS
+            and bool(np.isfinite(s.edges_lo).all() and np.isfinite(s.edges_hi).all()))
