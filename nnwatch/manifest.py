@@ -93,6 +93,9 @@ class TapManifest:
     penultimate : str or None
         Layer name of the features that feed the classifier (used by feature-space
         detectors such as Mahalanobis), or None when it could not be identified.
+    selection : dict or None
+        When the taps were chosen under a latency budget (``nnwatch instrument --budget``):
+        the measured cost and value of every candidate, the budget and the choice.
     """
 
     fingerprint: str
@@ -103,6 +106,7 @@ class TapManifest:
     taps: tuple[Tap, ...]
     original_outputs: tuple[str, ...] = field(default_factory=tuple)
     penultimate: str | None = None
+    selection: dict | None = None
 
     @property
     def layer_names(self) -> list[str]:
@@ -180,6 +184,7 @@ class TapManifest:
                 taps=taps,
                 original_outputs=tuple(str(o) for o in body.get("original_outputs", ())),
                 penultimate=None if body.get("penultimate") is None else str(body["penultimate"]),
+                selection=None if body.get("selection") is None else dict(body["selection"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelError(f"nnwatch manifest is incomplete or malformed ({exc!r}); re-instrument the model") from None

@@ -53,8 +53,28 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     """``nnwatch instrument``."""
     from ..export.instrument import instrument_file
 
-    manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
+    if getattr(args, "budget", None) is None:
+        if getattr(args, "data", None) is not None:
+            raise InputError("--data is only used with --budget; drop it or add --budget 1.05x")
+        manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
+        _print_manifest(manifest, args.out)
+        return 0
+    from ..export.tap_budget import instrument_within_budget
+
+    if args.data is None:
+        raise InputError("--budget needs --data SOURCE: clean inputs (at least 40) to judge which layers are worth "
+                         "tapping, e.g. --data npz:train.npz")
+    if args.layers != "auto" or args.max_taps is not None:
+        raise InputError("--budget chooses the layers itself; drop --layers / --max-taps")
+    x = _source(args.data, args.budget_samples).x
+    print(f"measuring every candidate tap on {args.providers} (batch 1) and judging it on {len(x)} clean inputs ...",
+          file=sys.stderr, flush=True)
+    manifest, choice = instrument_within_budget(args.model, args.out, x, args.budget, reduction=args.reduction,
+                                                reduce_in_graph=args.reduce_in == "graph", providers=args.providers)
     _print_manifest(manifest, args.out)
+    print(f"budget {args.budget}: plain {choice.plain_us:.1f} us, classifier input alone {choice.base_us:.1f} us, "
+          f"chosen taps measured {choice.predicted_us:.1f} us ({choice.predicted_us / choice.plain_us:.3f}x) against "
+          f"{choice.budget_us:.1f} us; {len(choice.chosen)} of {len(choice.costs_us)} candidate layers kept")
     return 0
 
 
@@ -313,6 +333,17 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
           f"monitor memory {result['monitor_memory_mb']:.2f} MiB ({'compact' if mon.compact_tables else 'full'} "
           f"coverage tables {mon.tables.nbytes / 2**20:.2f} MiB); peak RSS {result['peak_rss_mb']:.0f} MiB "
           f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")
+    tapping = result["tapped"]["p50_ms"] - b["p50_ms"]
+    scoring = m["p50_ms"] - result["tapped"]["p50_ms"]
+    result["tapping_ms"], result["scoring_ms"] = tapping, scoring
+    print(f"of the monitored overhead over plain IOBinding: tapping {tapping * 1e3:.1f} us "
+          f"(tapped / plain IOBinding {result['tapped']['ratio_p50_iobinding']:.3f}x), scoring {scoring * 1e3:.1f} us")
+    selection = mon.manifest.selection
+    if selection is not None and args.batch == 1:
+        budget = selection["budget_us"] / selection["plain_us"]
+        print(f"taps chosen at instrument time for {budget:.3f}x of plain on {selection['provider']} "
+              f"({selection['machine']}): measured then {selection['predicted_us'] / selection['plain_us']:.3f}x, "
+              f"now {result['tapped']['ratio_p50_iobinding']:.3f}x")
     if args.per_detector:
         costs = detector_costs(mon, x, iters=args.iters)
         result["detector_costs"] = costs

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
-from .types import detector_names, non_negative_float, positive_int, unit_interval
+from .types import budget_text, detector_names, non_negative_float, positive_int, unit_interval
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="instrumented ONNX model to write")
     i.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated tensor / node names")
     _instrument_options(i)
+    i.add_argument("--budget", type=budget_text, metavar="RATIO|MS",
+                   help="choose the taps so that a batch-1 tapped call stays within RATIO (e.g. 1.05x) of a plain "
+                        "IOBinding call, or within MS (e.g. 2.5ms), measured here; needs --data")
+    i.add_argument("--data", metavar="SOURCE", help="with --budget: clean inputs to judge each layer (>= 40)")
+    i.add_argument("--budget-samples", type=positive_int, default=400, help="with --budget: inputs of --data used")
+    i.add_argument("--providers", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="with --budget: where to measure (the provider the model will run on)")
 
     pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)", description="build the training profile (y in SOURCE: trusted = correctly classified)",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch profile monitored.onnx --data npz:train.npz --out profile.npz")

@@ -77,3 +77,15 @@ def non_negative_float(text: str) -> float:
     if not 0.0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
     return value
+
+
+def budget_text(text: str) -> str:
+    """argparse type: a latency budget, ``1.05x`` or ``2.5ms``."""
+    from ..errors import InputError
+    from ..export.tap_budget import parse_budget
+
+    try:
+        parse_budget(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--budget must be ", "expected ")) from None
+    return text

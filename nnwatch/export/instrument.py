@@ -187,6 +187,7 @@ def instrument(
     max_taps: int | None = None,
     fingerprint: str | None = None,
     include_penultimate: bool = True,
+    selection: dict | None = None,
 ) -> tuple[onnx.ModelProto, TapManifest]:
     """Expose intermediate activations of a classifier as extra graph outputs.
 
@@ -210,6 +211,9 @@ def instrument(
     include_penultimate : bool
         With explicit ``layers``, also tap the features that feed the classifier (needed by
         Mahalanobis, kNN and box detectors) when they are not listed.
+    selection : dict or None
+        How the layers were chosen under a budget (:mod:`nnwatch.export.tap_budget`), kept
+        in the manifest.
 
     Returns
     -------
@@ -383,6 +387,7 @@ def instrument(
         taps=tuple(taps),
         original_outputs=original_outputs,
         penultimate=penult_layer,
+        selection=selection,
     )
     manifest.validate()
     entry = model.metadata_props.add()
