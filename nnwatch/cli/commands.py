@@ -72,8 +72,8 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     manifest, choice = instrument_within_budget(args.model, args.out, x, args.budget, reduction=args.reduction,
                                                 reduce_in_graph=args.reduce_in == "graph", providers=args.providers)
     _print_manifest(manifest, args.out)
-    print(f"budget {args.budget}: plain {choice.plain_us:.1f} us, classifier input alone {choice.base_us:.1f} us, "
-          f"chosen taps measured {choice.predicted_us:.1f} us ({choice.predicted_us / choice.plain_us:.3f}x) against "
+    print(f"budget {args.budget}: plain {choice.plain_us:.1f} us; with the chosen taps a monitored call (compiled "
+          f"detectors) measured {choice.predicted_us:.1f} us ({choice.predicted_us / choice.plain_us:.3f}x) against "
           f"{choice.budget_us:.1f} us; {len(choice.chosen)} of {len(choice.costs_us)} candidate layers kept")
     return 0
 
@@ -342,8 +342,8 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     if selection is not None and args.batch == 1:
         budget = selection["budget_us"] / selection["plain_us"]
         print(f"taps chosen at instrument time for {budget:.3f}x of plain on {selection['provider']} "
-              f"({selection['machine']}): measured then {selection['predicted_us'] / selection['plain_us']:.3f}x, "
-              f"now {result['tapped']['ratio_p50_iobinding']:.3f}x")
+              f"({selection['machine']}): a monitored call (compiled detectors) measured then "
+              f"{selection['predicted_us'] / selection['plain_us']:.3f}x; this monitor now {m['ratio_p50_iobinding']:.3f}x")
     if args.per_detector:
         costs = detector_costs(mon, x, iters=args.iters)
         result["detector_costs"] = costs

@@ -1,7 +1,11 @@
 """One timing harness: variants called interleaved, percentiles and ratios from the same run.
 
-Interleaving (each round calls every variant once, in rotating order) makes the ratios
-between variants robust to a shared machine's load drifting during the measurement.
+Interleaving (each round calls every variant once) makes the ratios between variants robust
+to a shared machine's load drifting during the measurement. The order is shuffled every
+round and each timed call follows one untimed call of the same variant: a call that comes
+right after another model's call runs on caches that model filled (with a fixed rotating
+order, MobileNetV3's monitored call measured faster than its tapped-only call, which always
+followed another session), and a fixed order hands that penalty to the same variants. Settled calls measure what a loop running one model sees.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from ..errors import InputError
 
 
 def interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 3,
-                budget_s: float | None = None) -> dict[str, dict[str, float]]:
-    """Time each call once per round, rotating the order; p50/p99/mean in ms.
+                budget_s: float | None = None, settle: int = 1, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Time each call once per round, in a shuffled order, after ``settle`` untimed calls of it.
 
     Parameters
     ----------
@@ -28,6 +32,10 @@ def interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: 
         Untimed rounds first.
     budget_s : float, optional
         Stop early (after at least 5 timed rounds) once this much wall time has passed.
+    settle : int
+        Untimed calls of a variant right before each of its timed calls (warm caches).
+    seed : int
+        Seed of the per-round order.
 
     Returns
     -------
@@ -43,10 +51,13 @@ def interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: 
     if not names or int(rounds) < 1 or int(warmup) < 0:
         raise InputError(f"need at least one call and rounds >= 1 (got {len(names)} calls, {rounds} rounds)")
     times: dict[str, list[float]] = {n: [] for n in names}
+    rng = np.random.default_rng(seed)
     start = time.perf_counter()
     for r in range(int(warmup) + int(rounds)):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
+        for k in rng.permutation(len(names)):
+            n = names[k]
+            for _ in range(int(settle)):
+                calls[n]()
             t = time.perf_counter()
             calls[n]()
             if r >= warmup:

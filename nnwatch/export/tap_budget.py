@@ -17,6 +17,9 @@ made from measurements, not by hand:
    layers of some value are ranked by value per microsecond (a cost below 1 us counts as
    1 us); how many of that ranking to keep is found by timing whole prefixes against the
    plain model (binary search): single costs below the timing noise do not add up to zero.
+   What is timed is the monitored batch-1 call: inference with those taps plus the compiled
+   coverage pass (profiled on the same clean inputs). Python detectors such as Mahalanobis
+   add their own cost on top (``nnwatch bench --per-detector`` shows it).
 
 The measured costs, values, budget and choice are written into the manifest, so ``nnwatch
 bench`` can compare the prediction with the full measurement and split tapping from scoring.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -35,7 +39,7 @@ from ..errors import InputError
 
 RULE = ("cost: batch-1 tapped time minus the classifier-input-only time, interleaved medians; value: AUROC-0.5 of "
         "per-layer range excess, clean vs Gaussian noise (0.3 sd) and 50/50 blends of clean inputs; ranked by value "
-        "per microsecond, the longest prefix whose measured time fits the budget")
+        "per microsecond, the longest prefix whose monitored call (compiled detectors) fits the budget")
 
 
 @dataclass
@@ -110,17 +114,45 @@ def layer_values(tapped_model: bytes, x: np.ndarray, providers: Sequence[str] | 
     dict
         layer name -> value in [0, 0.5].
     """
-    from ..eval.metrics import auroc
-    from ..monitor.runner import Runner
-
-    runner = Runner(tapped_model, providers=providers)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     half = len(x) // 2
     fit, test = x[order[:half]], x[order[half:]]
     spread = float(np.std(test)) or 1.0
-    noisy = (test + rng.normal(0, 0.3 * spread, test.shape)).astype(test.dtype)
-    blend = (0.5 * test + 0.5 * test[rng.permutation(len(test))]).astype(test.dtype)
+    generated = {"Gaussian noise": (test + rng.normal(0, 0.3 * spread, test.shape)).astype(test.dtype),
+                 "blend of two": (0.5 * test + 0.5 * test[rng.permutation(len(test))]).astype(test.dtype)}
+    aurocs = layer_aurocs(tapped_model, fit, test, generated, providers)
+    return {layer: max(float(np.mean(list(by_set.values()))) - 0.5, 0.0) for layer, by_set in aurocs.items()}
+
+
+def layer_aurocs(tapped_model: bytes, fit: np.ndarray, clean: np.ndarray, anomalous: dict[str, np.ndarray],
+                 providers: Sequence[str] | str) -> dict[str, dict[str, float]]:
+    """Per tapped layer and set: AUROC of the layer's range excess, ``clean`` vs each anomalous set.
+
+    A sample's excess at a layer is the mean over its neurons of the distance outside the
+    predicted class's range (fitted on ``fit``; the global range for classes with fewer
+    than 5 samples there), in units of the neuron's global range.
+
+    Parameters
+    ----------
+    tapped_model : bytes
+        Instrumented model.
+    fit, clean : numpy.ndarray
+        Inputs that fit the ranges; clean inputs scored (the negatives).
+    anomalous : dict
+        name -> inputs (the positives).
+    providers : str or sequence
+        onnxruntime providers.
+
+    Returns
+    -------
+    dict
+        layer -> set name -> AUROC.
+    """
+    from ..eval.metrics import auroc
+    from ..monitor.runner import Runner
+
+    runner = Runner(tapped_model, providers=providers)
 
     def activations(batch: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         preds, per_layer = [], [[] for _ in runner.manifest.taps]
@@ -135,8 +167,9 @@ def layer_values(tapped_model: bytes, x: np.ndarray, providers: Sequence[str] | 
         return np.concatenate(preds), [np.concatenate(p) for p in per_layer]
 
     fit_pred, fit_layers = activations(fit)
-    sets = [activations(s) for s in (test, noisy, blend)]
-    values = {}
+    negatives = activations(clean)
+    positives = {name: activations(x) for name, x in anomalous.items()}
+    out: dict[str, dict[str, float]] = {}
     for i, tap in enumerate(runner.manifest.taps):
         a = fit_layers[i]
         glo, ghi = a.min(axis=0), a.max(axis=0)
@@ -144,18 +177,17 @@ def layer_values(tapped_model: bytes, x: np.ndarray, providers: Sequence[str] | 
         hi = np.tile(ghi, (runner.n_classes, 1))
         for c in np.unique(fit_pred):
             rows = a[fit_pred == c]
-            if len(rows) >= 5:  # else the global range
+            if len(rows) >= 5:
                 lo[c], hi[c] = rows.min(axis=0), rows.max(axis=0)
         unit = np.maximum(ghi - glo, 1e-12)
 
         def excess(pred: np.ndarray, acts: np.ndarray) -> np.ndarray:
-            out = np.maximum(lo[pred] - acts, 0) + np.maximum(acts - hi[pred], 0)
-            return np.nan_to_num(out / unit, nan=1e6, posinf=1e6).mean(axis=1)
+            dist = np.maximum(lo[pred] - acts, 0) + np.maximum(acts - hi[pred], 0)
+            return np.nan_to_num(dist / unit, nan=1e6, posinf=1e6).mean(axis=1)
 
-        clean = excess(sets[0][0], sets[0][1][i])
-        score = np.mean([auroc(clean, excess(p, layers[i])) for p, layers in sets[1:]])
-        values[tap.layer] = max(float(score) - 0.5, 0.0)
-    return values
+        neg = excess(negatives[0], negatives[1][i])
+        out[tap.layer] = {name: auroc(neg, excess(p, layers[i])) for name, (p, layers) in positives.items()}
+    return out
 
 
 def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidates: list[str], penultimate: str | None,
@@ -197,6 +229,9 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
     """
     import onnxruntime as ort
 
+    from ..monitor.detectors import COMPILED
+    from ..monitor.fit import build_profile
+    from ..monitor.monitor import Monitor
     from ..monitor.providers import resolve_providers
     from ..monitor.runner import Runner, session_options
     from .instrument import instrument
@@ -237,28 +272,39 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
         layer_of[c] = runners[c].manifest.taps[-1].layer
     costs = {layer_of[c]: max(times[c] - base_us, 0.0) for c in others}
     limit = plain_us * budget[1] if budget[0] == "ratio" else budget[1] * 1e3
-    if base_us > limit:
-        raise InputError(f"budget {budget[1]}{'x' if budget[0] == 'ratio' else ' ms'} cannot be met here: the "
-                         f"classifier input alone measures {base_us:.1f} us against {plain_us:.1f} us plain "
-                         f"({base_us / plain_us:.3f}x); the cheapest achievable is that")
+    order = {c: i for i, c in enumerate(candidates)}
+    measured: dict[int, float] = {}
+    ranked: list[str] = []
+
+    def prefix_us(k: int) -> float:
+        # The whole monitored call: inference with these taps plus the compiled coverage pass.
+        if k not in measured:
+            layers = base_layers + sorted(ranked[:k], key=order.get)
+            if not layers:  # no classifier input found and nothing chosen: nothing to monitor yet
+                measured[k] = plain_us
+                return plain_us
+            runner = Runner(tapped(layers), providers=chosen_providers, threads=threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                profile = build_profile(runner, np.asarray(x[:200]), batch_size=32)
+                mon = Monitor(runner, profile, detectors=COMPILED, min_signature_samples=1)
+            mon.warmup((1,))
+            t = _time_us({"plain": calls["plain"], "monitored": lambda: mon.score(sample, _record=False)}, rounds)
+            measured[k] = t["monitored"] / t["plain"] * plain_us
+        return measured[k]
+
+    base_monitored = prefix_us(0)
+    if base_monitored > limit:
+        raise InputError(f"budget {budget[1]}{'x' if budget[0] == 'ratio' else ' ms'} cannot be met here: "
+                         f"monitoring the classifier input alone measures {base_monitored:.1f} us against "
+                         f"{plain_us:.1f} us plain ({base_monitored / plain_us:.3f}x); the cheapest achievable is that")
     values = layer_values(tapped(base_layers + others), np.asarray(x), chosen_providers) if others else {}
     # One tap alone often costs less than the timing noise, yet forty together do not add up to
     # zero: so the greedy order comes from the single measurements, and how far down that order
     # to go is decided by timing whole prefixes (binary search, assuming more taps never cost less).
     floor = 1.0  # us: a tap measured at or below the noise still counts
-    ranked = [c for c in sorted(others, key=lambda c: -values[layer_of[c]] / max(costs[layer_of[c]], floor))
-              if values[layer_of[c]] > 0]
-    order = {c: i for i, c in enumerate(candidates)}
-    measured: dict[int, float] = {0: base_us}
-
-    def prefix_us(k: int) -> float:
-        if k not in measured:
-            layers = base_layers + sorted(ranked[:k], key=order.get)
-            runner = Runner(tapped(layers), providers=chosen_providers, threads=threads)
-            arr, ws = runner.check_input(sample), runner.workspace(1)
-            t = _time_us({"plain": calls["plain"], "tapped": lambda: runner.run(arr, ws)}, rounds)
-            measured[k] = t["tapped"] / t["plain"] * plain_us
-        return measured[k]
+    ranked += [c for c in sorted(others, key=lambda c: -values[layer_of[c]] / max(costs[layer_of[c]], floor))
+               if values[layer_of[c]] > 0]
 
     low, high = 0, len(ranked)  # invariant: prefix `low` fits
     while low < high:
