@@ -21,9 +21,14 @@ dirs = {os.path.dirname(f) for sp in site.getsitepackages() for f in glob.glob(s
 print(":".join(sorted(dirs)))')
 export LD_LIBRARY_PATH=$LIBS:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())
-from nnwatch.monitor.providers import working_providers; print("working:", working_providers())' || exit 3
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
+python3 -c 'import onnxruntime as o, sys; print("onnxruntime", o.__version__, o.get_available_providers())
+from nnwatch.monitor.providers import working_providers; found = working_providers(); print("working:", found)
+sys.exit(0 if "CUDAExecutionProvider" in found else 2)' || {
+    echo "gpu.sh: no working CUDA execution provider here; run it on a machine with an NVIDIA GPU and" \
+         "onnxruntime-gpu for its CUDA (or pass an archive of onnxruntime-gpu's package folders)" >&2
+    exit 2
+}
 python3 -m pytest -q -p no:cacheprovider -rs tests/monitor/test_gpu.py tests/export/test_quantized.py 2>&1 \
     | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -15
 RESULTS=${OUT:-}

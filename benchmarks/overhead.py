@@ -197,6 +197,17 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
         for v in res.values():
             v["throughput_per_s"] = batch / (v["mean_ms"] / 1e3)
         out[f"batch{batch}"] = res
+        if batch == 1:  # where the fixed per-call cost goes: each compiled pass and detector on its own
+            from nnwatch.eval.bench import detector_costs
+
+            parts = {k: v["p50_us"] for k, v in detector_costs(
+                monitors["monitored (fused default)"], x, iters=200 if quick else 2000).items()}
+            out["batch1_parts_us"] = parts
+            added = (res["monitored (fused default)"]["p50_ms"] - res["plain (IOBinding)"]["p50_ms"]) * 1e3
+            tapping = (res["tapped"]["p50_ms"] - res["plain (IOBinding)"]["p50_ms"]) * 1e3
+            scoring = sum(parts.values())
+            out["batch1_breakdown_us"] = {"added": added, "tapping": tapping, "scoring passes": scoring,
+                                          "rest": added - tapping - scoring}
     mon = monitors["monitored (coverage)"]
     save_profile(profiles["graph"], folder / "profile.npz")
     out["profile_mb"] = (folder / "profile.npz").stat().st_size / 2**20
@@ -255,8 +266,14 @@ def main() -> None:
         return
     from nnwatch.monitor.providers import resolve_providers
 
+    from nnwatch.errors import InputError
+
     for provider in args.providers:  # refuse before building anything
-        resolve_providers(PROVIDERS[provider])
+        try:
+            resolve_providers(PROVIDERS[provider])
+        except InputError as exc:
+            print(f"overhead.py: --providers {provider}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     # Build (torch) here; measure in child processes that never import torch, so their peak
     # RSS is what a deployed monitor needs.
     folders, sources = {}, {}

@@ -7,13 +7,19 @@ tables keep three uint16 in one row, so the predicted class's row is one contigu
 - the class range's ends as codes on a per-neuron grid of 65,535 steps spanning that
   neuron's range over all classes, rounded *outward* (the decoded range contains the
   profile's);
-- one bit per k-section (k <= 13), and the on-rare, off-rare and top-k-rare bits.
+- one bit per k-section (k <= 12), the on-rare, off-rare and top-k-rare bits, and a bit for
+  a range that is a single point in the profile.
 
 The reciprocals are recomputed from the decoded ends, by the same IEEE formulas the full
-tables use. So the compact tables score *exactly* like full tables compiled from the profile
-with its ranges rounded outward to the grid (:func:`rounded_edges`; tested bit for bit),
-and they differ from the unrounded profile's only for values within one grid step
-(1/65,535 of the neuron's range over all classes) of a range end or a section boundary.
+tables use. A point range rounds to a range one step wide; its point bit keeps what a point
+means in the full tables (one section, and distances outside it in units of the global
+range), so ``nb_excess`` does not blow up by the grid's resolution. So the compact tables
+score *exactly* like full tables compiled from the profile with its ranges rounded outward
+to the grid, point ranges keeping their section and unit
+(:func:`nnwatch.profile.signature.rounded_tables`; tested bit for bit). Against the unrounded
+profile, the counting scores differ only for values within one grid step (1/65,535 of the
+neuron's range over all classes) of a range end or a section boundary; ``nb_excess`` also
+changes where a class range is only a few steps wide, since its unit is that width.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from ._jit import njit
 from .topk import topk_insert
 
 GRID = 65535  # steps of the per-neuron grid (uint16 codes)
-MAX_SECTIONS = 13  # k-section bits that fit beside the three state bits in a uint16
-ON_BIT, OFF_BIT, TOPK_BIT = 13, 14, 15
+MAX_SECTIONS = 12  # k-section bits that fit beside the four flag bits in a uint16
+POINT_BIT, ON_BIT, OFF_BIT, TOPK_BIT = 12, 13, 14, 15
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class CompactTables:
     cells : numpy.ndarray
         uint16 ``(C, N, 3)``: low code, high code, rarity bits.
     k_sections : int
-        k of k-multisection coverage (<= 13).
+        k of k-multisection coverage (<= 12).
     k_top : int
         k of top-k coverage.
     """
@@ -158,14 +164,15 @@ def encode_outward(values: np.ndarray, base: np.ndarray, step: np.ndarray, up: b
 
 
 def pack_bits(section_rare: np.ndarray, on_rare: np.ndarray, off_rare: np.ndarray,
-              topk_rare: np.ndarray) -> np.ndarray:
-    """uint16 ``(R, N)``: bit s = section s rare, then the on/off/top-k rare bits."""
+              topk_rare: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """uint16 ``(R, N)``: bit s = section s rare, then the point, on, off and top-k bits."""
     k = section_rare.shape[2]
     if k > MAX_SECTIONS:
         raise InputError(f"compact tables hold at most {MAX_SECTIONS} k-sections, the profile has {k}; "
                          "use the full tables (compact_tables=False)")
     weights = (1 << np.arange(k)).astype(np.uint32)
     bits = (section_rare.astype(np.uint32) * weights).sum(axis=2)
+    bits |= point.astype(np.uint32) << POINT_BIT
     bits |= on_rare.astype(np.uint32) << ON_BIT
     bits |= off_rare.astype(np.uint32) << OFF_BIT
     bits |= topk_rare.astype(np.uint32) << TOPK_BIT
@@ -173,12 +180,12 @@ def pack_bits(section_rare: np.ndarray, on_rare: np.ndarray, off_rare: np.ndarra
 
 
 @njit(exact=True)
-def _decode_cell(base, step, lo_code, hi_code, k, fallback_unit):
+def _decode_cell(base, step, lo_code, hi_code, point, k, fallback_unit):
     # Strict IEEE: the same values numpy computes for the rounded profile's full tables.
     low = np.float32(base + np.float64(lo_code) * step)
     high = np.float32(base + np.float64(hi_code) * step)
     width = np.float64(high) - np.float64(low)
-    if width > 0:
+    if width > 0 and not point:
         inv_w = k / width
         inv_u = 1.0 / width
     else:
@@ -215,7 +222,8 @@ def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, 
                 nc += (bits >> 13) & 1
             else:
                 nc += (bits >> 14) & 1
-            low, high, inv_w, inv_u = _decode_cell(base[n], step[n], row[n, 0], row[n, 1], k, fb_unit[n])
+            low, high, inv_w, inv_u = _decode_cell(base[n], step[n], row[n, 0], row[n, 1], (bits >> 12) & 1, k,
+                                                   fb_unit[n])
             if v >= low and v <= high:
                 s = int((np.float64(v) - np.float64(low)) * inv_w)
                 if s >= k:

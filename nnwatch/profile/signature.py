@@ -144,15 +144,35 @@ def rounded_edges(profile: Profile) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def rounded_profile(profile: Profile) -> Profile:
-    """A copy of ``profile`` whose section edges are those the compact tables decode.
-
-    Full tables compiled from it score exactly as :func:`compile_compact_tables` of the
-    original (the definition the compact tables are tested against).
-    """
+    """A copy of ``profile`` whose section edges are those the compact tables decode."""
     lo_codes, hi_codes, base, step = rounded_edges(profile)
     s = profile.sections
     sections = replace(s, edges_lo=decode(base, step, lo_codes), edges_hi=decode(base, step, hi_codes))
     return replace(profile, sections=sections)
+
+
+def rounded_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples: int = 10,
+                   warn: bool = True) -> CoverageTables:
+    """The definition the compact tables implement, as full tables.
+
+    :func:`compile_tables` of :func:`rounded_profile`, except where the profile's range is a
+    single point: there the rounded (one-step) range keeps a point's single section and the
+    global unit of ``nb_excess``. :func:`compile_compact_tables` scores exactly like these.
+    """
+    tables = compile_tables(rounded_profile(profile), rare_rate, min_class_samples, warn)
+    rows = _signature_rows(profile, min_class_samples, warn=False)
+    s = profile.sections
+    point = s.edges_hi[rows] == s.edges_lo[rows]
+    unit = _rounded_fallback_unit(*rounded_edges(profile))
+    tables.inv_width[point] = 0.0
+    tables.inv_unit[point] = np.broadcast_to(1.0 / unit, point.shape)[point]
+    return tables
+
+
+def _rounded_fallback_unit(lo_codes: np.ndarray, hi_codes: np.ndarray, base: np.ndarray,
+                           step: np.ndarray) -> np.ndarray:
+    # The global row's rounded width, as a point range's nb_excess unit.
+    return _fallback_unit(decode(base, step, lo_codes[-1:])[0], decode(base, step, hi_codes[-1:])[0])
 
 
 def compile_compact_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples: int = 10,
@@ -162,7 +182,7 @@ def compile_compact_tables(profile: Profile, rare_rate: float = 0.01, min_class_
     Parameters
     ----------
     profile : Profile
-        The profile (at most 13 k-sections, finite ranges).
+        The profile (at most 12 k-sections, finite ranges).
     rare_rate : float
         As for :func:`compile_tables`.
     min_class_samples : int
@@ -173,16 +193,17 @@ def compile_compact_tables(profile: Profile, rare_rate: float = 0.01, min_class_
     Returns
     -------
     CompactTables
-        Tables scoring exactly as :func:`compile_tables` of :func:`rounded_profile`.
+        Tables scoring exactly as :func:`rounded_tables`.
     """
     check_rate(rare_rate)
     if min_class_samples < 1:
         raise InputError(f"min_class_samples must be >= 1, got {min_class_samples}")
     rows = _signature_rows(profile, min_class_samples, warn)
     lo_codes, hi_codes, base, step = rounded_edges(profile)
-    bits = pack_bits(*_rarity(profile, rare_rate, rows))
+    point = profile.sections.edges_hi[rows] == profile.sections.edges_lo[rows]
+    bits = pack_bits(*_rarity(profile, rare_rate, rows), point)
     cells = np.ascontiguousarray(np.stack([lo_codes[rows], hi_codes[rows], bits], axis=2))
-    fallback = _fallback_unit(decode(base, step, lo_codes[-1:])[0], decode(base, step, hi_codes[-1:])[0])
+    fallback = _rounded_fallback_unit(lo_codes, hi_codes, base, step)
     return CompactTables(offsets=layer_offsets(profile.layer_sizes), base=base, step=step,
                          fallback_unit=np.ascontiguousarray(fallback, np.float64),
                          threshold=np.ascontiguousarray(profile.sections.threshold), cells=cells,

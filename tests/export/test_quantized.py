@@ -183,10 +183,15 @@ def test_dequantize_kernel_against_numpy(rng):
         dequantize(np.zeros(3, np.int8), 0.1, 0, np.empty(4, np.float32))
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_int8_cli_end_to_end(fmt, digits_mlp, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", sorted(FORMATS) + ["fp16"])
+def test_int8_and_fp16_cli_end_to_end(fmt, digits_mlp, tmp_path, capsys):
     model, splits = digits_mlp
-    qmodel = quantize(model, splits["train"][0][:64], fmt, tmp_path)
+    if fmt == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        qmodel = convert_float_to_float16(onnx.load_from_string(model.SerializeToString()), keep_io_types=False)
+    else:
+        qmodel = quantize(model, splits["train"][0][:64], fmt, tmp_path)
     (tmp_path / "int8.onnx").write_bytes(qmodel.SerializeToString())
     for name, (x, y) in splits.items():
         np.savez(tmp_path / f"{name}.npz", x=x, y=y)
