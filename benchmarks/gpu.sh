@@ -31,9 +31,11 @@ sys.exit(0 if "CUDAExecutionProvider" in found else 2)' || {
 }
 python3 -m pytest -q -p no:cacheprovider -rs tests/monitor/test_gpu.py tests/export/test_quantized.py 2>&1 \
     | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -15
+TESTS=${PIPESTATUS[0]}
 RESULTS=${OUT:-}
 cd benchmarks
 for model in ${MODELS:-resnet18 mobilenet_v3_small lenet}; do
     python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models $model --budget-s ${BUDGET_S:-4} \
         --name "${RESULTS:+$RESULTS/}overhead_gpu_$model" 2>&1 | grep -E "done|Error|error|failed"
 done
+if [ "$TESTS" -ne 0 ]; then echo "gpu.sh: the GPU tests failed (see gpu_tests.txt)" >&2; exit 1; fi

@@ -38,7 +38,7 @@ def part_mobilenet(quick: bool, folder: Path) -> dict:
     from nnwatch.eval.zoo import edge_model
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument, save_onnx
-    from nnwatch.export.tap_budget import instrument_within_budget
+    from nnwatch.eval.tap_budget import instrument_within_budget
     from nnwatch.monitor.detectors import COMPILED, DEFAULT
     from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
@@ -103,7 +103,7 @@ def part_lenet(quick: bool, folder: Path) -> dict:
     from nnwatch.eval.models import lenet, train_classifier
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument
-    from nnwatch.export.tap_budget import layer_aurocs, layer_values
+    from nnwatch.eval.tap_budget import layer_aurocs, layer_values
     from nnwatch.sources import load_idx
 
     torch.set_num_threads(1)

@@ -27,10 +27,16 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _tap_line(t: Any) -> str:
+    reduced = " (in graph)" if t.in_graph and t.reduction != "none" else ""
+    quantized = f"  {t.dtype}, scale {t.scale:.6g}, zero point {t.zero_point}" if t.dtype != "float32" else ""
+    return f"{t.layer:<32} {t.neurons:>6}  {t.reduction}{reduced}{quantized}"
+
+
 def _print_manifest(manifest: Any, out: str) -> None:
     print(f"wrote {out}: {len(manifest.taps)} monitored layers, {sum(manifest.layer_sizes)} neurons")
     for t in manifest.taps:
-        print(f"  {t.layer:<32} {t.neurons:>6}  {t.reduction}{' (in graph)' if t.in_graph and t.reduction != 'none' else ''}")
+        print(f"  {_tap_line(t)}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -59,14 +65,20 @@ def cmd_instrument(args: argparse.Namespace) -> int:
         manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
         _print_manifest(manifest, args.out)
         return 0
-    from ..export.tap_budget import instrument_within_budget
+    from ..eval.tap_budget import instrument_within_budget
 
     if args.data is None:
         raise InputError("--budget needs --data SOURCE: clean inputs (at least 40) to judge which layers are worth "
                          "tapping, e.g. --data npz:train.npz")
     if args.layers != "auto" or args.max_taps is not None:
         raise InputError("--budget chooses the layers itself; drop --layers / --max-taps")
+    from ..monitor.providers import resolve_providers
+
+    resolve_providers(args.providers)  # an unavailable provider is refused before any work
     x = _source(args.data, args.budget_samples).x
+    if len(x) < 40:
+        raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers; {args.data} gives "
+                         f"{len(x)} (with --budget-samples {args.budget_samples})")
     print(f"measuring every candidate tap on {args.providers} (batch 1) and judging it on {len(x)} clean inputs ...",
           file=sys.stderr, flush=True)
     manifest, choice = instrument_within_budget(args.model, args.out, x, args.budget, reduction=args.reduction,
@@ -408,7 +420,12 @@ def _info_model(path: Path) -> None:
           f"batch {'dynamic' if man.batch is None else f'fixed at {man.batch}'}; logits {man.logits}")
     print(f"  {len(man.taps)} taps, {sum(man.layer_sizes)} neurons; classifier input: {man.penultimate or '-'}")
     for t in man.taps:
-        print(f"    {t.layer:<32} {t.neurons:>6}  {t.reduction}{' (in graph)' if t.in_graph and t.reduction != 'none' else ''}")
+        print(f"    {_tap_line(t)}")
+    sel = man.selection
+    if sel is not None:
+        print(f"  taps chosen for a budget of {sel['budget_us']:.1f} us ({sel['budget_us'] / sel['plain_us']:.3f}x of a "
+              f"{sel['plain_us']:.1f} us plain call) on {sel['provider']}, {sel['machine']}: {len(sel['chosen'])} of "
+              f"{len(sel['costs_us'])} candidate layers; monitored call measured {sel['predicted_us']:.1f} us")
 
 
 def _info_profile(path: Path) -> None:

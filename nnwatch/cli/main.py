@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated tensor / node names")
     _instrument_options(i)
     i.add_argument("--budget", type=budget_text, metavar="RATIO|MS",
-                   help="choose the taps so that a batch-1 tapped call stays within RATIO (e.g. 1.05x) of a plain "
-                        "IOBinding call, or within MS (e.g. 2.5ms), measured here; needs --data")
+                   help="choose the taps so that a batch-1 monitored call (compiled detectors) stays within RATIO "
+                        "(e.g. 1.05x) of a plain IOBinding call, or within MS (e.g. 2.5ms), measured here; needs --data")
     i.add_argument("--data", metavar="SOURCE", help="with --budget: clean inputs to judge each layer (>= 40)")
     i.add_argument("--budget-samples", type=positive_int, default=400, help="with --budget: inputs of --data used")
     i.add_argument("--providers", default="cpu", choices=("auto", "cpu", "cuda"),

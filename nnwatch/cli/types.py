@@ -80,9 +80,20 @@ def non_negative_float(text: str) -> float:
 
 
 def budget_text(text: str) -> str:
-    """argparse type: a latency budget, ``1.05x`` or ``2.5ms``."""
+    """argparse type: a latency budget, ``1.05x`` or ``2.5ms``.
+
+    Parameters
+    ----------
+    text : str
+        Command-line value.
+
+    Returns
+    -------
+    str
+        The value, checked.
+    """
     from ..errors import InputError
-    from ..export.tap_budget import parse_budget
+    from ..eval.tap_budget import parse_budget
 
     try:
         parse_budget(text)

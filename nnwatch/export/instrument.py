@@ -212,7 +212,7 @@ def instrument(
         With explicit ``layers``, also tap the features that feed the classifier (needed by
         Mahalanobis, kNN and box detectors) when they are not listed.
     selection : dict or None
-        How the layers were chosen under a budget (:mod:`nnwatch.export.tap_budget`), kept
+        How the layers were chosen under a budget (:mod:`nnwatch.eval.tap_budget`), kept
         in the manifest.
 
     Returns
@@ -325,8 +325,8 @@ def instrument(
         out_type = TensorProto.FLOAT
         quant = {}
         if qparams is not None and (len(dims) == 2 or not reduce_in_graph):
-            out_type = qparams.elem_type
-            quant = {"dtype": INTEGER_TYPES[qparams.elem_type], "scale": qparams.scale, "zero_point": qparams.zero_point}
+            out_type = elem  # the inferred type (a QuantizeLinear may declare it without a zero point)
+            quant = {"dtype": INTEGER_TYPES[elem], "scale": qparams.scale, "zero_point": qparams.zero_point}
         elif qparams is not None:
             source = f"nnwatch/dequant/{tensor}"
             new_nodes.append(helper.make_node(
@@ -412,9 +412,11 @@ def _prefer_integer(tensors: list[str], graph: onnx.GraphProto, prod: dict, init
 
     Exposing the float tensor would keep onnxruntime from fusing the quantized kernels.
     """
+    wanted = set(tensors)
     quantized_by: dict[str, str] = {}
     for node in graph.node:
-        if node.op_type == "QuantizeLinear" and quant_params(node.output[0], prod, inits) is not None:
+        if (node.op_type == "QuantizeLinear" and node.input[0] in wanted
+                and quant_params(node.output[0], prod, inits, strict=False) is not None):
             quantized_by.setdefault(node.input[0], node.output[0])
     return list(dict.fromkeys(quantized_by.get(t, t) for t in tensors))
 

@@ -32,6 +32,7 @@ INTEGER_PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "
 _RELU_FUSED_INTO = frozenset({"Conv", "Gemm", "MatMul", "Add", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"})
 _QUANTIZED_ACTIVATIONS = frozenset({"QLinearSigmoid", "QLinearLeakyRelu"})
 INTEGER_TYPES = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8"}
+MAX_PASSTHROUGH = 16  # integer pass-through ops followed back to the quantizing op
 _TYPE_MIN = {TensorProto.UINT8: 0, TensorProto.INT8: -128}
 
 
@@ -56,7 +57,7 @@ def _scalar(inits: dict, name: str, tensor: str) -> np.ndarray:
     return value.reshape(())
 
 
-def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantParams | None:
+def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict, strict: bool = True) -> QuantParams | None:
     """Scale and zero point of an integer tensor, or None when it is not a quantized activation.
 
     Parameters
@@ -67,6 +68,9 @@ def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantP
         tensor -> producing node.
     inits : dict
         initializer name -> TensorProto.
+    strict : bool
+        Raise when the parameters cannot be used (a tensor the user named); otherwise
+        (discovering layers) such a tensor is simply not a candidate.
 
     Returns
     -------
@@ -76,10 +80,19 @@ def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantP
     Raises
     ------
     ModelError
-        The producing op's scale or zero point is not a constant scalar.
+        With ``strict``: the scale or zero point is not a constant float32 / 8-bit scalar.
     """
+    try:
+        return _quant_params(tensor, prod, inits)
+    except ModelError:
+        if strict:
+            raise
+        return None
+
+
+def _quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantParams | None:
     name = tensor
-    for _ in range(16):
+    for _ in range(MAX_PASSTHROUGH):
         node = prod.get(name)
         if node is None:
             return None
@@ -89,7 +102,11 @@ def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantP
         where = OUTPUT_QPARAMS.get(node.op_type)
         if where is None or len(node.input) <= where[0] or not node.input[where[0]]:
             return None  # e.g. a QGemm without y_scale writes floats
-        scale = float(_scalar(inits, node.input[where[0]], tensor))
+        scale_value = _scalar(inits, node.input[where[0]], tensor)
+        if scale_value.dtype != np.float32:
+            raise ModelError(f"tensor {tensor!r}: its quantization scale is {scale_value.dtype}; nnwatch taps "
+                             "quantized activations with float32 scales")
+        scale = float(scale_value)
         zp_name = node.input[where[1]] if len(node.input) > where[1] else ""
         if zp_name:
             zp_arr = _scalar(inits, zp_name, tensor)
@@ -106,12 +123,28 @@ def quant_params(tensor: str, prod: dict[str, NodeProto], inits: dict) -> QuantP
 
 
 def dequantized_source(tensor: str, prod: dict[str, NodeProto], inits: dict) -> str | None:
-    """For the float output of a ``DequantizeLinear``, the integer tensor it reads; else None."""
+    """The integer tensor a ``DequantizeLinear`` output reads, when it can be tapped.
+
+    Parameters
+    ----------
+    tensor : str
+        A tensor name.
+    prod : dict
+        tensor -> producing node.
+    inits : dict
+        initializer name -> TensorProto.
+
+    Returns
+    -------
+    str or None
+        The integer input, or None (not a DequantizeLinear output, or parameters nnwatch
+        cannot use).
+    """
     node = prod.get(tensor)
     if node is None or node.op_type != "DequantizeLinear":
         return None
     source = node.input[0]
-    return source if quant_params(source, prod, inits) is not None else None
+    return source if quant_params(source, prod, inits, strict=False) is not None else None
 
 
 def quantized_layer_tensors(graph: GraphProto, prod: dict[str, NodeProto], inits: dict, logits: str) -> list[str]:
@@ -158,7 +191,7 @@ def quantized_layer_tensors(graph: GraphProto, prod: dict[str, NodeProto], inits
             kind = node.op_type
         else:
             continue
-        params = quant_params(out, prod, inits)
+        params = quant_params(out, prod, inits, strict=False)
         if params is None:
             continue
         if kind in ACTIVATION_OPS or kind in _QUANTIZED_ACTIVATIONS or (
@@ -167,6 +200,3 @@ def quantized_layer_tensors(graph: GraphProto, prod: dict[str, NodeProto], inits
     return chosen
 
 
-def is_quantized(graph: GraphProto) -> bool:
-    """Whether the graph holds quantized activations (QDQ or QOperator)."""
-    return any(n.op_type in OUTPUT_QPARAMS for n in graph.node)

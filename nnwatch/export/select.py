@@ -127,7 +127,9 @@ def classifier_head(graph: GraphProto, logits: str, prod: dict[str, NodeProto]) 
 
     Recognized: ``Gemm`` (transA = 0, constant B and C, any alpha/beta/transB), or
     ``MatMul(features, W)`` with an optional constant ``Add`` bias, followed only by
-    ``Identity``/``Cast`` before the logits.
+    ``Identity``/``Cast`` (and, in QDQ graphs, ``QuantizeLinear``/``DequantizeLinear``) before
+    the logits; in QDQ graphs constants may be ``DequantizeLinear`` of initializers. A
+    QOperator head (``QGemm``, ``QLinearMatMul``) is not read: those models get no head.
 
     Parameters
     ----------

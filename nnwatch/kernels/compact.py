@@ -1,8 +1,9 @@
 """Compact coverage tables: 6 bytes per class and neuron instead of ~40, for many-class models.
 
-A 1,000-class model with 2,000 monitored neurons needs ~140 MiB of full tables (float32
-ranges, float64 reciprocals, one byte per k-section); per class and neuron the compact
-tables keep three uint16 in one row, so the predicted class's row is one contiguous read:
+Full tables take 37 bytes per class and neuron (float32 ranges, float64 reciprocals, one
+byte per k-section and state): ~70 MiB for 1,000 classes and 2,000 neurons. Per class and
+neuron the compact tables keep three uint16 in one row, so the predicted class's row is one
+contiguous read:
 
 - the class range's ends as codes on a per-neuron grid of 65,535 steps spanning that
   neuron's range over all classes, rounded *outward* (the decoded range contains the
@@ -128,7 +129,20 @@ def grid(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode(base: np.ndarray, step: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """float32 range ends from codes: ``float32(base + q * step)``, as the kernel computes them."""
+    """float32 range ends from codes: ``float32(base + q * step)``, as the kernel computes them.
+
+    Parameters
+    ----------
+    base, step : numpy.ndarray
+        float64 ``(N,)`` grid of :func:`grid`.
+    codes : numpy.ndarray
+        uint16 ``(R, N)`` codes.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(R, N)`` range ends.
+    """
     return (base + codes.astype(np.float64) * step).astype(np.float32)
 
 
@@ -219,11 +233,11 @@ def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, 
             if not np.isfinite(v):
                 nonfinite += 1
             if v > thr[n]:  # NaN: inactive
-                nc += (bits >> 13) & 1
+                nc += (bits >> ON_BIT) & 1
             else:
-                nc += (bits >> 14) & 1
-            low, high, inv_w, inv_u = _decode_cell(base[n], step[n], row[n, 0], row[n, 1], (bits >> 12) & 1, k,
-                                                   fb_unit[n])
+                nc += (bits >> OFF_BIT) & 1
+            low, high, inv_w, inv_u = _decode_cell(base[n], step[n], row[n, 0], row[n, 1], (bits >> POINT_BIT) & 1,
+                                                   k, fb_unit[n])
             if v >= low and v <= high:
                 s = int((np.float64(v) - np.float64(low)) * inv_w)
                 if s >= k:
@@ -241,7 +255,7 @@ def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, 
             if v == v:  # NaN never enters the top-k
                 filled = topk_insert(v, j, filled, kk, best_v, best_i)
         for t in range(filled):
-            tk += (row[start + best_i[t], 2] >> 15) & 1
+            tk += (row[start + best_i[t], 2] >> TOPK_BIT) & 1
         tk_total += kk
     out[b, 0] = nc / n_total
     out[b, 1] = km / n_total
@@ -252,16 +266,44 @@ def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, 
 
 
 @njit()
-def compact_serial(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
-    """Score every sample against its class's packed row (arguments validated by the caller)."""
+def _compact_serial(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
     for b in range(batch):
         _score_compact(buf, batch, b, off, base, step, fb_unit, thr, cells[pred[b]], k, k_top, out,
                        best_v[0], best_i[0])
 
 
 @njit(parallel=True)
-def compact_parallel(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
-    """:func:`compact_serial` with the batch split over threads (one scratch row each)."""
+def _compact_parallel(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
     for b in prange(batch):
         _score_compact(buf, batch, b, off, base, step, fb_unit, thr, cells[pred[b]], k, k_top, out,
                        best_v[b], best_i[b])
+
+
+def score_compact(buf: np.ndarray, batch: int, pred: np.ndarray, tables: CompactTables, out: np.ndarray,
+                  parallel: bool, best_v: np.ndarray, best_i: np.ndarray) -> None:
+    """Score every sample against its class's packed row.
+
+    The arguments are those :func:`nnwatch.kernels.coverage.coverage_scores` and
+    :class:`~nnwatch.kernels.coverage.CoverageRun` have already validated (shapes, dtypes,
+    class indices, scratch sizes); this only dispatches to the compiled kernel.
+
+    Parameters
+    ----------
+    buf : numpy.ndarray
+        float32 ``(B * N,)`` layer-blocked activations.
+    batch : int
+        ``B``.
+    pred : numpy.ndarray
+        int64 ``(B,)`` class rows.
+    tables : CompactTables
+        The packed tables.
+    out : numpy.ndarray
+        float64 ``(B, 6)`` scores.
+    parallel : bool
+        Split the batch over threads (``best_v``/``best_i`` then have ``B`` rows).
+    best_v, best_i : numpy.ndarray
+        Top-k scratch.
+    """
+    kernel = _compact_parallel if parallel else _compact_serial
+    kernel(buf, batch, tables.offsets, pred, tables.base, tables.step, tables.fallback_unit, tables.threshold,
+           tables.cells, int(tables.k_sections), int(tables.k_top), out, best_v, best_i)

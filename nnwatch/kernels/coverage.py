@@ -33,7 +33,7 @@ from numba import prange
 from .._validate import check_array, check_classes
 from ..errors import InputError
 from ._jit import njit, parallel_guard
-from .compact import CompactTables, compact_parallel, compact_serial
+from .compact import CompactTables, score_compact
 from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
@@ -286,13 +286,11 @@ def _run_coverage(buf, batch, pred, tables, out, parallel, scratch):  # type: ig
     # Callers have validated every argument (coverage_scores, or a plan that owns its arrays).
     best_v, best_i = scratch
     if isinstance(tables, CompactTables):
-        packed = (buf, batch, tables.offsets, pred, tables.base, tables.step, tables.fallback_unit, tables.threshold,
-                  tables.cells, int(tables.k_sections), int(tables.k_top), out, best_v, best_i)
         if parallel:
             with parallel_guard():
-                compact_parallel(*packed)
+                score_compact(buf, batch, pred, tables, out, True, best_v, best_i)
         else:
-            compact_serial(*packed)
+            score_compact(buf, batch, pred, tables, out, False, best_v, best_i)
         return
     args = (buf, batch, tables.offsets, pred, tables.lo, tables.hi, tables.inv_width, tables.inv_unit,
             tables.threshold, tables.section_rare, tables.on_rare, tables.off_rare, tables.topk_rare,

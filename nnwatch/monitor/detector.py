@@ -32,7 +32,7 @@ class BatchView:
         int64 ``(B,)`` predicted classes (default: argmax of the logits).
     coverage : numpy.ndarray, optional
         float64 ``(B, 6)`` coverage scores already computed for this batch.
-    tables : CoverageTables, optional
+    tables : CoverageTables or CompactTables, optional
         Compiled signature, to compute coverage scores on demand.
     parallel : bool or None
         Kernel choice for that; None = by batch size.

@@ -144,7 +144,18 @@ def rounded_edges(profile: Profile) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def rounded_profile(profile: Profile) -> Profile:
-    """A copy of ``profile`` whose section edges are those the compact tables decode."""
+    """A copy of ``profile`` whose section edges are those the compact tables decode.
+
+    Parameters
+    ----------
+    profile : Profile
+        A profile with finite section edges.
+
+    Returns
+    -------
+    Profile
+        The same statistics with edges rounded outward to each neuron's grid.
+    """
     lo_codes, hi_codes, base, step = rounded_edges(profile)
     s = profile.sections
     sections = replace(s, edges_lo=decode(base, step, lo_codes), edges_hi=decode(base, step, hi_codes))
@@ -158,6 +169,18 @@ def rounded_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples:
     :func:`compile_tables` of :func:`rounded_profile`, except where the profile's range is a
     single point: there the rounded (one-step) range keeps a point's single section and the
     global unit of ``nb_excess``. :func:`compile_compact_tables` scores exactly like these.
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile.
+    rare_rate, min_class_samples, warn
+        As for :func:`compile_tables`.
+
+    Returns
+    -------
+    CoverageTables
+        Full tables of the definition.
     """
     tables = compile_tables(rounded_profile(profile), rare_rate, min_class_samples, warn)
     rows = _signature_rows(profile, min_class_samples, warn=False)
@@ -211,7 +234,18 @@ def compile_compact_tables(profile: Profile, rare_rate: float = 0.01, min_class_
 
 
 def full_tables_bytes(profile: Profile) -> int:
-    """Bytes :func:`compile_tables` would allocate for this profile (without compiling it)."""
+    """Bytes :func:`compile_tables` would allocate for this profile (without compiling it).
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile.
+
+    Returns
+    -------
+    int
+        Bytes of the full tables' per-class arrays.
+    """
     n, k = profile.sections.edges_lo.shape[1], profile.sections.section_hits.shape[2]
     return int(profile.n_classes * n * (4 + 4 + 8 + 8 + 3 + k))
 
@@ -318,7 +352,7 @@ COMPACT_ABOVE_BYTES = 32 * 2**20
 
 def compact_by_default(profile: Profile) -> bool:
     """Whether a Monitor compiles compact tables when not told: when the full tables would
-    exceed 32 MiB (many classes) and the profile allows it (<= 13 k-sections, finite ranges)."""
+    exceed 32 MiB (many classes) and the profile allows it (<= 12 k-sections, finite ranges)."""
     s = profile.sections
     return (full_tables_bytes(profile) > COMPACT_ABOVE_BYTES and s.section_hits.shape[2] <= MAX_SECTIONS
             and bool(np.isfinite(s.edges_lo).all() and np.isfinite(s.edges_hi).all()))

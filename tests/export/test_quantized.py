@@ -21,15 +21,15 @@ from nnwatch.errors import InputError, ModelError
 from nnwatch.export.instrument import instrument, save_onnx
 from nnwatch.kernels.accumulate import dequantize
 from nnwatch.monitor.runner import Runner
-from tests.conftest import conv_onnx
+from tests.conftest import conv_onnx  # noqa: E402  (the shared hand-built conv classifier)
 
 quantization = pytest.importorskip("onnxruntime.quantization")
 FORMATS = {"qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}
 
 
-def quantize(model: onnx.ModelProto, samples: np.ndarray, fmt: str, tmp_path) -> onnx.ModelProto:
-    """Static INT8 quantization by onnxruntime, calibrated on ``samples``."""
-    src, dst = tmp_path / f"fp32-{fmt}.onnx", tmp_path / f"int8-{fmt}.onnx"
+def quantize(model: onnx.ModelProto, samples: np.ndarray, fmt: str, tmp_path, signed: bool = False) -> onnx.ModelProto:
+    """Static INT8 quantization by onnxruntime, calibrated on ``samples`` (uint8 or int8 activations)."""
+    src, dst = tmp_path / f"fp32-{fmt}.onnx", tmp_path / f"int8-{fmt}-{signed}.onnx"
     src.write_bytes(model.SerializeToString())
     name = model.graph.input[0].name
 
@@ -43,11 +43,20 @@ def quantize(model: onnx.ModelProto, samples: np.ndarray, fmt: str, tmp_path) ->
     logging.disable(logging.WARNING)  # the quantizer's "consider pre-processing" advice
     try:
         quantization.quantize_static(str(src), str(dst), Reader(), quant_format=FORMATS[fmt],
-                                     activation_type=quantization.QuantType.QUInt8,
+                                     activation_type=quantization.QuantType.QInt8 if signed
+                                     else quantization.QuantType.QUInt8,
                                      weight_type=quantization.QuantType.QInt8)
     finally:
         logging.disable(logging.NOTSET)
     return onnx.load(str(dst))
+
+
+def graph_qparams(model: onnx.ModelProto, tensor: str) -> tuple[np.float32, int]:
+    """Scale and zero point of ``tensor`` read from the quantized graph itself (not the manifest)."""
+    node = {n.output[0]: n for n in model.graph.node}[tensor]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    at = {"QuantizeLinear": 1, "QLinearConv": 6, "QLinearMatMul": 6, "QLinearAdd": 6, "QGemm": 7}[node.op_type]
+    return np.float32(inits[node.input[at]]), int(inits[node.input[at + 1]])
 
 
 def exposed(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.ndarray:
@@ -68,19 +77,24 @@ def buffer_of(runner: Runner, x: np.ndarray, layer: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_quantized_mlp_taps_integers_and_matches_the_definition(fmt, digits_mlp, tmp_path):
+@pytest.mark.parametrize("signed", [False, True])
+def test_quantized_mlp_taps_integers_and_matches_the_definition(fmt, signed, digits_mlp, tmp_path):
     model, splits = digits_mlp
     x = splits["test"][0][:50]
-    qmodel = quantize(model, splits["train"][0][:64], fmt, tmp_path)
+    qmodel = quantize(model, splits["train"][0][:64], fmt, tmp_path, signed)
     inst, manifest = instrument(qmodel)
     taps = manifest.taps
-    assert taps and all(t.dtype == "uint8" for t in taps)  # the hidden layer, as integers
+    kind = np.int8 if signed else np.uint8
+    assert taps and all(t.dtype == np.dtype(kind).name for t in taps)  # the hidden layer, as integers
     assert manifest.penultimate == taps[-1].layer
     runner = Runner(inst.SerializeToString(), providers="cpu")
     for i, tap in enumerate(taps):
         q = exposed(qmodel, tap.source, x)
-        assert q.dtype == np.uint8
-        want = (q.astype(np.int32) - tap.zero_point).astype(np.float32) * np.float32(tap.scale)
+        assert q.dtype == kind
+        scale, zero_point = graph_qparams(qmodel, tap.source)
+        if signed:
+            assert zero_point == -128  # a folded ReLU on int8
+        want = (q.astype(np.int32) - zero_point).astype(np.float32) * scale
         np.testing.assert_array_equal(buffer_of(runner, x, i), want.reshape(len(x), -1))
     # and the integers are the float layer up to quantization: its own step plus what the int8
     # input and weights carry in (a few steps at most), clipping at the top of the range aside
@@ -105,17 +119,10 @@ def test_quantized_conv_maps(fmt, in_graph, rng, tmp_path):
     runner = Runner(inst.SerializeToString(), providers="cpu")
     x = samples[:5]
     q = exposed(qmodel, conv.source, x)
-    params = [t for t in manifest.taps if t.source == conv.source][0]
-    if in_graph:  # the graph dequantizes (same scale/zero point initializers) then averages
-        node = {n.output[0]: n for n in qmodel.graph.node}[conv.source]
-        inits = {i.name: onnx.numpy_helper.to_array(i) for i in qmodel.graph.initializer}
-        scale_idx = 1 if node.op_type == "QuantizeLinear" else 6
-        scale, zp = inits[node.input[scale_idx]], inits[node.input[scale_idx + 1]]
-        want = ((q.astype(np.int32) - zp).astype(np.float32) * scale).mean(axis=(2, 3))
-        np.testing.assert_allclose(buffer_of(runner, x, 0), want, rtol=1e-6, atol=1e-7)
-    else:
-        want = (q.astype(np.int32) - params.zero_point).astype(np.float32) * np.float32(params.scale)
-        np.testing.assert_allclose(buffer_of(runner, x, 0), want.mean(axis=(2, 3)), rtol=1e-6, atol=1e-7)
+    scale, zero_point = graph_qparams(qmodel, conv.source)
+    # dequantized in the graph (in_graph) or by the runner, then averaged over the map
+    want = ((q.astype(np.int32) - zero_point).astype(np.float32) * scale).mean(axis=(2, 3))
+    np.testing.assert_allclose(buffer_of(runner, x, 0), want, rtol=1e-6, atol=1e-7)
     # the quantized kernels are not split apart: no float copy of the conv output is exposed
     outputs = {o.name for o in inst.graph.output}
     float_conv = [n.input[0] for n in qmodel.graph.node if n.op_type == "QuantizeLinear" and n.output[0] == conv.source]
@@ -162,8 +169,11 @@ def test_non_constant_quantization_parameters_are_refused(digits_mlp, tmp_path):
     for other in qmodel.graph.node:  # other users read the stored value directly
         if other is not node and other.output[0] != scale:
             other.input[:] = [init.name if i == scale else i for i in other.input]
+    # named explicitly: refused with the reason; found by "auto": not tapped as integers
     with pytest.raises(ModelError, match="not a constant initializer"):
-        instrument(qmodel)
+        instrument(qmodel, layers=[tapped])
+    _, manifest = instrument(qmodel)
+    assert tapped not in [t.source for t in manifest.taps]
 
 
 def test_dequantize_kernel_against_numpy(rng):

@@ -4,7 +4,7 @@ The definition checked: ``compile_compact_tables(p)`` scores every sample exactl
 full tables ``rounded_tables(p)`` do (the profile's ranges rounded outward, point ranges
 keeping a point's section and unit; all six scores, NaN/Inf included, at range ends and
 section boundaries), and the rounded ranges contain the profile's and exceed them by at most
-one grid step. Memory: a 1,000-class, 2,000-neuron Monitor in <= 16 MiB.
+one grid step. (The 1,000-class memory check is tests/monitor/test_compact_monitor.py.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from nnwatch.errors import InputError
 from nnwatch.kernels.compact import GRID, CompactTables, decode
 from nnwatch.kernels.coverage import coverage_scores, make_scratch
+from nnwatch.kernels.reference import coverage_scores as reference_scores
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_compact_tables, compile_tables, rounded_edges, rounded_tables
 
@@ -75,6 +76,9 @@ def test_compact_scores_equal_full_tables_of_rounded_profile(rng, k_sections):
         got = coverage_scores(buf, len(pred), pred, compact, parallel=parallel,
                               scratch=make_scratch(len(pred) if parallel else 1, 3))
         np.testing.assert_array_equal(got, want)
+    # and the definition through the plain numpy oracle, not the compiled kernel
+    oracle = reference_scores(np.split(v, np.cumsum(SIZES)[:-1], axis=1), pred, full)
+    np.testing.assert_allclose(got, oracle, rtol=1e-12, atol=0)  # the oracle divides its counts its own way
 
 
 def test_rounded_ranges_contain_the_profile_and_stay_within_a_step(rng):

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nnwatch.cli.main import main
 from nnwatch.errors import InputError
-from nnwatch.export.tap_budget import choose_taps, instrument_within_budget, parse_budget
+from nnwatch.eval.tap_budget import choose_taps, instrument_within_budget, parse_budget
 from nnwatch.monitor.runner import Runner
 
 
@@ -79,19 +79,13 @@ def test_cli_budget_errors_exit_2_before_work(rng, tmp_path, capsys):
              (["--budget", "1.05x", "--data", f"npz:{tmp_path / 'clean.npz'}", "--layers", "r0"], "drop --layers"),
              (["--data", f"npz:{tmp_path / 'clean.npz'}"], "only used with --budget")]
     for extra, message in cases:
-        with pytest.raises(SystemExit) if extra[1] == "0.5x" else _no_raise():
+        try:
             code = main(["instrument", str(src), "--out", str(out)] + extra)
-            assert code == 2
+        except SystemExit as exc:  # argparse's own refusal
+            code = exc.code
+        assert code == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
     assert main(["instrument", str(src), "--out", str(out), "--budget", "50x", "--data",
                  f"npz:{tmp_path / 'clean.npz'}"]) == 0
     assert "candidate layers kept" in capsys.readouterr().out
-
-
-class _no_raise:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

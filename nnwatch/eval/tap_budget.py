@@ -1,6 +1,6 @@
 """Choose which layers to tap under a latency budget, measured on this machine and provider.
 
-Tapping, not scoring, sets most of a monitor's overhead (../shared/FINDINGS.md): each exposed
+Tapping, not scoring, sets most of a monitor's overhead (the project's measurements): each exposed
 tensor is an extra output to copy and can stop onnxruntime from fusing ops. So the choice is
 made from measurements, not by hand:
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import platform
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,15 +58,25 @@ class TapChoice:
     rule: str = RULE
     base: list[str] = field(default_factory=list)
     prefixes_us: dict[str, float] = field(default_factory=dict)
+    chosen_layers: list[str] = field(default_factory=list)  # `chosen` by layer name, as in costs/values
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
-        return {k: getattr(self, k) for k in ("budget_us", "plain_us", "base_us", "costs_us", "values", "chosen",
-                                              "predicted_us", "provider", "machine", "rule", "base", "prefixes_us")}
+        return asdict(self)
 
 
 def parse_budget(text: str) -> tuple[str, float]:
     """``"1.05x"`` -> ("ratio", 1.05); ``"2.5ms"`` -> ("ms", 2.5).
+
+    Parameters
+    ----------
+    text : str
+        The budget as given on the command line.
+
+    Returns
+    -------
+    tuple
+        ``(kind, value)``: ``"ratio"`` of a plain call, or ``"ms"`` per monitored call.
 
     Raises
     ------
@@ -89,7 +99,7 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 
 def _time_us(calls: dict, rounds: int) -> dict[str, float]:
-    from ..eval.timing import interleaved
+    from .timing import interleaved
 
     res = interleaved(calls, rounds, warmup=10, budget_s=60)
     return {k: v["p50_ms"] * 1e3 for k, v in res.items()}
@@ -119,8 +129,12 @@ def layer_values(tapped_model: bytes, x: np.ndarray, providers: Sequence[str] | 
     half = len(x) // 2
     fit, test = x[order[:half]], x[order[half:]]
     spread = float(np.std(test)) or 1.0
-    generated = {"Gaussian noise": (test + rng.normal(0, 0.3 * spread, test.shape)).astype(test.dtype),
-                 "blend of two": (0.5 * test + 0.5 * test[rng.permutation(len(test))]).astype(test.dtype)}
+    noisy = test + rng.normal(0, 0.3 * spread, test.shape)
+    blend = 0.5 * test + 0.5 * test[rng.permutation(len(test))]
+    if np.issubdtype(test.dtype, np.integer):  # stay in the input's range (no wrap-around)
+        info = np.iinfo(test.dtype)
+        noisy, blend = (np.clip(np.rint(a), info.min, info.max) for a in (noisy, blend))
+    generated = {"Gaussian noise": noisy.astype(test.dtype), "blend of two": blend.astype(test.dtype)}
     aurocs = layer_aurocs(tapped_model, fit, test, generated, providers)
     return {layer: max(float(np.mean(list(by_set.values()))) - 0.5, 0.0) for layer, by_set in aurocs.items()}
 
@@ -149,7 +163,7 @@ def layer_aurocs(tapped_model: bytes, fit: np.ndarray, clean: np.ndarray, anomal
     dict
         layer -> set name -> AUROC.
     """
-    from ..eval.metrics import auroc
+    from .metrics import auroc
     from ..monitor.runner import Runner
 
     runner = Runner(tapped_model, providers=providers)
@@ -234,7 +248,8 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
     from ..monitor.monitor import Monitor
     from ..monitor.providers import resolve_providers
     from ..monitor.runner import Runner, session_options
-    from .instrument import instrument
+    from ..export.instrument import instrument
+    from .bench import plain_iobinding_call
 
     if len(x) < 40:
         raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers, got {len(x)}")
@@ -256,14 +271,11 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
         ws = runner.workspace(1)
         runners[name] = runner
         calls[name] = lambda r=runner, a=arr, w=ws: r.run(a, w)
+    if not runners:
+        raise InputError("--budget found no classifier input and no activation to tap in this model; "
+                         "instrument it with --layers NAME,... instead")
     first = next(iter(runners.values()))
-    feed = first.check_input(sample)
-    binding = plain.io_binding()
-    binding.bind_cpu_input(plain.get_inputs()[0].name, feed)
-    out = plain.get_outputs()[0]
-    logits = np.empty((1, first.n_classes), np.float32)
-    binding.bind_output(out.name, "cpu", 0, np.float32, [1, first.n_classes], logits.ctypes.data)
-    calls["plain"] = lambda: plain.run_with_iobinding(binding)
+    calls["plain"] = plain_iobinding_call(plain, first.check_input(sample))
     times = _time_us(calls, rounds)
     plain_us = times["plain"]
     base_us = times.get("base", plain_us)
@@ -314,10 +326,15 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
         else:
             high = mid - 1
     chosen = sorted(ranked[:low], key=order.get)
+    if not chosen and not base_layers:
+        raise InputError("--budget: no classifier input was found and no layer fits the budget "
+                         f"({budget[1]}{'x' if budget[0] == 'ratio' else ' ms'}); the cheapest single layer costs "
+                         f"{min(costs.values(), default=0.0):.1f} us; loosen the budget or pass --layers")
     return TapChoice(budget_us=limit, plain_us=plain_us, base_us=base_us, costs_us=costs, values=values,
                      chosen=chosen, predicted_us=measured[low], provider=chosen_providers[0],
                      machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                     base=base_layers, prefixes_us={str(k): v for k, v in sorted(measured.items())})
+                     base=base_layers, prefixes_us={str(k): v for k, v in sorted(measured.items())},
+                     chosen_layers=[layer_of[c] for c in chosen])
 
 
 def instrument_within_budget(src: Any, dst: Any, x: np.ndarray, budget: str, reduction: str = "mean",
@@ -343,7 +360,7 @@ def instrument_within_budget(src: Any, dst: Any, x: np.ndarray, budget: str, red
     tuple
         ``(TapManifest written, TapChoice)``.
     """
-    from .instrument import instrument, load_onnx, save_onnx
+    from ..export.instrument import instrument, load_onnx, save_onnx
 
     parsed = parse_budget(budget)
     model, _ = load_onnx(src)
