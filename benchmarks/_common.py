@@ -15,7 +15,15 @@ START = time.monotonic()  # the benchmark's wall time is recorded with its resul
 
 def write(name: str, data: dict, markdown: str,
           note: str = "Ratios are measured in the same run (interleaved).") -> None:
-    """Write results/<name>.json and results/<name>.md with machine, date, git revision and command."""
+    """Write results/<name>.json and results/<name>.md with machine, date, git revision and command.
+
+    A ``--quick`` run writes ``<name>_quick.*`` instead (git ignores them): the docs cite the
+    full runs, and a quick try must not overwrite what they cite.
+    """
+    import sys
+
+    if "--quick" in sys.argv[1:] and not name.endswith("_quick"):
+        name = f"{name}_quick"
     RESULTS.mkdir(exist_ok=True)
     data = {**provenance(), "wall_seconds": time.monotonic() - START, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")

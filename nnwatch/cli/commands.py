@@ -62,6 +62,9 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     if getattr(args, "budget", None) is None:
         if getattr(args, "data", None) is not None:
             raise InputError("--data is only used with --budget; drop it or add --budget 1.05x")
+        if getattr(args, "providers", "cpu") != "cpu":
+            raise InputError("--providers is only used with --budget (where to measure); instrumenting does not run "
+                             "the model")
         manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
         _print_manifest(manifest, args.out)
         return 0

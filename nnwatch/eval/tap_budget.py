@@ -87,11 +87,11 @@ def parse_budget(text: str) -> tuple[str, float]:
     try:
         if t.endswith("x"):
             value = float(t[:-1])
-            if value > 1.0:
+            if 1.0 < value < float("inf"):
                 return "ratio", value
         elif t.endswith("ms"):
             value = float(t[:-2])
-            if value > 0:
+            if 0 < value < float("inf"):
                 return "ms", value
     except ValueError:
         pass
@@ -307,9 +307,11 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
 
     base_monitored = prefix_us(0)
     if base_monitored > limit:
+        plain_note = (f"; the plain call alone ({plain_us:.1f} us) is already over {limit:.1f} us"
+                      if plain_us > limit else "")
         raise InputError(f"budget {budget[1]}{'x' if budget[0] == 'ratio' else ' ms'} cannot be met here: "
-                         f"monitoring the classifier input alone measures {base_monitored:.1f} us against "
-                         f"{plain_us:.1f} us plain ({base_monitored / plain_us:.3f}x); the cheapest achievable is that")
+                         f"the cheapest monitored call, with the classifier input alone, measures {base_monitored:.1f} us "
+                         f"({base_monitored / plain_us:.3f}x of the plain {plain_us:.1f} us){plain_note}")
     values = layer_values(tapped(base_layers + others), np.asarray(x), chosen_providers) if others else {}
     # One tap alone often costs less than the timing noise, yet forty together do not add up to
     # zero: so the greedy order comes from the single measurements, and how far down that order

@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import NotFittedError
 from ...kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP
+from ...kernels.gaussian import whitened_distances
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
 from ..detector import BatchView, Detector, register
@@ -130,9 +131,10 @@ class Mahalanobis(Detector):
         # d_c(x) = |z|^2 - 2 z.m_c + |m_c|^2 with z = W x, m_c = W mu_c, W W^T = precision:
         # two matmuls and a (B, C) result, whatever the number of classes.
         evals, evecs = np.linalg.eigh(precision)
-        self.whiten_ = evecs * np.sqrt(np.clip(evals, 0.0, None))
-        self.whitened_means_ = means @ self.whiten_
-        self.mean_norms_ = (self.whitened_means_ ** 2).sum(axis=1)
+        self.whiten_ = np.ascontiguousarray(evecs * np.sqrt(np.clip(evals, 0.0, None)), np.float64)
+        whitened_means = means @ self.whiten_
+        self.whitened_means_t_ = np.ascontiguousarray(whitened_means.T, np.float64)  # the kernel's layout
+        self.mean_norms_ = (whitened_means ** 2).sum(axis=1)
 
     def class_distances(self, x: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each feature vector to each class mean.
@@ -147,10 +149,8 @@ class Mahalanobis(Detector):
         numpy.ndarray
             float64 ``(B, C)``, clipped at 0 (rounding).
         """
-        with np.errstate(invalid="ignore", over="ignore"):
-            z = x @ self.whiten_
-            dist = (z * z).sum(axis=1)[:, None] - 2.0 * (z @ self.whitened_means_.T) + self.mean_norms_[None, :]
-        return np.maximum(dist, 0.0)
+        # One thread (nnwatch.kernels.gaussian): BLAS's threads would fight onnxruntime's.
+        return whitened_distances(x, self.whiten_, self.whitened_means_t_, self.mean_norms_)
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
