@@ -208,7 +208,6 @@ class Runner:
         self.n_neurons = int(self.offsets[-1])
         self.providers = self.session.get_providers()
         self._device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
-
         self._local = threading.local()
         self._max_workspaces = max_workspaces
         shape = self.manifest.input_shape
