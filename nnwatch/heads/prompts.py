@@ -136,6 +136,27 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
     return PromptSet(tuple(prompts), np.array(labels, np.int64), tuple(ids), "+".join(Path(p).stem for p in paths))
 
 
+CONTRAST_PAIRS = Path(__file__).resolve().parent / "data" / "contrast_pairs.jsonl"
+
+
+def contrast_pairs() -> PromptSet:
+    """Safe prompts with alarming words, each with an unsafe counterpart on the same word.
+
+    Written for this project (``data/contrast_pairs.jsonl``, 100 pairs): each pair shares
+    an alarming word (kill, poison, hack, launder, ...) and most of its phrasing; the safe
+    prompt uses the word in a harmless sense or asks for protection or history, the unsafe one
+    asks for harm. A detector that keys on vocabulary flags both; one that reads intent
+    separates them. Built from no public benchmark; keep it out of training and threshold
+    fitting (it is a test set of over-refusal).
+
+    Returns
+    -------
+    PromptSet
+        200 prompts (label 1 = unsafe), ids ``contrast-NNN-safe|unsafe``.
+    """
+    return load_prompts(CONTRAST_PAIRS)
+
+
 def borderline_safe() -> PromptSet:
     """The built-in set of safe prompts that sound dangerous (all label 0).
 
