@@ -7,8 +7,8 @@
 # onnxruntime-gpu for the machine's CUDA: installed, or given as a .tar.xz of its package
 # folders (unpacked to /tmp/site and put first on PYTHONPATH). CUDA libraries that come as
 # pip packages (nvidia-*) are put on LD_LIBRARY_PATH. Runs the GPU tests, then writes
-# benchmarks/results/overhead_gpu_<model>.* (under $OUT when set), one model at a time so
-# that a run cut short keeps what it finished.
+# benchmarks/results/overhead_gpu_<model>.* (also copied to $OUT when set), one model at a time
+# so that a run cut short keeps what it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -ge 1 ]; then
@@ -32,10 +32,11 @@ sys.exit(0 if "CUDAExecutionProvider" in found else 2)' || {
 python3 -m pytest -q -p no:cacheprovider -rs tests/monitor/test_gpu.py tests/export/test_quantized.py 2>&1 \
     | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -15
 TESTS=${PIPESTATUS[0]}
-RESULTS=${OUT:-}
 cd benchmarks
 for model in ${MODELS:-resnet18 mobilenet_v3_small lenet}; do
+    # results go to benchmarks/results (the recorded command stays a relative one); copied to $OUT if set
     python3 overhead.py --providers cuda --precisions fp32 fp16 int8 --models $model --budget-s ${BUDGET_S:-4} \
-        --name "${RESULTS:+$RESULTS/}overhead_gpu_$model" 2>&1 | grep -E "done|Error|error|failed"
+        --name "overhead_gpu_$model" 2>&1 | grep -E "done|Error|error|failed"
+    [ -n "${OUT:-}" ] && cp results/overhead_gpu_$model.* "$OUT"/
 done
 if [ "$TESTS" -ne 0 ]; then echo "gpu.sh: the GPU tests failed (see gpu_tests.txt)" >&2; exit 1; fi

@@ -190,3 +190,39 @@ def edge_model(name: str, n_classes: int = 1000) -> tuple[Any, list[str], str]:
     else:
         blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
     return module.eval(), blocks, source
+
+
+def wide_classifier(rng: Any, classes: int = 1000, hidden: int = 1488, features: int = 512) -> Any:
+    """A many-class ONNX classifier with random weights, built with onnx.helper (no torch).
+
+    ``x (32) -> hidden ReLU -> features ReLU -> classes logits``; with the defaults its two
+    hidden layers hold 2,000 neurons, the size of ResNet-18's block outputs: the model the
+    memory benchmark and the 1,000-class monitor tests use.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Weight generator.
+    classes, hidden, features : int
+        Layer widths.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model (IR 8, opset 17).
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("Gemm", ["a1", "W2", "B2"], ["h2"]), helper.make_node("Relu", ["h2"], ["a2"]),
+             helper.make_node("Gemm", ["a2", "W3", "B3"], ["logits"])]
+    shapes = {"W1": (32, hidden), "B1": (hidden,), "W2": (hidden, features), "B2": (features,),
+              "W3": (features, classes), "B3": (classes,)}
+    inits = [numpy_helper.from_array((rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32), n)
+             for n, s in shapes.items()]
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

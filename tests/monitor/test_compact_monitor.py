@@ -5,11 +5,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from nnwatch.errors import ModelMismatchError
+from nnwatch.eval.zoo import wide_classifier
 from nnwatch.export.instrument import instrument
 from nnwatch.monitor.detectors import COMPILED
 from nnwatch.monitor.fit import build_profile, calibrate
@@ -20,28 +19,12 @@ from nnwatch.profile.signature import rounded_tables
 CLASSES, HIDDEN, FEATURES = 1000, 1488, 512  # 2,000 monitored neurons, like ResNet-18's block outputs
 
 
-def wide_classifier(rng) -> onnx.ModelProto:
-    """x(32) -> 1488 ReLU -> 512 ReLU -> 1000 logits, built with onnx.helper."""
-    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
-             helper.make_node("Gemm", ["a1", "W2", "B2"], ["h2"]), helper.make_node("Relu", ["h2"], ["a2"]),
-             helper.make_node("Gemm", ["a2", "W3", "B3"], ["logits"])]
-    shapes = {"W1": (32, HIDDEN), "B1": (HIDDEN,), "W2": (HIDDEN, FEATURES), "B2": (FEATURES,),
-              "W3": (FEATURES, CLASSES), "B3": (CLASSES,)}
-    inits = [numpy_helper.from_array((rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32), n)
-             for n, s in shapes.items()]
-    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
     rng = np.random.default_rng(0)
     folder = tmp_path_factory.mktemp("wide")
     path = folder / "wide.onnx"
-    path.write_bytes(instrument(wide_classifier(rng))[0].SerializeToString())
+    path.write_bytes(instrument(wide_classifier(rng, CLASSES, HIDDEN, FEATURES))[0].SerializeToString())
     runner = Runner(path, providers="cpu", threads=1)
     x = rng.normal(size=(6000, 32)).astype(np.float32)
     with warnings.catch_warnings():
