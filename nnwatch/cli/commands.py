@@ -93,6 +93,27 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     return 0
 
 
+def _language(args: argparse.Namespace) -> bool:
+    """Whether MODEL is a language detector file; otherwise check the classifier arguments."""
+    from ..heads.detector import is_detector_file
+
+    if args.model and is_detector_file(args.model):
+        return True
+    if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
+        raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "
+                         "PROFILE is missing")
+    if args.command == "evaluate":
+        if not args.id or not args.ood:
+            raise InputError("evaluate on a classifier needs --id CLEAN and at least one --ood SOURCE")
+        if args.set or args.contrast:
+            raise InputError("--set/--contrast are for language detector files; a classifier takes --id/--ood")
+    language_only = {"screen": ("detectors", "truncate"), "bench": ("data", "onnx")}.get(args.command, ())
+    for flag in language_only:
+        if getattr(args, flag, None):
+            raise InputError(f"--{flag} is for language detector files (DETECTOR.json), not for {args.model}")
+    return False
+
+
 def _source(spec: str, limit: int | None) -> Any:
     from ..sources import open_source
 
@@ -162,6 +183,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate``."""
+    if _language(args):
+        from . import language
+
+        return language.cmd_calibrate(args)
     from ..monitor.fit import calibrate
     from ..profile.store import save_profile
 
@@ -215,6 +240,10 @@ def _ray_init(args: argparse.Namespace) -> None:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen``."""
+    if _language(args):
+        from . import language
+
+        return language.cmd_screen(args)
     from .._progress import Progress
 
     if args.ray:
@@ -276,6 +305,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate``."""
+    if _language(args):
+        from . import language
+
+        return language.cmd_evaluate(args)
     from ..eval.evaluate import evaluate
     from ..eval.report import write_json, write_report
 
@@ -300,6 +333,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``nnwatch bench``."""
+    if _language(args):
+        from . import language
+
+        return language.cmd_bench(args)
     import tempfile
 
     if args.demo:
@@ -470,8 +507,13 @@ def _info_detector(path: Path) -> None:
     from ..heads.detector import load_detector
 
     d = load_detector(path)
-    print(f"{path}: nnwatch head detector for model {d.model!r} ({d.n_layers} layers x {d.n_heads} heads)")
+    print(f"{path}: nnwatch language detector file for model {d.model!r} ({d.n_layers} layers x {d.n_heads} heads)")
     print(f"  model fingerprint {d.fingerprint}")
-    for name, v in d.variants.items():
-        heads = ", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")
-        print(f"  {name}: heads {heads}; threshold {v.threshold:.4g}")
+    for name, v in d.detectors.items():
+        where = (", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")) if v.heads \
+            else ("layers " + ",".join(map(str, v.layers()[:8])) + (" ..." if len(v.layers()) > 8 else "")
+                  if v.layers() else "prompt tokens")
+        print(f"  {name}{' (default)' if name == d.default else ''}: {v.kind}, {v.cost} cost; reads {where}")
+    c = d.calibration
+    print(f"  calibration: {len(c.scores)} benign prompts, fpr {c.fpr:g}" if c is not None
+          else "  calibration: none (nnwatch calibrate DETECTOR.json --data BENIGN.jsonl)")

@@ -112,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)", description="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch calibrate monitored.onnx profile.npz --data npz:val.npz --fpr 0.05")
-    c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
-    c.add_argument("profile", help="profile (.npz) built for MODEL")
-    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data")
+    c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    c.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
+    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data; for a "
+                   "detector file: benign prompts JSONL (FILE[,FILE...])")
     c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-alarm rate of the conformal flags")
     c.add_argument("--min-class-samples", type=positive_int, default=20,
@@ -129,9 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV", description="per-input scores and flags to JSON or CSV",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
-    s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
-    s.add_argument("profile", help="profile (.npz) built for MODEL")
-    s.add_argument("--data", required=True, help="as for profile")
+    s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    s.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
+    s.add_argument("--data", required=True, help="as for profile; for a detector file: prompts JSONL (FILE[,FILE...])")
+    s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
+                   "need only the prefill)")
+    s.add_argument("--truncate", action="store_true",
+                   help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
     s.add_argument("--stream", action="store_true",
                    help="treat the inputs as one stream in order: add a drift test (conformal test martingale) "
@@ -143,18 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets", description="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch evaluate monitored.onnx profile.npz --id npz:test.npz --ood npz:noise.npz --report report.html")
-    ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
-    ev.add_argument("profile", help="profile (.npz) built for MODEL")
-    ev.add_argument("--id", required=True, help="clean (in-distribution) test data")
-    ev.add_argument("--ood", action="append", required=True, help="anomalous data, optionally named: NAME=SOURCE (repeatable)")
+    ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    ev.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
+    ev.add_argument("--id", help="clean (in-distribution) test data (classifier models)")
+    ev.add_argument("--ood", action="append", help="anomalous data, optionally named: NAME=SOURCE (repeatable; "
+                    "classifier models)")
+    ev.add_argument("--set", action="append", metavar="NAME=FILE[,FILE...]",
+                    help="detector file: a labelled prompt set (label 1 unsafe, 0 safe); repeatable")
+    ev.add_argument("--contrast", action="store_true",
+                    help="detector file: add the built-in safe-but-alarming prompts with their unsafe counterparts")
     ev.add_argument("--json", help="write results as JSON here")
     ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")
     _common(ev)
 
     b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference", description="latency/throughput/memory of plain vs monitored inference",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch bench monitored.onnx profile.npz --threads 1 --detectors coverage")
-    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export)")
-    b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL")
+    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
+    b.add_argument("--data", help="detector file: prompts JSONL to time (FILE[,FILE...])")
+    b.add_argument("--timed-prompts", type=positive_int, default=20, help="detector file: prompts timed")
+    b.add_argument("--onnx", help="detector file: also time an exported prefill (nnwatch heads export)")
+    b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--demo", action="store_true", help="benchmark the demo's digits CNN (trains it first)")
     b.add_argument("--batch", type=positive_int, default=1, help="batch size to time")
     b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once)")

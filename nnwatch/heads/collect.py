@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .._progress import Progress
+from ..errors import InputError
 from .angles import angle_degrees
 from .prompts import PromptSet, plan_prefixes
 
@@ -36,6 +37,9 @@ class Sweep:
         ``(N,)`` wall time per prompt (prefix passes are charged to the first prompt using them).
     mlp : numpy.ndarray or None
         ``(N, L * I)`` float32 last-token MLP activations, when asked for.
+    prefill_seconds : numpy.ndarray or None
+        ``(N,)`` wall time of each prompt's plain pass alone (the rest of ``seconds`` is
+        the masked re-runs).
     """
 
     angles: np.ndarray
@@ -44,6 +48,43 @@ class Sweep:
     heads: list
     seconds: np.ndarray
     mlp: np.ndarray | None = None
+    prefill_seconds: np.ndarray | None = None
+
+    def angle_columns(self, heads: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Angles of ``heads``, in that order.
+
+        Parameters
+        ----------
+        heads : sequence of (layer, head)
+            Heads this sweep masked.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, len(heads))`` degrees.
+        """
+        cols = {tuple(h): k for k, h in enumerate(self.heads)}
+        missing = [h for h in heads if tuple(h) not in cols]
+        if missing:
+            raise InputError(f"heads {missing} were not masked in this sweep (it masked {self.heads})")
+        return self.angles[:, [cols[tuple(h)] for h in heads]]
+
+    def subset(self, index: np.ndarray) -> "Sweep":
+        """Rows ``index`` as a new sweep.
+
+        Parameters
+        ----------
+        index : numpy.ndarray
+            Rows (int indices or a boolean mask).
+
+        Returns
+        -------
+        Sweep
+            The rows.
+        """
+        pick = (lambda a: None if a is None else a[index])
+        return Sweep(self.angles[index], self.states[index], self.lengths[index], self.heads, self.seconds[index],
+                     pick(self.mlp), pick(self.prefill_seconds))
 
 
 def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tuple[int, int]],
@@ -85,6 +126,7 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     states = None
     acts = None
     seconds = np.zeros(len(texts))
+    prefill = np.zeros(len(texts))
     bar = Progress(len(texts), label, progress)
     state, key = None, None
     for i in order:
@@ -93,6 +135,7 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         if want != key:
             state, key = (scorer.prefix(want) if want else None), want
         final, layer_states, ctx = scorer.base_pass(texts[i], state)
+        prefill[i] = time.perf_counter() - start
         if states is None:
             states = np.zeros((len(texts), n_layers + 1, layer_states.shape[1]), np.float32)
         states[i] = layer_states
@@ -108,4 +151,4 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         seconds[i] = time.perf_counter() - start
         bar.update(1)
     bar.close()
-    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds, acts)
+    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds, acts, prefill)

@@ -1,14 +1,14 @@
-"""The fitted head detector: chosen heads, how their angles become one score, the threshold,
-and what it was fitted on. Saved as checked JSON (no pickle), tied to one model by fingerprint.
+"""The language detector file: fitted detectors for one model, their cross-validation, the
+head search behind the head detectors, and the conformal calibration on benign prompts.
 
-Two variants live in one file:
-- ``single``: the published method, one head's angle against a KDE-crossing threshold;
-- ``ensemble``: a logistic combination of several heads' angles (heads chosen by the
-  search), thresholded the same way.
+Saved as checked JSON (no pickle), tied to one model by fingerprint. Version 1 files (head
+search only: a ``single`` and an ``ensemble`` variant with KDE thresholds) are read as their
+two head detectors without a calibration; their thresholds are dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,59 +19,16 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import InputError, ModelMismatchError, ProfileError
-from .linear import Logistic
+from ..profile.schema import Calibration
+from .scores import HeadAngle, HeadLogistic, Score, score_from_json
 
 FORMAT = "nnwatch.heads"
-FORMAT_VERSION = 1
-VARIANTS = ("single", "ensemble")
+FORMAT_VERSION = 2
 
 
 @dataclass
-class HeadVariant:
-    """One way of turning head angles into a score.
-
-    Attributes
-    ----------
-    heads : list of (layer, head)
-        Heads whose angles it reads.
-    threshold : float
-        Flag when score > threshold.
-    logistic : Logistic or None
-        For ensembles: the combination (log-odds); None: the score is the single angle.
-    """
-
-    heads: list
-    threshold: float
-    logistic: Logistic | None = None
-
-    def score(self, angles: np.ndarray) -> np.ndarray:
-        """Scores from angles of ``self.heads`` (columns in that order).
-
-        Parameters
-        ----------
-        angles : numpy.ndarray
-            ``(N, len(heads))`` degrees.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(N,)`` scores.
-        """
-        angles = np.asarray(angles, np.float64)
-        return angles[:, 0] if self.logistic is None else self.logistic.decision(angles)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"heads": [list(h) for h in self.heads], "threshold": self.threshold}
-        if self.logistic is not None:
-            lg = self.logistic
-            d["logistic"] = {"mean": lg.mean.tolist(), "scale": lg.scale.tolist(), "weights": lg.weights.tolist(),
-                             "bias": lg.bias}
-        return d
-
-
-@dataclass
-class HeadDetector:
-    """A fitted head detector for one model.
+class LanguageDetector:
+    """Fitted detectors for one language (or vision-language) model.
 
     Attributes
     ----------
@@ -79,32 +36,36 @@ class HeadDetector:
         Model spec it was fitted on (``smollm2`` or a directory).
     fingerprint : str
         sha256 of the model's config and query weights.
-    n_layers, n_heads : int
-        Head layout.
-    variants : dict
-        ``"single"`` and optionally ``"ensemble"`` -> :class:`HeadVariant`.
+    n_layers, n_heads, hidden : int
+        Layout (``hidden``: residual width; 0 when only head detectors are present).
+    detectors : dict
+        name -> detector (:mod:`nnwatch.heads.scores`).
+    default : str
+        The detector that decides unless another is asked for.
     encoder : dict
         ``system_prompt`` and ``max_tokens`` used when fitting (reused when scoring).
     search : dict
-        Per-head calibration statistics: ``safe_mean``, ``unsafe_mean`` (layers x heads),
-        ``n_safe``, ``n_unsafe``, ``percentile``, ``ranking``.
+        The head search: per-head angle means, counts, ranking, the prompts it used.
+    cv : dict
+        Cross-validation tables of the fit (:class:`nnwatch.heads.fit.FitResult`).
+    calibration : Calibration or None
+        Clean scores of benign calibration prompts (one group: class 0).
+    info : dict
+        How it was fitted: prompt counts, wrapper templates, provenance, length orientation.
     """
 
     model: str
     fingerprint: str
     n_layers: int
     n_heads: int
-    variants: dict
+    hidden: int
+    detectors: dict
+    default: str
     encoder: dict = field(default_factory=lambda: {"system_prompt": None, "max_tokens": 1024})
     search: dict = field(default_factory=dict)
-
-    @property
-    def heads(self) -> list:
-        """Every head any variant reads, in first-use order."""
-        out: list = []
-        for v in self.variants.values():
-            out += [tuple(h) for h in v.heads if tuple(h) not in out]
-        return out
+    cv: dict = field(default_factory=dict)
+    calibration: Calibration | None = None
+    info: dict = field(default_factory=dict)
 
     def check_model(self, fingerprint: str) -> None:
         """Refuse a model other than the one fitted on.
@@ -115,39 +76,43 @@ class HeadDetector:
             The scorer's model fingerprint.
         """
         if fingerprint != self.fingerprint:
-            raise ModelMismatchError(f"this head detector was fitted for model {self.model!r} (fingerprint "
+            raise ModelMismatchError(f"this detector file was fitted for model {self.model!r} (fingerprint "
                                      f"{self.fingerprint[:12]}...), not for the loaded one ({fingerprint[:12]}...); "
-                                     "run `nnwatch heads search` for this model")
+                                     "run `nnwatch heads search` and `nnwatch heads fit` for this model")
 
-    def scores(self, angles: np.ndarray) -> dict[str, np.ndarray]:
-        """Every variant's score from angles of :attr:`heads`.
+    def detectors_json(self) -> dict[str, Any]:
+        return {k: v.to_json() for k, v in self.detectors.items()}
 
-        Parameters
-        ----------
-        angles : numpy.ndarray
-            ``(N, len(self.heads))``.
+    def digest(self) -> str:
+        """sha256 of the detectors' parameters and the encoder (what calibration scores depend on).
 
         Returns
         -------
-        dict
-            Variant -> ``(N,)`` scores.
+        str
+            Hex digest.
         """
-        cols = {h: k for k, h in enumerate(self.heads)}
-        return {name: v.score(angles[:, [cols[tuple(h)] for h in v.heads]]) for name, v in self.variants.items()}
+        blob = json.dumps({"detectors": self.detectors_json(), "encoder": self.encoder}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
+        cal = None
+        if self.calibration is not None:
+            c = self.calibration
+            cal = {"detectors": list(c.detectors), "scores": c.scores.tolist(), "fpr": c.fpr,
+                   "min_class_samples": c.min_class_samples, "settings": c.settings}
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model,
                 "fingerprint": self.fingerprint, "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "encoder": self.encoder, "variants": {k: v.to_json() for k, v in self.variants.items()},
-                "search": self.search}
+                "hidden": self.hidden, "encoder": self.encoder, "default": self.default,
+                "detectors": self.detectors_json(), "calibration": cal, "search": self.search, "cv": self.cv,
+                "info": self.info}
 
 
-def save_detector(det: HeadDetector, path: str | os.PathLike) -> None:
+def save_detector(det: LanguageDetector, path: str | os.PathLike) -> None:
     """Write a detector file atomically.
 
     Parameters
     ----------
-    det : HeadDetector
+    det : LanguageDetector
         The detector.
     path : path
         Destination (``.json``).
@@ -157,55 +122,30 @@ def save_detector(det: HeadDetector, path: str | os.PathLike) -> None:
 
 def _need(cond: bool, path: Any, what: str) -> None:
     if not cond:
-        raise ProfileError(f"{path}: invalid head detector file: {what}")
+        raise ProfileError(f"{path}: invalid detector file: {what}")
 
 
-def _finite_list(x: Any, n: int | None = None) -> bool:
-    return (isinstance(x, list) and (n is None or len(x) == n)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in x))
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1_000_000
 
 
-def _variant(d: Any, path: Any, name: str, n_layers: int, n_heads: int) -> HeadVariant:
-    _need(isinstance(d, dict), path, f"variant {name} is not an object")
-    heads = d.get("heads")
-    _need(isinstance(heads, list) and len(heads) > 0, path, f"variant {name}: 'heads' must be a non-empty list")
-    for h in heads:
-        _need(isinstance(h, list) and len(h) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in h),
-              path, f"variant {name}: head {h!r} is not [layer, head]")
-        _need(0 <= h[0] < n_layers and 0 <= h[1] < n_heads, path,
-              f"variant {name}: head L{h[0]}H{h[1]} outside layers 0..{n_layers - 1}, heads 0..{n_heads - 1}")
-    t = d.get("threshold")
-    _need(_finite_list([t]), path, f"variant {name}: threshold must be a finite number")
-    lg = None
-    if "logistic" in d:
-        g = d["logistic"]
-        k = len(heads)
-        _need(isinstance(g, dict) and all(_finite_list(g.get(f), k) for f in ("mean", "scale", "weights"))
-              and _finite_list([g.get("bias")]), path, f"variant {name}: logistic needs mean/scale/weights of "
-              f"length {k} and a finite bias")
-        _need(all(s > 0 for s in g["scale"]), path, f"variant {name}: logistic scale must be positive")
-        lg = Logistic(np.array(g["mean"], float), np.array(g["scale"], float), np.array(g["weights"], float),
-                      float(g["bias"]))
-    else:
-        _need(len(heads) == 1, path, f"variant {name}: several heads need a 'logistic' combination")
-    return HeadVariant([tuple(h) for h in heads], float(t), lg)
-
-
-def load_detector(path: str | os.PathLike) -> HeadDetector:
+def load_detector(path: str | os.PathLike) -> LanguageDetector:
     """Read and validate a detector file.
 
     Parameters
     ----------
     path : path
-        A file written by :func:`save_detector`.
+        A file written by :func:`save_detector` (or a version 1 head-search file).
 
     Returns
     -------
-    HeadDetector
+    LanguageDetector
         The detector.
 
     Raises
     ------
+    InputError
+        The file cannot be read.
     ProfileError
         Not JSON, another format, or a field out of range; the message names it.
     """
@@ -213,16 +153,72 @@ def load_detector(path: str | os.PathLike) -> HeadDetector:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        raise InputError(f"cannot read head detector {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read detector file {path}: {exc.strerror}") from None
     try:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: not a head detector file (not UTF-8 JSON: {exc})") from None
+        raise ProfileError(f"{path}: not a detector file (not UTF-8 JSON: {exc})") from None
     return detector_from_json(d, path)
 
 
-def detector_from_json(d: Any, path: Any = "detector") -> HeadDetector:
-    """Validate a parsed detector document (as :meth:`HeadDetector.to_json` writes it).
+def is_detector_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a language detector file (JSON with this format tag).
+
+    Parameters
+    ----------
+    path : path
+        Any path.
+
+    Returns
+    -------
+    bool
+        True for a ``.json`` file whose ``format`` is this one.
+    """
+    if not str(path).endswith(".json") or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8")).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _from_v1(d: dict[str, Any], path: Any) -> dict[str, Any]:
+    """A version 1 head-search file as version 2 (its KDE thresholds are not carried over)."""
+    variants = d.get("variants")
+    _need(isinstance(variants, dict) and "single" in variants, path, "version 1 file without a 'single' variant")
+    detectors: dict[str, Any] = {"head_single": {"kind": HeadAngle.kind, "heads": variants["single"].get("heads")}}
+    if "ensemble" in variants:
+        e = variants["ensemble"]
+        detectors["head_ensemble"] = {"kind": HeadLogistic.kind, "heads": e.get("heads"), "logistic": e.get("logistic")}
+    return {**d, "format_version": FORMAT_VERSION, "hidden": 0, "default": "head_single", "detectors": detectors,
+            "calibration": None, "cv": {}, "info": {"upgraded_from": 1}}
+
+
+def _calibration(c: Any, path: Any, names: list[str]) -> Calibration | None:
+    if c is None:
+        return None
+    _need(isinstance(c, dict), path, "calibration is not an object")
+    dets = c.get("detectors")
+    _need(isinstance(dets, list) and dets and all(n in names for n in dets), path,
+          f"calibration detectors must be some of {names}")
+    scores = c.get("scores")
+    ok = (isinstance(scores, list) and len(scores) > 0
+          and all(isinstance(r, list) and len(r) == len(dets)
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+                  for r in scores))
+    _need(ok, path, f"calibration scores must be rows of {len(dets)} finite numbers")
+    fpr = c.get("fpr")
+    _need(isinstance(fpr, float) and 0 < fpr < 1, path, "calibration fpr must be in (0, 1)")
+    _need(_pos_int(c.get("min_class_samples")), path, "calibration min_class_samples must be a positive integer")
+    _need(isinstance(c.get("settings"), dict), path, "calibration settings must be an object")
+    arr = np.array(scores, np.float64)
+    return Calibration(detectors=list(dets), scores=arr, classes=np.zeros(len(arr), np.int64), fpr=fpr,
+                       min_class_samples=int(c["min_class_samples"]), settings=c["settings"])
+
+
+def detector_from_json(d: Any, path: Any = "detector") -> LanguageDetector:
+    """Validate a parsed detector document (as :meth:`LanguageDetector.to_json` writes it).
 
     Parameters
     ----------
@@ -233,7 +229,7 @@ def detector_from_json(d: Any, path: Any = "detector") -> HeadDetector:
 
     Returns
     -------
-    HeadDetector
+    LanguageDetector
         The detector.
 
     Raises
@@ -242,29 +238,38 @@ def detector_from_json(d: Any, path: Any = "detector") -> HeadDetector:
         A field missing or out of range; the message names it.
     """
     _need(isinstance(d, dict) and d.get("format") == FORMAT, path, f"'format' is not {FORMAT!r}")
+    if d.get("format_version") == 1:
+        d = _from_v1(d, path)
     _need(d.get("format_version") == FORMAT_VERSION, path,
-          f"format_version {d.get('format_version')!r}, this nnwatch reads {FORMAT_VERSION}")
+          f"format_version {d.get('format_version')!r}, this nnwatch reads 1 and {FORMAT_VERSION}")
     for key in ("n_layers", "n_heads"):
-        _need(isinstance(d.get(key), int) and not isinstance(d.get(key), bool) and 0 < d[key] < 10_000, path,
-              f"{key} must be a positive integer")
+        _need(_pos_int(d.get(key)), path, f"{key} must be a positive integer")
+    hidden = d.get("hidden")
+    _need(isinstance(hidden, int) and not isinstance(hidden, bool) and 0 <= hidden < 1_000_000, path,
+          "hidden must be a non-negative integer")
     _need(isinstance(d.get("fingerprint"), str) and len(d["fingerprint"]) == 64, path, "fingerprint must be sha256 hex")
     _need(isinstance(d.get("model"), str), path, "model must be a string")
-    variants = d.get("variants")
-    _need(isinstance(variants, dict) and "single" in variants and set(variants) <= set(VARIANTS), path,
-          f"variants must include 'single' and only {VARIANTS}")
+    raw = d.get("detectors")
+    _need(isinstance(raw, dict) and len(raw) > 0, path, "detectors must be a non-empty object")
+    detectors: dict[str, Score] = {}
+    for name, v in raw.items():
+        detectors[name] = score_from_json(v, d["n_layers"], d["n_heads"], hidden, f"{path}: detector {name!r}")
+    _need(d.get("default") in detectors, path, f"default {d.get('default')!r} is not one of {sorted(detectors)}")
     enc = d.get("encoder", {})
     max_tokens = enc.get("max_tokens", 1024) if isinstance(enc, dict) else None
-    _need(isinstance(enc, dict) and isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-          and max_tokens > 0 and (enc.get("system_prompt") is None or isinstance(enc.get("system_prompt"), str)),
+    _need(isinstance(enc, dict) and _pos_int(max_tokens)
+          and (enc.get("system_prompt") is None or isinstance(enc.get("system_prompt"), str)),
           path, "encoder must hold max_tokens (positive int) and system_prompt (string or null)")
+    for key in ("search", "cv", "info"):
+        _need(isinstance(d.get(key, {}), dict), path, f"{key} must be an object")
     search = d.get("search", {})
-    _need(isinstance(search, dict), path, "search must be an object")
     for key in ("safe_mean", "unsafe_mean"):
         if key in search:
             m = search[key]
-            _need(isinstance(m, list) and len(m) == d["n_layers"] and all(_finite_list(r, d["n_heads"]) for r in m),
-                  path, f"search.{key} must be {d['n_layers']} x {d['n_heads']} finite numbers")
-    return HeadDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"],
-                        {k: _variant(v, path, k, d["n_layers"], d["n_heads"]) for k, v in variants.items()},
-                        {"system_prompt": enc.get("system_prompt"), "max_tokens": enc.get("max_tokens", 1024)},
-                        d.get("search", {}))
+            _need(isinstance(m, list) and len(m) == d["n_layers"] and all(isinstance(r, list) and len(r) == d["n_heads"]
+                                                                           for r in m),
+                  path, f"search.{key} must be {d['n_layers']} x {d['n_heads']} numbers")
+    return LanguageDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"], hidden, detectors, d["default"],
+                            {"system_prompt": enc.get("system_prompt"), "max_tokens": max_tokens}, search,
+                            d.get("cv", {}), _calibration(d.get("calibration"), path, list(detectors)),
+                            d.get("info", {}))

@@ -99,7 +99,7 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
     *paths : path
         One or more ``.jsonl`` files.
     label : int, optional
-        Use this label for every row (files without a ``label`` field).
+        Label of rows without a ``label`` field (None: every row needs one).
 
     Returns
     -------
@@ -125,7 +125,7 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
                 raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
                 raise InputError(f"{path}:{n}: needs a non-empty string field 'prompt'")
-            y = label if label is not None else row.get("label")
+            y = row.get("label", label)
             if y not in (0, 1):
                 raise InputError(f"{path}:{n}: label must be 0 (safe) or 1 (unsafe), got {y!r}")
             prompts.append(row["prompt"])

@@ -43,12 +43,12 @@ def separation_heatmap(det: Any) -> str:
 
 
 def search_report(det: Any) -> str:
-    """HTML page for a head search: heat map, ranking, chosen variants.
+    """HTML page for a head search: heat map, ranking, chosen heads.
 
     Parameters
     ----------
-    det : HeadDetector
-        A searched detector.
+    det : LanguageDetector
+        A searched detector file.
 
     Returns
     -------
@@ -57,12 +57,12 @@ def search_report(det: Any) -> str:
     """
     s = det.search
     rows = "".join(f"<tr><td>L{a}H{b}</td><td>{g:+.3f}</td></tr>" for a, b, g in s.get("ranking", [])[:15])
-    variants = "".join(f"<tr><td>{escape(k)}</td><td>{', '.join(f'L{a}H{b}' for a, b in v.heads)}</td>"
-                       f"<td>{v.threshold:.4g}</td></tr>" for k, v in det.variants.items())
-    body = [f"<p>Model {escape(det.model)}; {s.get('n_unsafe')} unsafe and {s.get('n_safe')} safe calibration "
+    chosen = "".join(f"<tr><td>{escape(k)}</td><td>{', '.join(f'L{a}H{b}' for a, b in v.heads)}</td></tr>"
+                     for k, v in det.detectors.items() if v.heads)
+    body = [f"<p>Model {escape(det.model)}; {s.get('n_unsafe')} unsafe and {s.get('n_safe')} safe search "
             f"prompts; heads with mean safe angle above the {s.get('percentile'):g}th percentile are excluded "
             "from the published ranking.</p>", separation_heatmap(det),
-            "<h2>Variants</h2><table><tr><th>variant</th><th>heads</th><th>threshold</th></tr>" + variants + "</table>",
+            "<h2>Head detectors</h2><table><tr><th>detector</th><th>heads</th></tr>" + chosen + "</table>",
             "<h2>Published ranking (kept heads)</h2><table><tr><th>head</th><th>gap (deg)</th></tr>" + rows + "</table>"]
     return _page("nnwatch heads search", body)
 
@@ -72,7 +72,7 @@ def _fmt(v: Any) -> str:
 
 
 def detection_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown table of detection metrics per set and detector.
+    """Markdown table of every set, view and detector at both operating points.
 
     Parameters
     ----------
@@ -84,11 +84,73 @@ def detection_table(rows: list[dict[str, Any]]) -> list[str]:
     list of str
         Lines.
     """
-    lines = ["| set | detector | AUROC | detection | false positives | balanced acc. | safe/unsafe |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| set | detector | AUROC | detection @1% | false pos. @1% | detection @5% | false pos. @5% | safe/unsafe |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection'])} | "
-                     f"{_fmt(r['false_positive'])} | {_fmt(r['balanced_accuracy'])} | {r['n_safe']}/{r['n_unsafe']} |")
+        lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection_at_1'])} | "
+                     f"{_fmt(r['false_positive_at_1'])} | {_fmt(r['detection_at_5'])} | "
+                     f"{_fmt(r['false_positive_at_5'])} | {r['n_safe']}/{r['n_unsafe']} |")
+    return lines
+
+
+def summary_table(res: dict[str, Any], level: str = "5") -> list[str]:
+    """One row per detector: cost, and per set AUROC / detection / false positives at ``level`` %.
+
+    The ``contrast_pairs`` set's false-positive rate is the over-refusal column.
+
+    Parameters
+    ----------
+    res : dict
+        An evaluation.
+    level : str
+        ``"1"`` or ``"5"``.
+
+    Returns
+    -------
+    list of str
+        Lines.
+    """
+    views = [v for v in res["by_set"] if v != "contrast_pairs"]
+    head = ["detector", "cost"] + [f"{v}: AUROC / det. / f.p. @{level}%" for v in views]
+    if "contrast_pairs" in res["by_set"]:
+        head += [f"over-refusal @{level}% (contrast safe)", f"contrast unsafe det. @{level}%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d in res["costs"]:
+        cells = [d + (" (default)" if d == res.get("default") else ""), res["costs"][d]]
+        for v in views:
+            r = res["by_set"][v][d]
+            cells.append(f"{_fmt(r['auroc'])} / {_fmt(r[f'detection_at_{level}'])} / {_fmt(r[f'false_positive_at_{level}'])}")
+        if "contrast_pairs" in res["by_set"]:
+            r = res["by_set"]["contrast_pairs"][d]
+            cells += [_fmt(r[f"false_positive_at_{level}"]), _fmt(r[f"detection_at_{level}"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def cv_table(cv: dict[str, Any], default: str | None = None) -> list[str]:
+    """Markdown table of the cross-validated choices (:mod:`nnwatch.heads.fit`).
+
+    Parameters
+    ----------
+    cv : dict
+        The detector file's ``cv``.
+    default : str, optional
+        The chosen default.
+
+    Returns
+    -------
+    list of str
+        Lines.
+    """
+    lines = ["| detector | chosen setting | CV: plain AUROC | CV: plain det. @5% | CV: wrapped det. @5% | "
+             "CV: wrapped f.p. @5% | criterion |", "|---|---|---|---|---|---|---|"]
+    for name, entry in cv.items():
+        row = next(r for r in entry["rows"] if r["setting"] == entry["chosen"])
+        setting = "-" if entry["chosen"] is None else f"layer {entry['chosen']}"
+        lines.append(f"| {name}{' (default)' if name == default else ''} | {setting} | {_fmt(row.get('auroc_plain'))} | "
+                     f"{_fmt(row.get('detection_plain'))} | "
+                     f"{_fmt(row.get('detection_wrapped'))} | {_fmt(row.get('false_positive_wrapped'))} | "
+                     f"{_fmt(row.get('criterion'))} |")
     return lines
 
 
@@ -98,54 +160,56 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
     Parameters
     ----------
     lat : dict
-        Output of :func:`nnwatch.heads.latency.measure_overhead`.
+        Output of :func:`nnwatch.heads.bench.monitoring_costs`.
 
     Returns
     -------
     list of str
         Lines.
     """
-    lines = ["| path | p50 ms | x plain prefill |", "|---|---|---|"]
+    onnx = any("ratio_onnx" in r for r in lat["rows"])
+    lines = ["| path | p50 ms | x plain torch prefill |" + (" x plain onnxruntime prefill |" if onnx else ""),
+             "|---|---|---|" + ("---|" if onnx else "")]
     for r in lat["rows"]:
-        lines.append(f"| {r['path']} | {r['p50_ms']:.1f} | {r['ratio']:.2f}x |")
+        lines.append(f"| {r['path']} | {r['p50_ms']:.1f} | {r['ratio']:.2f}x |"
+                     + (f" {r['ratio_onnx']:.2f}x |" if onnx else ""))
     return lines
 
 
 def evaluation_markdown(res: dict[str, Any]) -> str:
-    """Markdown: where the run came from, metrics per set and detector, latency per path.
+    """Markdown: where the run came from, the summary at 5% and 1%, every view, the CV choices.
 
     Parameters
     ----------
     res : dict
-        Output of ``nnwatch heads evaluate``.
+        Output of ``nnwatch evaluate DETECTOR.json``.
 
     Returns
     -------
     str
-        Markdown with ``<!-- begin NAME -->`` blocks (``detection``, ``latency``).
+        Markdown with ``<!-- begin NAME -->`` blocks (``summary5``, ``summary1``, ``detection``, ``cv``).
     """
     lines = []
     if "machine" in res and "git" in res:
         lines += [describe(res), ""]
+    cal = res["calibration"]
+    lines += [f"Flags: conformal p-value against {cal['prompts']} benign calibration prompts at most 1% or 5%.", ""]
+    lines += ["<!-- begin summary5 -->", *summary_table(res, "5"), "<!-- end summary5 -->", ""]
+    lines += ["<!-- begin summary1 -->", *summary_table(res, "1"), "<!-- end summary1 -->", ""]
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
-    lat = res.get("latency")
-    if lat:
-        lines += ["", f"Latency on {lat['prompts']} prompts (median {lat['median_tokens']} tokens), p50 per prompt, "
-                  "as a multiple of one plain prefill measured in the same run:", "",
-                  "<!-- begin latency -->", *latency_table(lat), "<!-- end latency -->"]
-        if "onnx_max_angle_diff" in lat:
-            lines.append(f"\nONNX vs torch angle, largest difference over the timed prompts: "
-                         f"{lat['onnx_max_angle_diff']:.2e} degrees.")
+    cv = res.get("detector", {}).get("cv")
+    if cv:
+        lines += ["", "<!-- begin cv -->", *cv_table(cv, res.get("default")), "<!-- end cv -->"]
     return "\n".join(lines) + "\n"
 
 
 def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
-    """The evaluation's plots as SVG: separation heat map, ROC per set, probe AUROC per layer.
+    """The evaluation's plots as SVG: separation heat map, ROC per set, CV criterion per layer.
 
     Parameters
     ----------
     res : dict
-        Output of ``nnwatch heads evaluate``.
+        Output of ``nnwatch evaluate DETECTOR.json``.
 
     Returns
     -------
@@ -162,26 +226,30 @@ def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
             continue
         series = {}
         for det_name, scores in res["scores"][name].items():
-            s = np.array(scores)
-            fpr, tpr, _ = roc_curve(s[y == 0], s[y == 1])
+            sc = np.array(scores)
+            fpr, tpr, _ = roc_curve(sc[y == 0], sc[y == 1])
             series[det_name] = (fpr, tpr)
         stem = "heads_roc_" + name.replace(":", "_").replace("+", "_")
         figs[stem] = line_chart(series, f"ROC: {name}", "false-positive rate", "detection rate", diagonal=True,
                                 limits=(0, 1, 0, 1))
-    if res.get("probe_layer_auroc"):
-        series = {name: (np.arange(len(v)), np.array(v)) for name, v in res["probe_layer_auroc"].items()}
-        figs["heads_probe_layers"] = line_chart(series, "logistic probe AUROC by layer (fitted on train)",
-                                                "layer (0 = embeddings)", "AUROC")
+    series = {}
+    for name, entry in det.cv.items():
+        rows = [r for r in entry["rows"] if isinstance(r.get("setting"), int)]
+        if len(rows) > 1:
+            series[name] = (np.array([r["setting"] for r in rows]), np.array([r["criterion"] for r in rows]))
+    if series:
+        figs["heads_cv_layers"] = line_chart(series, "CV criterion by layer (mean Youden J @5%, plain and wrapped)",
+                                             "layer (0 = embeddings)", "criterion")
     return figs
 
 
 def evaluation_report(res: dict[str, Any]) -> str:
-    """HTML: separation heat map, ROC curves per set, probe AUROC per layer, tables.
+    """HTML: summary tables, ROC curves per set, CV criterion per layer, separation heat map.
 
     Parameters
     ----------
     res : dict
-        Output of ``nnwatch heads evaluate``.
+        Output of ``nnwatch evaluate DETECTOR.json``.
 
     Returns
     -------
@@ -189,10 +257,11 @@ def evaluation_report(res: dict[str, Any]) -> str:
         HTML.
     """
     figs = evaluation_figures(res)
-    body = ["<h2>Per-head separation on calibration prompts</h2>", figs.pop("heads_separation")]
-    probe = figs.pop("heads_probe_layers", None)
-    body += ["<h2>ROC curves</h2><div class='grid'>", *figs.values(), "</div>"]
-    if probe:
-        body += ["<h2>Logistic probe AUROC per layer</h2>", probe]
-    body.append("<h2>Tables</h2><pre>" + escape(evaluation_markdown(res)) + "</pre>")
-    return _page("nnwatch heads evaluate", body)
+    heat = figs.pop("heads_separation")
+    cvfig = figs.pop("heads_cv_layers", None)
+    body = ["<h2>Tables</h2><pre>" + escape(evaluation_markdown(res)) + "</pre>",
+            "<h2>ROC curves</h2><div class='grid'>", *figs.values(), "</div>"]
+    if cvfig:
+        body += ["<h2>Layer choice by cross-validation on training prompts</h2>", cvfig]
+    body += ["<h2>Per-head separation on the head-search prompts</h2>", heat]
+    return _page("nnwatch evaluate (language detector)", body)

@@ -1,5 +1,8 @@
-"""Head search: angles of every head on safe and unsafe calibration prompts, then the
-published single-head choice and a multi-head ensemble, each with a KDE-crossing threshold."""
+"""Head search: angles of every head on safe and unsafe prompts, then the published
+single-head choice and the heads of a multi-head angle probe.
+
+Thresholds are not set here: they come from the conformal calibration on benign prompts
+(``nnwatch heads fit`` / ``nnwatch calibrate``), as for every other detector."""
 
 from __future__ import annotations
 
@@ -8,17 +11,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .angles import kde_threshold, rank_heads
+from .angles import rank_heads
 from .collect import Sweep, sweep
-from .detector import HeadDetector, HeadVariant
-from .linear import fit_logistic
+from .detector import LanguageDetector
+from .logistic import fit_logistic
+from .scores import HeadAngle, HeadLogistic
 from .prompts import PromptSet
 
 
 def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_heads: int, model: str,
                     fingerprint: str, percentile: float = 80.0, ensemble_size: int = 8,
-                    encoder: dict[str, Any] | None = None) -> HeadDetector:
-    """Fit both variants from all heads' angles on labelled calibration prompts.
+                    encoder: dict[str, Any] | None = None) -> LanguageDetector:
+    """The two head detectors from all heads' angles on labelled search prompts.
 
     Parameters
     ----------
@@ -39,8 +43,8 @@ def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_hea
 
     Returns
     -------
-    HeadDetector
-        The fitted detector.
+    LanguageDetector
+        ``head_single`` (the default until ``nnwatch heads fit``) and ``head_ensemble``.
     """
     labels = np.asarray(labels)
     if angles.shape != (len(labels), n_layers * n_heads):
@@ -50,16 +54,13 @@ def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_hea
     cube = angles.reshape(len(labels), n_layers, n_heads)
     ranking = rank_heads(cube[labels == 1], cube[labels == 0], percentile)
     best = ranking[0][:2]
-    col = best[0] * n_heads + best[1]
-    variants = {"single": HeadVariant([best], kde_threshold(angles[labels == 0, col], angles[labels == 1, col]))}
+    detectors: dict[str, Any] = {"head_single": HeadAngle((int(best[0]), int(best[1])))}
     if ensemble_size > 1:
         wide = fit_logistic(angles, labels, l2=10.0)
         chosen = [int(c) for c in np.argsort(-np.abs(wide.weights), kind="stable")[:ensemble_size]]
         chosen.sort()
-        lg = fit_logistic(angles[:, chosen], labels, l2=1.0)
-        s = lg.decision(angles[:, chosen])
         heads = [(c // n_heads, c % n_heads) for c in chosen]
-        variants["ensemble"] = HeadVariant(heads, kde_threshold(s[labels == 0], s[labels == 1]), lg)
+        detectors["head_ensemble"] = HeadLogistic(heads, fit_logistic(angles[:, chosen], labels, l2=1.0))
     search = {
         "safe_mean": cube[labels == 0].mean(0).tolist(),
         "unsafe_mean": cube[labels == 1].mean(0).tolist(),
@@ -68,13 +69,13 @@ def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_hea
         "percentile": percentile,
         "ranking": [[int(a), int(b), float(g)] for a, b, g in ranking[:20]],
     }
-    return HeadDetector(model, fingerprint, n_layers, n_heads, variants,
-                        encoder or {"system_prompt": None, "max_tokens": 1024}, search)
+    return LanguageDetector(model, fingerprint, n_layers, n_heads, 0, detectors, "head_single",
+                            encoder or {"system_prompt": None, "max_tokens": 1024}, search)
 
 
 def search_heads(scorer: Any, calibration: PromptSet, model: str, percentile: float = 80.0,
                  ensemble_size: int = 8, progress: bool = False,
-                 encoder: dict[str, Any] | None = None) -> tuple[HeadDetector, Sweep]:
+                 encoder: dict[str, Any] | None = None) -> tuple[LanguageDetector, Sweep]:
     """Score every head on the calibration prompts and fit the detector.
 
     Parameters
@@ -94,8 +95,8 @@ def search_heads(scorer: Any, calibration: PromptSet, model: str, percentile: fl
 
     Returns
     -------
-    detector : HeadDetector
-        The fitted detector.
+    detector : LanguageDetector
+        The head detectors.
     sweep : Sweep
         All heads' angles (and hidden states) on the calibration prompts.
     """
@@ -104,6 +105,7 @@ def search_heads(scorer: Any, calibration: PromptSet, model: str, percentile: fl
     result = sweep(scorer, calibration, heads, progress=progress, label="head search")
     det = fit_from_angles(result.angles, calibration.labels, lay.n_layers, lay.n_heads, model, scorer.fingerprint,
                           percentile, ensemble_size, encoder)
+    det.search["prompt_ids"] = list(calibration.ids)
     return det, result
 
 

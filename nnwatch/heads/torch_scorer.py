@@ -225,6 +225,23 @@ class TorchHeadScorer:
                              f"{None if ids is None else tuple(ids.shape)}")
         return inputs
 
+    def plain_prefill(self, prompt: str | dict[str, Any]) -> Any:
+        """The model's own prefill with nnwatch's hooks idle: the baseline monitoring is measured against.
+
+        Parameters
+        ----------
+        prompt : str or dict
+            Prompt text or model inputs.
+
+        Returns
+        -------
+        object
+            The model's output.
+        """
+        inputs = self.encode(prompt)
+        with self.torch.inference_mode():
+            return self.model(**inputs, use_cache=False, **self._extra_kwargs())
+
     def _forward(self, inputs: dict[str, Any], scales: dict[int, Any], capture: bool,
                  use_cache: bool = False) -> _Context:
         ctx = _Context(scales=scales, capture=capture)

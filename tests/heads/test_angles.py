@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnwatch.errors import InputError
-from nnwatch.heads.angles import angle_degrees, balanced_accuracy, kde_threshold, rank_heads
+from nnwatch.heads.angles import angle_degrees, rank_heads
 from nnwatch.heads.prompts import _lcp, length_matched, plan_prefixes
 
 
@@ -46,21 +46,6 @@ def test_rank_heads_follows_the_published_rule():
     assert {r[:2] for r in ranking} == kept
     gaps = [r[2] for r in ranking]
     assert gaps == sorted(gaps, reverse=True)
-
-
-def test_kde_threshold_separates_two_clusters_at_their_crossing():
-    rng = np.random.default_rng(1)
-    neg, pos = rng.normal(0, 1, 400), rng.normal(4, 1, 400)
-    t = kde_threshold(neg, pos)
-    assert 1.4 < t < 2.6  # equal-variance Gaussians cross half-way
-    grid = np.linspace(-2, 6, 801)
-    best = max(balanced_accuracy(neg, pos, g) for g in grid)
-    assert balanced_accuracy(neg, pos, t) >= best - 0.02
-
-
-def test_kde_threshold_rejects_too_few_scores():
-    with pytest.raises(InputError, match="at least 2"):
-        kde_threshold(np.array([1.0]), np.array([2.0, 3.0]))
 
 
 @settings(max_examples=100, deadline=None)

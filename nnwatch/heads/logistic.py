@@ -1,12 +1,17 @@
-"""Small linear models in numpy for the head ensemble and the hidden-state baselines."""
+"""L2-regularised logistic regression in numpy: how the language detectors combine features.
+
+The Gaussian (Mahalanobis) code lives once, in :mod:`nnwatch.profile.signature`; the
+language detectors need only this linear model."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ProfileError
 
 
 @dataclass
@@ -87,60 +92,52 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     return Logistic(mean, scale, w[:-1], float(w[-1]))
 
 
-@dataclass
-class ClassGaussians:
-    """Class means with a shared (shrunk) covariance: Mahalanobis distances per class.
-
-    Attributes
-    ----------
-    means : numpy.ndarray
-        ``(2, F)`` safe and unsafe means.
-    precision : numpy.ndarray
-        ``(F, F)`` inverse of the shrunk tied covariance.
-    """
-
-    means: np.ndarray
-    precision: np.ndarray
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Squared distance to the safe mean minus squared distance to the unsafe mean.
-
-        Parameters
-        ----------
-        x : numpy.ndarray
-            ``(N, F)`` features.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(N,)``; large = closer to the unsafe cluster.
-        """
-        x = np.asarray(x, np.float64)
-        d = [np.einsum("nf,fg,ng->n", x - m, self.precision, x - m) for m in self.means]
-        return d[0] - d[1]
-
-
-def fit_gaussians(x: np.ndarray, y: np.ndarray, shrinkage: float = 0.1) -> ClassGaussians:
-    """Class means and a tied covariance shrunk toward its diagonal.
+def logistic_to_json(lg: Logistic) -> dict[str, Any]:
+    """Plain-JSON form of a fitted model.
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(N, F)`` features.
-    y : numpy.ndarray
-        ``(N,)`` labels 0/1.
-    shrinkage : float
-        Weight of the diagonal in the shrunk covariance.
+    lg : Logistic
+        The model.
 
     Returns
     -------
-    ClassGaussians
-        The fitted model.
+    dict
+        ``mean``, ``scale``, ``weights`` (lists) and ``bias``.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y)
-    means = np.stack([x[y == c].mean(0) for c in (0, 1)])
-    centered = x - means[y.astype(int)]
-    cov = centered.T @ centered / max(len(x) - 2, 1)
-    cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(cov))
-    return ClassGaussians(means, np.linalg.inv(cov))
+    return {"mean": lg.mean.tolist(), "scale": lg.scale.tolist(), "weights": lg.weights.tolist(), "bias": lg.bias}
+
+
+def logistic_from_json(d: Any, n_features: int, where: str) -> Logistic:
+    """Validate and rebuild a model written by :func:`logistic_to_json`.
+
+    Parameters
+    ----------
+    d : object
+        Parsed JSON.
+    n_features : int
+        Features the model must take.
+    where : str
+        Where it came from, for messages.
+
+    Returns
+    -------
+    Logistic
+        The model.
+
+    Raises
+    ------
+    ProfileError
+        A field missing, of another length, not finite, or a non-positive scale.
+    """
+    def finite(v: Any, n: int) -> bool:
+        return (isinstance(v, list) and len(v) == n
+                and all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in v))
+
+    if not (isinstance(d, dict) and all(finite(d.get(f), n_features) for f in ("mean", "scale", "weights"))
+            and finite([d.get("bias")], 1)):
+        raise ProfileError(f"{where}: logistic needs mean/scale/weights of length {n_features} and a finite bias")
+    if not all(s > 0 for s in d["scale"]):
+        raise ProfileError(f"{where}: logistic scale must be positive")
+    return Logistic(np.array(d["mean"], float), np.array(d["scale"], float), np.array(d["weights"], float),
+                    float(d["bias"]))

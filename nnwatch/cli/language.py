@@ -1,0 +1,150 @@
+"""``nnwatch calibrate | screen | evaluate | bench`` on a language detector file (DETECTOR.json).
+
+The same commands as for classifiers: prompts JSONL (``prompt``, optional ``label``, ``id``
+and ``image``) where a classifier takes array data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_bytes
+from ..errors import InputError
+from ..eval.provenance import provenance
+
+
+def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto") -> Any:
+    from ..heads.monitor import LanguageMonitor
+
+    return LanguageMonitor(args.model, threads=getattr(args, "threads", None), detectors=detectors, decision=decision,
+                           truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False))
+
+
+def _detector_names(args: argparse.Namespace) -> Any:
+    value = getattr(args, "detectors", None)
+    if value in (None, "all"):
+        return "all" if value == "all" else None
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def _prompts(spec: str, label: int | None = None) -> Any:
+    from ..heads.prompts import load_prompts
+
+    return load_prompts(*[p for p in spec.split(",") if p], label=label)
+
+
+def _refuse_profile(args: argparse.Namespace) -> None:
+    if getattr(args, "profile", None):
+        raise InputError(f"{args.model} is a language detector file: it takes no PROFILE (got {args.profile!r}); "
+                         "prompts go in --data")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``nnwatch calibrate DETECTOR.json --data BENIGN.jsonl``: conformal calibration on benign prompts."""
+    from ..heads.detector import save_detector
+
+    _refuse_profile(args)
+    prompts = _prompts(args.data, label=0)
+    mon = _monitor(args, detectors="all")
+    cal = mon.calibrate(prompts, fpr=args.fpr, progress=not args.quiet)
+    out = args.out or args.model
+    save_detector(mon.detector, out)
+    print(f"calibrated {len(cal.detectors)} detectors on {len(prompts)} benign prompts at fpr {cal.fpr:g}; wrote {out}")
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """``nnwatch screen DETECTOR.json --data PROMPTS.jsonl --out SCORES.csv``."""
+    from .output import write_records
+
+    _refuse_profile(args)
+    if args.stream or getattr(args, "ray", False):
+        raise InputError("--stream and --ray are for classifier models; a language detector screens prompts in order")
+    prompts = _prompts(args.data, label=0)
+    mon = _monitor(args, detectors=_detector_names(args))
+    mon.require_calibration()
+    v = mon.score(prompts, progress=not args.quiet)
+    rows = v.records()
+    for row, pid in zip(rows, prompts.ids):
+        row.pop("pred", None)
+        row.pop("nonfinite_input", None)
+        row["id"] = pid
+        row["p_value"] = row.pop("confidence")
+    write_records(args.out, rows)
+    print(f"wrote {args.out}: {len(rows)} prompts, {int(v.flag.sum())} flagged unsafe by {v.decision} at fpr "
+          f"{mon.calibration.fpr:g}")
+    return 0
+
+
+def _sets(args: argparse.Namespace) -> dict[str, Any]:
+    from ..heads.prompts import contrast_pairs
+
+    if args.id or args.ood:
+        raise InputError("--id/--ood are for classifier models; give a language detector labelled prompt sets with "
+                         "--set NAME=FILE[,FILE...] (label 1 unsafe, 0 safe)")
+    sets: dict[str, Any] = {}
+    for spec in args.set or []:
+        name, sep, files = spec.partition("=")
+        if not sep or not name or not files:
+            raise InputError(f"--set {spec!r}: expected NAME=FILE[,FILE...]")
+        if name in sets:
+            raise InputError(f"--set {name!r} given twice")
+        sets[name] = _prompts(files)
+    if args.contrast:
+        sets["contrast_pairs"] = contrast_pairs()
+    if not sets:
+        raise InputError("nothing to evaluate: give --set NAME=FILE[,FILE...] and/or --contrast")
+    return sets
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``nnwatch evaluate DETECTOR.json --set test=A.jsonl,B.jsonl [--contrast] --json R.json``."""
+    from ..heads.evaluate import evaluate_sets
+    from ..heads.report import evaluation_markdown, evaluation_report
+
+    _refuse_profile(args)
+    sets = _sets(args)
+    mon = _monitor(args, detectors="all")
+    mon.require_calibration()
+    start = time.perf_counter()
+    res = evaluate_sets(mon, sets, progress=not args.quiet, log=None if args.quiet else print)
+    res["seconds"] = time.perf_counter() - start
+    res["default"] = mon.detector.default
+    res["detector"] = mon.detector.to_json()
+    res["model"] = mon.detector.model
+    res.update(provenance(["nnwatch"] + sys.argv[1:]))
+    md = evaluation_markdown(res)
+    print(md)
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(res, indent=1, default=float).encode())
+        atomic_write_bytes(Path(args.json).with_suffix(".md"), md.encode())
+        print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
+    if args.report:
+        atomic_write_bytes(args.report, evaluation_report(res).encode())
+        print(f"wrote {args.report}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``nnwatch bench DETECTOR.json --data PROMPTS.jsonl``: monitoring cost vs a plain prefill."""
+    from ..heads.bench import monitoring_costs
+    from ..heads.report import latency_table
+
+    _refuse_profile(args)
+    if not args.data:
+        raise InputError("bench on a language detector needs --data PROMPTS.jsonl (prompts to time)")
+    prompts = _prompts(args.data, label=0)
+    mon = _monitor(args)
+    texts = list(prompts.prompts[: args.timed_prompts])
+    res = monitoring_costs(mon, texts, rounds=3, onnx=args.onnx, progress=None if args.quiet else print)
+    res.update(provenance(["nnwatch"] + sys.argv[1:]))
+    print("\n".join(latency_table(res)))
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(res, indent=1).encode())
+        print(f"wrote {args.json}")
+    return 0

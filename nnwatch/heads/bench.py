@@ -1,0 +1,92 @@
+"""Cost of monitoring a language model, as multiples of a plain prefill measured in the same run.
+
+Each prompt is timed with every path interleaved (:func:`nnwatch.eval.timing.interleaved`,
+the harness the classifier benchmarks use); a path's ratio is the median over prompts of its
+p50 divided by the plain prefill's p50 on the same prompt. Baselines: a plain torch prefill
+(the model's forward with nnwatch's hooks idle), and, given an exported prefill, a plain
+onnxruntime prefill, stated as its own baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..eval.timing import interleaved
+from .monitor import LanguageMonitor
+from .scores import MASKED
+
+PLAIN = "plain prefill (torch)"
+PLAIN_ONNX = "plain prefill (onnxruntime)"
+
+
+def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int = 3, onnx: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """p50 per prompt of a plain prefill and of monitored calls, and their ratios.
+
+    Paths: the plain prefill; the monitor deciding with its default detector alone; the
+    monitor running every prefill-cost column; each masked head detector on its own; with
+    ``onnx``, a plain onnxruntime prefill and the single head as one onnxruntime batch of 2.
+
+    Parameters
+    ----------
+    mon : LanguageMonitor
+        The monitor (its scorer and detector file are reused).
+    prompts : sequence of str
+        Prompts to time.
+    rounds : int
+        Timed rounds per prompt and path.
+    onnx : str, optional
+        An exported prefill (``nnwatch heads export``).
+    progress : callable, optional
+        Called with a line per prompt.
+
+    Returns
+    -------
+    dict
+        ``rows`` (path, p50_ms, ratio to the torch prefill, ratio to the onnxruntime prefill
+        when timed), ``prompts``, ``median_tokens``.
+    """
+    det = mon.detector
+    scorer = mon.scorer
+    torch = scorer.torch
+    monitors = {f"monitored, default detector ({det.default})": LanguageMonitor(det, scorer, detectors=[det.default]),
+                "monitored, every prefill detector": LanguageMonitor(det, scorer)}
+    for name, sc in det.detectors.items():
+        if sc.cost == MASKED:
+            monitors[f"monitored, {name} ({len(sc.heads)} heads masked)"] = LanguageMonitor(
+                det, scorer, detectors=[name], decision=name)
+    ox = None
+    if onnx:
+        from .onnx_backend import OnnxHeadScorer
+
+        ox = OnnxHeadScorer(onnx)
+    single = det.detectors.get("head_single")
+    per_path: dict[str, list[float]] = {}
+    for i, p in enumerate(prompts):
+        inputs = scorer.encode(p)
+        calls: dict[str, Callable[[], object]] = {PLAIN: lambda: scorer.plain_prefill(inputs)}
+        calls |= {name: (lambda m=m: m.score(p)) for name, m in monitors.items()}
+        if ox is not None:
+            ids = inputs["input_ids"].numpy()
+            ones = np.ones((1, ox.n_layers, ox.n_heads), np.float32)
+            calls[PLAIN_ONNX] = lambda: ox.finals(ids, ones)
+            if single is not None:
+                calls["single head, onnxruntime batch of 2"] = lambda: ox.angles(ids, single.heads)
+        with torch.inference_mode():
+            res = interleaved(calls, rounds=rounds, warmup=1, settle=0, seed=i)
+        for name, r in res.items():
+            per_path.setdefault(name, []).append(r["p50_ms"])
+        if progress:
+            progress(f"prompt {i + 1}/{len(prompts)}: plain {res[PLAIN]['p50_ms']:.0f} ms")
+    plain = np.array(per_path[PLAIN])
+    rows = []
+    for name, v in per_path.items():
+        v = np.array(v)
+        row = {"path": name, "p50_ms": float(np.median(v)), "ratio": float(np.median(v / plain))}
+        if PLAIN_ONNX in per_path:
+            row["ratio_onnx"] = float(np.median(v / np.array(per_path[PLAIN_ONNX])))
+        rows.append(row)
+    return {"rows": rows, "prompts": len(prompts),
+            "median_tokens": int(np.median([scorer.encode(p)["input_ids"].shape[1] for p in prompts]))}

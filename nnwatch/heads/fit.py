@@ -1,0 +1,220 @@
+"""Fit the language detectors on training prompts, every choice made by cross-validation.
+
+Candidates (all scores: higher = more unsafe):
+
+- ``refusal_direction``: projection on the difference of class means at one layer;
+- ``direction_combination``: the projections of every layer, combined by a logistic fit;
+- ``probe``: a logistic probe on one layer's last-token residual state;
+- each of those ``_augmented``: fitted on the plain prompts *and* the same prompts inside
+  this project's jailbreak-style wrappers (:mod:`.augment`), labels kept;
+- ``head_ensemble``: a logistic probe over the searched heads' angles (the published
+  single head, ``head_single``, has nothing to fit);
+- ``length``: prompt length, oriented on the training prompts: the baseline to beat.
+
+Cross-validation (folds over the base prompts, so a prompt and its wrapped copies never sit
+on both sides): fit on the training folds (augmented candidates with wrapper group A), then
+on the held-out fold set a threshold at the 95th percentile of the *plain safe* prompts'
+scores, as calibration on benign prompts would, and measure Youden's J (detection of the
+unsafe prompts minus the share of safe ones flagged) on the held-out prompts as given and
+wrapped in group B, templates no candidate was fitted on. The criterion, the mean of the two
+J's (a detector must work on plain prompts *and* under wrappers never seen, at the deployed
+5% operating point), picks each candidate's layer and the default detector, which must be a
+prefill-cost detector (no masked re-runs: within 1.10x of a plain prefill). Ties go to the
+higher plain AUROC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..eval.metrics import auroc
+from .collect import Sweep
+from .logistic import fit_logistic
+from .scores import (PREFILL, DirectionCombination, HeadAngle, HeadLogistic, PromptLength, RefusalDirection,
+                     ResidualProbe, Score)
+
+PROBE_L2 = 10.0
+FOLDS = 5
+
+
+@dataclass
+class TrainingData:
+    """Features of the training prompts, plain and wrapped.
+
+    Attributes
+    ----------
+    plain : Sweep
+        The prompts as given (angles of the searched heads, residual states).
+    labels : numpy.ndarray
+        int64 ``(N,)`` 1 = unsafe.
+    wrapped_a, wrapped_b : Sweep
+        Row ``i`` is prompt ``i`` inside a wrapper of group A / group B (states only).
+    """
+
+    plain: Sweep
+    labels: np.ndarray
+    wrapped_a: Sweep
+    wrapped_b: Sweep
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if not (len(self.plain.states) == len(self.wrapped_a.states) == len(self.wrapped_b.states) == n):
+            raise InputError("plain and wrapped training features must have one row per prompt")
+        if min((self.labels == 0).sum(), (self.labels == 1).sum()) < FOLDS:
+            raise InputError(f"fitting needs at least {FOLDS} safe and {FOLDS} unsafe training prompts, got "
+                             f"{int((self.labels == 0).sum())} safe and {int((self.labels == 1).sum())} unsafe")
+
+
+def _direction(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    d = x[y == 1].mean(0) - x[y == 0].mean(0)
+    return d / max(float(np.linalg.norm(d)), 1e-12)
+
+
+def _directions(states: np.ndarray, y: np.ndarray, layers: list[int]) -> np.ndarray:
+    return np.stack([_direction(states[:, layer].astype(np.float64), y) for layer in layers])
+
+
+def _fitters(n_layers: int) -> dict[str, tuple[list[Any], Callable[[np.ndarray, np.ndarray, Any], Score]]]:
+    """Candidate -> (its settings to choose from, fit(states, labels, setting) -> detector)."""
+    every = list(range(1, n_layers + 1))  # layer 0 is the token embedding: no context yet
+
+    def direction(states: np.ndarray, y: np.ndarray, layer: int) -> Score:
+        return RefusalDirection(layer, _directions(states, y, [layer])[0])
+
+    def combination(states: np.ndarray, y: np.ndarray, _: Any) -> Score:
+        dirs = _directions(states, y, every)
+        proj = np.einsum("nld,ld->nl", states[:, every].astype(np.float64), dirs)
+        return DirectionCombination(every, dirs, fit_logistic(proj, y, l2=1.0))
+
+    def probe(states: np.ndarray, y: np.ndarray, layer: int) -> Score:
+        return ResidualProbe(layer, fit_logistic(states[:, layer], y, l2=PROBE_L2))
+
+    return {"refusal_direction": (every, direction), "direction_combination": ([None], combination),
+            "probe": (every, probe)}
+
+
+@dataclass
+class FitResult:
+    """Fitted detectors and the cross-validation behind every choice.
+
+    Attributes
+    ----------
+    detectors : dict
+        name -> detector.
+    default : str
+        The chosen default (prefill cost, best criterion).
+    cv : dict
+        name -> per-setting rows (``setting``, ``auroc_plain``, ``detection_wrapped``,
+        ``false_positive_wrapped``, ``criterion``) and the chosen setting.
+    """
+
+    detectors: dict
+    default: str
+    cv: dict = field(default_factory=dict)
+
+
+def _folds(labels: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), np.int64)
+    for c in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fold[idx] = np.arange(len(idx)) % FOLDS
+    return fold
+
+
+def _judge(plain: np.ndarray, wrapped: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    threshold = np.quantile(plain[y == 0], 0.95)
+    det, fp = float(np.mean(wrapped[y == 1] > threshold)), float(np.mean(wrapped[y == 0] > threshold))
+    det_plain, fp_plain = float(np.mean(plain[y == 1] > threshold)), float(np.mean(plain[y == 0] > threshold))
+    return {"auroc_plain": auroc(plain[y == 0], plain[y == 1]), "detection_plain": det_plain,
+            "detection_wrapped": det, "false_positive_wrapped": fp,
+            "criterion": 0.5 * ((det_plain - fp_plain) + (det - fp))}
+
+
+def _cross_validate(data: TrainingData, fit: Callable[..., Score], setting: Any, augmented: bool,
+                    fold: np.ndarray) -> dict[str, float]:
+    rows = []
+    y = data.labels
+    for f in range(FOLDS):
+        tr, te = fold != f, fold == f
+        states, labels = data.plain.states[tr], y[tr]
+        if augmented:
+            states = np.concatenate([states, data.wrapped_a.states[tr]])
+            labels = np.concatenate([labels, y[tr]])
+        det = fit(states, labels, setting)
+        rows.append(_judge(det.score(data.plain.subset(te)), det.score(data.wrapped_b.subset(te)), y[te]))
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _cv_heads(data: TrainingData, det: Score, fold: np.ndarray, refit: bool) -> dict[str, float]:
+    y = data.labels
+    angles = data.plain.angle_columns(det.heads)
+    aurocs = []
+    for f in range(FOLDS):
+        tr, te = fold != f, fold == f
+        s = (fit_logistic(angles[tr], y[tr], l2=1.0).decision(angles[te]) if refit else det.score(data.plain.subset(te)))
+        aurocs.append(auroc(s[y[te] == 0], s[y[te] == 1]))
+    return {"auroc_plain": float(np.mean(aurocs))}
+
+
+def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_heads: list[tuple[int, int]],
+                  n_layers: int, seed: int = 0, progress: Callable[[str], None] | None = None) -> FitResult:
+    """Choose every setting by cross-validation, then fit each detector on all training prompts.
+
+    Parameters
+    ----------
+    data : TrainingData
+        Training features.
+    single_head : (layer, head)
+        The published rule's head (from the head search).
+    ensemble_heads : list of (layer, head)
+        Heads of the multi-head angle probe (from the head search; empty: none).
+    n_layers : int
+        Transformer layers (states have ``n_layers + 1`` rows).
+    seed : int
+        Seed of the folds.
+    progress : callable, optional
+        Called with a line per candidate.
+
+    Returns
+    -------
+    FitResult
+        Detectors, default and the cross-validation tables.
+    """
+    fold = _folds(data.labels, seed)
+    y = data.labels
+    all_states = np.concatenate([data.plain.states, data.wrapped_a.states, data.wrapped_b.states])
+    all_labels = np.concatenate([y, y, y])
+    detectors: dict[str, Score] = {"head_single": HeadAngle(tuple(single_head))}
+    cv: dict[str, Any] = {"head_single": {"rows": [{"setting": None, **_cv_heads(data, detectors['head_single'],
+                                                                                    fold, False)}],
+                                          "chosen": None}}
+    if ensemble_heads:
+        angles = data.plain.angle_columns(ensemble_heads)
+        detectors["head_ensemble"] = HeadLogistic(list(ensemble_heads), fit_logistic(angles, y, l2=1.0))
+        cv["head_ensemble"] = {"rows": [{"setting": None, **_cv_heads(data, detectors["head_ensemble"], fold, True)}],
+                               "chosen": None}
+    for base, (settings, fit) in _fitters(n_layers).items():
+        for augmented in (False, True):
+            name = base + ("_augmented" if augmented else "")
+            rows = [{"setting": s, **_cross_validate(data, fit, s, augmented, fold)} for s in settings]
+            best = max(rows, key=lambda r: (round(r["criterion"], 6), r["auroc_plain"]))
+            cv[name] = {"rows": rows, "chosen": best["setting"]}
+            detectors[name] = fit(all_states if augmented else data.plain.states, all_labels if augmented else y,
+                                  best["setting"])
+            if progress:
+                progress(f"{name}: setting {best['setting']}, criterion {best['criterion']:.3f}, "
+                         f"plain AUROC {best['auroc_plain']:.3f}")
+    cheap = [n for n, d in detectors.items() if d.cost == PREFILL]
+    lengths = data.plain.lengths.astype(np.float64)
+    detectors["length"] = PromptLength(1.0 if auroc(lengths[y == 0], lengths[y == 1]) >= 0.5 else -1.0)
+    default = max(cheap, key=lambda n: (round(_chosen_row(cv[n])["criterion"], 6), _chosen_row(cv[n])["auroc_plain"]))
+    return FitResult(detectors, default, cv)
+
+
+def _chosen_row(entry: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in entry["rows"] if r["setting"] == entry["chosen"])

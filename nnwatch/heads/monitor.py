@@ -1,0 +1,337 @@
+"""The language monitor: prompts -> Verdicts, with the classifier Monitor's contract.
+
+One sweep per call runs each prompt's plain prefill once (reading the last token's residual
+state at every layer) and, only when a head detector is active, the masked re-runs of the
+layers above each head. Every detector fills one column of the score matrix; conformal
+p-values and flags come from :mod:`nnwatch.kernels.conformal` against the benign calibration
+prompts' scores, built by the same code as the classifier monitor's
+(:func:`nnwatch.monitor.calibrate.calibration_from_scores`, one calibration group);
+latency budgets use the same :class:`~nnwatch.monitor.budget.Budget` and tracker.
+
+Verdicts' ``pred`` is 0 for every prompt (one group, no classes) and ``logits`` is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
+from ..kernels.conformal import conformal_p_values
+from ..monitor.budget import Budget, LatencyTracker
+from .._validate import check_probability
+from ..monitor.calibrate import calibration_from_scores, check_settings, compile_conformal, min_samples_for
+from ..monitor.results import Verdicts
+from ..profile.schema import Calibration
+from .collect import Sweep, sweep
+from .detector import LanguageDetector, load_detector
+from .prompts import PromptSet
+from .scores import MASKED, PREFILL, heads_needed
+
+
+def _prompt_list(prompts: Any) -> list[Any]:
+    if isinstance(prompts, PromptSet):
+        return list(prompts.prompts)
+    if isinstance(prompts, (str, dict)):
+        return [prompts]
+    out = list(prompts)
+    if not out:
+        raise InputError("no prompts: pass at least one prompt")
+    return out
+
+
+class LanguageMonitor:
+    """Runtime monitor for a language or vision-language model.
+
+    Parameters
+    ----------
+    detector : LanguageDetector or path
+        A detector file from ``nnwatch heads search`` + ``nnwatch heads fit``.
+    scorer : TorchHeadScorer, optional
+        A scorer of the model (default: load ``model``).
+    model : str, optional
+        Model spec to load (default: the one the detector was fitted on).
+    threads : int, optional
+        torch intra-op threads when loading.
+    detectors : sequence of str, "all" or None
+        Columns to run. None: every detector that needs only the prefill (the masked head
+        detectors cost several prefills; name them, or "all", to run them).
+    decision : str
+        Detector whose flag and p-value set ``flag`` and ``confidence``; "auto": the file's
+        default.
+    budget : Budget, optional
+        Latency budget and policy; ``degrade`` skips the masked head detectors and decides
+        with ``budget.fallback`` (default: the file's default detector).
+    truncate : bool
+        Keep the last ``max_tokens`` tokens of an over-long prompt instead of refusing it.
+
+    Raises
+    ------
+    ModelMismatchError
+        The detector was fitted for another model, or its calibration for other detectors.
+    """
+
+    def __init__(self, detector: LanguageDetector | str | os.PathLike, scorer: Any = None, model: str | None = None,
+                 threads: int | None = None, detectors: Sequence[str] | str | None = None, decision: str = "auto",
+                 budget: Budget | None = None, truncate: bool = False, quiet: bool = True) -> None:
+        det = detector if isinstance(detector, LanguageDetector) else load_detector(detector)
+        self.detector = det
+        if scorer is None:
+            from .loading import load_model
+            from .torch_scorer import TorchHeadScorer, chat_encoder
+
+            lm = load_model(model or det.model, threads, quiet=quiet)
+            scorer = TorchHeadScorer(lm.model, chat_encoder(lm.tokenizer, det.encoder["max_tokens"], truncate,
+                                                            det.encoder["system_prompt"]))
+            self.loaded = lm
+        det.check_model(scorer.fingerprint)
+        self.scorer = scorer
+        if detectors is None:
+            names = [n for n, d in det.detectors.items() if d.cost == PREFILL] or list(det.detectors)
+        elif detectors == "all":
+            names = list(det.detectors)
+        else:
+            names = list(dict.fromkeys(detectors))
+            unknown = [n for n in names if n not in det.detectors]
+            if unknown or not names:
+                raise InputError(f"detectors {unknown or names}: this detector file has {sorted(det.detectors)}")
+        wanted = det.default if decision == "auto" else decision
+        if wanted not in det.detectors:
+            raise InputError(f"decision {wanted!r}: this detector file has {sorted(det.detectors)}")
+        if wanted not in names:
+            names.append(wanted)
+        self.budget = budget or Budget(fallback=det.default)
+        if self.budget.policy == "degrade":
+            fb = self.budget.fallback
+            if fb not in det.detectors or det.detectors[fb].cost != PREFILL:
+                cheap = sorted(n for n, d in det.detectors.items() if d.cost == PREFILL)
+                raise InputError(f"budget fallback {fb!r} must be a detector that needs only the prefill: {cheap}")
+            if fb not in names:
+                names.append(fb)
+        self.columns = tuple(names)
+        self.scores_ = [det.detectors[n] for n in names]
+        self._masks = [np.ones(len(names), np.bool_), np.array([s.cost != MASKED for s in self.scores_], np.bool_)]
+        self.tracker = LatencyTracker(self.budget)
+        self.decision = wanted
+        self._set_calibration(det.calibration)
+
+    # -- calibration -------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the scores depend on; recorded with a calibration and checked against it."""
+        return {"detector_digest": self.detector.digest()}
+
+    def _set_calibration(self, cal: Calibration | None) -> None:
+        self.calibration = cal
+        self._tables, self._cal_row = None, np.full(len(self.columns), -1, np.int64)
+        if cal is not None:
+            check_settings(cal, self.settings)
+            used = [c for c in self.columns if c in cal.detectors]
+            if used:
+                self._tables, self._cal_row = compile_conformal(cal, self.columns, 1)
+        if self.decision not in self.calibrated_columns and cal is not None:
+            raise ModelMismatchError(f"decision detector {self.decision!r} is not calibrated (calibrated: "
+                                     f"{cal.detectors}); calibrate again (nnwatch calibrate)")
+
+    @property
+    def calibrated_columns(self) -> list[str]:
+        """Columns with a calibration."""
+        return [c for c, r in zip(self.columns, self._cal_row) if r >= 0]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the decision detector has a calibration."""
+        return self.decision in self.calibrated_columns
+
+    def calibrate(self, prompts: Any, fpr: float = 0.05, progress: bool = False) -> Calibration:
+        """Calibrate every column on benign prompts and use the result.
+
+        Parameters
+        ----------
+        prompts : PromptSet or sequence of str
+            Benign prompts never used to fit the detectors (a PromptSet's unsafe prompts are
+            refused: the guarantee is about benign inputs).
+        fpr : float
+            Target false-positive rate ``alpha`` of the flags.
+        progress : bool
+            Progress line.
+
+        Returns
+        -------
+        Calibration
+            The calibration (also stored in ``self.detector``).
+
+        Raises
+        ------
+        InputError
+            Unsafe prompts among them, or too few for ``fpr``.
+        """
+        if isinstance(prompts, PromptSet) and (prompts.labels == 1).any():
+            raise InputError(f"calibration prompts must all be benign (label 0); {int((prompts.labels == 1).sum())} "
+                             "are labelled unsafe. Calibrate on benign prompts only: the false-positive guarantee is "
+                             "about them")
+        texts = _prompt_list(prompts)
+        check_probability(fpr, "fpr")
+        need = min_samples_for(fpr)
+        if len(texts) < need:
+            raise InputError(f"{len(texts)} calibration prompts cannot calibrate fpr={fpr}: a conformal threshold needs "
+                             f"at least {need} benign prompts (99 for 1%); use more benign prompts or a larger fpr")
+        s = self.features(texts, heads_needed(self.scores_), progress=progress)
+        scores = np.stack([sc.score(s) for sc in self.scores_], axis=1)
+        cal = calibration_from_scores(self.columns, scores, np.zeros(len(texts), np.int64), 1, fpr=fpr,
+                                      min_class_samples=1, settings=self.settings, warn=False)
+        self._set_calibration(cal)
+        self.detector.calibration = cal
+        return cal
+
+    # -- scoring -----------------------------------------------------------------------------
+    def features(self, prompts: Any, heads: Sequence[tuple[int, int]], progress: bool = False,
+                 label: str = "prompts") -> Sweep:
+        """Residual states (and the angles of ``heads``) of prompts, prefixes shared.
+
+        Parameters
+        ----------
+        prompts : PromptSet or sequence of str
+            Prompts.
+        heads : sequence of (layer, head)
+            Heads to mask (may be empty).
+        progress : bool
+            Progress line.
+        label : str
+            Its label.
+
+        Returns
+        -------
+        Sweep
+            Features in prompt order.
+        """
+        return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label)
+
+    def score_features(self, s: Sweep, degraded: bool = False) -> np.ndarray:
+        """The score matrix of already-computed features.
+
+        Parameters
+        ----------
+        s : Sweep
+            Features holding every active column's heads.
+        degraded : bool
+            Skip the masked head detectors (NaN columns).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(N, D)``.
+        """
+        out = np.full((len(s.lengths), len(self.columns)), np.nan)
+        for j, sc in enumerate(self.scores_):
+            if not (degraded and sc.cost == MASKED):
+                out[:, j] = sc.score(s)
+        return out
+
+    def decide(self, scores: np.ndarray, degraded: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """p-values and flags of a score matrix against the calibration.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            ``(N, D)`` from :meth:`score_features`.
+        degraded : bool
+            Decide with the budget's fallback column.
+
+        Returns
+        -------
+        tuple
+            ``(p float64 (N, D), flags bool (N, D), active bool (D,), decision column name)``.
+        """
+        p = np.full(scores.shape, np.nan)
+        flags = np.zeros(scores.shape, np.bool_)
+        used = self._cal_row >= 0
+        if self._tables is not None:
+            cols = np.flatnonzero(used)
+            order = self._cal_row[cols]
+            block = np.empty((len(scores), self._tables.n_detectors))
+            block[:, order] = scores[:, cols]
+            bp, bf = conformal_p_values(block, np.zeros(len(scores), np.int64), self._tables)
+            p[:, cols], flags[:, cols] = bp[:, order], bf[:, order]
+        active = self._masks[1 if degraded else 0]
+        p[:, ~active] = np.nan
+        flags[:, ~active] = False
+        return p, flags, active, (self.budget.fallback if degraded else self.decision)
+
+    def score(self, prompts: Any, progress: bool = False) -> Verdicts:
+        """Monitor one batch of prompts.
+
+        Parameters
+        ----------
+        prompts : str, PromptSet or sequence of str
+            Prompts (or ready model inputs as dicts, e.g. with ``pixel_values``).
+        progress : bool
+            Progress line.
+
+        Returns
+        -------
+        Verdicts
+            Per-prompt scores, p-values and flags; ``flag`` and ``confidence`` from the
+            decision detector (flag False and confidence NaN when uncalibrated).
+
+        Raises
+        ------
+        InputError
+            An empty or over-long prompt (unless ``truncate``).
+        BudgetError
+            Over the latency budget under the ``raise`` policy (``exc.verdicts`` holds the result).
+        """
+        texts = _prompt_list(prompts)
+        degraded = self.tracker.degraded
+        heads = [] if degraded else heads_needed(self.scores_)
+        t0 = time.perf_counter()
+        s = self.features(texts, heads, progress=progress)
+        scores = self.score_features(s, degraded)
+        p, flags, active, decision = self.decide(scores, degraded)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        infer_ms = float(s.prefill_seconds.sum()) * 1e3
+        over = self.tracker.record(infer_ms, total_ms - infer_ms)
+        col = self.columns.index(decision)
+        n = len(texts)
+        calibrated = self._cal_row >= 0
+        verdicts = Verdicts(
+            pred=np.zeros(n, np.int64), logits=np.zeros((n, 0), np.float32), columns=self.columns,
+            score_matrix=scores, p_matrix=p, flag_matrix=flags, active=active, calibrated=calibrated,
+            flag=flags[:, col].copy(), confidence=p[:, col].copy(), nonfinite_input=np.zeros(n, np.bool_),
+            decision=decision,
+            timings={"infer_ms": infer_ms, "monitor_ms": total_ms - infer_ms, "total_ms": total_ms},
+            over_budget=over, degraded=degraded)
+        if over and self.budget.policy == "raise":
+            err = BudgetError(f"monitored call took {total_ms:.1f} ms, over the {self.budget.latency_ms} ms budget")
+            err.verdicts = verdicts  # type: ignore[attr-defined]
+            raise err
+        return verdicts
+
+    __call__ = score
+
+    def stats(self) -> dict[str, float]:
+        """Latency percentiles and overrun counts (:meth:`LatencyTracker.stats`)."""
+        return self.tracker.stats()
+
+    def require_calibration(self) -> None:
+        """Raise unless the decision detector is calibrated."""
+        if not self.calibrated:
+            raise NotFittedError("this detector file has no calibration for its decision detector: run "
+                                 "`nnwatch calibrate DETECTOR.json --data BENIGN.jsonl` (or `nnwatch heads fit`)")
+
+
+def warn_if_uncalibrated(mon: LanguageMonitor) -> None:
+    """Warn once that flags are off until the monitor is calibrated.
+
+    Parameters
+    ----------
+    mon : LanguageMonitor
+        The monitor.
+    """
+    if not mon.calibrated:
+        warnings.warn("no calibration: every flag is False and p-values are NaN until `nnwatch calibrate`",
+                      stacklevel=2)

@@ -1,0 +1,123 @@
+"""``nnwatch heads fit``: from a head search and labelled training prompts to a calibrated detector file.
+
+1. Benign prompts the head search did not use are split off (``hold_out`` of them, drawn
+   reproducibly) for the conformal calibration; nothing is fitted on them.
+2. The rest are run plain (residual states, the searched heads' angles) and inside this
+   project's wrappers of groups A and B (:mod:`.augment`; residual states only).
+3. :func:`nnwatch.heads.fit.fit_detectors` chooses and fits every detector.
+4. All of them are calibrated on the held-out benign prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from .._validate import check_probability
+from ..errors import InputError
+from ..monitor.calibrate import min_samples_for
+from .augment import GROUP_A, GROUP_B, TEMPLATES, wrap
+from .collect import sweep
+from .detector import LanguageDetector
+from .fit import FOLDS, TrainingData, fit_detectors
+from .monitor import LanguageMonitor
+from .prompts import PromptSet
+
+
+def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str], seed: int = 0) -> tuple[PromptSet, PromptSet]:
+    """Benign prompts for calibration (never in ``exclude``) and the rest for fitting.
+
+    Parameters
+    ----------
+    prompts : PromptSet
+        Labelled training prompts.
+    hold_out : int
+        Benign prompts to hold out.
+    exclude : set of str
+        Ids that may not be held out (the head search's prompts: already used for fitting).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    tuple
+        ``(fitting prompts, calibration prompts)``.
+
+    Raises
+    ------
+    InputError
+        One class only, or too few benign prompts for the hold-out and the folds.
+    """
+    n_safe, n_unsafe = int((prompts.labels == 0).sum()), int((prompts.labels == 1).sum())
+    if min(n_safe, n_unsafe) < FOLDS:
+        raise InputError(f"training prompts need both labels, at least {FOLDS} of each (got {n_safe} safe, {n_unsafe} "
+                         "unsafe): give the unsafe (label 1) and the safe (label 0) files together")
+    pool = [i for i in np.flatnonzero(prompts.labels == 0) if prompts.ids[i] not in exclude]
+    if len(pool) < hold_out or n_safe - hold_out < FOLDS:
+        raise InputError(f"--hold-out {hold_out}: only {len(pool)} benign prompts are free to hold out "
+                         f"({n_safe} benign in all, {n_safe - len(pool)} used by the head search), and {FOLDS} must "
+                         "remain for fitting; give more benign prompts or a smaller --hold-out")
+    held = set(np.random.default_rng(seed).choice(pool, hold_out, replace=False).tolist())
+    fit_rows = [i for i in range(len(prompts)) if i not in held]
+    return prompts.subset(fit_rows, f"{prompts.name}[fit]"), prompts.subset(sorted(held), f"{prompts.name}[calibration]")
+
+
+def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSet, hold_out: int = 100,
+                      fpr: float = 0.05, progress: bool = False,
+                      log: Callable[[str], None] | None = None) -> LanguageDetector:
+    """Fit every detector on training prompts and calibrate them on held-out benign ones.
+
+    Parameters
+    ----------
+    scorer : TorchHeadScorer
+        Scorer of the searched model.
+    searched : LanguageDetector
+        The head search's file (its ``head_single`` and ``head_ensemble`` heads are kept).
+    prompts : PromptSet
+        Labelled training prompts (may include the search's own).
+    hold_out : int
+        Benign prompts held out for calibration.
+    fpr : float
+        Target false-positive rate of the calibrated flags.
+    progress : bool
+        Progress lines.
+    log : callable, optional
+        Called with one line per step.
+
+    Returns
+    -------
+    LanguageDetector
+        The fitted, calibrated detector file.
+    """
+    check_probability(fpr, "fpr")
+    if hold_out < min_samples_for(fpr):
+        raise InputError(f"--hold-out {hold_out} cannot calibrate fpr={fpr}: it needs at least {min_samples_for(fpr)} "
+                         "benign prompts")
+    searched.check_model(scorer.fingerprint)
+    if "head_single" not in searched.detectors:
+        raise InputError("the detector file has no head_single: give the file `nnwatch heads search` wrote")
+    train, calibration = split_calibration(prompts, hold_out, set(searched.search.get("prompt_ids", [])))
+    say = log or (lambda _: None)
+    start = time.perf_counter()
+    single = searched.detectors["head_single"].head
+    ensemble = list(searched.detectors["head_ensemble"].heads) if "head_ensemble" in searched.detectors else []
+    heads = [single] + [h for h in ensemble if h != single]
+    plain = sweep(scorer, train, heads, progress=progress, label="training prompts")
+    wrapped_a, _ = wrap(train, GROUP_A, seed=1)
+    wrapped_b, _ = wrap(train, GROUP_B, seed=2)
+    a = sweep(scorer, wrapped_a, [], progress=progress, label="wrapped, group A")
+    b = sweep(scorer, wrapped_b, [], progress=progress, label="wrapped, group B")
+    result = fit_detectors(TrainingData(plain, train.labels, a, b), single, ensemble, scorer.layout.n_layers,
+                           progress=say)
+    say(f"default detector: {result.default}")
+    info = {"train_prompts": {"safe": int((train.labels == 0).sum()), "unsafe": int((train.labels == 1).sum())},
+            "calibration_prompts": len(calibration), "calibration_ids": list(calibration.ids),
+            "wrapper_templates": {"group_a": len(GROUP_A), "group_b": len(GROUP_B), "all": len(TEMPLATES)},
+            "fit_seconds": time.perf_counter() - start}
+    fitted = replace(searched, hidden=int(plain.states.shape[2]), detectors=result.detectors, default=result.default,
+                     cv=result.cv, calibration=None, info=info)
+    LanguageMonitor(fitted, scorer, detectors="all").calibrate(calibration, fpr=fpr, progress=progress)
+    return fitted

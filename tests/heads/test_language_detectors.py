@@ -1,0 +1,251 @@
+"""The language detectors on planted features (no model): definitions against numpy, choices by
+cross-validation, augmentation against a planted wrapper drift, the file format, and the
+monitor's conformal flags and budget policy."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from nnwatch.errors import BudgetError, InputError, ModelMismatchError, ProfileError
+from nnwatch.heads.collect import Sweep
+from nnwatch.heads.detector import load_detector, save_detector
+from nnwatch.heads.fit import TrainingData, fit_detectors
+from nnwatch.heads.logistic import fit_logistic
+from nnwatch.heads.monitor import LanguageMonitor
+from nnwatch.heads.search import fit_from_angles
+from nnwatch.monitor.budget import Budget
+from nnwatch.monitor.calibrate import calibration_from_scores
+
+L, H, D = 4, 3, 16
+SIGNAL_LAYER = 3
+
+
+class FakeScorer:
+    fingerprint = "a" * 64
+
+
+def _sweep(states, heads=(), angles=None, lengths=None):
+    n = len(states)
+    angles = np.zeros((n, len(heads))) if angles is None else angles
+    lengths = np.full(n, 20) if lengths is None else lengths
+    return Sweep(angles, states.astype(np.float32), lengths, list(heads), np.zeros(n), None, np.zeros(n))
+
+
+def _planted_states(labels, rng, drift=0.0):
+    """Residual states: the label moves layer SIGNAL_LAYER along axis 0. A wrapper (``drift``)
+    moves unsafe prompts back toward safe on axis 0, carries the label on axis 2 instead, and
+    adds its own offset on axis 1 (the representation persists, in another direction)."""
+    x = rng.normal(size=(len(labels), L + 1, D))
+    x[:, SIGNAL_LAYER, 0] += (4.0 - drift) * labels
+    if drift:
+        x[:, SIGNAL_LAYER, 2] += 4.0 * labels
+        x[:, 1:, 1] += 4.0
+    return x
+
+
+def _data(seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    plain = _planted_states(y, rng)
+    heads = [(1, 0), (2, 1), (3, 2)]
+    angles = rng.uniform(1, 2, size=(n, 3))
+    angles[y == 1, 1] += 1.0
+    return TrainingData(_sweep(plain, heads, angles), y, _sweep(_planted_states(y, rng, drift=3.5)),
+                        _sweep(_planted_states(y, rng, drift=3.5))), heads
+
+
+def test_refusal_direction_is_the_unit_difference_of_class_means():
+    data, heads = _data()
+    res = fit_detectors(data, heads[1], heads, L)
+    det = res.detectors["refusal_direction"]
+    x, y = data.plain.states[:, det.layer].astype(np.float64), data.labels
+    ref = x[y == 1].mean(0) - x[y == 0].mean(0)
+    np.testing.assert_allclose(det.direction, ref / np.linalg.norm(ref), rtol=1e-10)
+    np.testing.assert_allclose(det.score(data.plain), x @ det.direction, rtol=1e-10)
+    assert det.layer == SIGNAL_LAYER  # chosen by cross-validation, the only layer with signal
+    assert res.cv["probe"]["chosen"] == SIGNAL_LAYER
+
+
+def test_augmentation_learns_through_a_planted_wrapper_drift():
+    """Wrapped unsafe prompts drift toward the safe side: the plain probe loses them at its
+    benign-calibrated threshold, the probe fitted with wrapped copies keeps them."""
+    data, heads = _data()
+    res = fit_detectors(data, heads[1], heads, L)
+    chosen = {n: next(r for r in e["rows"] if r["setting"] == e["chosen"]) for n, e in res.cv.items()}
+    assert chosen["probe_augmented"]["detection_wrapped"] > 0.8
+    assert chosen["probe"]["detection_wrapped"] < 0.6
+    assert res.default.endswith("_augmented")
+    assert res.detectors[res.default].cost == "prefill"
+    fresh, _ = _data(seed=5)  # judged on new prompts too, at a threshold from new benign prompts
+    for name, low in (("probe", False), ("probe_augmented", True)):
+        d = res.detectors[name]
+        t = np.quantile(d.score(fresh.plain)[fresh.labels == 0], 0.95)
+        det = np.mean(d.score(fresh.wrapped_b)[fresh.labels == 1] > t)
+        assert (det > 0.8) if low else (det < 0.6), (name, det)
+
+
+def test_logistic_reaches_the_penalised_optimum():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 5))
+    y = (x[:, 0] + 0.5 * rng.normal(size=200) > 0).astype(int)
+    m = fit_logistic(x, y, l2=1.0)
+    z = np.hstack([(x - m.mean) / m.scale, np.ones((200, 1))])
+    w = np.append(m.weights, m.bias)
+    p = 1 / (1 + np.exp(-z @ w))
+    sw = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()) * len(y)
+    grad = z.T @ (sw * (p - y)) + np.append(np.full(5, 1.0), 0.0) * w
+    assert np.abs(grad).max() < 1e-6  # stationary point of the stated objective
+    assert m.weights[0] == max(m.weights)
+
+
+def _search_file():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    angles = rng.uniform(1.0, 2.0, size=(60, L * H))
+    angles[:, 2 * H + 1] -= 0.3  # low safe angle: passes the published filter
+    angles[labels == 1, 2 * H + 1] += 1.5  # head L2H1 carries the signal
+    return fit_from_angles(angles, labels, L, H, "toy", "a" * 64, ensemble_size=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _fitted_json():
+    data, heads = _data()
+    searched = _search_file()
+    res = fit_detectors(data, searched.detectors["head_single"].head, [], L)
+    searched.detectors, searched.default, searched.hidden, searched.cv = res.detectors, res.default, D, res.cv
+    return json.dumps(searched.to_json())
+
+
+def _fitted_file():
+    from nnwatch.heads.detector import detector_from_json
+
+    return detector_from_json(json.loads(_fitted_json()))
+
+
+def test_search_finds_the_planted_head():
+    det = _search_file()
+    assert det.detectors["head_single"].head == (2, 1)
+    assert (2, 1) in det.detectors["head_ensemble"].heads
+
+
+def test_round_trip_and_version_1_files(tmp_path):
+    det = _fitted_file()
+    save_detector(det, tmp_path / "d.json")
+    back = load_detector(tmp_path / "d.json")
+    data, _ = _data(seed=3)
+    s = _sweep(data.plain.states, [(2, 1)], np.ones((len(data.labels), 1)))
+    for name, d in det.detectors.items():
+        np.testing.assert_allclose(back.detectors[name].score(s), d.score(s), err_msg=name)
+    with pytest.raises(ModelMismatchError, match="fitted for model 'toy'"):
+        back.check_model("b" * 64)
+    v1 = {"format": "nnwatch.heads", "format_version": 1, "model": "toy", "fingerprint": "a" * 64, "n_layers": L,
+          "n_heads": H, "encoder": {"system_prompt": None, "max_tokens": 64},
+          "variants": {"single": {"heads": [[2, 1]], "threshold": 1.0}}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    old = load_detector(tmp_path / "v1.json")
+    assert old.detectors["head_single"].head == (2, 1) and old.calibration is None
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(format="other"), "'format'"),
+    (lambda d: d["detectors"]["head_single"].update(heads=[[L, 0]]), "outside layers 0..3"),
+    (lambda d: d["detectors"]["probe"].update(layer=L + 1), "layer 5 outside 0..4"),
+    (lambda d: d["detectors"]["probe"]["logistic"].update(weights=[1.0]), "logistic needs"),
+    (lambda d: d["detectors"]["refusal_direction"].update(direction=[0.0] * (D - 1)), f"needs {D} finite numbers"),
+    (lambda d: d["detectors"]["probe"].update(kind="magic"), "unknown detector kind 'magic'"),
+    (lambda d: d.update(default="nope"), "default 'nope'"),
+    (lambda d: d.update(n_heads=True), "n_heads must be a positive integer"),
+    (lambda d: d.update(fingerprint="x"), "fingerprint"),
+    (lambda d: d.update(calibration={"detectors": ["probe"], "scores": [[float("nan")]], "fpr": 0.05,
+                                     "min_class_samples": 1, "settings": {}}), "finite numbers"),
+])
+def test_damaged_files_are_refused(tmp_path, mutate, message):
+    d = _fitted_file().to_json()
+    mutate(d)
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=message):
+        load_detector(path)
+
+
+def test_not_json_is_refused(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b"\x00\xff not json")
+    with pytest.raises(ProfileError, match="not a detector file"):
+        load_detector(path)
+
+
+def _monitor_with_calibration(scores, fpr, mon=None):
+    mon = mon or LanguageMonitor(_fitted_file(), FakeScorer(), detectors=["probe"], decision="probe")
+    cal = calibration_from_scores(["probe"], scores[:, None], np.zeros(len(scores), np.int64), 1, fpr=fpr,
+                                  min_class_samples=1, settings=mon.settings, warn=False)
+    mon._set_calibration(cal)
+    return mon
+
+
+@pytest.mark.parametrize("n_cal, fpr", [(19, 0.05), (99, 0.01), (100, 0.05)])
+def test_benign_false_positive_rate_holds_by_simulation(n_cal, fpr):
+    """Conformal flags on exchangeable benign scores: the mean false-positive rate is
+    floor(fpr (n+1)) / (n+1) <= fpr. An empirical-quantile threshold (np.quantile at 1 - fpr)
+    runs above fpr at these sizes, and this test would catch it."""
+    rng = np.random.default_rng(0)
+    rates, naive = [], []
+    mon = None
+    for _ in range(1500):
+        cal, test = rng.normal(size=n_cal), rng.normal(size=200)
+        mon = _monitor_with_calibration(cal, fpr, mon)
+        _, flags, _, _ = mon.decide(test[:, None])
+        rates.append(flags[:, 0].mean())
+        naive.append(np.mean(test > np.quantile(cal, 1 - fpr)))
+    expected = np.floor(fpr * (n_cal + 1)) / (n_cal + 1)
+    se = np.std(rates) / np.sqrt(len(rates))
+    assert abs(np.mean(rates) - expected) < 4 * se + 1e-4
+    assert np.mean(rates) <= fpr + 4 * se
+    assert np.mean(naive) > fpr + 4 * np.std(naive) / np.sqrt(len(naive))
+
+
+def test_calibration_refuses_unsafe_or_too_few_prompts():
+    from nnwatch.heads.prompts import PromptSet
+
+    mon = LanguageMonitor(_fitted_file(), FakeScorer())
+    mixed = PromptSet(("a", "b"), np.array([0, 1]), ("1", "2"), "x")
+    with pytest.raises(InputError, match="must all be benign"):
+        mon.calibrate(mixed)
+    with pytest.raises(InputError, match="at least 99 benign prompts"):
+        mon.calibrate(["a"] * 50, fpr=0.01)
+
+
+def test_degrade_policy_skips_masked_detectors_then_recovers(monkeypatch):
+    det = _fitted_file()
+    det.detectors["head_single"] = _search_file().detectors["head_single"]
+    data, _ = _data(seed=7)
+    s = _sweep(data.plain.states[:4], [(2, 1)], np.ones((4, 1)))
+    mon = LanguageMonitor(det, FakeScorer(), detectors="all", decision="head_single",
+                          budget=Budget(latency_ms=1e-9, policy="degrade", fallback="probe", recover_after=1))
+    monkeypatch.setattr(mon, "features", lambda prompts, heads, **kw: s if heads else _sweep(s.states))
+    first = mon.score(["p"] * 4)
+    assert first.over_budget and not first.degraded and first.decision == "head_single"
+    second = mon.score(["p"] * 4)
+    assert second.degraded and second.decision == "probe"
+    assert np.isnan(second.score_matrix[:, mon.columns.index("head_single")]).all()
+    assert "head_single" not in second.scores and "probe" in second.scores
+    mon_raise = LanguageMonitor(det, FakeScorer(), budget=Budget(latency_ms=1e-9, policy="raise", fallback="probe"))
+    monkeypatch.setattr(mon_raise, "features", lambda prompts, heads, **kw: s)
+    with pytest.raises(BudgetError) as err:
+        mon_raise.score(["p"] * 4)
+    assert len(err.value.verdicts) == 4
+    with pytest.raises(InputError, match="must be a detector that needs only the prefill"):
+        LanguageMonitor(det, FakeScorer(), budget=Budget(policy="degrade", fallback="head_single"))
+
+
+def test_calibration_for_other_detectors_is_refused():
+    mon = _monitor_with_calibration(np.random.default_rng(0).normal(size=40), 0.05)
+    cal = mon.calibration
+    det = _fitted_file()
+    det.detectors["probe"].logistic.bias += 1.0  # refitted: its scores moved
+    with pytest.raises(ModelMismatchError, match="other settings"):
+        LanguageMonitor(det, FakeScorer(), detectors=["probe"], decision="probe")._set_calibration(cal)
