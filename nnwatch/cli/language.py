@@ -146,5 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print("\n".join(latency_table(res)))
     if args.json:
         atomic_write_bytes(args.json, json.dumps(res, indent=1).encode())
-        print(f"wrote {args.json}")
+        md = "\n".join(["<!-- begin latency -->", *latency_table(res), "<!-- end latency -->"]) + "\n"
+        atomic_write_bytes(Path(args.json).with_suffix(".md"), md.encode())
+        print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
     return 0

@@ -118,8 +118,15 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     """
     texts = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
     heads = [(int(a), int(b)) for a, b in heads]
-    ids = [scorer.encode(t)["input_ids"][0].tolist() for t in texts]
+    ids, text_only = [], []
+    for t in texts:  # every prompt is encoded (and refused if bad) before any model pass
+        enc = scorer.encode(t)
+        ids.append(enc["input_ids"][0].tolist())
+        text_only.append(set(enc) <= {"input_ids", "attention_mask"})
     plens = plan_prefixes(ids, min_gain) if share_prefixes else [0] * len(ids)
+    # Image prompts run whole: a shared prefix passes only token ids, and their forward needs
+    # the pixels together with the image tokens.
+    plens = [p if ok else 0 for p, ok in zip(plens, text_only)]
     order = sorted(range(len(texts)), key=lambda i: (ids[i][:plens[i]], i))
     n_layers = scorer.layout.n_layers
     angles = np.zeros((len(texts), len(heads)))

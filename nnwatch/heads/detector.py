@@ -13,6 +13,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.schema import Calibration
-from .scores import HeadAngle, HeadLogistic, Score, score_from_json
+from .scores import HeadAngle, HeadLogistic, MlpCoverage, Score, score_from_json
 
 FORMAT = "nnwatch.heads"
 FORMAT_VERSION = 2
@@ -91,7 +92,9 @@ class LanguageDetector:
         str
             Hex digest.
         """
-        blob = json.dumps({"detectors": self.detectors_json(), "encoder": self.encoder}, sort_keys=True)
+        params = {k: {f: v for f, v in d.items() if f != "profile"}  # a profile's file name is not a parameter
+                  for k, d in self.detectors_json().items()}
+        blob = json.dumps({"detectors": params, "encoder": self.encoder}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -108,15 +111,23 @@ class LanguageDetector:
 
 
 def save_detector(det: LanguageDetector, path: str | os.PathLike) -> None:
-    """Write a detector file atomically.
+    """Write a detector file atomically (``mlp_coverage`` profiles first, beside it).
 
     Parameters
     ----------
     det : LanguageDetector
         The detector.
     path : path
-        Destination (``.json``).
+        Destination (``.json``); an ``mlp_coverage`` detector's profile goes to
+        ``<stem>.<detector>.npz`` in the same folder.
     """
+    from ..profile.store import save_profile
+
+    path = Path(path)
+    for name, sc in det.detectors.items():
+        if isinstance(sc, MlpCoverage):
+            sc.file = f"{path.stem}.{name}.npz"
+            save_profile(sc.profile, path.parent / sc.file)
     atomic_write_bytes(path, json.dumps(det.to_json(), indent=1, allow_nan=False).encode())
 
 
@@ -158,7 +169,7 @@ def load_detector(path: str | os.PathLike) -> LanguageDetector:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"{path}: not a detector file (not UTF-8 JSON: {exc})") from None
-    return detector_from_json(d, path)
+    return detector_from_json(d, path, Path(path).parent)
 
 
 def is_detector_file(path: str | os.PathLike) -> bool:
@@ -217,7 +228,7 @@ def _calibration(c: Any, path: Any, names: list[str]) -> Calibration | None:
                        min_class_samples=int(c["min_class_samples"]), settings=c["settings"])
 
 
-def detector_from_json(d: Any, path: Any = "detector") -> LanguageDetector:
+def detector_from_json(d: Any, path: Any = "detector", folder: Path | None = None) -> LanguageDetector:
     """Validate a parsed detector document (as :meth:`LanguageDetector.to_json` writes it).
 
     Parameters
@@ -226,6 +237,8 @@ def detector_from_json(d: Any, path: Any = "detector") -> LanguageDetector:
         Parsed JSON.
     path : object
         Where it came from, for messages.
+    folder : Path, optional
+        Folder holding the file's ``mlp_coverage`` profiles.
 
     Returns
     -------
@@ -253,7 +266,8 @@ def detector_from_json(d: Any, path: Any = "detector") -> LanguageDetector:
     _need(isinstance(raw, dict) and len(raw) > 0, path, "detectors must be a non-empty object")
     detectors: dict[str, Score] = {}
     for name, v in raw.items():
-        detectors[name] = score_from_json(v, d["n_layers"], d["n_heads"], hidden, f"{path}: detector {name!r}")
+        detectors[name] = score_from_json(v, d["n_layers"], d["n_heads"], hidden, f"{path}: detector {name!r}", folder,
+                                          d["fingerprint"])
     _need(d.get("default") in detectors, path, f"default {d.get('default')!r} is not one of {sorted(detectors)}")
     enc = d.get("encoder", {})
     max_tokens = enc.get("max_tokens", 1024) if isinstance(enc, dict) else None

@@ -9,6 +9,8 @@ Candidates (all scores: higher = more unsafe):
   this project's jailbreak-style wrappers (:mod:`.augment`), labels kept;
 - ``head_ensemble``: a logistic probe over the searched heads' angles (the published
   single head, ``head_single``, has nothing to fit);
+- ``mlp_coverage``: nnwatch's coverage score of the MLP activations against a one-class
+  profile of the safe training prompts (nothing to choose: the profile's defaults);
 - ``length``: prompt length, oriented on the training prompts: the baseline to beat.
 
 Cross-validation (folds over the base prompts, so a prompt and its wrapped copies never sit
@@ -34,8 +36,8 @@ from ..errors import InputError
 from ..eval.metrics import auroc
 from .collect import Sweep
 from .logistic import fit_logistic
-from .scores import (PREFILL, DirectionCombination, HeadAngle, HeadLogistic, PromptLength, RefusalDirection,
-                     ResidualProbe, Score)
+from .scores import (PREFILL, DirectionCombination, HeadAngle, HeadLogistic, MlpCoverage, PromptLength,
+                     RefusalDirection, ResidualProbe, Score)
 
 PROBE_L2 = 10.0
 FOLDS = 5
@@ -162,7 +164,8 @@ def _cv_heads(data: TrainingData, det: Score, fold: np.ndarray, refit: bool) -> 
 
 
 def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_heads: list[tuple[int, int]],
-                  n_layers: int, seed: int = 0, progress: Callable[[str], None] | None = None) -> FitResult:
+                  n_layers: int, seed: int = 0, progress: Callable[[str], None] | None = None,
+                  fingerprint: str = "0" * 64) -> FitResult:
     """Choose every setting by cross-validation, then fit each detector on all training prompts.
 
     Parameters
@@ -179,6 +182,8 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
         Seed of the folds.
     progress : callable, optional
         Called with a line per candidate.
+    fingerprint : str
+        The model's fingerprint, recorded in the ``mlp_coverage`` profile.
 
     Returns
     -------
@@ -210,10 +215,41 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
                 progress(f"{name}: setting {best['setting']}, criterion {best['criterion']:.3f}, "
                          f"plain AUROC {best['auroc_plain']:.3f}")
     cheap = [n for n, d in detectors.items() if d.cost == PREFILL]
+    if data.plain.mlp is not None:
+        detectors["mlp_coverage"] = MlpCoverage(safe_profile(data.plain.mlp[y == 0], n_layers, fingerprint))
     lengths = data.plain.lengths.astype(np.float64)
     detectors["length"] = PromptLength(1.0 if auroc(lengths[y == 0], lengths[y == 1]) >= 0.5 else -1.0)
     default = max(cheap, key=lambda n: (round(_chosen_row(cv[n])["criterion"], 6), _chosen_row(cv[n])["auroc_plain"]))
     return FitResult(detectors, default, cv)
+
+
+def safe_profile(acts: np.ndarray, n_layers: int, fingerprint: str, k_sections: int = 10, k_top: int = 3) -> Any:
+    """One-class coverage profile of safe prompts' MLP activations (one coverage layer per
+    transformer layer, so top-k is per layer), built by the classifier profile's builder.
+
+    Parameters
+    ----------
+    acts : numpy.ndarray
+        ``(N, n_layers * I)`` last-token MLP activations of safe prompts.
+    n_layers : int
+        Transformer layers.
+    fingerprint : str
+        The model's fingerprint.
+    k_sections, k_top : int
+        k of k-multisection and top-k coverage.
+
+    Returns
+    -------
+    Profile
+        The profile.
+    """
+    from ..profile.builder import ProfileBuilder
+
+    labels = np.zeros(len(acts), np.int64)
+    layers = np.split(np.ascontiguousarray(acts, np.float32), n_layers, axis=1)
+    b = ProfileBuilder([x.shape[1] for x in layers], 1, k_sections, k_top, "mean", None, 0)
+    b.update_ranges(layers, labels).finish_ranges().update_sections(layers, labels)
+    return b.build(fingerprint, [f"mlp{i}" for i in range(n_layers)], dataset="safe training prompts")
 
 
 def _chosen_row(entry: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ..profile.schema import Calibration
 from .collect import Sweep, sweep
 from .detector import LanguageDetector, load_detector
 from .prompts import PromptSet
-from .scores import MASKED, PREFILL, heads_needed
+from .scores import MASKED, PREFILL, heads_needed, needs_mlp
 
 
 def _prompt_list(prompts: Any) -> list[Any]:
@@ -82,11 +82,11 @@ class LanguageMonitor:
         self.detector = det
         if scorer is None:
             from .loading import load_model
-            from .torch_scorer import TorchHeadScorer, chat_encoder
+            from .torch_scorer import TorchHeadScorer, encoder_for
 
             lm = load_model(model or det.model, threads, quiet=quiet)
-            scorer = TorchHeadScorer(lm.model, chat_encoder(lm.tokenizer, det.encoder["max_tokens"], truncate,
-                                                            det.encoder["system_prompt"]))
+            scorer = TorchHeadScorer(lm.model, encoder_for(lm, det.encoder["max_tokens"], truncate,
+                                                           det.encoder["system_prompt"]))
             self.loaded = lm
         det.check_model(scorer.fingerprint)
         self.scorer = scorer
@@ -137,6 +137,23 @@ class LanguageMonitor:
             raise ModelMismatchError(f"decision detector {self.decision!r} is not calibrated (calibrated: "
                                      f"{cal.detectors}); calibrate again (nnwatch calibrate)")
 
+    def set_calibration(self, cal: Calibration) -> None:
+        """Use a calibration made for this monitor's detectors (also stored in the detector file).
+
+        Parameters
+        ----------
+        cal : Calibration
+            From :meth:`calibrate` or :func:`nnwatch.monitor.calibrate.calibration_from_scores`
+            with this monitor's :attr:`settings`.
+
+        Raises
+        ------
+        ModelMismatchError
+            Made for other detector parameters, or without the decision detector.
+        """
+        self._set_calibration(cal)
+        self.detector.calibration = cal
+
     @property
     def calibrated_columns(self) -> list[str]:
         """Columns with a calibration."""
@@ -184,14 +201,13 @@ class LanguageMonitor:
         scores = np.stack([sc.score(s) for sc in self.scores_], axis=1)
         cal = calibration_from_scores(self.columns, scores, np.zeros(len(texts), np.int64), 1, fpr=fpr,
                                       min_class_samples=1, settings=self.settings, warn=False)
-        self._set_calibration(cal)
-        self.detector.calibration = cal
+        self.set_calibration(cal)
         return cal
 
     # -- scoring -----------------------------------------------------------------------------
     def features(self, prompts: Any, heads: Sequence[tuple[int, int]], progress: bool = False,
                  label: str = "prompts") -> Sweep:
-        """Residual states (and the angles of ``heads``) of prompts, prefixes shared.
+        """Residual states (the angles of ``heads``, MLP activations when a column reads them), prefixes shared.
 
         Parameters
         ----------
@@ -209,7 +225,8 @@ class LanguageMonitor:
         Sweep
             Features in prompt order.
         """
-        return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label)
+        return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label,
+                     mlp=needs_mlp(self.scores_))
 
     def score_features(self, s: Sweep, degraded: bool = False) -> np.ndarray:
         """The score matrix of already-computed features.

@@ -44,13 +44,61 @@ BORDERLINE_SAFE = (
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """A prompt with one image, for vision-language models.
+
+    Attributes
+    ----------
+    text : str
+        The prompt text.
+    image : str
+        Absolute path of an image file Pillow can read (checked when loaded).
+    """
+
+    text: str
+    image: str
+
+    def replace_text(self, text: str) -> "ImagePrompt":
+        return ImagePrompt(text, self.image)
+
+
+def check_image(path: Path, where: str) -> None:
+    """Refuse an image file that does not exist or that Pillow cannot read.
+
+    Parameters
+    ----------
+    path : Path
+        Resolved image path.
+    where : str
+        ``file:line`` for the message.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, or Pillow not installed.
+    """
+    if not path.is_file():
+        raise InputError(f"{where}: image {path} does not exist (image paths are relative to the JSONL file)")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError(f"{where}: prompts with images need Pillow: pip install 'nnwatch[llm]'") from None
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # Pillow raises many types for damaged or foreign files
+        raise InputError(f"{where}: {path} is not an image Pillow can read ({type(exc).__name__}: {exc}); give a "
+                         "PNG, JPEG or another format Pillow opens") from None
+
+
+@dataclass(frozen=True)
 class PromptSet:
     """Prompts with labels (1 = unsafe, 0 = safe) and ids.
 
     Attributes
     ----------
-    prompts : tuple of str
-        Prompt texts.
+    prompts : tuple of str or ImagePrompt
+        Prompts (with an image where the JSONL row has an ``image`` field).
     labels : numpy.ndarray
         int64 ``(N,)``.
     ids : tuple of str
@@ -92,7 +140,10 @@ class PromptSet:
 
 
 def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptSet:
-    """Read JSONL prompt files (``prompt`` and ``label`` per line; ``id`` optional).
+    """Read JSONL prompt files (``prompt`` and ``label`` per line; ``id`` and ``image`` optional).
+
+    ``image`` is a path relative to the JSONL file (or absolute); the row becomes an
+    :class:`ImagePrompt` after the file is checked to be an image.
 
     Parameters
     ----------
@@ -128,7 +179,15 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
             y = row.get("label", label)
             if y not in (0, 1):
                 raise InputError(f"{path}:{n}: label must be 0 (safe) or 1 (unsafe), got {y!r}")
-            prompts.append(row["prompt"])
+            image = row.get("image")
+            if image is not None:
+                if not isinstance(image, str) or not image.strip():
+                    raise InputError(f"{path}:{n}: 'image' must be a path (string) relative to the JSONL file")
+                full = (path.parent / image).resolve()
+                check_image(full, f"{path}:{n}")
+                prompts.append(ImagePrompt(row["prompt"], str(full)))
+            else:
+                prompts.append(row["prompt"])
             labels.append(int(y))
             ids.append(str(row.get("id", f"{path.stem}-{n}")))
     if not prompts:

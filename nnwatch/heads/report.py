@@ -26,8 +26,8 @@ def separation_heatmap(det: Any) -> str:
 
     Parameters
     ----------
-    det : HeadDetector
-        A searched detector.
+    det : LanguageDetector
+        A searched detector file (anything with ``search``, ``n_layers``, ``n_heads``).
 
     Returns
     -------
@@ -216,9 +216,10 @@ def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
     dict
         File stem -> SVG markup.
     """
-    from .detector import detector_from_json
+    from types import SimpleNamespace
 
-    det = detector_from_json(res["detector"], "evaluation result")
+    d = res["detector"]
+    det = SimpleNamespace(search=d.get("search", {}), n_layers=d["n_layers"], n_heads=d["n_heads"], cv=d.get("cv", {}))
     figs = {"heads_separation": separation_heatmap(det)}
     for name, labels in res["labels"].items():
         y = np.array(labels)

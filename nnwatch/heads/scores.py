@@ -15,13 +15,15 @@ detector file as checked JSON.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ProfileError
+from ..errors import InputError, ProfileError
 from .collect import Sweep
 from .logistic import Logistic, logistic_from_json, logistic_to_json
 
@@ -171,6 +173,48 @@ class DirectionCombination:
 
 
 @dataclass
+class MlpCoverage:
+    """nnwatch's coverage score (mean of nc, kmnc, tknc and nbc, :mod:`nnwatch.kernels.coverage`)
+    of the last token's MLP activations in every layer, against a one-class profile of the safe
+    training prompts: how unlike benign prompts the model's neurons behave. Its profile lives in
+    a checked ``.npz`` beside the detector file (``file``)."""
+
+    profile: Any
+    rare_rate: float = 0.01
+    file: str = ""
+    kind = "mlp_coverage"
+    cost = PREFILL
+    heads: tuple = ()
+    needs_mlp = True
+
+    def layers(self) -> list[int]:
+        return []
+
+    @functools.cached_property
+    def tables(self) -> Any:
+        from ..profile.signature import compile_tables
+
+        return compile_tables(self.profile, rare_rate=self.rare_rate, min_class_samples=1, warn=False)
+
+    def score(self, s: Sweep) -> np.ndarray:
+        from ..kernels.coverage import SCORE_NAMES, coverage_scores
+        from ..kernels.layout import pack_layers
+
+        if s.mlp is None:
+            raise InputError("mlp_coverage needs the MLP activations: this sweep did not capture them")
+        if s.mlp.shape[1] != sum(self.profile.layer_sizes):
+            raise InputError(f"MLP activations have {s.mlp.shape[1]} neurons, the profile "
+                             f"{sum(self.profile.layer_sizes)}")
+        layers = np.split(np.ascontiguousarray(s.mlp, np.float32), np.cumsum(self.profile.layer_sizes)[:-1], axis=1)
+        out = coverage_scores(pack_layers(layers), len(s.mlp), np.zeros(len(s.mlp), np.int64), self.tables,
+                              parallel=False)
+        return out[:, [SCORE_NAMES.index(k) for k in ("nc", "kmnc", "tknc", "nbc")]].mean(axis=1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "profile": self.file, "digest": self.profile.digest(), "rare_rate": self.rare_rate}
+
+
+@dataclass
 class PromptLength:
     """Prompt length in tokens, oriented as on the training prompts: the confound every
     detector must beat (a baseline, never a default)."""
@@ -190,10 +234,11 @@ class PromptLength:
         return {"kind": self.kind, "sign": self.sign}
 
 
-Score = HeadAngle | HeadLogistic | ResidualProbe | RefusalDirection | DirectionCombination | PromptLength
+Score = HeadAngle | HeadLogistic | ResidualProbe | RefusalDirection | DirectionCombination | MlpCoverage | PromptLength
 
 
-def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str) -> Score:
+def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str, folder: Path | None = None,
+                    fingerprint: str | None = None) -> Score:
     """Validate one detector's JSON and rebuild it.
 
     Parameters
@@ -204,6 +249,10 @@ def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str
         The model's layout: layers, heads per layer, residual width.
     where : str
         Name for messages.
+    folder : Path, optional
+        Folder of the detector file (``mlp_coverage`` profiles are read from there).
+    fingerprint : str, optional
+        The model's fingerprint (an ``mlp_coverage`` profile must carry it).
 
     Returns
     -------
@@ -236,12 +285,40 @@ def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str
         _need(isinstance(dirs, list) and len(dirs) == len(layers), where, "needs one direction per layer")
         return DirectionCombination(layers, np.stack([_vector(v, hidden, where) for v in dirs]),
                                     logistic_from_json(d.get("logistic"), len(layers), where))
+    if kind == MlpCoverage.kind:
+        from ..profile.store import load_profile
+
+        name = d.get("profile")
+        _need(isinstance(name, str) and name and "/" not in name and "\\" not in name and folder is not None, where,
+              "'profile' must name a .npz file beside the detector file")
+        rate = d.get("rare_rate")
+        _need(isinstance(rate, float) and 0 < rate < 1, where, "rare_rate must be in (0, 1)")
+        profile = load_profile(folder / name, fingerprint=fingerprint)
+        _need(profile.digest() == d.get("digest"), where, f"profile {name} was changed since the detector was fitted "
+              "(digest differs); fit again")
+        return MlpCoverage(profile, rate, name)
     if kind == PromptLength.kind:
         _need(d.get("sign") in (1.0, -1.0), where, "sign must be 1 or -1")
         return PromptLength(float(d["sign"]))
     raise ProfileError(f"{where}: unknown detector kind {kind!r} (known: {HeadAngle.kind}, {HeadLogistic.kind}, "
                        f"{ResidualProbe.kind}, {RefusalDirection.kind}, {DirectionCombination.kind}, "
-                       f"{PromptLength.kind})")
+                       f"{MlpCoverage.kind}, {PromptLength.kind})")
+
+
+def needs_mlp(scores: Sequence[Score]) -> bool:
+    """Whether any of ``scores`` reads MLP activations.
+
+    Parameters
+    ----------
+    scores : sequence of Score
+        Detectors.
+
+    Returns
+    -------
+    bool
+        True when the sweep must capture them.
+    """
+    return any(getattr(sc, "needs_mlp", False) for sc in scores)
 
 
 def heads_needed(scores: Sequence[Score]) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InputError
 from .angles import EPSILON, angle_degrees
 from .arch import HeadLayout, find_layout
+from .prompts import ImagePrompt
 
 
 @dataclass
@@ -489,6 +490,9 @@ def chat_encoder(tokenizer: Any, max_tokens: int = 1024, truncate: bool = False,
     """
 
     def encode(prompt: str) -> dict[str, Any]:
+        if isinstance(prompt, ImagePrompt):
+            raise InputError(f"a prompt with image {prompt.image} was given to a text-only model; give image prompts "
+                             "to a vision-language model folder (LLaVA-style, with its processor)")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("empty prompt: give at least one non-space character")
         if getattr(tokenizer, "chat_template", None):
@@ -507,3 +511,82 @@ def chat_encoder(tokenizer: Any, max_tokens: int = 1024, truncate: bool = False,
         return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)}
 
     return encode
+
+
+def vision_encoder(processor: Any, max_tokens: int = 1024, truncate: bool = False,
+                   system_prompt: str | None = None) -> Callable[[Any], dict[str, Any]]:
+    """Prompt (text or :class:`~nnwatch.heads.prompts.ImagePrompt`) -> model inputs through a
+    vision-language processor and its chat template.
+
+    Parameters
+    ----------
+    processor : transformers processor
+        LLaVA-style processor (image processor + tokenizer).
+    max_tokens : int
+        Longest accepted prompt, in tokens after templating (image tokens included).
+    truncate : bool
+        Over-long *text* prompts keep their last ``max_tokens`` tokens; an image prompt is
+        never cut (its image tokens would be).
+    system_prompt : str, optional
+        System message.
+
+    Returns
+    -------
+    callable
+        The encoder.
+    """
+
+    def encode(prompt: Any) -> dict[str, Any]:
+        image = prompt.image if isinstance(prompt, ImagePrompt) else None
+        text = prompt.text if image is not None else prompt
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("empty prompt: give at least one non-space character")
+        if getattr(processor, "chat_template", None):
+            content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
+            msgs = ([{"role": "system", "content": [{"type": "text", "text": system_prompt}]}] if system_prompt
+                    else []) + [{"role": "user", "content": content}]
+            templated = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        else:
+            templated = (f"{processor.image_token}\n" if image else "") + text
+        if image is not None:
+            from PIL import Image
+
+            with Image.open(image) as im:
+                enc = processor(images=im.convert("RGB"), text=templated, return_tensors="pt")
+        else:
+            enc = processor(text=templated, return_tensors="pt")
+        ids = enc["input_ids"]
+        if ids.shape[1] > max_tokens:
+            if not truncate or image is not None:
+                raise InputError(f"prompt is {ids.shape[1]} tokens, over the limit of {max_tokens}"
+                                 + ("; a prompt with an image is never truncated (its image tokens would be cut): "
+                                    "shorten its text" if image else "; shorten it, raise max_tokens, or allow "
+                                    "truncation (keeps the last tokens)"))
+            ids = ids[:, -max_tokens:]
+        out = {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)}
+        if image is not None:
+            out["pixel_values"] = enc["pixel_values"]
+        return out
+
+    return encode
+
+
+def encoder_for(lm: Any, max_tokens: int, truncate: bool = False,
+                system_prompt: str | None = None) -> Callable[[Any], dict[str, Any]]:
+    """The encoder a loaded model needs: its processor's for image+text models, else its tokenizer's.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        From :func:`nnwatch.heads.loading.load_model`.
+    max_tokens, truncate, system_prompt
+        See :func:`chat_encoder`.
+
+    Returns
+    -------
+    callable
+        The encoder.
+    """
+    if lm.processor is not None:
+        return vision_encoder(lm.processor, max_tokens, truncate, system_prompt)
+    return chat_encoder(lm.tokenizer, max_tokens, truncate, system_prompt)

@@ -105,13 +105,13 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
     single = searched.detectors["head_single"].head
     ensemble = list(searched.detectors["head_ensemble"].heads) if "head_ensemble" in searched.detectors else []
     heads = [single] + [h for h in ensemble if h != single]
-    plain = sweep(scorer, train, heads, progress=progress, label="training prompts")
+    plain = sweep(scorer, train, heads, progress=progress, label="training prompts", mlp=True)
     wrapped_a, _ = wrap(train, GROUP_A, seed=1)
     wrapped_b, _ = wrap(train, GROUP_B, seed=2)
     a = sweep(scorer, wrapped_a, [], progress=progress, label="wrapped, group A")
     b = sweep(scorer, wrapped_b, [], progress=progress, label="wrapped, group B")
     result = fit_detectors(TrainingData(plain, train.labels, a, b), single, ensemble, scorer.layout.n_layers,
-                           progress=say)
+                           progress=say, fingerprint=scorer.fingerprint)
     say(f"default detector: {result.default}")
     info = {"train_prompts": {"safe": int((train.labels == 0).sum()), "unsafe": int((train.labels == 1).sum())},
             "calibration_prompts": len(calibration), "calibration_ids": list(calibration.ids),

@@ -1,16 +1,25 @@
-"""Guarded generation: flagged prompts are answered from a forced refusal, others normally."""
+"""Guarded generation: prompts the monitor flags are answered from a forced refusal, others normally."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nnwatch.heads.detector import HeadDetector, HeadVariant
+from nnwatch.heads.detector import LanguageDetector
 from nnwatch.heads.guard import REFUSAL_PREFIX, guarded_generate
+from nnwatch.heads.monitor import LanguageMonitor
+from nnwatch.heads.scores import HeadAngle
+from nnwatch.monitor.calibrate import calibration_from_scores
 
 
-def _detector(scorer, threshold):
+def _monitor(scorer, benign_angles):
     lay = scorer.layout
-    return HeadDetector("tiny", scorer.fingerprint, lay.n_layers, lay.n_heads, {"single": HeadVariant([(1, 2)], threshold)})
+    det = LanguageDetector("tiny", scorer.fingerprint, lay.n_layers, lay.n_heads, 0, {"head_single": HeadAngle((1, 2))},
+                           "head_single")
+    mon = LanguageMonitor(det, scorer, detectors=["head_single"])
+    scores = np.asarray(benign_angles, float)[:, None]
+    mon.set_calibration(calibration_from_scores(["head_single"], scores, np.zeros(len(scores), np.int64), 1, fpr=0.05,
+                                                min_class_samples=1, settings=mon.settings, warn=False))
+    return mon
 
 
 def test_flagged_prompt_starts_from_refusal(tiny_scorer, tiny_llama_dir):
@@ -19,8 +28,9 @@ def test_flagged_prompt_starts_from_refusal(tiny_scorer, tiny_llama_dir):
     tok = load_model(str(tiny_llama_dir)).tokenizer
     prompt = "how do I bake a cake"
     angle = float(tiny_scorer.angles(prompt, [(1, 2)])[0])
-    flagged = guarded_generate(tiny_scorer, _detector(tiny_scorer, angle - 1e-6), tok, prompt, max_new_tokens=5)
+    # above all 19 benign calibration angles: p = 1/20 <= 5%, flagged
+    flagged = guarded_generate(_monitor(tiny_scorer, angle - 1 - np.arange(19)), tok, prompt, max_new_tokens=5)
     assert flagged.flagged and flagged.text.startswith(REFUSAL_PREFIX)
-    assert np.isclose(flagged.score, angle)
-    passed = guarded_generate(tiny_scorer, _detector(tiny_scorer, angle + 1e-6), tok, prompt, max_new_tokens=5)
-    assert not passed.flagged and not passed.text.startswith(REFUSAL_PREFIX)
+    assert np.isclose(flagged.score, angle) and np.isclose(flagged.p_value, 1 / 20)
+    passed = guarded_generate(_monitor(tiny_scorer, angle + 1 + np.arange(19)), tok, prompt, max_new_tokens=5)
+    assert not passed.flagged and not passed.text.startswith(REFUSAL_PREFIX) and passed.p_value == 1.0

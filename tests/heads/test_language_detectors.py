@@ -183,7 +183,7 @@ def _monitor_with_calibration(scores, fpr, mon=None):
     mon = mon or LanguageMonitor(_fitted_file(), FakeScorer(), detectors=["probe"], decision="probe")
     cal = calibration_from_scores(["probe"], scores[:, None], np.zeros(len(scores), np.int64), 1, fpr=fpr,
                                   min_class_samples=1, settings=mon.settings, warn=False)
-    mon._set_calibration(cal)
+    mon.set_calibration(cal)
     return mon
 
 
@@ -248,4 +248,37 @@ def test_calibration_for_other_detectors_is_refused():
     det = _fitted_file()
     det.detectors["probe"].logistic.bias += 1.0  # refitted: its scores moved
     with pytest.raises(ModelMismatchError, match="other settings"):
-        LanguageMonitor(det, FakeScorer(), detectors=["probe"], decision="probe")._set_calibration(cal)
+        LanguageMonitor(det, FakeScorer(), detectors=["probe"], decision="probe").set_calibration(cal)
+
+
+def test_mlp_coverage_is_the_coverage_mean_of_the_reference_kernel(tmp_path):
+    """The MLP-coverage detector: mean of nc, kmnc, tknc and nbc from the numpy oracle, against a
+    one-class profile of the safe prompts; its profile round-trips beside the detector file."""
+    from nnwatch.heads.fit import safe_profile
+    from nnwatch.heads.scores import MlpCoverage
+    from nnwatch.kernels.coverage import SCORE_NAMES
+    from nnwatch.kernels.reference import coverage_scores
+
+    rng = np.random.default_rng(6)
+    safe = rng.normal(size=(80, 3 * 16)).astype(np.float32)
+    det = MlpCoverage(safe_profile(safe, 3, "a" * 64))
+    query = rng.normal(0, 2, size=(10, 48)).astype(np.float32)
+    s = Sweep(np.zeros((10, 0)), np.zeros((10, 1, 2), np.float32), np.full(10, 5), [], np.zeros(10), query, None)
+    ref = coverage_scores(np.split(query, 3, axis=1), np.zeros(10, np.int64), det.tables)
+    want = ref[:, [SCORE_NAMES.index(k) for k in ("nc", "kmnc", "tknc", "nbc")]].mean(axis=1)
+    np.testing.assert_allclose(det.score(s), want)
+    safe_sweep = Sweep(np.zeros((80, 0)), np.zeros((80, 1, 2), np.float32), np.full(80, 5), [], np.zeros(80), safe, None)
+    assert det.score(s).mean() > det.score(safe_sweep).mean()
+
+    f = _fitted_file()
+    f.detectors["mlp_coverage"] = det
+    save_detector(f, tmp_path / "d.json")
+    assert (tmp_path / "d.mlp_coverage.npz").is_file()
+    back = load_detector(tmp_path / "d.json")
+    np.testing.assert_allclose(back.detectors["mlp_coverage"].score(s), det.score(s))
+    other = safe_profile(safe[:40], 3, "a" * 64)
+    from nnwatch.profile.store import save_profile
+
+    save_profile(other, tmp_path / "d.mlp_coverage.npz")
+    with pytest.raises(ProfileError, match="was changed since the detector was fitted"):
+        load_detector(tmp_path / "d.json")
