@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -121,3 +122,38 @@ def check_classes(pred: np.ndarray, n_classes: int, name: str = "pred") -> None:
     if pred.size and (pred.min() < 0 or pred.max() >= n_classes):
         bad = int(pred[(pred < 0) | (pred >= n_classes)][0])
         raise InputError(f"{name}: class {bad} out of range; classes must be in [0, {n_classes})")
+
+
+def is_int(value: object) -> bool:
+    """Whether a parsed JSON value is an integer (not a bool).
+
+    Parameters
+    ----------
+    value : object
+        Any value.
+
+    Returns
+    -------
+    bool
+        True for ``int`` other than ``bool``.
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_list(value: object, n: int | None = None) -> bool:
+    """Whether a parsed JSON value is a list of ``n`` finite numbers (any length when None).
+
+    Parameters
+    ----------
+    value : object
+        Any value.
+    n : int, optional
+        Required length.
+
+    Returns
+    -------
+    bool
+        True for a list of finite ints/floats (not bools) of that length.
+    """
+    return (isinstance(value, list) and (n is None or len(value) == n)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))

@@ -94,10 +94,8 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 
 
 def _language(args: argparse.Namespace) -> bool:
-    """Whether MODEL is a language detector file; otherwise check the classifier arguments."""
-    from ..heads.detector import is_detector_file
-
-    if args.model and is_detector_file(args.model):
+    """Whether MODEL is a language detector file (``.json``); otherwise check the classifier arguments."""
+    if args.model and str(args.model).endswith(".json"):
         return True
     if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "

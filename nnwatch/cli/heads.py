@@ -59,7 +59,7 @@ def add_parser(sub: Any) -> None:
     g = hs.add_parser("guard", help="generate a reply; flagged prompts start from a refusal")
     g.add_argument("detector")
     g.add_argument("--prompt", required=True)
-    g.add_argument("--detector-name", help="detector that decides (default: the file's default)")
+    g.add_argument("--decision", help="detector that decides (default: the file's default)")
     g.add_argument("--max-new-tokens", type=positive_int, default=40, help="length of the reply")
     model_opts(g)
 
@@ -69,9 +69,10 @@ def add_parser(sub: Any) -> None:
 
 
 def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None, truncate: bool = False,
-            recorded: str = "smollm2") -> Any:
+            recorded: str = "smollm2") -> tuple[Any, Any]:
     from ..heads.loading import load_model
-    from ..heads.torch_scorer import TorchHeadScorer, encoder_for
+    from ..heads.encoders import encoder_for
+    from ..heads.torch_scorer import TorchHeadScorer
 
     lm = load_model(args.model or recorded, args.threads, quiet=args.quiet)
     return TorchHeadScorer(lm.model, encoder_for(lm, max_tokens, truncate, system_prompt)), lm
@@ -85,6 +86,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     prompts = balanced_subset(load_prompts(*args.prompts), args.per_class)
     args.model = args.model or "smollm2"
+    if Path(args.model).is_dir():  # recorded in the file: later commands may run from another folder
+        args.model = str(Path(args.model).resolve())
     scorer, _ = _scorer(args, args.max_tokens, None)
     start = time.perf_counter()
     det, result = search_heads(scorer, prompts, args.model, args.percentile, args.ensemble_size,
@@ -110,11 +113,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """``nnwatch heads fit``."""
     from ..heads.detector import load_detector, save_detector
     from ..heads.prompts import load_prompts
-    from ..heads.training import fit_and_calibrate, split_calibration
+    from ..heads.training import check_hold_out, fit_and_calibrate, split_calibration
 
     det = load_detector(args.detector)
     prompts = load_prompts(*args.prompts)
-    split_calibration(prompts, args.hold_out, set(det.search.get("prompt_ids", [])))  # refuse before loading
+    check_hold_out(args.hold_out, args.fpr)  # refused before the model loads
+    split_calibration(prompts, args.hold_out, set(det.search.get("prompt_ids", [])))
     scorer, _ = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     det.check_model(scorer.fingerprint)
     fitted = fit_and_calibrate(scorer, det, prompts, hold_out=args.hold_out, fpr=args.fpr,
@@ -130,16 +134,15 @@ def cmd_guard(args: argparse.Namespace) -> int:
     """``nnwatch heads guard``."""
     from ..heads.detector import load_detector
     from ..heads.guard import guarded_generate
-
     from ..heads.monitor import LanguageMonitor
 
     det = load_detector(args.detector)
-    if args.detector_name is not None and args.detector_name not in det.detectors:
-        raise InputError(f"--detector-name {args.detector_name}: this file has {sorted(det.detectors)}")
+    if args.decision is not None and args.decision not in det.detectors:
+        raise InputError(f"--decision {args.decision}: this file has {sorted(det.detectors)}")
+    if det.calibration is None:
+        raise InputError(f"{args.detector} has no calibration: run `nnwatch heads fit` or `nnwatch calibrate` first")
     scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
-    mon = LanguageMonitor(det, scorer, detectors=[args.detector_name or det.default],
-                          decision=args.detector_name or "auto")
-    mon.require_calibration()
+    mon = LanguageMonitor(det, scorer, detectors=[args.decision or det.default], decision=args.decision or "auto")
     reply = guarded_generate(mon, lm.tokenizer, args.prompt, args.max_new_tokens)
     print(json.dumps({"flagged": reply.flagged, "p_value": reply.p_value, "score": reply.score,
                       "detector": mon.decision, "reply": reply.text}, ensure_ascii=False))

@@ -18,6 +18,37 @@ from ..errors import InputError
 from ..eval.provenance import provenance
 
 
+# Classifier options a language detector has no use for: refused when set, never ignored.
+CLASSIFIER_ONLY = {"calibrate": {"min_class_samples": 20, "fuse": None, "fusion_budget": 0.10, "batch_size": 256,
+                                 "providers": "auto"},
+                   "screen": {"stream": False, "ray": False, "batch_size": 256, "providers": "auto"},
+                   "evaluate": {"batch_size": 256, "providers": "auto"},
+                   "bench": {"batch": 1, "iters": 300, "per_detector": False, "providers": "auto", "detectors": "all",
+                             "demo": False}}
+
+
+def check_language_args(args: argparse.Namespace) -> None:
+    """Refuse options that only mean something for classifier models, and a PROFILE.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of calibrate, screen, evaluate or bench on a detector file.
+
+    Raises
+    ------
+    InputError
+        A PROFILE, or a classifier-only option set to other than its default.
+    """
+    if getattr(args, "profile", None):
+        raise InputError(f"{args.model} is a language detector file: it takes no PROFILE (got {args.profile!r}); "
+                         "prompts go in --data")
+    for name, default in CLASSIFIER_ONLY.get(args.command, {}).items():
+        if getattr(args, name, default) != default:
+            raise InputError(f"--{name.replace('_', '-')} is for classifier models (MODEL.onnx PROFILE.npz); "
+                             f"{args.model} is a language detector file")
+
+
 def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto") -> Any:
     from ..heads.monitor import LanguageMonitor
 
@@ -25,31 +56,31 @@ def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "a
                            truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False))
 
 
-def _detector_names(args: argparse.Namespace) -> Any:
-    value = getattr(args, "detectors", None)
+def _detector_names(value: str | None) -> Any:
     if value in (None, "all"):
-        return "all" if value == "all" else None
+        return value
     return [n.strip() for n in value.split(",") if n.strip()]
 
 
-def _prompts(spec: str, label: int | None = None) -> Any:
+def _prompts(args: argparse.Namespace, spec: str, label: int | None = None) -> Any:
     from ..heads.prompts import load_prompts
 
-    return load_prompts(*[p for p in spec.split(",") if p], label=label)
-
-
-def _refuse_profile(args: argparse.Namespace) -> None:
-    if getattr(args, "profile", None):
-        raise InputError(f"{args.model} is a language detector file: it takes no PROFILE (got {args.profile!r}); "
-                         "prompts go in --data")
+    prompts = load_prompts(*[p for p in spec.split(",") if p], label=label)
+    limit = getattr(args, "limit", None)
+    return prompts.subset(range(min(limit, len(prompts)))) if limit else prompts
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate DETECTOR.json --data BENIGN.jsonl``: conformal calibration on benign prompts."""
     from ..heads.detector import save_detector
+    from ..heads.training import check_hold_out
 
-    _refuse_profile(args)
-    prompts = _prompts(args.data, label=0)
+    check_language_args(args)
+    prompts = _prompts(args, args.data, label=0)
+    if (prompts.labels == 1).any():
+        raise InputError(f"calibration prompts must all be benign (label 0); {int((prompts.labels == 1).sum())} in "
+                         f"{args.data} are labelled unsafe: the false-positive guarantee is about benign prompts")
+    check_hold_out(len(prompts), args.fpr, "benign prompts in --data:")  # before the model loads
     mon = _monitor(args, detectors="all")
     cal = mon.calibrate(prompts, fpr=args.fpr, progress=not args.quiet)
     out = args.out or args.model
@@ -62,11 +93,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen DETECTOR.json --data PROMPTS.jsonl --out SCORES.csv``."""
     from .output import write_records
 
-    _refuse_profile(args)
-    if args.stream or getattr(args, "ray", False):
-        raise InputError("--stream and --ray are for classifier models; a language detector screens prompts in order")
-    prompts = _prompts(args.data, label=0)
-    mon = _monitor(args, detectors=_detector_names(args))
+    check_language_args(args)
+    prompts = _prompts(args, args.data, label=0)
+    mon = _monitor(args, detectors=_detector_names(args.detectors))
     mon.require_calibration()
     v = mon.score(prompts, progress=not args.quiet)
     rows = v.records()
@@ -94,7 +123,7 @@ def _sets(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--set {spec!r}: expected NAME=FILE[,FILE...]")
         if name in sets:
             raise InputError(f"--set {name!r} given twice")
-        sets[name] = _prompts(files)
+        sets[name] = _prompts(args, files)
     if args.contrast:
         sets["contrast_pairs"] = contrast_pairs()
     if not sets:
@@ -107,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..heads.evaluate import evaluate_sets
     from ..heads.report import evaluation_markdown, evaluation_report
 
-    _refuse_profile(args)
+    check_language_args(args)
     sets = _sets(args)
     mon = _monitor(args, detectors="all")
     mon.require_calibration()
@@ -135,10 +164,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..heads.bench import monitoring_costs
     from ..heads.report import latency_table
 
-    _refuse_profile(args)
+    check_language_args(args)
     if not args.data:
         raise InputError("bench on a language detector needs --data PROMPTS.jsonl (prompts to time)")
-    prompts = _prompts(args.data, label=0)
+    prompts = _prompts(args, args.data, label=0)
     mon = _monitor(args)
     texts = list(prompts.prompts[: args.timed_prompts])
     res = monitoring_costs(mon, texts, rounds=3, onnx=args.onnx, progress=None if args.quiet else print)

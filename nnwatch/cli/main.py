@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--demo", action="store_true", help="benchmark the demo's digits CNN (trains it first)")
     b.add_argument("--batch", type=positive_int, default=1, help="batch size to time")
-    b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once)")
-    b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
+    b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once); "
+                   "classifier models (a detector file times --timed-prompts prompts, 3 rounds each)")
+    b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (torch threads for a detector file)")
     b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
     b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     b.add_argument("--per-detector", action="store_true", help="also time each detector's own scoring and its tables")

@@ -1,15 +1,18 @@
-"""The single-head safety score ("One Head to Rule Them All", NeurIPS 2025) as an nnwatch detector.
+"""The language monitor: safety detectors for language and vision-language models, with the
+classifier Monitor's contract (Verdicts, conformal p-values, budgets).
 
-- :mod:`.arch`: where heads live in Llama/Qwen/SmolLM-style and LLaVA-style models;
-- :mod:`.torch_scorer`: the score with hooks (no weight edits, thread-safe), sharing the
-  layers below the masked one and common prompt prefixes;
-- :mod:`.onnx_backend`: the prefill exported with a head-scale input, plain and masked
-  passes as one onnxruntime batch;
-- :mod:`.search`, :mod:`.detector`: head search, thresholds, the fitted detector file;
-- :mod:`.evaluate`, :mod:`.latency`, :mod:`.report`: comparison with probes and prompt
-  length, costs, plots;
+- :mod:`.monitor`: prompts -> Verdicts; calibration on benign prompts;
+- :mod:`.scores`: the detectors (the published single head of "One Head to Rule Them All",
+  NeurIPS 2025, a multi-head angle probe, refusal directions, residual probes, MLP coverage,
+  prompt length as the baseline);
+- :mod:`.search`, :mod:`.fit`, :mod:`.training`, :mod:`.augment`: head search, choices by
+  cross-validation on training prompts, this project's jailbreak-style wrappers;
+- :mod:`.detector`: the fitted file (checked JSON, tied to one model);
+- :mod:`.evaluate`, :mod:`.bench`, :mod:`.report`: operating points, costs, plots;
+- :mod:`.arch`, :mod:`.torch_scorer`, :mod:`.collect`: where heads live, the hooked passes
+  (shared lower layers and prompt prefixes), sweeps over many prompts;
+- :mod:`.onnx_backend`: the prefill exported with a head-scale input;
 - :mod:`.guard`: generation that starts from a refusal for flagged prompts.
 
-Needs the ``llm`` extra (transformers); the ONNX scorer and detector files need only numpy
-and onnxruntime.
+Needs the ``llm`` extra (transformers, Pillow for images); detector files load with numpy.
 """

@@ -66,7 +66,8 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
     per_path: dict[str, list[float]] = {}
     for i, p in enumerate(prompts):
         inputs = scorer.encode(p)
-        calls: dict[str, Callable[[], object]] = {PLAIN: lambda: scorer.plain_prefill(inputs)}
+        # Both sides start from the prompt text: the plain prefill tokenizes too.
+        calls: dict[str, Callable[[], object]] = {PLAIN: lambda: scorer.plain_prefill(p)}
         calls |= {name: (lambda m=m: m.score(p)) for name, m in monitors.items()}
         if ox is not None:
             ids = inputs["input_ids"].numpy()

@@ -118,11 +118,12 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     """
     texts = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
     heads = [(int(a), int(b)) for a, b in heads]
-    ids, text_only = [], []
-    for t in texts:  # every prompt is encoded (and refused if bad) before any model pass
+    ids, text_only, encoded = [], [], []
+    for t in texts:  # every prompt is encoded (and refused if bad) before any model pass, once
         enc = scorer.encode(t)
         ids.append(enc["input_ids"][0].tolist())
         text_only.append(set(enc) <= {"input_ids", "attention_mask"})
+        encoded.append(enc if text_only[-1] else None)  # pixels are not kept for a whole sweep
     plens = plan_prefixes(ids, min_gain) if share_prefixes else [0] * len(ids)
     # Image prompts run whole: a shared prefix passes only token ids, and their forward needs
     # the pixels together with the image tokens.
@@ -141,7 +142,7 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         want = tuple(ids[i][:plens[i]])
         if want != key:
             state, key = (scorer.prefix(want) if want else None), want
-        final, layer_states, ctx = scorer.base_pass(texts[i], state)
+        final, layer_states, ctx = scorer.base_pass(encoded[i] if encoded[i] is not None else texts[i], state)
         prefill[i] = time.perf_counter() - start
         if states is None:
             states = np.zeros((len(texts), n_layers + 1, layer_states.shape[1]), np.float32)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,13 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.schema import Calibration
-from .scores import HeadAngle, HeadLogistic, MlpCoverage, Score, score_from_json
+from .._validate import is_finite_list, is_int
+from .scores import HeadAngle, HeadLogistic, Layout, MlpCoverage, Score, score_from_json
 
 FORMAT = "nnwatch.heads"
 FORMAT_VERSION = 2
+DEFAULT_ENCODER = {"system_prompt": None, "max_tokens": 1024}
+NAME = re.compile(r"[A-Za-z0-9_]+")  # detector names become CSV columns, --detectors items and file names
 
 
 @dataclass
@@ -62,7 +65,7 @@ class LanguageDetector:
     hidden: int
     detectors: dict
     default: str
-    encoder: dict = field(default_factory=lambda: {"system_prompt": None, "max_tokens": 1024})
+    encoder: dict = field(default_factory=lambda: dict(DEFAULT_ENCODER))
     search: dict = field(default_factory=dict)
     cv: dict = field(default_factory=dict)
     calibration: Calibration | None = None
@@ -82,6 +85,7 @@ class LanguageDetector:
                                      "run `nnwatch heads search` and `nnwatch heads fit` for this model")
 
     def detectors_json(self) -> dict[str, Any]:
+        """name -> each detector's parameters as JSON."""
         return {k: v.to_json() for k, v in self.detectors.items()}
 
     def digest(self) -> str:
@@ -98,6 +102,7 @@ class LanguageDetector:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
+        """The whole file as plain JSON (what :func:`save_detector` writes)."""
         cal = None
         if self.calibration is not None:
             c = self.calibration
@@ -137,7 +142,7 @@ def _need(cond: bool, path: Any, what: str) -> None:
 
 
 def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1_000_000
+    return is_int(v) and 0 < v < 1_000_000
 
 
 def load_detector(path: str | os.PathLike) -> LanguageDetector:
@@ -172,28 +177,6 @@ def load_detector(path: str | os.PathLike) -> LanguageDetector:
     return detector_from_json(d, path, Path(path).parent)
 
 
-def is_detector_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` looks like a language detector file (JSON with this format tag).
-
-    Parameters
-    ----------
-    path : path
-        Any path.
-
-    Returns
-    -------
-    bool
-        True for a ``.json`` file whose ``format`` is this one.
-    """
-    if not str(path).endswith(".json") or not os.path.isfile(path):
-        return False
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8")).get("format") == FORMAT
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return False
-
-
 def _from_v1(d: dict[str, Any], path: Any) -> dict[str, Any]:
     """A version 1 head-search file as version 2 (its KDE thresholds are not carried over)."""
     variants = d.get("variants")
@@ -214,10 +197,7 @@ def _calibration(c: Any, path: Any, names: list[str]) -> Calibration | None:
     _need(isinstance(dets, list) and dets and all(n in names for n in dets), path,
           f"calibration detectors must be some of {names}")
     scores = c.get("scores")
-    ok = (isinstance(scores, list) and len(scores) > 0
-          and all(isinstance(r, list) and len(r) == len(dets)
-                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
-                  for r in scores))
+    ok = isinstance(scores, list) and len(scores) > 0 and all(is_finite_list(r, len(dets)) for r in scores)
     _need(ok, path, f"calibration scores must be rows of {len(dets)} finite numbers")
     fpr = c.get("fpr")
     _need(isinstance(fpr, float) and 0 < fpr < 1, path, "calibration fpr must be in (0, 1)")
@@ -258,19 +238,20 @@ def detector_from_json(d: Any, path: Any = "detector", folder: Path | None = Non
     for key in ("n_layers", "n_heads"):
         _need(_pos_int(d.get(key)), path, f"{key} must be a positive integer")
     hidden = d.get("hidden")
-    _need(isinstance(hidden, int) and not isinstance(hidden, bool) and 0 <= hidden < 1_000_000, path,
+    _need(is_int(hidden) and 0 <= hidden < 1_000_000, path,
           "hidden must be a non-negative integer")
     _need(isinstance(d.get("fingerprint"), str) and len(d["fingerprint"]) == 64, path, "fingerprint must be sha256 hex")
     _need(isinstance(d.get("model"), str), path, "model must be a string")
     raw = d.get("detectors")
     _need(isinstance(raw, dict) and len(raw) > 0, path, "detectors must be a non-empty object")
+    lay = Layout(d["n_layers"], d["n_heads"], hidden, folder, d["fingerprint"])
     detectors: dict[str, Score] = {}
     for name, v in raw.items():
-        detectors[name] = score_from_json(v, d["n_layers"], d["n_heads"], hidden, f"{path}: detector {name!r}", folder,
-                                          d["fingerprint"])
+        _need(NAME.fullmatch(name) is not None, path, f"detector name {name!r}: use letters, digits and _ only")
+        detectors[name] = score_from_json(v, lay, f"{path}: detector {name!r}")
     _need(d.get("default") in detectors, path, f"default {d.get('default')!r} is not one of {sorted(detectors)}")
     enc = d.get("encoder", {})
-    max_tokens = enc.get("max_tokens", 1024) if isinstance(enc, dict) else None
+    max_tokens = enc.get("max_tokens", DEFAULT_ENCODER["max_tokens"]) if isinstance(enc, dict) else None
     _need(isinstance(enc, dict) and _pos_int(max_tokens)
           and (enc.get("system_prompt") is None or isinstance(enc.get("system_prompt"), str)),
           path, "encoder must hold max_tokens (positive int) and system_prompt (string or null)")

@@ -31,7 +31,8 @@ def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarra
     scores : numpy.ndarray
         ``(N,)`` scores (higher = unsafe).
     p_values : numpy.ndarray
-        ``(N,)`` conformal p-values against benign calibration prompts.
+        ``(N,)`` conformal p-values against benign calibration prompts (all NaN: the column
+        is not calibrated, and its rates are NaN).
     labels : numpy.ndarray
         ``(N,)`` 1 = unsafe, 0 = safe.
 
@@ -43,11 +44,12 @@ def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarra
     """
     neg, pos = labels == 0, labels == 1
     out: dict[str, float] = {"auroc": auroc(scores[neg], scores[pos]) if neg.any() and pos.any() else float("nan")}
+    calibrated = not np.isnan(p_values).all()
     for level in LEVELS:
         tag = f"{round(level * 100):d}"
         flagged = p_values <= level
-        out[f"detection_at_{tag}"] = float(flagged[pos].mean()) if pos.any() else float("nan")
-        out[f"false_positive_at_{tag}"] = float(flagged[neg].mean()) if neg.any() else float("nan")
+        out[f"detection_at_{tag}"] = float(flagged[pos].mean()) if pos.any() and calibrated else float("nan")
+        out[f"false_positive_at_{tag}"] = float(flagged[neg].mean()) if neg.any() and calibrated else float("nan")
     out["n_safe"], out["n_unsafe"] = int(neg.sum()), int(pos.sum())
     return out
 
@@ -75,7 +77,7 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
         (detector -> "prefill" | "masked"), ``calibration`` (prompts, fpr).
     """
     mon.require_calibration()
-    heads = heads_needed(mon.scores_)
+    heads = heads_needed(mon.column_detectors)
     rows, by_set, all_scores, all_p, all_labels = [], {}, {}, {}, {}
     for name, ps in sets.items():
         s = mon.features(ps, heads, progress=progress, label=name)
@@ -97,5 +99,5 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
             log(f"{name}: {len(ps)} prompts, median {int(np.median(s.lengths))} tokens")
     cal = mon.calibration
     return {"rows": rows, "by_set": by_set, "scores": all_scores, "p_values": all_p, "labels": all_labels,
-            "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.scores_)},
+            "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.column_detectors)},
             "calibration": {"prompts": int(len(cal.scores)), "fpr": cal.fpr}}

@@ -15,14 +15,15 @@ Candidates (all scores: higher = more unsafe):
 
 Cross-validation (folds over the base prompts, so a prompt and its wrapped copies never sit
 on both sides): fit on the training folds (augmented candidates with wrapper group A), then
-on the held-out fold set a threshold at the 95th percentile of the *plain safe* prompts'
-scores, as calibration on benign prompts would, and measure Youden's J (detection of the
+on the held-out fold set the conformal 5% threshold of the *plain safe* prompts' scores (the
+rule the calibrated flags follow), as calibration on benign prompts would, and measure Youden's J (detection of the
 unsafe prompts minus the share of safe ones flagged) on the held-out prompts as given and
 wrapped in group B, templates no candidate was fitted on. The criterion, the mean of the two
 J's (a detector must work on plain prompts *and* under wrappers never seen, at the deployed
 5% operating point), picks each candidate's layer and the default detector, which must be a
 prefill-cost detector (no masked re-runs: within 1.10x of a plain prefill). Ties go to the
-higher plain AUROC.
+higher plain AUROC. Cross-validation fits the augmented candidates with group A only (group B
+judges them); the final fits use both groups.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..eval.metrics import auroc
+from ..kernels.conformal import allowed_count
 from .collect import Sweep
 from .logistic import fit_logistic
 from .scores import (PREFILL, DirectionCombination, HeadAngle, HeadLogistic, MlpCoverage, PromptLength,
                      RefusalDirection, ResidualProbe, Score)
 
-PROBE_L2 = 10.0
+PROBE_L2 = 10.0  # residual probes: hundreds of features, a few hundred prompts
+ANGLE_L2 = 1.0  # few features (head angles, per-layer projections)
 FOLDS = 5
+LEVEL = 0.05  # the operating point the criterion judges
 
 
 @dataclass
@@ -90,7 +94,7 @@ def _fitters(n_layers: int) -> dict[str, tuple[list[Any], Callable[[np.ndarray, 
     def combination(states: np.ndarray, y: np.ndarray, _: Any) -> Score:
         dirs = _directions(states, y, every)
         proj = np.einsum("nld,ld->nl", states[:, every].astype(np.float64), dirs)
-        return DirectionCombination(every, dirs, fit_logistic(proj, y, l2=1.0))
+        return DirectionCombination(every, dirs, fit_logistic(proj, y, l2=ANGLE_L2))
 
     def probe(states: np.ndarray, y: np.ndarray, layer: int) -> Score:
         return ResidualProbe(layer, fit_logistic(states[:, layer], y, l2=PROBE_L2))
@@ -128,8 +132,28 @@ def _folds(labels: np.ndarray, seed: int) -> np.ndarray:
     return fold
 
 
+def conformal_threshold(benign: np.ndarray, alpha: float) -> float:
+    """The score a conformal test at ``alpha`` flags above, on these benign scores (+inf when
+    too few to flag): the rule the monitor's calibrated flags follow.
+
+    Parameters
+    ----------
+    benign : numpy.ndarray
+        ``(n,)`` benign scores.
+    alpha : float
+        Target false-positive rate.
+
+    Returns
+    -------
+    float
+        Flag when score > threshold.
+    """
+    m = allowed_count(len(benign), alpha)
+    return float(np.sort(benign)[len(benign) - m]) if m > 0 else float("inf")
+
+
 def _judge(plain: np.ndarray, wrapped: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    threshold = np.quantile(plain[y == 0], 0.95)
+    threshold = conformal_threshold(plain[y == 0], LEVEL)
     det, fp = float(np.mean(wrapped[y == 1] > threshold)), float(np.mean(wrapped[y == 0] > threshold))
     det_plain, fp_plain = float(np.mean(plain[y == 1] > threshold)), float(np.mean(plain[y == 0] > threshold))
     return {"auroc_plain": auroc(plain[y == 0], plain[y == 1]), "detection_plain": det_plain,
@@ -158,14 +182,15 @@ def _cv_heads(data: TrainingData, det: Score, fold: np.ndarray, refit: bool) -> 
     aurocs = []
     for f in range(FOLDS):
         tr, te = fold != f, fold == f
-        s = (fit_logistic(angles[tr], y[tr], l2=1.0).decision(angles[te]) if refit else det.score(data.plain.subset(te)))
+        s = (fit_logistic(angles[tr], y[tr], l2=ANGLE_L2).decision(angles[te]) if refit
+             else det.score(data.plain.subset(te)))
         aurocs.append(auroc(s[y[te] == 0], s[y[te] == 1]))
     return {"auroc_plain": float(np.mean(aurocs))}
 
 
 def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_heads: list[tuple[int, int]],
-                  n_layers: int, seed: int = 0, progress: Callable[[str], None] | None = None,
-                  fingerprint: str = "0" * 64) -> FitResult:
+                  n_layers: int, fingerprint: str, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> FitResult:
     """Choose every setting by cross-validation, then fit each detector on all training prompts.
 
     Parameters
@@ -178,18 +203,21 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
         Heads of the multi-head angle probe (from the head search; empty: none).
     n_layers : int
         Transformer layers (states have ``n_layers + 1`` rows).
+    fingerprint : str
+        The model's fingerprint, recorded in the ``mlp_coverage`` profile.
     seed : int
         Seed of the folds.
     progress : callable, optional
         Called with a line per candidate.
-    fingerprint : str
-        The model's fingerprint, recorded in the ``mlp_coverage`` profile.
 
     Returns
     -------
     FitResult
         Detectors, default and the cross-validation tables.
     """
+    if data.plain.states.shape[1] != n_layers + 1:
+        raise InputError(f"residual states have {data.plain.states.shape[1]} layers, expected n_layers + 1 = "
+                         f"{n_layers + 1} (embeddings, then each layer's input, then the final state)")
     fold = _folds(data.labels, seed)
     y = data.labels
     all_states = np.concatenate([data.plain.states, data.wrapped_a.states, data.wrapped_b.states])
@@ -200,14 +228,14 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
                                           "chosen": None}}
     if ensemble_heads:
         angles = data.plain.angle_columns(ensemble_heads)
-        detectors["head_ensemble"] = HeadLogistic(list(ensemble_heads), fit_logistic(angles, y, l2=1.0))
+        detectors["head_ensemble"] = HeadLogistic(list(ensemble_heads), fit_logistic(angles, y, l2=ANGLE_L2))
         cv["head_ensemble"] = {"rows": [{"setting": None, **_cv_heads(data, detectors["head_ensemble"], fold, True)}],
                                "chosen": None}
     for base, (settings, fit) in _fitters(n_layers).items():
         for augmented in (False, True):
             name = base + ("_augmented" if augmented else "")
             rows = [{"setting": s, **_cross_validate(data, fit, s, augmented, fold)} for s in settings]
-            best = max(rows, key=lambda r: (round(r["criterion"], 6), r["auroc_plain"]))
+            best = max(rows, key=_rank)
             cv[name] = {"rows": rows, "chosen": best["setting"]}
             detectors[name] = fit(all_states if augmented else data.plain.states, all_labels if augmented else y,
                                   best["setting"])
@@ -219,7 +247,7 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
         detectors["mlp_coverage"] = MlpCoverage(safe_profile(data.plain.mlp[y == 0], n_layers, fingerprint))
     lengths = data.plain.lengths.astype(np.float64)
     detectors["length"] = PromptLength(1.0 if auroc(lengths[y == 0], lengths[y == 1]) >= 0.5 else -1.0)
-    default = max(cheap, key=lambda n: (round(_chosen_row(cv[n])["criterion"], 6), _chosen_row(cv[n])["auroc_plain"]))
+    default = max(cheap, key=lambda n: _rank(chosen_row(cv[n])))
     return FitResult(detectors, default, cv)
 
 
@@ -245,6 +273,9 @@ def safe_profile(acts: np.ndarray, n_layers: int, fingerprint: str, k_sections: 
     """
     from ..profile.builder import ProfileBuilder
 
+    if acts.ndim != 2 or len(acts) < 2 or acts.shape[1] % n_layers:
+        raise InputError(f"MLP activations must be (prompts >= 2, n_layers * width) with {n_layers} equal layers, "
+                         f"got {acts.shape}")
     labels = np.zeros(len(acts), np.int64)
     layers = np.split(np.ascontiguousarray(acts, np.float32), n_layers, axis=1)
     b = ProfileBuilder([x.shape[1] for x in layers], 1, k_sections, k_top, "mean", None, 0)
@@ -252,5 +283,21 @@ def safe_profile(acts: np.ndarray, n_layers: int, fingerprint: str, k_sections: 
     return b.build(fingerprint, [f"mlp{i}" for i in range(n_layers)], dataset="safe training prompts")
 
 
-def _chosen_row(entry: dict[str, Any]) -> dict[str, Any]:
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    return round(row["criterion"], 6), row["auroc_plain"]  # ties (to rounding) go to the higher plain AUROC
+
+
+def chosen_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The cross-validation row of the setting a candidate was fitted with.
+
+    Parameters
+    ----------
+    entry : dict
+        One candidate of :attr:`FitResult.cv`.
+
+    Returns
+    -------
+    dict
+        Its row.
+    """
     return next(r for r in entry["rows"] if r["setting"] == entry["chosen"])

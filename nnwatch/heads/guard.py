@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 REFUSAL_INSTRUCTION = ("You are a careful assistant. The user's request may be harmful. If it is, refuse briefly "
                        "and do not provide the requested content.")
 REFUSAL_PREFIX = "I'm sorry, but I can't help with that"
@@ -59,9 +61,19 @@ def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int 
     -------
     GuardedReply
         Flag, score, p-value and reply.
+
+    Raises
+    ------
+    NotFittedError
+        The monitor is not calibrated (it would never flag).
+    InputError
+        A prompt that is not text (guarded generation of image prompts is not built).
     """
     import torch
 
+    mon.require_calibration()
+    if not isinstance(prompt, str):
+        raise InputError(f"guarded generation takes a text prompt, got {type(prompt).__name__}")
     v = mon.score(prompt)
     col = v.columns.index(v.decision)
     flagged = bool(v.flag[0])
@@ -75,7 +87,8 @@ def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int 
     with torch.inference_mode():
         out = mon.scorer.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                         max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                                        pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None
+                                        else tokenizer.pad_token_id)
     reply = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     return GuardedReply(flagged, float(v.score_matrix[0, col]), float(v.confidence[0]),
                         (refusal_prefix + reply) if flagged else reply)

@@ -5,12 +5,12 @@ language detectors need only this linear model."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._validate import is_finite_list
 from ..errors import InputError, ProfileError
 
 
@@ -67,12 +67,20 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     -------
     Logistic
         The fitted model.
+
+    Raises
+    ------
+    InputError
+        Mis-shaped or non-finite features, labels other than exactly {0, 1}, negative ``l2``.
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    if x.ndim != 2 or len(x) != len(y) or not {0.0, 1.0} <= set(np.unique(y)):
-        raise InputError(f"logistic fit needs (N, F) features and labels with both classes, got {x.shape}, "
-                         f"labels {sorted(set(np.unique(y)))}")
+    if x.ndim != 2 or y.shape != (len(x),) or set(np.unique(y).tolist()) != {0.0, 1.0}:
+        raise InputError(f"logistic fit needs (N, F) features and (N,) labels of exactly 0 and 1, got {x.shape}, "
+                         f"{y.shape}, labels {sorted(set(np.unique(y).tolist()))}")
+    if not np.isfinite(x).all() or not l2 >= 0:
+        raise InputError(f"logistic fit needs finite features and l2 >= 0 (got {int((~np.isfinite(x)).sum())} "
+                         f"non-finite values, l2={l2})")
     mean = x.mean(0)
     scale = x.std(0)
     scale[scale < 1e-12] = 1.0
@@ -130,12 +138,8 @@ def logistic_from_json(d: Any, n_features: int, where: str) -> Logistic:
     ProfileError
         A field missing, of another length, not finite, or a non-positive scale.
     """
-    def finite(v: Any, n: int) -> bool:
-        return (isinstance(v, list) and len(v) == n
-                and all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in v))
-
-    if not (isinstance(d, dict) and all(finite(d.get(f), n_features) for f in ("mean", "scale", "weights"))
-            and finite([d.get("bias")], 1)):
+    if not (isinstance(d, dict) and all(is_finite_list(d.get(f), n_features) for f in ("mean", "scale", "weights"))
+            and is_finite_list([d.get("bias")], 1)):
         raise ProfileError(f"{where}: logistic needs mean/scale/weights of length {n_features} and a finite bias")
     if not all(s > 0 for s in d["scale"]):
         raise ProfileError(f"{where}: logistic scale must be positive")

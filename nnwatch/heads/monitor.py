@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
-from ..kernels.conformal import conformal_p_values
-from ..monitor.budget import Budget, LatencyTracker
 from .._validate import check_probability
+from ..errors import InputError, ModelMismatchError, NotFittedError
+from ..kernels.conformal import conformal_p_values
+from ..monitor.budget import Budget, LatencyTracker, over_budget_error
 from ..monitor.calibrate import calibration_from_scores, check_settings, compile_conformal, min_samples_for
 from ..monitor.results import Verdicts
 from ..profile.schema import Calibration
@@ -67,10 +66,22 @@ class LanguageMonitor:
         Latency budget and policy; ``degrade`` skips the masked head detectors and decides
         with ``budget.fallback`` (default: the file's default detector).
     truncate : bool
-        Keep the last ``max_tokens`` tokens of an over-long prompt instead of refusing it.
+        Keep the last ``max_tokens`` tokens of an over-long text prompt instead of refusing it.
+    quiet : bool
+        No model-loading progress bars.
+
+    Attributes
+    ----------
+    columns : tuple of str
+        Detector of each score column.
+    column_detectors : list
+        The detectors (:mod:`nnwatch.heads.scores`), in column order.
 
     Raises
     ------
+    InputError
+        A detector or decision the file does not have, or a degrade fallback that is not a
+        prefill detector.
     ModelMismatchError
         The detector was fitted for another model, or its calibration for other detectors.
     """
@@ -82,12 +93,12 @@ class LanguageMonitor:
         self.detector = det
         if scorer is None:
             from .loading import load_model
-            from .torch_scorer import TorchHeadScorer, encoder_for
+            from .encoders import encoder_for
+            from .torch_scorer import TorchHeadScorer
 
             lm = load_model(model or det.model, threads, quiet=quiet)
             scorer = TorchHeadScorer(lm.model, encoder_for(lm, det.encoder["max_tokens"], truncate,
                                                            det.encoder["system_prompt"]))
-            self.loaded = lm
         det.check_model(scorer.fingerprint)
         self.scorer = scorer
         if detectors is None:
@@ -113,8 +124,8 @@ class LanguageMonitor:
             if fb not in names:
                 names.append(fb)
         self.columns = tuple(names)
-        self.scores_ = [det.detectors[n] for n in names]
-        self._masks = [np.ones(len(names), np.bool_), np.array([s.cost != MASKED for s in self.scores_], np.bool_)]
+        self.column_detectors = [det.detectors[n] for n in names]
+        self._masks = [np.ones(len(names), np.bool_), np.array([s.cost != MASKED for s in self.column_detectors], np.bool_)]
         self.tracker = LatencyTracker(self.budget)
         self.decision = wanted
         self._set_calibration(det.calibration)
@@ -197,8 +208,8 @@ class LanguageMonitor:
         if len(texts) < need:
             raise InputError(f"{len(texts)} calibration prompts cannot calibrate fpr={fpr}: a conformal threshold needs "
                              f"at least {need} benign prompts (99 for 1%); use more benign prompts or a larger fpr")
-        s = self.features(texts, heads_needed(self.scores_), progress=progress)
-        scores = np.stack([sc.score(s) for sc in self.scores_], axis=1)
+        s = self.features(texts, heads_needed(self.column_detectors), progress=progress)
+        scores = np.stack([sc.score(s) for sc in self.column_detectors], axis=1)
         cal = calibration_from_scores(self.columns, scores, np.zeros(len(texts), np.int64), 1, fpr=fpr,
                                       min_class_samples=1, settings=self.settings, warn=False)
         self.set_calibration(cal)
@@ -226,7 +237,7 @@ class LanguageMonitor:
             Features in prompt order.
         """
         return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label,
-                     mlp=needs_mlp(self.scores_))
+                     mlp=needs_mlp(self.column_detectors))
 
     def score_features(self, s: Sweep, degraded: bool = False) -> np.ndarray:
         """The score matrix of already-computed features.
@@ -244,7 +255,7 @@ class LanguageMonitor:
             float64 ``(N, D)``.
         """
         out = np.full((len(s.lengths), len(self.columns)), np.nan)
-        for j, sc in enumerate(self.scores_):
+        for j, sc in enumerate(self.column_detectors):
             if not (degraded and sc.cost == MASKED):
                 out[:, j] = sc.score(s)
         return out
@@ -304,7 +315,7 @@ class LanguageMonitor:
         """
         texts = _prompt_list(prompts)
         degraded = self.tracker.degraded
-        heads = [] if degraded else heads_needed(self.scores_)
+        heads = [] if degraded else heads_needed(self.column_detectors)
         t0 = time.perf_counter()
         s = self.features(texts, heads, progress=progress)
         scores = self.score_features(s, degraded)
@@ -323,9 +334,7 @@ class LanguageMonitor:
             timings={"infer_ms": infer_ms, "monitor_ms": total_ms - infer_ms, "total_ms": total_ms},
             over_budget=over, degraded=degraded)
         if over and self.budget.policy == "raise":
-            err = BudgetError(f"monitored call took {total_ms:.1f} ms, over the {self.budget.latency_ms} ms budget")
-            err.verdicts = verdicts  # type: ignore[attr-defined]
-            raise err
+            raise over_budget_error(verdicts, self.budget)
         return verdicts
 
     __call__ = score
@@ -339,16 +348,3 @@ class LanguageMonitor:
         if not self.calibrated:
             raise NotFittedError("this detector file has no calibration for its decision detector: run "
                                  "`nnwatch calibrate DETECTOR.json --data BENIGN.jsonl` (or `nnwatch heads fit`)")
-
-
-def warn_if_uncalibrated(mon: LanguageMonitor) -> None:
-    """Warn once that flags are off until the monitor is calibrated.
-
-    Parameters
-    ----------
-    mon : LanguageMonitor
-        The monitor.
-    """
-    if not mon.calibrated:
-        warnings.warn("no calibration: every flag is False and p-values are NaN until `nnwatch calibrate`",
-                      stacklevel=2)

@@ -2,27 +2,27 @@
 
 Two cost tiers, because they decide what a monitored call must run:
 
-- ``prefill``: read the last token's residual state at some layers of the plain prefill
-  (:class:`ResidualProbe`, :class:`RefusalDirection`, :class:`DirectionCombination`); the
-  prefill is the only pass.
-- ``masked``: also re-run the layers above each head with that head's query scaled to
-  ~0 (:class:`HeadAngle`, the published single-head score, and :class:`HeadLogistic`, a
-  probe over several heads' angles).
+- ``prefill``: read the plain prefill only, the last token's residual state at some layers
+  (:class:`ResidualProbe`, :class:`RefusalDirection`, :class:`DirectionCombination`), its MLP
+  activations (:class:`MlpCoverage`) or the prompt's length (:class:`PromptLength`);
+- ``masked``: also re-run the layers above each head with that head's query scaled to ~0
+  (:class:`HeadAngle`, the published single-head score, and :class:`HeadLogistic`, a probe
+  over several heads' angles).
 
-Each detector is plain data (directions, logistic weights) written to and read from the
-detector file as checked JSON.
+Each detector is plain data written to and read from the detector file as checked JSON; the
+kinds are looked up in :data:`KINDS`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from .._validate import is_finite_list, is_int
 from ..errors import InputError, ProfileError
 from .collect import Sweep
 from .logistic import Logistic, logistic_from_json, logistic_to_json
@@ -30,33 +30,82 @@ from .logistic import Logistic, logistic_from_json, logistic_to_json
 PREFILL, MASKED = "prefill", "masked"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a detector's JSON is checked against.
+
+    Attributes
+    ----------
+    n_layers, n_heads, hidden : int
+        Transformer layers, heads per layer, residual width.
+    folder : Path or None
+        Folder of the detector file (``mlp_coverage`` profiles are read from there).
+    fingerprint : str or None
+        The model's fingerprint (an ``mlp_coverage`` profile must carry it).
+    """
+
+    n_layers: int
+    n_heads: int
+    hidden: int
+    folder: Path | None = None
+    fingerprint: str | None = None
+
+
+class Score(Protocol):
+    """A language detector.
+
+    Attributes
+    ----------
+    kind : str
+        Its key in :data:`KINDS` and in the file.
+    cost : str
+        :data:`PREFILL` or :data:`MASKED`.
+    heads : list of (layer, head)
+        Heads it masks (empty for prefill detectors).
+    needs_mlp : bool
+        Whether it reads MLP activations.
+    """
+
+    kind: str
+    cost: str
+    needs_mlp: bool
+
+    @property
+    def heads(self) -> list[tuple[int, int]]: ...
+
+    def layers(self) -> list[int]:
+        """Residual layers it reads (0: embeddings, L: final)."""
+
+    def score(self, s: Sweep) -> np.ndarray:
+        """``(N,)`` float64 scores of a sweep that holds what it reads."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Its parameters as plain JSON (with ``kind``)."""
+
+
 def _need(cond: bool, where: str, what: str) -> None:
     if not cond:
         raise ProfileError(f"{where}: {what}")
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _head_list(v: Any, n_layers: int, n_heads: int, where: str) -> list[tuple[int, int]]:
+def _head_list(v: Any, lay: Layout, where: str) -> list[tuple[int, int]]:
     _need(isinstance(v, list) and len(v) > 0, where, "'heads' must be a non-empty list of [layer, head]")
     for h in v:
-        _need(isinstance(h, list) and len(h) == 2 and all(_int(a) for a in h), where, f"head {h!r} is not [layer, head]")
-        _need(0 <= h[0] < n_layers and 0 <= h[1] < n_heads, where,
-              f"head L{h[0]}H{h[1]} outside layers 0..{n_layers - 1}, heads 0..{n_heads - 1}")
+        _need(isinstance(h, list) and len(h) == 2 and all(is_int(a) for a in h), where,
+              f"head {h!r} is not [layer, head]")
+        _need(0 <= h[0] < lay.n_layers and 0 <= h[1] < lay.n_heads, where,
+              f"head L{h[0]}H{h[1]} outside layers 0..{lay.n_layers - 1}, heads 0..{lay.n_heads - 1}")
     return [(int(a), int(b)) for a, b in v]
 
 
-def _layer(v: Any, n_layers: int, where: str) -> int:
-    _need(_int(v) and 0 <= v <= n_layers, where, f"layer {v!r} outside 0..{n_layers} (0: embeddings, {n_layers}: final)")
+def _layer(v: Any, lay: Layout, where: str) -> int:
+    _need(is_int(v) and 0 <= v <= lay.n_layers, where,
+          f"layer {v!r} outside 0..{lay.n_layers} (0: embeddings, {lay.n_layers}: final)")
     return int(v)
 
 
 def _vector(v: Any, n: int, where: str) -> np.ndarray:
-    _need(isinstance(v, list) and len(v) == n and all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                                       and math.isfinite(a) for a in v),
-          where, f"needs {n} finite numbers")
+    _need(is_finite_list(v, n), where, f"needs {n} finite numbers")
     return np.array(v, np.float64)
 
 
@@ -68,6 +117,7 @@ class HeadAngle:
     head: tuple[int, int]
     kind = "head_angle"
     cost = MASKED
+    needs_mlp = False
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -82,19 +132,26 @@ class HeadAngle:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "heads": [list(self.head)]}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "HeadAngle":
+        heads = _head_list(d.get("heads"), lay, where)
+        _need(len(heads) == 1, where, "a head angle reads exactly one head")
+        return cls(heads[0])
+
 
 @dataclass
 class HeadLogistic:
     """A logistic probe over several heads' angles."""
 
-    head_list: list
+    angle_heads: list
     logistic: Logistic
     kind = "head_logistic"
     cost = MASKED
+    needs_mlp = False
 
     @property
     def heads(self) -> list[tuple[int, int]]:
-        return [tuple(h) for h in self.head_list]
+        return [tuple(h) for h in self.angle_heads]
 
     def layers(self) -> list[int]:
         return []
@@ -103,7 +160,13 @@ class HeadLogistic:
         return self.logistic.decision(s.angle_columns(self.heads))
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "heads": [list(h) for h in self.head_list], "logistic": logistic_to_json(self.logistic)}
+        return {"kind": self.kind, "heads": [list(h) for h in self.angle_heads],
+                "logistic": logistic_to_json(self.logistic)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "HeadLogistic":
+        heads = _head_list(d.get("heads"), lay, where)
+        return cls(heads, logistic_from_json(d.get("logistic"), len(heads), where))
 
 
 @dataclass
@@ -114,7 +177,8 @@ class ResidualProbe:
     logistic: Logistic
     kind = "residual_probe"
     cost = PREFILL
-    heads: tuple = ()
+    needs_mlp = False
+    heads = ()
 
     def layers(self) -> list[int]:
         return [self.layer]
@@ -124,6 +188,10 @@ class ResidualProbe:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "layer": self.layer, "logistic": logistic_to_json(self.logistic)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "ResidualProbe":
+        return cls(_layer(d.get("layer"), lay, where), logistic_from_json(d.get("logistic"), lay.hidden, where))
 
 
 @dataclass
@@ -135,7 +203,8 @@ class RefusalDirection:
     direction: np.ndarray
     kind = "refusal_direction"
     cost = PREFILL
-    heads: tuple = ()
+    needs_mlp = False
+    heads = ()
 
     def layers(self) -> list[int]:
         return [self.layer]
@@ -146,30 +215,46 @@ class RefusalDirection:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "layer": self.layer, "direction": self.direction.tolist()}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "RefusalDirection":
+        return cls(_layer(d.get("layer"), lay, where), _vector(d.get("direction"), lay.hidden, where))
+
 
 @dataclass
 class DirectionCombination:
     """The refusal-direction projections of several layers, combined by a logistic fit."""
 
-    layer_list: list
+    read_layers: list
     directions: np.ndarray
     logistic: Logistic
     kind = "direction_combination"
     cost = PREFILL
-    heads: tuple = ()
+    needs_mlp = False
+    heads = ()
 
     def layers(self) -> list[int]:
-        return list(self.layer_list)
+        return list(self.read_layers)
 
     def projections(self, s: Sweep) -> np.ndarray:
-        return np.einsum("nld,ld->nl", s.states[:, self.layer_list].astype(np.float64), self.directions)
+        """``(N, layers)`` projections of each read layer's state on its direction."""
+        return np.einsum("nld,ld->nl", s.states[:, self.read_layers].astype(np.float64), self.directions)
 
     def score(self, s: Sweep) -> np.ndarray:
         return self.logistic.decision(self.projections(s))
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "layers": list(self.layer_list), "directions": self.directions.tolist(),
+        return {"kind": self.kind, "layers": list(self.read_layers), "directions": self.directions.tolist(),
                 "logistic": logistic_to_json(self.logistic)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "DirectionCombination":
+        layers = d.get("layers")
+        _need(isinstance(layers, list) and len(layers) > 0, where, "'layers' must be a non-empty list")
+        layers = [_layer(v, lay, where) for v in layers]
+        dirs = d.get("directions")
+        _need(isinstance(dirs, list) and len(dirs) == len(layers), where, "needs one direction per layer")
+        return cls(layers, np.stack([_vector(v, lay.hidden, where) for v in dirs]),
+                   logistic_from_json(d.get("logistic"), len(layers), where))
 
 
 @dataclass
@@ -184,14 +269,15 @@ class MlpCoverage:
     file: str = ""
     kind = "mlp_coverage"
     cost = PREFILL
-    heads: tuple = ()
     needs_mlp = True
+    heads = ()
 
     def layers(self) -> list[int]:
         return []
 
     @functools.cached_property
     def tables(self) -> Any:
+        """The compiled coverage tables of the profile."""
         from ..profile.signature import compile_tables
 
         return compile_tables(self.profile, rare_rate=self.rare_rate, min_class_samples=1, warn=False)
@@ -213,6 +299,20 @@ class MlpCoverage:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "profile": self.file, "digest": self.profile.digest(), "rare_rate": self.rare_rate}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "MlpCoverage":
+        from ..profile.store import load_profile
+
+        name = d.get("profile")
+        _need(isinstance(name, str) and name.endswith(".npz") and Path(name).name == name and lay.folder is not None,
+              where, "'profile' must name a .npz file in the detector file's folder")
+        rate = d.get("rare_rate")
+        _need(isinstance(rate, float) and 0 < rate < 1, where, "rare_rate must be in (0, 1)")
+        profile = load_profile(lay.folder / name, fingerprint=lay.fingerprint)
+        _need(profile.digest() == d.get("digest"), where, f"profile {name} was changed since the detector was fitted "
+              "(digest differs); fit again")
+        return cls(profile, rate, name)
+
 
 @dataclass
 class PromptLength:
@@ -222,7 +322,8 @@ class PromptLength:
     sign: float
     kind = "prompt_length"
     cost = PREFILL
-    heads: tuple = ()
+    needs_mlp = False
+    heads = ()
 
     def layers(self) -> list[int]:
         return []
@@ -233,26 +334,27 @@ class PromptLength:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "sign": self.sign}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any], lay: Layout, where: str) -> "PromptLength":
+        _need(d.get("sign") in (1.0, -1.0), where, "sign must be 1 or -1")
+        return cls(float(d["sign"]))
 
-Score = HeadAngle | HeadLogistic | ResidualProbe | RefusalDirection | DirectionCombination | MlpCoverage | PromptLength
+
+KINDS = {c.kind: c for c in (HeadAngle, HeadLogistic, ResidualProbe, RefusalDirection, DirectionCombination,
+                             MlpCoverage, PromptLength)}
 
 
-def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str, folder: Path | None = None,
-                    fingerprint: str | None = None) -> Score:
+def score_from_json(d: Any, lay: Layout, where: str) -> Score:
     """Validate one detector's JSON and rebuild it.
 
     Parameters
     ----------
     d : object
         Parsed JSON (as ``to_json`` writes it).
-    n_layers, n_heads, hidden : int
-        The model's layout: layers, heads per layer, residual width.
+    lay : Layout
+        The model's layout and where the file lives.
     where : str
         Name for messages.
-    folder : Path, optional
-        Folder of the detector file (``mlp_coverage`` profiles are read from there).
-    fingerprint : str, optional
-        The model's fingerprint (an ``mlp_coverage`` profile must carry it).
 
     Returns
     -------
@@ -262,47 +364,12 @@ def score_from_json(d: Any, n_layers: int, n_heads: int, hidden: int, where: str
     Raises
     ------
     ProfileError
-        Unknown kind, or a field missing or out of range.
+        Unknown kind, or a field missing or out of range; the message names it.
     """
     _need(isinstance(d, dict), where, "is not an object")
-    kind = d.get("kind")
-    if kind == HeadAngle.kind:
-        heads = _head_list(d.get("heads"), n_layers, n_heads, where)
-        _need(len(heads) == 1, where, "a head angle reads exactly one head")
-        return HeadAngle(heads[0])
-    if kind == HeadLogistic.kind:
-        heads = _head_list(d.get("heads"), n_layers, n_heads, where)
-        return HeadLogistic(heads, logistic_from_json(d.get("logistic"), len(heads), where))
-    if kind == ResidualProbe.kind:
-        return ResidualProbe(_layer(d.get("layer"), n_layers, where), logistic_from_json(d.get("logistic"), hidden, where))
-    if kind == RefusalDirection.kind:
-        return RefusalDirection(_layer(d.get("layer"), n_layers, where), _vector(d.get("direction"), hidden, where))
-    if kind == DirectionCombination.kind:
-        layers = d.get("layers")
-        _need(isinstance(layers, list) and len(layers) > 0, where, "'layers' must be a non-empty list")
-        layers = [_layer(v, n_layers, where) for v in layers]
-        dirs = d.get("directions")
-        _need(isinstance(dirs, list) and len(dirs) == len(layers), where, "needs one direction per layer")
-        return DirectionCombination(layers, np.stack([_vector(v, hidden, where) for v in dirs]),
-                                    logistic_from_json(d.get("logistic"), len(layers), where))
-    if kind == MlpCoverage.kind:
-        from ..profile.store import load_profile
-
-        name = d.get("profile")
-        _need(isinstance(name, str) and name and "/" not in name and "\\" not in name and folder is not None, where,
-              "'profile' must name a .npz file beside the detector file")
-        rate = d.get("rare_rate")
-        _need(isinstance(rate, float) and 0 < rate < 1, where, "rare_rate must be in (0, 1)")
-        profile = load_profile(folder / name, fingerprint=fingerprint)
-        _need(profile.digest() == d.get("digest"), where, f"profile {name} was changed since the detector was fitted "
-              "(digest differs); fit again")
-        return MlpCoverage(profile, rate, name)
-    if kind == PromptLength.kind:
-        _need(d.get("sign") in (1.0, -1.0), where, "sign must be 1 or -1")
-        return PromptLength(float(d["sign"]))
-    raise ProfileError(f"{where}: unknown detector kind {kind!r} (known: {HeadAngle.kind}, {HeadLogistic.kind}, "
-                       f"{ResidualProbe.kind}, {RefusalDirection.kind}, {DirectionCombination.kind}, "
-                       f"{MlpCoverage.kind}, {PromptLength.kind})")
+    cls = KINDS.get(d.get("kind"))
+    _need(cls is not None, where, f"unknown detector kind {d.get('kind')!r} (known: {', '.join(KINDS)})")
+    return cls.from_json(d, lay, where)
 
 
 def needs_mlp(scores: Sequence[Score]) -> bool:
@@ -318,7 +385,7 @@ def needs_mlp(scores: Sequence[Score]) -> bool:
     bool
         True when the sweep must capture them.
     """
-    return any(getattr(sc, "needs_mlp", False) for sc in scores)
+    return any(sc.needs_mlp for sc in scores)
 
 
 def heads_needed(scores: Sequence[Score]) -> list[tuple[int, int]]:

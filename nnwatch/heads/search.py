@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import InputError
 from .angles import rank_heads
 from .collect import Sweep, sweep
-from .detector import LanguageDetector
+from .detector import DEFAULT_ENCODER, LanguageDetector
+from .fit import ANGLE_L2, PROBE_L2
 from .logistic import fit_logistic
 from .scores import HeadAngle, HeadLogistic
 from .prompts import PromptSet
@@ -50,17 +51,17 @@ def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_hea
     if angles.shape != (len(labels), n_layers * n_heads):
         raise InputError(f"angles must be (prompts, {n_layers * n_heads}), got {angles.shape}")
     if min((labels == 0).sum(), (labels == 1).sum()) < 2:
-        raise InputError("the head search needs at least 2 safe and 2 unsafe calibration prompts")
+        raise InputError("the head search needs at least 2 safe and 2 unsafe search prompts")
     cube = angles.reshape(len(labels), n_layers, n_heads)
     ranking = rank_heads(cube[labels == 1], cube[labels == 0], percentile)
     best = ranking[0][:2]
     detectors: dict[str, Any] = {"head_single": HeadAngle((int(best[0]), int(best[1])))}
     if ensemble_size > 1:
-        wide = fit_logistic(angles, labels, l2=10.0)
+        wide = fit_logistic(angles, labels, l2=PROBE_L2)  # many features: all heads
         chosen = [int(c) for c in np.argsort(-np.abs(wide.weights), kind="stable")[:ensemble_size]]
         chosen.sort()
         heads = [(c // n_heads, c % n_heads) for c in chosen]
-        detectors["head_ensemble"] = HeadLogistic(heads, fit_logistic(angles[:, chosen], labels, l2=1.0))
+        detectors["head_ensemble"] = HeadLogistic(heads, fit_logistic(angles[:, chosen], labels, l2=ANGLE_L2))
     search = {
         "safe_mean": cube[labels == 0].mean(0).tolist(),
         "unsafe_mean": cube[labels == 1].mean(0).tolist(),
@@ -70,19 +71,19 @@ def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_hea
         "ranking": [[int(a), int(b), float(g)] for a, b, g in ranking[:20]],
     }
     return LanguageDetector(model, fingerprint, n_layers, n_heads, 0, detectors, "head_single",
-                            encoder or {"system_prompt": None, "max_tokens": 1024}, search)
+                            encoder or dict(DEFAULT_ENCODER), search)
 
 
-def search_heads(scorer: Any, calibration: PromptSet, model: str, percentile: float = 80.0,
+def search_heads(scorer: Any, prompts: PromptSet, model: str, percentile: float = 80.0,
                  ensemble_size: int = 8, progress: bool = False,
                  encoder: dict[str, Any] | None = None) -> tuple[LanguageDetector, Sweep]:
-    """Score every head on the calibration prompts and fit the detector.
+    """Score every head on the search prompts and fit the detector.
 
     Parameters
     ----------
     scorer : TorchHeadScorer
         The scorer.
-    calibration : PromptSet
+    prompts : PromptSet
         Labelled prompts (the paper uses about 50 of each class).
     model : str
         Model spec stored in the detector.
@@ -98,14 +99,14 @@ def search_heads(scorer: Any, calibration: PromptSet, model: str, percentile: fl
     detector : LanguageDetector
         The head detectors.
     sweep : Sweep
-        All heads' angles (and hidden states) on the calibration prompts.
+        All heads' angles (and hidden states) on the search prompts.
     """
     lay = scorer.layout
     heads = [(layer, head) for layer in range(lay.n_layers) for head in range(lay.n_heads)]
-    result = sweep(scorer, calibration, heads, progress=progress, label="head search")
-    det = fit_from_angles(result.angles, calibration.labels, lay.n_layers, lay.n_heads, model, scorer.fingerprint,
+    result = sweep(scorer, prompts, heads, progress=progress, label="head search")
+    det = fit_from_angles(result.angles, prompts.labels, lay.n_layers, lay.n_heads, model, scorer.fingerprint,
                           percentile, ensemble_size, encoder)
-    det.search["prompt_ids"] = list(calibration.ids)
+    det.search["prompt_ids"] = list(prompts.ids)
     return det, result
 
 

@@ -27,6 +27,29 @@ from .monitor import LanguageMonitor
 from .prompts import PromptSet
 
 
+def check_hold_out(hold_out: int, fpr: float, what: str = "--hold-out") -> None:
+    """Refuse a hold-out too small for a conformal flag at ``fpr``.
+
+    Parameters
+    ----------
+    hold_out : int
+        Benign prompts held out for calibration.
+    fpr : float
+        Target false-positive rate.
+    what : str
+        How the message names the count.
+
+    Raises
+    ------
+    InputError
+        ``hold_out`` below :func:`nnwatch.monitor.calibrate.min_samples_for` ``(fpr)``.
+    """
+    check_probability(fpr, "fpr")
+    if hold_out < min_samples_for(fpr):
+        raise InputError(f"{what} {hold_out} cannot calibrate fpr={fpr}: it needs at least {min_samples_for(fpr)} "
+                         "benign prompts (99 for 1%)")
+
+
 def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str], seed: int = 0) -> tuple[PromptSet, PromptSet]:
     """Benign prompts for calibration (never in ``exclude``) and the rest for fitting.
 
@@ -91,11 +114,15 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
     -------
     LanguageDetector
         The fitted, calibrated detector file.
+
+    Raises
+    ------
+    InputError
+        Too few prompts of a class or for the hold-out, no ``head_single`` in ``searched``.
+    ModelMismatchError
+        ``searched`` was made for another model.
     """
-    check_probability(fpr, "fpr")
-    if hold_out < min_samples_for(fpr):
-        raise InputError(f"--hold-out {hold_out} cannot calibrate fpr={fpr}: it needs at least {min_samples_for(fpr)} "
-                         "benign prompts")
+    check_hold_out(hold_out, fpr)
     searched.check_model(scorer.fingerprint)
     if "head_single" not in searched.detectors:
         raise InputError("the detector file has no head_single: give the file `nnwatch heads search` wrote")
@@ -111,7 +138,7 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
     a = sweep(scorer, wrapped_a, [], progress=progress, label="wrapped, group A")
     b = sweep(scorer, wrapped_b, [], progress=progress, label="wrapped, group B")
     result = fit_detectors(TrainingData(plain, train.labels, a, b), single, ensemble, scorer.layout.n_layers,
-                           progress=say, fingerprint=scorer.fingerprint)
+                           scorer.fingerprint, progress=say)
     say(f"default detector: {result.default}")
     info = {"train_prompts": {"safe": int((train.labels == 0).sum()), "unsafe": int((train.labels == 1).sum())},
             "calibration_prompts": len(calibration), "calibration_ids": list(calibration.ids),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BudgetError, InputError
 
 POLICIES = ("report", "degrade", "raise")
 
@@ -61,6 +61,27 @@ class Budget:
                 raise InputError(f"{name} must be positive, got {value}")
         if self.window < 1 or self.recover_after < 0:
             raise InputError("window must be >= 1 and recover_after >= 0")
+
+
+def over_budget_error(verdicts: object, budget: Budget) -> BudgetError:
+    """The ``raise`` policy's exception for a call over the latency budget, carrying its verdicts.
+
+    Parameters
+    ----------
+    verdicts : Verdicts
+        The call's result (``exc.verdicts``).
+    budget : Budget
+        The budget.
+
+    Returns
+    -------
+    BudgetError
+        To raise.
+    """
+    took = verdicts.timings["total_ms"]  # type: ignore[attr-defined]
+    err = BudgetError(f"monitored call took {took:.3f} ms, over the {budget.latency_ms} ms budget")
+    err.verdicts = verdicts  # type: ignore[attr-defined]
+    return err
 
 
 class LatencyTracker:

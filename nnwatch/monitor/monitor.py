@@ -23,7 +23,7 @@ from ..kernels.decide import SOURCE_COMBINED, SOURCE_DETECTOR, Decision
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
-from .budget import Budget, LatencyTracker
+from .budget import Budget, LatencyTracker, over_budget_error
 from .calibrate import check_settings, compile_conformal
 from .detector import BatchView, Detector, make_detector
 from .detectors import COMPILED, DEFAULT
@@ -462,10 +462,7 @@ class Monitor:
             over_budget=over, degraded=degraded,
         )
         if over and self.budget.policy == "raise":
-            err = BudgetError(f"monitored call took {infer_ms + monitor_ms:.3f} ms, over the "
-                              f"{self.budget.latency_ms} ms budget")
-            err.verdicts = verdicts  # type: ignore[attr-defined]
-            raise err
+            raise over_budget_error(verdicts, self.budget)
         return verdicts
 
     __call__ = score

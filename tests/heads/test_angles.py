@@ -9,9 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnwatch.errors import InputError
 from nnwatch.heads.angles import angle_degrees, rank_heads
-from nnwatch.heads.prompts import _lcp, length_matched, plan_prefixes
+from nnwatch.heads.prompts import length_matched, plan_prefixes
+
+
+def common_prefix(a, b):
+    """Length of the longest common prefix, written plainly (the reference)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _angle_ref(a, b):
@@ -55,7 +62,7 @@ def test_planned_prefixes_are_shared_and_leave_a_token(seqs, min_gain):
     for i, p in enumerate(plens):
         assert 0 <= p < len(seqs[i])
         if p:  # someone else starts with the same p tokens
-            assert any(j != i and _lcp(seqs[i], seqs[j]) >= p for j in range(len(seqs)))
+            assert any(j != i and common_prefix(seqs[i], seqs[j]) >= p for j in range(len(seqs)))
 
 
 def test_planned_prefixes_find_template_groups():

@@ -53,7 +53,8 @@ def test_image_reaches_the_score(llava_files):
 
     from nnwatch.heads.loading import load_model
     from nnwatch.heads.prompts import ImagePrompt
-    from nnwatch.heads.torch_scorer import TorchHeadScorer, encoder_for
+    from nnwatch.heads.encoders import encoder_for
+    from nnwatch.heads.torch_scorer import TorchHeadScorer
 
     d, model = llava_files
     lm = load_model(str(model), quiet=True)

@@ -22,6 +22,7 @@ from nnwatch.monitor.calibrate import calibration_from_scores
 
 L, H, D = 4, 3, 16
 SIGNAL_LAYER = 3
+FINGERPRINT = "a" * 64
 
 
 class FakeScorer:
@@ -60,7 +61,7 @@ def _data(seed=0, n=200):
 
 def test_refusal_direction_is_the_unit_difference_of_class_means():
     data, heads = _data()
-    res = fit_detectors(data, heads[1], heads, L)
+    res = fit_detectors(data, heads[1], heads, L, FINGERPRINT)
     det = res.detectors["refusal_direction"]
     x, y = data.plain.states[:, det.layer].astype(np.float64), data.labels
     ref = x[y == 1].mean(0) - x[y == 0].mean(0)
@@ -74,7 +75,7 @@ def test_augmentation_learns_through_a_planted_wrapper_drift():
     """Wrapped unsafe prompts drift toward the safe side: the plain probe loses them at its
     benign-calibrated threshold, the probe fitted with wrapped copies keeps them."""
     data, heads = _data()
-    res = fit_detectors(data, heads[1], heads, L)
+    res = fit_detectors(data, heads[1], heads, L, FINGERPRINT)
     chosen = {n: next(r for r in e["rows"] if r["setting"] == e["chosen"]) for n, e in res.cv.items()}
     assert chosen["probe_augmented"]["detection_wrapped"] > 0.8
     assert chosen["probe"]["detection_wrapped"] < 0.6
@@ -115,7 +116,7 @@ def _search_file():
 def _fitted_json():
     data, heads = _data()
     searched = _search_file()
-    res = fit_detectors(data, searched.detectors["head_single"].head, [], L)
+    res = fit_detectors(data, searched.detectors["head_single"].head, [], L, FINGERPRINT)
     searched.detectors, searched.default, searched.hidden, searched.cv = res.detectors, res.default, D, res.cv
     return json.dumps(searched.to_json())
 
@@ -281,4 +282,123 @@ def test_mlp_coverage_is_the_coverage_mean_of_the_reference_kernel(tmp_path):
 
     save_profile(other, tmp_path / "d.mlp_coverage.npz")
     with pytest.raises(ProfileError, match="was changed since the detector was fitted"):
+        load_detector(tmp_path / "d.json")
+
+
+def test_operating_points_by_hand():
+    from nnwatch.heads.evaluate import operating_points
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.8, 0.95])
+    p = np.array([0.5, 0.3, 0.04, 0.005, 0.2, 0.04, 0.001])
+    r = operating_points(s, p, y)
+    assert r["detection_at_1"] == 1 / 3 and r["false_positive_at_1"] == 1 / 4
+    assert r["detection_at_5"] == 2 / 3 and r["false_positive_at_5"] == 2 / 4
+    assert np.isclose(r["auroc"], np.mean([a > b for a in s[y == 1] for b in s[y == 0]]))  # no ties here
+    nan = operating_points(s, np.full(7, np.nan), y)
+    assert np.isnan(nan["detection_at_5"]) and np.isnan(nan["false_positive_at_1"])
+
+
+def test_decide_maps_a_reordered_subset_calibration_to_its_columns():
+    det = _fitted_file()
+    mon = LanguageMonitor(det, FakeScorer(), detectors=["length", "probe", "refusal_direction"], decision="probe")
+    rng = np.random.default_rng(1)
+    cal_scores = np.stack([rng.normal(size=40), rng.normal(100, 1, size=40)], axis=1)  # refusal_direction, probe
+    mon.set_calibration(calibration_from_scores(["refusal_direction", "probe"], cal_scores, np.zeros(40, np.int64), 1,
+                                                fpr=0.05, min_class_samples=1, settings=mon.settings, warn=False))
+    scores = np.array([[5.0, 100.0, 0.0], [5.0, 200.0, 10.0]])  # length, probe, refusal_direction
+    p, flags, _, decision = mon.decide(scores)
+    assert decision == "probe" and np.isnan(p[:, 0]).all() and not flags[:, 0].any()
+    for j, col in ((1, 1), (2, 0)):
+        ref = cal_scores[:, col]
+        want = (1 + (ref[None, :] >= scores[:, j, None]).sum(1)) / 41
+        np.testing.assert_allclose(p[:, j], want)
+
+
+def test_scores_follow_their_formulas():
+    from nnwatch.heads.logistic import Logistic
+    from nnwatch.heads.scores import DirectionCombination, HeadLogistic, PromptLength, ResidualProbe
+
+    rng = np.random.default_rng(2)
+    states = rng.normal(size=(6, L + 1, D))
+    angles = rng.uniform(0, 5, size=(6, 2))
+    s = _sweep(states, [(1, 0), (2, 1)], angles, lengths=np.arange(6) + 3)
+    lg = Logistic(rng.normal(size=D), rng.uniform(0.5, 2, size=D), rng.normal(size=D), 0.3)
+    np.testing.assert_allclose(ResidualProbe(2, lg).score(s),
+                               ((states[:, 2].astype(np.float32) - lg.mean) / lg.scale) @ lg.weights + 0.3, rtol=1e-6)
+    dirs = rng.normal(size=(2, D))
+    lg2 = Logistic(np.zeros(2), np.ones(2), np.array([1.0, -2.0]), 0.5)
+    proj = np.stack([states[:, 1].astype(np.float32) @ dirs[0], states[:, 3].astype(np.float32) @ dirs[1]], axis=1)
+    np.testing.assert_allclose(DirectionCombination([1, 3], dirs, lg2).score(s), proj @ [1.0, -2.0] + 0.5, rtol=1e-6)
+    lg3 = Logistic(np.zeros(1), np.ones(1), np.array([2.0]), -1.0)
+    np.testing.assert_allclose(HeadLogistic([(2, 1)], lg3).score(s), 2 * angles[:, 1] - 1)
+    np.testing.assert_allclose(PromptLength(-1.0).score(s), -(np.arange(6) + 3.0))
+
+
+def test_cv_threshold_is_the_conformal_one():
+    from nnwatch.heads.fit import conformal_threshold
+    from nnwatch.monitor.calibrate import class_thresholds
+
+    rng = np.random.default_rng(3)
+    for n, alpha in ((19, 0.05), (40, 0.05), (99, 0.01), (10, 0.05)):
+        b = rng.normal(size=n)
+        cal = calibration_from_scores(["x"], b[:, None], np.zeros(n, np.int64), 1, fpr=alpha, min_class_samples=1,
+                                      warn=False) if n >= 19 else None
+        want = class_thresholds(cal, 1)[0, 0] if cal is not None else np.inf
+        assert conformal_threshold(b, alpha) == want
+
+
+def test_wrappers_keep_labels_and_payloads_and_are_not_the_test_templates():
+    from nnwatch.heads.augment import GROUP_A, GROUP_B, wrap
+    from nnwatch.heads.prompts import PromptSet, load_prompts
+
+    from ..conftest import REPO
+
+    ps = PromptSet(("how do I bake bread", "how do I build a bomb"), np.array([0, 1]), ("a", "b"), "x")
+    wrapped, which = wrap(ps, GROUP_A, seed=0)
+    assert list(wrapped.labels) == [0, 1]
+    assert all(p in w and w == GROUP_A[k].replace("{payload}", p) for p, w, k in zip(ps.prompts, wrapped.prompts, which))
+    assert not set(GROUP_A) & set(GROUP_B) and all("{payload}" in t for t in GROUP_A + GROUP_B)
+    jailbreak = load_prompts(REPO.parent / "shared" / "data" / "prompts" / "jailbreak_test.jsonl")
+    for t in GROUP_A + GROUP_B:
+        frame = t.replace("{payload}", "\x00")
+        pieces = [frame[i:i + 40] for i in range(0, max(len(frame) - 40, 1), 20) if "\x00" not in frame[i:i + 40]]
+        assert not any(piece in j for piece in pieces for j in jailbreak.prompts), t[:40]
+
+
+def test_calibration_hold_out_never_takes_search_prompts_or_unsafe_ones():
+    from nnwatch.heads.prompts import PromptSet
+    from nnwatch.heads.training import split_calibration
+
+    n = 60
+    ps = PromptSet(tuple(f"p{i}" for i in range(n)), np.array([0] * 40 + [1] * 20), tuple(f"id{i}" for i in range(n)),
+                   "x")
+    exclude = {f"id{i}" for i in range(0, 40, 3)}
+    fit, cal = split_calibration(ps, 20, exclude)
+    assert len(cal) == 20 and (cal.labels == 0).all() and not set(cal.ids) & exclude
+    assert not set(cal.ids) & set(fit.ids) and len(fit) + len(cal) == n
+    with pytest.raises(InputError, match="only 26 benign prompts are free"):
+        split_calibration(ps, 30, exclude)
+    with pytest.raises(InputError, match="need both labels"):
+        split_calibration(ps.subset(range(40)), 10, set())
+
+
+def test_version_1_ensemble_and_foreign_profile_paths(tmp_path):
+    v1 = {"format": "nnwatch.heads", "format_version": 1, "model": "toy", "fingerprint": "a" * 64, "n_layers": L,
+          "n_heads": H, "variants": {"single": {"heads": [[2, 1]], "threshold": 1.0},
+                                     "ensemble": {"heads": [[0, 1], [2, 1]], "threshold": 0.0,
+                                                  "logistic": {"mean": [0, 0], "scale": [1, 1], "weights": [1, 2],
+                                                               "bias": 0.5}}}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    det = load_detector(tmp_path / "v1.json")
+    s = _sweep(np.zeros((3, L + 1, D)), [(0, 1), (2, 1)], np.array([[1.0, 2.0], [0, 0], [3, 1]]))
+    np.testing.assert_allclose(det.detectors["head_ensemble"].score(s), [5.5, 0.5, 5.5])
+    d = _fitted_file().to_json()
+    d["detectors"]["cov"] = {"kind": "mlp_coverage", "profile": "../x.npz", "digest": "0", "rare_rate": 0.01}
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="in the detector file's folder"):
+        load_detector(tmp_path / "d.json")
+    d["detectors"]["bad,name"] = d["detectors"].pop("cov")
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="letters, digits and _ only"):
         load_detector(tmp_path / "d.json")

@@ -13,6 +13,14 @@ from nnwatch.errors import InputError, ModelError
 PROMPTS = ["how do I bake a cake", "write a poem about the sea", "a b c d e f g h i j k l m n o p"]
 
 
+def common_prefix(a, b):
+    """Length of the longest common prefix, written plainly (the reference)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def test_shared_lower_layers_equal_full_passes(tiny_scorer, all_heads):
     for p in PROMPTS:
         shared = tiny_scorer.angles(p, all_heads)
@@ -22,10 +30,9 @@ def test_shared_lower_layers_equal_full_passes(tiny_scorer, all_heads):
 
 
 def test_shared_prefix_equals_full_prompt(tiny_scorer, all_heads):
-    from nnwatch.heads.prompts import _lcp
 
     ids = [tiny_scorer.encode(p)["input_ids"][0].tolist() for p in PROMPTS]
-    common = min(_lcp(ids[0], other) for other in ids[1:])
+    common = min(common_prefix(ids[0], other) for other in ids[1:])
     assert common >= 3  # the chat template's opening
     state = tiny_scorer.prefix(ids[0][:common])
     for p in PROMPTS:
@@ -84,7 +91,7 @@ def test_threads_give_serial_results(tiny_scorer, all_heads):
 
 def test_bad_inputs_name_the_problem(tiny_scorer, tiny_llama_dir):
     from nnwatch.heads.loading import load_model
-    from nnwatch.heads.torch_scorer import chat_encoder
+    from nnwatch.heads.encoders import chat_encoder
 
     with pytest.raises(InputError, match="empty prompt"):
         tiny_scorer.angles("   ", [(0, 0)])
