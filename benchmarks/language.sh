@@ -18,3 +18,4 @@ nnwatch evaluate heads.json --set test=$P/harmful_test.jsonl,$P/benign_test.json
 nnwatch bench heads.json --data $P/harmful_test.jsonl,$P/benign_test.jsonl --timed-prompts 20 --onnx prefill.onnx \
   --json $R/heads_bench.json
 cp heads.json $R/heads_detector.json
+python benchmarks/heads_figures.py

@@ -161,8 +161,9 @@ def provenance_problems(claims: list[dict[str, Any]], cache: dict[str, Any]) -> 
     for name in sorted({c["source"] for c in claims}):
         if name.endswith(".json"):
             data = _json(name, cache)
-            # A head detector file keeps its record under search.provenance.
-            data = data.get("search", {}).get("provenance", data) if "machine" not in data else data
+            # A language detector file keeps its record under info.provenance (fit) or search.provenance.
+            if "machine" not in data:
+                data = data.get("info", {}).get("provenance") or data.get("search", {}).get("provenance", data)
             missing = [k for k in ("machine", "date", "git", "command") if k not in data]
             if missing:
                 problems.append(f"{name}: no {', '.join(missing)} recorded")

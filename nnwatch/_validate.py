@@ -92,7 +92,8 @@ def check_array(arr: object, name: str, dtype: type | np.dtype, shape: Sequence[
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{name}: expected a numpy array {np.dtype(dtype)} {want}, got {type(arr).__name__}")
     if arr.dtype != dtype:
-        raise InputError(f"{name}: dtype {arr.dtype}, expected {np.dtype(dtype)} (convert with .astype(np.{np.dtype(dtype)}))")
+        raise InputError(f"{name}: dtype {arr.dtype}, expected {np.dtype(dtype)} "
+                         f"(convert with .astype(np.{np.dtype(dtype)}))")
     if arr.ndim != len(shape) or any(w is not None and g != w for g, w in zip(arr.shape, shape)):
         raise InputError(f"{name}: shape {arr.shape}, expected {want}")
     if contiguous and not arr.flags.c_contiguous:

@@ -105,7 +105,7 @@ def _language(args: argparse.Namespace) -> bool:
             raise InputError("evaluate on a classifier needs --id CLEAN and at least one --ood SOURCE")
         if args.set or args.contrast:
             raise InputError("--set/--contrast are for language detector files; a classifier takes --id/--ood")
-    language_only = {"screen": ("detectors", "truncate"), "bench": ("data", "onnx")}.get(args.command, ())
+    language_only = {"screen": ("detectors", "truncate", "onnx"), "bench": ("data", "onnx")}.get(args.command, ())
     for flag in language_only:
         if getattr(args, flag, None):
             raise InputError(f"--{flag} is for language detector files (DETECTOR.json), not for {args.model}")

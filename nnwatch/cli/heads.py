@@ -40,7 +40,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--prompts", nargs="+", required=True, help="labelled JSONL files (label 1 unsafe, 0 safe)")
     s.add_argument("--per-class", type=positive_int, default=50, help="calibration prompts per label (the paper: ~50)")
     s.add_argument("--percentile", type=percent, default=80.0, help="safe-angle filter of the published selection")
-    s.add_argument("--ensemble-size", type=non_negative_int, default=8, help="heads of the multi-head angle probe (0: none)")
+    s.add_argument("--ensemble-size", type=non_negative_int, default=8,
+                   help="heads of the multi-head angle probe (0: none)")
     s.add_argument("--max-tokens", type=positive_int, default=2048, help="longest prompt accepted later (tokens)")
     s.add_argument("--out", required=True, help="detector file (.json)")
     s.add_argument("--report", help="HTML with the layers x heads separation heat map")
@@ -52,7 +53,8 @@ def add_parser(sub: Any) -> None:
     f.add_argument("--prompts", nargs="+", required=True, help="labelled training JSONL (label 1 unsafe, 0 safe)")
     f.add_argument("--hold-out", type=positive_int, default=100,
                    help="benign training prompts kept out of fitting for the conformal calibration (>= 99 for 1%%)")
-    f.add_argument("--fpr", type=unit_interval(True, True), default=0.05, help="target false-positive rate of the flags")
+    f.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
+                   help="target false-positive rate of the flags")
     f.add_argument("--out", required=True, help="fitted and calibrated detector file (.json)")
     model_opts(f)
 
@@ -155,8 +157,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     scorer, _ = _scorer(args, 8192, None)
     export_prefill(scorer, args.out)
+    d = scorer.layout.norm.weight.shape[0]
     print(f"wrote {args.out}: inputs input_ids (B, T), head_scale (B, {scorer.layout.n_layers}, "
-          f"{scorer.layout.n_heads}); output final (B, {scorer.layout.norm.weight.shape[0]})")
+          f"{scorer.layout.n_heads}); outputs final (B, {d}), states (B, {scorer.layout.n_layers + 1}, {d})")
     return 0
 
 

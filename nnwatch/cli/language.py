@@ -15,7 +15,7 @@ from typing import Any
 
 from .._io import atomic_write_bytes
 from ..errors import InputError
-from ..eval.provenance import provenance
+from ..eval.provenance import describe, provenance
 
 
 # Classifier options a language detector has no use for: refused when set, never ignored.
@@ -49,11 +49,12 @@ def check_language_args(args: argparse.Namespace) -> None:
                              f"{args.model} is a language detector file")
 
 
-def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto") -> Any:
+def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto", onnx: str | None = None) -> Any:
     from ..heads.monitor import LanguageMonitor
 
     return LanguageMonitor(args.model, threads=getattr(args, "threads", None), detectors=detectors, decision=decision,
-                           truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False))
+                           truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False),
+                           onnx=onnx)
 
 
 def _detector_names(value: str | None) -> Any:
@@ -95,7 +96,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     check_language_args(args)
     prompts = _prompts(args, args.data, label=0)
-    mon = _monitor(args, detectors=_detector_names(args.detectors))
+    mon = _monitor(args, detectors=_detector_names(args.detectors), onnx=args.onnx)
     mon.require_calibration()
     v = mon.score(prompts, progress=not args.quiet)
     rows = v.records()
@@ -134,6 +135,7 @@ def _sets(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate DETECTOR.json --set test=A.jsonl,B.jsonl [--contrast] --json R.json``."""
     from ..heads.evaluate import evaluate_sets
+    from ..heads.fit import chosen_row
     from ..heads.report import evaluation_markdown, evaluation_report
 
     check_language_args(args)
@@ -144,6 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_sets(mon, sets, progress=not args.quiet, log=None if args.quiet else print)
     res["seconds"] = time.perf_counter() - start
     res["default"] = mon.detector.default
+    res["cv_chosen"] = {name: chosen_row(entry) for name, entry in mon.detector.cv.items()}
     res["detector"] = mon.detector.to_json()
     res["model"] = mon.detector.model
     res.update(provenance(["nnwatch"] + sys.argv[1:]))
@@ -175,7 +178,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print("\n".join(latency_table(res)))
     if args.json:
         atomic_write_bytes(args.json, json.dumps(res, indent=1).encode())
-        md = "\n".join(["<!-- begin latency -->", *latency_table(res), "<!-- end latency -->"]) + "\n"
+        md = "\n".join([describe(res), "", "<!-- begin latency -->", *latency_table(res),
+                        "<!-- end latency -->"]) + "\n"
         atomic_write_bytes(Path(args.json).with_suffix(".md"), md.encode())
         print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
     return 0

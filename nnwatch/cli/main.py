@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="as for profile; for a detector file: prompts JSONL (FILE[,FILE...])")
     s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
                    "need only the prefill)")
+    s.add_argument("--onnx", help="detector file only: score on this exported prefill (nnwatch heads export) "
+                   "with onnxruntime")
     s.add_argument("--truncate", action="store_true",
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")

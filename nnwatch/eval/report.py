@@ -19,6 +19,28 @@ _CSS = ("body{font-family:sans-serif;max-width:1300px;margin:20px auto;color:#22
         "th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:10px}pre{background:#f7f7f7;padding:8px}")
 
 
+def html_page(title: str, body: list[str], heading: bool = False) -> str:
+    """A self-contained HTML page in the reports' style.
+
+    Parameters
+    ----------
+    title : str
+        Page title (escaped).
+    body : list of str
+        HTML fragments, in order.
+    heading : bool
+        Also show the title as an ``<h1>``.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
+    h1 = f"<h1>{escape(title)}</h1>" if heading else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{_CSS}</style>"
+            f"</head><body>{h1}{''.join(body)}</body></html>")
+
+
 def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = None,
                   detectors_for_roc: list[str] | None = None, hist_detector: str = "coverage") -> str:
     """Build the report HTML.
@@ -73,7 +95,7 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
         body.append(f"<tr><td>{escape(r['set'])}</td><td>{escape(r['detector'])}</td>"
                     + "".join(f"<td>{'-' if c is None or not np.isfinite(c) else f'{c:.3f}'}</td>" for c in cells) + "</tr>")
     body.append("</table>")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    return html_page(title, body)
 
 
 def write_report(path: str | os.PathLike, ev: Evaluation, title: str, notes: dict[str, Any] | None = None,

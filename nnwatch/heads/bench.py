@@ -27,7 +27,8 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
 
     Paths: the plain prefill; the monitor deciding with its default detector alone; the
     monitor running every prefill-cost column; each masked head detector on its own; with
-    ``onnx``, a plain onnxruntime prefill and the single head as one onnxruntime batch of 2.
+    ``onnx``, the default detector on the onnxruntime prefill, a plain onnxruntime prefill and
+    the single head as one onnxruntime batch of 2.
 
     Parameters
     ----------
@@ -62,19 +63,21 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
         from .onnx_backend import OnnxHeadScorer
 
         ox = OnnxHeadScorer(onnx)
+        monitors[f"monitored, default detector ({det.default}), onnxruntime"] = LanguageMonitor(
+            det, scorer, detectors=[det.default], onnx=onnx)
     single = det.detectors.get("head_single")
     per_path: dict[str, list[float]] = {}
     for i, p in enumerate(prompts):
         inputs = scorer.encode(p)
         # Both sides start from the prompt text: the plain prefill tokenizes too.
-        calls: dict[str, Callable[[], object]] = {PLAIN: lambda: scorer.plain_prefill(p)}
-        calls |= {name: (lambda m=m: m.score(p)) for name, m in monitors.items()}
-        if ox is not None:
+        calls: dict[str, Callable[[], object]] = {PLAIN: lambda p=p: scorer.plain_prefill(p)}
+        calls |= {name: (lambda m=m, p=p: m.score(p)) for name, m in monitors.items()}
+        if ox is not None:  # onnxruntime takes token ids: its rows compare with its own plain prefill
             ids = inputs["input_ids"].numpy()
             ones = np.ones((1, ox.n_layers, ox.n_heads), np.float32)
-            calls[PLAIN_ONNX] = lambda: ox.finals(ids, ones)
+            calls[PLAIN_ONNX] = lambda ids=ids, ones=ones: ox.finals(ids, ones)
             if single is not None:
-                calls["single head, onnxruntime batch of 2"] = lambda: ox.angles(ids, single.heads)
+                calls["single head, onnxruntime batch of 2"] = lambda ids=ids: ox.angles(ids, single.heads)
         with torch.inference_mode():
             res = interleaved(calls, rounds=rounds, warmup=1, settle=0, seed=i)
         for name, r in res.items():

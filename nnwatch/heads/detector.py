@@ -249,7 +249,8 @@ def detector_from_json(d: Any, path: Any = "detector", folder: Path | None = Non
     for name, v in raw.items():
         _need(NAME.fullmatch(name) is not None, path, f"detector name {name!r}: use letters, digits and _ only")
         detectors[name] = score_from_json(v, lay, f"{path}: detector {name!r}")
-    _need(d.get("default") in detectors, path, f"default {d.get('default')!r} is not one of {sorted(detectors)}")
+    _need(isinstance(d.get("default"), str) and d["default"] in detectors, path,
+          f"default {d.get('default')!r} is not one of {sorted(detectors)}")
     enc = d.get("encoder", {})
     max_tokens = enc.get("max_tokens", DEFAULT_ENCODER["max_tokens"]) if isinstance(enc, dict) else None
     _need(isinstance(enc, dict) and _pos_int(max_tokens)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..eval.metrics import auroc
+from .fit import conformal_threshold
 from .monitor import LanguageMonitor
 from .prompts import PromptSet, length_matched
 from .scores import heads_needed
@@ -40,6 +41,8 @@ def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarra
     -------
     dict
         ``auroc`` (NaN with one class), ``detection_at_1``/``false_positive_at_1`` (and ``_5``),
+        ``in_set_detection_at_5`` (detection at the conformal 5% threshold of this set's *own*
+        safe prompts: an oracle no deployment has, separating ranking from calibration),
         ``n_safe``, ``n_unsafe``.
     """
     neg, pos = labels == 0, labels == 1
@@ -50,6 +53,9 @@ def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarra
         flagged = p_values <= level
         out[f"detection_at_{tag}"] = float(flagged[pos].mean()) if pos.any() and calibrated else float("nan")
         out[f"false_positive_at_{tag}"] = float(flagged[neg].mean()) if neg.any() and calibrated else float("nan")
+    both = neg.any() and pos.any()
+    out["in_set_detection_at_5"] = (float(np.mean(scores[pos] > conformal_threshold(scores[neg], 0.05))) if both
+                                    else float("nan"))
     out["n_safe"], out["n_unsafe"] = int(neg.sum()), int(pos.sum())
     return out
 
@@ -74,11 +80,12 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
     dict
         ``rows`` (set, detector, metrics), ``by_set`` (set -> detector -> metrics),
         ``scores``/``p_values`` (set -> detector -> list), ``labels`` (set -> list), ``costs``
-        (detector -> "prefill" | "masked"), ``calibration`` (prompts, fpr).
+        (detector -> "prefill" | "masked"), ``calibration`` (prompts, fpr), ``median_tokens``
+        (set -> median prompt tokens).
     """
     mon.require_calibration()
     heads = heads_needed(mon.column_detectors)
-    rows, by_set, all_scores, all_p, all_labels = [], {}, {}, {}, {}
+    rows, by_set, all_scores, all_p, all_labels, tokens = [], {}, {}, {}, {}, {}
     for name, ps in sets.items():
         s = mon.features(ps, heads, progress=progress, label=name)
         scores = mon.score_features(s)
@@ -95,9 +102,10 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
                 row = {"set": view, "detector": c, **operating_points(scores[idx, j], p[idx, j], y)}
                 rows.append(row)
                 by_set.setdefault(view, {})[c] = row
+        tokens[name] = float(np.median(s.lengths))
         if log:
-            log(f"{name}: {len(ps)} prompts, median {int(np.median(s.lengths))} tokens")
+            log(f"{name}: {len(ps)} prompts, median {int(tokens[name])} tokens")
     cal = mon.calibration
     return {"rows": rows, "by_set": by_set, "scores": all_scores, "p_values": all_p, "labels": all_labels,
             "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.column_detectors)},
-            "calibration": {"prompts": int(len(cal.scores)), "fpr": cal.fpr}}
+            "calibration": {"prompts": int(len(cal.scores)), "fpr": cal.fpr}, "median_tokens": tokens}

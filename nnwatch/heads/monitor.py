@@ -69,6 +69,10 @@ class LanguageMonitor:
         Keep the last ``max_tokens`` tokens of an over-long text prompt instead of refusing it.
     quiet : bool
         No model-loading progress bars.
+    onnx : path, optional
+        A prefill exported by ``nnwatch heads export``: the features then come from one
+        onnxruntime call per prompt (text prompts; no ``mlp_coverage``); the torch model
+        still tokenizes.
 
     Attributes
     ----------
@@ -88,7 +92,8 @@ class LanguageMonitor:
 
     def __init__(self, detector: LanguageDetector | str | os.PathLike, scorer: Any = None, model: str | None = None,
                  threads: int | None = None, detectors: Sequence[str] | str | None = None, decision: str = "auto",
-                 budget: Budget | None = None, truncate: bool = False, quiet: bool = True) -> None:
+                 budget: Budget | None = None, truncate: bool = False, quiet: bool = True,
+                 onnx: str | os.PathLike | None = None) -> None:
         det = detector if isinstance(detector, LanguageDetector) else load_detector(detector)
         self.detector = det
         if scorer is None:
@@ -125,9 +130,19 @@ class LanguageMonitor:
                 names.append(fb)
         self.columns = tuple(names)
         self.column_detectors = [det.detectors[n] for n in names]
-        self._masks = [np.ones(len(names), np.bool_), np.array([s.cost != MASKED for s in self.column_detectors], np.bool_)]
+        cheap = np.array([s.cost != MASKED for s in self.column_detectors], np.bool_)
+        self._masks = [np.ones(len(names), np.bool_), cheap]  # all columns; what the degrade policy keeps
         self.tracker = LatencyTracker(self.budget)
         self.decision = wanted
+        self.onnx = None
+        if onnx is not None:
+            from .onnx_backend import OnnxHeadScorer
+
+            if needs_mlp(self.column_detectors):
+                raise InputError("mlp_coverage reads MLP activations, which the onnxruntime prefill does not output; "
+                                 "leave it out (--detectors) or use the torch path")
+            self.onnx = OnnxHeadScorer(onnx)
+            det.check_model(self.onnx.fingerprint)
         self._set_calibration(det.calibration)
 
     # -- calibration -------------------------------------------------------------------------
@@ -206,8 +221,9 @@ class LanguageMonitor:
         check_probability(fpr, "fpr")
         need = min_samples_for(fpr)
         if len(texts) < need:
-            raise InputError(f"{len(texts)} calibration prompts cannot calibrate fpr={fpr}: a conformal threshold needs "
-                             f"at least {need} benign prompts (99 for 1%); use more benign prompts or a larger fpr")
+            raise InputError(f"{len(texts)} calibration prompts cannot calibrate fpr={fpr}: a conformal threshold "
+                             f"needs at least {need} benign prompts (99 for 1%); use more benign prompts or a larger "
+                             "fpr")
         s = self.features(texts, heads_needed(self.column_detectors), progress=progress)
         scores = np.stack([sc.score(s) for sc in self.column_detectors], axis=1)
         cal = calibration_from_scores(self.columns, scores, np.zeros(len(texts), np.int64), 1, fpr=fpr,
@@ -236,6 +252,10 @@ class LanguageMonitor:
         Sweep
             Features in prompt order.
         """
+        if self.onnx is not None:
+            from .onnx_backend import onnx_sweep
+
+            return onnx_sweep(self.scorer.encode, self.onnx, _prompt_list(prompts), heads)
         return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label,
                      mlp=needs_mlp(self.column_detectors))
 

@@ -2,7 +2,8 @@
 graph input, so the plain and the masked pass run as one batch in one session call.
 
 Graph: ``input_ids`` (B, T) int64 and ``head_scale`` (B, L, H) float32 in; ``final`` (B, D),
-the normed last-token state, out. Row 0 of a batch has all scales 1 (plain); each further
+the normed last-token state, and ``states`` (B, L + 1, D), the last-token state entering
+each layer then ``final``, out (the prefill detectors read ``states`` of the plain row). Row 0 of a batch has all scales 1 (plain); each further
 row has one head at 1e-5. The model's fingerprint and layout are stored in the ONNX
 metadata so a fitted detector refuses a graph of another model.
 
@@ -43,7 +44,6 @@ def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, 
     import torch
 
     from ..export.instrument import MAX_IR_VERSION, save_onnx
-    from .torch_scorer import _Context
 
     lay = scorer.layout
 
@@ -53,13 +53,7 @@ def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, 
             self.inner = scorer.model
 
         def forward(self, input_ids: Any, head_scale: Any) -> Any:
-            ctx = _Context(scales={i: head_scale[:, i] for i in range(lay.n_layers)})
-            scorer._local.ctx = ctx
-            try:
-                scorer.model(input_ids=input_ids, use_cache=False, **scorer._extra_kwargs())
-            finally:
-                scorer._local.ctx = None
-            return ctx.final[:, -1]
+            return scorer.scaled_prefill(input_ids, head_scale)
 
     ids = scorer.encode(example)["input_ids"].expand(2, -1).contiguous()
     scale = torch.ones(2, lay.n_layers, lay.n_heads)
@@ -69,7 +63,7 @@ def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, 
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(Prefill().eval(), (ids, scale), dynamo=True, opset_version=opset,
-                                        input_names=["input_ids", "head_scale"], output_names=["final"],
+                                        input_names=["input_ids", "head_scale"], output_names=["final", "states"],
                                         dynamic_shapes=({0: batch, 1: seq}, {0: batch}), report=False,
                                         verbose=False)
         except Exception as exc:
@@ -160,3 +154,82 @@ class OnnxHeadScorer:
             scales[k, layer, head] = EPSILON
         out = self.finals(input_ids, scales)
         return angle_degrees(out[:1], out[1:])
+
+    def features(self, input_ids: np.ndarray, heads: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Residual states of the plain pass and each head's angle, from one batched call.
+
+        Parameters
+        ----------
+        input_ids : numpy.ndarray
+            ``(1, T)`` token ids.
+        heads : sequence of (layer, head)
+            Heads to mask (may be empty: one row, the plain pass).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``states (L + 1, D)`` float32 and ``angles (len(heads),)`` degrees.
+
+        Raises
+        ------
+        ModelError
+            The graph was exported without ``states`` (re-export it with ``nnwatch heads export``).
+        """
+        if "states" not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError("this prefill graph has no 'states' output (exported by an older nnwatch): export it "
+                             "again with `nnwatch heads export`")
+        ids = np.asarray(input_ids, np.int64)
+        if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
+            raise InputError(f"input_ids must be (1, T), got {ids.shape}")
+        scales = np.ones((len(heads) + 1, self.n_layers, self.n_heads), np.float32)
+        for k, (layer, head) in enumerate(heads, start=1):
+            scales[k, layer, head] = EPSILON
+        final, states = self.session.run(["final", "states"], {"input_ids": np.repeat(ids, len(scales), axis=0),
+                                                              "head_scale": scales})
+        return states[0], (angle_degrees(final[:1], final[1:]) if heads else np.zeros(0))
+
+
+def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: Sequence[tuple[int, int]]) -> Any:
+    """A :class:`~nnwatch.heads.collect.Sweep` computed by onnxruntime (no MLP activations).
+
+    Every prompt is encoded before any pass, as in :func:`~nnwatch.heads.collect.sweep`;
+    each prompt is one session call (plain row plus one row per head).
+
+    Parameters
+    ----------
+    encode : callable
+        Prompt -> model inputs (the scorer's encoder; only ``input_ids`` is used).
+    ox : OnnxHeadScorer
+        The exported prefill.
+    prompts : sequence
+        Text prompts (image prompts need the torch path).
+    heads : sequence of (layer, head)
+        Heads to mask.
+
+    Returns
+    -------
+    Sweep
+        States, angles, lengths and timings; ``mlp`` is None.
+    """
+    import time
+
+    from .collect import Sweep
+
+    ids = []
+    for p in prompts:
+        enc = encode(p)
+        if set(enc) - {"input_ids", "attention_mask"}:
+            raise InputError("the onnxruntime prefill takes text prompts only; score image prompts on the torch path")
+        ids.append(np.asarray(enc["input_ids"], np.int64))
+    n = len(ids)
+    angles = np.zeros((n, len(heads)))
+    states, seconds = None, np.zeros(n)
+    for i, x in enumerate(ids):
+        start = time.perf_counter()
+        st, angles[i] = ox.features(x, heads)
+        if states is None:
+            states = np.zeros((n,) + st.shape, np.float32)
+        states[i] = st
+        seconds[i] = time.perf_counter() - start
+    # One batched call holds the plain and the masked rows: all of it counts as inference.
+    return Sweep(angles, states, np.array([x.shape[1] for x in ids]), list(heads), seconds, None, seconds)

@@ -1,4 +1,4 @@
-"""Head-detector results as markdown tables and HTML pages with SVG plots."""
+"""Language-monitor results as markdown tables and HTML pages with SVG plots."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ import numpy as np
 
 from ..eval.metrics import roc_curve
 from ..eval.provenance import describe
+from ..eval.report import html_page
 from ..eval.svg import heatmap, line_chart
-
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        ".grid{display:flex;flex-wrap:wrap;gap:12px}")
-
-
-def _page(title: str, body: list[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(body)}</body></html>")
-
+from .fit import chosen_row
 
 def separation_heatmap(det: Any) -> str:
     """Layers x heads heat map of (mean unsafe angle - mean safe angle) on calibration prompts.
@@ -59,12 +51,14 @@ def search_report(det: Any) -> str:
     rows = "".join(f"<tr><td>L{a}H{b}</td><td>{g:+.3f}</td></tr>" for a, b, g in s.get("ranking", [])[:15])
     chosen = "".join(f"<tr><td>{escape(k)}</td><td>{', '.join(f'L{a}H{b}' for a, b in v.heads)}</td></tr>"
                      for k, v in det.detectors.items() if v.heads)
+    rule = (f"; heads with mean safe angle above the {s['percentile']:g}th percentile are excluded from the "
+            "published ranking" if isinstance(s.get("percentile"), (int, float)) else "")
     body = [f"<p>Model {escape(det.model)}; {s.get('n_unsafe')} unsafe and {s.get('n_safe')} safe search "
-            f"prompts; heads with mean safe angle above the {s.get('percentile'):g}th percentile are excluded "
-            "from the published ranking.</p>", separation_heatmap(det),
+            f"prompts{rule}.</p>", separation_heatmap(det),
             "<h2>Head detectors</h2><table><tr><th>detector</th><th>heads</th></tr>" + chosen + "</table>",
-            "<h2>Published ranking (kept heads)</h2><table><tr><th>head</th><th>gap (deg)</th></tr>" + rows + "</table>"]
-    return _page("nnwatch heads search", body)
+            "<h2>Published ranking (kept heads)</h2><table><tr><th>head</th><th>gap (deg)</th></tr>" + rows
+            + "</table>"]
+    return html_page("nnwatch heads search", body, heading=True)
 
 
 def _fmt(v: Any) -> str:
@@ -84,7 +78,8 @@ def detection_table(rows: list[dict[str, Any]]) -> list[str]:
     list of str
         Lines.
     """
-    lines = ["| set | detector | AUROC | detection @1% | false pos. @1% | detection @5% | false pos. @5% | safe/unsafe |",
+    lines = ["| set | detector | AUROC | detection @1% | false pos. @1% | detection @5% | false pos. @5% "
+             "| safe/unsafe |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['detector']} | {_fmt(r['auroc'])} | {_fmt(r['detection_at_1'])} | "
@@ -119,7 +114,8 @@ def summary_table(res: dict[str, Any], level: str = "5") -> list[str]:
         cells = [d + (" (default)" if d == res.get("default") else ""), res["costs"][d]]
         for v in views:
             r = res["by_set"][v][d]
-            cells.append(f"{_fmt(r['auroc'])} / {_fmt(r[f'detection_at_{level}'])} / {_fmt(r[f'false_positive_at_{level}'])}")
+            cells.append(f"{_fmt(r['auroc'])} / {_fmt(r[f'detection_at_{level}'])} / "
+                         f"{_fmt(r[f'false_positive_at_{level}'])}")
         if "contrast_pairs" in res["by_set"]:
             r = res["by_set"]["contrast_pairs"][d]
             cells += [_fmt(r[f"false_positive_at_{level}"]), _fmt(r[f"detection_at_{level}"])]
@@ -145,9 +141,10 @@ def cv_table(cv: dict[str, Any], default: str | None = None) -> list[str]:
     lines = ["| detector | chosen setting | CV: plain AUROC | CV: plain det. @5% | CV: wrapped det. @5% | "
              "CV: wrapped f.p. @5% | criterion |", "|---|---|---|---|---|---|---|"]
     for name, entry in cv.items():
-        row = next(r for r in entry["rows"] if r["setting"] == entry["chosen"])
+        row = chosen_row(entry)
         setting = "-" if entry["chosen"] is None else f"layer {entry['chosen']}"
-        lines.append(f"| {name}{' (default)' if name == default else ''} | {setting} | {_fmt(row.get('auroc_plain'))} | "
+        star = " (default)" if name == default else ""
+        lines.append(f"| {name}{star} | {setting} | {_fmt(row.get('auroc_plain'))} | "
                      f"{_fmt(row.get('detection_plain'))} | "
                      f"{_fmt(row.get('detection_wrapped'))} | {_fmt(row.get('false_positive_wrapped'))} | "
                      f"{_fmt(row.get('criterion'))} |")
@@ -265,4 +262,4 @@ def evaluation_report(res: dict[str, Any]) -> str:
     if cvfig:
         body += ["<h2>Layer choice by cross-validation on training prompts</h2>", cvfig]
     body += ["<h2>Per-head separation on the head-search prompts</h2>", heat]
-    return _page("nnwatch evaluate (language detector)", body)
+    return html_page("nnwatch evaluate (language detector)", body, heading=True)

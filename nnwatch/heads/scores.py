@@ -367,7 +367,8 @@ def score_from_json(d: Any, lay: Layout, where: str) -> Score:
         Unknown kind, or a field missing or out of range; the message names it.
     """
     _need(isinstance(d, dict), where, "is not an object")
-    cls = KINDS.get(d.get("kind"))
+    kind = d.get("kind")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
     _need(cls is not None, where, f"unknown detector kind {d.get('kind')!r} (known: {', '.join(KINDS)})")
     return cls.from_json(d, lay, where)
 

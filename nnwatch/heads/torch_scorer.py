@@ -242,6 +242,32 @@ class TorchHeadScorer:
         with self.torch.inference_mode():
             return self.model(**inputs, use_cache=False, **self._extra_kwargs())
 
+    def scaled_prefill(self, input_ids: Any, head_scale: Any) -> tuple[Any, Any]:
+        """A prefill with per-row head scales, returning tensors (traceable: the ONNX export calls it).
+
+        Parameters
+        ----------
+        input_ids : torch.Tensor
+            ``(B, T)`` token ids.
+        head_scale : torch.Tensor
+            ``(B, L, H)`` query scale of every head in every row (1: untouched).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``final (B, D)``: the normed last-token state; ``states (B, L + 1, D)``: the
+            last-token state entering each layer, then ``final``.
+        """
+        ctx = _Context(scales={i: head_scale[:, i] for i in range(self.layout.n_layers)}, capture=True)
+        self._local.ctx = ctx
+        try:
+            self.model(input_ids=input_ids, use_cache=False, **self._extra_kwargs())
+        finally:
+            self._local.ctx = None
+        final = ctx.final[:, -1]
+        states = [ctx.inputs[i][0][:, -1] for i in range(self.layout.n_layers)] + [final]
+        return final, self.torch.stack(states, dim=1)
+
     def _forward(self, inputs: dict[str, Any], scales: dict[int, Any], capture: bool,
                  use_cache: bool = False) -> _Context:
         ctx = _Context(scales=scales, capture=capture)

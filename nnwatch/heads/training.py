@@ -50,7 +50,8 @@ def check_hold_out(hold_out: int, fpr: float, what: str = "--hold-out") -> None:
                          "benign prompts (99 for 1%)")
 
 
-def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str], seed: int = 0) -> tuple[PromptSet, PromptSet]:
+def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str],
+                      seed: int = 0) -> tuple[PromptSet, PromptSet]:
     """Benign prompts for calibration (never in ``exclude``) and the rest for fitting.
 
     Parameters
@@ -85,7 +86,8 @@ def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str], seed
                          "remain for fitting; give more benign prompts or a smaller --hold-out")
     held = set(np.random.default_rng(seed).choice(pool, hold_out, replace=False).tolist())
     fit_rows = [i for i in range(len(prompts)) if i not in held]
-    return prompts.subset(fit_rows, f"{prompts.name}[fit]"), prompts.subset(sorted(held), f"{prompts.name}[calibration]")
+    return (prompts.subset(fit_rows, f"{prompts.name}[fit]"),
+            prompts.subset(sorted(held), f"{prompts.name}[calibration]"))
 
 
 def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSet, hold_out: int = 100,

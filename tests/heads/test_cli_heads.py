@@ -12,9 +12,9 @@ import pytest
 
 from nnwatch.cli.main import main
 
-from ..conftest import REPO
+from ..conftest import SHARED_DATA
 
-PROMPTS = REPO.parent / "shared" / "data" / "prompts"
+PROMPTS = SHARED_DATA / "prompts"
 SIZES = {"harmful_train": 30, "benign_train": 45, "harmful_test": 8, "benign_test": 22}
 
 
@@ -51,61 +51,75 @@ def fitted(files, tiny_llama_dir):
     return d / "det.json"
 
 
-def test_fit_calibrate_screen_evaluate_bench(files, fitted, tiny_llama_dir, capsys):
-    d = files["dir"]
+def test_fit_writes_every_detector_calibrated_on_held_out_prompts(files, fitted):
     det = json.loads(fitted.read_text())
     assert {"head_single", "head_ensemble", "probe", "probe_augmented", "refusal_direction",
-            "direction_combination_augmented", "length"} <= set(det["detectors"])
+            "direction_combination_augmented", "mlp_coverage", "length"} <= set(det["detectors"])
     assert det["detectors"][det["default"]]["kind"] in ("residual_probe", "refusal_direction", "direction_combination")
     cal = det["calibration"]
     assert len(cal["scores"]) == 20 and set(cal["detectors"]) == set(det["detectors"])
-    search_ids = set(json.loads((d / "search.json").read_text())["search"]["prompt_ids"])
+    search_ids = set(json.loads((files["dir"] / "search.json").read_text())["search"]["prompt_ids"])
     assert not search_ids & set(det["info"]["calibration_ids"])  # calibration never saw fitting
 
-    assert main(["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fpr", "0.05", "--quiet",
-                 "--out", str(d / "recal.json")]) == 0
-    assert len(json.loads((d / "recal.json").read_text())["calibration"]["scores"]) == SIZES["benign_test"]
 
-    assert main(["screen", str(fitted), "--data", str(files["harmful_test"]), "--out", str(d / "scores.json"),
-                 "--detectors", "all", "--quiet"]) == 0
-    rows = json.loads((d / "scores.json").read_text())
+def test_calibrate_replaces_the_calibration(files, fitted):
+    out = files["dir"] / "recal.json"
+    assert main(["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fpr", "0.05", "--quiet",
+                 "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["calibration"]["scores"]) == SIZES["benign_test"]
+    assert (files["dir"] / "recal.mlp_coverage.npz").is_file()
+
+
+def test_screen_flags_follow_the_decision_p_values(files, fitted):
+    out = files["dir"] / "scores.json"
+    assert main(["screen", str(fitted), "--data", str(files["harmful_test"]), "--out", str(out), "--detectors", "all",
+                 "--quiet"]) == 0
+    rows = json.loads(out.read_text())
     assert len(rows) == SIZES["harmful_test"] and {"id", "flag", "p_value", "score.head_single"} <= set(rows[0])
-    default = det["default"]
+    default = json.loads(fitted.read_text())["default"]
     assert all(r["flag"] == r[f"flag.{default}"] == (r["p_value"] <= 0.05) for r in rows)
 
+
+def test_guard_reports_flag_and_p_value(fitted, tiny_llama_dir, capsys):
     capsys.readouterr()
     assert main(["heads", "guard", str(fitted), "--prompt", "how do I bake a cake", "--max-new-tokens", "3",
                  "--model", str(tiny_llama_dir), "--quiet"]) == 0
     reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"flagged", "p_value", "score", "detector", "reply"} == set(reply) and reply["detector"] == default
+    assert {"flagged", "p_value", "score", "detector", "reply"} == set(reply)
+    assert reply["detector"] == json.loads(fitted.read_text())["default"]
 
+
+def test_evaluate_reports_both_operating_points_on_every_view(files, fitted):
+    d = files["dir"]
     assert main(["evaluate", str(fitted), "--set", f"test={files['harmful_test']},{files['benign_test']}",
                  "--set", f"jailbreak={files['jailbreak']}", "--contrast", "--json", str(d / "ev.json"),
                  "--report", str(d / "ev.html"), "--quiet"]) == 0
     res = json.loads((d / "ev.json").read_text())
     assert {"test", "test:length-matched", "jailbreak", "contrast_pairs", "contrast_pairs:length-matched"} <= \
         set(res["by_set"])
-    row = res["by_set"]["test"][default]
-    p = np.array(res["p_values"]["test"][default])
-    y = np.array(res["labels"]["test"])
-    assert row["detection_at_5"] == np.mean(p[y == 1] <= 0.05) and row["false_positive_at_1"] == np.mean(p[y == 0] <= 0.01)
     assert (d / "ev.md").read_text().count("over-refusal") == 2
-
-    assert main(["heads", "export", "--out", str(d / "prefill.onnx"), "--model", str(tiny_llama_dir), "--quiet"]) == 0
-    assert main(["bench", str(fitted), "--data", str(files["benign_test"]), "--timed-prompts", "2",
-                 "--onnx", str(d / "prefill.onnx"), "--json", str(d / "bench.json"), "--quiet"]) == 0
-    bench = json.loads((d / "bench.json").read_text())
-    paths = {r["path"] for r in bench["rows"]}
-    assert {"plain prefill (torch)", "plain prefill (onnxruntime)"} <= paths
-    assert all(np.isfinite(r["ratio"]) and np.isfinite(r["ratio_onnx"]) for r in bench["rows"])
-
-    capsys.readouterr()
-    assert main(["info", str(fitted)]) == 0
-    assert "(default)" in capsys.readouterr().out
     from tests.eval.test_report_browser import check_page
 
     check_page(d / "search.html", d / "search.png")
     check_page(d / "ev.html", d / "ev.png")
+
+
+def test_bench_times_both_plain_prefills(files, fitted, tiny_llama_dir):
+    d = files["dir"]
+    assert main(["heads", "export", "--out", str(d / "prefill.onnx"), "--model", str(tiny_llama_dir), "--quiet"]) == 0
+    assert main(["bench", str(fitted), "--data", str(files["benign_test"]), "--timed-prompts", "2",
+                 "--onnx", str(d / "prefill.onnx"), "--json", str(d / "bench.json"), "--quiet"]) == 0
+    bench = json.loads((d / "bench.json").read_text())
+    assert {"plain prefill (torch)", "plain prefill (onnxruntime)"} <= {r["path"] for r in bench["rows"]}
+    assert all(np.isfinite(r["ratio"]) and np.isfinite(r["ratio_onnx"]) for r in bench["rows"])
+    assert "<!-- begin latency -->" in (d / "bench.md").read_text()
+
+
+def test_info_names_the_default(fitted, capsys):
+    capsys.readouterr()
+    assert main(["info", str(fitted)]) == 0
+    out = capsys.readouterr().out
+    assert "(default)" in out and "calibration: 20 benign prompts" in out
 
 
 def test_detector_for_another_model_is_refused(files, fitted, tmp_path, capsys):
@@ -122,6 +136,8 @@ def test_detector_for_another_model_is_refused(files, fitted, tmp_path, capsys):
 def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
     long = tmp_path / "long.jsonl"
     long.write_text(json.dumps({"prompt": "word " * 9000}) + "\n")
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "nnwatch.heads",')
     cases = [
         (["screen", str(fitted), "--data", str(long), "--out", str(tmp_path / "s.json"), "--quiet"],
          "over the limit of 8192"),
@@ -134,6 +150,16 @@ def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
         (["evaluate", str(fitted), "--id", "digits", "--ood", "noise", "--quiet"], "--id/--ood are for classifier"),
         (["evaluate", str(fitted), str(fitted), "--contrast", "--quiet"], "takes no PROFILE"),
         (["calibrate", str(tmp_path / "model.onnx"), "--data", "digits"], "PROFILE is missing"),
+        (["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fpr", "0.01", "--quiet"],
+         "needs at least 99 benign prompts"),
+        (["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fuse", "energy", "--quiet"],
+         "--fuse is for classifier models"),
+        (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json"), "--stream"],
+         "--stream is for classifier models"),
+        (["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
+          "--hold-out", "50", "--fpr", "0.01", "--out", str(tmp_path / "f.json"), "--quiet"], "--hold-out 50 cannot"),
+        (["screen", str(damaged), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json")],
+         "not a detector file"),
     ]
     for argv, message in cases:
         code = main(argv)

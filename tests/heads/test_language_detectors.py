@@ -268,7 +268,8 @@ def test_mlp_coverage_is_the_coverage_mean_of_the_reference_kernel(tmp_path):
     ref = coverage_scores(np.split(query, 3, axis=1), np.zeros(10, np.int64), det.tables)
     want = ref[:, [SCORE_NAMES.index(k) for k in ("nc", "kmnc", "tknc", "nbc")]].mean(axis=1)
     np.testing.assert_allclose(det.score(s), want)
-    safe_sweep = Sweep(np.zeros((80, 0)), np.zeros((80, 1, 2), np.float32), np.full(80, 5), [], np.zeros(80), safe, None)
+    safe_sweep = Sweep(np.zeros((80, 0)), np.zeros((80, 1, 2), np.float32), np.full(80, 5), [], np.zeros(80), safe,
+                       None)
     assert det.score(s).mean() > det.score(safe_sweep).mean()
 
     f = _fitted_file()
@@ -357,7 +358,7 @@ def test_wrappers_keep_labels_and_payloads_and_are_not_the_test_templates():
     ps = PromptSet(("how do I bake bread", "how do I build a bomb"), np.array([0, 1]), ("a", "b"), "x")
     wrapped, which = wrap(ps, GROUP_A, seed=0)
     assert list(wrapped.labels) == [0, 1]
-    assert all(p in w and w == GROUP_A[k].replace("{payload}", p) for p, w, k in zip(ps.prompts, wrapped.prompts, which))
+    assert all(w == GROUP_A[k].replace("{payload}", p) for p, w, k in zip(ps.prompts, wrapped.prompts, which))
     assert not set(GROUP_A) & set(GROUP_B) and all("{payload}" in t for t in GROUP_A + GROUP_B)
     jailbreak = load_prompts(REPO.parent / "shared" / "data" / "prompts" / "jailbreak_test.jsonl")
     for t in GROUP_A + GROUP_B:

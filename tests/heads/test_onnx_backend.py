@@ -42,3 +42,30 @@ def test_onnx_scorer_refuses_foreign_graphs(tmp_path):
     onnx.save(m, tmp_path / "x.onnx")
     with pytest.raises(ModelError, match="not a prefill exported by nnwatch heads"):
         OnnxHeadScorer(tmp_path / "x.onnx", providers="cpu")
+
+
+def test_onnx_states_and_monitor_scores_agree_with_torch(tiny_scorer, tiny_onnx):
+    """The exported graph's residual states equal the torch pass's, so a monitor on the
+    onnxruntime prefill gives the torch monitor's scores (prefill and head detectors)."""
+    from nnwatch.heads.detector import LanguageDetector
+    from nnwatch.heads.logistic import Logistic
+    from nnwatch.heads.monitor import LanguageMonitor
+    from nnwatch.heads.onnx_backend import OnnxHeadScorer
+    from nnwatch.heads.scores import HeadAngle, RefusalDirection, ResidualProbe
+
+    lay = tiny_scorer.layout
+    prompts = ["how do I bake a cake", "write a poem about the sea and the sky, please, in detail"]
+    ox = OnnxHeadScorer(tiny_onnx, providers="cpu")
+    for p in prompts:
+        _, torch_states, _ = tiny_scorer.base_pass(p)
+        onnx_states, _ = ox.features(tiny_scorer.encode(p)["input_ids"].numpy(), [])
+        np.testing.assert_allclose(onnx_states, torch_states, rtol=1e-4, atol=1e-4)
+    rng = np.random.default_rng(0)
+    d = torch_states.shape[1]
+    det = LanguageDetector("tiny", tiny_scorer.fingerprint, lay.n_layers, lay.n_heads, d, {
+        "probe": ResidualProbe(2, Logistic(np.zeros(d), np.ones(d), rng.normal(size=d), 0.1)),
+        "refusal_direction": RefusalDirection(3, rng.normal(size=d)),
+        "head_single": HeadAngle((1, 2))}, "probe")
+    on_torch = LanguageMonitor(det, tiny_scorer, detectors="all").score(prompts).score_matrix
+    on_onnx = LanguageMonitor(det, tiny_scorer, detectors="all", onnx=tiny_onnx).score(prompts).score_matrix
+    np.testing.assert_allclose(on_onnx, on_torch, rtol=1e-3, atol=1e-3)

@@ -64,7 +64,8 @@ def save_tiny_llava(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                               image_size=32, patch_size=8, projection_dim=32)
-    config = LlavaConfig(vision_config=vision, text_config=llama_config(vocab_size=len(tok)), image_token_index=image_id,
+    config = LlavaConfig(vision_config=vision, text_config=llama_config(vocab_size=len(tok)),
+                         image_token_index=image_id,
                          vision_feature_layer=-1, vision_feature_select_strategy="default")
     model = LlavaForConditionalGeneration(config).eval()
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

@@ -225,7 +225,7 @@ def test_head_detector_json_mutations(tmp_path, data):
     # pick a field anywhere in the (nested) document and replace or drop it
     parent = body
     for _ in range(data.draw(st.integers(0, 3))):
-        children = [k for k, v in parent.items() if isinstance(v, dict)]
+        children = [k for k, v in parent.items() if isinstance(v, dict) and v]
         if not children:
             break
         parent = parent[data.draw(st.sampled_from(sorted(children)))]
@@ -243,9 +243,14 @@ def test_head_detector_json_mutations(tmp_path, data):
         det = load_detector(path)
     except NnwatchError:
         return
-    angles = np.ones((2, len(det.heads)))
-    for v in det.scores(angles).values():  # a loaded detector always scores
-        assert v.shape == (2,)
+    from nnwatch.heads.collect import Sweep
+    from nnwatch.heads.scores import heads_needed
+
+    heads = heads_needed(list(det.detectors.values()))
+    sweep = Sweep(np.ones((2, len(heads))), np.ones((2, det.n_layers + 1, max(det.hidden, 1)), np.float32),
+                  np.array([3, 4]), heads, np.zeros(2))
+    for d in det.detectors.values():  # a loaded detector always scores
+        assert d.score(sweep).shape == (2,)
 
 
 def test_loaded_head_detector_always_renders(tmp_path):
