@@ -4,7 +4,8 @@ Each prompt is timed with every path interleaved (:func:`nnwatch.eval.timing.int
 the harness the classifier benchmarks use); a path's ratio is the median over prompts of its
 p50 divided by the plain prefill's p50 on the same prompt. Baselines: a plain torch prefill
 (the model's forward with nnwatch's hooks idle), and, given an exported prefill, a plain
-onnxruntime prefill, stated as its own baseline.
+onnxruntime prefill of the same graph with every head scale 1, stated as its own baseline.
+Every path starts from the prompt text (tokenizing is part of each).
 """
 
 from __future__ import annotations
@@ -68,16 +69,15 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
     single = det.detectors.get("head_single")
     per_path: dict[str, list[float]] = {}
     for i, p in enumerate(prompts):
-        inputs = scorer.encode(p)
         # Both sides start from the prompt text: the plain prefill tokenizes too.
         calls: dict[str, Callable[[], object]] = {PLAIN: lambda p=p: scorer.plain_prefill(p)}
         calls |= {name: (lambda m=m, p=p: m.score(p)) for name, m in monitors.items()}
-        if ox is not None:  # onnxruntime takes token ids: its rows compare with its own plain prefill
-            ids = inputs["input_ids"].numpy()
+        if ox is not None:  # every onnxruntime path tokenizes the prompt too, as the monitor does
             ones = np.ones((1, ox.n_layers, ox.n_heads), np.float32)
-            calls[PLAIN_ONNX] = lambda ids=ids, ones=ones: ox.finals(ids, ones)
+            calls[PLAIN_ONNX] = lambda p=p, ones=ones: ox.finals(scorer.encode(p)["input_ids"].numpy(), ones)
             if single is not None:
-                calls["single head, onnxruntime batch of 2"] = lambda ids=ids: ox.angles(ids, single.heads)
+                calls["single head, onnxruntime batch of 2"] = \
+                    lambda p=p: ox.angles(scorer.encode(p)["input_ids"].numpy(), single.heads)
         with torch.inference_mode():
             res = interleaved(calls, rounds=rounds, warmup=1, settle=0, seed=i)
         for name, r in res.items():
