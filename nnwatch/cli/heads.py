@@ -55,6 +55,8 @@ def add_parser(sub: Any) -> None:
                    help="benign training prompts kept out of fitting for the conformal calibration (>= 99 for 1%%)")
     f.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-positive rate of the flags")
+    f.add_argument("--without-contrast-pairs", action="store_true",
+                   help="do not fit on the train half of the built-in safe/unsafe contrast pairs")
     f.add_argument("--out", required=True, help="fitted and calibrated detector file (.json)")
     model_opts(f)
 
@@ -124,7 +126,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     scorer, _ = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     det.check_model(scorer.fingerprint)
     fitted = fit_and_calibrate(scorer, det, prompts, hold_out=args.hold_out, fpr=args.fpr,
-                               progress=not args.quiet, log=None if args.quiet else print)
+                               progress=not args.quiet, log=None if args.quiet else print,
+                               contrast_train=not args.without_contrast_pairs)
     fitted.info["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
     save_detector(fitted, args.out)
     print(f"wrote {args.out}: default detector {fitted.default}; {len(fitted.detectors)} detectors calibrated on "

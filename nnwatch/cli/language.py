@@ -126,7 +126,7 @@ def _sets(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--set {name!r} given twice")
         sets[name] = _prompts(args, files)
     if args.contrast:
-        sets["contrast_pairs"] = contrast_pairs()
+        sets["contrast_pairs"] = contrast_pairs("test")  # words never seen by `heads fit`
     if not sets:
         raise InputError("nothing to evaluate: give --set NAME=FILE[,FILE...] and/or --contrast")
     return sets

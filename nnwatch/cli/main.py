@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", metavar="NAME=FILE[,FILE...]",
                     help="detector file: a labelled prompt set (label 1 unsafe, 0 safe); repeatable")
     ev.add_argument("--contrast", action="store_true",
-                    help="detector file: add the built-in safe-but-alarming prompts with their unsafe counterparts")
+                    help="detector file: add the test half of the built-in safe-but-alarming prompts with their "
+                         "unsafe counterparts")
     ev.add_argument("--json", help="write results as JSON here")
     ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")
     _common(ev)

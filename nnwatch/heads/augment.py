@@ -88,8 +88,34 @@ GROUP_B = (
 TEMPLATES = GROUP_A + GROUP_B
 
 
-def wrap(prompts: PromptSet, templates: tuple[str, ...] = TEMPLATES, seed: int = 0) -> tuple[PromptSet, np.ndarray]:
-    """Each prompt inside one wrapper drawn at random, with its label kept.
+def long_wrapper(templates: tuple[str, ...], rng: np.random.Generator, parts: tuple[int, int] = (5, 8)) -> str:
+    """A long persona-style wrapper: several templates of one group stacked, the payload slot
+    kept in the last one only (real jailbreak prompts run to hundreds of tokens of rules and
+    role-play before the request).
+
+    Parameters
+    ----------
+    templates : tuple of str
+        One group's wrappers.
+    rng : numpy.random.Generator
+        Random source.
+    parts : (int, int)
+        Fewest and most templates stacked (capped at the group's size).
+
+    Returns
+    -------
+    str
+        A wrapper with one ``{payload}`` slot.
+    """
+    k = int(rng.integers(min(parts[0], len(templates)), min(parts[1], len(templates)) + 1))
+    picked = [templates[i] for i in rng.choice(len(templates), k, replace=False)]
+    return "\n\n".join([t.replace("{payload}", "").rstrip() for t in picked[:-1]] + [picked[-1]])
+
+
+def wrap(prompts: PromptSet, templates: tuple[str, ...] = TEMPLATES, seed: int = 0,
+         long_share: float = 0.5) -> tuple[PromptSet, np.ndarray]:
+    """Each prompt inside one wrapper drawn at random (short, or long: :func:`long_wrapper`),
+    with its label kept.
 
     Parameters
     ----------
@@ -98,16 +124,20 @@ def wrap(prompts: PromptSet, templates: tuple[str, ...] = TEMPLATES, seed: int =
     templates : tuple of str
         Wrappers with a ``{payload}`` slot.
     seed : int
-        Random seed of the draw.
+        Random seed of the draws.
+    long_share : float
+        Share of prompts given a long wrapper.
 
     Returns
     -------
     tuple
-        ``(wrapped PromptSet, int64 (N,) index into templates of each wrapper)``.
+        ``(wrapped PromptSet, int64 (N,) index into templates of each short wrapper, -1 for long)``.
     """
     rng = np.random.default_rng(seed)
     which = rng.integers(0, len(templates), len(prompts))
-    texts = tuple(p.replace_text(templates[k].replace("{payload}", p.text)) if isinstance(p, ImagePrompt)
-                  else templates[k].replace("{payload}", p) for k, p in zip(which, prompts.prompts))
+    which[rng.random(len(prompts)) < long_share] = -1
+    frames = [templates[k] if k >= 0 else long_wrapper(templates, rng) for k in which]
+    texts = tuple(p.replace_text(f.replace("{payload}", p.text)) if isinstance(p, ImagePrompt)
+                  else f.replace("{payload}", p) for f, p in zip(frames, prompts.prompts))
     ids = tuple(f"wrapped{k}-{i}" for k, i in zip(which, prompts.ids))
     return PromptSet(texts, prompts.labels.copy(), ids, f"{prompts.name}:wrapped"), which.astype(np.int64)

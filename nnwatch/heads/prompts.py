@@ -169,22 +169,39 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
 CONTRAST_PAIRS = Path(__file__).resolve().parent / "data" / "contrast_pairs.jsonl"
 
 
-def contrast_pairs() -> PromptSet:
+def contrast_pairs(split: str = "all") -> PromptSet:
     """Safe prompts with alarming words, each with an unsafe counterpart on the same word.
 
     Written for this project (``data/contrast_pairs.jsonl``, 100 pairs): each pair shares
     an alarming word (kill, poison, hack, launder, ...) and most of its phrasing; the safe
     prompt uses the word in a harmless sense or asks for protection or history, the unsafe one
     asks for harm. A detector that keys on vocabulary flags both; one that reads intent
-    separates them. Built from no public benchmark; keep it out of training and threshold
-    fitting (it is a test set of over-refusal).
+    separates them. Built from no public benchmark.
+
+    Split by alarming word (words in order of first appearance, alternating): ``train`` holds
+    the pairs of every other word, ``test`` the rest, so the test half's words were never seen
+    in training. ``nnwatch heads fit`` adds the train half as hard examples; ``nnwatch
+    evaluate --contrast`` measures over-refusal on the test half.
+
+    Parameters
+    ----------
+    split : str
+        ``all``, ``train`` or ``test``.
 
     Returns
     -------
     PromptSet
-        200 prompts (label 1 = unsafe), ids ``contrast-NNN-safe|unsafe``.
+        Prompts (label 1 = unsafe), ids ``contrast-NNN-safe|unsafe``.
     """
-    return load_prompts(CONTRAST_PAIRS)
+    if split not in ("all", "train", "test"):
+        raise InputError(f"contrast split {split!r}: use all, train or test")
+    ps = load_prompts(CONTRAST_PAIRS)
+    if split == "all":
+        return ps
+    rows = [json.loads(line) for line in CONTRAST_PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    words = list(dict.fromkeys(r["keyword"] for r in rows))
+    keep = set(words[0::2] if split == "train" else words[1::2])
+    return ps.subset([i for i, r in enumerate(rows) if r["keyword"] in keep], f"contrast_pairs[{split}]")
 
 
 def length_matched(lengths: np.ndarray, labels: np.ndarray, tolerance: int = 2) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 1. Benign prompts the head search did not use are split off (``hold_out`` of them, drawn
    reproducibly) for the conformal calibration; nothing is fitted on them.
-2. The rest are run plain (residual states, the searched heads' angles) and inside this
-   project's wrappers of groups A and B (:mod:`.augment`; residual states only).
+2. The rest, with the train half of the built-in contrast pairs (hard safe examples), are
+   run plain (residual states, the searched heads' angles, MLP activations) and inside this
+   project's wrappers of groups A and B, short or stacked long (:mod:`.augment`; residual
+   states only).
 3. :func:`nnwatch.heads.fit.fit_detectors` chooses and fits every detector.
 4. All of them are calibrated on the held-out benign prompts.
 """
@@ -24,7 +26,7 @@ from .collect import sweep
 from .detector import LanguageDetector
 from .fit import FOLDS, TrainingData, fit_detectors
 from .monitor import LanguageMonitor
-from .prompts import PromptSet
+from .prompts import PromptSet, contrast_pairs
 
 
 def check_hold_out(hold_out: int, fpr: float, what: str = "--hold-out") -> None:
@@ -91,8 +93,8 @@ def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str],
 
 
 def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSet, hold_out: int = 100,
-                      fpr: float = 0.05, progress: bool = False,
-                      log: Callable[[str], None] | None = None) -> LanguageDetector:
+                      fpr: float = 0.05, progress: bool = False, log: Callable[[str], None] | None = None,
+                      contrast_train: bool = True) -> LanguageDetector:
     """Fit every detector on training prompts and calibrate them on held-out benign ones.
 
     Parameters
@@ -111,6 +113,10 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
         Progress lines.
     log : callable, optional
         Called with one line per step.
+    contrast_train : bool
+        Also fit on the train half of the built-in contrast pairs (safe prompts with alarming
+        words and their unsafe twins, :func:`nnwatch.heads.prompts.contrast_pairs`); never
+        held out for calibration.
 
     Returns
     -------
@@ -129,6 +135,9 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
     if "head_single" not in searched.detectors:
         raise InputError("the detector file has no head_single: give the file `nnwatch heads search` wrote")
     train, calibration = split_calibration(prompts, hold_out, set(searched.search.get("prompt_ids", [])))
+    hard = contrast_pairs("train") if contrast_train else None
+    if hard is not None:
+        train = train + hard
     say = log or (lambda _: None)
     start = time.perf_counter()
     single = searched.detectors["head_single"].head
@@ -143,6 +152,7 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
                            scorer.fingerprint, progress=say)
     say(f"default detector: {result.default}")
     info = {"train_prompts": {"safe": int((train.labels == 0).sum()), "unsafe": int((train.labels == 1).sum())},
+            "contrast_train_prompts": 0 if hard is None else len(hard),
             "calibration_prompts": len(calibration), "calibration_ids": list(calibration.ids),
             "wrapper_templates": {"group_a": len(GROUP_A), "group_b": len(GROUP_B), "all": len(TEMPLATES)},
             "fit_seconds": time.perf_counter() - start}

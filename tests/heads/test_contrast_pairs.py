@@ -33,3 +33,19 @@ def test_pairs_are_not_taken_from_the_shared_prompt_sets():
     for path in folder.glob("*.jsonl"):
         theirs = {json.loads(line)["prompt"].strip().lower() for line in path.read_text().splitlines() if line.strip()}
         assert not ours & theirs, path.name
+
+
+def test_train_and_test_halves_split_by_word():
+    """The halves share no alarming word and no pair; together they are the whole set."""
+    import json
+
+    from nnwatch.heads.prompts import CONTRAST_PAIRS, contrast_pairs
+
+    rows = {r["id"]: r for r in map(json.loads, CONTRAST_PAIRS.read_text().splitlines())}
+    train, test = contrast_pairs("train"), contrast_pairs("test")
+    assert len(train) + len(test) == len(contrast_pairs()) == len(rows)
+    words = [{rows[i]["keyword"] for i in half.ids} for half in (train, test)]
+    assert not words[0] & words[1]
+    for half in (train, test):
+        pairs = [rows[i]["pair"] for i in half.ids]
+        assert all(pairs.count(p) == 2 for p in pairs)  # both prompts of every pair
