@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     sub : argparse sub-parsers
         The top-level sub-parsers.
     """
-    h = sub.add_parser("heads", help="single-head safety score for LLMs/LVLMs (needs nnwatch[llm])")
+    h = sub.add_parser("heads", help="language monitor: head search, fit, guard, export (needs nnwatch[llm])")
     hs = h.add_subparsers(dest="heads_command")
 
     def model_opts(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,8 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
-    s = hs.add_parser("search", help="calibration prompts -> fitted detector file (+ per-head heat map)")
+    s = hs.add_parser("search", help="labelled prompts -> every head scored; the published head and the "
+                      "angle-probe heads (+ heat map)")
     s.add_argument("--prompts", nargs="+", required=True, help="labelled JSONL files (label 1 unsafe, 0 safe)")
     s.add_argument("--per-class", type=positive_int, default=50, help="calibration prompts per label (the paper: ~50)")
     s.add_argument("--percentile", type=percent, default=80.0, help="safe-angle filter of the published selection")
