@@ -57,7 +57,8 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
                 "monitored, every prefill detector": LanguageMonitor(det, scorer)}
     for name, sc in det.detectors.items():
         if sc.cost == MASKED:
-            monitors[f"monitored, {name} ({len(sc.heads)} heads masked)"] = LanguageMonitor(
+            masked = f"{len(sc.heads)} head{'s' if len(sc.heads) != 1 else ''} masked"
+            monitors[f"monitored, {name} ({masked})"] = LanguageMonitor(
                 det, scorer, detectors=[name], decision=name)
     ox = None
     if onnx:

@@ -1,11 +1,12 @@
-"""The head score on onnxruntime: the prefill exported with a per-sample head scale as a
-graph input, so the plain and the masked pass run as one batch in one session call.
+"""The language monitor's features on onnxruntime: the prefill exported with a per-sample head
+scale as a graph input, so the plain and the masked passes run as one batch in one call.
 
 Graph: ``input_ids`` (B, T) int64 and ``head_scale`` (B, L, H) float32 in; ``final`` (B, D),
 the normed last-token state, and ``states`` (B, L + 1, D), the last-token state entering
-each layer then ``final``, out (the prefill detectors read ``states`` of the plain row). Row 0 of a batch has all scales 1 (plain); each further
-row has one head at 1e-5. The model's fingerprint and layout are stored in the ONNX
-metadata so a fitted detector refuses a graph of another model.
+each layer then ``final``, out (the prefill detectors read ``states`` of the plain row).
+Row 0 of a batch has all scales 1 (plain); each further row has one head at 1e-5. The
+model's fingerprint and layout are stored in the ONNX metadata so a fitted detector refuses
+a graph of another model.
 
 Exporting needs torch; scoring (:class:`OnnxHeadScorer`) needs only numpy and onnxruntime.
 """
