@@ -105,7 +105,8 @@ def _language(args: argparse.Namespace) -> bool:
             raise InputError("evaluate on a classifier needs --id CLEAN and at least one --ood SOURCE")
         if args.set or args.contrast:
             raise InputError("--set/--contrast are for language detector files; a classifier takes --id/--ood")
-    language_only = {"screen": ("detectors", "truncate", "onnx"), "bench": ("data", "onnx")}.get(args.command, ())
+    language_only = {"screen": ("detectors", "truncate", "onnx"), "bench": ("data", "onnx"),
+                     "calibrate": ("truncate",), "evaluate": ("truncate",)}.get(args.command, ())
     for flag in language_only:
         if getattr(args, flag, None):
             raise InputError(f"--{flag} is for language detector files (DETECTOR.json), not for {args.model}")
@@ -510,7 +511,7 @@ def _info_detector(path: Path) -> None:
     for name, v in d.detectors.items():
         where = (", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")) if v.heads \
             else ("layers " + ",".join(map(str, v.layers()[:8])) + (" ..." if len(v.layers()) > 8 else "")
-                  if v.layers() else "prompt tokens")
+                  if v.layers() else "MLP activations" if v.needs_mlp else "prompt tokens")
         print(f"  {name}{' (default)' if name == d.default else ''}: {v.kind}, {v.cost} cost; reads {where}")
     c = d.calibration
     print(f"  calibration: {len(c.scores)} benign prompts, fpr {c.fpr:g}" if c is not None

@@ -62,10 +62,13 @@ def add_parser(sub: Any) -> None:
     model_opts(f)
 
     g = hs.add_parser("guard", help="generate a reply; flagged prompts start from a refusal")
-    g.add_argument("detector")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("detector", help="fitted, calibrated detector file (nnwatch heads fit)")
+    g.add_argument("--prompt", required=True, help="the user's prompt (text)")
     g.add_argument("--decision", help="detector that decides (default: the file's default)")
     g.add_argument("--max-new-tokens", type=positive_int, default=40, help="length of the reply")
+    g.add_argument("--refuse-only", action="store_true",
+                   help="answer a flagged prompt with the refusal alone (a weakly aligned model may continue a forced "
+                        "refusal into compliance)")
     model_opts(g)
 
     x = hs.add_parser("export", help="the prefill as ONNX with a head-scale input (plain + masked in one batch)")
@@ -149,7 +152,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
         raise InputError(f"{args.detector} has no calibration: run `nnwatch heads fit` or `nnwatch calibrate` first")
     scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     mon = LanguageMonitor(det, scorer, detectors=[args.decision or det.default], decision=args.decision or "auto")
-    reply = guarded_generate(mon, lm.tokenizer, args.prompt, args.max_new_tokens)
+    reply = guarded_generate(mon, lm.tokenizer, args.prompt, args.max_new_tokens, refuse_only=args.refuse_only)
     print(json.dumps({"flagged": reply.flagged, "p_value": reply.p_value, "score": reply.score,
                       "detector": mon.decision, "reply": reply.text}, ensure_ascii=False))
     return 0

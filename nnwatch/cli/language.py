@@ -81,7 +81,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if (prompts.labels == 1).any():
         raise InputError(f"calibration prompts must all be benign (label 0); {int((prompts.labels == 1).sum())} in "
                          f"{args.data} are labelled unsafe: the false-positive guarantee is about benign prompts")
-    check_hold_out(len(prompts), args.fpr, "benign prompts in --data:")  # before the model loads
+    check_hold_out(len(prompts), args.fpr, "--data")  # before the model loads
     mon = _monitor(args, detectors="all")
     cal = mon.calibrate(prompts, fpr=args.fpr, progress=not args.quiet)
     out = args.out or args.model
@@ -95,6 +95,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .output import write_records
 
     check_language_args(args)
+    if not str(args.out).endswith((".json", ".csv")):
+        raise InputError(f"--out {args.out}: give a .json or .csv file name")
     prompts = _prompts(args, args.data, label=0)
     mon = _monitor(args, detectors=_detector_names(args.detectors), onnx=args.onnx)
     mon.require_calibration()
@@ -104,7 +106,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
         row.pop("pred", None)
         row.pop("nonfinite_input", None)
         row["id"] = pid
-        row["p_value"] = row.pop("confidence")
+        row["p_value"] = row.pop("confidence")  # the decision detector's
+    for name, p in v.p_values.items():
+        for row, value in zip(rows, p):
+            row[f"p.{name}"] = float(value)
     write_records(args.out, rows)
     print(f"wrote {args.out}: {len(rows)} prompts, {int(v.flag.sum())} flagged unsafe by {v.decision} at fpr "
           f"{mon.calibration.fpr:g}")

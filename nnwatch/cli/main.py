@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_option(pr)
     _common(pr)
 
-    c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)", description="per-class thresholds at a target FPR on clean held-out data (updates PROFILE)",
-                         formatter_class=HelpFormatter, epilog="example:\n  nnwatch calibrate monitored.onnx profile.npz --data npz:val.npz --fpr 0.05")
+    c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE, or DETECTOR.json from benign prompts)", description="per-class thresholds at a target FPR on clean held-out data (updates PROFILE, or DETECTOR.json from benign prompts)",
+                         formatter_class=HelpFormatter, epilog="examples:\n  nnwatch calibrate monitored.onnx profile.npz --data npz:val.npz --fpr 0.05\n"
+                                "  nnwatch calibrate heads.json --data benign.jsonl --fpr 0.05 --out recalibrated.json")
     c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     c.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
     c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data; for a "
@@ -125,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
                    help="a Python detector joins the fused verdict only if it costs at most this share of the "
                         "model's batch-1 inference (0: compiled columns only)")
-    c.add_argument("--out", help="write the calibrated profile here instead of updating PROFILE")
+    c.add_argument("--out", help="write the calibrated profile (or detector file) here instead of updating it in place")
+    c.add_argument("--truncate", action="store_true",
+                   help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     _common(c)
 
     s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV", description="per-input scores and flags to JSON or CSV",
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "classifier models)")
     ev.add_argument("--set", action="append", metavar="NAME=FILE[,FILE...]",
                     help="detector file: a labelled prompt set (label 1 unsafe, 0 safe); repeatable")
+    ev.add_argument("--truncate", action="store_true",
+                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     ev.add_argument("--contrast", action="store_true",
                     help="detector file: add the test half of the built-in safe-but-alarming prompts with their "
                          "unsafe counterparts")
@@ -248,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_outputs(args)
         return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
     except NnwatchError as exc:
-        print(f"nnwatch {args.command}: error: {exc}", file=sys.stderr)
+        sub = getattr(args, "heads_command", None)
+        print(f"nnwatch {args.command}{' ' + sub if sub else ''}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -119,8 +119,11 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     texts = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
     heads = [(int(a), int(b)) for a, b in heads]
     ids, text_only, encoded = [], [], []
-    for t in texts:  # every prompt is encoded (and refused if bad) before any model pass, once
-        enc = scorer.encode(t)
+    for n, t in enumerate(texts):  # every prompt is encoded (and refused if bad) before any model pass, once
+        try:
+            enc = scorer.encode(t)
+        except InputError as exc:
+            raise InputError(f"{label}, prompt {n + 1} of {len(texts)}: {exc}") from None
         ids.append(enc["input_ids"][0].tolist())
         text_only.append(set(enc) <= {"input_ids", "attention_mask"})
         encoded.append(enc if text_only[-1] else None)  # pixels are not kept for a whole sweep

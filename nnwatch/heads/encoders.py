@@ -19,7 +19,8 @@ def _fit_length(ids: Any, max_tokens: int, truncate: bool, has_image: bool) -> A
     if truncate and not has_image:
         return ids[:, -max_tokens:]
     hint = ("a prompt with an image is never truncated (its image tokens would be cut): shorten its text"
-            if has_image else "shorten it, raise max_tokens, or allow truncation (keeps the last tokens)")
+            if has_image else "shorten it, or allow truncation (--truncate; truncate=True in Python), which keeps "
+            "the last tokens")
     raise InputError(f"prompt is {ids.shape[1]} tokens, over the limit of {max_tokens}; {hint}")
 
 

@@ -41,7 +41,7 @@ class GuardedReply:
 
 def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40,
                      refusal_prefix: str = REFUSAL_PREFIX,
-                     refusal_instruction: str = REFUSAL_INSTRUCTION) -> GuardedReply:
+                     refusal_instruction: str = REFUSAL_INSTRUCTION, refuse_only: bool = False) -> GuardedReply:
     """Monitor the prompt, then generate (greedy), starting from a refusal when flagged.
 
     Parameters
@@ -56,6 +56,9 @@ def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int 
         Generation length.
     refusal_prefix, refusal_instruction : str
         Forced start of a refusal and the system message used for flagged prompts.
+    refuse_only : bool
+        A flagged prompt gets the refusal alone, without letting the model continue it (a
+        weakly aligned model may continue a forced refusal into compliance).
 
     Returns
     -------
@@ -77,6 +80,9 @@ def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int 
     v = mon.score(prompt)
     col = v.columns.index(v.decision)
     flagged = bool(v.flag[0])
+    score, p_value = float(v.score_matrix[0, col]), float(v.confidence[0])
+    if flagged and refuse_only:
+        return GuardedReply(True, score, p_value, refusal_prefix + ".")
     msgs = [{"role": "user", "content": prompt}]
     if flagged:
         msgs.insert(0, {"role": "system", "content": refusal_instruction})
@@ -90,5 +96,4 @@ def guarded_generate(mon: Any, tokenizer: Any, prompt: str, max_new_tokens: int 
                                         pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None
                                         else tokenizer.pad_token_id)
     reply = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    return GuardedReply(flagged, float(v.score_matrix[0, col]), float(v.confidence[0]),
-                        (refusal_prefix + reply) if flagged else reply)
+    return GuardedReply(flagged, score, p_value, (refusal_prefix + reply) if flagged else reply)

@@ -334,7 +334,7 @@ class LanguageMonitor:
             Over the latency budget under the ``raise`` policy (``exc.verdicts`` holds the result).
         """
         texts = _prompt_list(prompts)
-        degraded = self.tracker.degraded
+        degraded = self.tracker.degraded and not self._masks[1].all()  # nothing to skip: stay whole
         heads = [] if degraded else heads_needed(self.column_detectors)
         t0 = time.perf_counter()
         s = self.features(texts, heads, progress=progress)
@@ -358,6 +358,16 @@ class LanguageMonitor:
         return verdicts
 
     __call__ = score
+
+    def warmup(self, prompt: str = "Hello, how are you?") -> None:
+        """Run one untimed call so the first real one is not charged the model's first-pass setup.
+
+        Parameters
+        ----------
+        prompt : str
+            Any prompt.
+        """
+        self.features([prompt], heads_needed(self.column_detectors))
 
     def stats(self) -> dict[str, float]:
         """Latency percentiles and overrun counts (:meth:`LatencyTracker.stats`)."""

@@ -48,8 +48,8 @@ def check_hold_out(hold_out: int, fpr: float, what: str = "--hold-out") -> None:
     """
     check_probability(fpr, "fpr")
     if hold_out < min_samples_for(fpr):
-        raise InputError(f"{what} {hold_out} cannot calibrate fpr={fpr}: it needs at least {min_samples_for(fpr)} "
-                         "benign prompts (99 for 1%)")
+        raise InputError(f"{what}: {hold_out} benign prompts cannot calibrate fpr={fpr}; at least "
+                         f"{min_samples_for(fpr)} are needed (19 for 5%, 99 for 1%)")
 
 
 def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str],

@@ -75,7 +75,8 @@ def test_screen_flags_follow_the_decision_p_values(files, fitted):
     assert main(["screen", str(fitted), "--data", str(files["harmful_test"]), "--out", str(out), "--detectors", "all",
                  "--quiet"]) == 0
     rows = json.loads(out.read_text())
-    assert len(rows) == SIZES["harmful_test"] and {"id", "flag", "p_value", "score.head_single"} <= set(rows[0])
+    assert len(rows) == SIZES["harmful_test"]
+    assert {"id", "flag", "p_value", "score.head_single", "p.head_single", "p.probe"} <= set(rows[0])
     default = json.loads(fitted.read_text())["default"]
     assert all(r["flag"] == r[f"flag.{default}"] == (r["p_value"] <= 0.05) for r in rows)
 
@@ -140,7 +141,7 @@ def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
     damaged.write_text('{"format": "nnwatch.heads",')
     cases = [
         (["screen", str(fitted), "--data", str(long), "--out", str(tmp_path / "s.json"), "--quiet"],
-         "over the limit of 8192"),
+         "prompt 1 of 1: prompt is"),
         (["calibrate", str(fitted), "--data", str(files["harmful_test"]), "--quiet", "--out", str(tmp_path / "c.json")],
          "must all be benign"),
         (["calibrate", str(fitted), "--data", str(files["harmful_test"]) + "x", "--quiet"], "does not exist"),
@@ -151,15 +152,18 @@ def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
         (["evaluate", str(fitted), str(fitted), "--contrast", "--quiet"], "takes no PROFILE"),
         (["calibrate", str(tmp_path / "model.onnx"), "--data", "digits"], "PROFILE is missing"),
         (["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fpr", "0.01", "--quiet"],
-         "needs at least 99 benign prompts"),
+         "at least 99 are needed"),
         (["calibrate", str(fitted), "--data", str(files["benign_test"]), "--fuse", "energy", "--quiet"],
          "--fuse is for classifier models"),
         (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json"), "--stream"],
          "--stream is for classifier models"),
         (["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
-          "--hold-out", "50", "--fpr", "0.01", "--out", str(tmp_path / "f.json"), "--quiet"], "--hold-out 50 cannot"),
+          "--hold-out", "50", "--fpr", "0.01", "--out", str(tmp_path / "f.json"), "--quiet"],
+         "--hold-out: 50 benign prompts cannot"),
         (["screen", str(damaged), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json")],
          "not a detector file"),
+        (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.txt")],
+         "give a .json or .csv file name"),
     ]
     for argv, message in cases:
         code = main(argv)

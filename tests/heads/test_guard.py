@@ -32,5 +32,7 @@ def test_flagged_prompt_starts_from_refusal(tiny_scorer, tiny_llama_dir):
     flagged = guarded_generate(_monitor(tiny_scorer, angle - 1 - np.arange(19)), tok, prompt, max_new_tokens=5)
     assert flagged.flagged and flagged.text.startswith(REFUSAL_PREFIX)
     assert np.isclose(flagged.score, angle) and np.isclose(flagged.p_value, 1 / 20)
+    only = guarded_generate(_monitor(tiny_scorer, angle - 1 - np.arange(19)), tok, prompt, refuse_only=True)
+    assert only.flagged and only.text == REFUSAL_PREFIX + "."
     passed = guarded_generate(_monitor(tiny_scorer, angle + 1 + np.arange(19)), tok, prompt, max_new_tokens=5)
     assert not passed.flagged and not passed.text.startswith(REFUSAL_PREFIX) and passed.p_value == 1.0

@@ -239,6 +239,10 @@ def test_degrade_policy_skips_masked_detectors_then_recovers(monkeypatch):
     with pytest.raises(BudgetError) as err:
         mon_raise.score(["p"] * 4)
     assert len(err.value.verdicts) == 4
+    cheap = LanguageMonitor(det, FakeScorer(), detectors=["probe"],
+                            budget=Budget(latency_ms=1e-9, policy="degrade", fallback="probe", recover_after=5))
+    monkeypatch.setattr(cheap, "features", lambda prompts, heads, **kw: _sweep(s.states))
+    assert cheap.score(["p"] * 4).over_budget and not cheap.score(["p"] * 4).degraded  # nothing to skip
     with pytest.raises(InputError, match="must be a detector that needs only the prefill"):
         LanguageMonitor(det, FakeScorer(), budget=Budget(policy="degrade", fallback="head_single"))
 
