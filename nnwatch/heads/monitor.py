@@ -96,16 +96,6 @@ class LanguageMonitor:
                  onnx: str | os.PathLike | None = None) -> None:
         det = detector if isinstance(detector, LanguageDetector) else load_detector(detector)
         self.detector = det
-        if scorer is None:
-            from .loading import load_model
-            from .encoders import encoder_for
-            from .torch_scorer import TorchHeadScorer
-
-            lm = load_model(model or det.model, threads, quiet=quiet)
-            scorer = TorchHeadScorer(lm.model, encoder_for(lm, det.encoder["max_tokens"], truncate,
-                                                           det.encoder["system_prompt"]))
-        det.check_model(scorer.fingerprint)
-        self.scorer = scorer
         if detectors is None:
             names = [n for n, d in det.detectors.items() if d.cost == PREFILL] or list(det.detectors)
         elif detectors == "all":
@@ -134,16 +124,27 @@ class LanguageMonitor:
         self._masks = [np.ones(len(names), np.bool_), cheap]  # all columns; what the degrade policy keeps
         self.tracker = LatencyTracker(self.budget)
         self.decision = wanted
+        if onnx is not None and needs_mlp(self.column_detectors):
+            raise InputError("mlp_coverage reads MLP activations, which the onnxruntime prefill does not output; "
+                             "leave it out (--detectors) or use the torch path")
+        self._set_calibration(det.calibration)
+        # The arguments are checked; now the model (and the onnxruntime session) load.
+        if scorer is None:
+            from .encoders import encoder_for
+            from .loading import load_model
+            from .torch_scorer import TorchHeadScorer
+
+            lm = load_model(model or det.model, threads, quiet=quiet)
+            scorer = TorchHeadScorer(lm.model, encoder_for(lm, det.encoder["max_tokens"], truncate,
+                                                           det.encoder["system_prompt"]))
+        det.check_model(scorer.fingerprint)
+        self.scorer = scorer
         self.onnx = None
         if onnx is not None:
             from .onnx_backend import OnnxHeadScorer
 
-            if needs_mlp(self.column_detectors):
-                raise InputError("mlp_coverage reads MLP activations, which the onnxruntime prefill does not output; "
-                                 "leave it out (--detectors) or use the torch path")
             self.onnx = OnnxHeadScorer(onnx)
             det.check_model(self.onnx.fingerprint)
-        self._set_calibration(det.calibration)
 
     # -- calibration -------------------------------------------------------------------------
     @property
