@@ -3,7 +3,9 @@ local Hugging Face model directory (causal LM or LLaVA-style). Never downloads a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -105,11 +107,12 @@ def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> Lo
         torch.set_num_threads(int(threads))
     if quiet:
         tf.utils.logging.disable_progress_bar()
-        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion draws its own tqdm bar
     if spec == SMOLLM2:
         folder = smollm2_dir()
-        tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)
-        model = tf.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        # transformers' GGUF conversion draws its own tqdm bar on stderr, whatever its settings say
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)
+            model = tf.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE, dtype=torch.float32)
         return LoadedModel(model.eval(), tok, None, spec)
     folder = Path(spec)
     if not (folder / "config.json").is_file():
