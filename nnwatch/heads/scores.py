@@ -83,6 +83,27 @@ class Score(Protocol):
         """Its parameters as plain JSON (with ``kind``)."""
 
 
+class _Prefill:
+    """Defaults of the detectors that read the plain prefill only."""
+
+    cost = PREFILL
+    needs_mlp = False
+    heads: tuple = ()
+
+    def layers(self) -> list[int]:
+        return []
+
+
+class _Masked:
+    """Defaults of the detectors that re-run the layers above masked heads."""
+
+    cost = MASKED
+    needs_mlp = False
+
+    def layers(self) -> list[int]:
+        return []
+
+
 def _need(cond: bool, where: str, what: str) -> None:
     if not cond:
         raise ProfileError(f"{where}: {what}")
@@ -110,21 +131,16 @@ def _vector(v: Any, n: int, where: str) -> np.ndarray:
 
 
 @dataclass
-class HeadAngle:
+class HeadAngle(_Masked):
     """The published score: the angle (degrees) between the final last-token state with and
     without one head ("One Head to Rule Them All", NeurIPS 2025)."""
 
     head: tuple[int, int]
     kind = "head_angle"
-    cost = MASKED
-    needs_mlp = False
 
     @property
     def heads(self) -> list[tuple[int, int]]:
         return [self.head]
-
-    def layers(self) -> list[int]:
-        return []
 
     def score(self, s: Sweep) -> np.ndarray:
         return s.angle_columns(self.heads)[:, 0]
@@ -140,21 +156,16 @@ class HeadAngle:
 
 
 @dataclass
-class HeadLogistic:
+class HeadLogistic(_Masked):
     """A logistic probe over several heads' angles."""
 
     angle_heads: list
     logistic: Logistic
     kind = "head_logistic"
-    cost = MASKED
-    needs_mlp = False
 
     @property
     def heads(self) -> list[tuple[int, int]]:
         return [tuple(h) for h in self.angle_heads]
-
-    def layers(self) -> list[int]:
-        return []
 
     def score(self, s: Sweep) -> np.ndarray:
         return self.logistic.decision(s.angle_columns(self.heads))
@@ -170,15 +181,12 @@ class HeadLogistic:
 
 
 @dataclass
-class ResidualProbe:
+class ResidualProbe(_Prefill):
     """A logistic probe on the last token's residual state entering one layer."""
 
     layer: int
     logistic: Logistic
     kind = "residual_probe"
-    cost = PREFILL
-    needs_mlp = False
-    heads = ()
 
     def layers(self) -> list[int]:
         return [self.layer]
@@ -195,16 +203,13 @@ class ResidualProbe:
 
 
 @dataclass
-class RefusalDirection:
+class RefusalDirection(_Prefill):
     """Projection of the last token's residual state on the unit difference of the unsafe and
     safe class means at one layer (the "refusal direction", Arditi et al. 2024)."""
 
     layer: int
     direction: np.ndarray
     kind = "refusal_direction"
-    cost = PREFILL
-    needs_mlp = False
-    heads = ()
 
     def layers(self) -> list[int]:
         return [self.layer]
@@ -221,16 +226,13 @@ class RefusalDirection:
 
 
 @dataclass
-class DirectionCombination:
+class DirectionCombination(_Prefill):
     """The refusal-direction projections of several layers, combined by a logistic fit."""
 
     read_layers: list
     directions: np.ndarray
     logistic: Logistic
     kind = "direction_combination"
-    cost = PREFILL
-    needs_mlp = False
-    heads = ()
 
     def layers(self) -> list[int]:
         return list(self.read_layers)
@@ -258,7 +260,7 @@ class DirectionCombination:
 
 
 @dataclass
-class MlpCoverage:
+class MlpCoverage(_Prefill):
     """nnwatch's coverage score (mean of nc, kmnc, tknc and nbc, :mod:`nnwatch.kernels.coverage`)
     of the last token's MLP activations in every layer, against a one-class profile of the safe
     training prompts: how unlike benign prompts the model's neurons behave. Its profile lives in
@@ -268,12 +270,7 @@ class MlpCoverage:
     rare_rate: float = 0.01
     file: str = ""
     kind = "mlp_coverage"
-    cost = PREFILL
     needs_mlp = True
-    heads = ()
-
-    def layers(self) -> list[int]:
-        return []
 
     @functools.cached_property
     def tables(self) -> Any:
@@ -315,18 +312,12 @@ class MlpCoverage:
 
 
 @dataclass
-class PromptLength:
+class PromptLength(_Prefill):
     """Prompt length in tokens, oriented as on the training prompts: the confound every
     detector must beat (a baseline, never a default)."""
 
     sign: float
     kind = "prompt_length"
-    cost = PREFILL
-    needs_mlp = False
-    heads = ()
-
-    def layers(self) -> list[int]:
-        return []
 
     def score(self, s: Sweep) -> np.ndarray:
         return self.sign * s.lengths.astype(np.float64)
