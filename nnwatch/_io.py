@@ -102,3 +102,23 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -
     """
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def is_zip_archive(path: str | os.PathLike) -> bool:
+    """Whether a file starts like a zip archive (an ``.npz`` profile or data file).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file.
+
+    Returns
+    -------
+    bool
+        True for a zip archive; False otherwise or when it cannot be read.
+    """
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False

@@ -17,13 +17,17 @@ EXTRAS = {
 }
 
 
-def require(module: str) -> Any:
+def require(module: str, extra: str | None = None) -> Any:
     """Import an optional dependency, or raise an error that says how to install it.
 
     Parameters
     ----------
     module : str
         Top-level module name (a key of :data:`EXTRAS`, or a submodule of one).
+    extra : str, optional
+        The extra to name, where the caller's command has its own (the README installs the
+        demo with ``.[demo]`` and the language monitor with ``.[llm]``); default: the
+        module's entry in :data:`EXTRAS`.
 
     Returns
     -------
@@ -39,7 +43,8 @@ def require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         top = module.split(".")[0]
-        extra, purpose = EXTRAS.get(top, (top, "this command"))
+        default, purpose = EXTRAS.get(top, (top, "this command"))
+        extra = extra or default
         raise MissingDependencyError(
             f"{top} is not installed; it is needed for {purpose}: pip install -c constraints.txt -e '.[{extra}]' "
             f"(or pip install 'nnwatch[{extra}]')") from None

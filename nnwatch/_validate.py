@@ -158,3 +158,35 @@ def is_finite_list(value: object, n: int | None = None) -> bool:
     """
     return (isinstance(value, list) and (n is None or len(value) == n)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def check_labels(y: np.ndarray, n_classes: int, where: str) -> None:
+    """Check class labels against the model's class count (negative labels mean "unknown").
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Integer labels ``(N,)``.
+    n_classes : int
+        Columns of the model's logits.
+    where : str
+        The data, for the message.
+
+    Raises
+    ------
+    InputError
+        A label is ``>= n_classes``; the message says how many and suggests a shift when
+        the labels look 1-based.
+    """
+    if y.size == 0:
+        return
+    high = int(y.max())
+    if high < n_classes:
+        return
+    bad = int((y >= n_classes).sum())
+    known = y[y >= 0]
+    hint = ""
+    if known.size and int(known.min()) >= 1 and high == n_classes:
+        hint = "; they look 1-based: subtract 1 so that the first class is 0"
+    raise InputError(f"{where}: {bad} labels are >= {n_classes}, but the model has {n_classes} classes (labels "
+                     f"0..{n_classes - 1}, or -1 for unknown){hint}")

@@ -115,8 +115,8 @@ def prepare_demo_model(out: Path, progress: bool = False, seed: int = 0, say: An
     dict
         model_path, profile_path, torch_model, accuracy, manifest, monitor, test (data).
     """
-    torch = require("torch")
-    require("sklearn")
+    torch = require("torch", extra="demo")
+    require("sklearn", extra="demo")
     say = say or (lambda msg: None)
     # One thread: a model this small trains ~50x slower with 2 threads when the cores are busy.
     torch.set_num_threads(1)

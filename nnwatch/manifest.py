@@ -24,6 +24,28 @@ REDUCTIONS = ("none", "mean", "max")
 TAP_DTYPES = ("float32", "uint8", "int8")
 
 
+def check_logit_columns(n_columns: int, where: str) -> None:
+    """Refuse a model whose logits cannot name a predicted class.
+
+    Parameters
+    ----------
+    n_columns : int
+        Columns of the logits output.
+    where : str
+        The model, for the message.
+
+    Raises
+    ------
+    ModelError
+        Fewer than two columns.
+    """
+    if n_columns < 2:
+        raise ModelError(f"{where}: the logits output has {n_columns} column; nnwatch monitors classifiers, whose "
+                         "logits (batch, classes) have one column per class (at least 2). A one-output regressor "
+                         "has no predicted class to profile; a binary classifier with one logit z can output "
+                         "Concat(-z, z) instead")
+
+
 @dataclass(frozen=True)
 class Tap:
     """One monitored layer.

@@ -21,8 +21,10 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise AssertionError("the report screenshot tests need headless Chromium: apt-get install chromium "
-                         "(.ci/run installs it)")
+    from tests.conftest import missing
+
+    missing("headless Chromium (the report screenshot tests)", "apt-get install chromium (.ci/run installs it)")
+    raise AssertionError("unreachable")
 
 
 def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2400) -> np.ndarray:

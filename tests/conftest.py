@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,32 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Set by .ci/run: a test that lacks something it needs fails instead of skipping.
+REQUIRE_ALL = "NNWATCH_REQUIRE_ALL"
+
+
+def missing(what: str, how: str) -> None:
+    """Skip the calling test because ``what`` is missing (fail instead under NNWATCH_REQUIRE_ALL=1).
+
+    Parameters
+    ----------
+    what : str
+        What the test needs.
+    how : str
+        How to get it.
+    """
+    message = f"needs {what}: {how}"
+    if os.environ.get(REQUIRE_ALL) == "1":
+        pytest.fail(f"{message} ({REQUIRE_ALL}=1: nothing may be skipped)")
+    pytest.skip(message)
 
 
 def shared_data(*parts: str) -> Path:
-    """Path inside ../shared/data; fails loudly (never skips) when the data is missing."""
+    """Path inside ../shared/data; skips the test when the data is missing (fails in CI)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"test data {path} is missing; tests expect ../shared/data beside the repo")
+        missing(f"the project's shared data ({path})",
+                "put the project's shared/ folder beside the repository, as ../shared (CI does)")
     return path
 
 

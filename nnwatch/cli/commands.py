@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .console import warn
 from .output import write_records
 from ..errors import InputError
 
@@ -137,7 +138,7 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
         mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
                       detectors=detectors)
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+        warn(str(w.message))
     return mon
 
 
@@ -175,8 +176,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {sum(counts)} trusted samples of {total}; per class {counts}")
     weak = [c for c, n in enumerate(counts) if n < 10]
     if weak:
-        print(f"warning: classes {weak} have fewer than 10 trusted samples; monitors use the global signature for them",
-              file=sys.stderr)
+        warn(f"classes {weak} have fewer than 10 trusted samples; monitors use the global signature for them")
     return 0
 
 
@@ -191,11 +191,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import warnings
 
-    from ..monitor.calibrate import calibration_groups
+    from ..monitor.calibrate import CalibrationWarning, calibration_groups
 
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the groups are reported below, in full
+        warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
         cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
@@ -211,7 +211,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               "scores and cost; each half of the calibration data calibrates one stage)")
     print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in thresholds))
     if groups.pooled:
-        print(f"warning: {groups.describe()}", file=sys.stderr)
+        warn(groups.describe())
     return 0
 
 
@@ -263,8 +263,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .json or .csv, got {args.out!r}")
     mon = _monitor(args)
     if not mon.calibrated:
-        print("warning: the profile is not calibrated; flags are all False and confidence NaN "
-              "(run `nnwatch calibrate` first)", file=sys.stderr)
+        warn("the profile is not calibrated; flags are all False and confidence NaN (run `nnwatch calibrate` first)")
     stream = None
     if args.stream:
         from ..monitor.stream import StreamMonitor
@@ -319,14 +318,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         named = sep and rest and ":" not in name and "/" not in name
         ood[name if named else spec] = _source(rest if named else spec, args.limit)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
-    print(ev.markdown())
-    if args.json:
+    if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())
-        print(f"wrote {args.json}")
     if args.report:
         write_report(args.report, ev, f"nnwatch evaluate: {args.model}", {"profile": args.profile, "clean": clean.name},
                      hist_detector=mon.decision)
-        print(f"wrote {args.report}")
+    print(ev.markdown())
+    for path in (args.json, args.report):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -375,6 +375,12 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads)
     result["machine"] = machine()
     result["model"] = str(model_path)
+    result["tapping_ms"] = result["tapped"]["p50_ms"] - result["plain (IOBinding)"]["p50_ms"]
+    result["scoring_ms"] = result["monitored"]["p50_ms"] - result["tapped"]["p50_ms"]
+    if args.per_detector:
+        result["detector_costs"] = detector_costs(mon, x, iters=args.iters)
+    if args.json:  # the file first: a reader that stops early (| head) must not cost it
+        write_json(args.json, result)
     m, p, b = result["monitored"], result["plain"], result["plain (IOBinding)"]
     print(f"batch {args.batch}: plain session.run p50 {p['p50_ms']:.3f} ms, plain IOBinding p50 {b['p50_ms']:.3f} ms | "
           f"tapped p50 {result['tapped']['p50_ms']:.3f} ms | monitored p50 {m['p50_ms']:.3f} ms p99 {m['p99_ms']:.3f} ms")
@@ -384,9 +390,7 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
           f"monitor memory {result['monitor_memory_mb']:.2f} MiB ({'compact' if mon.compact_tables else 'full'} "
           f"coverage tables {mon.tables.nbytes / 2**20:.2f} MiB); peak RSS {result['peak_rss_mb']:.0f} MiB "
           f"({result['machine']['cpu']}, {result['machine']['cores']} cores)")
-    tapping = result["tapped"]["p50_ms"] - b["p50_ms"]
-    scoring = m["p50_ms"] - result["tapped"]["p50_ms"]
-    result["tapping_ms"], result["scoring_ms"] = tapping, scoring
+    tapping, scoring = result["tapping_ms"], result["scoring_ms"]
     print(f"of the monitored overhead over plain IOBinding: tapping {tapping * 1e3:.1f} us "
           f"(tapped / plain IOBinding {result['tapped']['ratio_p50_iobinding']:.3f}x), scoring {scoring * 1e3:.1f} us")
     selection = mon.manifest.selection
@@ -396,12 +400,9 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
               f"({selection['machine']}): a monitored call (compiled detectors) measured then "
               f"{selection['predicted_us'] / selection['plain_us']:.3f}x; this monitor now {m['ratio_p50_iobinding']:.3f}x")
     if args.per_detector:
-        costs = detector_costs(mon, x, iters=args.iters)
-        result["detector_costs"] = costs
         print("per detector, batch {}: {}".format(args.batch, "; ".join(
-            f"{n} {c['p50_us']:.1f} us, {c['table_bytes'] / 2**20:.2f} MiB" for n, c in costs.items())))
+            f"{n} {c['p50_us']:.1f} us, {c['table_bytes'] / 2**20:.2f} MiB" for n, c in result["detector_costs"].items())))
     if args.json:
-        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 
@@ -468,7 +469,7 @@ def _info_model(path: Path) -> None:
 
 
 def _info_profile(path: Path) -> None:
-    from ..monitor.calibrate import calibration_groups
+    from ..monitor.calibrate import CalibrationWarning, calibration_groups
     from ..profile.signature import compact_by_default, compile_compact_tables, full_tables_bytes
     from ..profile.store import load_profile
 

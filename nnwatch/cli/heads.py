@@ -104,15 +104,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     det.search["per_prompt_seconds"] = float(np.median(result.seconds))
     det.search["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
     save_detector(det, args.out)
+    if args.report:
+        from ..heads.report import search_report
+
+        atomic_write_bytes(args.report, search_report(det).encode())
     a, b = det.detectors["head_single"].head
     print(f"wrote {args.out}: best head L{a}H{b}; searched {det.n_layers}x{det.n_heads} heads on {len(prompts)} "
           f"prompts in {det.search['seconds']:.0f} s; next: `nnwatch heads fit {args.out} --prompts ... --out ...`")
     if "head_ensemble" in det.detectors:
         print("  ensemble heads: " + ", ".join(f"L{a}H{b}" for a, b in det.detectors["head_ensemble"].heads))
     if args.report:
-        from ..heads.report import search_report
-
-        atomic_write_bytes(args.report, search_report(det).encode())
         print(f"wrote {args.report}")
     return 0
 

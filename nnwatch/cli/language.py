@@ -66,9 +66,15 @@ def _detector_names(value: str | None) -> Any:
 def _prompts(args: argparse.Namespace, spec: str, label: int | None = None) -> Any:
     from ..heads.prompts import load_prompts
 
-    prompts = load_prompts(*[p for p in spec.split(",") if p], label=label)
     limit = getattr(args, "limit", None)
-    return prompts.subset(range(min(limit, len(prompts)))) if limit else prompts
+    parts = []
+    for path in (p for p in spec.split(",") if p):  # --limit is per data source: per file
+        part = load_prompts(path, label=label)
+        parts.append(part.subset(range(min(limit, len(part)))) if limit else part)
+    prompts = parts[0]
+    for part in parts[1:]:
+        prompts = prompts + part
+    return prompts
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -97,15 +103,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
     check_language_args(args)
     if not str(args.out).endswith((".json", ".csv")):
         raise InputError(f"--out {args.out}: give a .json or .csv file name")
-    prompts = _prompts(args, args.data, label=0)
+    prompts = _prompts(args, args.data, label=-1)  # -1: the row has no label
     mon = _monitor(args, detectors=_detector_names(args.detectors), onnx=args.onnx)
     mon.require_calibration()
     v = mon.score(prompts, progress=not args.quiet)
     rows = v.records()
-    for row, pid in zip(rows, prompts.ids):
+    for row, pid, label in zip(rows, prompts.ids, prompts.labels):
         row.pop("pred", None)
         row.pop("nonfinite_input", None)
         row["id"] = pid
+        if label >= 0:
+            row["label"] = int(label)
         row["p_value"] = row.pop("confidence")  # the decision detector's
     for name, p in v.p_values.items():
         for row, value in zip(rows, p):
@@ -156,13 +164,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res["model"] = mon.detector.model
     res.update(provenance(["nnwatch"] + sys.argv[1:]))
     md = evaluation_markdown(res)
-    print(md)
-    if args.json:
+    if args.json:  # files first: a reader that stops early (| head) must not cost them
         atomic_write_bytes(args.json, json.dumps(res, indent=1, default=float).encode())
         atomic_write_bytes(Path(args.json).with_suffix(".md"), md.encode())
-        print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
     if args.report:
         atomic_write_bytes(args.report, evaluation_report(res).encode())
+    print(md)
+    if args.json:
+        print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
+    if args.report:
         print(f"wrote {args.report}")
     return 0
 
@@ -180,11 +190,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     texts = list(prompts.prompts[: args.timed_prompts])
     res = monitoring_costs(mon, texts, rounds=3, onnx=args.onnx, progress=None if args.quiet else print)
     res.update(provenance(["nnwatch"] + sys.argv[1:]))
-    print("\n".join(latency_table(res)))
-    if args.json:
+    if args.json:  # files first: a reader that stops early (| head) must not cost them
         atomic_write_bytes(args.json, json.dumps(res, indent=1).encode())
         md = "\n".join([describe(res), "", "<!-- begin latency -->", *latency_table(res),
                         "<!-- end latency -->"]) + "\n"
         atomic_write_bytes(Path(args.json).with_suffix(".md"), md.encode())
+    print("\n".join(latency_table(res)))
+    if args.json:
         print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
     return 0

@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
+from .paths import check_argument_order, check_outputs
 from .types import budget_text, detector_names, non_negative_float, positive_int, unit_interval
 
 
@@ -24,38 +25,19 @@ def _layers(text: str) -> str | list[str]:
     return "auto" if text == "auto" else [t for t in text.split(",") if t]
 
 
-OUTPUT_FILES = ("out", "json", "report", "plain_out")  # file outputs: the folder must exist
-OUTPUT_FOLDERS = ("out_dir",)  # folder outputs: created, but their parent must exist
+DESCRIPTION = """Runtime monitor for neural-network inference: is this input like what the model was trained on?
 
+workflow for a classifier, in order:
+  1. nnwatch instrument MODEL.onnx --out monitored.onnx             (or nnwatch export, from PyTorch)
+  2. nnwatch profile monitored.onnx --data TRAIN --out profile.npz  (trusted training data)
+  3. nnwatch calibrate monitored.onnx profile.npz --data HELD_OUT --fpr 0.05   (clean data the profile never saw)
+  4. nnwatch screen monitored.onnx profile.npz --data SOURCE --out flags.csv
+     nnwatch evaluate monitored.onnx profile.npz --id CLEAN --ood [NAME=]ANOMALOUS
+     nnwatch bench monitored.onnx profile.npz
+language models: nnwatch heads search -> heads fit -> calibrate / screen / evaluate DETECTOR.json
+try it offline:  nnwatch demo
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, output paths that cannot be written.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed arguments.
-
-    Raises
-    ------
-    InputError
-        An output's folder does not exist, or a file output names a folder.
-    """
-    from pathlib import Path
-
-    from ..errors import InputError
-
-    for name in OUTPUT_FILES + OUTPUT_FOLDERS:
-        value = getattr(args, name, None)
-        if not value or not isinstance(value, str):
-            continue
-        path = Path(value)
-        flag = "--" + name.replace("_", "-")
-        if not path.resolve().parent.is_dir():
-            raise InputError(f"{flag} {value}: folder {path.parent} does not exist; create it or choose another path")
-        folder_ok = name in OUTPUT_FOLDERS or (name == "out" and (getattr(args, "ray", None) or args.command == "demo"))
-        if path.is_dir() and not folder_ok:
-            raise InputError(f"{flag} {value} is a folder; give a file name")
+data SOURCE: npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         Parser with one sub-parser per command.
     """
-    p = argparse.ArgumentParser(prog="nnwatch", description="Runtime coverage monitor for neural-network inference.")
+    p = argparse.ArgumentParser(prog="nnwatch", description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p.subcommands = sub.choices  # type: ignore[attr-defined]  # name -> parser, for option hints
 
     e = sub.add_parser("export", help="torch module -> instrumented ONNX", description="torch module -> instrumented ONNX",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch export models.py:make_net --input-shape 1,1,28,28 --out monitored.onnx --weights net.pt")
@@ -224,6 +207,52 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own log lines (Ray)")
 
 
+# Options people try on the wrong command, and where the setting really lives.
+MISPLACED = {
+    ("screen", "--fpr"): "screen flags at the false-alarm rate the profile was calibrated at; choose the rate with "
+                         "`nnwatch calibrate MODEL.onnx PROFILE.npz --data CLEAN --fpr RATE --out OTHER.npz`",
+    ("evaluate", "--fpr"): "evaluate reports the flags at the calibrated rate (and TPR at 5% FPR); choose the rate "
+                           "with `nnwatch calibrate ... --fpr RATE`",
+    ("evaluate", "--data"): "evaluate takes --id CLEAN and --ood [NAME=]SOURCE (repeatable)",
+    ("profile", "--fpr"): "the false-alarm rate is set when calibrating: `nnwatch calibrate ... --fpr RATE`",
+}
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, command: str | None, extra: Sequence[str]) -> str:
+    """Name unrecognized arguments, with where a misplaced option belongs or the closest option.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The top-level parser (from :func:`build_parser`).
+    command : str or None
+        The sub-command given.
+    extra : sequence of str
+        Arguments no parser took.
+
+    Returns
+    -------
+    str
+        The message.
+    """
+    import difflib
+
+    lines = [f"unrecognized arguments: {' '.join(extra)}"]
+    sub = getattr(parser, "subcommands", {}).get(command) if command else None
+    options = sorted(o for a in (sub._actions if sub is not None else []) for o in a.option_strings)
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("-"):
+            continue
+        if (command, name) in MISPLACED:
+            lines.append(f"{name}: {MISPLACED[(command, name)]}")
+            continue
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+        if close:
+            lines.append(f"{name}: did you mean {close[0]}?")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
@@ -235,10 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 success, 2 bad input or usage.
+        Exit status: 0 success (also when stdout's reader stopped reading), 2 bad input or usage,
+        130 interrupted.
     """
+    from .console import cli_console
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None)
+        target = getattr(parser, "subcommands", {}).get(command, parser)
+        target.error(unrecognized_message(parser, command, extra))
     if args.version:
         from .. import __version__
 
@@ -249,13 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from . import commands
 
-    try:
-        check_outputs(args)
-        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
-    except NnwatchError as exc:
-        sub = getattr(args, "heads_command", None)
-        print(f"nnwatch {args.command}{' ' + sub if sub else ''}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with cli_console():
+        try:
+            check_outputs(args)
+            check_argument_order(args)
+            return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+        except NnwatchError as exc:
+            sub = getattr(args, "heads_command", None)
+            print(f"nnwatch {args.command}{' ' + sub if sub else ''}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130

@@ -30,7 +30,8 @@ def write_records(path: str, rows: list[dict[str, Any]]) -> None:
         data = json.dumps(rows, indent=1, default=float).encode()
     elif path.endswith(".csv"):
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["index"])
+        fields = list(dict.fromkeys(k for row in rows for k in row)) or ["index"]  # rows may differ (labels)
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
         data = buf.getvalue().encode()

@@ -30,7 +30,8 @@ def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-d
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {text!r}") from None
         if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
-            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {value}")
+            hint = f"; did you mean {value / 100:g} ({text}%)?" if 1 < value < 100 else ""
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}0, 1{hi}, got {value:g}{hint}")
         return value
 
     return parse

@@ -20,6 +20,7 @@ from ..kernels.layout import unpack_layers
 from ..monitor.fit import manifest_reduction, trusted_labels
 from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
+from ..profile.overlap import input_hashes, sketch_to_json, sketch_update
 from ..profile.schema import Profile, RangeStats, SectionStats, input_stats, merge_input_stats
 from . import actor_cpus, ray_module
 from .stats_io import from_bytes, to_bytes
@@ -50,6 +51,7 @@ class ProfileWorker:
             x = self.runner.check_input(x)
             if getattr(self, "inputs", None) is not None and self.builder is not None and self.builder.sections_ is None:
                 self.inputs = merge_input_stats(self.inputs, input_stats(x))
+                self.sketch = sketch_update(self.sketch, input_hashes(x))
             ws = self.runner.workspace(x.shape[0])
             self.runner.run(x, ws)
             labels = trusted_labels(ws.logits, batch.get("y"), self.params["min_confidence"])
@@ -68,11 +70,13 @@ class ProfileWorker:
                                       p["feature_layer"], p["feature_sample"])
         rows = 0
         self.inputs: dict[str, float] | None = input_stats(np.zeros(0))
+        self.sketch: np.ndarray | None = None
         for layers, labels in self._batches():
             self.builder.update_ranges(layers, labels)
             rows += len(labels)
         return {"partial": to_bytes(self.builder.ranges_, compress=True),
-                "skipped": self.builder.skipped_nonfinite_, "rows": rows, "inputs": self.inputs}
+                "skipped": self.builder.skipped_nonfinite_, "rows": rows, "inputs": self.inputs,
+                "sketch": self.sketch}
 
     def sections(self, edges: bytes) -> bytes:
         """Pass 2 over this worker's stream against the merged ranges.
@@ -153,6 +157,7 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     driver.ranges_ = None  # type: ignore[assignment]
     skipped = seen = 0
     inputs: dict[str, float] | None = input_stats(np.zeros(0))
+    sketch: np.ndarray | None = None
     for out in _as_completed(ray, [w.ranges.remote() for w in workers]):
         part = from_bytes(RangeStats, out.pop("partial"))
         if ranges is None:
@@ -165,6 +170,8 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
         skipped += int(out["skipped"])
         seen += int(out["rows"])
         inputs = merge_input_stats(inputs, out["inputs"])
+        if out.get("sketch") is not None:
+            sketch = sketch_update(sketch, out["sketch"])
     driver.ranges_ = ranges
     driver.skipped_nonfinite_ = skipped
     driver.finish_ranges()
@@ -183,4 +190,6 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     profile.header["rare_rate"] = float(rare_rate)
     profile.header["samples_seen"] = seen
     profile.header["input_stats"] = inputs
+    if sketch is not None:
+        profile.header["input_sketch"] = sketch_to_json(sketch)
     return profile

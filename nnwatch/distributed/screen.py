@@ -1,7 +1,7 @@
 """Screen a Ray dataset: a pool of actors, each holding one Monitor; only scores leave them.
 
-Output: Parquet files with one row per input: ``id``, ``pred``, ``flag``, ``confidence`` and
-``score_<detector>`` columns. Actors are restarted and their batches retried by Ray if a
+Output: Parquet files with one row per input: ``id``, ``pred``, ``flag``, ``confidence``,
+``label`` (when the data has labels; -1 unknown) and ``score_<detector>`` columns. Actors are restarted and their batches retried by Ray if a
 worker dies; each output block is written once, after its batch succeeded.
 """
 
@@ -28,6 +28,8 @@ class _ScreenActor:
         x = np.stack(list(batch["x"])) if batch["x"].dtype == object else batch["x"]
         v = self.monitor.score(x, _record=False)
         out = {"id": batch["id"], "pred": v.pred, "flag": v.flag, "confidence": v.confidence}
+        if "y" in batch:  # labels travel with the rows (-1: unknown)
+            out["label"] = np.asarray(batch["y"], np.int64)
         for name, values in v.scores.items():
             out[f"score_{name}"] = values
         return out

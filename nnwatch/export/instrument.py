@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, shape_inference
 from .._io import atomic_write_bytes
 from .._validate import unknown_name
 from ..errors import InputError, ModelError
-from ..manifest import HEAD_KEY, MANIFEST_KEY, Tap, TapManifest, encode_head
+from ..manifest import HEAD_KEY, MANIFEST_KEY, Tap, TapManifest, check_logit_columns, encode_head
 from .names import tap_output_name
 from .quantized import INTEGER_TYPES, dequantized_source, quant_params, quantized_layer_tensors
 from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
@@ -365,6 +365,7 @@ def instrument(
     ltype, ldims = types.get(logits, (0, ()))
     if len(ldims) != 2 or not isinstance(ldims[1], int):
         raise ModelError(f"output {logits!r} has shape {ldims}; nnwatch monitors classifiers with (batch, classes) logits")
+    check_logit_columns(int(ldims[1]), f"output {logits!r}")
     logits_output = logits
     if ltype in _FLOAT_TYPES and ltype != TensorProto.FLOAT:  # e.g. an FP16 model: read float32 logits
         logits_output = tap_output_name(logits, "none", True)

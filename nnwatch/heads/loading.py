@@ -42,8 +42,8 @@ class LoadedModel:
 
 
 def _transformers() -> Any:
-    require("torch")
-    return require("transformers")
+    require("torch", extra="llm")
+    return require("transformers", extra="llm")
 
 
 def smollm2_dir() -> Path:

@@ -121,7 +121,7 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
     *paths : path
         One or more ``.jsonl`` files.
     label : int, optional
-        Label of rows without a ``label`` field (None: every row needs one).
+        Label of rows without a ``label`` field (None: every row needs one; -1: unknown).
 
     Returns
     -------
@@ -148,7 +148,7 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
                 raise InputError(f"{path}:{n}: needs a non-empty string field 'prompt'")
             y = row.get("label", label)
-            if y not in (0, 1):
+            if y not in (0, 1) and not ("label" not in row and label == -1):
                 raise InputError(f"{path}:{n}: label must be 0 (safe) or 1 (unsafe), got {y!r}")
             image = row.get("image")
             if image is not None:

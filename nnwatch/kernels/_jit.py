@@ -2,6 +2,12 @@
 
 - fastmath without ``nnan``/``ninf``: activations can be NaN/Inf and the kernels must see them.
 - ``cache=True`` so compiled kernels persist across processes; ``NNWATCH_NUMBA_CACHE=0`` turns it off.
+- The on-disk cache is keyed by the compile flags that change generated code: Numba's own
+  cache key ignores ``NUMBA_BOUNDSCHECK``, ``NUMBA_OPT`` and ``NUMBA_DEBUGINFO``, so kernels
+  compiled once under a debugging flag would be loaded by every later normal run. Under any
+  non-default flag set, kernels are cached in a folder of their own (``flags-<key>`` under
+  ``NUMBA_CACHE_DIR``, or under ``~/.cache/nnwatch/numba``); normal runs keep Numba's usual
+  location.
 - Numba's default ``workqueue`` threading layer aborts the process when parallel kernels are
   entered from two threads at once. nnwatch asks for ``tbb`` or ``omp`` first; if only
   ``workqueue`` is available, parallel kernels are serialized behind a lock
@@ -19,6 +25,50 @@ import numba
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 CACHE = os.environ.get("NNWATCH_NUMBA_CACHE", "1") != "0"
+
+DEFAULT_CODEGEN = {"boundscheck": 0, "opt": 3, "debuginfo": 0}
+
+
+def codegen_flags() -> dict[str, int]:
+    """The process-wide Numba settings that change the machine code of a kernel.
+
+    Returns
+    -------
+    dict
+        ``boundscheck``, ``opt`` and ``debuginfo`` as integers.
+    """
+    try:
+        opt = int(numba.config.OPT)
+    except (TypeError, ValueError):  # "max" or another level name
+        opt = -1
+    return {"boundscheck": int(bool(numba.config.BOUNDSCHECK)), "opt": opt,
+            "debuginfo": int(bool(numba.config.DEBUGINFO_DEFAULT))}
+
+
+def flag_cache_dir(flags: dict[str, int]) -> str | None:
+    """Where kernels compiled under ``flags`` are cached (None: Numba's usual place).
+
+    Parameters
+    ----------
+    flags : dict
+        Output of :func:`codegen_flags`.
+
+    Returns
+    -------
+    str or None
+        A folder keyed by the flags, or None for the default flags.
+    """
+    if flags == DEFAULT_CODEGEN:
+        return None
+    base = numba.config.CACHE_DIR or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nnwatch", "numba")
+    return os.path.join(base, "flags-" + "-".join(f"{k}{v}" for k, v in sorted(flags.items())))
+
+
+# Before any kernel is decorated: Numba picks a kernel's cache folder when it is defined.
+_keyed = flag_cache_dir(codegen_flags())
+if CACHE and _keyed is not None:
+    numba.config.CACHE_DIR = _keyed
 
 # Must be set before the first parallel kernel runs.
 numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]

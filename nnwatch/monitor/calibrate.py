@@ -38,6 +38,10 @@ class CalibrationWarning(UserWarning):
     """Some classes had too few calibration samples for a threshold of their own."""
 
 
+class TrainingOverlapWarning(UserWarning):
+    """Calibration inputs were also inputs the profile was built from."""
+
+
 def min_samples_for(alpha: float) -> int:
     """Smallest number of calibration scores with which a conformal test at ``alpha`` can flag.
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 
 from .._progress import Progress
-from .._validate import check_probability
+from .._validate import check_labels, check_probability
 from ..errors import InputError, NotFittedError
 from ..kernels.layout import unpack_layers
 from ..profile.builder import ProfileBuilder
+from ..profile.overlap import input_hashes, sketch_to_json, sketch_update, training_overlap
 from ..profile.schema import Calibration, Profile, check_rate, input_stats, merge_input_stats
-from ..sources import BatchSource, as_source
-from .calibrate import calibration_from_scores
+from ..sources import ArraySource, BatchSource, as_source
+from .calibrate import TrainingOverlapWarning, calibration_from_scores
 from .fusion import COST_BUDGET, FUSED, add_fusion
 from .detectors.baselines import log_softmax
 from .runner import Runner
@@ -94,13 +96,19 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                              threshold=threshold, feature_layer=feature_layer)
     if not 0.0 <= min_confidence <= 1.0:
         raise InputError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    if isinstance(source, ArraySource) and source.y is not None:  # before any pass, not after one
+        check_labels(source.y, runner.n_classes, source.name)
     inputs: dict[str, float] | None = input_stats(np.zeros(0))
+    sketch: np.ndarray | None = None
     for phase in (1, 2):
         bar = Progress(len(source), f"profile pass {phase}/2", progress)
         for x, y in source.batches(batch_size):
             arr = runner.check_input(x)
             if phase == 1:
+                if y is not None:
+                    check_labels(y, runner.n_classes, source.name)
                 inputs = merge_input_stats(inputs, input_stats(arr))
+                sketch = sketch_update(sketch, input_hashes(arr))
             ws = runner.workspace(arr.shape[0])
             runner.run(arr, ws)
             labels = trusted_labels(ws.logits, y, min_confidence)
@@ -117,6 +125,8 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                             min_confidence=min_confidence)
     profile.header["rare_rate"] = check_rate(rare_rate)
     profile.header["input_stats"] = inputs
+    if sketch is not None:
+        profile.header["input_sketch"] = sketch_to_json(sketch)
     return profile
 
 
@@ -241,6 +251,7 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         outside = [m for m in fusion_members if m not in names]
         if outside:
             raise InputError(f"fusion members {outside} are not among the calibrated detectors {names}")
+    warn_training_overlap(monitor, source)
     scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
     matrix = np.stack([scores[n] for n in names], axis=1)
     settings = monitor.settings
@@ -254,6 +265,28 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal
+
+
+def warn_training_overlap(monitor, source: ArraySource) -> None:  # type: ignore[no-untyped-def]
+    """Warn when calibration inputs were also the profile's training inputs.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor whose profile is being calibrated.
+    source : ArraySource
+        The calibration data.
+    """
+    record = monitor.profile.header.get("input_sketch")
+    if record is None:
+        return
+    checkable, found = training_overlap(record, source.x.astype(monitor.runner.input_dtype, copy=False))
+    if found:
+        share = f"all {checkable}" if found == checkable else f"{found} of {checkable}"
+        warnings.warn(TrainingOverlapWarning(
+            f"{share} calibration inputs that could be checked are also in the profile's training data "
+            f"({monitor.profile.header.get('dataset') or 'unnamed'}); calibrate on clean data the profile never saw, "
+            "or the thresholds come out too low and the false-alarm guarantee does not hold"), stacklevel=3)
 
 
 def python_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, float], float]:  # type: ignore[no-untyped-def]

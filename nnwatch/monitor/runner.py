@@ -19,7 +19,8 @@ import onnxruntime as ort
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import copy_count_nonfinite, dequantize, reduce_maps
 from ..kernels.layout import layer_offsets
-from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, decode_head
+from .._io import is_zip_archive
+from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, check_logit_columns, decode_head
 from .providers import QUIET, resolve_providers
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -163,6 +164,9 @@ class Runner:
         where = "model" if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes) and not os.path.isfile(model):
             raise ModelError(f"ONNX file {model} does not exist")
+        if not isinstance(model, bytes) and is_zip_archive(model):
+            raise ModelError(f"{model} is an .npz archive (a profile or data), not an ONNX model; the model comes "
+                             "first: Monitor(MODEL.onnx, PROFILE.npz)")
         try:
             self.session = ort.InferenceSession(
                 model if isinstance(model, bytes) else os.fspath(model), session_options(threads, spinning),
@@ -197,6 +201,7 @@ class Runner:
         if len(lshape) != 2 or not isinstance(lshape[1], int):
             raise ModelError(f"{where}: logits output has shape {lshape}, expected (batch, classes)")
         self.n_classes = int(lshape[1])
+        check_logit_columns(self.n_classes, where)
         man = self.manifest
         # The classifier head as data, for detectors that recompute logits from changed features.
         self.head: tuple[np.ndarray, np.ndarray] | None = None

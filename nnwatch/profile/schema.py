@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ProfileError
+from .overlap import sketch_from_json, sketch_to_json, sketch_update
 
 FORMAT_VERSION = 2  # 2: conformal calibration with its settings (version 1 files load without calibration)
 
@@ -404,6 +405,12 @@ class Profile:
                           int(self.header.get("feature_sample", 0)))
         header["class_counts"] = ranges.count[:-1].tolist()
         header["input_stats"] = merge_input_stats(self.header.get("input_stats"), other.header.get("input_stats"))
+        a, b = self.header.get("input_sketch"), other.header.get("input_sketch")
+        header.pop("input_sketch", None)
+        if a is not None and b is not None:  # the bottom-k of the union: exact
+            (ha, size_a), (hb, size_b) = sketch_from_json(a), sketch_from_json(b)
+            size = min(size_a, size_b)
+            header["input_sketch"] = sketch_to_json(sketch_update(ha[:size], hb[:size], size), size)
         return Profile(header=header, ranges=ranges, sections=self.sections.merge(other.sections))
 
 

@@ -129,6 +129,14 @@ def _expected(header: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ..
         "sections.threshold": (np.float32, (n,)), "sections.section_hits": (np.int64, (rows, n, k)),
         "sections.active_count": (np.int64, (rows, n)), "sections.outside_count": (np.int64, (rows, n)),
     }
+    sketch = header.get("input_sketch")
+    if sketch is not None and (
+            not isinstance(sketch, dict) or set(sketch) != {"size", "hashes"} or not isinstance(sketch["size"], int)
+            or not 1 <= sketch["size"] <= 1 << 20 or not isinstance(sketch["hashes"], list)
+            or len(sketch["hashes"]) > sketch["size"]
+            or not all(isinstance(h, str) and len(h) == 16 and all(c in "0123456789abcdef" for c in h)
+                       for h in sketch["hashes"])):
+        raise ProfileError(f"{where}: input_sketch must hold size and at most size 16-digit hex hashes")
     cal = header.get("calibration")
     if cal is not None:
         m = None  # number of calibration samples: read from the file
@@ -177,6 +185,14 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
     if stats is not None and (not isinstance(stats, dict) or set(stats) != {"count", "min", "max", "sum", "sumsq"}
                               or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats.values())):
         raise ProfileError(f"{where}: input_stats must hold numbers count, min, max, sum, sumsq")
+    sketch = header.get("input_sketch")
+    if sketch is not None and (
+            not isinstance(sketch, dict) or set(sketch) != {"size", "hashes"} or not isinstance(sketch["size"], int)
+            or not 1 <= sketch["size"] <= 1 << 20 or not isinstance(sketch["hashes"], list)
+            or len(sketch["hashes"]) > sketch["size"]
+            or not all(isinstance(h, str) and len(h) == 16 and all(c in "0123456789abcdef" for c in h)
+                       for h in sketch["hashes"])):
+        raise ProfileError(f"{where}: input_sketch must hold size and at most size 16-digit hex hashes")
     cal = header.get("calibration")
     if cal is not None:
         if (not isinstance(cal, dict) or not isinstance(cal.get("detectors"), list) or not cal["detectors"]

@@ -3,7 +3,8 @@
 Argument vectors mix valid and broken files (missing, empty, truncated, wrong format, wrong
 shape, folders, hostile paths), and zero, negative, huge and non-numeric numbers. Every run
 must end with exit code 0 or 2, print no traceback, and leave no output file behind when it
-fails. (Export, demo and Ray start torch or a Ray cluster per call: their mistakes are covered
+fails; and the input files (model, profile, data) keep their bytes, whatever outputs are named.
+(Export, demo and Ray start torch or a Ray cluster per call: their mistakes are covered
 by tests/cli/test_mistakes.py.)
 """
 
@@ -69,9 +70,27 @@ NUMBERS = mostly("3", ["0", "-1", "1", "17", "256", "100000", "1e9", "x", "0.5",
 FRACTIONS = mostly("0.05", ["0", "0.5", "1", "1.5", "-0.1", "nan", "inf", "x", "1e-9"])
 
 
+INPUTS = ("m.onnx", "p.npz", "small.npz", "plain.onnx")  # files an output must never replace
+
+
 def outputs(d: Path, good: str):
-    bad = ["o.json", "o.csv", "o.txt", "o.npz", "o.onnx", "o.html", "nodir/o.json", "folder"]
-    return mostly(good, bad).map(lambda n: str(d / "out" / n) if n != "folder" else str(d / "folder"))
+    bad = ["o.json", "o.csv", "o.txt", "o.npz", "o.onnx", "o.html", "nodir/o.json", "folder"] + \
+          [f"input:{name}" for name in INPUTS]
+
+    def where(n: str) -> str:
+        if n == "folder":
+            return str(d / "folder")
+        if n.startswith("input:"):
+            return str(d / n.removeprefix("input:"))
+        return str(d / "out" / n)
+
+    return mostly(good, bad).map(where)
+
+
+def digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {name: hashlib.sha256((d / name).read_bytes()).hexdigest() for name in INPUTS}
 
 
 @st.composite
@@ -132,6 +151,7 @@ def test_cli_never_shows_a_traceback(files):
         out_dir = files / "out"
         for leftover in out_dir.iterdir():
             leftover.unlink() if leftover.is_file() else None
+        before = digests(files)
         err, out = io.StringIO(), io.StringIO()
         try:
             with redirect_stderr(err), redirect_stdout(out):
@@ -145,6 +165,11 @@ def test_cli_never_shows_a_traceback(files):
             left = [p.name for p in out_dir.iterdir() if not p.name.startswith(".")]
             assert not left, (args, f"a failed command left {left} behind")
         seen["ok" if code == 0 else "refused"] += 1
+        after = digests(files)
+        if args[0] == "calibrate":  # calibrate updates its PROFILE in place by design (its statistics stay)
+            after["p.npz"] = before["p.npz"]
+        changed = [name for name in INPUTS if after[name] != before[name]]
+        assert not changed, (args, f"an input was overwritten: {changed}")
 
     check()
     assert seen["ok"] > 20 and seen["refused"] > 20  # both outcomes were exercised

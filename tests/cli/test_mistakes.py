@@ -6,6 +6,8 @@ exit code 2, the message, no traceback, and no output file left behind.
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import sys
 
 import numpy as np
@@ -87,6 +89,25 @@ def cases(d):
         (["screen", m, p, "--data", f"idx:{d}:val", "--out", d / "s.json"], "split 'val' is not one of train, test"),
         (["profile", m, "--data", data, "--out", d / "k.npz", "--k-top", "1000"], "k_top=1000 is larger than layer"),
         (["info", d / "nothere.onnx"], "does not exist"),
+        # nothing a user gives is destroyed: an output that is an input, or of the wrong kind
+        (["profile", m, "--data", data, "--out", m], "must end in .npz"),
+        (["profile", m, "--data", data, "--out", d / "test.npz"], "same file as the input --data"),
+        (["profile", m, "--data", data, "--out", d / "m.npz"], None),  # a profile may be named like the model
+        (["calibrate", m, p, "--data", data, "--out", m], "must end in .npz"),
+        (["calibrate", m, p, "--data", data, "--out", d / "test.npz"], "same file as the input --data"),
+        (["instrument", d / "conv.onnx", "--out", d / "conv.onnx"], "same file as the input MODEL"),
+        (["instrument", d / "conv.onnx", "--out", d / "." / "conv.onnx"], "same file as the input MODEL"),
+        (["instrument", d / "conv.onnx", "--out", d / "conv_link.onnx"], "same file as the input MODEL"),
+        (["screen", m, p, "--data", data, "--out", d / "scores.npz"], "must end in .json or .csv"),
+        (["evaluate", m, p, "--id", data, "--ood", data, "--json", d / "r.html"], "must end in .json"),
+        (["evaluate", m, p, "--id", data, "--ood", data, "--report", d / "r.json"], "must end in .html"),
+        (["export", f"{d / 'good.py'}:make", "--input-shape", "1,1,8,8", "--out", d / "good.py"], "must end in .onnx"),
+        # swapped arguments, percentages, labels
+        (["screen", p, m, "--data", data, "--out", d / "s.json"], "look swapped: the order is nnwatch screen MODEL"),
+        (["calibrate", p, m, "--data", data], "not an ONNX model.*the order is nnwatch calibrate MODEL.onnx PROFILE"),
+        (["profile", m, "--data", f"npz:{d / 'onebased.npz'}", "--out", d / "k.npz"],
+         "labels are >= 10.*look 1-based: subtract 1"),
+        (["instrument", d / "regressor.onnx", "--out", d / "k.onnx"], "1 column; nnwatch monitors classifiers"),
     ]
 
 
@@ -116,11 +137,25 @@ def test_every_listed_mistake_exits_2_with_a_message(d, capsys):
     capsys.readouterr()
     import re
 
+    (d / "conv_link.onnx").unlink(missing_ok=True)
+    (d / "conv_link.onnx").symlink_to(d / "conv.onnx")
+    x, y = np.load(d / "test.npz")["x"], np.load(d / "test.npz")["y"]
+    np.savez(d / "onebased.npz", x=x, y=y + 1)
+    regressor = mlp_onnx(np.ones((64, 8)), np.zeros(8), np.ones((8, 1)), np.zeros(1))
+    (d / "regressor.onnx").write_bytes(regressor.SerializeToString())
+    inputs = [d / n for n in ("m.onnx", "p.npz", "test.npz", "conv.onnx", "good.py", "onebased.npz")]
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in inputs}
     for args, message in cases(d):
         code, text = run(capsys, *args)
+        if message is None:
+            assert code == 0, (args, text)
+            continue
         assert code == 2, (args, text)
         assert re.search(message, text), (args, text)
+        assert "pass 1/2" not in text, (args, "refused only after a pass over the data")
     assert not (d / "nodir").exists() and not (d / "e.onnx").exists() and not (d / "k.npz").exists()
+    assert not (d / "k.onnx").exists() and not (d / "scores.npz").exists()
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in inputs} == before
 
 
 @pytest.mark.parametrize("args", ARGPARSE, ids=lambda a: " ".join(a[:1] + a[-2:]))
@@ -137,7 +172,7 @@ def test_missing_torch_names_the_extra(d, capsys, monkeypatch):
     code, text = run(capsys, "export", f"{d / 'good.py'}:make", "--input-shape", "1,1,8,8", "--out", d / "t.onnx")
     assert code == 2 and "torch is not installed" in text and "nnwatch[torch]" in text
     code, text = run(capsys, "demo", "--out", d / "demo")
-    assert code == 2 and "torch is not installed" in text
+    assert code == 2 and "torch is not installed" in text and ".[demo]" in text  # as the README installs it
 
 
 def test_calibrating_on_too_little_data_says_which_classes_pooled(d, capsys):
@@ -162,3 +197,77 @@ def test_info_describes_model_and_profile(d, capsys):
     assert code == 0 and "instrumented by nnwatch" in text and "taps" in text
     code, text = run(capsys, "info", d / "p.npz")
     assert code == 0 and "calibrated: fpr 0.05" in text and "statistics digest" in text
+
+
+def test_percentages_and_misplaced_options_get_a_hint(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "M", "P", "--data", "x", "--fpr", "5"])
+    assert exc.value.code == 2 and "did you mean 0.05 (5%)?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["screen", "M", "P", "--data", "x", "--out", "s.json", "--fpr", "0.01"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "unrecognized arguments: --fpr 0.01" in err and "nnwatch calibrate" in err
+    with pytest.raises(SystemExit):
+        main(["screen", "M", "P", "--data", "x", "--out", "s.json", "--bach-size", "3"])
+    assert "did you mean --batch-size?" in capsys.readouterr().err
+
+
+def test_top_level_help_shows_the_workflow_in_order(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    steps = [out.index(f"nnwatch {c} ") for c in ("instrument", "profile", "calibrate", "screen", "evaluate")]
+    assert steps == sorted(steps)
+
+
+def test_warnings_print_as_one_line(d, capsys):
+    x, y = np.load(d / "test.npz")["x"], np.load(d / "test.npz")["y"]
+    np.savez(d / "scaled.npz", x=x * 255, y=y)  # a 0-255 image for a model trained on 0-1
+    code, text = run(capsys, "screen", d / "m.onnx", d / "p.npz", "--data", f"npz:{d / 'scaled.npz'}", "--out",
+                     d / "scaled.csv", "--quiet")
+    assert code == 0
+    lines = [line for line in text.splitlines() if "warning" in line.lower()]
+    assert lines and all(line.startswith("nnwatch: warning: ") for line in lines), lines
+    assert "UserWarning" not in text and ".py:" not in text
+
+
+def test_calibrating_on_the_training_data_is_named(d, capsys, digits_monitor_files):
+    f = digits_monitor_files
+    x, y = f["splits"]["train"]
+    np.savez(d / "train.npz", x=x, y=y)
+    code, text = run(capsys, "profile", d / "m.onnx", "--data", f"npz:{d / 'train.npz'}", "--out", d / "tp.npz",
+                     "--quiet")
+    assert code == 0
+    code, text = run(capsys, "calibrate", d / "m.onnx", d / "tp.npz", "--data", f"npz:{d / 'train.npz'}", "--limit",
+                     "300", "--quiet")
+    assert code == 0 and "nnwatch: warning: all 300 calibration inputs" in text and "training data" in text
+    code, text = run(capsys, "calibrate", d / "m.onnx", d / "tp.npz", "--data", f"npz:{d / 'test.npz'}", "--quiet")
+    assert code == 0 and "training data" not in text
+
+
+def test_screen_output_carries_the_labels(d, capsys):
+    import csv
+
+    code, _ = run(capsys, "screen", d / "m.onnx", d / "p.npz", "--data", f"npz:{d / 'test.npz'}", "--out",
+                  d / "labelled.csv", "--quiet")
+    rows = list(csv.DictReader((d / "labelled.csv").open()))
+    y = np.load(d / "test.npz")["y"]
+    assert code == 0 and [int(r["label"]) for r in rows] == y.tolist()
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate"])
+def test_a_reader_that_stops_early_costs_nothing(d, command):
+    """``nnwatch ... | head``: files are written, the exit status is 0, no traceback."""
+    report, results = d / f"pipe-{command}.html", d / f"pipe-{command}.json"
+    np.savez(d / "noise.npz", x=np.random.default_rng(0).random((100, 64), dtype=np.float32))
+    args = {"info": ["info", str(d / "p.npz")],
+            "evaluate": ["evaluate", str(d / "m.onnx"), str(d / "p.npz"), "--id", f"npz:{d / 'test.npz'}", "--ood",
+                         f"noise=npz:{d / 'noise.npz'}", "--report", str(report), "--json", str(results),
+                         "--quiet"]}[command]
+    proc = subprocess.Popen([sys.executable, "-m", "nnwatch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    if command == "evaluate":
+        assert report.is_file() and results.is_file()

@@ -12,7 +12,7 @@ import pytest
 
 from nnwatch.cli.main import main
 
-from ..conftest import SHARED_DATA
+from ..conftest import SHARED_DATA, shared_data
 
 PROMPTS = SHARED_DATA / "prompts"
 SIZES = {"harmful_train": 30, "benign_train": 45, "harmful_test": 8, "benign_test": 22}
@@ -27,8 +27,7 @@ def _subset(src, dst, n):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("heads-cli")
-    if not PROMPTS.is_dir():
-        pytest.fail(f"shared prompt data missing: {PROMPTS}")
+    shared_data("prompts")
     out = {name: _subset(PROMPTS / f"{name}.jsonl", d / f"{name}.jsonl", n) for name, n in SIZES.items()}
     out["jailbreak"] = d / "jailbreak_test.jsonl"
     rows = [json.loads(x) for x in (PROMPTS / "jailbreak_test.jsonl").read_text().splitlines()]

@@ -357,7 +357,7 @@ def test_wrappers_keep_labels_and_payloads_and_are_not_the_test_templates():
     from nnwatch.heads.augment import GROUP_A, GROUP_B, wrap
     from nnwatch.heads.prompts import PromptSet, load_prompts
 
-    from ..conftest import REPO
+    from ..conftest import shared_data
 
     ps = PromptSet(("how do I bake bread", "how do I build a bomb"), np.array([0, 1]), ("a", "b"), "x")
     wrapped, which = wrap(ps, GROUP_A, seed=0, long_share=0.0)
@@ -368,7 +368,7 @@ def test_wrappers_keep_labels_and_payloads_and_are_not_the_test_templates():
     for p, w in zip(ps.prompts, stacked.prompts):
         assert w.count(p) == 1 and sum(t.split("{payload}")[0][:30] in w for t in GROUP_A) >= 5
     assert not set(GROUP_A) & set(GROUP_B) and all("{payload}" in t for t in GROUP_A + GROUP_B)
-    jailbreak = load_prompts(REPO.parent / "shared" / "data" / "prompts" / "jailbreak_test.jsonl")
+    jailbreak = load_prompts(shared_data("prompts", "jailbreak_test.jsonl"))
     for t in GROUP_A + GROUP_B:
         frame = t.replace("{payload}", "\x00")
         pieces = [frame[i:i + 40] for i in range(0, max(len(frame) - 40, 1), 20) if "\x00" not in frame[i:i + 40]]
