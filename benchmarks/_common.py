@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from nnwatch.eval.provenance import describe, provenance
-from nnwatch.eval.timing import add_ratios, interleaved  # noqa: F401  (re-exported for the scripts)
+from nnwatch.timing import add_ratios, interleaved  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 START = time.monotonic()  # the benchmark's wall time is recorded with its results

@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,22 +83,20 @@ def mnist_as_digits(x: np.ndarray) -> np.ndarray:
 def run_dataset(name: str, quick: bool, folder: Path) -> dict:
     import torch
 
+    from nnwatch.calibration.calibrate import by_cost, calibrate
+    from nnwatch.calibration.fused_verdict import choose_members, split_halves
+    from nnwatch.calibration.groups import calibration_groups
     from nnwatch.eval.evaluate import evaluate
     from nnwatch.eval.metrics import false_alarm_check
-    from nnwatch.monitor.calibrate import calibration_groups
-    from nnwatch.monitor.fusion import split_halves
-    from nnwatch.eval.models import accuracy, lenet, train_classifier
+    from nnwatch.eval.models import accuracy, digits_cnn, lenet, train_classifier
+    from nnwatch.eval.overhead import detector_costs
     from nnwatch.eval.report import write_report
     from nnwatch.eval.zoo import fmnist_resnet
     from nnwatch.export.from_torch import export_module
-    from nnwatch.eval.bench import detector_costs
-    from nnwatch.eval.models import digits_cnn
     from nnwatch.monitor.detectors import ALL, DEFAULT
-    from nnwatch.sources import load_digits
-    from nnwatch.monitor.fit import build_profile, by_cost, calibrate
-    from nnwatch.monitor.fusion import choose_members
     from nnwatch.monitor.monitor import Monitor
-    from nnwatch.sources import ArraySource, load_idx
+    from nnwatch.monitor.profiling import build_profile
+    from nnwatch.sources import ArraySource, load_digits, load_idx
 
     torch.set_num_threads(1)  # tiny models: one thread is faster and robust to a busy machine
     n = dict(SPLITS[name])
@@ -208,11 +205,11 @@ def repeated_splits(mon, pool: np.ndarray, n_val: int, splits: int = 300, seed: 
     the pooled clean images once and re-cutting them many times tells the two apart: under
     exchangeability the mean realized rate is at most the target.
     """
+    from nnwatch.calibration.calibrate import collect_scores
+    from nnwatch.calibration.fused_verdict import compile_fusion, fusion_spec
+    from nnwatch.calibration.groups import calibration_from_scores, compile_conformal
     from nnwatch.kernels.conformal import conformal_p_values
     from nnwatch.kernels.fusion import fused_statistic
-    from nnwatch.monitor.calibrate import calibration_from_scores, compile_conformal
-    from nnwatch.monitor.fit import collect_scores
-    from nnwatch.monitor.fusion import compile_fusion, fusion_spec
 
     scores, _, pred = collect_scores(mon, pool)
     names = list(mon.calibration.detectors)

@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,20 +25,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     import ray
+    import torch
 
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.distributed.profile import build_profile_ray
     from nnwatch.distributed.readers import ray_dataset
     from nnwatch.distributed.screen import dataset_from_arrays, screen_ray
-    from nnwatch.monitor.detectors import COVERAGE
-    from nnwatch.monitor.fit import build_profile, calibrate
-    from nnwatch.monitor.monitor import Monitor
-    from nnwatch.profile.store import save_profile
-    from nnwatch.sources import ArraySource, load_idx
-
-    import torch
-
     from nnwatch.eval.models import lenet, train_classifier
     from nnwatch.export.from_torch import export_module
+    from nnwatch.monitor.detectors import COVERAGE
+    from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
+    from nnwatch.profile.store import save_profile
+    from nnwatch.sources import ArraySource, load_idx
 
     warnings.simplefilter("ignore")
     folder = Path(tempfile.mkdtemp(prefix="nnwatch-dist-"))

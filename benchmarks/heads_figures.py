@@ -19,7 +19,7 @@ KEEP = ("heads_separation", "heads_roc_test", "heads_roc_test_length-matched", "
 
 
 def main() -> None:
-    from nnwatch.heads.report import evaluation_figures
+    from nnwatch.heads.language_report import evaluation_figures
 
     res = json.loads((ROOT / "benchmarks" / "results" / "heads_evaluation.json").read_text())
     figures = evaluation_figures(res)

@@ -12,14 +12,13 @@ import argparse
 import time
 
 import numpy as np
+from _common import interleaved, write
 
 from nnwatch.kernels import reference as ref
 from nnwatch.kernels.coverage import PARALLEL_MIN_WORK, coverage_scores, make_scratch
 from nnwatch.kernels.layout import pack_layers
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
-
-from _common import interleaved, write
 
 LAYOUTS = {"256 neurons (4x64)": [64] * 4, "2k neurons (64..1024)": [64, 128, 256, 512, 1024],
            "8k neurons (8x1024)": [1024] * 8}

@@ -28,8 +28,8 @@ def main() -> None:
     from nnwatch.export.instrument import instrument
     from nnwatch.kernels.coverage import CoverageRun
     from nnwatch.monitor.detectors import COMPILED
-    from nnwatch.monitor.fit import build_profile
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.monitor.runner import Runner
     from nnwatch.profile.signature import rounded_tables
 

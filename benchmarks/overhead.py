@@ -33,7 +33,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import add_ratios, interleaved, write
 
 MODELS = ("digits_cnn", "lenet", "small_cnn", "mobilenet_v3_small", "resnet18")
@@ -112,15 +111,17 @@ SHAPES = {"digits_cnn": (1, 8, 8), "lenet": (1, 28, 28), "small_cnn": (3, 32, 32
 
 def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = "", provider: str = "cpu",
             precision: str = "fp32", budget_s: float | None = None) -> dict:
+    import onnxruntime as ort
+
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.monitor.detectors import DEFAULT
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
-    from nnwatch.monitor.stream import StreamMonitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.monitor.providers import resolve_providers
     from nnwatch.monitor.runner import Runner, session_options
+    from nnwatch.monitor.stream import StreamMonitor
     from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource
-    import onnxruntime as ort
 
     shape = SHAPES[name]
     rng = np.random.default_rng(0)
@@ -198,7 +199,7 @@ def run_one(name: str, quick: bool, threads: int, folder: Path, source: str = ""
             v["throughput_per_s"] = batch / (v["mean_ms"] / 1e3)
         out[f"batch{batch}"] = res
         if batch == 1:  # where the fixed per-call cost goes: each compiled pass and detector on its own
-            from nnwatch.eval.bench import detector_costs
+            from nnwatch.eval.overhead import detector_costs
 
             parts = {k: v["p50_us"] for k, v in detector_costs(
                 monitors["monitored (fused default)"], x, iters=200 if quick else 2000).items()}
@@ -264,9 +265,8 @@ def main() -> None:
         print(json.dumps(run_one(args.model, args.quick, args.threads[0], Path(args.folder), args.source,
                                  args.providers[0], args.precisions[0], args.budget_s)))
         return
-    from nnwatch.monitor.providers import resolve_providers
-
     from nnwatch.errors import InputError
+    from nnwatch.monitor.providers import resolve_providers
 
     for provider in args.providers:  # refuse before building anything
         try:

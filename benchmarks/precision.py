@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import add_ratios, interleaved, write
 from detection import DATA, SPLITS, anomalies, say
 
@@ -69,12 +68,13 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.eval.evaluate import evaluate
     from nnwatch.eval.models import lenet, train_classifier
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument_file
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.monitor.runner import session_options
     from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource, load_idx

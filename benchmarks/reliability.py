@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +28,10 @@ def rss_mb() -> float:
 
 
 def soak(calls: int) -> dict:
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.export.instrument import instrument_file
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.sources import ArraySource
     from tests.conftest import trained_digits_mlp
 

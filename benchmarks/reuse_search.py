@@ -20,7 +20,7 @@ PROMPTS = ROOT.parent / "shared" / "data" / "prompts"
 
 
 def main() -> None:
-    from nnwatch.heads.detector import load_detector, save_detector
+    from nnwatch.heads.detector_file import load_detector, save_detector
     from nnwatch.heads.prompts import load_prompts
     from nnwatch.heads.search import balanced_subset
 

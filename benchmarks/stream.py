@@ -35,7 +35,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,15 +103,16 @@ def baseline_rules(length: int, delta: float, rng: np.random.Generator) -> dict:
 def main() -> None:
     import torch
 
+    from nnwatch.calibration.calibrate import calibrate, collect_scores
     from nnwatch.eval import corruptions as cor
     from nnwatch.eval.attacks import pgd
     from nnwatch.eval.metrics import binomial_interval
     from nnwatch.eval.models import lenet, train_classifier
     from nnwatch.eval.svg import line_chart
     from nnwatch.export.from_torch import export_module
-    from nnwatch.kernels.stream import StreamTest
-    from nnwatch.monitor.fit import build_profile, calibrate, collect_scores
+    from nnwatch.kernels.martingale import StreamTest
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.monitor.stream import StreamMonitor
     from nnwatch.sources import ArraySource, load_idx
 

@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import add_ratios, interleaved, write
 from detection import DATA, SPLITS, anomalies, say
 
@@ -33,19 +32,20 @@ BUDGETS = ("1.05x", "1.10x")
 
 
 def part_mobilenet(quick: bool, folder: Path) -> dict:
+    import onnxruntime as ort
     import torch
 
+    from nnwatch.calibration.calibrate import calibrate
+    from nnwatch.errors import InputError
+    from nnwatch.eval.tap_budget import instrument_within_budget
     from nnwatch.eval.zoo import edge_model
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument, save_onnx
-    from nnwatch.errors import InputError
-    from nnwatch.eval.tap_budget import instrument_within_budget
     from nnwatch.monitor.detectors import COMPILED, DEFAULT
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.monitor.runner import Runner, session_options
     from nnwatch.sources import ArraySource
-    import onnxruntime as ort
 
     torch.set_num_threads(1)
     module, blocks, source = edge_model("mobilenet_v3_small")
@@ -110,9 +110,9 @@ def part_lenet(quick: bool, folder: Path) -> dict:
     import torch
 
     from nnwatch.eval.models import lenet, train_classifier
+    from nnwatch.eval.tap_budget import layer_aurocs, layer_values
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument
-    from nnwatch.eval.tap_budget import layer_aurocs, layer_values
     from nnwatch.sources import load_idx
 
     torch.set_num_threads(1)

@@ -2,7 +2,7 @@
 
 For the last k of the 13 block outputs (the classifier input is always tapped), the batch-1
 p50 of a monitored call (coverage detectors) as a multiple of a plain ``session.run`` and of a
-plain IOBinding call of the untapped model, measured interleaved (nnwatch.eval.bench).
+plain IOBinding call of the untapped model, measured interleaved (nnwatch.eval.overhead).
 Random weights (timing does not depend on them), 1,000 classes, 1 intra-op thread.
 Run: python benchmarks/taps.py [--quick]
 """
@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import write
 
 
@@ -27,12 +26,13 @@ def main() -> None:
 
     import torch
 
-    from nnwatch.eval.bench import bench_overhead
+    from nnwatch.calibration.calibrate import calibrate
+    from nnwatch.eval.overhead import bench_overhead
     from nnwatch.eval.zoo import edge_model
     from nnwatch.export.from_torch import export_plain
     from nnwatch.export.instrument import instrument, save_onnx
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.sources import ArraySource
 
     torch.set_num_threads(1)

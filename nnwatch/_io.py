@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-
 # mkstemp creates 0600 files; finished files get the usual permissions instead (read once,
 # at import, because reading the umask means setting it).
 _UMASK = os.umask(0)

@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 
 from ._optional import require
+from .calibration.calibrate import calibrate
 from .eval import corruptions as cor
 from .eval.attacks import attack_correct, fgsm, pgd
-from .eval.bench import bench_overhead, machine
 from .eval.evaluate import evaluate
 from .eval.models import accuracy, digits_cnn, train_classifier
+from .eval.overhead import bench_overhead, machine
 from .eval.report import write_json, write_report
 from .export.from_torch import export_module
-from .monitor.fit import build_profile, calibrate
 from .monitor.monitor import Monitor
+from .monitor.profiling import build_profile
 from .profile.store import save_profile
 from .sources import ArraySource, load_digits
 

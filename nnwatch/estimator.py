@@ -14,10 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .calibration.calibrate import calibrate
 from .errors import InputError, NotFittedError
 from .monitor.detectors import DEFAULT
-from .monitor.fit import build_profile, calibrate
 from .monitor.monitor import Monitor
+from .monitor.profiling import build_profile
 from .sources import ArraySource, BatchSource, as_source
 
 

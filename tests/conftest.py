@@ -129,9 +129,10 @@ def digits_mlp() -> tuple[onnx.ModelProto, dict]:
 @pytest.fixture(scope="session")
 def digits_monitor_files(tmp_path_factory, digits_mlp):
     """Instrumented MLP + built, calibrated profile, written to a temp folder (paths)."""
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.export.instrument import instrument_file
-    from nnwatch.monitor.fit import build_profile, calibrate
     from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.profile.store import save_profile
     from nnwatch.sources import ArraySource
 

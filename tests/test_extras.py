@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from nnwatch._optional import EXTRAS
 

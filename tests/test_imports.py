@@ -24,7 +24,7 @@ def test_cli_help_imports_nothing_heavy():
 def test_head_detector_runtime_imports_without_torch():
     """Scoring with an exported prefill and a detector file needs only numpy and onnxruntime."""
     code = ("import sys; from nnwatch.heads.onnx_backend import OnnxHeadScorer; "
-            "from nnwatch.heads.detector import load_detector; "
+            "from nnwatch.heads.detector_file import load_detector; "
             "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

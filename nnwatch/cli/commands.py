@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from .console import warn
 from .output import write_records
-from ..errors import InputError
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """``nnwatch profile``."""
-    from ..monitor.fit import build_profile
+    from ..monitor.profiling import build_profile
     from ..monitor.runner import Runner
     from ..profile.store import save_profile
 
@@ -186,12 +186,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from . import language
 
         return language.cmd_calibrate(args)
-    from ..monitor.fit import calibrate
-    from ..profile.store import save_profile
-
     import warnings
 
-    from ..monitor.calibrate import CalibrationWarning, calibration_groups
+    from ..calibration.calibrate import calibrate
+    from ..calibration.groups import CalibrationWarning, calibration_groups
+    from ..profile.store import save_profile
 
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
@@ -259,8 +258,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
               f"{summary['inputs_per_s']:,.0f} inputs/s with {args.workers} workers")
         return 0
 
-    if not args.out.endswith((".json", ".csv")):
-        raise InputError(f"--out must end in .json or .csv, got {args.out!r}")
     mon = _monitor(args)
     if not mon.calibrated:
         warn("the profile is not calibrated; flags are all False and confidence NaN (run `nnwatch calibrate` first)")
@@ -354,7 +351,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     import numpy as np
 
-    from ..eval.bench import bench_overhead, detector_costs, machine, plain_model_bytes
+    from ..eval.overhead import bench_overhead, detector_costs, machine, plain_model_bytes
     from ..eval.report import write_json
     from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
@@ -469,7 +466,7 @@ def _info_model(path: Path) -> None:
 
 
 def _info_profile(path: Path) -> None:
-    from ..monitor.calibrate import CalibrationWarning, calibration_groups
+    from ..calibration.groups import calibration_groups
     from ..profile.signature import compact_by_default, compile_compact_tables, full_tables_bytes
     from ..profile.store import load_profile
 
@@ -504,7 +501,7 @@ def _info_profile(path: Path) -> None:
 
 
 def _info_detector(path: Path) -> None:
-    from ..heads.detector import load_detector
+    from ..heads.detector_file import load_detector
 
     d = load_detector(path)
     print(f"{path}: nnwatch language detector file for model {d.model!r} ({d.n_layers} layers x {d.n_heads} heads)")

@@ -1,5 +1,6 @@
 """``nnwatch heads search|fit|guard|export``: fitting the language detectors (scoring, calibration,
-evaluation and costs go through ``nnwatch calibrate|screen|evaluate|bench``)."""
+evaluation and costs go through ``nnwatch calibrate|screen|evaluate|bench``).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_bytes
-from ..eval.provenance import provenance
 from ..errors import InputError
+from ..eval.provenance import provenance
 from .types import non_negative_int, percent, positive_int, unit_interval
 
 
@@ -78,8 +79,8 @@ def add_parser(sub: Any) -> None:
 
 def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None, truncate: bool = False,
             recorded: str = "smollm2") -> tuple[Any, Any]:
-    from ..heads.loading import load_model
     from ..heads.encoders import encoder_for
+    from ..heads.loading import load_model
     from ..heads.torch_scorer import TorchHeadScorer
 
     lm = load_model(args.model or recorded, args.threads, quiet=args.quiet)
@@ -88,7 +89,7 @@ def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``nnwatch heads search``."""
-    from ..heads.detector import save_detector
+    from ..heads.detector_file import save_detector
     from ..heads.prompts import load_prompts
     from ..heads.search import balanced_subset, search_heads
 
@@ -105,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     det.search["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
     save_detector(det, args.out)
     if args.report:
-        from ..heads.report import search_report
+        from ..heads.language_report import search_report
 
         atomic_write_bytes(args.report, search_report(det).encode())
     a, b = det.detectors["head_single"].head
@@ -120,7 +121,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """``nnwatch heads fit``."""
-    from ..heads.detector import load_detector, save_detector
+    from ..heads.detector_file import load_detector, save_detector
     from ..heads.prompts import load_prompts
     from ..heads.training import check_hold_out, fit_and_calibrate, split_calibration
 
@@ -142,9 +143,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_guard(args: argparse.Namespace) -> int:
     """``nnwatch heads guard``."""
-    from ..heads.detector import load_detector
+    from ..heads.detector_file import load_detector
     from ..heads.guard import guarded_generate
-    from ..heads.monitor import LanguageMonitor
+    from ..heads.language_monitor import LanguageMonitor
 
     det = load_detector(args.detector)
     if args.decision is not None and args.decision not in det.detectors:

@@ -17,7 +17,6 @@ from .._io import atomic_write_bytes
 from ..errors import InputError
 from ..eval.provenance import describe, provenance
 
-
 # Classifier options a language detector has no use for: refused when set, never ignored.
 CLASSIFIER_ONLY = {"calibrate": {"min_class_samples": 20, "fuse": None, "fusion_budget": 0.10, "batch_size": 256,
                                  "providers": "auto"},
@@ -50,7 +49,7 @@ def check_language_args(args: argparse.Namespace) -> None:
 
 
 def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto", onnx: str | None = None) -> Any:
-    from ..heads.monitor import LanguageMonitor
+    from ..heads.language_monitor import LanguageMonitor
 
     return LanguageMonitor(args.model, threads=getattr(args, "threads", None), detectors=detectors, decision=decision,
                            truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False),
@@ -79,7 +78,7 @@ def _prompts(args: argparse.Namespace, spec: str, label: int | None = None) -> A
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate DETECTOR.json --data BENIGN.jsonl``: conformal calibration on benign prompts."""
-    from ..heads.detector import save_detector
+    from ..heads.detector_file import save_detector
     from ..heads.training import check_hold_out
 
     check_language_args(args)
@@ -101,8 +100,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .output import write_records
 
     check_language_args(args)
-    if not str(args.out).endswith((".json", ".csv")):
-        raise InputError(f"--out {args.out}: give a .json or .csv file name")
     prompts = _prompts(args, args.data, label=-1)  # -1: the row has no label
     mon = _monitor(args, detectors=_detector_names(args.detectors), onnx=args.onnx)
     mon.require_calibration()
@@ -147,9 +144,9 @@ def _sets(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate DETECTOR.json --set test=A.jsonl,B.jsonl [--contrast] --json R.json``."""
-    from ..heads.evaluate import evaluate_sets
     from ..heads.fit import chosen_row
-    from ..heads.report import evaluation_markdown, evaluation_report
+    from ..heads.language_report import evaluation_markdown, evaluation_report
+    from ..heads.set_evaluation import evaluate_sets
 
     check_language_args(args)
     sets = _sets(args)
@@ -179,8 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``nnwatch bench DETECTOR.json --data PROMPTS.jsonl``: monitoring cost vs a plain prefill."""
-    from ..heads.bench import monitoring_costs
-    from ..heads.report import latency_table
+    from ..heads.costs import monitoring_costs
+    from ..heads.language_report import latency_table
 
     check_language_args(args)
     if not args.data:

@@ -16,12 +16,12 @@ def _int_at_least(text: str, low: int) -> int:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+    """Argparse type: an integer >= 1."""
     return _int_at_least(text, 1)
 
 
 def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-def]
-    """argparse type factory: a float in [0, 1] with the given open ends."""
+    """Argparse type factory: a float in [0, 1] with the given open ends."""
     lo, hi = "(" if low_open else "[", ")" if high_open else "]"
 
     def parse(text: str) -> float:
@@ -38,12 +38,12 @@ def unit_interval(low_open: bool, high_open: bool):  # type: ignore[no-untyped-d
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+    """Argparse type: an integer >= 0."""
     return _int_at_least(text, 0)
 
 
 def percent(text: str) -> float:
-    """argparse type: a number in (0, 100)."""
+    """Argparse type: a number in (0, 100)."""
     try:
         value = float(text)
     except ValueError:
@@ -54,13 +54,12 @@ def percent(text: str) -> float:
 
 
 def detector_names(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated registered detector names (not the fused column itself)."""
-    from ..monitor.detector import REGISTRY, make_detector
+    """Argparse type: comma-separated registered detector names (not the fused column itself)."""
+    from ..monitor.registry import REGISTRY
 
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated detector names, got none")
-    make_detector("msp")  # fills the registry
     unknown = [n for n in names if n not in REGISTRY or n in ("fused", "coverage")]
     if unknown:
         usable = ", ".join(sorted(n for n in REGISTRY if n not in ("fused", "coverage")))
@@ -70,7 +69,7 @@ def detector_names(text: str) -> tuple[str, ...]:
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
+    """Argparse type: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError:
@@ -81,7 +80,7 @@ def non_negative_float(text: str) -> float:
 
 
 def budget_text(text: str) -> str:
-    """argparse type: a latency budget, ``1.05x`` or ``2.5ms``.
+    """Argparse type: a latency budget, ``1.05x`` or ``2.5ms``.
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernels.layout import unpack_layers
-from ..monitor.fit import manifest_reduction, trusted_labels
+from ..monitor.profiling import manifest_reduction, trusted_labels
 from ..monitor.runner import Runner
 from ..profile.builder import ProfileBuilder
 from ..profile.overlap import input_hashes, sketch_to_json, sketch_update
@@ -122,7 +122,7 @@ def build_profile_ray(model: str, dataset: Any, batch_size: int = 256, concurren
     concurrency : int
         Workers (each holds one onnxruntime session and one partial profile).
     k_sections, k_top, threshold, min_confidence, rare_rate, feature_sample
-        As for :func:`nnwatch.monitor.fit.build_profile`.
+        As for :func:`nnwatch.monitor.profiling.build_profile`.
     dataset_name : str
         Description stored in the profile.
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..monitor.fit import collect_scores
+from ..calibration.calibrate import collect_scores
 from ..sources import ArraySource
 from .metrics import summarize
 

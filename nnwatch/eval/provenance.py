@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .bench import machine
+from .overhead import machine
 
 
 def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:

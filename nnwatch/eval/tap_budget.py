@@ -99,7 +99,7 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 
 def _time_us(calls: dict, rounds: int) -> dict[str, float]:
-    from .timing import interleaved
+    from ..timing import interleaved
 
     res = interleaved(calls, rounds, warmup=10, budget_s=60)
     return {k: v["p50_ms"] * 1e3 for k, v in res.items()}
@@ -163,8 +163,8 @@ def layer_aurocs(tapped_model: bytes, fit: np.ndarray, clean: np.ndarray, anomal
     dict
         layer -> set name -> AUROC.
     """
-    from .metrics import auroc
     from ..monitor.runner import Runner
+    from .metrics import auroc
 
     runner = Runner(tapped_model, providers=providers)
 
@@ -243,13 +243,13 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
     """
     import onnxruntime as ort
 
+    from ..export.instrument import instrument
     from ..monitor.detectors import COMPILED
-    from ..monitor.fit import build_profile
     from ..monitor.monitor import Monitor
+    from ..monitor.profiling import build_profile
     from ..monitor.providers import resolve_providers
     from ..monitor.runner import Runner, session_options
-    from ..export.instrument import instrument
-    from .bench import plain_iobinding_call
+    from .overhead import plain_iobinding_call
 
     if len(x) < 40:
         raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers, got {len(x)}")

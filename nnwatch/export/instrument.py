@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -78,7 +79,7 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
-    """name -> (elem_type, dims) with dims as int or str (symbolic) or None (unknown)."""
+    """Name -> (elem_type, dims) with dims as int or str (symbolic) or None (unknown)."""
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
@@ -99,7 +100,8 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
 
 def _topologically_sorted(graph: onnx.GraphProto) -> None:
     """Reorder nodes so each follows its inputs' producers (some converters append casts at
-    the end; onnxruntime accepts that, the ONNX checker does not). Stable where already sorted."""
+    the end; onnxruntime accepts that, the ONNX checker does not). Stable where already sorted.
+    """
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     seen = set(ready)
     if all(all(i in seen for i in n.input) and not seen.update(n.output) for n in graph.node):
@@ -125,7 +127,8 @@ def _topologically_sorted(graph: onnx.GraphProto) -> None:
 
 def _types_from_onnxruntime(model: onnx.ModelProto, names: list[str], table: dict) -> None:
     """Type tensors that ONNX shape inference left unknown (e.g. outputs of com.microsoft ops
-    such as QGemm) by asking onnxruntime, which infers them while building a session."""
+    such as QGemm) by asking onnxruntime, which infers them while building a session.
+    """
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
@@ -179,6 +182,33 @@ def _reduce_node(op: str, src: str, dst: str, rank: int, opset: int, nodes: list
         nodes.append(helper.make_node(op, [src], [dst], axes=axes, keepdims=0, name=f"{dst}/node"))
 
 
+@dataclass
+class _Indexed:
+    """A model indexed once: every pass below works by name on these maps."""
+
+    model: onnx.ModelProto
+    opset: int
+    data_input: onnx.ValueInfoProto
+    in_dims: tuple
+    batch: int | None
+    initializers: set[str]
+    inits: dict[str, onnx.TensorProto]
+    prod: dict[str, onnx.NodeProto]
+    types: dict[str, tuple[int, tuple]]
+    logits: str
+    aliases: dict[str, str]  # torch module path -> tensor
+    module_of: dict[str, str]  # tensor -> innermost torch module path
+
+
+@dataclass
+class _Additions:
+    """What instrumenting appends to the graph."""
+
+    nodes: list = field(default_factory=list)
+    inits: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+
+
 def instrument(
     source: str | os.PathLike | bytes | onnx.ModelProto,
     layers: str | Sequence[str] = "auto",
@@ -230,9 +260,40 @@ def instrument(
     if reduction not in ("mean", "max"):
         raise InputError(f"reduction must be 'mean' or 'max', got {reduction!r}")
     model, digest = load_onnx(source)
-    fingerprint = fingerprint or digest
     if any(p.key == MANIFEST_KEY for p in model.metadata_props):
         raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
+    g = _index(model)
+    tensors, penultimate = _choose_tensors(g, layers, max_taps, include_penultimate)
+    untyped = [t for t in tensors + [g.logits] if t in g.prod and (not g.types.get(t, (0, ()))[0] or not g.types[t][1])]
+    if untyped:
+        _types_from_onnxruntime(model, untyped, g.types)
+    added = _Additions()
+    taps = _tap_outputs(g, tensors, reduction, reduce_in_graph, added)
+    logits_output = _expose_logits(g, added)
+    original_outputs = tuple(o.name for o in model.graph.output)
+    model.graph.node.extend(added.nodes)
+    model.graph.initializer.extend(added.inits)
+    model.graph.output.extend(added.outputs)
+    penult_layer = next((t.layer for t in taps if t.source == penultimate), None)
+    manifest = TapManifest(
+        fingerprint=fingerprint or digest,
+        input_name=g.data_input.name,
+        input_shape=tuple(d if isinstance(d, int) and d > 0 else None for d in g.in_dims[1:]),
+        batch=g.batch,
+        logits=logits_output,
+        taps=tuple(taps),
+        original_outputs=original_outputs,
+        penultimate=penult_layer,
+        selection=selection,
+    )
+    manifest.validate()
+    _record(g, manifest, penultimate)
+    _finish(model)
+    return model, manifest
+
+
+def _index(model: onnx.ModelProto) -> _Indexed:
+    """Pass 1: sort the graph, check its one data input, infer types, find the logits and module names."""
     graph = model.graph
     _topologically_sorted(graph)
     opset = _default_opset(model)
@@ -245,81 +306,74 @@ def instrument(
         )
     types = _tensor_types(model)
     prod = producers(graph)
-    logits = logits_tensor(graph, prod)
-    in_type, in_dims = types.get(data_inputs[0].name, (0, ()))
+    _, in_dims = types.get(data_inputs[0].name, (0, ()))
     if len(in_dims) < 1:
         raise ModelError(f"input {data_inputs[0].name!r} has no known rank")
     batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else None
-
     aliases = _layer_aliases(model)
-    reverse_alias: dict[str, str] = {}
+    module_of: dict[str, str] = {}
     for module, tensor in aliases.items():  # the innermost module names a tensor best
-        if tensor not in reverse_alias or module.count(".") > reverse_alias[tensor].count("."):
-            reverse_alias[tensor] = module
-    if isinstance(layers, str):
-        if layers != "auto":
-            layers = [name.strip() for name in layers.split(",") if name.strip()]
-    inits = {i.name: i for i in graph.initializer}
+        if tensor not in module_of or module.count(".") > module_of[tensor].count("."):
+            module_of[tensor] = module
+    return _Indexed(model=model, opset=opset, data_input=data_inputs[0], in_dims=in_dims, batch=batch,
+                    initializers=initializers, inits={i.name: i for i in graph.initializer}, prod=prod, types=types,
+                    logits=logits_tensor(graph, prod), aliases=aliases, module_of=module_of)
+
+
+def _choose_tensors(g: _Indexed, layers: str | Sequence[str], max_taps: int | None,
+                    include_penultimate: bool) -> tuple[list[str], str | None]:
+    """Pass 2: the tensors to tap (by rule or by name) and the classifier's input features."""
+    graph = g.model.graph
+    if isinstance(layers, str) and layers != "auto":
+        layers = [name.strip() for name in layers.split(",") if name.strip()]
     if layers == "auto":
-        tensors = auto_tensors(graph, initializers, max_taps, quantized_layer_tensors(graph, prod, inits, logits))
-        tensors = _prefer_integer(tensors, graph, prod, inits)
+        tensors = auto_tensors(graph, g.initializers, max_taps,
+                               quantized_layer_tensors(graph, g.prod, g.inits, g.logits))
+        tensors = _prefer_integer(tensors, graph, g.prod, g.inits)
     else:
         if not layers:
             raise InputError("layers is empty; pass 'auto' or a list of tensor names")
-        known = set(prod) | {i.name for i in data_inputs}
+        known = set(g.prod) | {g.data_input.name}
         tensors = []
         for name in layers:
             if name in known:
                 tensors.append(name)
-            elif name in aliases:
-                tensors.append(aliases[name])
+            elif name in g.aliases:
+                tensors.append(g.aliases[name])
             else:
-                candidates = [n.output[0] for n in graph.node if n.op_type in ACTIVATION_OPS] + sorted(aliases)
+                candidates = [n.output[0] for n in graph.node if n.op_type in ACTIVATION_OPS] + sorted(g.aliases)
                 raise unknown_name("layer/tensor", name, candidates or known)
     if len(set(tensors)) != len(tensors):
         raise InputError(f"a layer is listed twice: {tensors}")
-    penult_tensor = penultimate_tensor(logits, prod, initializers)
-    if penult_tensor is not None:  # in a QDQ graph: the integers the classifier reads
-        penult_tensor = dequantized_source(penult_tensor, prod, inits) or penult_tensor
-    tensors = [dequantized_source(t, prod, inits) or t for t in tensors]
-    tensors = list(dict.fromkeys(tensors))
-    if layers != "auto" and include_penultimate and penult_tensor is not None and penult_tensor not in tensors:
-        tensors.append(penult_tensor)
+    penultimate = penultimate_tensor(g.logits, g.prod, g.initializers)
+    if penultimate is not None:  # in a QDQ graph: the integers the classifier reads
+        penultimate = dequantized_source(penultimate, g.prod, g.inits) or penultimate
+    tensors = list(dict.fromkeys(dequantized_source(t, g.prod, g.inits) or t for t in tensors))
+    if layers != "auto" and include_penultimate and penultimate is not None and penultimate not in tensors:
+        tensors.append(penultimate)
     if not tensors:
         raise ModelError("no layer to monitor was found (no activation ops, no classifier input); pass layers=")
+    return tensors, penultimate
 
-    untyped = [t for t in tensors + [logits] if t in prod and (not types.get(t, (0, ()))[0] or not types[t][1])]
-    if untyped:
-        _types_from_onnxruntime(model, untyped, types)
-    used = set(prod) | {i.name for i in graph.input} | initializers | {o.name for o in graph.output}
-    new_nodes: list = []
-    new_inits: list = []
-    new_outputs: list = []
-    existing_outputs = {o.name for o in graph.output}
+
+def _tap_outputs(g: _Indexed, tensors: list[str], reduction: str, reduce_in_graph: bool,
+                 added: _Additions) -> list[Tap]:
+    """Pass 3: one graph output per tapped tensor (reduced, cast or dequantized where needed)."""
+    graph = g.model.graph
+    used = set(g.prod) | {i.name for i in graph.input} | g.initializers | {o.name for o in graph.output}
+    existing = {o.name for o in graph.output}
     taps: list[Tap] = []
-    penult_layer = None
     for tensor in tensors:
-        elem, dims = types.get(tensor, (0, ()))
-        qparams = quant_params(tensor, prod, inits) if elem in INTEGER_TYPES else None
-        if elem not in _FLOAT_TYPES and qparams is None:
-            raise ModelError(
-                f"tensor {tensor!r} has element type {TensorProto.DataType.Name(elem) if elem else 'unknown'}; "
-                "only float tensors and quantized activations (uint8/int8 with a constant per-tensor scale and "
-                "zero point) can be monitored (shape inference could not type it if unknown)"
-            )
-        if len(dims) < 2:
-            raise ModelError(f"tensor {tensor!r} has shape {dims}; a monitored tensor needs (batch, features, ...)")
+        elem, dims = g.types.get(tensor, (0, ()))
+        qparams = quant_params(tensor, g.prod, g.inits) if elem in INTEGER_TYPES else None
+        _check_tappable(tensor, elem, dims, qparams)
         per_sample = dims[1:]
-        if not all(isinstance(d, int) and d > 0 for d in per_sample):
-            raise ModelError(
-                f"tensor {tensor!r} has per-sample shape {per_sample} with unknown or dynamic sizes; "
-                "nnwatch needs static channel/feature sizes"
-            )
         source = tensor
         cast = elem != TensorProto.FLOAT and qparams is None
         if cast:
             source = f"nnwatch/float/{tensor}"
-            new_nodes.append(helper.make_node("Cast", [tensor], [source], to=TensorProto.FLOAT, name=f"{source}/node"))
+            added.nodes.append(helper.make_node("Cast", [tensor], [source], to=TensorProto.FLOAT,
+                                                name=f"{source}/node"))
         # Quantized maps reduced in the graph are dequantized there first (a side branch: the
         # int8 kernels stay fused); vectors and full maps leave as integers.
         out_type = TensorProto.FLOAT
@@ -329,83 +383,89 @@ def instrument(
             quant = {"dtype": INTEGER_TYPES[elem], "scale": qparams.scale, "zero_point": qparams.zero_point}
         elif qparams is not None:
             source = f"nnwatch/dequant/{tensor}"
-            new_nodes.append(helper.make_node(
-                "DequantizeLinear", [tensor, qparams.scale_name] + ([qparams.zero_point_name] if qparams.zero_point_name else []),
+            added.nodes.append(helper.make_node(
+                "DequantizeLinear",
+                [tensor, qparams.scale_name] + ([qparams.zero_point_name] if qparams.zero_point_name else []),
                 [source], name=f"{source}/node"))
-        layer = reverse_alias.get(tensor, tensor)
-        if qparams is not None and prod[tensor].op_type == "QuantizeLinear":  # QDQ: name it by the float layer
-            layer = reverse_alias.get(prod[tensor].input[0], prod[tensor].input[0])
-        if tensor == penult_tensor:
-            penult_layer = layer
-        if len(dims) == 2:
-            out_name = tap_output_name(tensor, "none", cast)
-            tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample), reduction="none", **quant)
-            if out_name in existing_outputs:
-                taps.append(tap)
-                continue
-        elif reduce_in_graph:
-            out_name = tap_output_name(tensor, reduction, False)
-            op = "ReduceMean" if reduction == "mean" else "ReduceMax"
-            _reduce_node(op, source, out_name, len(dims), opset, new_nodes, new_inits)
-            tap = Tap(output=out_name, layer=layer, source=tensor, shape=(per_sample[0],), reduction=reduction)
-        else:
+        layer = g.module_of.get(tensor, tensor)
+        if qparams is not None and g.prod[tensor].op_type == "QuantizeLinear":  # QDQ: name it by the float layer
+            layer = g.module_of.get(g.prod[tensor].input[0], g.prod[tensor].input[0])
+        if len(dims) == 2 or not reduce_in_graph:
             out_name = tap_output_name(tensor, "none", cast)
             tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample),
-                      reduction=reduction, in_graph=False, **quant)
-            if out_name in existing_outputs:
+                      reduction="none" if len(dims) == 2 else reduction, in_graph=len(dims) == 2, **quant)
+            if out_name in existing:
                 taps.append(tap)
                 continue
+        else:
+            out_name = tap_output_name(tensor, reduction, False)
+            op = "ReduceMean" if reduction == "mean" else "ReduceMax"
+            _reduce_node(op, source, out_name, len(dims), g.opset, added.nodes, added.inits)
+            tap = Tap(output=out_name, layer=layer, source=tensor, shape=(per_sample[0],), reduction=reduction)
         if out_name in used and out_name != tensor:
             raise ModelError(f"cannot add output {out_name!r}: the graph already has a tensor of that name")
-        shape = [batch if batch else "batch"] + list(tap.shape)
-        new_outputs.append(helper.make_tensor_value_info(out_name, out_type, shape))
-        existing_outputs.add(out_name)
+        shape = [g.batch if g.batch else "batch"] + list(tap.shape)
+        added.outputs.append(helper.make_tensor_value_info(out_name, out_type, shape))
+        existing.add(out_name)
         taps.append(tap)
+    return taps
 
-    ltype, ldims = types.get(logits, (0, ()))
+
+def _check_tappable(tensor: str, elem: int, dims: tuple, qparams: object) -> None:
+    if elem not in _FLOAT_TYPES and qparams is None:
+        raise ModelError(
+            f"tensor {tensor!r} has element type {TensorProto.DataType.Name(elem) if elem else 'unknown'}; "
+            "only float tensors and quantized activations (uint8/int8 with a constant per-tensor scale and "
+            "zero point) can be monitored (shape inference could not type it if unknown)"
+        )
+    if len(dims) < 2:
+        raise ModelError(f"tensor {tensor!r} has shape {dims}; a monitored tensor needs (batch, features, ...)")
+    if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        raise ModelError(
+            f"tensor {tensor!r} has per-sample shape {dims[1:]} with unknown or dynamic sizes; "
+            "nnwatch needs static channel/feature sizes"
+        )
+
+
+def _expose_logits(g: _Indexed, added: _Additions) -> str:
+    """Pass 4: the logits as a float32 graph output (cast from FP16 where needed)."""
+    ltype, ldims = g.types.get(g.logits, (0, ()))
     if len(ldims) != 2 or not isinstance(ldims[1], int):
-        raise ModelError(f"output {logits!r} has shape {ldims}; nnwatch monitors classifiers with (batch, classes) logits")
-    check_logit_columns(int(ldims[1]), f"output {logits!r}")
-    logits_output = logits
+        raise ModelError(f"output {g.logits!r} has shape {ldims}; nnwatch monitors classifiers with (batch, classes) "
+                         "logits")
+    check_logit_columns(int(ldims[1]), f"output {g.logits!r}")
+    logits_output = g.logits
     if ltype in _FLOAT_TYPES and ltype != TensorProto.FLOAT:  # e.g. an FP16 model: read float32 logits
-        logits_output = tap_output_name(logits, "none", True)
-        new_nodes.append(helper.make_node("Cast", [logits], [logits_output], to=TensorProto.FLOAT,
-                                          name=f"{logits_output}/node"))
+        logits_output = tap_output_name(g.logits, "none", True)
+        added.nodes.append(helper.make_node("Cast", [g.logits], [logits_output], to=TensorProto.FLOAT,
+                                            name=f"{logits_output}/node"))
         ltype = TensorProto.FLOAT
-    if logits_output not in existing_outputs:
-        new_outputs.append(helper.make_tensor_value_info(logits_output, ltype, [batch if batch else "batch", ldims[1]]))
+    if logits_output not in {o.name for o in g.model.graph.output} | {o.name for o in added.outputs}:
+        added.outputs.append(helper.make_tensor_value_info(logits_output, ltype,
+                                                           [g.batch if g.batch else "batch", ldims[1]]))
+    return logits_output
 
-    original_outputs = tuple(o.name for o in graph.output)
-    graph.node.extend(new_nodes)
-    graph.initializer.extend(new_inits)
-    graph.output.extend(new_outputs)
-    manifest = TapManifest(
-        fingerprint=fingerprint,
-        input_name=data_inputs[0].name,
-        input_shape=tuple(d if isinstance(d, int) and d > 0 else None for d in in_dims[1:]),
-        batch=batch,
-        logits=logits_output,
-        taps=tuple(taps),
-        original_outputs=original_outputs,
-        penultimate=penult_layer,
-        selection=selection,
-    )
-    manifest.validate()
-    entry = model.metadata_props.add()
+
+def _record(g: _Indexed, manifest: TapManifest, penultimate: str | None) -> None:
+    """Pass 5: the manifest, and the classifier head as data when the tapped features feed it."""
+    entry = g.model.metadata_props.add()
     entry.key = MANIFEST_KEY
     entry.value = manifest.to_json()
-    head = classifier_head(graph, logits, prod)
-    if head is not None and (dequantized_source(head[2], prod, inits) or head[2]) == penult_tensor:  # the tapped features feed it directly
-        entry = model.metadata_props.add()
+    head = classifier_head(g.model.graph, g.logits, g.prod)
+    if head is not None and (dequantized_source(head[2], g.prod, g.inits) or head[2]) == penultimate:
+        entry = g.model.metadata_props.add()
         entry.key = HEAD_KEY
         entry.value = encode_head(head[0], head[1])
+
+
+def _finish(model: onnx.ModelProto) -> None:
+    """Pass 6: an IR version onnxruntime reads, and the ONNX checker."""
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"instrumented model fails the ONNX checker: {exc}") from None
-    return model, manifest
 
 
 def _prefer_integer(tensors: list[str], graph: onnx.GraphProto, prod: dict, inits: dict) -> list[str]:

@@ -82,7 +82,9 @@ class Sweep:
         Sweep
             The rows.
         """
-        pick = (lambda a: None if a is None else a[index])
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
         return Sweep(self.angles[index], self.states[index], self.lengths[index], self.heads, self.seconds[index],
                      pick(self.mlp), pick(self.prefill_seconds))
 

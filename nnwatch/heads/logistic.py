@@ -1,7 +1,8 @@
 """L2-regularised logistic regression in numpy: how the language detectors combine features.
 
 The Gaussian (Mahalanobis) code lives once, in :mod:`nnwatch.profile.signature`; the
-language detectors need only this linear model."""
+language detectors need only this linear model.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Prompt sets: JSONL loading (text, optional image), length-matched subsets, shared-prefix
-planning, and the built-in safe-but-alarming prompts paired with unsafe ones."""
+planning, and the built-in safe-but-alarming prompts paired with unsafe ones.
+"""
 
 from __future__ import annotations
 

@@ -133,7 +133,8 @@ def _vector(v: Any, n: int, where: str) -> np.ndarray:
 @dataclass
 class HeadAngle(_Masked):
     """The published score: the angle (degrees) between the final last-token state with and
-    without one head ("One Head to Rule Them All", NeurIPS 2025)."""
+    without one head ("One Head to Rule Them All", NeurIPS 2025).
+    """
 
     head: tuple[int, int]
     kind = "head_angle"
@@ -205,7 +206,8 @@ class ResidualProbe(_Prefill):
 @dataclass
 class RefusalDirection(_Prefill):
     """Projection of the last token's residual state on the unit difference of the unsafe and
-    safe class means at one layer (the "refusal direction", Arditi et al. 2024)."""
+    safe class means at one layer (the "refusal direction", Arditi et al. 2024).
+    """
 
     layer: int
     direction: np.ndarray
@@ -264,7 +266,8 @@ class MlpCoverage(_Prefill):
     """nnwatch's coverage score (mean of nc, kmnc, tknc and nbc, :mod:`nnwatch.kernels.coverage`)
     of the last token's MLP activations in every layer, against a one-class profile of the safe
     training prompts: how unlike benign prompts the model's neurons behave. Its profile lives in
-    a checked ``.npz`` beside the detector file (``file``)."""
+    a checked ``.npz`` beside the detector file (``file``).
+    """
 
     profile: Any
     rare_rate: float = 0.01
@@ -314,7 +317,8 @@ class MlpCoverage(_Prefill):
 @dataclass
 class PromptLength(_Prefill):
     """Prompt length in tokens, oriented as on the training prompts: the confound every
-    detector must beat (a baseline, never a default)."""
+    detector must beat (a baseline, never a default).
+    """
 
     sign: float
     kind = "prompt_length"

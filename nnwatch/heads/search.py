@@ -2,7 +2,8 @@
 single-head choice and the heads of a multi-head angle probe.
 
 Thresholds are not set here: they come from the conformal calibration on benign prompts
-(``nnwatch heads fit`` / ``nnwatch calibrate``), as for every other detector."""
+(``nnwatch heads fit`` / ``nnwatch calibrate``), as for every other detector.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import numpy as np
 from ..errors import InputError
 from .angles import rank_heads
 from .collect import Sweep, sweep
-from .detector import DEFAULT_ENCODER, LanguageDetector
+from .detector_file import DEFAULT_ENCODER, LanguageDetector
 from .fit import ANGLE_L2, PROBE_L2
 from .logistic import fit_logistic
-from .scores import HeadAngle, HeadLogistic
 from .prompts import PromptSet
+from .scores import HeadAngle, HeadLogistic
 
 
 def fit_from_angles(angles: np.ndarray, labels: np.ndarray, n_layers: int, n_heads: int, model: str,

@@ -454,7 +454,7 @@ class TorchHeadScorer:
         """
         final, _, ctx = self.base_pass(prompt, prefix)
         masked = self.masked_from_base(ctx, heads)
-        return np.array([angle_degrees(final, masked[(int(l), int(h))]) for l, h in heads])
+        return np.array([angle_degrees(final, masked[(int(layer), int(h))]) for layer, h in heads])
 
     def angles_two_pass(self, prompt: str | dict[str, Any], heads: Sequence[tuple[int, int]]) -> np.ndarray:
         """The same angles from full passes (plain + one per head, as one batch): the reference.

@@ -18,14 +18,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._validate import check_probability
+from ..calibration.groups import check_calibration_size
 from ..errors import InputError
-from ..monitor.calibrate import min_samples_for
 from .augment import GROUP_A, GROUP_B, TEMPLATES, wrap
 from .collect import sweep
-from .detector import LanguageDetector
+from .detector_file import LanguageDetector
 from .fit import FOLDS, TrainingData, fit_detectors
-from .monitor import LanguageMonitor
+from .language_monitor import LanguageMonitor
 from .prompts import PromptSet, contrast_pairs
 
 
@@ -44,12 +43,9 @@ def check_hold_out(hold_out: int, fpr: float, what: str = "--hold-out") -> None:
     Raises
     ------
     InputError
-        ``hold_out`` below :func:`nnwatch.monitor.calibrate.min_samples_for` ``(fpr)``.
+        See :func:`nnwatch.calibration.groups.check_calibration_size`.
     """
-    check_probability(fpr, "fpr")
-    if hold_out < min_samples_for(fpr):
-        raise InputError(f"{what}: {hold_out} benign prompts cannot calibrate fpr={fpr}; at least "
-                         f"{min_samples_for(fpr)} are needed (19 for 5%, 99 for 1%)")
+    check_calibration_size(hold_out, fpr, what, "benign prompts")
 
 
 def split_calibration(prompts: PromptSet, hold_out: int, exclude: set[str],

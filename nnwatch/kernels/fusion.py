@@ -12,7 +12,7 @@ every clean score keep their order instead of tying at ``p = 1/(n+1)``. The stat
 ``T = sum_k e_k`` (Fisher's method, up to the factor 2). A NaN/Inf member score counts as
 +inf. ``T`` is *not* a p-value: the monitor compares it with ``T`` of the other (held-out)
 half of the calibration data, conformally, which gives the fused flag its guarantee
-(:mod:`nnwatch.monitor.fusion`).
+(:mod:`nnwatch.calibration.fused_verdict`).
 """
 
 from __future__ import annotations

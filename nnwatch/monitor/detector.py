@@ -7,11 +7,10 @@ and the same single onnxruntime run.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from .._validate import unknown_name
 from ..errors import NotFittedError
 from ..kernels.coverage import CoverageTables, coverage_scores
 from ..profile.schema import Profile
@@ -218,48 +217,3 @@ class Detector:
             float64 ``(B,)``.
         """
         raise NotImplementedError
-
-
-REGISTRY: dict[str, Callable[[], Detector]] = {}
-
-
-def register(cls: type[Detector]) -> type[Detector]:
-    """Class decorator adding a detector to :data:`REGISTRY` under its ``name``.
-
-    Parameters
-    ----------
-    cls : type
-        Detector class.
-
-    Returns
-    -------
-    type
-        The class.
-    """
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def make_detector(name: str) -> Detector:
-    """Instantiate a registered detector.
-
-    Parameters
-    ----------
-    name : str
-        Registered name.
-
-    Returns
-    -------
-    Detector
-        New, unfitted detector.
-
-    Raises
-    ------
-    InputError
-        Unknown name (lists the registered ones).
-    """
-    from . import detectors  # noqa: F401  (registers the built-in detectors)
-
-    if name not in REGISTRY:
-        raise unknown_name("detector", name, REGISTRY)
-    return REGISTRY[name]()

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..calibration.fused_verdict import FUSED, compile_fusion
+from ..calibration.groups import check_settings, compile_conformal
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
 from ..kernels.coverage import CoverageRun
@@ -24,10 +26,9 @@ from ..profile.schema import Calibration, Profile
 from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker, over_budget_error
-from .calibrate import check_settings, compile_conformal
-from .detector import BatchView, Detector, make_detector
+from .detector import BatchView, Detector
 from .detectors import COMPILED, DEFAULT
-from .fusion import FUSED, compile_fusion
+from .registry import make_detector
 from .results import Verdicts
 from .runner import Runner, Workspace
 
@@ -57,7 +58,7 @@ class Monitor:
     decision : str
         Detector whose calibrated flag and p-value set ``flag`` and ``confidence``. "auto":
         the fused verdict when the calibration has one over detectors this monitor runs
-        (:mod:`nnwatch.monitor.fusion`), else ``coverage`` (else the first detector).
+        (:mod:`nnwatch.calibration.fused_verdict`), else ``coverage`` (else the first detector).
     rare_rate : float or None
         Rarity rate for the coverage tables; default: the calibration's, else the
         profile's, else 0.01.
@@ -223,7 +224,7 @@ class Monitor:
         self._generation = getattr(self, "_generation", 0) + 1  # rebuilds every thread's plans
 
     def set_calibration(self, cal: Calibration) -> None:
-        """Use a new calibration (see :func:`nnwatch.monitor.fit.calibrate`).
+        """Use a new calibration (see :func:`nnwatch.calibration.calibrate.calibrate`).
 
         Parameters
         ----------
@@ -354,7 +355,7 @@ class Monitor:
                           "otherwise nearly everything is flagged", InputRangeWarning, stacklevel=3)
 
     def compiled_passes(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
-        """This thread's compiled passes for a workspace (built on first use, then reused).
+        """The calling thread's compiled passes for a workspace (built on first use, then reused).
 
         Parameters
         ----------

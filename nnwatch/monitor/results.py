@@ -74,17 +74,17 @@ class Verdicts:
 
     @cached_property
     def scores(self) -> dict[str, np.ndarray]:
-        """detector name -> float64 ``(B,)`` scores of the detectors run in this call."""
+        """Detector name -> float64 ``(B,)`` scores of the detectors run in this call."""
         return {n: self.score_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j]}
 
     @cached_property
     def flags(self) -> dict[str, np.ndarray]:
-        """detector name -> bool ``(B,)`` flags of the calibrated detectors run in this call."""
+        """Detector name -> bool ``(B,)`` flags of the calibrated detectors run in this call."""
         return {n: self.flag_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j] and self.calibrated[j]}
 
     @cached_property
     def p_values(self) -> dict[str, np.ndarray]:
-        """detector name -> float64 ``(B,)`` conformal p-values of the calibrated detectors run."""
+        """Detector name -> float64 ``(B,)`` conformal p-values of the calibrated detectors run."""
         return {n: self.p_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j] and self.calibrated[j]}
 
     def records(self, offset: int = 0) -> list[dict[str, Any]]:

@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .._io import is_zip_archive
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import copy_count_nonfinite, dequantize, reduce_maps
 from ..kernels.layout import layer_offsets
-from .._io import is_zip_archive
 from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, check_logit_columns, decode_head
 from .providers import QUIET, resolve_providers
 
@@ -257,7 +257,7 @@ class Runner:
         return arr
 
     def workspace(self, batch: int) -> Workspace:
-        """This thread's buffers for ``batch`` (created on first use).
+        """The calling thread's buffers for ``batch`` (created on first use).
 
         Parameters
         ----------

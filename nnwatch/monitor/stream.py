@@ -3,7 +3,7 @@
 A :class:`StreamMonitor` follows one column of a calibrated monitor's verdicts (by default
 its decision) frame by frame. Each frame's score gets an online, smoothed conformal p-value
 against its calibration group's clean scores and every earlier frame of the group
-(:mod:`nnwatch.kernels.stream`); a conformal test martingale (simple jumper) bets against
+(:mod:`nnwatch.kernels.martingale`); a conformal test martingale (simple jumper) bets against
 those p-values being uniform. On a clean stream exchangeable with the calibration data the
 probability that the alarm *ever* goes off is at most ``delta`` (Ville's inequality), with
 no window to tune; under gradual drift the capital grows until it crosses ``1/delta``.
@@ -11,7 +11,7 @@ no window to tune; under gradual drift the capital grows until it crosses ``1/de
 A second test follows what the model *predicts*: a drift that moves frames between classes
 without any single frame looking odd (a camera re-mounted to see mostly one kind of object).
 Its p-values come from the rarity of each frame's predicted class among the calibration
-samples' and earlier frames' predictions (:class:`nnwatch.kernels.stream.ClassStreamTest`),
+samples' and earlier frames' predictions (:class:`nnwatch.kernels.martingale.ClassStreamTest`),
 with the same kind of martingale. The two tests share ``delta`` (``delta / 2`` each), so the
 chance that either ever alarms on a clean stream is at most ``delta``.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, ModelMismatchError
-from ..kernels.stream import ClassStreamTest, StreamTest
+from ..kernels.martingale import ClassStreamTest, StreamTest
 from .results import Verdicts
 
 

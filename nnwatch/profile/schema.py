@@ -300,7 +300,7 @@ class Calibration:
         ``min_signature_samples``, detector parameters) and the profile's statistics
         digest. A monitor configured otherwise refuses the calibration.
     fusion : dict or None
-        The fused verdict over some of these detectors (:mod:`nnwatch.monitor.fusion`):
+        The fused verdict over some of these detectors (:mod:`nnwatch.calibration.fused_verdict`):
         members, combination rule, split seed, tail quantile.
     """
 

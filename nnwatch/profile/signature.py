@@ -352,7 +352,8 @@ COMPACT_ABOVE_BYTES = 32 * 2**20
 
 def compact_by_default(profile: Profile) -> bool:
     """Whether a Monitor compiles compact tables when not told: when the full tables would
-    exceed 32 MiB (many classes) and the profile allows it (<= 12 k-sections, finite ranges)."""
+    exceed 32 MiB (many classes) and the profile allows it (<= 12 k-sections, finite ranges).
+    """
     s = profile.sections
     return (full_tables_bytes(profile) > COMPACT_ABOVE_BYTES and s.section_hits.shape[2] <= MAX_SECTIONS
             and bool(np.isfinite(s.edges_lo).all() and np.isfinite(s.edges_hi).all()))

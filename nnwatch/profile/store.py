@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 import warnings
+import zipfile
 import zlib
 from dataclasses import fields
 from pathlib import Path
@@ -129,14 +129,6 @@ def _expected(header: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ..
         "sections.threshold": (np.float32, (n,)), "sections.section_hits": (np.int64, (rows, n, k)),
         "sections.active_count": (np.int64, (rows, n)), "sections.outside_count": (np.int64, (rows, n)),
     }
-    sketch = header.get("input_sketch")
-    if sketch is not None and (
-            not isinstance(sketch, dict) or set(sketch) != {"size", "hashes"} or not isinstance(sketch["size"], int)
-            or not 1 <= sketch["size"] <= 1 << 20 or not isinstance(sketch["hashes"], list)
-            or len(sketch["hashes"]) > sketch["size"]
-            or not all(isinstance(h, str) and len(h) == 16 and all(c in "0123456789abcdef" for c in h)
-                       for h in sketch["hashes"])):
-        raise ProfileError(f"{where}: input_sketch must hold size and at most size 16-digit hex hashes")
     cal = header.get("calibration")
     if cal is not None:
         m = None  # number of calibration samples: read from the file

@@ -14,7 +14,7 @@ import numpy as np
 from nnwatch.distributed.profile import build_profile_ray
 from nnwatch.distributed.screen import dataset_from_arrays
 from nnwatch.export.instrument import instrument_file
-from nnwatch.monitor.fit import build_profile
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.profile.schema import RangeStats, SectionStats
 from nnwatch.sources import ArraySource
 from tests.conftest import mlp_onnx

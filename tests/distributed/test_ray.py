@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 from nnwatch.distributed.profile import build_profile_ray
 from nnwatch.distributed.screen import _ScreenActor, dataset_from_arrays, screen_ray
 from nnwatch.monitor.detectors import COVERAGE
-from nnwatch.monitor.fit import build_profile
 from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.profile.store import load_profile
 from nnwatch.sources import ArraySource
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-
 from nnwatch.distributed.readers import ray_dataset
 from nnwatch.distributed.screen import dataset_from_arrays
 from nnwatch.errors import InputError
@@ -49,7 +48,7 @@ def test_cli_profile_from_shards_and_screen_from_parquet(local_ray, digits_monit
     import pyarrow.parquet as pq
 
     from nnwatch.cli.main import main
-    from nnwatch.monitor.fit import build_profile
+    from nnwatch.monitor.profiling import build_profile
     from nnwatch.profile.store import load_profile
     from nnwatch.sources import ArraySource
 

@@ -87,9 +87,9 @@ def test_binomial_quantile_and_false_alarm_check():
 
 def test_conformal_false_alarm_range_covers_simulated_calibrations():
     # Realized rates of real calibrations (library code) fall in the simulated interval 95% of the time.
+    from nnwatch.calibration.groups import calibration_from_scores, compile_conformal
     from nnwatch.eval.metrics import conformal_false_alarm_range
     from nnwatch.kernels.conformal import conformal_p_values
-    from nnwatch.monitor.calibrate import calibration_from_scores, compile_conformal
 
     rng = np.random.default_rng(0)
     sizes, tests = [40, 80], [300, 200]

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from nnwatch.eval.svg import L, MAX_POINTS, R, W, heatmap, line_chart, nice_ticks, thin
+from nnwatch.eval.svg import MAX_POINTS, L, R, W, heatmap, line_chart, nice_ticks, thin
 
 
 def test_ticks_are_round_and_inside_the_range():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from nnwatch.errors import InputError
-from nnwatch.export.from_torch import export_module, load_factory
 from nnwatch.eval.models import digits_cnn
+from nnwatch.export.from_torch import export_module, load_factory
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ def tiny_llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_scorer(tiny_llama_dir):
-    from nnwatch.heads.loading import load_model
     from nnwatch.heads.encoders import chat_encoder
+    from nnwatch.heads.loading import load_model
     from nnwatch.heads.torch_scorer import TorchHeadScorer
 
     lm = load_model(str(tiny_llama_dir))

@@ -51,9 +51,9 @@ def test_image_prompts_run_through_search_fit_and_screen(llava_files):
 def test_image_reaches_the_score(llava_files):
     from PIL import Image
 
+    from nnwatch.heads.encoders import encoder_for
     from nnwatch.heads.loading import load_model
     from nnwatch.heads.prompts import ImagePrompt
-    from nnwatch.heads.encoders import encoder_for
     from nnwatch.heads.torch_scorer import TorchHeadScorer
 
     d, model = llava_files

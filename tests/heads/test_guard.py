@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnwatch.heads.detector import LanguageDetector
+from nnwatch.calibration.groups import calibration_from_scores
+from nnwatch.heads.detector_file import LanguageDetector
 from nnwatch.heads.guard import REFUSAL_PREFIX, guarded_generate
-from nnwatch.heads.monitor import LanguageMonitor
+from nnwatch.heads.language_monitor import LanguageMonitor
 from nnwatch.heads.scores import HeadAngle
-from nnwatch.monitor.calibrate import calibration_from_scores
 
 
 def _monitor(scorer, benign_angles):

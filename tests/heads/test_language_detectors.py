@@ -10,15 +10,15 @@ import json
 import numpy as np
 import pytest
 
+from nnwatch.calibration.groups import calibration_from_scores
 from nnwatch.errors import BudgetError, InputError, ModelMismatchError, ProfileError
 from nnwatch.heads.collect import Sweep
-from nnwatch.heads.detector import load_detector, save_detector
+from nnwatch.heads.detector_file import load_detector, save_detector
 from nnwatch.heads.fit import TrainingData, fit_detectors
+from nnwatch.heads.language_monitor import LanguageMonitor
 from nnwatch.heads.logistic import fit_logistic
-from nnwatch.heads.monitor import LanguageMonitor
 from nnwatch.heads.search import fit_from_angles
 from nnwatch.monitor.budget import Budget
-from nnwatch.monitor.calibrate import calibration_from_scores
 
 L, H, D = 4, 3, 16
 SIGNAL_LAYER = 3
@@ -122,7 +122,7 @@ def _fitted_json():
 
 
 def _fitted_file():
-    from nnwatch.heads.detector import detector_from_json
+    from nnwatch.heads.detector_file import detector_from_json
 
     return detector_from_json(json.loads(_fitted_json()))
 
@@ -291,7 +291,7 @@ def test_mlp_coverage_is_the_coverage_mean_of_the_reference_kernel(tmp_path):
 
 
 def test_operating_points_by_hand():
-    from nnwatch.heads.evaluate import operating_points
+    from nnwatch.heads.set_evaluation import operating_points
 
     y = np.array([0, 0, 0, 0, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.8, 0.95])
@@ -341,8 +341,8 @@ def test_scores_follow_their_formulas():
 
 
 def test_cv_threshold_is_the_conformal_one():
+    from nnwatch.calibration.groups import class_thresholds
     from nnwatch.heads.fit import conformal_threshold
-    from nnwatch.monitor.calibrate import class_thresholds
 
     rng = np.random.default_rng(3)
     for n, alpha in ((19, 0.05), (40, 0.05), (99, 0.01), (10, 0.05)):

@@ -47,9 +47,9 @@ def test_onnx_scorer_refuses_foreign_graphs(tmp_path):
 def test_onnx_states_and_monitor_scores_agree_with_torch(tiny_scorer, tiny_onnx):
     """The exported graph's residual states equal the torch pass's, so a monitor on the
     onnxruntime prefill gives the torch monitor's scores (prefill and head detectors)."""
-    from nnwatch.heads.detector import LanguageDetector
+    from nnwatch.heads.detector_file import LanguageDetector
+    from nnwatch.heads.language_monitor import LanguageMonitor
     from nnwatch.heads.logistic import Logistic
-    from nnwatch.heads.monitor import LanguageMonitor
     from nnwatch.heads.onnx_backend import OnnxHeadScorer
     from nnwatch.heads.scores import HeadAngle, RefusalDirection, ResidualProbe
 

@@ -90,8 +90,8 @@ def test_threads_give_serial_results(tiny_scorer, all_heads):
 
 
 def test_bad_inputs_name_the_problem(tiny_scorer, tiny_llama_dir):
-    from nnwatch.heads.loading import load_model
     from nnwatch.heads.encoders import chat_encoder
+    from nnwatch.heads.loading import load_model
 
     with pytest.raises(InputError, match="empty prompt"):
         tiny_scorer.angles("   ", [(0, 0)])

@@ -55,8 +55,13 @@ VISION_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m[
 def save_tiny_llava(folder: Path, seed: int = 0) -> Path:
     """A random LLaVA (2-layer CLIP tower on 32x32 images + the 3-layer Llama) with a processor."""
     import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = byte_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})

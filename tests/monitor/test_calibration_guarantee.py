@@ -12,10 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnwatch.calibration.groups import (
+    CalibrationWarning,
+    calibration_from_scores,
+    calibration_groups,
+    class_thresholds,
+    compile_conformal,
+    min_samples_for,
+)
 from nnwatch.errors import InputError
 from nnwatch.kernels.conformal import allowed_count, conformal_p_values
-from nnwatch.monitor.calibrate import (CalibrationWarning, calibration_from_scores, calibration_groups,
-                                       class_thresholds, compile_conformal, min_samples_for)
 
 ALPHA = 0.05
 SPLITS = 1500
@@ -130,7 +136,7 @@ def test_flag_equals_p_at_most_alpha_with_ties():
 
 
 def test_too_few_or_unclean_calibration_samples_are_refused():
-    with pytest.raises(InputError, match="needs at least 19"):
+    with pytest.raises(InputError, match="at least 19 are needed"):
         calibration_from_scores(["s"], np.zeros((10, 1)), np.zeros(10, np.int64), 1, ALPHA)
     scores = np.zeros((40, 1))
     scores[3] = np.inf

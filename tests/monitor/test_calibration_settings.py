@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
+from nnwatch.calibration.calibrate import calibrate
+from nnwatch.calibration.groups import CalibrationWarning
 from nnwatch.errors import InputError, ModelMismatchError
-from nnwatch.monitor.calibrate import CalibrationWarning
-from nnwatch.monitor.fit import build_profile, calibrate
 from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.profile.store import load_profile, save_profile
 from nnwatch.sources import ArraySource
 

@@ -7,12 +7,13 @@ import warnings
 import numpy as np
 import pytest
 
+from nnwatch.calibration.calibrate import calibrate
 from nnwatch.errors import ModelMismatchError
 from nnwatch.eval.zoo import wide_classifier
 from nnwatch.export.instrument import instrument
 from nnwatch.monitor.detectors import COMPILED
-from nnwatch.monitor.fit import build_profile, calibrate
 from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.monitor.runner import Runner
 from nnwatch.profile.signature import rounded_tables
 

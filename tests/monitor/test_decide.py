@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnwatch.calibration.groups import calibration_groups
 from nnwatch.kernels import argmax_rows
-from nnwatch.monitor.calibrate import calibration_groups
 from nnwatch.monitor.detector import BatchView
 from nnwatch.monitor.detectors import DEFAULT, LOGITS
 from nnwatch.monitor.monitor import Monitor
@@ -127,7 +127,7 @@ def test_argmax_rows_matches_numpy():
 def test_compiled_logit_columns_equal_the_numpy_detectors_on_extreme_logits():
     from nnwatch.kernels.coverage import CoverageRun
     from nnwatch.kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP, Decision
-    from nnwatch.monitor.detector import make_detector
+    from nnwatch.monitor.registry import make_detector
 
     rng = np.random.default_rng(4)
     logits = (rng.normal(size=(12, 7)) * 5).astype(np.float32)

@@ -7,12 +7,13 @@ import pytest
 
 from nnwatch.errors import InputError, NotFittedError
 from nnwatch.kernels.layout import layer_offsets, pack_layers
-from nnwatch.monitor.detector import REGISTRY, BatchView, make_detector
+from nnwatch.monitor.detector import BatchView
 from nnwatch.monitor.detectors import ALL, DEFAULT, MORE
-
-STANDALONE = tuple(n for n in ALL if n != "fused")  # the fused column needs a monitor (test_fusion.py)
+from nnwatch.monitor.registry import REGISTRY, make_detector
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
+
+STANDALONE = tuple(n for n in ALL if n != "fused")  # the fused column needs a monitor (test_fusion.py)
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,10 @@ def setup():
 
 
 def view(setup, probe=None, logits=None):
-    _, tables, p, l = setup
+    _, tables, p, z = setup
     p = p if probe is None else probe
-    l = l if logits is None else logits
-    return BatchView(l, pack_layers(p), layer_offsets([6, 4]), tables=tables)
+    z = z if logits is None else logits
+    return BatchView(z, pack_layers(p), layer_offsets([6, 4]), tables=tables)
 
 
 def test_default_detectors_are_registered():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from nnwatch.kernels.layout import layer_offsets, pack_layers
-from nnwatch.monitor.detector import BatchView, make_detector
+from nnwatch.monitor.detector import BatchView
 from nnwatch.monitor.detectors.features import kmeans
+from nnwatch.monitor.registry import make_detector
 from nnwatch.profile.builder import ProfileBuilder
 
 

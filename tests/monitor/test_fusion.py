@@ -1,6 +1,6 @@
 """The fused verdict against its definition in numpy, its guarantee by simulation, its refusals.
 
-Definition (nnwatch/monitor/fusion.py, nnwatch/kernels/fusion.py): split the calibration per
+Definition (nnwatch/calibration/fused_verdict.py, nnwatch/kernels/fusion.py): split the calibration per
 class into halves A and B; a member's evidence is -log of its conformal p-value against A's
 group, continued beyond A's maximum by (s - max) / (max - 90% quantile); T = sum of evidence;
 the fused p-value is conformal against B's T of the same group.
@@ -13,14 +13,26 @@ import warnings
 import numpy as np
 import pytest
 
+from nnwatch.calibration.calibrate import calibrate
+from nnwatch.calibration.fused_verdict import (
+    FUSED,
+    add_fusion,
+    choose_members,
+    compile_fusion,
+    fusion_spec,
+    spearman,
+    split_halves,
+)
+from nnwatch.calibration.groups import (
+    CalibrationWarning,
+    calibration_from_scores,
+    calibration_groups,
+    compile_conformal,
+)
 from nnwatch.errors import InputError, ModelMismatchError
 from nnwatch.kernels.conformal import conformal_p_values
-from nnwatch.monitor.calibrate import CalibrationWarning, calibration_from_scores, calibration_groups, compile_conformal
-from nnwatch.monitor.fit import calibrate
-from nnwatch.monitor.fusion import (FUSED, add_fusion, choose_members, compile_fusion, fusion_spec, spearman,
-                                    split_halves)
-from nnwatch.monitor.monitor import Monitor
 from nnwatch.kernels.fusion import fused_statistic
+from nnwatch.monitor.monitor import Monitor
 from nnwatch.profile.schema import Calibration
 from nnwatch.profile.store import load_profile, save_profile
 from nnwatch.sources import ArraySource

@@ -7,8 +7,9 @@ import pytest
 
 from nnwatch.errors import InputError
 from nnwatch.kernels.layout import layer_offsets, pack_layers
-from nnwatch.monitor.detector import BatchView, make_detector
+from nnwatch.monitor.detector import BatchView
 from nnwatch.monitor.detectors.gen import GeneralizedEntropy
+from nnwatch.monitor.registry import make_detector
 from nnwatch.profile.builder import ProfileBuilder
 
 
@@ -63,7 +64,7 @@ def test_rmd_is_class_minus_background_mahalanobis():
 def test_new_detectors_run_in_the_monitor_and_record_their_parameters(digits_monitor_files, tmp_path):
     import warnings
 
-    from nnwatch.monitor.fit import calibrate
+    from nnwatch.calibration.calibrate import calibrate
     from nnwatch.monitor.monitor import Monitor
     from nnwatch.profile.store import load_profile, save_profile
 

@@ -105,8 +105,8 @@ def naive_shaped_energy(f, w, b, percentile, variant):
 
 @pytest.mark.parametrize("variant", ["s", "p", "b", "scale"])
 def test_activation_shaping_then_energy(digits_monitor_files, variant):
-    from nnwatch.monitor.detector import make_detector
     from nnwatch.monitor.detectors.shaping import ActivationShaping, Scale
+    from nnwatch.monitor.registry import make_detector
 
     f = digits_monitor_files
     mon = Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage",))
@@ -124,8 +124,9 @@ def test_activation_shaping_then_energy(digits_monitor_files, variant):
 
 
 def test_vim_is_the_virtual_logit_against_the_energy(digits_monitor_files):
-    from nnwatch.monitor.detector import BatchView, make_detector
+    from nnwatch.monitor.detector import BatchView
     from nnwatch.monitor.detectors.vim import principal_dims
+    from nnwatch.monitor.registry import make_detector
 
     f = digits_monitor_files
     mon = Monitor(f["model"], f["profile"], providers="cpu", detectors=("coverage",))

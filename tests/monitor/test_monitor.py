@@ -11,9 +11,9 @@ import pytest
 from nnwatch.errors import BudgetError, InputError, ModelError, ModelMismatchError
 from nnwatch.export.instrument import instrument, instrument_file
 from nnwatch.monitor.budget import Budget
-from nnwatch.monitor.fit import build_profile
 from nnwatch.monitor.detectors import DEFAULT
 from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.profile.signature import class_gaussian
 from nnwatch.profile.store import load_profile
 from nnwatch.sources import ArraySource

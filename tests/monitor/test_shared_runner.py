@@ -14,8 +14,8 @@ import numpy as np
 from nnwatch.kernels import reference as ref
 from nnwatch.kernels.layout import unpack_layers
 from nnwatch.monitor.detectors import COVERAGE
-from nnwatch.monitor.fit import build_profile
 from nnwatch.monitor.monitor import Monitor
+from nnwatch.monitor.profiling import build_profile
 from nnwatch.monitor.runner import Runner
 from nnwatch.sources import ArraySource
 

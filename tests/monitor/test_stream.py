@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
+from nnwatch.calibration.calibrate import calibrate
+from nnwatch.calibration.groups import CalibrationWarning
 from nnwatch.errors import InputError, ModelMismatchError
-from nnwatch.kernels.stream import StreamTest
-from nnwatch.monitor.calibrate import CalibrationWarning
-from nnwatch.monitor.fit import calibrate
+from nnwatch.kernels.martingale import StreamTest
 from nnwatch.monitor.monitor import Monitor
 from nnwatch.monitor.stream import StreamMonitor
 from nnwatch.profile.store import load_profile
@@ -171,7 +171,7 @@ def naive_class_p(calibration, classes, thetas):
 
 
 def test_class_p_values_follow_the_full_conformal_definition():
-    from nnwatch.kernels.stream import ClassStreamTest
+    from nnwatch.kernels.martingale import ClassStreamTest
 
     rng = np.random.default_rng(8)
     calibration = rng.choice(4, 60, p=[0.4, 0.3, 0.2, 0.1])
@@ -184,7 +184,7 @@ def test_class_p_values_follow_the_full_conformal_definition():
 
 
 def test_class_streams_alarm_at_most_delta_and_catch_a_shift():
-    from nnwatch.kernels.stream import ClassStreamTest
+    from nnwatch.kernels.martingale import ClassStreamTest
 
     freqs = [0.5, 0.3, 0.15, 0.05]
     reps, hits = 400, 0

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nnwatch.calibration.groups import calibration_from_scores
 from nnwatch.errors import ModelMismatchError, ProfileError
-from nnwatch.monitor.calibrate import calibration_from_scores
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.store import content_digest, load_profile, save_profile
 

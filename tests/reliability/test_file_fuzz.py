@@ -219,7 +219,7 @@ def _good_head_detector():
 @FUZZ
 @given(st.data())
 def test_head_detector_json_mutations(tmp_path, data):
-    from nnwatch.heads.detector import load_detector
+    from nnwatch.heads.detector_file import load_detector
 
     body = _good_head_detector()
     # pick a field anywhere in the (nested) document and replace or drop it
@@ -255,8 +255,8 @@ def test_head_detector_json_mutations(tmp_path, data):
 
 def test_loaded_head_detector_always_renders(tmp_path):
     """The search statistics a report draws are validated on load."""
-    from nnwatch.heads.detector import load_detector
-    from nnwatch.heads.report import search_report
+    from nnwatch.heads.detector_file import load_detector
+    from nnwatch.heads.language_report import search_report
 
     body = _good_head_detector()
     path = tmp_path / "d.json"

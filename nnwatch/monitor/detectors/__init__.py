@@ -3,13 +3,11 @@
 ``DEFAULT`` is what a monitor runs unless told otherwise: every column of the coverage kernel
 and the logit scores (all computed in compiled passes), the feature Mahalanobis score, and the
 fused verdict, which decides once calibrated. Calibration picks the fused verdict's members
-among them from clean data and measured cost (``nnwatch.monitor.fusion``); afterwards a
+among them from clean data and measured cost (``nnwatch.calibration.fused_verdict``); afterwards a
 monitor built with ``detectors=None`` runs the compiled columns and the members only, so a
 Python detector left out of the fusion costs nothing at run time. ``ALL`` adds every other
 detector (evaluation, or opt-in by name).
 """
-
-from . import baselines, coverage, fdbd, features, fused, gen, layers, nci, react, rmd, shaping, vim  # noqa: F401  (registration side effect)
 
 COVERAGE = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "coverage")
 LOGITS = ("msp", "max_logit", "energy")
@@ -17,3 +15,4 @@ COMPILED = COVERAGE + LOGITS  # columns of the compiled passes: nearly free
 DEFAULT = COMPILED + ("mahalanobis", "fused")
 MORE = ("knn", "boxes", "gen", "rmd", "react", "fdbd", "ash", "scale", "vim", "nci", "mahalanobis_layers")
 ALL = DEFAULT + MORE
+# The classes behind these names are listed in nnwatch.monitor.registry.

@@ -20,7 +20,7 @@ from ...kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP
 from ...kernels.gaussian import whitened_distances
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 
 
 def finite_or_inf(values: np.ndarray) -> np.ndarray:
@@ -76,7 +76,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
 
-@register
 class MaxSoftmax(Detector):
     """1 - max softmax probability."""
 
@@ -89,7 +88,6 @@ class MaxSoftmax(Detector):
         return finite_or_inf(-np.expm1(m - lse))
 
 
-@register
 class MaxLogit(Detector):
     """Negative max logit."""
 
@@ -101,7 +99,6 @@ class MaxLogit(Detector):
         return finite_or_inf(-view.logit_stats[0])
 
 
-@register
 class Energy(Detector):
     """Free energy -logsumexp(logits)."""
 
@@ -113,7 +110,6 @@ class Energy(Detector):
         return finite_or_inf(-view.logit_stats[1])
 
 
-@register
 class Mahalanobis(Detector):
     """Min squared Mahalanobis distance of the penultimate features to a class mean."""
 

@@ -16,11 +16,10 @@ import numpy as np
 
 from ...profile.schema import Profile
 from ...profile.signature import feature_mean
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf
 
 
-@register
 class DecisionBoundaryDistance(Detector):
     """Negative mean distance to the decision boundaries, relative to the distance to the data mean."""
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import NotFittedError
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf
 
 
@@ -38,7 +38,6 @@ def _normalize(x: np.ndarray) -> np.ndarray:
         return x / np.where(norm > 0, norm, 1.0)
 
 
-@register
 class DeepKNN(Detector):
     """Distance to the k-th nearest normalized training feature."""
 
@@ -98,7 +97,6 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
     return labels
 
 
-@register
 class OutsideTheBox(Detector):
     """Distance to the nearest k-means box of the predicted class (0 inside a box)."""
 

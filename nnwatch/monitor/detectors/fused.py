@@ -1,4 +1,4 @@
-"""``fused``: the fused verdict's column (:mod:`nnwatch.monitor.fusion`).
+"""``fused``: the fused verdict's column (:mod:`nnwatch.calibration.fused_verdict`).
 
 Its score is the fused statistic of the calibration's member detectors, computed in the
 compiled decision pass from their columns; before calibration it is NaN. Nothing to fit.
@@ -10,10 +10,9 @@ import numpy as np
 
 from ...kernels.decide import SOURCE_FUSED
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 
 
-@register
 class FusedVerdict(Detector):
     """Fisher combination of the member detectors' conformal evidence (computed by the monitor)."""
 

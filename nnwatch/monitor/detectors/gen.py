@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf, log_softmax
 
 
-@register
 class GeneralizedEntropy(Detector):
     """Generalized entropy of the top-M softmax probabilities.
 

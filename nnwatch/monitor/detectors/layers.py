@@ -20,11 +20,10 @@ import numpy as np
 from ...errors import InputError
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf
 
 
-@register
 class LayerMahalanobis(Detector):
     """Mean over tapped layers of the chi-square-standardized Mahalanobis distance to the predicted class.
 

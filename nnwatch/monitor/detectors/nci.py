@@ -19,11 +19,10 @@ import numpy as np
 from ...errors import InputError
 from ...profile.schema import Profile
 from ...profile.signature import feature_mean
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf
 
 
-@register
 class NeuralCollapse(Detector):
     """Negative alignment of the centred features with the predicted class's weights, plus an L1 norm term.
 

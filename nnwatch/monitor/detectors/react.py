@@ -13,11 +13,10 @@ import numpy as np
 
 from ...errors import InputError
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf, logsumexp_rows
 
 
-@register
 class ReAct(Detector):
     """Energy of the logits recomputed from clipped penultimate features.
 

@@ -15,11 +15,10 @@ import numpy as np
 
 from ...profile.schema import Profile
 from ...profile.signature import background_gaussian
-from ..detector import BatchView, register
+from ..detector import BatchView
 from .baselines import Mahalanobis, finite_or_inf
 
 
-@register
 class RelativeMahalanobis(Mahalanobis):
     """Class Mahalanobis distance minus the distance to the background Gaussian."""
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf, logsumexp_rows
 
 
@@ -74,7 +74,6 @@ class _Shaped(Detector):
             return finite_or_inf(-logsumexp_rows(x @ self.weight_.T + self.bias_))
 
 
-@register
 class ActivationShaping(_Shaped):
     """ASH: prune each sample's small activations, rescale (or binarize) the rest, then energy.
 
@@ -98,7 +97,6 @@ class ActivationShaping(_Shaped):
         return {"percentile": self.percentile, "variant": self.variant}
 
 
-@register
 class Scale(_Shaped):
     """SCALE: multiply every activation by ``exp(s1 / s2)``, then energy.
 

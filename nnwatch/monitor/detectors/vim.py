@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 from .baselines import finite_or_inf, logsumexp_rows
 
 
@@ -30,7 +30,6 @@ def principal_dims(d: int) -> int:
     return 1000 if d >= 1500 else 512 if d >= 768 else max(d // 2, 1)
 
 
-@register
 class VirtualLogit(Detector):
     """Norm of the features outside the classifier's principal space, as a competing logit."""
 

@@ -13,6 +13,7 @@ from ..eval.report import html_page
 from ..eval.svg import heatmap, line_chart
 from .fit import chosen_row
 
+
 def separation_heatmap(det: Any) -> str:
     """Layers x heads heat map of (mean unsafe angle - mean safe angle) on calibration prompts.
 
@@ -157,7 +158,7 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
     Parameters
     ----------
     lat : dict
-        Output of :func:`nnwatch.heads.bench.monitoring_costs`.
+        Output of :func:`nnwatch.heads.costs.monitoring_costs`.
 
     Returns
     -------

@@ -61,6 +61,33 @@ def min_samples_for(alpha: float) -> int:
     return n
 
 
+def check_calibration_size(n: int, alpha: float, what: str = "calibration data",
+                           unit: str = "calibration samples") -> None:
+    """Refuse a calibration set too small for a conformal flag at ``alpha`` (the one such check).
+
+    Parameters
+    ----------
+    n : int
+        Calibration samples (or benign prompts) available.
+    alpha : float
+        Target false-alarm rate.
+    what : str
+        What the message names (an option such as ``--hold-out``).
+    unit : str
+        What the samples are, for the message.
+
+    Raises
+    ------
+    InputError
+        ``alpha`` outside (0, 1), or ``n`` below :func:`min_samples_for` ``(alpha)``.
+    """
+    check_probability(alpha, "fpr")
+    need = min_samples_for(alpha)
+    if n < need:
+        raise InputError(f"{what}: {n} {unit} cannot calibrate fpr={alpha:g}; at least {need} are needed "
+                         f"({min_samples_for(0.05)} for 5%, {min_samples_for(0.01)} for 1%): use more or a larger fpr")
+
+
 @dataclass(frozen=True)
 class CalibrationGroups:
     """Which calibration scores each class is compared with.
@@ -252,10 +279,7 @@ def calibration_from_scores(detectors: Sequence[str], scores: np.ndarray, classe
         raise InputError(f"{int(bad.sum())} calibration samples have non-finite scores (first: row "
                          f"{int(np.flatnonzero(bad)[0])}): NaN/Inf inputs or activations are not clean data; "
                          "remove them from the calibration set")
-    need = min_samples_for(alpha)
-    if scores.shape[0] < need:
-        raise InputError(f"{scores.shape[0]} calibration samples cannot calibrate fpr={alpha}: a conformal threshold "
-                         f"needs at least {need}; use more clean samples or a larger fpr")
+    check_calibration_size(scores.shape[0], alpha)
     cal = Calibration(detectors=names, scores=scores, classes=classes, fpr=alpha,
                       min_class_samples=int(min_class_samples), settings=dict(settings or {}))
     if warn:

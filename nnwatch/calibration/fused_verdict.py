@@ -36,7 +36,7 @@ from ..errors import InputError, ModelMismatchError
 from ..kernels.conformal import ConformalTables
 from ..kernels.fusion import TAIL_QUANTILE, FusionTables, fused_statistic, tail_scales
 from ..profile.schema import Calibration
-from .calibrate import CalibrationWarning, compile_conformal, min_samples_for
+from .groups import CalibrationWarning, check_calibration_size, compile_conformal
 
 FUSED = "fused"
 RULE = "fisher"
@@ -170,10 +170,8 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
     if not members or missing:
         raise InputError(f"fusion members must be calibrated detectors other than {list(NOT_MEMBERS)}; "
                          f"not usable: {missing or 'none given'} (calibrated: {cal.detectors})")
-    need = 2 * min_samples_for(cal.fpr) + 1
-    if len(cal.classes) < need:
-        raise InputError(f"a fused verdict at fpr={cal.fpr} needs at least {need} calibration samples (two halves "
-                         f"that can each flag), got {len(cal.classes)}")
+    # Two halves that can each flag: (n - 1) // 2 >= m, i.e. n >= 2 m + 1.
+    check_calibration_size((len(cal.classes) - 1) // 2, cal.fpr, "a fused verdict: each half of the calibration data")
     costs = {m: 0.0 for m in members}  # compiled members: free
     costs.update({name: float(us) for name, us in (costs_us or {}).items()})  # every measured candidate
     return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE,

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_bytes
+from .._validate import is_finite_list, is_int
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.schema import Calibration
-from .._validate import is_finite_list, is_int
 from .scores import HeadAngle, HeadLogistic, Layout, MlpCoverage, Score, score_from_json
 
 FORMAT = "nnwatch.heads"
@@ -85,7 +85,7 @@ class LanguageDetector:
                                      "run `nnwatch heads search` and `nnwatch heads fit` for this model")
 
     def detectors_json(self) -> dict[str, Any]:
-        """name -> each detector's parameters as JSON."""
+        """Name -> each detector's parameters as JSON."""
         return {k: v.to_json() for k, v in self.detectors.items()}
 
     def digest(self) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from ...kernels.coverage import SCORE_NAMES
 from ...kernels.decide import SOURCE_COMBINED
 from ...profile.schema import Profile
-from ..detector import BatchView, Detector, register
+from ..detector import BatchView, Detector
 
 
 class _Column(Detector):
@@ -28,7 +28,6 @@ class _Column(Detector):
         return view.coverage_checked[:, self.compiled_source]
 
 
-@register
 class NeuronCoverage(_Column):
     """Share of neurons whose on/off state is rare for the predicted class."""
 
@@ -36,7 +35,6 @@ class NeuronCoverage(_Column):
     compiled_source = SCORE_NAMES.index("nc")
 
 
-@register
 class KMultisectionCoverage(_Column):
     """Share of neurons whose value falls in a k-section rare for the predicted class."""
 
@@ -44,7 +42,6 @@ class KMultisectionCoverage(_Column):
     compiled_source = SCORE_NAMES.index("kmnc")
 
 
-@register
 class TopKCoverage(_Column):
     """Share of per-layer top-k neurons that are rarely top-k for the predicted class."""
 
@@ -52,7 +49,6 @@ class TopKCoverage(_Column):
     compiled_source = SCORE_NAMES.index("tknc")
 
 
-@register
 class BoundaryCoverage(_Column):
     """Share of neurons outside the predicted class's [min, max]."""
 
@@ -60,7 +56,6 @@ class BoundaryCoverage(_Column):
     compiled_source = SCORE_NAMES.index("nbc")
 
 
-@register
 class BoundaryExcess(_Column):
     """Mean distance outside the predicted class's range, in units of the range width."""
 
@@ -68,7 +63,6 @@ class BoundaryExcess(_Column):
     compiled_source = SCORE_NAMES.index("nb_excess")
 
 
-@register
 class CombinedCoverage(Detector):
     """Mean of nc, kmnc, tknc and nbc."""
 

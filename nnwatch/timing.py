@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 
 def interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 3,

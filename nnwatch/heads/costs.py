@@ -1,6 +1,6 @@
 """Cost of monitoring a language model, as multiples of a plain prefill measured in the same run.
 
-Each prompt is timed with every path interleaved (:func:`nnwatch.eval.timing.interleaved`,
+Each prompt is timed with every path interleaved (:func:`nnwatch.timing.interleaved`,
 the harness the classifier benchmarks use); a path's ratio is the median over prompts of its
 p50 divided by the plain prefill's p50 on the same prompt. Baselines: a plain torch prefill
 (the model's forward with nnwatch's hooks idle), and, given an exported prefill, a plain
@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..eval.timing import interleaved
-from .monitor import LanguageMonitor
+from ..timing import interleaved
+from .language_monitor import LanguageMonitor
 from .scores import MASKED
 
 PLAIN = "plain prefill (torch)"

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..monitor.runner import session_options
 from ..monitor.providers import resolve_providers
-from .timing import add_ratios, interleaved
+from ..monitor.runner import session_options
+from ..timing import add_ratios, interleaved
 
 
 def machine() -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..eval.metrics import auroc
 from .fit import conformal_threshold
-from .monitor import LanguageMonitor
+from .language_monitor import LanguageMonitor
 from .prompts import PromptSet, length_matched
 from .scores import heads_needed
 

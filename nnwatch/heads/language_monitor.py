@@ -5,7 +5,7 @@ state at every layer) and, only when a head detector is active, the masked re-ru
 layers above each head. Every detector fills one column of the score matrix; conformal
 p-values and flags come from :mod:`nnwatch.kernels.conformal` against the benign calibration
 prompts' scores, built by the same code as the classifier monitor's
-(:func:`nnwatch.monitor.calibrate.calibration_from_scores`, one calibration group);
+(:func:`nnwatch.calibration.groups.calibration_from_scores`, one calibration group);
 latency budgets use the same :class:`~nnwatch.monitor.budget.Budget` and tracker.
 
 Verdicts' ``pred`` is 0 for every prompt (one group, no classes) and ``logits`` is empty.
@@ -19,15 +19,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._validate import check_probability
+from ..calibration.groups import (
+    calibration_from_scores,
+    check_calibration_size,
+    check_settings,
+    compile_conformal,
+)
 from ..errors import InputError, ModelMismatchError, NotFittedError
 from ..kernels.conformal import conformal_p_values
 from ..monitor.budget import Budget, LatencyTracker, over_budget_error
-from ..monitor.calibrate import calibration_from_scores, check_settings, compile_conformal, min_samples_for
 from ..monitor.results import Verdicts
 from ..profile.schema import Calibration
 from .collect import Sweep, sweep
-from .detector import LanguageDetector, load_detector
+from .detector_file import LanguageDetector, load_detector
 from .prompts import PromptSet
 from .scores import MASKED, PREFILL, heads_needed, needs_mlp
 
@@ -170,7 +174,7 @@ class LanguageMonitor:
         Parameters
         ----------
         cal : Calibration
-            From :meth:`calibrate` or :func:`nnwatch.monitor.calibrate.calibration_from_scores`
+            From :meth:`calibrate` or :func:`nnwatch.calibration.groups.calibration_from_scores`
             with this monitor's :attr:`settings`.
 
         Raises
@@ -219,12 +223,7 @@ class LanguageMonitor:
                              "are labelled unsafe. Calibrate on benign prompts only: the false-positive guarantee is "
                              "about them")
         texts = _prompt_list(prompts)
-        check_probability(fpr, "fpr")
-        need = min_samples_for(fpr)
-        if len(texts) < need:
-            raise InputError(f"{len(texts)} calibration prompts cannot calibrate fpr={fpr}: a conformal threshold "
-                             f"needs at least {need} benign prompts (99 for 1%); use more benign prompts or a larger "
-                             "fpr")
+        check_calibration_size(len(texts), fpr, "calibration prompts", "benign prompts")
         s = self.features(texts, heads_needed(self.column_detectors), progress=progress)
         scores = np.stack([sc.score(s) for sc in self.column_detectors], axis=1)
         cal = calibration_from_scores(self.columns, scores, np.zeros(len(texts), np.int64), 1, fpr=fpr,
