@@ -57,13 +57,7 @@ def anomalies(model, x, y, other_x, other_name, quick, shift_px=4):
         say(f"  {name}: {len(result.x_adv)}/{result.attempted} successful ({result.skipped} misclassified sources "
             "not attacked)")
     sets[other_name] = other_x
-    sets["uniform noise"] = cor.uniform_noise(x)
-    sets["Gaussian noise s=0.3"] = cor.gaussian_noise(x, 0.3)
-    sets["rotate 45"] = cor.rotate(x, 45)
-    sets["blur r=1"] = cor.blur(x, 1)
-    sets["low contrast"] = cor.contrast(x, 0.3, 0.4)
-    sets["inverted"] = cor.invert(x)
-    sets[f"shift {shift_px}px"] = cor.shift(x, shift_px, shift_px)
+    sets.update(cor.corruption_suite(x, rotate_deg=45, shift_px=shift_px))
     return sets, attacks
 
 

@@ -57,13 +57,7 @@ def anomaly_sets(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarr
         sets[f"fgsm eps={eps}"] = attack_correct(model, x, y, fgsm, "fgsm", eps=eps).x_adv
     for eps in (0.05, 0.1):
         sets[f"pgd eps={eps}"] = attack_correct(model, x, y, pgd, "pgd", eps=eps, steps=10).x_adv
-    sets["uniform noise"] = cor.uniform_noise(x)
-    sets["gaussian noise 0.3"] = cor.gaussian_noise(x, 0.3)
-    sets["rotate 90"] = cor.rotate(x, 90)
-    sets["blur r=1"] = cor.blur(x, 1)
-    sets["low contrast"] = cor.contrast(x, 0.3, 0.4)
-    sets["inverted"] = cor.invert(x)
-    sets["shift 2px"] = cor.shift(x, 2, 2)
+    sets.update(cor.corruption_suite(x, rotate_deg=90, shift_px=2))
     return sets
 
 

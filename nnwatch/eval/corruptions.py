@@ -162,3 +162,27 @@ def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[:, :, yd, xd] = x[:, :, ys, xs]
     return out
+
+
+def corruption_suite(x: np.ndarray, rotate_deg: float = 45, shift_px: int = 2) -> dict[str, np.ndarray]:
+    """The corrupted copies of ``x`` the demo and the detection benchmark screen (one list, one naming).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float32 images ``(N, C, H, W)`` in [0, 1].
+    rotate_deg : float
+        Rotation angle.
+    shift_px : int
+        Shift, in pixels, down and right.
+
+    Returns
+    -------
+    dict
+        name -> corrupted images: uniform noise, Gaussian noise, rotation, blur, low contrast,
+        inversion, shift.
+    """
+    return {"uniform noise": uniform_noise(x), "Gaussian noise s=0.3": gaussian_noise(x, 0.3),
+            f"rotate {rotate_deg:g}": rotate(x, rotate_deg), "blur r=1": blur(x, 1),
+            "low contrast": contrast(x, 0.3, 0.4), "inverted": invert(x),
+            f"shift {shift_px}px": shift(x, shift_px, shift_px)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -89,6 +89,46 @@ class Sweep:
                      pick(self.mlp), pick(self.prefill_seconds))
 
 
+def encode_all(encode: Callable[[object], dict], prompts: Sequence[object], label: str = "prompts",
+               text_only: bool = False) -> list[dict]:
+    """Encode every prompt before any model pass, naming the first one refused (the one such step).
+
+    Parameters
+    ----------
+    encode : callable
+        Prompt -> model inputs (a scorer's encoder).
+    prompts : sequence
+        Text prompts or :class:`~nnwatch.heads.prompts.ImagePrompt`.
+    label : str
+        What the prompts are, for the message.
+    text_only : bool
+        Refuse prompts whose inputs are more than token ids (images), for runtimes that take
+        text only.
+
+    Returns
+    -------
+    list of dict
+        The model inputs, in prompt order.
+
+    Raises
+    ------
+    InputError
+        A prompt the encoder refuses (over-long, empty, unreadable image), or an image prompt
+        where ``text_only``; the message says which prompt.
+    """
+    out = []
+    for n, prompt in enumerate(prompts):
+        try:
+            enc = encode(prompt)
+        except InputError as exc:
+            raise InputError(f"{label}, prompt {n + 1} of {len(prompts)}: {exc}") from None
+        if text_only and set(enc) - {"input_ids", "attention_mask"}:
+            raise InputError(f"{label}, prompt {n + 1} of {len(prompts)}: the onnxruntime prefill takes text prompts "
+                             "only; score image prompts on the torch path")
+        out.append(enc)
+    return out
+
+
 def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tuple[int, int]],
           share_prefixes: bool = True, min_gain: int = 16, progress: bool = False, label: str = "prompts",
           mlp: bool = False) -> Sweep:
@@ -121,11 +161,7 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
     texts = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
     heads = [(int(a), int(b)) for a, b in heads]
     ids, text_only, encoded = [], [], []
-    for n, t in enumerate(texts):  # every prompt is encoded (and refused if bad) before any model pass, once
-        try:
-            enc = scorer.encode(t)
-        except InputError as exc:
-            raise InputError(f"{label}, prompt {n + 1} of {len(texts)}: {exc}") from None
+    for enc in encode_all(scorer.encode, texts, label):  # type: ignore[attr-defined]
         ids.append(enc["input_ids"][0].tolist())
         text_only.append(set(enc) <= {"input_ids", "attention_mask"})
         encoded.append(enc if text_only[-1] else None)  # pixels are not kept for a whole sweep

@@ -255,7 +255,7 @@ class LanguageMonitor:
         if self.onnx is not None:
             from .onnx_backend import onnx_sweep
 
-            return onnx_sweep(self.scorer.encode, self.onnx, _prompt_list(prompts), heads)
+            return onnx_sweep(self.scorer.encode, self.onnx, _prompt_list(prompts), heads, label=label)
         return sweep(self.scorer, _prompt_list(prompts), heads, progress=progress, label=label,
                      mlp=needs_mlp(self.column_detectors))
 

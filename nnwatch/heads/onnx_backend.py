@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from .angles import EPSILON, angle_degrees
+from .collect import Sweep, encode_all
 
 META_KEY = "nnwatch.heads"
 
@@ -190,7 +191,8 @@ class OnnxHeadScorer:
         return states[0], (angle_degrees(final[:1], final[1:]) if heads else np.zeros(0))
 
 
-def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: Sequence[tuple[int, int]]) -> Any:
+def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: Sequence[tuple[int, int]],
+               label: str = "prompts") -> Any:
     """A :class:`~nnwatch.heads.collect.Sweep` computed by onnxruntime (no MLP activations).
 
     Every prompt is encoded before any pass, as in :func:`~nnwatch.heads.collect.sweep`;
@@ -206,6 +208,8 @@ def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: S
         Text prompts (image prompts need the torch path).
     heads : sequence of (layer, head)
         Heads to mask.
+    label : str
+        What the prompts are, for messages.
 
     Returns
     -------
@@ -214,14 +218,7 @@ def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: S
     """
     import time
 
-    from .collect import Sweep
-
-    ids = []
-    for p in prompts:
-        enc = encode(p)
-        if set(enc) - {"input_ids", "attention_mask"}:
-            raise InputError("the onnxruntime prefill takes text prompts only; score image prompts on the torch path")
-        ids.append(np.asarray(enc["input_ids"], np.int64))
+    ids = [np.asarray(enc["input_ids"], np.int64) for enc in encode_all(encode, prompts, label, text_only=True)]
     n = len(ids)
     angles = np.zeros((n, len(heads)))
     states, seconds = None, np.zeros(n)
