@@ -162,7 +162,7 @@ def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
         (["screen", str(damaged), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json")],
          "not a detector file"),
         (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.txt")],
-         "give a .json or .csv file name"),
+         "must end in .json or .csv"),
     ]
     for argv, message in cases:
         code = main(argv)
