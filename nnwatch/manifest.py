@@ -22,6 +22,7 @@ MANIFEST_FORMAT = "nnwatch.manifest"
 MANIFEST_VERSION = 1
 REDUCTIONS = ("none", "mean", "max")
 TAP_DTYPES = ("float32", "uint8", "int8")
+JOINED_OUTPUT = "nnwatch/taps"  # the one output of joined taps, float32 (batch, N)
 
 
 def check_logit_columns(n_columns: int, where: str) -> None:
@@ -118,6 +119,11 @@ class TapManifest:
     selection : dict or None
         When the taps were chosen under a latency budget (``nnwatch instrument --budget``):
         the measured cost and value of every candidate, the budget and the choice.
+    joined : str or None
+        Graph output that holds every tap side by side, float32 ``(batch, N)`` in tap order
+        (:data:`JOINED_OUTPUT`): one output, so one copy per call on any device. The taps'
+        ``output`` tensors then feed it and are not graph outputs themselves. None: one graph
+        output per tap.
     """
 
     fingerprint: str
@@ -129,6 +135,7 @@ class TapManifest:
     original_outputs: tuple[str, ...] = field(default_factory=tuple)
     penultimate: str | None = None
     selection: dict | None = None
+    joined: str | None = None
 
     @property
     def layer_names(self) -> list[str]:
@@ -207,6 +214,7 @@ class TapManifest:
                 original_outputs=tuple(str(o) for o in body.get("original_outputs", ())),
                 penultimate=None if body.get("penultimate") is None else str(body["penultimate"]),
                 selection=None if body.get("selection") is None else dict(body["selection"]),
+                joined=None if body.get("joined") is None else str(body["joined"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelError(f"nnwatch manifest is incomplete or malformed ({exc!r}); re-instrument the model") from None
@@ -237,6 +245,8 @@ class TapManifest:
                 raise ModelError(f"tap {t.layer!r}: quantization scale {t.scale!r} must be finite and positive")
             if t.in_graph and len(t.shape) != 1:
                 raise ModelError(f"tap {t.layer!r}: a reduced (in-graph) tap must be a vector, got {t.shape}")
+        if self.joined is not None and any(t.dtype != "float32" or not t.in_graph for t in self.taps):
+            raise ModelError("nnwatch manifest: joined taps must all be float32 vectors reduced in the graph")
         if self.penultimate is not None and self.penultimate not in self.layer_names:
             raise ModelError(f"nnwatch manifest: penultimate layer {self.penultimate!r} is not a tap")
         if len(self.fingerprint) != 64:

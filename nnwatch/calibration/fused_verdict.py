@@ -170,8 +170,7 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
     if not members or missing:
         raise InputError(f"fusion members must be calibrated detectors other than {list(NOT_MEMBERS)}; "
                          f"not usable: {missing or 'none given'} (calibrated: {cal.detectors})")
-    # Two halves that can each flag: (n - 1) // 2 >= m, i.e. n >= 2 m + 1.
-    check_calibration_size((len(cal.classes) - 1) // 2, cal.fpr, "a fused verdict: each half of the calibration data")
+    check_calibration_size(len(cal.classes), cal.fpr, "a fused verdict", parts=2)
     costs = {m: 0.0 for m in members}  # compiled members: free
     costs.update({name: float(us) for name, us in (costs_us or {}).items()})  # every measured candidate
     return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE,

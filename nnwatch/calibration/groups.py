@@ -62,7 +62,7 @@ def min_samples_for(alpha: float) -> int:
 
 
 def check_calibration_size(n: int, alpha: float, what: str = "calibration data",
-                           unit: str = "calibration samples") -> None:
+                           unit: str = "calibration samples", parts: int = 1) -> None:
     """Refuse a calibration set too small for a conformal flag at ``alpha`` (the one such check).
 
     Parameters
@@ -75,17 +75,23 @@ def check_calibration_size(n: int, alpha: float, what: str = "calibration data",
         What the message names (an option such as ``--hold-out``).
     unit : str
         What the samples are, for the message.
+    parts : int
+        The data is split into this many parts that must each be able to flag (the fused
+        verdict's two halves): ``parts * m + parts - 1`` samples are needed.
 
     Raises
     ------
     InputError
-        ``alpha`` outside (0, 1), or ``n`` below :func:`min_samples_for` ``(alpha)``.
+        ``alpha`` outside (0, 1), or ``n`` below :func:`min_samples_for` ``(alpha)`` (per part).
     """
     check_probability(alpha, "fpr")
-    need = min_samples_for(alpha)
+    each = min_samples_for(alpha)
+    need = parts * each + parts - 1
     if n < need:
-        raise InputError(f"{what}: {n} {unit} cannot calibrate fpr={alpha:g}; at least {need} are needed "
-                         f"({min_samples_for(0.05)} for 5%, {min_samples_for(0.01)} for 1%): use more or a larger fpr")
+        why = (f"{parts} parts of at least {each} that can each flag" if parts > 1 else
+               f"{min_samples_for(0.05)} for 5%, {min_samples_for(0.01)} for 1%")
+        raise InputError(f"{what}: {n} {unit} cannot calibrate fpr={alpha:g}; at least {need} are needed ({why}): "
+                         "use more or a larger fpr")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, shape_inference
 from .._io import atomic_write_bytes
 from .._validate import unknown_name
 from ..errors import InputError, ModelError
-from ..manifest import HEAD_KEY, MANIFEST_KEY, Tap, TapManifest, check_logit_columns, encode_head
+from ..manifest import HEAD_KEY, JOINED_OUTPUT, MANIFEST_KEY, Tap, TapManifest, check_logit_columns, encode_head
 from .names import tap_output_name
 from .quantized import INTEGER_TYPES, dequantized_source, quant_params, quantized_layer_tensors
 from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
@@ -218,6 +218,7 @@ def instrument(
     fingerprint: str | None = None,
     include_penultimate: bool = True,
     selection: dict | None = None,
+    join_taps: bool | None = None,
 ) -> tuple[onnx.ModelProto, TapManifest]:
     """Expose intermediate activations of a classifier as extra graph outputs.
 
@@ -244,6 +245,11 @@ def instrument(
     selection : dict or None
         How the layers were chosen under a budget (:mod:`nnwatch.eval.tap_budget`), kept
         in the manifest.
+    join_taps : bool or None
+        Join every tap into one float32 ``(batch, N)`` output (``nnwatch/taps``; quantized
+        taps are dequantized in the graph, on a side branch): one output, so one copy per call,
+        on a GPU one device-to-host transfer. None: join whenever maps are reduced in the
+        graph (full maps are too large to join).
 
     Returns
     -------
@@ -259,6 +265,10 @@ def instrument(
     """
     if reduction not in ("mean", "max"):
         raise InputError(f"reduction must be 'mean' or 'max', got {reduction!r}")
+    if join_taps and not reduce_in_graph:
+        raise InputError("join_taps needs maps reduced in the graph (reduce_in_graph=True): full maps are too large "
+                         "to join into one output")
+    join = reduce_in_graph if join_taps is None else bool(join_taps)
     model, digest = load_onnx(source)
     if any(p.key == MANIFEST_KEY for p in model.metadata_props):
         raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
@@ -268,7 +278,7 @@ def instrument(
     if untyped:
         _types_from_onnxruntime(model, untyped, g.types)
     added = _Additions()
-    taps = _tap_outputs(g, tensors, reduction, reduce_in_graph, added)
+    taps = _tap_outputs(g, tensors, reduction, reduce_in_graph, added, join)
     logits_output = _expose_logits(g, added)
     original_outputs = tuple(o.name for o in model.graph.output)
     model.graph.node.extend(added.nodes)
@@ -285,6 +295,7 @@ def instrument(
         original_outputs=original_outputs,
         penultimate=penult_layer,
         selection=selection,
+        joined=JOINED_OUTPUT if join else None,
     )
     manifest.validate()
     _record(g, manifest, penultimate)
@@ -357,8 +368,8 @@ def _choose_tensors(g: _Indexed, layers: str | Sequence[str], max_taps: int | No
 
 
 def _tap_outputs(g: _Indexed, tensors: list[str], reduction: str, reduce_in_graph: bool,
-                 added: _Additions) -> list[Tap]:
-    """Pass 3: one graph output per tapped tensor (reduced, cast or dequantized where needed)."""
+                 added: _Additions, join: bool) -> list[Tap]:
+    """Pass 3: one graph output per tapped tensor (reduced, cast or dequantized where needed), or all joined."""
     graph = g.model.graph
     used = set(g.prod) | {i.name for i in graph.input} | g.initializers | {o.name for o in graph.output}
     existing = {o.name for o in graph.output}
@@ -378,7 +389,7 @@ def _tap_outputs(g: _Indexed, tensors: list[str], reduction: str, reduce_in_grap
         # int8 kernels stay fused); vectors and full maps leave as integers.
         out_type = TensorProto.FLOAT
         quant = {}
-        if qparams is not None and (len(dims) == 2 or not reduce_in_graph):
+        if qparams is not None and not join and (len(dims) == 2 or not reduce_in_graph):
             out_type = elem  # the inferred type (a QuantizeLinear may declare it without a zero point)
             quant = {"dtype": INTEGER_TYPES[elem], "scale": qparams.scale, "zero_point": qparams.zero_point}
         elif qparams is not None:
@@ -391,7 +402,7 @@ def _tap_outputs(g: _Indexed, tensors: list[str], reduction: str, reduce_in_grap
         if qparams is not None and g.prod[tensor].op_type == "QuantizeLinear":  # QDQ: name it by the float layer
             layer = g.module_of.get(g.prod[tensor].input[0], g.prod[tensor].input[0])
         if len(dims) == 2 or not reduce_in_graph:
-            out_name = tap_output_name(tensor, "none", cast)
+            out_name = source if qparams is not None and join else tap_output_name(tensor, "none", cast)
             tap = Tap(output=out_name, layer=layer, source=tensor, shape=tuple(per_sample),
                       reduction="none" if len(dims) == 2 else reduction, in_graph=len(dims) == 2, **quant)
             if out_name in existing:
@@ -404,10 +415,18 @@ def _tap_outputs(g: _Indexed, tensors: list[str], reduction: str, reduce_in_grap
             tap = Tap(output=out_name, layer=layer, source=tensor, shape=(per_sample[0],), reduction=reduction)
         if out_name in used and out_name != tensor:
             raise ModelError(f"cannot add output {out_name!r}: the graph already has a tensor of that name")
-        shape = [g.batch if g.batch else "batch"] + list(tap.shape)
-        added.outputs.append(helper.make_tensor_value_info(out_name, out_type, shape))
+        if not join:
+            shape = [g.batch if g.batch else "batch"] + list(tap.shape)
+            added.outputs.append(helper.make_tensor_value_info(out_name, out_type, shape))
         existing.add(out_name)
         taps.append(tap)
+    if join:
+        if JOINED_OUTPUT in used:
+            raise ModelError(f"cannot add output {JOINED_OUTPUT!r}: the graph already has a tensor of that name")
+        added.nodes.append(helper.make_node("Concat", [t.output for t in taps], [JOINED_OUTPUT], axis=1,
+                                            name=f"{JOINED_OUTPUT}/node"))
+        added.outputs.append(helper.make_tensor_value_info(
+            JOINED_OUTPUT, TensorProto.FLOAT, [g.batch if g.batch else "batch", sum(t.neurons for t in taps)]))
     return taps
 
 

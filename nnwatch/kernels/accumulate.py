@@ -21,6 +21,7 @@ from .topk import topk_insert
 @njit()
 def _pass1(buf, batch, off, labels, count, mn, mx, mean, m2, topk_count, k_top, best_v, best_i):
     n_layers = off.shape[0] - 1
+    n_total = off[n_layers]
     glob = count.shape[0] - 1
     for b in range(batch):
         c = labels[b]
@@ -33,7 +34,7 @@ def _pass1(buf, batch, off, labels, count, mn, mx, mean, m2, topk_count, k_top, 
         for layer in range(n_layers):
             start = off[layer]
             n_l = off[layer + 1] - start
-            base = batch * start + b * n_l
+            base = b * n_total + start
             kk = min(k_top, n_l)
             filled = 0
             for j in range(n_l):
@@ -58,6 +59,7 @@ def _pass1(buf, batch, off, labels, count, mn, mx, mean, m2, topk_count, k_top, 
 def _pass2(buf, batch, off, labels, lo, hi, inv_w, thr, section_hits, active_count, outside_count):
     n_layers = off.shape[0] - 1
     glob = lo.shape[0] - 1
+    n_total = off[n_layers]
     k = section_hits.shape[2]
     for b in range(batch):
         c = labels[b]
@@ -66,7 +68,7 @@ def _pass2(buf, batch, off, labels, lo, hi, inv_w, thr, section_hits, active_cou
         for layer in range(n_layers):
             start = off[layer]
             n_l = off[layer + 1] - start
-            base = batch * start + b * n_l
+            base = b * n_total + start
             for j in range(n_l):
                 n = start + j
                 v = buf[base + j]
@@ -101,12 +103,12 @@ def _check_pass(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.nda
 def accumulate_ranges(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.ndarray, count: np.ndarray,
                       mn: np.ndarray, mx: np.ndarray, mean: np.ndarray, m2: np.ndarray, topk_count: np.ndarray,
                       k_top: int) -> None:
-    """Pass 1: add one layer-blocked batch to per-class (and global) ranges, moments, top-k counts.
+    """Pass 1: add one sample-major batch to per-class (and global) ranges, moments, top-k counts.
 
     Parameters
     ----------
     buf : numpy.ndarray
-        float32 ``(B * N,)`` layer-blocked activations (finite for every labelled sample).
+        float32 ``(B * N,)`` sample-major activations (finite for every labelled sample).
     batch : int
         ``B``.
     offsets : numpy.ndarray
@@ -144,12 +146,12 @@ def accumulate_ranges(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: 
 def accumulate_sections(buf: np.ndarray, batch: int, offsets: np.ndarray, labels: np.ndarray, lo: np.ndarray,
                         hi: np.ndarray, inv_width: np.ndarray, threshold: np.ndarray, section_hits: np.ndarray,
                         active_count: np.ndarray, outside_count: np.ndarray) -> None:
-    """Pass 2: add one layer-blocked batch to k-section, active and outside counts.
+    """Pass 2: add one sample-major batch to k-section, active and outside counts.
 
     Parameters
     ----------
     buf : numpy.ndarray
-        float32 ``(B * N,)`` layer-blocked activations.
+        float32 ``(B * N,)`` sample-major activations.
     batch : int
         ``B``.
     offsets : numpy.ndarray

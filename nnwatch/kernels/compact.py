@@ -223,7 +223,7 @@ def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, 
     for layer in range(n_layers):
         start = off[layer]
         n_l = off[layer + 1] - start
-        pos = batch * start + b * n_l
+        pos = b * n_total + start
         kk = min(k_top, n_l)
         filled = 0
         for j in range(n_l):
@@ -290,7 +290,7 @@ def score_compact(buf: np.ndarray, batch: int, pred: np.ndarray, tables: Compact
     Parameters
     ----------
     buf : numpy.ndarray
-        float32 ``(B * N,)`` layer-blocked activations.
+        float32 ``(B * N,)`` sample-major activations.
     batch : int
         ``B``.
     pred : numpy.ndarray

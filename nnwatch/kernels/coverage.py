@@ -11,7 +11,7 @@ monitored layers), against class ``c``'s compiled signature (see ``docs/coverage
 - ``nb_excess`` mean distance outside the range, in units of the range width;
 - ``nonfinite`` count of NaN/Inf neuron values.
 
-One pass over the layer-blocked buffer (:mod:`nnwatch.kernels.layout`) computes all of them.
+One pass over the sample-major buffer (:mod:`nnwatch.kernels.layout`) computes all of them.
 The serial kernel serves batch 1 (latency); the parallel one splits the batch over threads.
 
 Non-finite activations have one definition, shared with :mod:`nnwatch.kernels.reference`:
@@ -137,7 +137,7 @@ def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
     for layer in range(n_layers):
         start = off[layer]
         n_l = off[layer + 1] - start
-        base = batch * start + b * n_l
+        base = b * n_total + start
         kk = min(k_top, n_l)
         filled = 0
         for j in range(n_l):
@@ -201,12 +201,12 @@ def coverage_scores(
     out: np.ndarray | None = None, parallel: bool | None = None,
     scratch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Score a layer-blocked buffer; every argument is checked before compiled code runs.
+    """Score a sample-major activation buffer; every argument is checked before compiled code runs.
 
     Parameters
     ----------
     buf : numpy.ndarray
-        float32 C-contiguous ``(B * N,)`` layer-blocked activations.
+        float32 C-contiguous ``(B * N,)`` sample-major activations.
     batch : int
         ``B`` >= 1.
     pred : numpy.ndarray
@@ -354,7 +354,7 @@ class CoverageRun:
     logits : numpy.ndarray
         float32 C-contiguous ``(B, C)``.
     buf : numpy.ndarray
-        float32 C-contiguous ``(B * N,)`` layer-blocked activations.
+        float32 C-contiguous ``(B * N,)`` sample-major activations.
     tables : CoverageTables or None
         Compiled signature; None for a run that only predicts.
     parallel : bool

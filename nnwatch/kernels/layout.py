@@ -1,9 +1,10 @@
-"""The layer-blocked activation buffer every kernel reads.
+"""The activation buffer every kernel reads: one row per sample, all monitored layers side by side.
 
-All monitored layers of a batch live in one flat float32 array: layer ``l`` occupies
-``buf[B * off[l] : B * off[l + 1]]`` as a row-major ``(B, n_l)`` block. Each block is
-contiguous, so onnxruntime can write every tap output straight into its block (no copies),
-whatever the batch size.
+All monitored layers of a batch live in one flat float32 array, sample-major: sample ``b``'s
+neurons are ``buf[b * N : (b + 1) * N]`` and layer ``l`` is the column block
+``off[l] : off[l + 1]`` of that row. It is exactly the ``(B, N)`` tensor an instrumented model
+with joined taps returns (``nnwatch/taps``, :mod:`nnwatch.export.instrument`), so onnxruntime
+writes it in place with no copy; models with one output per tap are copied into it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def layer_offsets(sizes: Sequence[int]) -> np.ndarray:
 
 
 def pack_layers(layers: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
-    """Copy per-layer ``(B, n_l)`` arrays into one layer-blocked float32 buffer.
+    """Copy per-layer ``(B, n_l)`` arrays into one sample-major float32 buffer.
 
     Parameters
     ----------
@@ -46,7 +47,7 @@ def pack_layers(layers: Sequence[np.ndarray], out: np.ndarray | None = None) -> 
     Returns
     -------
     numpy.ndarray
-        float32 ``(B * N,)``.
+        float32 ``(B * N,)``, sample-major.
 
     Raises
     ------
@@ -59,24 +60,24 @@ def pack_layers(layers: Sequence[np.ndarray], out: np.ndarray | None = None) -> 
     for i, a in enumerate(layers):
         if a.ndim != 2 or a.shape[0] != batch:
             raise InputError(f"layer {i}: expected shape ({batch}, n_neurons), got {a.shape}")
-    total = sum(a.shape[1] for a in layers) * batch
+    total = sum(a.shape[1] for a in layers)
     if out is None:
-        out = np.empty(total, dtype=np.float32)
+        out = np.empty(total * batch, dtype=np.float32)
+    rows = out.reshape(batch, total)
     pos = 0
     for a in layers:
-        n = a.size
-        out[pos : pos + n] = a.reshape(-1)
-        pos += n
+        rows[:, pos : pos + a.shape[1]] = a
+        pos += a.shape[1]
     return out
 
 
 def unpack_layers(buf: np.ndarray, batch: int, offsets: np.ndarray) -> list[np.ndarray]:
-    """Views of the per-layer ``(B, n_l)`` blocks of a packed buffer.
+    """Views of the per-layer ``(B, n_l)`` column blocks of a packed buffer.
 
     Parameters
     ----------
     buf : numpy.ndarray
-        Layer-blocked buffer.
+        Sample-major buffer of ``B * N`` values.
     batch : int
         Batch size ``B``.
     offsets : numpy.ndarray
@@ -85,9 +86,7 @@ def unpack_layers(buf: np.ndarray, batch: int, offsets: np.ndarray) -> list[np.n
     Returns
     -------
     list of numpy.ndarray
-        Views, no copies.
+        Views, no copies (strided: each row of a block is contiguous).
     """
-    return [
-        buf[batch * offsets[i] : batch * offsets[i + 1]].reshape(batch, offsets[i + 1] - offsets[i])
-        for i in range(len(offsets) - 1)
-    ]
+    rows = buf.reshape(batch, int(offsets[-1]))
+    return [rows[:, offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]

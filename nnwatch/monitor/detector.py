@@ -97,7 +97,7 @@ class BatchView:
             View into the buffer.
         """
         lo, hi = int(self.offsets[index]), int(self.offsets[index + 1])
-        return self.buf[self.batch * lo : self.batch * hi].reshape(self.batch, hi - lo)
+        return self.buf.reshape(self.batch, int(self.offsets[-1]))[:, lo:hi]
 
 
 class Detector:

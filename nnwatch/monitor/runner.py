@@ -1,4 +1,8 @@
-"""One onnxruntime call per batch, writing every tap straight into the layer-blocked buffer.
+"""One onnxruntime call per batch, its taps landing in the sample-major activation buffer.
+
+A model with joined taps (one ``nnwatch/taps`` output, the default of ``nnwatch instrument``)
+is bound so that onnxruntime writes the buffer itself: one output, no copy. A model with one
+output per tap is bound into staging arrays, copied (dequantized, reduced) into the buffer.
 
 Each thread gets its own workspaces (one per batch size seen, a few kept): preallocated
 logits, activation buffer and I/O binding, so a batch-1 call allocates nothing on the hot
@@ -39,9 +43,10 @@ class Workspace:
     logits : numpy.ndarray
         float32 ``(B, K)``.
     buf : numpy.ndarray
-        float32 ``(B * N,)`` layer-blocked activations.
+        float32 ``(B * N,)`` sample-major activations.
     maps : dict
-        Full feature maps of taps reduced after the run, by output name.
+        Without joined taps: the float32 staging array of each tap output (vectors, full maps
+        reduced after the run, dequantized integers), by output name; copied into ``buf``.
     binding : onnxruntime.IOBinding or None
         Bound outputs (None when the graph's batch is fixed and differs from ``batch``).
     inputs : numpy.ndarray or None
@@ -49,8 +54,7 @@ class Workspace:
     nonfinite : numpy.ndarray
         int64 ``(B,)``: NaN/Inf count of each input sample of the last call.
     quantized : dict
-        Integer outputs of quantized taps, by output name; dequantized after the run into
-        ``buf`` (vectors) or ``maps`` (full maps).
+        Integer outputs of quantized taps, by output name; dequantized after the run.
     device_input : onnxruntime.OrtValue or None
         On a GPU provider, the bound input in device memory; each call copies ``inputs``
         into it once, and the outputs come back into the host buffers above.
@@ -178,12 +182,20 @@ class Runner:
         self.manifest = read_manifest(self.session, where)
         meta = self.session.get_modelmeta().custom_metadata_map
         outputs = {o.name: o for o in self.session.get_outputs()}
-        wanted = [self.manifest.logits] + [t.output for t in self.manifest.taps]
+        joined = self.manifest.joined
+        wanted = [self.manifest.logits] + ([joined] if joined else [t.output for t in self.manifest.taps])
         missing = [o for o in wanted if o not in outputs]
         if missing:
             raise ModelError(f"{where}: outputs {missing} named by the manifest are not graph outputs")
         want_types = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)"}
-        for tap in self.manifest.taps:
+        if joined:
+            total = sum(t.neurons for t in self.manifest.taps)
+            declared = outputs[joined].shape
+            if outputs[joined].type != "tensor(float)" or len(declared) != 2 or declared[1] not in (total, None) \
+                    and not isinstance(declared[1], str):
+                raise ModelError(f"{where}: joined taps {joined!r} are {outputs[joined].type} {declared}, but the "
+                                 f"manifest says float32 (batch, {total}); re-instrument the model")
+        for tap in () if joined else self.manifest.taps:
             if outputs[tap.output].type != want_types[tap.dtype]:
                 raise ModelError(f"{where}: output {tap.output!r} is {outputs[tap.output].type}, but the manifest says "
                                  f"{tap.dtype}; re-instrument the model")
@@ -296,9 +308,11 @@ class Runner:
     def _new_workspace(self, batch: int) -> Workspace:
         logits = np.empty((batch, self.n_classes), np.float32)
         buf = np.empty(batch * self.n_neurons, np.float32)
-        maps = {t.output: np.empty((batch,) + t.shape, np.float32) for t in self.manifest.taps if not t.in_graph}
-        quantized = {t.output: np.empty((batch,) + t.shape, np.dtype(t.dtype))
-                     for t in self.manifest.taps if t.dtype != "float32"}
+        joined = self.manifest.joined
+        taps = () if joined else self.manifest.taps
+        # One output per tap: each lands in a staging array (float vectors, full maps, integers).
+        maps = {t.output: np.empty((batch,) + t.shape, np.float32) for t in taps if t.dtype == "float32"}
+        quantized = {t.output: np.empty((batch,) + t.shape, np.dtype(t.dtype)) for t in taps if t.dtype != "float32"}
         binding = None
         inputs = None
         device_input = None
@@ -317,17 +331,11 @@ class Runner:
             else:
                 binding.bind_input(self.input_name, "cpu", 0, self.input_dtype, list(inputs.shape), inputs.ctypes.data)
             binding.bind_output(self.manifest.logits, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-            for i, tap in enumerate(self.manifest.taps):
-                if tap.dtype != "float32":
-                    arr = quantized[tap.output]
-                    binding.bind_output(tap.output, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
-                elif tap.in_graph:
-                    start = batch * int(self.offsets[i])
-                    block = buf[start : start + batch * tap.neurons]
-                    binding.bind_output(tap.output, "cpu", 0, np.float32, [batch, tap.neurons], block.ctypes.data)
-                else:
-                    arr = maps[tap.output]
-                    binding.bind_output(tap.output, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
+            if joined:
+                binding.bind_output(joined, "cpu", 0, np.float32, [batch, self.n_neurons], buf.ctypes.data)
+            for tap in taps:
+                arr = quantized[tap.output] if tap.dtype != "float32" else maps[tap.output]
+                binding.bind_output(tap.output, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
         return Workspace(batch, logits, buf, maps, binding, inputs, np.zeros(batch, np.int64), quantized, device_input)
 
     def run(self, x: np.ndarray, ws: Workspace, nonfinite: np.ndarray | None = None) -> bool:
@@ -363,15 +371,28 @@ class Runner:
             self.session.run_with_iobinding(ws.binding)
         else:
             self._run_chunked(x, ws)
-        for i, tap in enumerate(self.manifest.taps):
-            if tap.dtype != "float32":
-                start = ws.batch * int(self.offsets[i])
-                dest = ws.buf[start : start + ws.batch * tap.neurons] if tap.in_graph else ws.maps[tap.output]
-                dequantize(ws.quantized[tap.output], tap.scale, tap.zero_point, dest)
-            if not tap.in_graph:
-                start = ws.batch * int(self.offsets[i])
-                reduce_maps(ws.maps[tap.output], ws.buf[start : start + ws.batch * tap.neurons], tap.reduction == "max")
+        if not self.manifest.joined:
+            self._gather_taps(ws)
         return counted
+
+    def _gather_taps(self, ws: Workspace) -> None:
+        # One output per tap: dequantize / reduce / copy each into its columns of the buffer.
+        rows = ws.buf.reshape(ws.batch, self.n_neurons)
+        for i, tap in enumerate(self.manifest.taps):
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            if tap.dtype != "float32":
+                staged = ws.maps.get(tap.output)
+                if staged is None:
+                    staged = ws.maps[tap.output] = np.empty((ws.batch,) + tap.shape, np.float32)
+                dequantize(ws.quantized[tap.output], tap.scale, tap.zero_point, staged)
+            else:
+                staged = ws.maps[tap.output]
+            if tap.in_graph:
+                rows[:, lo:hi] = staged
+            else:
+                reduced = np.empty((ws.batch, hi - lo), np.float32)
+                reduce_maps(staged, reduced.reshape(-1), tap.reduction == "max")
+                rows[:, lo:hi] = reduced
 
     def _run_chunked(self, x: np.ndarray, ws: Workspace) -> None:
         # Graphs with a fixed batch size: run in chunks of that size, padding the last one.
@@ -384,12 +405,9 @@ class Runner:
                 chunk = np.concatenate([chunk, np.zeros((fixed - (hi - lo),) + x.shape[1:], x.dtype)])
             outs = self.session.run(self.output_names, {self.input_name: chunk})
             ws.logits[lo:hi] = outs[0][: hi - lo]
-            for i, (tap, out) in enumerate(zip(self.manifest.taps, outs[1:])):
-                if tap.dtype != "float32":
-                    ws.quantized[tap.output][lo:hi] = out[: hi - lo]
-                elif tap.in_graph:
-                    start = batch * int(self.offsets[i])
-                    block = ws.buf[start : start + batch * tap.neurons].reshape(batch, tap.neurons)
-                    block[lo:hi] = out[: hi - lo]
-                else:
-                    ws.maps[tap.output][lo:hi] = out[: hi - lo]
+            if self.manifest.joined:
+                ws.buf.reshape(batch, self.n_neurons)[lo:hi] = outs[1][: hi - lo]
+                continue
+            for tap, out in zip(self.manifest.taps, outs[1:]):
+                staged = ws.quantized[tap.output] if tap.dtype != "float32" else ws.maps[tap.output]
+                staged[lo:hi] = out[: hi - lo]

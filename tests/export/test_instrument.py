@@ -31,7 +31,7 @@ def mlp(rng):
 def test_mlp_auto_taps_golden_and_values(mlp, rng):
     # x -> MatMul -> Add(h) -> Relu(a) -> MatMul -> Add(logits): auto taps the Relu output,
     # which is also the classifier's input (penultimate).
-    model, manifest = instrument(mlp)
+    model, manifest = instrument(mlp, join_taps=False)
     assert [(t.output, t.layer, t.neurons) for t in manifest.taps] == [tuple(t) for t in GOLDEN["mlp"]]
     assert manifest.logits == "logits" and manifest.penultimate == "a"
     assert [o.name for o in model.graph.output] == ["logits", "a"]
@@ -44,7 +44,7 @@ def test_mlp_auto_taps_golden_and_values(mlp, rng):
 
 
 def test_original_graph_is_untouched(mlp):
-    model, _ = instrument(mlp)
+    model, _ = instrument(mlp, join_taps=False)
     # Every original node and initializer is still there, byte for byte, in the same order.
     assert [n.SerializeToString() for n in model.graph.node[: len(mlp.graph.node)]] == \
         [n.SerializeToString() for n in mlp.graph.node]
@@ -57,16 +57,34 @@ def test_conv_taps_reduce_in_graph_and_in_kernel(rng):
     conv = conv_onnx(rng)
     x = rng.normal(size=(3, 1, 8, 8)).astype(np.float32)
     plain = run(conv, x)
-    model, manifest = instrument(conv)
+    model, manifest = instrument(conv, join_taps=False)
     assert [(t.output, t.layer, t.neurons) for t in manifest.taps] == [tuple(t) for t in GOLDEN["conv"]]
     out = run(model, x)
     np.testing.assert_array_equal(out["logits"], plain["logits"])
     r = np.maximum(run(instrument(conv, layers=["r"], reduce_in_graph=False)[0], x)["r"], 0)
     np.testing.assert_allclose(out["nnwatch/mean/r"], r.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
-    model_max, man_max = instrument(conv, reduction="max")
+    model_max, man_max = instrument(conv, reduction="max", join_taps=False)
     np.testing.assert_allclose(run(model_max, x)["nnwatch/max/r"], r.max(axis=(2, 3)), rtol=1e-6)
     _, man_kernel = instrument(conv, reduce_in_graph=False)
     assert man_kernel.taps[0].shape == (4, 8, 8) and not man_kernel.taps[0].in_graph
+
+
+def test_joined_taps_are_the_separate_taps_side_by_side(rng):
+    # x -> Conv -> Relu(r) -> Flatten(f) -> Gemm(logits): joined, the taps are one output
+    #   Concat(ReduceMean(r), f) -> nnwatch/taps (batch, 4 + 256)
+    conv = conv_onnx(rng)
+    x = rng.normal(size=(3, 1, 8, 8)).astype(np.float32)
+    joined, manifest = instrument(conv)
+    separate, _ = instrument(conv, join_taps=False)
+    assert manifest.joined == "nnwatch/taps"
+    assert [o.name for o in joined.graph.output] == ["logits", "nnwatch/taps"]
+    a, b = run(joined, x), run(separate, x)
+    want = np.concatenate([b[t.output] for t in manifest.taps], axis=1)
+    np.testing.assert_array_equal(a["nnwatch/taps"], want)
+    np.testing.assert_array_equal(a["logits"], b["logits"])
+    with pytest.raises(InputError, match="reduced in the graph"):
+        instrument(conv, join_taps=True, reduce_in_graph=False)
+    assert instrument(conv, reduce_in_graph=False)[1].joined is None
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
@@ -74,7 +92,7 @@ def test_old_and_new_opsets(rng, opset):
     model, manifest = instrument(conv_onnx(rng, opset=opset))
     x = rng.normal(size=(2, 1, 8, 8)).astype(np.float32)
     out = run(model, x)
-    assert out["nnwatch/mean/r"].shape == (2, 4)
+    assert out["nnwatch/taps"].shape == (2, 4 + 256)
 
 
 def test_fixed_batch_and_softmax_output(rng):
@@ -90,7 +108,7 @@ def test_fixed_batch_and_softmax_output(rng):
 def test_odd_tensor_names(rng):
     names = ("input:0", "dense/BiasAdd:0", "dense/Relu:0", "Identity:0")
     mlp = mlp_onnx(rng.normal(size=(6, 5)), rng.normal(size=5), rng.normal(size=(5, 3)), rng.normal(size=3), names=names)
-    model, manifest = instrument(mlp)
+    model, manifest = instrument(mlp, join_taps=False)
     assert manifest.taps[0].output == "dense/Relu:0"
     out = run(model, rng.normal(size=(2, 6)).astype(np.float32))
     assert out["dense/Relu:0"].shape == (2, 5)

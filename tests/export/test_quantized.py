@@ -72,8 +72,8 @@ def exposed(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.ndarray:
 def buffer_of(runner: Runner, x: np.ndarray, layer: int) -> np.ndarray:
     ws = runner.workspace(len(x))
     runner.run(runner.check_input(x), ws)
-    start = len(x) * int(runner.offsets[layer])
-    return ws.buf[start : start + len(x) * runner.manifest.taps[layer].neurons].reshape(len(x), -1).copy()
+    lo, hi = int(runner.offsets[layer]), int(runner.offsets[layer + 1])
+    return ws.buf.reshape(len(x), runner.n_neurons)[:, lo:hi].copy()
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -82,7 +82,7 @@ def test_quantized_mlp_taps_integers_and_matches_the_definition(fmt, signed, dig
     model, splits = digits_mlp
     x = splits["test"][0][:50]
     qmodel = quantize(model, splits["train"][0][:64], fmt, tmp_path, signed)
-    inst, manifest = instrument(qmodel)
+    inst, manifest = instrument(qmodel, join_taps=False)
     taps = manifest.taps
     kind = np.int8 if signed else np.uint8
     assert taps and all(t.dtype == np.dtype(kind).name for t in taps)  # the hidden layer, as integers
@@ -104,6 +104,12 @@ def test_quantized_mlp_taps_integers_and_matches_the_definition(fmt, signed, dig
     inside = ref <= 255 * taps[0].scale
     err = np.abs(got - ref)[inside]
     assert err.max() <= 4 * taps[0].scale and err.mean() <= taps[0].scale
+    # joined: dequantized in the graph (DequantizeLinear), the same float values
+    joined, joined_manifest = instrument(qmodel)
+    assert joined_manifest.joined and all(t.dtype == "float32" for t in joined_manifest.taps)
+    joined_runner = Runner(joined.SerializeToString(), providers="cpu")
+    for i in range(len(taps)):
+        np.testing.assert_array_equal(buffer_of(joined_runner, x, i), buffer_of(runner, x, i))
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -112,7 +118,7 @@ def test_quantized_conv_maps(fmt, in_graph, rng, tmp_path):
     model = conv_onnx(rng)
     samples = rng.random((32, 1, 8, 8), dtype=np.float32)
     qmodel = quantize(model, samples, fmt, tmp_path)
-    inst, manifest = instrument(qmodel, reduce_in_graph=in_graph)
+    inst, manifest = instrument(qmodel, reduce_in_graph=in_graph, join_taps=False if in_graph else None)
     conv = manifest.taps[0]
     assert conv.shape == ((4,) if in_graph else (4, 8, 8))
     assert conv.dtype == ("float32" if in_graph else "uint8")

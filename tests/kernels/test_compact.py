@@ -53,13 +53,9 @@ def probes(profile, rng, per_class=40):
     return v, pred.astype(np.int64)
 
 
-def layer_blocked(v):
-    """(B, N) sample-major -> the layer-blocked buffer the kernels read."""
-    out, start = [], 0
-    for size in SIZES:
-        out.append(v[:, start : start + size].reshape(-1))
-        start += size
-    return np.ascontiguousarray(np.concatenate(out))
+def flat(v):
+    """(B, N) sample-major -> the flat buffer the kernels read."""
+    return np.ascontiguousarray(v, np.float32).reshape(-1)
 
 
 @pytest.mark.parametrize("k_sections", [1, 10, 12])
@@ -70,7 +66,7 @@ def test_compact_scores_equal_full_tables_of_rounded_profile(rng, k_sections):
         compact = compile_compact_tables(profile, rare_rate=0.05, min_class_samples=5)
         full = rounded_tables(profile, rare_rate=0.05, min_class_samples=5)
     v, pred = probes(profile, rng)
-    buf = layer_blocked(v)
+    buf = flat(v)
     want = coverage_scores(buf, len(pred), pred, full, parallel=False)
     for parallel in (False, True):
         got = coverage_scores(buf, len(pred), pred, compact, parallel=parallel,
@@ -103,7 +99,7 @@ def test_compact_scores_stay_close_to_the_unrounded_profile(rng):
         full = compile_tables(profile, rare_rate=0.05, min_class_samples=5)
     v = np.concatenate(layers, axis=1)[:200] * 1.01 + 0.001
     pred = labels[:200].astype(np.int64)
-    buf = layer_blocked(np.ascontiguousarray(v, np.float32))
+    buf = flat(v)
     a = coverage_scores(buf, 200, pred, compact)
     b = coverage_scores(buf, 200, pred, full)
     n = sum(SIZES)

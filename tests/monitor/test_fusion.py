@@ -200,7 +200,7 @@ def test_spearman_matches_ranks_correlated_plainly():
 
 def test_too_small_a_calibration_gets_no_fusion():
     cal = Calibration(["a"], np.zeros((30, 1)), np.zeros(30, np.int64), ALPHA, 20)
-    with pytest.raises(InputError, match="at least 39 calibration samples"):
+    with pytest.raises(InputError, match="at least 39 are needed"):
         fusion_spec(cal, ["a"])
     with pytest.warns(CalibrationWarning, match="no fused verdict"):
         assert add_fusion(cal, ["a"]).fusion is None
