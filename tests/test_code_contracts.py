@@ -2,7 +2,7 @@
 
 - import-linter checks the layer contract and that the runtime path imports no torch, onnx or
   ray (``[tool.importlinter]`` in pyproject.toml);
-- ruff checks pyflakes, pycodestyle, import order and the numpy-convention docstring rules the
+- ruff checks pyflakes, pycodestyle and the numpy-convention docstring rules the
   code follows (``[tool.ruff]``);
 - the module graph has no cycle, at module level or inside functions;
 - no two modules share a file name across packages (``nnwatch/x/fusion.py`` beside

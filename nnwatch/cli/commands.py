@@ -292,7 +292,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                  f"delta {args.delta}")
         if stream.first_alarm is None:
             print(f"stream: no alarm over {stream.frames} frames ({tests}; final capital {stream.statistic:.3g} "
-                  f"and {stream.class_test.statistic:.3g})")
+                  f"and {stream.class_statistic:.3g})")
         else:
             print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in the stream.* columns")
     return 0

@@ -208,8 +208,9 @@ def detector_costs(monitor, x: np.ndarray, iters: int = 200, warmup: int = 20) -
     """What each detector adds to a monitored call: time of its own scoring, and its tables.
 
     One run fills the buffers; then each detector's scoring is timed on them, interleaved.
-    Coverage detectors share one fused kernel pass, timed once as ``coverage kernel``; the
-    decision pass over all columns is timed as ``decision``.
+    The compiled columns (coverage, logits, Mahalanobis) share the compiled pass's first stage,
+    timed once as ``compiled scores``; its second stage over all columns (p-values, fused
+    verdict, flags) as ``decision``; each detector written in Python on its own.
 
     Parameters
     ----------
@@ -233,8 +234,9 @@ def detector_costs(monitor, x: np.ndarray, iters: int = 200, warmup: int = 20) -
     del calls["inference"]
     tables = {name: sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
               for name, det in monitor.detectors.items() if name in calls}
-    if "coverage kernel" in calls:
-        tables["coverage kernel"] = monitor.tables.nbytes
+    tables["compiled scores"] = monitor.tables.nbytes + sum(
+        sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
+        for det in monitor.detectors.values() if det.compiled_source is not None)
     tables["decision"] = monitor.conformal_tables.nbytes if monitor.conformal_tables is not None else 0
     timed = interleaved(calls, iters, warmup)
     return {n: {"p50_us": timed[n]["p50_ms"] * 1e3, "table_bytes": int(tables[n])} for n in calls}

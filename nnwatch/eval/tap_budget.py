@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.layout import unpack_layers
 
 RULE = ("cost: batch-1 tapped time minus the classifier-input-only time, interleaved medians; value: AUROC-0.5 of "
         "per-layer range excess, clean vs Gaussian noise (0.3 sd) and 50/50 blends of clean inputs; ranked by value "
@@ -175,9 +176,8 @@ def layer_aurocs(tapped_model: bytes, fit: np.ndarray, clean: np.ndarray, anomal
             ws = runner.workspace(len(chunk))
             runner.run(chunk, ws)
             preds.append(ws.logits.argmax(1))
-            for i, tap in enumerate(runner.manifest.taps):
-                start = len(chunk) * int(runner.offsets[i])
-                per_layer[i].append(ws.buf[start : start + len(chunk) * tap.neurons].reshape(len(chunk), -1).copy())
+            for i, layer in enumerate(unpack_layers(ws.buf, len(chunk), runner.offsets)):
+                per_layer[i].append(layer.copy())
         return np.concatenate(preds), [np.concatenate(p) for p in per_layer]
 
     fit_pred, fit_layers = activations(fit)

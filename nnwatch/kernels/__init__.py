@@ -5,8 +5,8 @@ compiled kernels (leading underscore) trust their inputs.
 """
 
 from .conformal import ConformalTables, allowed_count, conformal_p_values
-from .coverage import SCORE_NAMES, CoverageRun, CoverageTables, argmax_rows, coverage_scores, make_scratch
+from .coverage import SCORE_NAMES, CoverageTables, argmax_rows, coverage_scores, make_scratch
 from .layout import layer_offsets, pack_layers, unpack_layers
 
-__all__ = ["SCORE_NAMES", "ConformalTables", "CoverageRun", "CoverageTables", "allowed_count", "argmax_rows",
+__all__ = ["SCORE_NAMES", "ConformalTables", "CoverageTables", "allowed_count", "argmax_rows",
            "conformal_p_values", "coverage_scores", "make_scratch", "layer_offsets", "pack_layers", "unpack_layers"]

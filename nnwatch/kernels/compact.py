@@ -28,12 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import prange
 
 from .._validate import check_array
 from ..errors import InputError
 from ._jit import njit
-from .topk import topk_insert
 
 GRID = 65535  # steps of the per-neuron grid (uint16 codes)
 MAX_SECTIONS = 12  # k-section bits that fit beside the four flag bits in a uint16
@@ -194,8 +192,11 @@ def pack_bits(section_rare: np.ndarray, on_rare: np.ndarray, off_rare: np.ndarra
 
 
 @njit(exact=True)
-def _decode_cell(base, step, lo_code, hi_code, point, k, fallback_unit):
-    # Strict IEEE: the same values numpy computes for the rounded profile's full tables.
+def decode_cell(base, step, lo_code, hi_code, point, k, fallback_unit):
+    """A packed cell's ``(low, high, inv_width, inv_unit)``; for use inside kernels.
+
+    Strict IEEE: the same values numpy computes for the rounded profile's full tables.
+    """
     low = np.float32(base + np.float64(lo_code) * step)
     high = np.float32(base + np.float64(hi_code) * step)
     width = np.float64(high) - np.float64(low)
@@ -206,104 +207,3 @@ def _decode_cell(base, step, lo_code, hi_code, point, k, fallback_unit):
         inv_w = 0.0
         inv_u = 1.0 / fallback_unit
     return low, high, inv_w, inv_u
-
-
-@njit()
-def _score_compact(buf, batch, b, off, base, step, fb_unit, thr, row, k, k_top, out, best_v, best_i):
-    # The arithmetic of kernels.coverage._score_one, reading one packed row.
-    n_layers = off.shape[0] - 1
-    n_total = off[n_layers]
-    nc = 0
-    km = 0
-    nb = 0
-    nonfinite = 0
-    excess = 0.0
-    tk = 0
-    tk_total = 0
-    for layer in range(n_layers):
-        start = off[layer]
-        n_l = off[layer + 1] - start
-        pos = b * n_total + start
-        kk = min(k_top, n_l)
-        filled = 0
-        for j in range(n_l):
-            n = start + j
-            v = buf[pos + j]
-            bits = row[n, 2]
-            if not np.isfinite(v):
-                nonfinite += 1
-            if v > thr[n]:  # NaN: inactive
-                nc += (bits >> ON_BIT) & 1
-            else:
-                nc += (bits >> OFF_BIT) & 1
-            low, high, inv_w, inv_u = _decode_cell(base[n], step[n], row[n, 0], row[n, 1], (bits >> POINT_BIT) & 1,
-                                                   k, fb_unit[n])
-            if v >= low and v <= high:
-                s = int((np.float64(v) - np.float64(low)) * inv_w)
-                if s >= k:
-                    s = k - 1
-                km += (bits >> s) & 1
-            else:
-                km += 1
-                nb += 1
-                if v < low:
-                    excess += (np.float64(low) - np.float64(v)) * inv_u
-                elif v > high:
-                    excess += (np.float64(v) - np.float64(high)) * inv_u
-                else:  # NaN
-                    excess = np.inf
-            if v == v:  # NaN never enters the top-k
-                filled = topk_insert(v, j, filled, kk, best_v, best_i)
-        for t in range(filled):
-            tk += (row[start + best_i[t], 2] >> TOPK_BIT) & 1
-        tk_total += kk
-    out[b, 0] = nc / n_total
-    out[b, 1] = km / n_total
-    out[b, 2] = tk / tk_total if tk_total > 0 else 0.0
-    out[b, 3] = nb / n_total
-    out[b, 4] = excess / n_total
-    out[b, 5] = nonfinite
-
-
-@njit()
-def _compact_serial(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
-    for b in range(batch):
-        _score_compact(buf, batch, b, off, base, step, fb_unit, thr, cells[pred[b]], k, k_top, out,
-                       best_v[0], best_i[0])
-
-
-@njit(parallel=True)
-def _compact_parallel(buf, batch, off, pred, base, step, fb_unit, thr, cells, k, k_top, out, best_v, best_i):
-    for b in prange(batch):
-        _score_compact(buf, batch, b, off, base, step, fb_unit, thr, cells[pred[b]], k, k_top, out,
-                       best_v[b], best_i[b])
-
-
-def score_compact(buf: np.ndarray, batch: int, pred: np.ndarray, tables: CompactTables, out: np.ndarray,
-                  parallel: bool, best_v: np.ndarray, best_i: np.ndarray) -> None:
-    """Score every sample against its class's packed row.
-
-    The arguments are those :func:`nnwatch.kernels.coverage.coverage_scores` and
-    :class:`~nnwatch.kernels.coverage.CoverageRun` have already validated (shapes, dtypes,
-    class indices, scratch sizes); this only dispatches to the compiled kernel.
-
-    Parameters
-    ----------
-    buf : numpy.ndarray
-        float32 ``(B * N,)`` sample-major activations.
-    batch : int
-        ``B``.
-    pred : numpy.ndarray
-        int64 ``(B,)`` class rows.
-    tables : CompactTables
-        The packed tables.
-    out : numpy.ndarray
-        float64 ``(B, 6)`` scores.
-    parallel : bool
-        Split the batch over threads (``best_v``/``best_i`` then have ``B`` rows).
-    best_v, best_i : numpy.ndarray
-        Top-k scratch.
-    """
-    kernel = _compact_parallel if parallel else _compact_serial
-    kernel(buf, batch, tables.offsets, pred, tables.base, tables.step, tables.fallback_unit, tables.threshold,
-           tables.cells, int(tables.k_sections), int(tables.k_top), out, best_v, best_i)

@@ -33,7 +33,7 @@ from numba import prange
 from .._validate import check_array, check_classes
 from ..errors import InputError
 from ._jit import njit, parallel_guard
-from .compact import CompactTables, score_compact
+from .compact import OFF_BIT, ON_BIT, POINT_BIT, TOPK_BIT, CompactTables, decode_cell
 from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
@@ -120,13 +120,40 @@ class CoverageTables:
         )
 
 
+# Empty stand-ins for the table set a call does not use (the reader never touches them).
+_NO_F32 = np.zeros((0, 0), np.float32)
+_NO_F64 = np.zeros((0, 0), np.float64)
+_NO_U8 = np.zeros((0, 0), np.uint8)
+_NO_SECTIONS = np.zeros((0, 0, 0), np.uint8)
+_NO_CELLS = np.zeros((0, 0, 3), np.uint16)
+_NO_GRID = np.zeros(0, np.float64)
+
+
 @njit()
-def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
-               topk_rare, k_top, out, best_v, best_i):
-    # lo, hi, ... are the predicted class's rows (1-D views): no per-neuron class indexing.
+def _read_cell(compact, c, n, lo, hi, inv_w, inv_u, on_rare, off_rare, cells, base, step, fb_unit, k):
+    """Class ``c``'s signature of neuron ``n`` from full or compact tables (the one cell reader).
+
+    Returns ``(low, high, inv_width, inv_unit, on_rare, off_rare, bits)``; ``bits`` holds the
+    compact row's section and top-k bits (0 for full tables, which keep those in arrays).
+    """
+    if compact:
+        bits = cells[c, n, 2]
+        low, high, iw, iu = decode_cell(base[n], step[n], cells[c, n, 0], cells[c, n, 1], (bits >> POINT_BIT) & 1,
+                                        k, fb_unit[n])
+        return low, high, iw, iu, (bits >> ON_BIT) & 1, (bits >> OFF_BIT) & 1, bits
+    return lo[c, n], hi[c, n], inv_w[c, n], inv_u[c, n], on_rare[c, n], off_rare[c, n], 0
+
+
+@njit()
+def cover_row(buf, row, off, c, compact, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare, topk_rare, cells,
+              base, step, fb_unit, k, k_top, out, ob, best_v, best_i):
+    """The six coverage scores of one sample (neurons ``buf[row : row + N]``) against class ``c``.
+
+    The one coverage loop, for full and compact tables alike (:func:`_read_cell`); writes
+    ``out[ob, :6]`` in :data:`SCORE_NAMES` order. ``best_v``/``best_i`` hold ``k_top`` entries.
+    """
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
-    k = sec_rare.shape[1]
     nc = 0
     km = 0
     nb = 0
@@ -137,63 +164,88 @@ def _score_one(buf, batch, b, off, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare,
     for layer in range(n_layers):
         start = off[layer]
         n_l = off[layer + 1] - start
-        base = b * n_total + start
+        base_pos = row + start
         kk = min(k_top, n_l)
         filled = 0
         for j in range(n_l):
             n = start + j
-            v = buf[base + j]
+            v = buf[base_pos + j]
+            low, high, iw, iu, on, off_r, bits = _read_cell(compact, c, n, lo, hi, inv_w, inv_u, on_rare, off_rare,
+                                                            cells, base, step, fb_unit, k)
             if not np.isfinite(v):
                 nonfinite += 1
             if v > thr[n]:  # NaN: inactive
-                nc += on_rare[n]
+                nc += on
             else:
-                nc += off_rare[n]
-            low = lo[n]
-            high = hi[n]
+                nc += off_r
             if v >= low and v <= high:
-                s = int((np.float64(v) - np.float64(low)) * inv_w[n])
+                s = int((np.float64(v) - np.float64(low)) * iw)
                 if s >= k:
                     s = k - 1
-                km += sec_rare[n, s]
+                km += ((bits >> s) & 1) if compact else sec_rare[c, n, s]
             else:
                 km += 1
                 nb += 1
                 if v < low:
-                    excess += (np.float64(low) - np.float64(v)) * inv_u[n]
+                    excess += (np.float64(low) - np.float64(v)) * iu
                 elif v > high:
-                    excess += (np.float64(v) - np.float64(high)) * inv_u[n]
+                    excess += (np.float64(v) - np.float64(high)) * iu
                 else:  # NaN
                     excess = np.inf
             if v == v:  # NaN never enters the top-k
                 filled = topk_insert(v, j, filled, kk, best_v, best_i)
         for t in range(filled):
-            tk += topk_rare[start + best_i[t]]
+            n = start + best_i[t]
+            tk += ((cells[c, n, 2] >> TOPK_BIT) & 1) if compact else topk_rare[c, n]
         tk_total += kk
-    out[b, 0] = nc / n_total
-    out[b, 1] = km / n_total
-    out[b, 2] = tk / tk_total if tk_total > 0 else 0.0
-    out[b, 3] = nb / n_total
-    out[b, 4] = excess / n_total
-    out[b, 5] = nonfinite
+    out[ob, 0] = nc / n_total
+    out[ob, 1] = km / n_total
+    out[ob, 2] = tk / tk_total if tk_total > 0 else 0.0
+    out[ob, 3] = nb / n_total
+    out[ob, 4] = excess / n_total
+    out[ob, 5] = nonfinite
 
 
 @njit()
-def _coverage_serial(buf, batch, off, pred, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
-                     topk_rare, k_top, out, best_v, best_i):
+def _cover_serial(buf, batch, off, pred, compact, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare, topk_rare,
+                  cells, base, step, fb_unit, k, k_top, out, best_v, best_i):
+    n_total = off[off.shape[0] - 1]
     for b in range(batch):
-        c = pred[b]
-        _score_one(buf, batch, b, off, lo[c], hi[c], inv_w[c], inv_u[c], thr, sec_rare[c], on_rare[c],
-                   off_rare[c], topk_rare[c], k_top, out, best_v[0], best_i[0])
+        cover_row(buf, b * n_total, off, pred[b], compact, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
+                  topk_rare, cells, base, step, fb_unit, k, k_top, out, b, best_v[0], best_i[0])
 
 
 @njit(parallel=True)
-def _coverage_parallel(buf, batch, off, pred, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
-                       topk_rare, k_top, out, best_v, best_i):
+def _cover_parallel(buf, batch, off, pred, compact, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
+                    topk_rare, cells, base, step, fb_unit, k, k_top, out, best_v, best_i):
+    n_total = off[off.shape[0] - 1]
     for b in prange(batch):
-        c = pred[b]
-        _score_one(buf, batch, b, off, lo[c], hi[c], inv_w[c], inv_u[c], thr, sec_rare[c], on_rare[c],
-                   off_rare[c], topk_rare[c], k_top, out, best_v[b], best_i[b])
+        cover_row(buf, b * n_total, off, pred[b], compact, lo, hi, inv_w, inv_u, thr, sec_rare, on_rare, off_rare,
+                  topk_rare, cells, base, step, fb_unit, k, k_top, out, b, best_v[b], best_i[b])
+
+
+def table_arrays(tables: CoverageTables | CompactTables) -> tuple:
+    """The cell reader's arguments for a table set: ``(compact, lo, ..., k, k_top)``.
+
+    Parameters
+    ----------
+    tables : CoverageTables or CompactTables
+        Compiled signature.
+
+    Returns
+    -------
+    tuple
+        ``compact, lo, hi, inv_width, inv_unit, threshold, section_rare, on_rare, off_rare,
+        topk_rare, cells, base, step, fallback_unit, k_sections, k_top``, with empty arrays
+        for the other table kind.
+    """
+    if isinstance(tables, CompactTables):
+        return (True, _NO_F32, _NO_F32, _NO_F64, _NO_F64, tables.threshold, _NO_SECTIONS, _NO_U8, _NO_U8, _NO_U8,
+                tables.cells, tables.base, tables.step, tables.fallback_unit, int(tables.k_sections),
+                int(tables.k_top))
+    return (False, tables.lo, tables.hi, tables.inv_width, tables.inv_unit, tables.threshold, tables.section_rare,
+            tables.on_rare, tables.off_rare, tables.topk_rare, _NO_CELLS, _NO_GRID, _NO_GRID, _NO_GRID,
+            int(tables.section_rare.shape[2]), int(tables.k_top))
 
 
 def coverage_scores(
@@ -285,39 +337,34 @@ def check_scratch(scratch: object, rows: int, k_top: int) -> None:
 def _run_coverage(buf, batch, pred, tables, out, parallel, scratch):  # type: ignore[no-untyped-def]
     # Callers have validated every argument (coverage_scores, or a plan that owns its arrays).
     best_v, best_i = scratch
-    if isinstance(tables, CompactTables):
-        if parallel:
-            with parallel_guard():
-                score_compact(buf, batch, pred, tables, out, True, best_v, best_i)
-        else:
-            score_compact(buf, batch, pred, tables, out, False, best_v, best_i)
-        return
-    args = (buf, batch, tables.offsets, pred, tables.lo, tables.hi, tables.inv_width, tables.inv_unit,
-            tables.threshold, tables.section_rare, tables.on_rare, tables.off_rare, tables.topk_rare,
-            int(tables.k_top), out, best_v, best_i)
+    args = (buf, batch, tables.offsets, pred, *table_arrays(tables), out, best_v, best_i)
     if parallel:
         with parallel_guard():
-            _coverage_parallel(*args)
+            _cover_parallel(*args)
     else:
-        _coverage_serial(*args)
+        _cover_serial(*args)
+
+
+@njit()
+def argmax_row(logits, b):
+    """First index of row ``b``'s maximum; a row with NaN gives its first NaN, like ``numpy.argmax``."""
+    best = 0
+    bv = logits[b, 0]
+    if not np.isnan(bv):
+        for k in range(1, logits.shape[1]):
+            v = logits[b, k]
+            if np.isnan(v):
+                return k
+            if v > bv:
+                bv = v
+                best = k
+    return best
 
 
 @njit()
 def _argmax_rows(logits, pred):
-    # First index of each row's maximum; a NaN row gives its first NaN, like numpy.argmax.
     for b in range(logits.shape[0]):
-        best = 0
-        bv = logits[b, 0]
-        if not np.isnan(bv):
-            for k in range(1, logits.shape[1]):
-                v = logits[b, k]
-                if np.isnan(v):
-                    best = k
-                    break
-                if v > bv:
-                    bv = v
-                    best = k
-        pred[b] = best
+        pred[b] = argmax_row(logits, b)
 
 
 def argmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -339,90 +386,6 @@ def argmax_rows(logits: np.ndarray) -> np.ndarray:
     pred = np.empty(logits.shape[0], np.int64)
     _argmax_rows(logits, pred)
     return pred
-
-
-class CoverageRun:
-    """Prediction and coverage scores for one batch size, with every array bound once.
-
-    The monitor's per-call path: the logits and activation buffer onnxruntime writes into,
-    and the outputs, are checked when the run is built; a call takes no arrays, and the
-    predicted classes it feeds the kernel come from its own argmax over ``K == C`` logits,
-    so compiled code never sees an unchecked size or index.
-
-    Parameters
-    ----------
-    logits : numpy.ndarray
-        float32 C-contiguous ``(B, C)``.
-    buf : numpy.ndarray
-        float32 C-contiguous ``(B * N,)`` sample-major activations.
-    tables : CoverageTables or None
-        Compiled signature; None for a run that only predicts.
-    parallel : bool
-        Use the parallel kernel (for ``B > 1``).
-
-    Attributes
-    ----------
-    pred : numpy.ndarray
-        int64 ``(B,)``, filled by :meth:`predict`.
-    cov : numpy.ndarray
-        float64 ``(B, 6)``, filled by :meth:`cover`.
-    """
-
-    def __init__(self, logits: np.ndarray, buf: np.ndarray, tables: CoverageTables | None,
-                 parallel: bool = False) -> None:
-        check_array(logits, "logits", np.float32, (None, None))
-        batch = logits.shape[0]
-        if batch < 1 or logits.shape[1] < 1:
-            raise InputError(f"logits: shape {logits.shape}; need at least one sample and one class")
-        self.batch = batch
-        self.logits = logits
-        self.pred = np.zeros(batch, np.int64)
-        self.cov = np.zeros((batch, len(SCORE_NAMES)), np.float64)
-        self.tables = tables
-        self.parallel = bool(parallel) and batch > 1
-        if tables is not None:
-            if not isinstance(tables, (CoverageTables, CompactTables)):
-                raise InputError(f"tables: expected CoverageTables or CompactTables, got {type(tables).__name__}")
-            if tables.n_classes != logits.shape[1]:
-                raise InputError(f"tables have {tables.n_classes} class rows, the logits {logits.shape[1]} columns")
-            check_array(buf, "buf", np.float32, (batch * tables.n_neurons,))
-            self.scratch = make_scratch(batch if self.parallel else 1, tables.k_top)
-        self.buf = buf
-
-    def predict(self) -> np.ndarray:
-        """Fill and return :attr:`pred` from the bound logits.
-
-        Returns
-        -------
-        numpy.ndarray
-            int64 ``(B,)`` (the run's own array; copy to keep it).
-        """
-        _argmax_rows(self.logits, self.pred)
-        return self.pred
-
-    def cover(self) -> np.ndarray:
-        """Fill and return :attr:`cov` for the classes of the last :meth:`predict`.
-
-        Returns
-        -------
-        numpy.ndarray
-            float64 ``(B, 6)`` (the run's own array).
-
-        Raises
-        ------
-        InputError
-            The run was built without tables.
-        """
-        if self.tables is None:
-            raise InputError("this run has no coverage tables")
-        _run_coverage(self.buf, self.batch, self.pred, self.tables, self.cov, self.parallel, self.scratch)
-        return self.cov
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this run allocated (not the bound logits and buffer)."""
-        extra = sum(a.nbytes for a in self.scratch) if self.tables is not None else 0
-        return int(self.pred.nbytes + self.cov.nbytes + extra)
 
 
 def make_scratch(rows: int, k_top: int) -> tuple[np.ndarray, np.ndarray]:

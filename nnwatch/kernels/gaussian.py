@@ -17,28 +17,38 @@ from ._jit import njit
 
 
 @njit()
-def _distances(x, whiten, means_t, norms, z, dots, out):
-    batch, dim = x.shape
+def class_distances(x, whiten, means_t, norms, z, out):
+    """Squared distances of one feature vector ``x`` (1-D, any float) to every class mean, into ``out``.
+
+    The one definition, for the compiled verdict pass and :func:`whitened_distances` alike;
+    ``z`` is scratch of ``E`` values. For use inside kernels.
+    """
+    dim = x.shape[0]
     width = whiten.shape[1]
     classes = means_t.shape[1]
-    for b in range(batch):
+    for j in range(width):
+        z[j] = 0.0
+    for i in range(dim):  # z = x W, row by row (vectorizes)
+        xi = np.float64(x[i])
         for j in range(width):
-            z[j] = 0.0
-        for i in range(dim):  # z = x W, row by row (vectorizes)
-            xi = x[b, i]
-            for j in range(width):
-                z[j] += xi * whiten[i, j]
-        zz = 0.0
+            z[j] += xi * whiten[i, j]
+    zz = 0.0
+    for c in range(classes):
+        out[c] = 0.0
+    for j in range(width):  # dots = z M^T, with M^T stored row-major (vectorizes)
+        zj = z[j]
+        zz += zj * zj
         for c in range(classes):
-            dots[c] = 0.0
-        for j in range(width):  # dots = z M^T, with M^T stored row-major (vectorizes)
-            zj = z[j]
-            zz += zj * zj
-            for c in range(classes):
-                dots[c] += zj * means_t[j, c]
-        for c in range(classes):
-            d = zz - 2.0 * dots[c] + norms[c]
-            out[b, c] = d if (d > 0.0 or d != d) else 0.0  # clip rounding below 0; NaN stays NaN
+            out[c] += zj * means_t[j, c]
+    for c in range(classes):
+        d = zz - 2.0 * out[c] + norms[c]
+        out[c] = d if (d > 0.0 or d != d) else 0.0  # clip rounding below 0; NaN stays NaN
+
+
+@njit()
+def _distances(x, whiten, means_t, norms, z, out):
+    for b in range(x.shape[0]):
+        class_distances(x[b], whiten, means_t, norms, z, out[b])
 
 
 def whitened_distances(x: np.ndarray, whiten: np.ndarray, whitened_means_t: np.ndarray,
@@ -74,6 +84,5 @@ def whitened_distances(x: np.ndarray, whiten: np.ndarray, whitened_means_t: np.n
     if x.shape[0] < 1:
         raise InputError("features: need at least one sample")
     out = np.empty((x.shape[0], means_t.shape[1]), np.float64)
-    _distances(x, whiten, means_t, norms, np.empty(whiten.shape[1], np.float64), np.empty(means_t.shape[1], np.float64),
-               out)
+    _distances(x, whiten, means_t, norms, np.empty(whiten.shape[1], np.float64), out)
     return out

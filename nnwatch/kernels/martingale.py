@@ -70,18 +70,40 @@ def _count_ge_gt(bag, g, n, s):
 
 
 @njit()
+def _score_step(bag, sizes, g, s, theta):
+    """One frame of the score test: its smoothed online p-value, then the score joins group ``g``'s bag."""
+    if not s == s:  # NaN: maximal evidence, like +inf
+        s = np.inf
+    n = sizes[g]
+    n_ge, n_gt = _count_ge_gt(bag, g, n, s)
+    p = (n_gt + theta * (n_ge - n_gt + 1.0)) / (n + 1.0)
+    _insert_point(bag, g, n, s)
+    sizes[g] = n + 1
+    return p
+
+
+@njit()
+def _class_step(counts, c, theta):
+    """One frame of the class test: the full conformal p-value of class ``c``'s rarity (this frame counted)."""
+    counts[c] += 1
+    mine = counts[c]
+    rarer = 0  # samples (this one included) of classes rarer than c: more nonconforming
+    same = 0  # samples of classes exactly as frequent as c
+    total = 0
+    for k in range(counts.shape[0]):
+        total += counts[k]
+        if counts[k] < mine:
+            rarer += counts[k]
+        elif counts[k] == mine:
+            same += counts[k]
+    return (rarer + theta * same) / total
+
+
+@njit()
 def _stream_update(scores, groups, thetas, bag, sizes, state, method, jump, threshold, p_out, stat_out, alarm_out):
     """One batch of frames, in order: p-values, bag insertion, alarm statistic (see module)."""
     for b in range(scores.shape[0]):
-        g = groups[b]
-        s = scores[b]
-        if not s == s:  # NaN: maximal evidence, like +inf
-            s = np.inf
-        n = sizes[g]
-        n_ge, n_gt = _count_ge_gt(bag, g, n, s)
-        p = (n_gt + thetas[b] * (n_ge - n_gt + 1.0)) / (n + 1.0)
-        _insert_point(bag, g, n, s)
-        sizes[g] = n + 1
+        p = _score_step(bag, sizes, groups[b], scores[b], thetas[b])
         p_out[b] = p
         stat_out[b] = _bet(state, method, jump, p)
         alarm_out[b] = stat_out[b] >= threshold
@@ -104,19 +126,7 @@ def _bet(state, method, jump, p):
 def _class_update(classes, thetas, counts, state, method, jump, threshold, p_out, stat_out, alarm_out):
     """Predicted classes, in order: full conformal p-values of class rarity, then the alarm statistic."""
     for b in range(classes.shape[0]):
-        c = classes[b]
-        counts[c] += 1
-        mine = counts[c]
-        rarer = 0  # samples (this one included) of classes rarer than c: more nonconforming
-        same = 0  # samples of classes exactly as frequent as c
-        total = 0
-        for k in range(counts.shape[0]):
-            total += counts[k]
-            if counts[k] < mine:
-                rarer += counts[k]
-            elif counts[k] == mine:
-                same += counts[k]
-        p = (rarer + thetas[b] * same) / total
+        p = _class_step(counts, classes[b], thetas[b])
         p_out[b] = p
         stat_out[b] = _bet(state, method, jump, p)
         alarm_out[b] = stat_out[b] >= threshold
@@ -152,6 +162,12 @@ class Alarm:
         self._thetas = self._rng.random(_THETA_BLOCK)  # smoothing draws, taken in order, refilled in blocks
         self._next_theta = 0
         self.reset()
+
+    def take_remaining(self) -> np.ndarray:
+        """The smoothing draws not yet used, in order; they count as used from now on."""
+        rest = self._thetas[self._next_theta :].copy()
+        self._next_theta = self._thetas.shape[0]
+        return rest
 
     def draws(self, batch: int) -> np.ndarray:
         """The next ``batch`` smoothing draws of the p-values (uniform on [0, 1))."""
@@ -310,3 +326,213 @@ class ClassStreamTest(Alarm):
         _class_update(classes, self.draws(batch), self.counts, self.state, self.method_code, self.jump,
                       self.threshold, p, stat, alarm)
         return p, stat, alarm
+
+
+# The packed state of a stream attached to a monitor (both tests, one column), so that the
+# monitor's compiled verdict pass advances it: int64 header slots, then group of each class,
+# bag sizes and class counts; float64 jump, threshold, the two alarm states, the smoothing
+# draws of each test, then the bags.
+(S_COL, S_METHOD, S_G, S_C, S_CAP, S_T, S_CUR, S_CCUR, S_FRAMES, S_FIRST, S_HEADER) = range(11)
+SF_STATE, SF_CSTATE, SF_THETAS = 2, 5, 8
+
+
+class StreamState:
+    """A score test and a class test on one column of a monitor, packed for the verdict pass.
+
+    Parameters
+    ----------
+    column : int
+        Score-matrix column the score test follows.
+    reference : sequence of numpy.ndarray
+        Per calibration group, the column's clean calibration scores (finite).
+    group_of : numpy.ndarray
+        int64 ``(C,)`` calibration group of each class.
+    classes : numpy.ndarray
+        int ``(M,)`` predicted classes of the calibration samples (the class test's start).
+    delta, method, jump, seed
+        As for :class:`Alarm` (each test at this ``delta``).
+    """
+
+    def __init__(self, column: int, reference: list[np.ndarray], group_of: np.ndarray, classes: np.ndarray,
+                 delta: float = 0.01, method: str = "jumper", jump: float = 0.01, seed: int = 0) -> None:
+        score, cls = StreamTest(reference, delta, method, jump, seed), ClassStreamTest(
+            classes, group_of.shape[0], delta, method, jump, seed + 1)
+        group_of = np.ascontiguousarray(group_of, np.int64)
+        if group_of.min() < 0 or group_of.max() >= score.sizes.shape[0]:
+            raise InputError(f"group_of must name the {score.sizes.shape[0]} calibration groups")
+        self._score, self._class = score, cls
+        G, C = score.sizes.shape[0], group_of.shape[0]
+        self.column = int(column)
+        self.ints = np.zeros(S_HEADER + C + G + C, np.int64)
+        self.ints[[S_COL, S_METHOD, S_G, S_C]] = self.column, score.method_code, G, C
+        self.ints[S_FIRST] = -1
+        self.ints[S_HEADER : S_HEADER + C] = group_of
+        self.ints[S_HEADER + C : S_HEADER + C + G] = score.sizes
+        self.ints[S_HEADER + C + G :] = cls.counts
+        self.calibration_counts = cls.counts.copy()
+        self._block = _THETA_BLOCK
+        self._pack(score.bag, score.take_remaining(), cls.take_remaining())
+        self.floats[0], self.floats[1] = score.jump, score.threshold
+        self.floats[SF_STATE : SF_STATE + 3] = score.state
+        self.floats[SF_CSTATE : SF_CSTATE + 3] = cls.state
+        self.threshold = score.threshold
+        self._checked_for: object = None
+        self._left = min(int(self.ints[S_CAP]) - int(score.sizes.max()), int(self.ints[S_T]) - 1)
+
+    def _pack(self, bag: np.ndarray, thetas: np.ndarray, cthetas: np.ndarray, state: np.ndarray | None = None) -> None:
+        T = max(self._block, thetas.shape[0], cthetas.shape[0])
+        G, cap = bag.shape
+        floats = np.zeros(SF_THETAS + 2 * T + G * cap)
+        if state is not None:
+            floats[:SF_THETAS] = state
+        floats[SF_THETAS : SF_THETAS + thetas.shape[0]] = thetas
+        floats[SF_THETAS + T : SF_THETAS + T + cthetas.shape[0]] = cthetas
+        floats[SF_THETAS + 2 * T :] = bag.reshape(-1)
+        self.floats = floats
+        self.ints[S_CAP], self.ints[S_T], self.ints[S_CUR], self.ints[S_CCUR] = cap, T, 0, 0
+
+    def _unpack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        T, G, cap = int(self.ints[S_T]), int(self.ints[S_G]), int(self.ints[S_CAP])
+        thetas = self.floats[SF_THETAS + int(self.ints[S_CUR]) : SF_THETAS + T]
+        cthetas = self.floats[SF_THETAS + T + int(self.ints[S_CCUR]) : SF_THETAS + 2 * T]
+        return self.floats[SF_THETAS + 2 * T :].reshape(G, cap), thetas, cthetas
+
+    def arrays_for(self, tables: object, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The packed arrays, with room for ``batch`` more frames (bags grown, draws refilled).
+
+        Parameters
+        ----------
+        tables : VerdictTables
+            The tables of the pass that will advance the stream (checked against the state).
+        batch : int
+            Frames in the coming call.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(int64 state, float64 state)``.
+
+        Raises
+        ------
+        InputError
+            The state does not fit these tables.
+        """
+        if tables is not self._checked_for:
+            if self.column >= getattr(tables, "n_columns", 0) or int(self.ints[S_C]) != getattr(tables, "n_classes", -1):
+                raise InputError("this stream state was built for another monitor")
+            self._checked_for = tables
+        return self._room(batch)
+
+    def _room(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        # Every frame adds one score to one bag and uses one draw of each test: while ``batch``
+        # fits in what is left (tracked in Python, no array reads), nothing needs to change.
+        if batch > self._left:
+            ints = self.ints
+            G, C = int(ints[S_G]), int(ints[S_C])
+            top = int(ints[S_HEADER + C : S_HEADER + C + G].max())
+            bag, thetas, cthetas = self._unpack()
+            cap = bag.shape[1]
+            if top + batch > cap:
+                grown = np.zeros((G, max(top + batch, 2 * cap)))
+                grown[:, :cap] = bag
+                bag = grown
+            self._block = max(self._block, 2 * batch)
+            draw = self._score.draws(self._block), self._class.draws(self._block)
+            self._pack(bag, np.concatenate([thetas, draw[0]]), np.concatenate([cthetas, draw[1]]),
+                       self.floats[:SF_THETAS].copy())
+            self._left = min(bag.shape[1] - top, int(self.ints[S_T]))
+        self._left -= batch
+        return self.ints, self.floats
+
+    def reset(self) -> None:
+        """Start new tests (capital 1 / CUSUM 0); what they have seen stays."""
+        start = np.full(3, 1.0 / 3.0) if self._score.method == "jumper" else np.zeros(3)
+        self.floats[SF_STATE : SF_STATE + 3] = start
+        self.floats[SF_CSTATE : SF_CSTATE + 3] = start
+        self.ints[S_FIRST] = -1
+
+    @property
+    def frames(self) -> int:
+        """Frames seen."""
+        return int(self.ints[S_FRAMES])
+
+    @property
+    def first_alarm(self) -> int | None:
+        """Stream index of the first frame at which either test alarmed since the last reset."""
+        first = int(self.ints[S_FIRST])
+        return None if first < 0 else first
+
+    def statistics(self) -> tuple[float, float]:
+        """Current statistics of the score and class tests."""
+        s, c = self.floats[SF_STATE : SF_STATE + 3], self.floats[SF_CSTATE : SF_CSTATE + 3]
+        if self._score.method == "jumper":
+            return float(s.sum()), float(c.sum())
+        return float(s[0]), float(c[0])
+
+    def advance(self, score_matrix: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Advance both tests by a batch of frames outside a monitor's call.
+
+        Parameters
+        ----------
+        score_matrix : numpy.ndarray
+            float ``(B, D)``: the followed column is :attr:`column`.
+        pred : numpy.ndarray
+            int ``(B,)`` predicted classes in ``[0, C)``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            Per frame: the score test's p-value and statistic, the class test's p-value and
+            statistic, whether either test alarms, whether the class test does.
+        """
+        scores = check_array(np.ascontiguousarray(score_matrix, np.float64), "scores", np.float64, (None, None))
+        B = scores.shape[0]
+        pred = check_array(np.ascontiguousarray(pred, np.int64), "pred", np.int64, (B,))
+        C = int(self.ints[S_C])
+        if scores.shape[1] <= self.column or (B and not 0 <= pred.min() <= pred.max() < C):
+            raise InputError(f"scores need column {self.column} and classes in [0, {C})")
+        si, sf = self._room(B)
+        out = np.empty((4, B))
+        alarms = np.empty((2, B), np.bool_)
+        stream_step(si, sf, scores, pred, out[0], out[1], out[2], out[3], alarms[0], alarms[1])
+        return out[0], out[1], out[2], out[3], alarms[0], alarms[1]
+
+    def class_counts(self) -> np.ndarray:
+        """Predicted-class counts of the stream (calibration samples not included)."""
+        C, G = int(self.ints[S_C]), int(self.ints[S_G])
+        return self.ints[S_HEADER + C + G :] - self.calibration_counts
+
+
+@njit()
+def stream_step(si, sf, scores, pred, p_out, stat_out, cp_out, cstat_out, alarm_out, calarm_out):
+    """Advance an attached stream by a batch of frames, in order; for the verdict pass.
+
+    ``scores`` is the batch's score matrix (the followed column is ``si[S_COL]``), ``pred`` its
+    predicted classes. Writes per frame the score test's p-value and statistic, the class
+    test's, whether either test is at its threshold, and whether the class test is.
+    """
+    col, method, G, C, cap, T = si[S_COL], si[S_METHOD], si[S_G], si[S_C], si[S_CAP], si[S_T]
+    group_of = si[S_HEADER : S_HEADER + C]
+    sizes = si[S_HEADER + C : S_HEADER + C + G]
+    counts = si[S_HEADER + C + G : S_HEADER + C + G + C]
+    jump, threshold = sf[0], sf[1]
+    state = sf[SF_STATE : SF_STATE + 3]
+    cstate = sf[SF_CSTATE : SF_CSTATE + 3]
+    bag = sf[SF_THETAS + 2 * T : SF_THETAS + 2 * T + G * cap].reshape((G, cap))
+    for b in range(pred.shape[0]):
+        c = pred[b]
+        p = _score_step(bag, sizes, group_of[c], scores[b, col], sf[SF_THETAS + si[S_CUR]])
+        si[S_CUR] += 1
+        cp = _class_step(counts, c, sf[SF_THETAS + T + si[S_CCUR]])
+        si[S_CCUR] += 1
+        p_out[b] = p
+        cp_out[b] = cp
+        stat_out[b] = _bet(state, method, jump, p)
+        cstat_out[b] = _bet(cstate, method, jump, cp)
+        calarm = cstat_out[b] >= threshold
+        alarm = stat_out[b] >= threshold or calarm
+        alarm_out[b] = alarm
+        calarm_out[b] = calarm
+        if alarm and si[S_FIRST] < 0:
+            si[S_FIRST] = si[S_FRAMES]
+        si[S_FRAMES] += 1

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import NotFittedError
 from ..kernels.coverage import CoverageTables, coverage_scores
+from ..kernels.rules import checked_coverage_rows, logit_stats_rows
 from ..profile.schema import Profile
 
 
@@ -55,22 +56,14 @@ class BatchView:
     def coverage_checked(self) -> np.ndarray:
         """A fresh copy of :attr:`coverage` with +inf scores where activations were NaN/Inf."""
         if self._checked is None:
-            cov = self.coverage.copy()
-            bad = cov[:, -1] > 0
-            if bad.any():
-                cov[bad, :-1] = np.inf
-            self._checked = cov
+            self._checked = checked_coverage_rows(self.coverage)
         return self._checked
 
     @property
     def logit_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """float64 ``(max logit, logsumexp of logits)`` per sample, computed once."""
         if self._logit_stats is None:
-            z = self.logits.astype(np.float64)
-            m = z.max(axis=1)
-            with np.errstate(invalid="ignore", over="ignore"):
-                lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-            self._logit_stats = (m, lse)
+            self._logit_stats = logit_stats_rows(self.logits)
         return self._logit_stats
 
     @property

@@ -1,9 +1,10 @@
 """The Monitor: one instrumented model + its profile -> verdicts for every input batch.
 
-Per call: one onnxruntime run writes logits and taps into bound buffers; one compiled pass
-predicts and scores coverage; detectors written in Python fill their columns of the score
-matrix; one compiled pass applies the verdict rules and the conformal calibration to every
-column (:mod:`nnwatch.kernels.decide`).
+Per call: one onnxruntime run writes the logits and the joined taps into bound buffers; one
+compiled call (:mod:`nnwatch.kernels.verdict`) predicts, scores every compiled column
+(coverage, logits, Mahalanobis), applies the conformal calibration and the fused verdict,
+decides, and advances an attached stream. Detectors written in Python, when chosen, run
+between the compiled pass's two stages and fill their columns of the score matrix.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ..calibration.fused_verdict import FUSED, compile_fusion
 from ..calibration.groups import check_settings, compile_conformal
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
-from ..kernels.coverage import CoverageRun
-from ..kernels.decide import SOURCE_COMBINED, SOURCE_DETECTOR, Decision
+from ..kernels.verdict import (SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, STAGE_DECIDE, STAGE_SCORES,
+                               VerdictPlan, VerdictTables)
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
@@ -128,7 +129,7 @@ class Monitor:
             compact_tables = compact_by_default(profile)
         self.compact_tables = bool(compact_tables)
         compile_ = compile_compact_tables if self.compact_tables else compile_tables
-        self.tables = compile_(profile, self.rare_rate, self.min_signature_samples, warn=False)
+        self._coverage_tables = compile_(profile, self.rare_rate, self.min_signature_samples, warn=False)
         self.budget = budget or Budget()
         self.requested_decision = decision
         if detectors is None:
@@ -140,12 +141,16 @@ class Monitor:
         dets = list(self.detectors.values())
         self._sources = np.array([SOURCE_DETECTOR if d.compiled_source is None else d.compiled_source for d in dets],
                                  np.int64)
-        self._needs_coverage = bool(((self._sources >= 0) | (self._sources == SOURCE_COMBINED)).any())
         self._python = [(j, d) for j, d in enumerate(dets) if d.compiled_source is None]
         self._python_cheap = [(j, d) for j, d in self._python if d.cost != "full"]
         self._masks = [np.ones(len(dets), np.bool_), np.array([d.cost != "full" for d in dets], np.bool_)]
+        for m in self._masks:
+            m.flags.writeable = False  # shared with every Verdicts as ``active``: nobody may write to it
+        maha = [d for d in dets if d.compiled_source == SOURCE_MAHALANOBIS]
+        self._mahalanobis = maha[0].compiled_model(self.runner.offsets) if maha else None
         self._fallback_col = self.columns.index(self.budget.fallback) if self.budget.fallback in self.detectors else -1
         self._local = threading.local()
+        self._stream_lock = threading.Lock()
         self.tracker = LatencyTracker(self.budget)
         self._input_checks = _INPUT_CHECKS if profile.header.get("input_stats", {}) else 0
         self._set_calibration(cal)
@@ -220,8 +225,29 @@ class Monitor:
         calibrated = cal_row >= 0 if cal_row is not None else np.zeros(len(self.columns), np.bool_)
         if fusion is not None:
             calibrated[self.columns.index(FUSED)] = True
+        calibrated.flags.writeable = False  # shared with every Verdicts: nobody may write to it
         self._calibrated_cols = calibrated
-        self._generation = getattr(self, "_generation", 0) + 1  # rebuilds every thread's plans
+        self._stream = None  # a stream follows one calibration: a new one detaches it
+        self._pack()
+
+    def _pack(self) -> None:
+        """Pack everything the compiled pass reads; every thread rebuilds its plans on its next call."""
+        self._verdict = VerdictTables(self.runner.n_classes, self.runner.n_neurons, self.runner.offsets, self._sources,
+                                      self._masks, self._coverage_tables, self._conformal, self._cal_row, self._fusion,
+                                      self._mahalanobis)
+        # the compiled signature now lives in the packed arrays: keep views of them, not a second copy
+        self._coverage_tables = self._verdict.coverage or self._coverage_tables
+        self._generation = getattr(self, "_generation", 0) + 1
+
+    @property
+    def tables(self) -> Any:
+        """The compiled coverage signature (CoverageTables or CompactTables) the monitor scores with."""
+        return self._coverage_tables
+
+    @tables.setter
+    def tables(self, tables: Any) -> None:
+        self._coverage_tables = tables
+        self._pack()
 
     def set_calibration(self, cal: Calibration) -> None:
         """Use a new calibration (see :func:`nnwatch.calibration.calibrate.calibrate`).
@@ -300,7 +326,7 @@ class Monitor:
         int
             Bytes.
         """
-        total = self.tables.nbytes
+        total = self._verdict.nbytes  # the coverage tables are views into it
         for det in self.detectors.values():
             total += sum(v.nbytes for v in vars(det).values() if isinstance(v, np.ndarray))
         if self._conformal is not None:
@@ -309,7 +335,7 @@ class Monitor:
             total += self._fusion[0].nbytes + self._fusion[1].nbytes
         total += self.runner.workspace_bytes()
         plans = getattr(self._local, "plans", None) or {}
-        total += sum(run.nbytes + decide.nbytes for _, _, run, decide in plans.values())
+        total += sum(plan.nbytes for _, _, plan in plans.values())
         return int(total)
 
     def _check_memory(self) -> None:
@@ -354,35 +380,35 @@ class Monitor:
                           f"[{lo:.4g}, {hi:.4g}]: scale them as in training (e.g. x / 255 for 0-255 images); "
                           "otherwise nearly everything is flagged", InputRangeWarning, stacklevel=3)
 
-    def compiled_passes(self, ws: Workspace) -> tuple[CoverageRun, Decision]:
-        """The calling thread's compiled passes for a workspace (built on first use, then reused).
+    def plan(self, batch: int) -> tuple[Workspace, VerdictPlan]:
+        """The calling thread's buffers and compiled call for a batch size (built on first use).
 
         Parameters
         ----------
-        ws : Workspace
-            The runner's workspace of one batch size.
+        batch : int
+            Batch size.
 
         Returns
         -------
         tuple
-            ``(CoverageRun, Decision)`` with their arrays bound and checked once.
+            ``(runner Workspace, VerdictPlan)``, bound to each other.
         """
         plans = getattr(self._local, "plans", None)
         if plans is None:
             plans = self._local.plans = {}
-        entry = plans.get(ws.batch)
+        ws = self.runner.workspace(batch)
+        entry = plans.get(batch)
         if entry is None or entry[0] is not ws or entry[1] != self._generation:
-            run = CoverageRun(ws.logits, ws.buf, self.tables if self._needs_coverage else None, self.parallel)
-            decide = Decision(run, ws.nonfinite, self._sources, self._masks, self._conformal, self._cal_row, self._fusion)
-            entry = plans[ws.batch] = (ws, self._generation, run, decide)
-        return entry[2], entry[3]
+            entry = plans[batch] = (ws, self._generation, VerdictPlan(self._verdict, batch, ws.logits, ws.buf))
+        return entry[0], entry[2]
 
     def scoring_calls(self, x: np.ndarray) -> dict[str, Any]:
         """Zero-argument calls that redo each part of a monitored call on ``x``'s buffers (for timing).
 
         One monitored call fills this thread's bound buffers first; then ``inference`` reruns
-        the model, ``coverage kernel`` the coverage pass (when a coverage column runs), each
-        detector written in Python its scoring, and ``decision`` the compiled decision pass.
+        the model, ``compiled scores`` the compiled pass's first stage (prediction, coverage,
+        logit statistics, Mahalanobis), each detector written in Python its scoring, and
+        ``decision`` the second stage (score matrix, p-values, fused verdict, flags).
 
         Parameters
         ----------
@@ -396,15 +422,14 @@ class Monitor:
         """
         arr = self.runner.check_input(x)
         self.score(arr, _record=False)
-        ws = self.runner.workspace(arr.shape[0])
-        run, decide = self.compiled_passes(ws)
-        calls: dict[str, Any] = {"inference": lambda: self.runner.run(arr, ws)}
-        if run.tables is not None:
-            calls["coverage kernel"] = run.cover
+        ws, plan = self.plan(arr.shape[0])
+        vw = plan.ws
+        calls: dict[str, Any] = {"inference": lambda: self.runner.run(arr, ws),
+                                 "compiled scores": lambda: plan(STAGE_SCORES, _ALL, self._decision_col)}
         for j, det in self._python:
             calls[self.columns[j]] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, self.runner.offsets,
-                                                                         pred=run.pred))
-        calls["decision"] = lambda: decide(_ALL, self._decision_col)
+                                                                         pred=vw.pred))
+        calls["decision"] = lambda: plan(STAGE_DECIDE, _ALL, self._decision_col)
         return calls
 
     def score(self, x: object, _record: bool = True) -> Verdicts:
@@ -418,7 +443,7 @@ class Monitor:
         Returns
         -------
         Verdicts
-            Predictions, scores, flags, p-values, confidence and timings.
+            Predictions, scores, flags, p-values, confidence and timings; arrays the caller owns.
 
         Raises
         ------
@@ -431,40 +456,57 @@ class Monitor:
         arr = self.runner.check_input(x)
         if self._input_checks:
             self._check_input_range(arr)
-        ws = self.runner.workspace(arr.shape[0])
-        run, decide = self.compiled_passes(ws)
+        ws, plan = self.plan(arr.shape[0])
+        vw = plan.ws
         t1 = time.perf_counter()
         # The NaN/Inf check rides along the copy into the bound input buffer when it can.
-        if not self.runner.run(arr, ws, ws.nonfinite):
-            ws.nonfinite[:] = count_nonfinite_rows(arr) if arr.dtype.kind == "f" else 0
+        if not self.runner.run(arr, ws, vw.nonfinite):
+            vw.nonfinite[:] = count_nonfinite_rows(arr) if arr.dtype.kind == "f" else 0
         t2 = time.perf_counter()
         degraded = _record and self.tracker.degraded
-        pred = run.predict()
-        covered = self._needs_coverage and not degraded
-        if covered:
-            run.cover()
-        python = self._python_cheap if degraded else self._python
-        if python:
-            view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=pred, coverage=run.cov if covered else None)
-            for j, det in python:
-                decide.scores_in[:, j] = det.score(view)
+        mask = _CHEAP if degraded else _ALL
         column = self._fallback_col if degraded else self._decision_col
-        scores, p_values, flags, flag, confidence = decide(_CHEAP if degraded else _ALL, column)
+        python = self._python_cheap if degraded else self._python
+        stream = self._stream if _record and not degraded else None
+        if python:
+            plan(STAGE_SCORES, mask, column)
+            view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=vw.pred, coverage=vw.coverage)
+            for j, det in python:
+                vw.scores_in[:, j] = det.score(view)
+            stage = STAGE_DECIDE
+        else:
+            stage = STAGE_ALL
+        if stream is None:
+            plan(stage, mask, column)
+            first: int | None | bool = False
+        else:
+            with self._stream_lock:
+                plan(stage, mask, column, stream.arrays_for(self._verdict, vw.batch))
+                first = stream.first_alarm
         t3 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3
         monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3
         over = self.tracker.record(infer_ms, monitor_ms) if _record else False
-        verdicts = Verdicts(
-            pred=pred.copy(), logits=ws.logits.copy(), columns=self.columns, score_matrix=scores, p_matrix=p_values,
-            flag_matrix=flags, active=self._masks[_CHEAP if degraded else _ALL],
-            calibrated=self._calibrated_cols,
-            flag=flag, confidence=confidence, nonfinite_input=ws.nonfinite > 0, decision=self.columns[column],
-            timings={"infer_ms": infer_ms, "monitor_ms": monitor_ms, "total_ms": infer_ms + monitor_ms},
-            over_budget=over, degraded=degraded,
-        )
+        verdicts = Verdicts.from_workspace(vw, ws.logits, self.columns, self._masks[mask], self._calibrated_cols,
+                                           self.columns[column], infer_ms, monitor_ms, over, degraded, first)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)
         return verdicts
+
+    @property
+    def attached_stream(self) -> Any:
+        """The state of the stream this monitor's calls advance, or None."""
+        return self._stream
+
+    def attach_stream(self, state: Any) -> None:
+        """Advance a stream in every later call's compiled pass (:class:`nnwatch.monitor.stream.StreamMonitor`).
+
+        Parameters
+        ----------
+        state : object or None
+            The stream's state (``StreamMonitor`` attaches itself); None detaches.
+        """
+        self._stream = state
 
     __call__ = score
 

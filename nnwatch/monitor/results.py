@@ -1,28 +1,59 @@
-"""What a monitored call returns."""
+"""What a monitored call returns: :class:`Verdicts`, arrays the caller owns."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 
 @dataclass(frozen=True)
+class StreamUpdate:
+    """Per-frame stream results of one batch (:class:`nnwatch.monitor.stream.StreamMonitor`).
+
+    Attributes
+    ----------
+    p_values : numpy.ndarray
+        float64 ``(B,)`` online smoothed conformal p-values of the followed column's scores.
+    statistic : numpy.ndarray
+        float64 ``(B,)`` capital of the score test after each frame.
+    class_statistic : numpy.ndarray
+        float64 ``(B,)`` capital of the predicted-class test after each frame.
+    alarm : numpy.ndarray
+        bool ``(B,)``: either test is at or above its threshold after this frame.
+    class_alarm : numpy.ndarray
+        bool ``(B,)``: the predicted-class test is.
+    first_alarm : int or None
+        Stream index of the first frame at which either test alarmed since the last reset.
+    """
+
+    p_values: np.ndarray
+    statistic: np.ndarray
+    class_statistic: np.ndarray
+    alarm: np.ndarray
+    class_alarm: np.ndarray
+    first_alarm: int | None
+
+
+_ARRAYS = ("score_matrix", "p_matrix", "flag_matrix", "flag", "confidence", "nonfinite_input")
+
+
 class Verdicts:
     """Per-sample results of one monitored batch.
 
     The detectors' results are one score matrix (``B x D``, one column per detector) and the
-    p-values and flags derived from it in one place (:mod:`nnwatch.kernels.decide`); the
-    dictionaries below are views of those columns.
+    p-values and flags derived from it in one place (:mod:`nnwatch.kernels.verdict`); the
+    dictionaries are views of those columns. Every array belongs to the caller: a monitor
+    returns copies of its buffers (one copy of one block per call), never its own state, and
+    ``active``/``calibrated`` are read-only.
 
     Attributes
     ----------
     pred : numpy.ndarray
         int64 ``(B,)`` predicted class.
     logits : numpy.ndarray
-        float32 ``(B, K)`` (a copy, safe to keep).
+        float32 ``(B, K)``.
     columns : tuple of str
         Detector of each column.
     score_matrix : numpy.ndarray
@@ -33,9 +64,9 @@ class Verdicts:
     flag_matrix : numpy.ndarray
         bool ``(B, D)``: ``p <= fpr`` of the calibration.
     active : numpy.ndarray
-        bool ``(D,)``: columns computed in this call.
+        bool ``(D,)``, read-only: columns computed in this call.
     calibrated : numpy.ndarray
-        bool ``(D,)``: columns with a calibration.
+        bool ``(D,)``, read-only: columns with a calibration.
     flag : numpy.ndarray
         bool ``(B,)``: the decision detector's flag, or True for non-finite inputs.
     confidence : numpy.ndarray
@@ -51,41 +82,145 @@ class Verdicts:
         The call exceeded the latency budget.
     degraded : bool
         Activation-based detectors were skipped (degrade policy).
+    stream : StreamUpdate or None
+        The attached stream's per-frame results (None without a stream).
     """
 
-    pred: np.ndarray
-    logits: np.ndarray
-    columns: tuple[str, ...]
-    score_matrix: np.ndarray
-    p_matrix: np.ndarray
-    flag_matrix: np.ndarray
-    active: np.ndarray
-    calibrated: np.ndarray
-    flag: np.ndarray
-    confidence: np.ndarray
-    nonfinite_input: np.ndarray
-    decision: str
-    timings: dict[str, float] = field(default_factory=dict)
-    over_budget: bool = False
-    degraded: bool = False
+    __slots__ = ("pred", "logits", "columns", "active", "calibrated", "decision", "over_budget", "degraded",
+                 "_arrays", "_floats", "_bytes", "_shape", "_times", "_stream", "_dicts")
+
+    def __init__(self, pred: np.ndarray, logits: np.ndarray, columns: tuple[str, ...], score_matrix: np.ndarray,
+                 p_matrix: np.ndarray, flag_matrix: np.ndarray, active: np.ndarray, calibrated: np.ndarray,
+                 flag: np.ndarray, confidence: np.ndarray, nonfinite_input: np.ndarray, decision: str,
+                 timings: dict[str, float] | None = None, over_budget: bool = False, degraded: bool = False,
+                 stream: StreamUpdate | None = None) -> None:
+        self.pred, self.logits, self.columns = pred, logits, tuple(columns)
+        self.active, self.calibrated = _read_only(active), _read_only(calibrated)
+        self.decision, self.over_budget, self.degraded = decision, bool(over_budget), bool(degraded)
+        self._arrays = dict(zip(_ARRAYS, (score_matrix, p_matrix, flag_matrix, flag, confidence, nonfinite_input)))
+        self._floats = self._bytes = None
+        self._shape = (int(pred.shape[0]), len(self.columns))
+        t = timings or {}
+        self._times = (float(t.get("infer_ms", 0.0)), float(t.get("monitor_ms", 0.0)))
+        self._stream = stream
+        self._dicts: dict[str, dict[str, np.ndarray]] = {}
+
+    @classmethod
+    def from_workspace(cls, ws: Any, logits: np.ndarray, columns: tuple[str, ...], active: np.ndarray,
+                       calibrated: np.ndarray, decision: str, infer_ms: float, monitor_ms: float, over_budget: bool,
+                       degraded: bool, stream_first: int | None | bool = False) -> "Verdicts":
+        """Copy a call's verdict out of a :class:`~nnwatch.kernels.verdict.VerdictWorkspace`.
+
+        Parameters
+        ----------
+        ws : VerdictWorkspace
+            The buffers the compiled pass wrote.
+        logits : numpy.ndarray
+            float32 ``(B, K)`` logits of the call (copied).
+        columns : tuple of str
+            Detector of each column.
+        active, calibrated : numpy.ndarray
+            Read-only bool ``(D,)`` masks (shared, never written).
+        decision : str
+            The deciding column.
+        infer_ms, monitor_ms : float
+            Timings.
+        over_budget, degraded : bool
+            Budget state of the call.
+        stream_first : int, None or False
+            False: no stream; otherwise the stream's first alarm (None: none yet).
+
+        Returns
+        -------
+        Verdicts
+            Views of one copied float block, one copied bool block and copied classes.
+        """
+        v = cls.__new__(cls)
+        v.pred, v.logits, v.columns = ws.pred.copy(), logits.copy(), columns
+        v.active, v.calibrated, v.decision = active, calibrated, decision
+        v.over_budget, v.degraded = over_budget, degraded
+        v._arrays = None
+        v._floats, v._bytes = ws.verdict_floats.copy(), ws.verdict_bytes.copy()
+        v._shape = (ws.batch, len(columns))
+        v._times = (infer_ms, monitor_ms)
+        v._stream = stream_first
+        v._dicts = {}
+        return v
+
+    def _get(self, name: str) -> np.ndarray:
+        if self._arrays is not None:
+            return self._arrays[name]
+        B, D = self._shape
+        f, b = self._floats, self._bytes
+        if name == "score_matrix":
+            return f[: B * D].reshape(B, D)
+        if name == "p_matrix":
+            return f[B * D : 2 * B * D].reshape(B, D)
+        if name == "confidence":
+            return f[2 * B * D : 2 * B * D + B]
+        if name == "flag_matrix":
+            return b[: B * D].reshape(B, D)
+        if name == "flag":
+            return b[B * D : B * D + B]
+        return b[B * D + B : B * D + 2 * B]  # nonfinite_input
+
+    score_matrix = property(lambda self: self._get("score_matrix"), doc="float64 ``(B, D)`` scores.")
+    p_matrix = property(lambda self: self._get("p_matrix"), doc="float64 ``(B, D)`` conformal p-values.")
+    flag_matrix = property(lambda self: self._get("flag_matrix"), doc="bool ``(B, D)`` flags.")
+    flag = property(lambda self: self._get("flag"), doc="bool ``(B,)`` verdict flags.")
+    confidence = property(lambda self: self._get("confidence"), doc="float64 ``(B,)`` decision p-values.")
+    nonfinite_input = property(lambda self: self._get("nonfinite_input"), doc="bool ``(B,)`` NaN/Inf inputs.")
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """``infer_ms``, ``monitor_ms``, ``total_ms`` of this call."""
+        infer, monitor = self._times
+        return {"infer_ms": infer, "monitor_ms": monitor, "total_ms": infer + monitor}
+
+    @property
+    def stream(self) -> StreamUpdate | None:
+        """The attached stream's per-frame results of this batch (None without a stream)."""
+        s = self._stream
+        if s is False or s is None and self._floats is None:
+            return None
+        if isinstance(s, StreamUpdate):
+            return s
+        B, D = self._shape
+        f, b = self._floats, self._bytes
+        o, ob = 2 * B * D + B, B * D + 2 * B
+        return StreamUpdate(p_values=f[o : o + B], statistic=f[o + B : o + 2 * B],
+                            class_statistic=f[o + 3 * B : o + 4 * B], alarm=b[ob : ob + B],
+                            class_alarm=b[ob + B : ob + 2 * B], first_alarm=s)
 
     def __len__(self) -> int:
-        return int(self.pred.shape[0])
+        return self._shape[0]
 
-    @cached_property
+    def __repr__(self) -> str:
+        return (f"Verdicts({len(self)} inputs, {int(np.count_nonzero(self.flag))} flagged by {self.decision!r}, "
+                f"columns {list(self.columns)})")
+
+    def _columns(self, key: str, matrix: str, calibrated_only: bool) -> dict[str, np.ndarray]:
+        out = self._dicts.get(key)
+        if out is None:
+            m = self._get(matrix)
+            out = self._dicts[key] = {n: m[:, j] for j, n in enumerate(self.columns)
+                                      if self.active[j] and (self.calibrated[j] or not calibrated_only)}
+        return out
+
+    @property
     def scores(self) -> dict[str, np.ndarray]:
         """Detector name -> float64 ``(B,)`` scores of the detectors run in this call."""
-        return {n: self.score_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j]}
+        return self._columns("scores", "score_matrix", False)
 
-    @cached_property
+    @property
     def flags(self) -> dict[str, np.ndarray]:
         """Detector name -> bool ``(B,)`` flags of the calibrated detectors run in this call."""
-        return {n: self.flag_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j] and self.calibrated[j]}
+        return self._columns("flags", "flag_matrix", True)
 
-    @cached_property
+    @property
     def p_values(self) -> dict[str, np.ndarray]:
         """Detector name -> float64 ``(B,)`` conformal p-values of the calibrated detectors run."""
-        return {n: self.p_matrix[:, j] for j, n in enumerate(self.columns) if self.active[j] and self.calibrated[j]}
+        return self._columns("p_values", "p_matrix", True)
 
     def records(self, offset: int = 0) -> list[dict[str, Any]]:
         """One plain dict per sample (for JSON/CSV output).
@@ -102,14 +237,26 @@ class Verdicts:
             ``flag.<detector>`` columns.
         """
         rows = []
+        flag, conf, bad = self.flag, self.confidence, self.nonfinite_input
+        scores, flags = self.scores, self.flags
         for i in range(len(self)):
             row: dict[str, Any] = {
-                "index": offset + i, "pred": int(self.pred[i]), "flag": bool(self.flag[i]),
-                "confidence": float(self.confidence[i]), "nonfinite_input": bool(self.nonfinite_input[i]),
+                "index": offset + i, "pred": int(self.pred[i]), "flag": bool(flag[i]),
+                "confidence": float(conf[i]), "nonfinite_input": bool(bad[i]),
             }
-            for name, values in self.scores.items():
+            for name, values in scores.items():
                 row[f"score.{name}"] = float(values[i])
-            for name, values in self.flags.items():
+            for name, values in flags.items():
                 row[f"flag.{name}"] = bool(values[i])
             rows.append(row)
         return rows
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """A read-only array: the array itself if it already is, else a read-only copy."""
+    arr = np.asarray(arr)
+    if not arr.flags.writeable:
+        return arr
+    out = arr.copy()
+    out.flags.writeable = False
+    return out

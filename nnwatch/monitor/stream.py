@@ -17,45 +17,22 @@ chance that either ever alarms on a clean stream is at most ``delta``.
 
 :meth:`StreamMonitor.reset` starts a new test once an operator has confirmed a new normal
 (the guarantee then holds for the new test; over several tests the bounds add up).
+
+Attached to its monitor (the default), the stream advances inside the monitor's compiled call,
+and every :class:`~nnwatch.monitor.results.Verdicts` carries its per-frame results in
+``v.stream``. Attach a stream only where one thread feeds the monitor the frames in order;
+calls under the degrade policy skip the stream (their frames are not tested).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..errors import InputError, ModelMismatchError
-from ..kernels.martingale import ClassStreamTest, StreamTest
-from .results import Verdicts
+from ..kernels.martingale import StreamState
+from .results import StreamUpdate, Verdicts
 
-
-@dataclass(frozen=True)
-class StreamUpdate:
-    """Per-frame stream results of one batch.
-
-    Attributes
-    ----------
-    p_values : numpy.ndarray
-        float64 ``(B,)`` online smoothed conformal p-values of the scores.
-    statistic : numpy.ndarray
-        float64 ``(B,)`` capital of the score test after each frame (alarm at ``>= 2/delta``).
-    class_statistic : numpy.ndarray
-        float64 ``(B,)`` capital of the predicted-class test after each frame.
-    alarm : numpy.ndarray
-        bool ``(B,)``: either test is at or above its threshold after this frame.
-    class_alarm : numpy.ndarray
-        bool ``(B,)``: the predicted-class test is.
-    first_alarm : int or None
-        Stream index of the first frame at which either test alarmed since the last reset.
-    """
-
-    p_values: np.ndarray
-    statistic: np.ndarray
-    class_statistic: np.ndarray
-    alarm: np.ndarray
-    class_alarm: np.ndarray
-    first_alarm: int | None
+__all__ = ["StreamMonitor", "StreamUpdate"]
 
 
 class StreamMonitor:
@@ -77,27 +54,46 @@ class StreamMonitor:
         Simple jumper's redistributed share per frame.
     seed : int
         Seed of the p-values' smoothing draws.
+    attach : bool
+        Advance inside the monitor's compiled call (one call per batch, nothing more); False:
+        feed verdicts with :meth:`update`.
+
+    Raises
+    ------
+    InputError
+        The monitor is not calibrated, or already has a stream attached.
     """
 
     def __init__(self, monitor, column: str | None = None, delta: float = 0.01, method: str = "jumper",  # type: ignore[no-untyped-def]
-                 jump: float = 0.01, seed: int = 0) -> None:
+                 jump: float = 0.01, seed: int = 0, attach: bool = True) -> None:
         if not monitor.calibrated:
             raise InputError("a stream monitor needs a calibrated monitor (nnwatch calibrate)")
         self.monitor = monitor
         self.column = column or monitor.decision
-        reference, self.group_of = monitor.calibration_reference(self.column)
-        self.test = StreamTest(reference, delta=delta / 2, method=method, jump=jump, seed=seed)
-        cal = monitor.calibration
-        self.class_test = ClassStreamTest(cal.classes, monitor.profile.n_classes, delta=delta / 2, method=method,
-                                          jump=jump, seed=seed + 1)
+        if self.column not in monitor.columns:
+            raise InputError(f"column {self.column!r} is not one of the monitor's {list(monitor.columns)}")
+        reference, group_of = monitor.calibration_reference(self.column)
+        self.state = StreamState(monitor.columns.index(self.column), reference, group_of, monitor.calibration.classes,
+                                 delta=delta / 2, method=method, jump=jump, seed=seed)
         self.delta = float(delta)
         self._calibration = monitor.calibration
-        self.frames = 0
-        self.first_alarm: int | None = None
-        self.class_counts = np.zeros(monitor.profile.n_classes, np.int64)
+        self.attached = bool(attach)
+        if self.attached:
+            if monitor.attached_stream is not None:
+                raise InputError("this monitor already has a stream attached; detach it first (stream.detach())")
+            monitor.attach_stream(self.state)
+
+    def detach(self) -> None:
+        """Stop advancing inside the monitor's calls (then feed verdicts with :meth:`update`)."""
+        if self.attached and self.monitor.attached_stream is self.state:
+            self.monitor.attach_stream(None)
+        self.attached = False
 
     def update(self, verdicts: Verdicts) -> StreamUpdate:
-        """Feed one batch of verdicts (frames in order).
+        """The stream's results for one batch of verdicts (frames in order).
+
+        Attached, the monitor's call already advanced the stream: this returns ``verdicts.stream``.
+        Detached, it advances the stream on the verdicts' column now.
 
         Parameters
         ----------
@@ -107,43 +103,55 @@ class StreamMonitor:
         Returns
         -------
         StreamUpdate
-            Per-frame p-values, statistic and alarm.
+            Per-frame p-values, statistics and alarms.
 
         Raises
         ------
         ModelMismatchError
-            The verdicts come from another calibration or lack the column.
+            The monitor was calibrated again, or the verdicts lack the column or come from a
+            call that did not advance the attached stream (a degraded call).
         """
         if self.monitor.calibration is not self._calibration:
             raise ModelMismatchError("the monitor was calibrated again since this stream started; start a new "
                                      "StreamMonitor")
         if not isinstance(verdicts, Verdicts) or self.column not in verdicts.columns:
             raise ModelMismatchError(f"expected Verdicts with column {self.column!r} from this stream's monitor")
+        if self.attached:
+            update = verdicts.stream
+            if update is None:
+                raise ModelMismatchError("these verdicts did not advance the stream (a degraded call, or a call "
+                                         "before the stream was attached)")
+            return update
         j = verdicts.columns.index(self.column)
         if not verdicts.active[j]:
             raise ModelMismatchError(f"column {self.column!r} was not computed in this call (degraded monitor?)")
-        # the monitor's own arrays: float64 scores, classes in range, so the checks are not repeated
-        scores = np.ascontiguousarray(verdicts.score_matrix[:, j])
-        p, stat, score_alarm = self.test.advance(scores, self.group_of[verdicts.pred])
-        _, class_stat, class_alarm = self.class_test.advance(verdicts.pred)
-        alarm = score_alarm | class_alarm
-        if self.first_alarm is None and alarm.any():
-            self.first_alarm = self.frames + int(np.argmax(alarm))
-        self.frames += len(scores)
-        self.class_counts += np.bincount(verdicts.pred, minlength=self.class_counts.size)
+        p, stat, _, class_stat, alarm, class_alarm = self.state.advance(verdicts.score_matrix, verdicts.pred)
         return StreamUpdate(p_values=p, statistic=stat, class_statistic=class_stat, alarm=alarm,
                             class_alarm=class_alarm, first_alarm=self.first_alarm)
 
     def reset(self) -> None:
         """Start a new test: an operator confirmed the current data as the new normal."""
-        self.test.reset()
-        self.class_test.reset()
-        self.first_alarm = None
+        self.state.reset()
+
+    @property
+    def frames(self) -> int:
+        """Frames seen."""
+        return self.state.frames
+
+    @property
+    def first_alarm(self) -> int | None:
+        """Stream index of the first frame at which either test alarmed since the last reset."""
+        return self.state.first_alarm
 
     @property
     def statistic(self) -> float:
-        """Current test statistic."""
-        return self.test.statistic
+        """Current statistic of the score test."""
+        return self.state.statistics()[0]
+
+    @property
+    def class_statistic(self) -> float:
+        """Current statistic of the predicted-class test."""
+        return self.state.statistics()[1]
 
     def class_shift(self) -> dict[str, np.ndarray]:
         """Predicted-class frequencies of the stream next to the profile's trusted-class frequencies.
@@ -154,4 +162,4 @@ class StreamMonitor:
             ``{"stream": (C,), "profile": (C,)}`` frequencies (no guarantee attached).
         """
         prof = np.asarray(self.monitor.profile.header["class_counts"], np.float64)
-        return {"stream": self.class_counts / max(self.frames, 1), "profile": prof / max(prof.sum(), 1.0)}
+        return {"stream": self.state.class_counts() / max(self.frames, 1), "profile": prof / max(prof.sum(), 1.0)}

@@ -216,7 +216,7 @@ def test_calibration_refuses_unsafe_or_too_few_prompts():
     mixed = PromptSet(("a", "b"), np.array([0, 1]), ("1", "2"), "x")
     with pytest.raises(InputError, match="must all be benign"):
         mon.calibrate(mixed)
-    with pytest.raises(InputError, match="at least 99 benign prompts"):
+    with pytest.raises(InputError, match="50 benign prompts cannot calibrate fpr=0.01; at least 99 are needed"):
         mon.calibrate(["a"] * 50, fpr=0.01)
 
 

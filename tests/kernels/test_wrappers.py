@@ -8,8 +8,9 @@ import pytest
 from nnwatch.errors import InputError
 from nnwatch.kernels.accumulate import accumulate_ranges
 from nnwatch.kernels.conformal import ConformalTables, conformal_p_values
-from nnwatch.kernels.coverage import CoverageRun, coverage_scores, make_scratch
-from nnwatch.kernels.decide import SOURCE_DETECTOR, Decision
+from nnwatch.kernels.coverage import coverage_scores, make_scratch
+from nnwatch.kernels.verdict import (SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, Mahalanobis, VerdictPlan,
+                                     VerdictTables)
 from nnwatch.kernels.layout import pack_layers
 from nnwatch.profile.builder import ProfileBuilder
 from nnwatch.profile.signature import compile_tables
@@ -69,15 +70,15 @@ def test_malformed_tables_are_refused(tables):
         replace(tables, k_top=0)
 
 
-def test_coverage_run_binds_checked_arrays(tables):
-    with pytest.raises(InputError, match="3 class rows, the logits 4 columns"):
-        CoverageRun(np.zeros((2, 4), np.float32), np.zeros(2 * tables.n_neurons, np.float32), tables)
+def test_verdict_plan_binds_checked_arrays(tables):
+    n = tables.n_neurons
+    vt = VerdictTables(3, n, tables.offsets, np.array([0, SOURCE_DETECTOR]), [np.ones(2, np.bool_)], tables)
+    with pytest.raises(InputError, match="logits: shape"):
+        VerdictPlan(vt, 2, np.zeros((2, 4), np.float32), np.zeros(2 * n, np.float32))
     with pytest.raises(InputError, match="buf: shape"):
-        CoverageRun(np.zeros((2, 3), np.float32), np.zeros(5, np.float32), tables)
-    run = CoverageRun(np.zeros((2, 3), np.float32), np.zeros(2 * tables.n_neurons, np.float32), None)
-    run.predict()
-    with pytest.raises(InputError, match="no coverage tables"):
-        run.cover()
+        VerdictPlan(vt, 2, np.zeros((2, 3), np.float32), np.zeros(5, np.float32))
+    with pytest.raises(InputError, match="buf: dtype float64"):
+        VerdictPlan(vt, 2, np.zeros((2, 3), np.float32), np.zeros(2 * n))
 
 
 def test_conformal_inputs_are_checked():
@@ -95,19 +96,32 @@ def test_conformal_inputs_are_checked():
         conformal_p_values(np.zeros((1, 2)), np.array([0]), t)
 
 
-def test_decision_checks_what_it_binds(tables):
-    run = CoverageRun(np.zeros((2, 3), np.float32), np.zeros(2 * tables.n_neurons, np.float32), None)
+def test_verdict_tables_check_what_they_pack(tables):
+    n = tables.n_neurons
     masks = [np.ones(2, np.bool_)]
-    with pytest.raises(InputError, match="coverage columns need a run built with coverage tables"):
-        Decision(run, np.zeros(2, np.int64), np.array([0, SOURCE_DETECTOR]), masks)
+    with pytest.raises(InputError, match="coverage columns need coverage tables"):
+        VerdictTables(3, n, tables.offsets, np.array([0, SOURCE_DETECTOR]), masks)
     with pytest.raises(InputError, match="sources must name"):
-        Decision(run, np.zeros(2, np.int64), np.array([7, SOURCE_DETECTOR]), masks)
-    with pytest.raises(InputError, match="nonfinite: shape"):
-        Decision(run, np.zeros(3, np.int64), np.array([SOURCE_DETECTOR, SOURCE_DETECTOR]), masks)
-    d = Decision(run, np.zeros(2, np.int64), np.array([SOURCE_DETECTOR, SOURCE_DETECTOR]), masks)
-    run.predict()
-    with pytest.raises(InputError, match="decision column 5 is not active"):
-        d(0, 5)
+        VerdictTables(3, n, tables.offsets, np.array([7, SOURCE_DETECTOR]), masks, tables)
+    with pytest.raises(InputError, match="mask: shape"):
+        VerdictTables(3, n, tables.offsets, np.array([SOURCE_DETECTOR]), masks)
+    with pytest.raises(InputError, match="must cover 4 classes"):
+        VerdictTables(4, n, tables.offsets, np.array([0, SOURCE_DETECTOR]), masks, tables)
+    with pytest.raises(InputError, match="Mahalanobis column needs"):
+        VerdictTables(3, n, tables.offsets, np.array([SOURCE_MAHALANOBIS]), [np.ones(1, np.bool_)])
+    bad = Mahalanobis(0, 5, np.zeros((5, 2)), np.zeros((3, 3)), np.zeros(3))
+    with pytest.raises(InputError, match="means_t: shape"):
+        VerdictTables(3, n, tables.offsets, np.array([SOURCE_MAHALANOBIS]), [np.ones(1, np.bool_)], mahalanobis=bad)
+    vt = VerdictTables(3, n, tables.offsets, np.array([SOURCE_DETECTOR, SOURCE_DETECTOR]),
+                       [np.ones(2, np.bool_), np.array([True, False])])
+    plan = VerdictPlan(vt, 2, np.zeros((2, 3), np.float32), np.zeros(2 * n, np.float32))
+    with pytest.raises(InputError, match="decision column 5"):
+        plan(STAGE_ALL, 0, 5)
+    with pytest.raises(InputError, match="decision column 1"):
+        plan(STAGE_ALL, 1, 1)  # inactive under that mask
+    with pytest.raises(InputError, match="mask 2"):
+        plan(STAGE_ALL, 2, 0)
+    plan(STAGE_ALL, 0, 1)
 
 
 def test_profile_accumulation_checks_labels(tables):

@@ -125,8 +125,7 @@ def test_argmax_rows_matches_numpy():
 
 
 def test_compiled_logit_columns_equal_the_numpy_detectors_on_extreme_logits():
-    from nnwatch.kernels.coverage import CoverageRun
-    from nnwatch.kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP, Decision
+    from nnwatch.kernels.verdict import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP, STAGE_ALL, VerdictPlan, VerdictTables
     from nnwatch.monitor.registry import make_detector
 
     rng = np.random.default_rng(4)
@@ -138,11 +137,11 @@ def test_compiled_logit_columns_equal_the_numpy_detectors_on_extreme_logits():
     logits[4, :] = 0.0
     logits[4, 2] = 30.0  # one dominant logit: msp must not round to exactly 0
     logits[5, :] = 0.0
-    run = CoverageRun(logits, np.zeros(12, np.float32), None)
-    run.predict()
-    decide = Decision(run, np.zeros(12, np.int64), np.array([SOURCE_MSP, SOURCE_MAX_LOGIT, SOURCE_ENERGY]),
-                      [np.ones(3, bool)])
-    scores = decide(0, 0)[0]
+    tables = VerdictTables(7, 1, np.array([0, 1], np.int64), np.array([SOURCE_MSP, SOURCE_MAX_LOGIT, SOURCE_ENERGY]),
+                           [np.ones(3, bool)])
+    plan = VerdictPlan(tables, 12, logits, np.zeros(12, np.float32))
+    plan(STAGE_ALL, 0, 0)
+    scores = plan.ws.scores
     view = BatchView(logits, np.zeros(12, np.float32), np.array([0, 1], np.int64))
     for j, name in enumerate(("msp", "max_logit", "energy")):
         want = make_detector(name).fit(None).score(view)

@@ -16,50 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import NotFittedError
-from ...kernels.decide import SOURCE_ENERGY, SOURCE_MAX_LOGIT, SOURCE_MSP
 from ...kernels.gaussian import whitened_distances
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
+from ...kernels.rules import logsumexp_rows
+from ...kernels.verdict import SOURCE_ENERGY, SOURCE_MAHALANOBIS, SOURCE_MAX_LOGIT, SOURCE_MSP, Mahalanobis as Model
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
 from ..detector import BatchView, Detector
 
 
-def finite_or_inf(values: np.ndarray) -> np.ndarray:
-    """Replace NaN and +/-inf scores by +inf (non-finite = most anomalous).
-
-    Parameters
-    ----------
-    values : numpy.ndarray
-        Scores.
-
-    Returns
-    -------
-    numpy.ndarray
-        Scores, non-finite ones +inf.
-    """
-    return np.where(np.isfinite(values), values, np.inf)
-
-
-def logsumexp_rows(z: np.ndarray) -> np.ndarray:
-    """Row-wise log-sum-exp in float64, stable for large logits (NaN rows stay NaN).
-
-    Parameters
-    ----------
-    z : numpy.ndarray
-        ``(B, K)`` logits.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 ``(B,)``.
-    """
-    z = np.asarray(z, np.float64)
-    m = z.max(axis=1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64.
+    """Row-wise log-softmax in float64 (through the kernel-side log-sum-exp).
 
     Parameters
     ----------
@@ -71,9 +38,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(B, K)`` float64.
     """
-    z = logits.astype(np.float64)
-    m = z.max(axis=1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    return np.asarray(logits, np.float64) - logsumexp_rows(logits)[:, None]
 
 
 class MaxSoftmax(Detector):
@@ -115,6 +80,7 @@ class Mahalanobis(Detector):
 
     name = "mahalanobis"
     cost = "full"
+    compiled_source = SOURCE_MAHALANOBIS  # a monitor computes it in its compiled pass (compiled_model)
 
     def _fit(self, profile: Profile) -> None:
         layer = profile.header.get("feature_layer")
@@ -147,6 +113,23 @@ class Mahalanobis(Detector):
         """
         # One thread (nnwatch.kernels.gaussian): BLAS's threads would fight onnxruntime's.
         return whitened_distances(x, self.whiten_, self.whitened_means_t_, self.mean_norms_)
+
+    def compiled_model(self, offsets: np.ndarray) -> Model:
+        """The model the compiled verdict pass scores with: the same formula and arrays.
+
+        Parameters
+        ----------
+        offsets : numpy.ndarray
+            int64 ``(L + 1,)`` layer offsets of the activation buffer.
+
+        Returns
+        -------
+        nnwatch.kernels.verdict.Mahalanobis
+            Feature columns and whitened means.
+        """
+        self.check_fitted()
+        return Model(int(offsets[self.layer_]), int(offsets[self.layer_ + 1]), self.whiten_, self.whitened_means_t_,
+                     self.mean_norms_)
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()

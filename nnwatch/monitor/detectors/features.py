@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector
-from .baselines import finite_or_inf
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
 
 
 def _sample(profile: Profile) -> tuple[int, np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...kernels.decide import SOURCE_FUSED
+from ...kernels.verdict import SOURCE_FUSED
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector
 
@@ -24,5 +24,5 @@ class FusedVerdict(Detector):
         pass
 
     def score(self, view: BatchView) -> np.ndarray:
-        # Needs the calibration; only a Monitor computes it (see nnwatch.kernels.decide).
+        # Needs the calibration; only a Monitor computes it (see nnwatch.kernels.verdict).
         return np.full(view.batch, np.nan)

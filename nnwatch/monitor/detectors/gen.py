@@ -16,7 +16,8 @@ import numpy as np
 
 from ...errors import InputError
 from ..detector import BatchView, Detector
-from .baselines import finite_or_inf, log_softmax
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
+from .baselines import log_softmax
 
 
 class GeneralizedEntropy(Detector):

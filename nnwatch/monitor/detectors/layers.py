@@ -21,7 +21,7 @@ from ...errors import InputError
 from ...profile.schema import Profile
 from ...profile.signature import class_gaussian
 from ..detector import BatchView, Detector
-from .baselines import finite_or_inf
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
 
 
 class LayerMahalanobis(Detector):

@@ -20,7 +20,7 @@ from ...errors import InputError
 from ...profile.schema import Profile
 from ...profile.signature import feature_mean
 from ..detector import BatchView, Detector
-from .baselines import finite_or_inf
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
 
 
 class NeuralCollapse(Detector):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...kernels.coverage import SCORE_NAMES
-from ...kernels.decide import SOURCE_COMBINED
+from ...kernels.rules import coverage_mean_rows
+from ...kernels.verdict import SOURCE_COMBINED
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector
 
@@ -75,5 +76,4 @@ class CombinedCoverage(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        cov = view.coverage_checked
-        return (cov[:, 0] + cov[:, 1] + cov[:, 2] + cov[:, 3]) * 0.25
+        return coverage_mean_rows(view.coverage_checked)

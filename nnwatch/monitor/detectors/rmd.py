@@ -16,13 +16,15 @@ import numpy as np
 from ...profile.schema import Profile
 from ...profile.signature import background_gaussian
 from ..detector import BatchView
-from .baselines import Mahalanobis, finite_or_inf
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
+from .baselines import Mahalanobis
 
 
 class RelativeMahalanobis(Mahalanobis):
     """Class Mahalanobis distance minus the distance to the background Gaussian."""
 
     name = "rmd"
+    compiled_source = None  # Python: its own score, not the compiled Mahalanobis column
 
     def _fit(self, profile: Profile) -> None:
         super()._fit(profile)

@@ -22,7 +22,8 @@ import numpy as np
 
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector
-from .baselines import finite_or_inf, logsumexp_rows
+from ...kernels.rules import finite_or_inf_rows as finite_or_inf
+from ...kernels.rules import logsumexp_rows
 
 
 def principal_dims(d: int) -> int:
