@@ -305,28 +305,23 @@ class VerdictTables:
 
 
 @njit()
-def workspace_layout(B, D, k_top, E, C):
-    """Start of each part of a workspace's int64, float64 and uint8 arrays, and their sizes.
+def workspace_layout(B, D, C, k_top, E):
+    """Where each part of a workspace's int64 and float64 arrays starts, and their sizes.
 
-    The verdict's values are contiguous (``f_scores`` to ``f_end`` and ``b_flags`` to
-    ``n_bytes``), so a caller copies them in one go. Returns ``(i_pred, i_nonfinite, i_best,
-    n_ints, f_scores, f_p, f_conf, f_sp, f_sstat, f_cp, f_cstat, f_end, f_cov, f_top, f_lse,
-    f_maha, f_in, f_best, f_z, f_dots, n_floats, b_flags, b_flag, b_bad, b_salarm, b_calarm,
-    n_bytes)``; used by the kernel and by :class:`VerdictWorkspace`.
+    The verdict is one contiguous float64 block at the start of the float array (``n_verdict``
+    values): ``scores (B, D) | p-values (B, D) | confidence (B) | flags (B, D) | flag (B) |
+    NaN/Inf input (B) | predicted class (B) | logits (B, C) | stream p (B) | stream statistic
+    (B) | class p (B) | class statistic (B) | stream alarm (B) | class alarm (B)``, flags as
+    0/1, so a caller copies one block per call. Then scratch. Returns ``(i_pred, i_nonfinite,
+    i_best, n_ints, n_verdict, f_cov, f_top, f_lse, f_maha, f_in, f_best, f_z, f_dots,
+    n_floats)``; used by the kernel and by :class:`VerdictWorkspace`.
     """
     i_pred = 1
     i_nonfinite = i_pred + B
     i_best = i_nonfinite + B
     n_ints = i_best + k_top
-    f_scores = 0
-    f_p = f_scores + B * D
-    f_conf = f_p + B * D
-    f_sp = f_conf + B
-    f_sstat = f_sp + B
-    f_cp = f_sstat + B
-    f_cstat = f_cp + B
-    f_end = f_cstat + B
-    f_cov = f_end
+    n_verdict = 3 * B * D + 10 * B + B * C
+    f_cov = n_verdict
     f_top = f_cov + B * 6
     f_lse = f_top + B
     f_maha = f_lse + B
@@ -335,15 +330,31 @@ def workspace_layout(B, D, k_top, E, C):
     f_z = f_best + k_top
     f_dots = f_z + E
     n_floats = f_dots + C
-    b_flags = 0
-    b_flag = b_flags + B * D
-    b_bad = b_flag + B
-    b_salarm = b_bad + B
-    b_calarm = b_salarm + B
-    n_bytes = b_calarm + B
-    return (i_pred, i_nonfinite, i_best, n_ints, f_scores, f_p, f_conf, f_sp, f_sstat, f_cp, f_cstat, f_end, f_cov,
-            f_top, f_lse, f_maha, f_in, f_best, f_z, f_dots, n_floats, b_flags, b_flag, b_bad, b_salarm, b_calarm,
-            n_bytes)
+    return i_pred, i_nonfinite, i_best, n_ints, n_verdict, f_cov, f_top, f_lse, f_maha, f_in, f_best, f_z, f_dots, n_floats
+
+
+@njit()
+def verdict_parts(B, D, C):
+    """Start of each part of the verdict block (see :func:`workspace_layout`).
+
+    Returns ``(scores, p, confidence, flags, flag, bad, pred, logits, stream_p, stream_stat,
+    class_p, class_stat, stream_alarm, class_alarm)``.
+    """
+    scores = 0
+    p = scores + B * D
+    conf = p + B * D
+    flags = conf + B
+    flag = flags + B * D
+    bad = flag + B
+    pred = bad + B
+    logits = pred + B
+    sp = logits + B * C
+    sstat = sp + B
+    cp = sstat + B
+    cstat = cp + B
+    salarm = cstat + B
+    calarm = salarm + B
+    return scores, p, conf, flags, flag, bad, pred, logits, sp, sstat, cp, cstat, salarm, calarm
 
 
 class VerdictWorkspace:
@@ -359,64 +370,48 @@ class VerdictWorkspace:
     Attributes
     ----------
     pred, nonfinite : numpy.ndarray
-        int64 ``(B,)``: predicted classes; NaN/Inf count of each input sample (the caller
-        fills it before a call).
+        int64 ``(B,)``: predicted classes; NaN/Inf count of each input sample.
     coverage : numpy.ndarray
         float64 ``(B, 6)`` coverage scores.
     scores_in : numpy.ndarray
         float64 ``(B, D)``: detectors written in Python fill their column between the stages.
-    scores, p_values, flags, flag, confidence, bad_input : numpy.ndarray
-        The verdict: float64 ``(B, D)``, float64 ``(B, D)``, bool ``(B, D)``, bool ``(B,)``,
-        float64 ``(B,)``, bool ``(B,)``.
+    verdict : numpy.ndarray
+        float64: the verdict block (:func:`workspace_layout`); ``scores``, ``p_values`` and
+        ``confidence`` are views of it.
     """
 
     def __init__(self, tables: VerdictTables, batch: int) -> None:
         if not isinstance(tables, VerdictTables) or int(batch) < 1:
             raise InputError("a workspace needs VerdictTables and a batch size >= 1")
         B, D, C = int(batch), tables.n_columns, tables.n_classes
-        lay = workspace_layout(B, D, tables.k_top, tables.width, C)
-        (i_pred, i_nf, _, n_ints, f_scores, f_p, f_conf, f_sp, f_sstat, f_cp, f_cstat, f_end, f_cov, f_top, f_lse,
-         f_maha, f_in, _, _, _, n_floats, b_flags, b_flag, b_bad, b_salarm, b_calarm, n_bytes) = lay
-        self.batch = B
+        (i_pred, i_nf, _, n_ints, n_verdict, f_cov, f_top, f_lse, f_maha, f_in, _, _, _, n_floats) = workspace_layout(
+            B, D, C, tables.k_top, tables.width)
+        self.batch, self.n_columns, self.n_classes = B, D, C
         self.tables = tables
         self.ints = np.zeros(n_ints, np.int64)
         self.ints[0] = B
         self.floats = np.zeros(n_floats, np.float64)
-        self.bytes = np.zeros(n_bytes, np.bool_)
         self.pred = self.ints[i_pred : i_pred + B]
         self.nonfinite = self.ints[i_nf : i_nf + B]
         self.coverage = self.floats[f_cov : f_cov + 6 * B].reshape(B, 6)
-        self.logit_max = self.floats[f_top : f_top + B]
-        self.logsumexp = self.floats[f_lse : f_lse + B]
-        self.mahalanobis = self.floats[f_maha : f_maha + B]
         self.scores_in = self.floats[f_in : f_in + B * D].reshape(B, D)
-        self.scores = self.floats[f_scores : f_scores + B * D].reshape(B, D)
-        self.p_values = self.floats[f_p : f_p + B * D].reshape(B, D)
-        self.confidence = self.floats[f_conf : f_conf + B]
-        self.flags = self.bytes[b_flags : b_flags + B * D].reshape(B, D)
-        self.flag = self.bytes[b_flag : b_flag + B]
-        self.bad_input = self.bytes[b_bad : b_bad + B]
-        self.stream_p = self.floats[f_sp : f_sp + B]
-        self.stream_statistic = self.floats[f_sstat : f_sstat + B]
-        self.class_p = self.floats[f_cp : f_cp + B]
-        self.class_statistic = self.floats[f_cstat : f_cstat + B]
-        self.stream_alarm = self.bytes[b_salarm : b_salarm + B]
-        self.class_alarm = self.bytes[b_calarm : b_calarm + B]
-        # the verdict's block: what a caller gets a copy of after each call
-        self.verdict_floats = self.floats[f_scores:f_end]
-        self.verdict_bytes = self.bytes
+        self.verdict = self.floats[:n_verdict]
+        self.parts = parts = verdict_parts(B, D, C)
+        self.scores = self.verdict[parts[0] : parts[0] + B * D].reshape(B, D)
+        self.p_values = self.verdict[parts[1] : parts[1] + B * D].reshape(B, D)
+        self.confidence = self.verdict[parts[2] : parts[2] + B]
 
     @property
     def nbytes(self) -> int:
         """Bytes held."""
-        return int(self.ints.nbytes + self.floats.nbytes + self.bytes.nbytes)
+        return int(self.ints.nbytes + self.floats.nbytes)
 
 
 @njit()
 def _p_value(ref, r, lo, hi, allowed_c, s, b, j, pvals, flags):
     n_ge = count_at_least(ref, r, lo, hi, s)
     pvals[b, j] = (1.0 + n_ge) / (hi - lo + 1.0)
-    flags[b, j] = n_ge < allowed_c
+    flags[b, j] = 1.0 if n_ge < allowed_c else 0.0
 
 
 @njit()
@@ -481,7 +476,7 @@ def _scores_stage(ti, tf, t8, logits, buf, active, sources, pred, cov, top, lse,
 
 @njit(exact=True)
 def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, lse, maha, scores_in, scores, pvals,
-                  flags, flag, conf, bad):
+                  flags, flag, conf, bad, fpred):
     C, D = ti[H_C], ti[H_D]
     B = pred.shape[0]
     cal_row = ti[ti[I_CALROW] : ti[I_CALROW] + D]
@@ -504,13 +499,14 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
     fref = tf[ti[F_FREF] : ti[F_FREF] + RF].reshape((1, RF))
     for b in range(B):
         c = pred[b]
+        fpred[b] = c
         bad_in = nonfinite[b] > 0
-        bad[b] = bad_in
+        bad[b] = 1.0 if bad_in else 0.0
         for j in range(D):
             if not active[j] or sources[j] == SOURCE_FUSED:
                 scores[b, j] = np.nan
                 pvals[b, j] = np.nan
-                flags[b, j] = False
+                flags[b, j] = 0.0
                 continue
             src = sources[j]
             if src >= 0 or src == SOURCE_COMBINED:
@@ -531,10 +527,10 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
             r = cal_row[j]
             if r < 0:
                 pvals[b, j] = np.nan
-                flags[b, j] = False
+                flags[b, j] = 0.0
             elif bad_in:
                 pvals[b, j] = 0.0
-                flags[b, j] = True
+                flags[b, j] = 1.0
             else:
                 _p_value(ref, r, starts[c], ends[c], allowed[c], s, b, j, pvals, flags)
         if fused >= 0 and active[fused]:
@@ -544,43 +540,65 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
             scores[b, fused] = np.inf if bad_in else t
             if bad_in:
                 pvals[b, fused] = 0.0
-                flags[b, fused] = True
+                flags[b, fused] = 1.0
             else:
                 _p_value(fref, 0, fstarts[c], fends[c], fallowed[c], scores[b, fused], b, fused, pvals, flags)
-        flag[b] = flags[b, decision] or bad_in
+        flag[b] = 1.0 if (flags[b, decision] != 0.0 or bad_in) else 0.0
         conf[b] = 0.0 if bad_in else pvals[b, decision]
 
 
 @njit()
-def verdict_pass(ti, tf, t8, logits, buf, wi, wf, wb, si, sf, stage, mask, decision):
-    """The compiled verdict of one batch (see the module docstring); arrays from the classes above."""
+def _count_inputs(inputs, nonfinite):
+    # NaN/Inf count of each input sample, from the bound float32 input buffer.
+    B = nonfinite.shape[0]
+    width = inputs.shape[0] // B
+    for b in range(B):
+        n = 0
+        for i in range(b * width, (b + 1) * width):
+            n += not np.isfinite(inputs[i])
+        nonfinite[b] = n
+
+
+@njit()
+def verdict_pass(ti, tf, t8, logits, buf, inputs, wi, wf, si, sf, stage, mask, decision):
+    """The compiled verdict of one batch (see the module docstring); arrays from the classes above.
+
+    ``inputs`` is the bound float32 input buffer, flattened, whose NaN/Inf are counted in
+    ``STAGE_SCORES``; empty when the caller counted them (other input types).
+    """
     C, D = ti[H_C], ti[H_D]
     B = wi[0]
-    (i_pred, i_nf, i_best, _, f_scores, f_p, f_conf, f_sp, f_sstat, f_cp, f_cstat, _, f_cov, f_top, f_lse, f_maha,
-     f_in, f_best, f_z, f_dots, _, b_flags, b_flag, b_bad, b_salarm, b_calarm, _) = workspace_layout(
-        B, D, ti[H_KTOP], ti[H_E], C)
+    (i_pred, i_nf, i_best, _, _, f_cov, f_top, f_lse, f_maha, f_in, f_best, f_z, f_dots, _) = workspace_layout(
+        B, D, C, ti[H_KTOP], ti[H_E])
+    (o_scores, o_p, o_conf, o_flags, o_flag, o_bad, o_pred, o_logits, o_sp, o_sstat, o_cp, o_cstat, o_salarm,
+     o_calarm) = verdict_parts(B, D, C)
     sources = ti[ti[I_SOURCES] : ti[I_SOURCES] + D]
     active = ti[ti[I_MASKS] + mask * D : ti[I_MASKS] + mask * D + D]
     pred = wi[i_pred : i_pred + B]
+    nonfinite = wi[i_nf : i_nf + B]
     cov = wf[f_cov : f_cov + 6 * B].reshape((B, 6))
     top = wf[f_top : f_top + B]
     lse = wf[f_lse : f_lse + B]
     maha = wf[f_maha : f_maha + B]
     if stage & STAGE_SCORES:
+        if inputs.shape[0] > 0:
+            _count_inputs(inputs, nonfinite)
         _scores_stage(ti, tf, t8, logits, buf, active, sources, pred, cov, top, lse, maha,
                       wf[f_best : f_best + ti[H_KTOP]], wi[i_best : i_best + ti[H_KTOP]], wf[f_z : f_z + ti[H_E]],
                       wf[f_dots : f_dots + C])
     if stage & STAGE_DECIDE:
-        scores = wf[f_scores : f_scores + B * D].reshape((B, D))
-        pvals = wf[f_p : f_p + B * D].reshape((B, D))
-        _decide_stage(ti, tf, active, decision, sources, pred, wi[i_nf : i_nf + B], cov, top, lse, maha,
-                      wf[f_in : f_in + B * D].reshape((B, D)), scores, pvals,
-                      wb[b_flags : b_flags + B * D].reshape((B, D)), wb[b_flag : b_flag + B], wf[f_conf : f_conf + B],
-                      wb[b_bad : b_bad + B])
+        scores = wf[o_scores : o_scores + B * D].reshape((B, D))
+        _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, lse, maha,
+                      wf[f_in : f_in + B * D].reshape((B, D)), scores, wf[o_p : o_p + B * D].reshape((B, D)),
+                      wf[o_flags : o_flags + B * D].reshape((B, D)), wf[o_flag : o_flag + B], wf[o_conf : o_conf + B],
+                      wf[o_bad : o_bad + B], wf[o_pred : o_pred + B])
+        out_logits = wf[o_logits : o_logits + B * C]
+        for b in range(B):
+            for k in range(C):
+                out_logits[b * C + k] = logits[b, k]
         if si.shape[0] > 0:
-            stream_step(si, sf, scores, pred, wf[f_sp : f_sp + B], wf[f_sstat : f_sstat + B],
-                        wf[f_cp : f_cp + B], wf[f_cstat : f_cstat + B], wb[b_salarm : b_salarm + B],
-                        wb[b_calarm : b_calarm + B])
+            stream_step(si, sf, scores, pred, wf[o_sp : o_sp + B], wf[o_sstat : o_sstat + B], wf[o_cp : o_cp + B],
+                        wf[o_cstat : o_cstat + B], wf[o_salarm : o_salarm + B], wf[o_calarm : o_calarm + B])
 
 
 NO_STREAM = (np.zeros(0, np.int64), np.zeros(0, np.float64))
@@ -597,6 +615,9 @@ class VerdictPlan:
         ``B``.
     logits, buf : numpy.ndarray
         float32 C-contiguous ``(B, C)`` and ``(B * N,)``: the buffers onnxruntime writes.
+    inputs : numpy.ndarray, optional
+        float32 C-contiguous ``(B, ...)``: the bound input buffer, whose NaN/Inf the pass
+        counts; without it the caller fills ``ws.nonfinite`` before each call.
 
     Attributes
     ----------
@@ -609,15 +630,21 @@ class VerdictPlan:
         Buffers that do not fit the tables.
     """
 
-    def __init__(self, tables: VerdictTables, batch: int, logits: np.ndarray, buf: np.ndarray) -> None:
+    def __init__(self, tables: VerdictTables, batch: int, logits: np.ndarray, buf: np.ndarray,
+                 inputs: np.ndarray | None = None) -> None:
         if not isinstance(tables, VerdictTables):
             raise InputError(f"tables: expected VerdictTables, got {type(tables).__name__}")
         self.ws = VerdictWorkspace(tables, batch)
         self.tables = tables
         self.logits = check_array(logits, "logits", np.float32, (self.ws.batch, tables.n_classes))
         self.buf = check_array(buf, "buf", np.float32, (self.ws.batch * tables.n_neurons,))
-        self._args = (tables.ints, tables.floats, tables.narrow, logits, buf, self.ws.ints, self.ws.floats,
-                      self.ws.bytes)
+        if inputs is None:
+            flat = np.zeros(0, np.float32)
+        else:
+            inputs = check_array(inputs, "inputs", np.float32, (self.ws.batch,) + inputs.shape[1:])
+            flat = inputs.reshape(-1)
+        self.counts_inputs = flat.shape[0] > 0
+        self._args = (tables.ints, tables.floats, tables.narrow, logits, buf, flat, self.ws.ints, self.ws.floats)
         self._active = [frozenset(np.flatnonzero(m).tolist()) for m in tables.masks]
 
     def __call__(self, stage: int, mask: int, decision: int, stream: tuple[np.ndarray, np.ndarray] = NO_STREAM) -> None:
@@ -642,6 +669,34 @@ class VerdictPlan:
         if not 0 < stage <= STAGE_ALL or not 0 <= mask < len(self._active) or decision not in self._active[mask]:
             raise InputError(f"stage {stage}, mask {mask} or decision column {decision} is not valid here")
         verdict_pass(*self._args, stream[0], stream[1], stage, mask, decision)
+
+    def validate(self, mask: int, decision: int) -> tuple:
+        """Check ``mask``/``decision`` once; return the bound arrays for direct calls.
+
+        A monitor builds its masks and decision columns itself: it validates them here when it
+        builds a plan, then calls ``verdict_pass(*arrays, si, sf, stage, mask, decision)``
+        without the per-call checks of :meth:`__call__`.
+
+        Parameters
+        ----------
+        mask : int
+            Index of the active-column mask.
+        decision : int
+            Column that decides.
+
+        Returns
+        -------
+        tuple
+            The pass's arrays before the stream's.
+
+        Raises
+        ------
+        InputError
+            ``decision`` is not active under ``mask``.
+        """
+        if not 0 <= mask < len(self._active) or decision not in self._active[mask]:
+            raise InputError(f"mask {mask} or decision column {decision} is not valid here")
+        return self._args
 
     @property
     def nbytes(self) -> int:

@@ -96,8 +96,9 @@ class LatencyTracker:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self._lock = threading.Lock()
-        self._infer = np.zeros(budget.window)
-        self._monitor = np.zeros(budget.window)
+        # Python lists: one item set per call costs a fraction of a numpy scalar store.
+        self._infer = [0.0] * budget.window
+        self._monitor = [0.0] * budget.window
         self._n = 0
         self.overruns = 0
         self.calls = 0
@@ -148,8 +149,8 @@ class LatencyTracker:
         """
         with self._lock:
             n = min(self._n, self.budget.window)
-            infer = self._infer[:n].copy()
-            mon = self._monitor[:n].copy()
+            infer = np.array(self._infer[:n])
+            mon = np.array(self._monitor[:n])
             out: dict[str, float] = {"calls": float(self.calls), "overruns": float(self.overruns),
                                      "degraded": float(self.degraded)}
         if n == 0:

@@ -21,8 +21,8 @@ from ..calibration.fused_verdict import FUSED, compile_fusion
 from ..calibration.groups import check_settings, compile_conformal
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
-from ..kernels.verdict import (SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, STAGE_DECIDE, STAGE_SCORES,
-                               VerdictPlan, VerdictTables)
+from ..kernels.verdict import (NO_STREAM, SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, STAGE_DECIDE,
+                               STAGE_SCORES, VerdictPlan, VerdictTables, verdict_pass)
 from ..profile.schema import Calibration, Profile
 from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
@@ -335,7 +335,7 @@ class Monitor:
             total += self._fusion[0].nbytes + self._fusion[1].nbytes
         total += self.runner.workspace_bytes()
         plans = getattr(self._local, "plans", None) or {}
-        total += sum(plan.nbytes for _, _, plan in plans.values())
+        total += sum(entry[2].nbytes for entry in plans.values())
         return int(total)
 
     def _check_memory(self) -> None:
@@ -393,14 +393,30 @@ class Monitor:
         tuple
             ``(runner Workspace, VerdictPlan)``, bound to each other.
         """
+        entry = self._entry(batch)
+        return entry[0], entry[2]
+
+    def _entry(self, batch: int) -> tuple:
+        # (runner workspace, generation, plan, the plan's checked arrays, whether to run it directly)
         plans = getattr(self._local, "plans", None)
         if plans is None:
             plans = self._local.plans = {}
-        ws = self.runner.workspace(batch)
         entry = plans.get(batch)
+        if entry is not None and entry[1] == self._generation:
+            return entry  # the plan keeps its workspace's buffers and binding alive
+        ws = self.runner.workspace(batch)
         if entry is None or entry[0] is not ws or entry[1] != self._generation:
-            entry = plans[batch] = (ws, self._generation, VerdictPlan(self._verdict, batch, ws.logits, ws.buf))
-        return entry[0], entry[2]
+            # The pass counts input NaN/Inf itself where every call copies into the bound buffer.
+            bound = ws.binding is not None and ws.inputs is not None and ws.inputs.dtype == np.float32 \
+                and self.runner.static_input_shape is not None
+            plan = VerdictPlan(self._verdict, batch, ws.logits, ws.buf, ws.inputs if bound else None)
+            args = plan.validate(_ALL, self._decision_col)
+            if self._fallback_col >= 0:
+                plan.validate(_CHEAP, self._fallback_col)
+            # The common case, on a CPU: copy into the bound input, one run writes logits and joined taps.
+            direct = bound and self.manifest.joined is not None and ws.device_input is None
+            entry = plans[batch] = (ws, self._generation, plan, args, direct)
+        return entry
 
     def scoring_calls(self, x: np.ndarray) -> dict[str, Any]:
         """Zero-argument calls that redo each part of a monitored call on ``x``'s buffers (for timing).
@@ -456,11 +472,15 @@ class Monitor:
         arr = self.runner.check_input(x)
         if self._input_checks:
             self._check_input_range(arr)
-        ws, plan = self.plan(arr.shape[0])
+        ws, _, plan, args, direct = self._entry(arr.shape[0])
         vw = plan.ws
         t1 = time.perf_counter()
-        # The NaN/Inf check rides along the copy into the bound input buffer when it can.
-        if not self.runner.run(arr, ws, vw.nonfinite):
+        if direct and arr.shape == ws.inputs.shape:
+            np.copyto(ws.inputs, arr)
+            self.runner.session.run_with_iobinding(ws.binding)
+        else:
+            self.runner.run(arr, ws)
+        if not plan.counts_inputs:  # otherwise the compiled pass counts them in the bound input buffer
             vw.nonfinite[:] = count_nonfinite_rows(arr) if arr.dtype.kind == "f" else 0
         t2 = time.perf_counter()
         degraded = _record and self.tracker.degraded
@@ -468,8 +488,9 @@ class Monitor:
         column = self._fallback_col if degraded else self._decision_col
         python = self._python_cheap if degraded else self._python
         stream = self._stream if _record and not degraded else None
+        si, sf = NO_STREAM
         if python:
-            plan(STAGE_SCORES, mask, column)
+            verdict_pass(*args, si, sf, STAGE_SCORES, mask, column)
             view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=vw.pred, coverage=vw.coverage)
             for j, det in python:
                 vw.scores_in[:, j] = det.score(view)
@@ -477,17 +498,18 @@ class Monitor:
         else:
             stage = STAGE_ALL
         if stream is None:
-            plan(stage, mask, column)
+            verdict_pass(*args, si, sf, stage, mask, column)
             first: int | None | bool = False
         else:
             with self._stream_lock:
-                plan(stage, mask, column, stream.arrays_for(self._verdict, vw.batch))
+                si, sf = stream.arrays_for(self._verdict, vw.batch)
+                verdict_pass(*args, si, sf, stage, mask, column)
                 first = stream.first_alarm
         t3 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3
         monitor_ms = ((t1 - t0) + (t3 - t2)) * 1e3
         over = self.tracker.record(infer_ms, monitor_ms) if _record else False
-        verdicts = Verdicts.from_workspace(vw, ws.logits, self.columns, self._masks[mask], self._calibrated_cols,
+        verdicts = Verdicts.from_workspace(vw, self.columns, self._masks[mask], self._calibrated_cols,
                                            self.columns[column], infer_ms, monitor_ms, over, degraded, first)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)

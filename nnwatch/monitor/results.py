@@ -86,37 +86,36 @@ class Verdicts:
         The attached stream's per-frame results (None without a stream).
     """
 
-    __slots__ = ("pred", "logits", "columns", "active", "calibrated", "decision", "over_budget", "degraded",
-                 "_arrays", "_floats", "_bytes", "_shape", "_times", "_stream", "_dicts")
+    __slots__ = ("columns", "active", "calibrated", "decision", "over_budget", "degraded",
+                 "_arrays", "_block", "_parts", "_shape", "_times", "_stream", "_dicts")
 
     def __init__(self, pred: np.ndarray, logits: np.ndarray, columns: tuple[str, ...], score_matrix: np.ndarray,
                  p_matrix: np.ndarray, flag_matrix: np.ndarray, active: np.ndarray, calibrated: np.ndarray,
                  flag: np.ndarray, confidence: np.ndarray, nonfinite_input: np.ndarray, decision: str,
                  timings: dict[str, float] | None = None, over_budget: bool = False, degraded: bool = False,
                  stream: StreamUpdate | None = None) -> None:
-        self.pred, self.logits, self.columns = pred, logits, tuple(columns)
+        self.columns = tuple(columns)
         self.active, self.calibrated = _read_only(active), _read_only(calibrated)
         self.decision, self.over_budget, self.degraded = decision, bool(over_budget), bool(degraded)
-        self._arrays = dict(zip(_ARRAYS, (score_matrix, p_matrix, flag_matrix, flag, confidence, nonfinite_input)))
-        self._floats = self._bytes = None
-        self._shape = (int(pred.shape[0]), len(self.columns))
+        self._arrays = dict(zip(_ARRAYS + ("pred", "logits"), (score_matrix, p_matrix, flag_matrix, flag, confidence,
+                                                                nonfinite_input, pred, logits)))
+        self._block = self._parts = None
+        self._shape = (int(pred.shape[0]), len(self.columns), int(logits.shape[1]) if logits.ndim == 2 else 0)
         t = timings or {}
         self._times = (float(t.get("infer_ms", 0.0)), float(t.get("monitor_ms", 0.0)))
         self._stream = stream
         self._dicts: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
-    def from_workspace(cls, ws: Any, logits: np.ndarray, columns: tuple[str, ...], active: np.ndarray,
-                       calibrated: np.ndarray, decision: str, infer_ms: float, monitor_ms: float, over_budget: bool,
-                       degraded: bool, stream_first: int | None | bool = False) -> "Verdicts":
+    def from_workspace(cls, ws: Any, columns: tuple[str, ...], active: np.ndarray, calibrated: np.ndarray,
+                       decision: str, infer_ms: float, monitor_ms: float, over_budget: bool, degraded: bool,
+                       stream_first: int | None | bool = False) -> "Verdicts":
         """Copy a call's verdict out of a :class:`~nnwatch.kernels.verdict.VerdictWorkspace`.
 
         Parameters
         ----------
         ws : VerdictWorkspace
-            The buffers the compiled pass wrote.
-        logits : numpy.ndarray
-            float32 ``(B, K)`` logits of the call (copied).
+            The buffers the compiled pass wrote (its verdict block is copied, once).
         columns : tuple of str
             Detector of each column.
         active, calibrated : numpy.ndarray
@@ -133,37 +132,50 @@ class Verdicts:
         Returns
         -------
         Verdicts
-            Views of one copied float block, one copied bool block and copied classes.
+            Arrays are views of (or converted from) one copied block.
         """
         v = cls.__new__(cls)
-        v.pred, v.logits, v.columns = ws.pred.copy(), logits.copy(), columns
-        v.active, v.calibrated, v.decision = active, calibrated, decision
+        v.columns, v.active, v.calibrated, v.decision = columns, active, calibrated, decision
         v.over_budget, v.degraded = over_budget, degraded
         v._arrays = None
-        v._floats, v._bytes = ws.verdict_floats.copy(), ws.verdict_bytes.copy()
-        v._shape = (ws.batch, len(columns))
+        v._block = ws.verdict.copy()
+        v._parts = ws.parts
+        v._shape = (ws.batch, ws.n_columns, ws.n_classes)
         v._times = (infer_ms, monitor_ms)
         v._stream = stream_first
         v._dicts = {}
         return v
 
     def _get(self, name: str) -> np.ndarray:
-        if self._arrays is not None:
-            return self._arrays[name]
-        B, D = self._shape
-        f, b = self._floats, self._bytes
+        arrays = self._arrays
+        if arrays is None:
+            arrays = self._arrays = {}
+        elif name in arrays:
+            return arrays[name]
+        B, D, C = self._shape
+        f = self._block
+        scores, p, conf, flags, flag, bad, pred, logits = self._parts[:8]
         if name == "score_matrix":
-            return f[: B * D].reshape(B, D)
-        if name == "p_matrix":
-            return f[B * D : 2 * B * D].reshape(B, D)
-        if name == "confidence":
-            return f[2 * B * D : 2 * B * D + B]
-        if name == "flag_matrix":
-            return b[: B * D].reshape(B, D)
-        if name == "flag":
-            return b[B * D : B * D + B]
-        return b[B * D + B : B * D + 2 * B]  # nonfinite_input
+            out = f[scores : scores + B * D].reshape(B, D)
+        elif name == "p_matrix":
+            out = f[p : p + B * D].reshape(B, D)
+        elif name == "confidence":
+            out = f[conf : conf + B]
+        elif name == "flag_matrix":
+            out = f[flags : flags + B * D].reshape(B, D) != 0.0
+        elif name == "flag":
+            out = f[flag : flag + B] != 0.0
+        elif name == "nonfinite_input":
+            out = f[bad : bad + B] != 0.0
+        elif name == "pred":
+            out = f[pred : pred + B].astype(np.int64)
+        else:  # logits
+            out = f[logits : logits + B * C].reshape(B, C).astype(np.float32)
+        arrays[name] = out
+        return out
 
+    pred = property(lambda self: self._get("pred"), doc="int64 ``(B,)`` predicted classes.")
+    logits = property(lambda self: self._get("logits"), doc="float32 ``(B, K)`` logits.")
     score_matrix = property(lambda self: self._get("score_matrix"), doc="float64 ``(B, D)`` scores.")
     p_matrix = property(lambda self: self._get("p_matrix"), doc="float64 ``(B, D)`` conformal p-values.")
     flag_matrix = property(lambda self: self._get("flag_matrix"), doc="bool ``(B, D)`` flags.")
@@ -181,19 +193,26 @@ class Verdicts:
     def stream(self) -> StreamUpdate | None:
         """The attached stream's per-frame results of this batch (None without a stream)."""
         s = self._stream
-        if s is False or s is None and self._floats is None:
+        if s is False or s is None and self._block is None:
             return None
         if isinstance(s, StreamUpdate):
             return s
-        B, D = self._shape
-        f, b = self._floats, self._bytes
-        o, ob = 2 * B * D + B, B * D + 2 * B
-        return StreamUpdate(p_values=f[o : o + B], statistic=f[o + B : o + 2 * B],
-                            class_statistic=f[o + 3 * B : o + 4 * B], alarm=b[ob : ob + B],
-                            class_alarm=b[ob + B : ob + 2 * B], first_alarm=s)
+        B = self._shape[0]
+        f = self._block
+        sp, sstat, _, cstat, salarm, calarm = self._parts[8:]
+        return StreamUpdate(p_values=f[sp : sp + B], statistic=f[sstat : sstat + B],
+                            class_statistic=f[cstat : cstat + B], alarm=f[salarm : salarm + B] != 0.0,
+                            class_alarm=f[calarm : calarm + B] != 0.0, first_alarm=s)
 
     def __len__(self) -> int:
         return self._shape[0]
+
+    def __getstate__(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return (f"Verdicts({len(self)} inputs, {int(np.count_nonzero(self.flag))} flagged by {self.decision!r}, "

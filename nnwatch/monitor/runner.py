@@ -230,6 +230,11 @@ class Runner:
         shape = self.manifest.input_shape
         self._static_shape = tuple(shape) if all(d is not None for d in shape) else None
 
+    @property
+    def static_input_shape(self) -> tuple[int, ...] | None:
+        """Per-sample input shape when every axis is fixed (None with dynamic non-batch axes)."""
+        return self._static_shape
+
     def check_input(self, x: object) -> np.ndarray:
         """Validate a batch against the model input and convert it to the input dtype.
 
