@@ -14,6 +14,7 @@ EXTRAS = {
     "sklearn": ("demo", "the 'digits' data source and the demo"),
     "ray": ("dist", "distributed work (--ray)"),
     "transformers": ("llm", "the LLM head score"),
+    "onnx_ir": ("compile", "compiling the monitor into ONNX (nnwatch compile, Monitor(engine='graph'))"),
 }
 
 

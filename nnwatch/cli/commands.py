@@ -404,6 +404,23 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    """``nnwatch compile``."""
+    from ..deploy import compile_monitor
+
+    record = compile_monitor(args.model, args.profile, args.out, expose=args.expose, merged=not args.no_merged)
+    out = record["outputs"]
+    files = ["tapped.onnx", "verdict.onnx"] + ([] if args.no_merged else ["monitored.onnx"]) + ["verdict.json"]
+    print(f"wrote {args.out}/: {', '.join(files)}")
+    print(f"  verdict input {record['verdict_input']['name']}: float32 (batch, {record['verdict_input']['classes']} "
+          f"logits + {record['verdict_input']['neurons']} taps + 1)")
+    print(f"  outputs: {out['pred']}, {out['flag']}, {out['confidence']}, {out['count']}; {out['scores']}, "
+          f"{out['p_values']}, {out['counts']}, {out['flags']} over {', '.join(out['columns'])}")
+    print(f"  decision: {record['decision']} at fpr {record['calibration']['fpr']}; tables {record['tables']}; "
+          f"computed in {record['precision']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``nnwatch demo``."""
     from ..demo import run_demo
@@ -448,6 +465,8 @@ def _info_model(path: Path) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
     print(f"{path}: ONNX model, IR {model.ir_version}, opsets {opsets}, {len(model.graph.node)} nodes")
+    if _info_compiled(meta) == "verdict":
+        return  # the verdict model reads the verdict input, not a model's input
     if MANIFEST_KEY not in meta:
         print(f"  not instrumented: run `nnwatch instrument {path} --out OUT.onnx`")
         return
@@ -463,6 +482,25 @@ def _info_model(path: Path) -> None:
         print(f"  taps chosen for a budget of {sel['budget_us']:.1f} us ({sel['budget_us'] / sel['plain_us']:.3f}x of a "
               f"{sel['plain_us']:.1f} us plain call) on {sel['provider']}, {sel['machine']}: {len(sel['chosen'])} of "
               f"{len(sel['costs_us'])} candidate layers; monitored call measured {sel['predicted_us']:.1f} us")
+
+
+def _info_compiled(meta: dict) -> str | None:
+    from ..graphs.assemble import read_record
+
+    record = read_record(meta)
+    if record is None:
+        return None
+    cal = record.get("calibration", {})
+    print(f"  compiled by nnwatch {record.get('nnwatch_version', '?')}: the {record.get('kind', '?')} model; decision "
+          f"{record.get('decision')} at fpr {cal.get('fpr')} ({cal.get('samples')} calibration samples), "
+          f"{record.get('tables')} tables, {record.get('precision')}")
+    print(f"    profile digest {record.get('profile_digest')}; columns {', '.join(record.get('columns', []))}")
+    out = record.get("outputs")
+    if out:
+        print(f"    outputs {out['pred']}, {out['flag']}, {out['confidence']}, {out['count']}, {out['scores']}, "
+              f"{out['p_values']}, {out['counts']}, {out['flags']}")
+    print(f"    verdict input {record.get('verdict_input', {}).get('name')}")
+    return str(record.get("kind"))
 
 
 def _info_profile(path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..errors import NnwatchError
 from .paths import check_argument_order, check_outputs
-from .types import budget_text, detector_names, non_negative_float, positive_int, unit_interval
+from .types import budget_text, detector_names, detector_names_any, non_negative_float, positive_int, unit_interval
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -34,6 +34,7 @@ workflow for a classifier, in order:
   4. nnwatch screen monitored.onnx profile.npz --data SOURCE --out flags.csv
      nnwatch evaluate monitored.onnx profile.npz --id CLEAN --ood [NAME=]ANOMALOUS
      nnwatch bench monitored.onnx profile.npz
+     nnwatch compile monitored.onnx profile.npz --out compiled/   (ONNX files for any runtime)
 language models: nnwatch heads search -> heads fit -> calibrate / screen / evaluate DETECTOR.json
 try it offline:  nnwatch demo
 
@@ -169,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     b.add_argument("--per-detector", action="store_true", help="also time each detector's own scoring and its tables")
     b.add_argument("--json", help="also write the measurements as JSON here")
+
+    co = sub.add_parser("compile", help="the calibrated monitor as ONNX files for any runtime (tapped, verdict, merged)",
+                        description="the calibrated monitor as ONNX files any ONNX runtime executes: the tapped model "
+                                    "(one extra output, the verdict input), the verdict model (standard ops, opset "
+                                    "17) and both merged",
+                        formatter_class=HelpFormatter,
+                        epilog="example:\n  nnwatch compile monitored.onnx profile.npz --out compiled/")
+    co.add_argument("model", help="instrumented ONNX model (nnwatch instrument; taps joined, the default)")
+    co.add_argument("profile", help="calibrated profile (.npz)")
+    co.add_argument("--out", required=True, help="folder for tapped.onnx, verdict.onnx, monitored.onnx, verdict.json")
+    co.add_argument("--expose", type=detector_names_any, metavar="NAME,...",
+                    help="columns of the scores / p_values / counts / flags outputs (default: all)")
+    co.add_argument("--no-merged", action="store_true", help="do not write the merged model")
 
     from .heads import add_parser as add_heads_parser
 

@@ -69,6 +69,8 @@ def output_suffixes(args: argparse.Namespace, dest: str) -> tuple[str, ...] | No
         return (".json",) if _is_language(args) else (".npz",)
     if command == "screen":
         return None if getattr(args, "ray", False) else (".json", ".csv")
+    if command == "compile":
+        return None  # a folder
     if command == "heads":
         return {"search": (".json",), "fit": (".json",), "export": (".onnx",)}.get(
             getattr(args, "heads_command", None) or "")

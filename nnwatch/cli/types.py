@@ -68,6 +68,19 @@ def detector_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def detector_names_any(text: str) -> tuple[str, ...]:
+    """Argparse type: comma-separated detector names (any registered one, the fused column too)."""
+    from ..monitor.registry import REGISTRY
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated detector names, got none")
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown detectors {unknown}; choose among: {', '.join(sorted(REGISTRY))}")
+    return names
+
+
 def non_negative_float(text: str) -> float:
     """Argparse type: a finite number >= 0."""
     try:

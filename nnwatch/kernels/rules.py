@@ -2,7 +2,10 @@
 
 - log-sum-exp of a row of logits, in float64, stable for large logits (``max + log sum
   exp(z - max)``); a NaN logit makes both the maximum and the sum NaN;
-- the ``coverage`` score: the mean of ``nc``, ``kmnc``, ``tknc`` and ``nbc``;
+- the ``coverage`` score: the mean of ``nc``, ``kmnc``, ``tknc`` and ``nbc``, computed exactly
+  as one ratio of integers, ``((nc + kmnc + nbc) T + tknc N) / (4 N T)`` with the counts
+  behind the ratios (``N`` neurons, ``T`` top-k places), rounded once: equal means are equal
+  scores however they are made up, in float64 here and in float32 in the ONNX graph;
 - a sample with NaN/Inf activations scores +inf on every coverage detector;
 - non-finite scores: NaN and +/-inf become +inf (the most anomalous), so they flag.
 
@@ -35,17 +38,25 @@ def logit_stats(logits, b):
 
 
 @njit()
-def coverage_mean(cov, b):
-    """The ``coverage`` score of row ``b`` of the coverage matrix; for use inside kernels."""
-    return (cov[b, 0] + cov[b, 1] + cov[b, 2] + cov[b, 3]) * 0.25
+def coverage_mean(cov, b, n_total, tk_total):
+    """The ``coverage`` score of row ``b`` (see the module docstring); for use inside kernels.
+
+    ``cov``'s ratios are correctly rounded ``k / N`` (``k / T`` for ``tknc``): the counts come
+    back exactly with ``rint``.
+    """
+    nc = np.rint(cov[b, 0] * n_total)
+    km = np.rint(cov[b, 1] * n_total)
+    tk = np.rint(cov[b, 2] * tk_total)
+    nb = np.rint(cov[b, 3] * n_total)
+    return ((nc + km + nb) * tk_total + tk * n_total) / (4.0 * n_total * tk_total)
 
 
 @njit()
-def coverage_score(cov, b, j):
+def coverage_score(cov, b, j, n_total, tk_total):
     """Coverage column ``j`` of row ``b`` (``j = -1``: the mean), +inf for NaN/Inf activations."""
     if cov[b, 5] > 0:
         return np.inf
-    return coverage_mean(cov, b) if j < 0 else cov[b, j]
+    return coverage_mean(cov, b, n_total, tk_total) if j < 0 else cov[b, j]
 
 
 @njit()
@@ -102,18 +113,22 @@ def logsumexp_rows(z: np.ndarray) -> np.ndarray:
 
 
 @njit()
-def _coverage_rows(cov, out):
+def _coverage_rows(cov, n_total, tk_total, out):
     for b in range(cov.shape[0]):
-        out[b] = coverage_mean(cov, b)
+        out[b] = coverage_mean(cov, b, n_total, tk_total)
 
 
-def coverage_mean_rows(cov: np.ndarray) -> np.ndarray:
+def coverage_mean_rows(cov: np.ndarray, n_total: int, tk_total: int) -> np.ndarray:
     """The ``coverage`` score of every row of a coverage matrix.
 
     Parameters
     ----------
     cov : numpy.ndarray
         float64 ``(B, >= 4)``: ``nc, kmnc, tknc, nbc, ...`` columns.
+    n_total : int
+        Neurons ``N`` (the denominator of ``nc``, ``kmnc``, ``nbc``).
+    tk_total : int
+        Top-k places ``T`` (the denominator of ``tknc``; :func:`top_places`).
 
     Returns
     -------
@@ -122,15 +137,34 @@ def coverage_mean_rows(cov: np.ndarray) -> np.ndarray:
     """
     cov = check_array(np.ascontiguousarray(cov, np.float64), "coverage", np.float64, (None, None))
     out = np.empty(cov.shape[0])
-    _coverage_rows(cov, out)
+    _coverage_rows(cov, float(n_total), float(tk_total), out)
     return out
+
+
+def top_places(offsets: np.ndarray, k_top: int) -> int:
+    """``T``: how many top-k places a sample has over all layers, ``sum_l min(k_top, n_l)``.
+
+    Parameters
+    ----------
+    offsets : numpy.ndarray
+        int64 ``(L + 1,)`` layer offsets.
+    k_top : int
+        k of top-k coverage.
+
+    Returns
+    -------
+    int
+        ``T``.
+    """
+    sizes = np.diff(np.asarray(offsets, np.int64))
+    return int(np.minimum(sizes, int(k_top)).sum())
 
 
 @njit()
 def _checked_rows(cov, out):
     for b in range(cov.shape[0]):
         for j in range(5):
-            out[b, j] = coverage_score(cov, b, j)
+            out[b, j] = coverage_score(cov, b, j, 1.0, 1.0)  # the mean is not among these columns
         out[b, 5] = cov[b, 5]
 
 

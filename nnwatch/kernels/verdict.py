@@ -45,7 +45,7 @@ from .coverage import SCORE_NAMES, CoverageTables, argmax_row, cover_row, table_
 from .fusion import FusionTables, member_evidence
 from .gaussian import class_distances
 from .martingale import stream_step
-from .rules import coverage_score, logit_stats
+from .rules import coverage_score, logit_stats, top_places
 
 SOURCE_DETECTOR = -1  # column filled by a detector written in Python
 SOURCE_COMBINED = -2  # mean of the nc, kmnc, tknc and nbc coverage columns
@@ -61,11 +61,11 @@ STAGE_SCORES, STAGE_DECIDE = 1, 2
 STAGE_ALL = STAGE_SCORES | STAGE_DECIDE
 
 # Slots of the shared int64 array's header: sizes, flags, then where each table starts.
-(H_N, H_C, H_D, H_L, H_K, H_KTOP, H_COMPACT, H_NMASK, H_FUSED, H_NMEM, H_FLO, H_FHI, H_E, H_DC, H_R, H_RM, H_RF,
+(H_N, H_C, H_D, H_L, H_K, H_KTOP, H_TKT, H_COMPACT, H_NMASK, H_FUSED, H_NMEM, H_FLO, H_FHI, H_E, H_DC, H_R, H_RM, H_RF,
  I_OFF, I_SOURCES, I_CALROW, I_STARTS, I_ENDS, I_ALLOWED, I_MEMBERS, I_MSTARTS, I_MENDS, I_FSTARTS, I_FENDS,
  I_FALLOWED, I_MASKS,
  F_INVW, F_INVU, F_BASE, F_STEP, F_FB, F_REF, F_MREF, F_MSCALE, F_FREF, F_WHITEN, F_MEANS, F_NORMS,
- B_LO, B_HI, B_THR, B_SEC, B_ON, B_OFF, B_TOPK, B_CELLS, HEADER) = range(51)
+ B_LO, B_HI, B_THR, B_SEC, B_ON, B_OFF, B_TOPK, B_CELLS, HEADER) = range(52)
 
 
 class _Packer:
@@ -115,6 +115,26 @@ class Mahalanobis:
     whiten: np.ndarray
     means_t: np.ndarray
     norms: np.ndarray
+
+
+@dataclass(frozen=True)
+class VerdictSpec:
+    """What a verdict is computed from, as given (a :class:`VerdictTables` packs it for the kernel).
+
+    Other compilations of the same definition (the ONNX verdict graph, :mod:`nnwatch.graphs`)
+    read it from :attr:`VerdictTables.spec`. Fields as the :class:`VerdictTables` parameters.
+    """
+
+    n_classes: int
+    n_neurons: int
+    offsets: np.ndarray
+    sources: np.ndarray
+    masks: tuple
+    coverage: object
+    conformal: ConformalTables | None
+    cal_row: np.ndarray | None
+    fusion: tuple | None
+    mahalanobis: Mahalanobis | None
 
 
 class VerdictTables:
@@ -200,6 +220,9 @@ class VerdictTables:
         self.sources = sources
         self.masks = masks
         self.fused = int(head[H_FUSED])
+        self.spec = VerdictSpec(C, N, offsets, sources, tuple(masks), self.coverage, conformal,
+                                None if conformal is None else check_array(cal_row, "cal_row", np.int64, (D,)),
+                                fusion if self.fused >= 0 else None, m)
 
     @staticmethod
     def _check_mahalanobis(m: Mahalanobis | None, C: int, N: int) -> None:
@@ -212,7 +235,7 @@ class VerdictTables:
     @staticmethod
     def _pack_coverage(tables, head, f64, narrow, ints) -> None:  # type: ignore[no-untyped-def]
         if tables is None:
-            head[H_K], head[H_KTOP], head[H_COMPACT] = 1, 1, 0
+            head[H_K], head[H_KTOP], head[H_COMPACT], head[H_TKT] = 1, 1, 0, 1
             for slot in (F_INVW, F_INVU, F_BASE, F_STEP, F_FB):
                 head[slot] = f64.add(np.zeros(0))
             for slot in (B_CELLS, B_LO, B_HI, B_THR, B_SEC, B_ON, B_OFF, B_TOPK):
@@ -220,6 +243,7 @@ class VerdictTables:
             return
         (compact, lo, hi, inv_w, inv_u, thr, sec, on, off, topk, cells, base, step, fb, k, k_top) = table_arrays(tables)
         head[H_K], head[H_KTOP], head[H_COMPACT] = k, k_top, int(compact)
+        head[H_TKT] = top_places(tables.offsets, k_top)
         head[B_CELLS] = narrow.add(cells)  # first: uint16 at an aligned offset
         head[F_INVW], head[F_INVU] = f64.add(inv_w), f64.add(inv_u)
         head[F_BASE], head[F_STEP], head[F_FB] = f64.add(base), f64.add(step), f64.add(fb)
@@ -478,6 +502,7 @@ def _scores_stage(ti, tf, t8, logits, buf, active, sources, pred, cov, top, lse,
 def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, lse, maha, scores_in, scores, pvals,
                   flags, flag, conf, bad, fpred):
     C, D = ti[H_C], ti[H_D]
+    n_total, tk_total = np.float64(ti[H_N]), np.float64(ti[H_TKT])
     B = pred.shape[0]
     cal_row = ti[ti[I_CALROW] : ti[I_CALROW] + D]
     DC, R = ti[H_DC], ti[H_R]
@@ -510,7 +535,7 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
                 continue
             src = sources[j]
             if src >= 0 or src == SOURCE_COMBINED:
-                s = coverage_score(cov, b, src if src >= 0 else -1)
+                s = coverage_score(cov, b, src if src >= 0 else -1, n_total, tk_total)
             elif src == SOURCE_MSP:
                 s = -np.expm1(top[b] - lse[b])
             elif src == SOURCE_MAX_LOGIT:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import NotFittedError
 from ..kernels.coverage import CoverageTables, coverage_scores
-from ..kernels.rules import checked_coverage_rows, logit_stats_rows
+from ..kernels.rules import checked_coverage_rows, logit_stats_rows, top_places
 from ..profile.schema import Profile
 
 
@@ -65,6 +65,13 @@ class BatchView:
         if self._logit_stats is None:
             self._logit_stats = logit_stats_rows(self.logits)
         return self._logit_stats
+
+    @property
+    def top_places(self) -> int:
+        """``T``, the top-k places of a sample over all layers (needs the tables)."""
+        if self._tables is None:
+            raise NotFittedError("the top-k places need the coverage tables: give BatchView its tables")
+        return top_places(self.offsets, self._tables.k_top)
 
     @property
     def coverage(self) -> np.ndarray:

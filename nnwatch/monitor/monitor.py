@@ -30,10 +30,11 @@ from .budget import Budget, LatencyTracker, over_budget_error
 from .detector import BatchView, Detector
 from .detectors import COMPILED, DEFAULT
 from .registry import make_detector
-from .results import Verdicts
+from .results import StreamUpdate, Verdicts
 from .runner import Runner, Workspace
 
 _ALL, _CHEAP = 0, 1  # indices of the active-column masks
+ENGINES = ("compiled", "graph")
 _INPUT_CHECKS = 32  # calls whose raw inputs are compared with the profile's (then the check stops)
 
 
@@ -83,6 +84,13 @@ class Monitor:
         1/65,535 of each neuron's range, :mod:`nnwatch.kernels.compact`) instead of the full
         ones. Default: the calibration's choice, else compact when the full tables would
         exceed 32 MiB (e.g. 1,000 classes).
+    engine : {"compiled", "graph"}
+        Where the verdict is computed. ``compiled``: one Numba call after onnxruntime's (float64;
+        detectors written in Python, the degrade policy). ``graph``: inside the model's own
+        onnxruntime call, as standard ONNX operators (:mod:`nnwatch.graphs`, needs the
+        ``compile`` extra and a calibrated profile; float32, so p-values agree to float32
+        rounding and flags everywhere but at near-ties, see :mod:`nnwatch.graphs.verdict_graph`).
+        Never chosen by timing: ``nnwatch bench`` measures both.
 
     Raises
     ------
@@ -94,7 +102,9 @@ class Monitor:
                  detectors: Sequence[str] | None = None, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
-                 spinning: bool = True, compact_tables: bool | None = None) -> None:
+                 spinning: bool = True, compact_tables: bool | None = None, engine: str = "compiled") -> None:
+        if engine not in ENGINES:
+            raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.runner = model if isinstance(model, Runner) else Runner(model, providers=providers, threads=threads,
                                                                      spinning=spinning)
         manifest = self.runner.manifest
@@ -154,6 +164,12 @@ class Monitor:
         self.tracker = LatencyTracker(self.budget)
         self._input_checks = _INPUT_CHECKS if profile.header.get("input_stats", {}) else 0
         self._set_calibration(cal)
+        self.engine = engine
+        self._graph = None
+        if engine == "graph":
+            from .graph_engine import GraphEngine
+
+            self._graph = GraphEngine(self)
         self._check_memory()
 
     def _fit_detectors(self, detectors: Sequence[str], decision: str, profile: Profile) -> dict[str, Detector]:
@@ -238,6 +254,11 @@ class Monitor:
         # the compiled signature now lives in the packed arrays: keep views of them, not a second copy
         self._coverage_tables = self._verdict.coverage or self._coverage_tables
         self._generation = getattr(self, "_generation", 0) + 1
+
+    @property
+    def verdict_tables(self) -> VerdictTables:
+        """Everything the verdict reads besides the batch, packed (``.spec``: as given)."""
+        return self._verdict
 
     @property
     def tables(self) -> Any:
@@ -472,6 +493,8 @@ class Monitor:
         arr = self.runner.check_input(x)
         if self._input_checks:
             self._check_input_range(arr)
+        if self._graph is not None:
+            return self._score_graph(arr, t0, _record)
         ws, _, plan, args, direct = self._entry(arr.shape[0])
         vw = plan.ws
         t1 = time.perf_counter()
@@ -491,7 +514,8 @@ class Monitor:
         si, sf = NO_STREAM
         if python:
             verdict_pass(*args, si, sf, STAGE_SCORES, mask, column)
-            view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=vw.pred, coverage=vw.coverage)
+            view = BatchView(ws.logits, ws.buf, self.runner.offsets, pred=vw.pred, coverage=vw.coverage,
+                             tables=self._coverage_tables)
             for j, det in python:
                 vw.scores_in[:, j] = det.score(view)
             stage = STAGE_DECIDE
@@ -511,6 +535,27 @@ class Monitor:
         over = self.tracker.record(infer_ms, monitor_ms) if _record else False
         verdicts = Verdicts.from_workspace(vw, self.columns, self._masks[mask], self._calibrated_cols,
                                            self.columns[column], infer_ms, monitor_ms, over, degraded, first)
+        if over and self.budget.policy == "raise":
+            raise over_budget_error(verdicts, self.budget)
+        return verdicts
+
+    def _score_graph(self, arr: np.ndarray, t0: float, _record: bool) -> Verdicts:
+        t1 = time.perf_counter()
+        out = self._graph.run(arr)
+        t2 = time.perf_counter()
+        bad = count_nonfinite_rows(arr) > 0 if arr.dtype.kind == "f" else np.zeros(len(arr), np.bool_)
+        scores, pred = out["scores"].astype(np.float64), out["pred"]
+        stream = None
+        if self._stream is not None and _record:
+            with self._stream_lock:
+                p, stat, _, class_stat, alarm, class_alarm = self._stream.advance(scores, pred)
+                stream = StreamUpdate(p, stat, class_stat, alarm, class_alarm, self._stream.first_alarm)
+        t3 = time.perf_counter()
+        infer_ms, monitor_ms = (t2 - t1) * 1e3, ((t1 - t0) + (t3 - t2)) * 1e3
+        over = self.tracker.record(infer_ms, monitor_ms) if _record else False
+        verdicts = Verdicts(pred, out["logits"], self.columns, scores, out["p_values"].astype(np.float64), out["flags"],
+                            self._masks[_ALL], self._calibrated_cols, out["flag"], out["confidence"].astype(np.float64),
+                            bad, self.decision, {"infer_ms": infer_ms, "monitor_ms": monitor_ms}, over, False, stream)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)
         return verdicts

@@ -171,6 +171,8 @@ class Runner:
         if not isinstance(model, bytes) and is_zip_archive(model):
             raise ModelError(f"{model} is an .npz archive (a profile or data), not an ONNX model; the model comes "
                              "first: Monitor(MODEL.onnx, PROFILE.npz)")
+        self.source = model  # where the model came from (path or bytes): the graph engine rebuilds from it
+        self.threads, self.spinning = threads, spinning
         try:
             self.session = ort.InferenceSession(
                 model if isinstance(model, bytes) else os.fspath(model), session_options(threads, spinning),
@@ -229,6 +231,19 @@ class Runner:
         self._max_workspaces = max_workspaces
         shape = self.manifest.input_shape
         self._static_shape = tuple(shape) if all(d is not None for d in shape) else None
+
+    def model_bytes(self) -> bytes:
+        """The instrumented model's serialized bytes.
+
+        Returns
+        -------
+        bytes
+            The model file as loaded.
+        """
+        if isinstance(self.source, bytes):
+            return self.source
+        with open(self.source, "rb") as fh:
+            return fh.read()
 
     @property
     def static_input_shape(self) -> tuple[int, ...] | None:

@@ -76,4 +76,4 @@ class CombinedCoverage(Detector):
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
-        return coverage_mean_rows(view.coverage_checked)
+        return coverage_mean_rows(view.coverage_checked, int(view.offsets[-1]), view.top_places)
