@@ -4,8 +4,10 @@ Templates live in docs/templates/ (README.md.in -> README.md, <name>.md.in -> do
 In a template:
 
 - ``{{ FILE:PATH | FORMAT }}`` is a number (or text) read from ``benchmarks/results/FILE`` (JSON),
-  at ``PATH`` (keys separated by dots; ``[3]`` indexes a list; ``["a key"]`` quotes a key),
-  formatted with ``FORMAT``: a Python format spec, optionally after a scale (``*1000 .1f``).
+  at ``PATH`` (keys separated by dots; ``["a key"]`` quotes a key; ``[field=value]`` picks the
+  element of a list whose ``field`` is ``value``: claims are addressed by key, never by list
+  position), formatted with ``FORMAT``: a Python format spec, optionally after a scale
+  (``*1000 .1f``).
 - ``{{ include FILE.md#NAME }}`` inserts the block a benchmark wrote between
   ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` in ``benchmarks/results/FILE.md``.
 - ``{= TEXT }`` is literal text holding a number that is not a measurement (a parameter, a
@@ -17,6 +19,10 @@ the committed docs are identical, that every cited results file records its mach
 revision and command, and that no number was typed by hand. The manifest of claims (claim ->
 file -> path -> value) is written to docs/claims.json.
 
+Every cited results file must also come from a clean tree (its run recorded no local edits) at
+a revision after which nothing it measures changed: :data:`MEASURES` lists, per benchmark, the
+paths whose changes make its numbers stale.
+
 Run: python benchmarks/render_docs.py [--check]
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,35 @@ LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-wyz\d_]|\.\d)")  # "2.5x" counts
 # Names that contain digits but are not numbers.
 NAMES = ("ResNet-18", "LLaVA-1.5-7B", "LLaVA-1.5", "x86-64", "Q4_1", "L2", "L-inf", "IEEE TSE")
-PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|([^.\[\]]+)')
+PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|\[([^\]"=]+)=([^\]]+)\]|([^.\[\]]+)')
+# What each benchmark's numbers depend on (git pathspecs): a change there since the recorded
+# revision makes them stale. The language monitor's runs measure the heads package and what it
+# calls; every classifier benchmark measures the package except the language monitor.
+_PACKAGE_BUT_HEADS = ["nnwatch", ":!nnwatch/heads", ":!nnwatch/cli/heads.py", ":!nnwatch/cli/language.py",
+                      "benchmarks/_common.py"]
+_LANGUAGE = ["nnwatch/heads", "nnwatch/calibration", "nnwatch/kernels", "nnwatch/profile", "nnwatch/timing.py",
+             "nnwatch/eval/metrics.py", "nnwatch/eval/provenance.py", "nnwatch/cli/language.py",
+             "nnwatch/cli/heads.py", "nnwatch/monitor/budget.py", "nnwatch/monitor/results.py",
+             "benchmarks/language.sh"]
+MEASURES = {
+    "detection": _PACKAGE_BUT_HEADS + ["benchmarks/detection.py"],
+    "distributed": _PACKAGE_BUT_HEADS + ["benchmarks/distributed.py"],
+    "kernels": _PACKAGE_BUT_HEADS + ["benchmarks/kernels.py"],
+    "memory": _PACKAGE_BUT_HEADS + ["benchmarks/memory.py"],
+    "mobilenet_taps": _PACKAGE_BUT_HEADS + ["benchmarks/taps.py"],
+    "overhead": _PACKAGE_BUT_HEADS + ["benchmarks/overhead.py"],
+    "precision": _PACKAGE_BUT_HEADS + ["benchmarks/precision.py"],
+    "reliability": _PACKAGE_BUT_HEADS + ["benchmarks/reliability.py"],
+    "stream": _PACKAGE_BUT_HEADS + ["benchmarks/stream.py"],
+    "tap_budget": _PACKAGE_BUT_HEADS + ["benchmarks/tap_budget.py"],
+    "perception_loop": _PACKAGE_BUT_HEADS + ["examples/perception_loop.py"],
+    "install_size": ["pyproject.toml", "constraints.txt", "benchmarks/install_size.py"],
+    "readme_timings": ["nnwatch", "tests", "examples", "pyproject.toml", "constraints.txt", "benchmarks/readme_timings.py"],
+    "heads_bench": _LANGUAGE,
+    "heads_evaluation": _LANGUAGE,
+    "heads_fit": _LANGUAGE,
+    "smollm2_heads": _LANGUAGE,
+}
 
 
 class DocsError(Exception):
@@ -53,11 +88,17 @@ def output_path(template: Path) -> Path:
 
 
 def lookup(data: Any, path: str) -> Any:
-    """Follow ``path`` (``a.b[2]["c d"]``) into parsed JSON."""
+    """Follow ``path`` (``a.b[model=lenet]["c d"]``) into parsed JSON."""
     value = data
-    for index, quoted, key in PATH_TOKEN.findall(path):
+    for index, quoted, field, wanted, key in PATH_TOKEN.findall(path):
         if index:
-            value = value[int(index)]
+            raise DocsError(f"{path!r}: [{index}] addresses a claim by list position; select the element by a "
+                            "field instead, [field=value]")
+        if field:
+            found = [item for item in value if isinstance(item, dict) and str(item.get(field)) == wanted]
+            if len(found) != 1:
+                raise KeyError(f"{len(found)} elements with {field}={wanted}")
+            value = found[0]
         else:
             k = quoted or key
             if k == "" or k == ".":
@@ -118,6 +159,8 @@ def render(template: Path, cache: dict[str, Any]) -> tuple[str, list[dict[str, A
         name, _, path = ref.strip().partition(":")
         try:
             value = lookup(_json(name, cache), path.strip())
+        except DocsError as exc:
+            raise DocsError(f"{template.name}:{line}: {exc}") from None
         except (KeyError, IndexError, TypeError) as exc:
             raise DocsError(f"{template.name}:{line}: {name} has no {path.strip()!r} ({type(exc).__name__}: {exc})") from None
         shown = fmt(value, spec)
@@ -174,6 +217,54 @@ def provenance_problems(claims: list[dict[str, Any]], cache: dict[str, Any]) -> 
     return problems
 
 
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _record(name: str, cache: dict[str, Any]) -> dict[str, Any] | None:
+    """The provenance record of a cited results file (JSON, or the JSON beside a markdown file)."""
+    json_name = name if name.endswith(".json") else str(Path(name).with_suffix(".json"))
+    if not (RESULTS / json_name).is_file():
+        return None
+    data = _json(json_name, cache)
+    if "git" not in data:  # a language detector file keeps its record under info.provenance / search.provenance
+        data = data.get("info", {}).get("provenance") or data.get("search", {}).get("provenance", data)
+    return data
+
+
+def staleness_problems(claims: list[dict[str, Any]], cache: dict[str, Any]) -> list[str]:
+    """Cited results from a dirty tree, or older than a change to what their benchmark measures."""
+    inside = _git("rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        return []  # not a git checkout (an unpacked release): nothing to compare with
+    shallow = _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    problems = []
+    for name in sorted({c["source"] for c in claims}):
+        record = _record(name, cache)
+        stem = Path(name).stem
+        if record is None:
+            continue  # provenance_problems names it
+        git = record.get("git", {})
+        revision = str(git.get("revision", ""))
+        if git.get("dirty") is not False:
+            problems.append(f"{name}: recorded {'local edits' if git.get('dirty') else 'no clean-tree record'} "
+                            f"(revision {revision[:10]}); run its benchmark again at a clean commit")
+            continue
+        if _git("cat-file", "-e", f"{revision}^{{commit}}").returncode != 0:
+            if not shallow:
+                problems.append(f"{name}: revision {revision[:10]} is not in this repository's history")
+            continue  # a shallow clone cannot tell: the full history checks it
+        measured = MEASURES.get(stem)
+        if measured is None:
+            problems.append(f"{name}: benchmarks/render_docs.py does not say which paths it measures (MEASURES)")
+            continue
+        changed = _git("diff", "--name-only", revision, "--", *measured).stdout.split()
+        if changed:
+            problems.append(f"{name}: measured at {revision[:10]}, but what it measures changed since "
+                            f"({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}); run its benchmark again")
+    return problems
+
+
 def build() -> tuple[dict[Path, str], list[dict[str, Any]], list[str]]:
     """Render every template; return outputs, claims and problems."""
     cache: dict[str, Any] = {}
@@ -188,6 +279,7 @@ def build() -> tuple[dict[Path, str], list[dict[str, Any]], list[str]]:
         outputs[output_path(template)] = text
         claims += found
     problems += provenance_problems(claims, cache)
+    problems += staleness_problems(claims, cache)
     return outputs, claims, problems
 
 

@@ -41,9 +41,9 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     templates.mkdir()
     results = tmp_path / "results"
     results.mkdir()
-    (results / "r.json").write_text(json.dumps({"machine": {}, "date": "d", "git": {}, "command": "c", "x": [1.5]}))
+    (results / "r.json").write_text(json.dumps({"machine": {}, "date": "d", "git": {}, "command": "c", "x": {"y": 1.5}}))
     (results / "bare.json").write_text(json.dumps({"y": 2}))
-    (templates / "t.md.in").write_text("measured {{ r.json:x[0] | .2f }}, typed 3.7, literal {= 5% }, `code 9`\n"
+    (templates / "t.md.in").write_text("measured {{ r.json:x.y | .2f }}, typed 3.7, literal {= 5% }, `code 9`\n"
                                        "missing {{ r.json:nope }} and {{ bare.json:y }}\n")
     monkeypatch.setattr(render, "TEMPLATES", templates)
     monkeypatch.setattr(render, "RESULTS", results)
@@ -52,7 +52,44 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     text = "\n".join(problems)
     assert "hand-typed number '3.7'" in text and "'5'" not in text and "'9'" not in text
     assert "r.json has no 'nope'" in text
-    (templates / "t.md.in").write_text("measured {{ r.json:x[0] | .2f }} and {{ bare.json:y }}\n")
+    (templates / "t.md.in").write_text("measured {{ r.json:x.y | .2f }} and {{ bare.json:y }}\n")
     outputs, claims, problems = render.build()
     assert "bare.json: no machine, date, git, command recorded" in "\n".join(problems)
     assert list(outputs.values()) == ["measured 1.50 and 2\n"]
+
+
+def test_results_must_come_from_a_clean_tree_and_stay_fresh(tmp_path, monkeypatch):
+    """A dirty run, a list position, and a benchmark whose measured code changed are all refused."""
+    import subprocess
+
+    render = _renderer()
+    templates, results = tmp_path / "docs" / "templates", tmp_path / "benchmarks" / "results"
+    templates.mkdir(parents=True)
+    results.mkdir(parents=True)
+    (tmp_path / "measured.py").write_text("A = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    rev = git("rev-parse", "HEAD")
+    record = {"machine": {}, "date": "d", "command": "c", "rows": [{"name": "a", "x": 1.5}, {"name": "b", "x": 2.5}]}
+    (results / "fresh.json").write_text(json.dumps(dict(record, git={"revision": rev, "dirty": False})))
+    (results / "edited.json").write_text(json.dumps(dict(record, git={"revision": rev, "dirty": True})))
+    monkeypatch.setattr(render, "TEMPLATES", templates)
+    monkeypatch.setattr(render, "RESULTS", results)
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    monkeypatch.setattr(render, "MEASURES", {"fresh": ["measured.py"], "edited": ["measured.py"]})
+    (templates / "t.md.in").write_text("b is {{ fresh.json:rows[name=b].x | .1f }}\n")
+    outputs, _, problems = render.build()
+    assert not problems and list(outputs.values()) == ["b is 2.5\n"]
+    (templates / "t.md.in").write_text("b is {{ fresh.json:rows[1].x | .1f }} and {{ edited.json:rows[name=a].x }}\n")
+    text = "\n".join(render.build()[2])
+    assert "[1] addresses a claim by list position" in text
+    (templates / "t.md.in").write_text("{{ edited.json:rows[name=a].x }}\n")
+    assert "edited.json: recorded local edits" in "\n".join(render.build()[2])
+    (templates / "t.md.in").write_text("{{ fresh.json:rows[name=a].x }}\n")
+    (tmp_path / "measured.py").write_text("A = 2\n")  # the measured code changed since the run
+    assert "fresh.json: measured at" in "\n".join(render.build()[2])

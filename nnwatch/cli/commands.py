@@ -369,7 +369,8 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
                          f"fits in memory (at most {2**31 // (int(np.prod(shape)) * 4):,} for this input)")
     x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)
     mon.warmup((args.batch,))
-    result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads)
+    graph, why_not = _graph_engine(model_path, profile, args, detectors)
+    result = bench_overhead(mon, plain_model_bytes(model_path), x, iters=args.iters, threads=args.threads, graph=graph)
     result["machine"] = machine()
     result["model"] = str(model_path)
     result["tapping_ms"] = result["tapped"]["p50_ms"] - result["plain (IOBinding)"]["p50_ms"]
@@ -396,6 +397,15 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
         print(f"taps chosen at instrument time for {budget:.3f}x of plain on {selection['provider']} "
               f"({selection['machine']}): a monitored call (compiled detectors) measured then "
               f"{selection['predicted_us'] / selection['plain_us']:.3f}x; this monitor now {m['ratio_p50_iobinding']:.3f}x")
+    if graph is not None:
+        g = result["monitored (graph engine)"]
+        faster = "compiled" if m["p50_ms"] <= g["p50_ms"] else "graph"
+        ratio = max(m["p50_ms"], g["p50_ms"]) / min(m["p50_ms"], g["p50_ms"])
+        print(f"engines: compiled p50 {m['p50_ms']:.3f} ms ({m['ratio_p50_iobinding']:.2f}x), graph p50 "
+              f"{g['p50_ms']:.3f} ms ({g['ratio_p50_iobinding']:.2f}x) of plain IOBinding: the {faster} engine is "
+              f"{ratio:.2f}x faster for this model here (choose it with Monitor(..., engine='{faster}'))")
+    else:
+        print(f"engines: the graph engine was not timed: {why_not}")
     if args.per_detector:
         print("per detector, batch {}: {}".format(args.batch, "; ".join(
             f"{n} {c['p50_us']:.1f} us, {c['table_bytes'] / 2**20:.2f} MiB" for n, c in result["detector_costs"].items())))
@@ -419,6 +429,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"  decision: {record['decision']} at fpr {record['calibration']['fpr']}; tables {record['tables']}; "
           f"computed in {record['precision']}")
     return 0
+
+
+def _graph_engine(model_path: Any, profile: Any, args: argparse.Namespace, detectors: Any) -> tuple[Any, str | None]:
+    """The same monitor on the graph engine, or why there is none (never a reason to fail the bench)."""
+    from ..errors import NnwatchError
+    from ..monitor.monitor import Monitor
+
+    try:
+        return Monitor(model_path, profile, threads=args.threads, providers=args.providers, detectors=detectors,
+                       engine="graph"), None
+    except NnwatchError as exc:
+        return None, str(exc)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

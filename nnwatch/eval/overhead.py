@@ -149,7 +149,7 @@ def plain_iobinding_call(sess: Any, x: np.ndarray) -> Any:
 
 
 def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, iters: int = 300, warmup: int = 30,  # type: ignore[no-untyped-def]
-                   threads: int | None = None) -> dict[str, Any]:
+                   threads: int | None = None, graph=None) -> dict[str, Any]:
     """Time plain inference (both ways), tapped inference and the full monitor, interleaved.
 
     Parameters
@@ -167,6 +167,8 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
         Untimed rounds first.
     threads : int or None
         Intra-op threads of the plain session (use the monitor's).
+    graph : Monitor, optional
+        The same monitor with ``engine="graph"``: timed as ``monitored (graph engine)``.
 
     Returns
     -------
@@ -189,6 +191,9 @@ def bench_overhead(monitor, plain: bytes | str | os.PathLike, x: np.ndarray, ite
              "plain (IOBinding)": plain_iobinding_call(sess, arr),
              "tapped": lambda: runner.run(arr, ws),
              "monitored": lambda: monitor.score(arr, _record=False)}
+    if graph is not None:
+        graph.score(arr, _record=False)
+        calls["monitored (graph engine)"] = lambda: graph.score(arr, _record=False)
     out: dict[str, Any] = interleaved(calls, iters, warmup)
     add_ratios(out, {"": "plain", "iobinding": "plain (IOBinding)"})
     base = out["plain"]

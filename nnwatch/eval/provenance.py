@@ -17,6 +17,10 @@ from typing import Any, Sequence
 from .overhead import machine
 
 
+RESULT_PATHS = ("benchmarks/results", "docs/results.md", "docs/reliability.md", "docs/coverage.md", "docs/claims.json",
+                "docs/figures", "README.md")
+
+
 def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """The git commit of ``folder`` (default: this package's checkout) and whether it had edits.
 
@@ -28,7 +32,8 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``revision`` (40 hex digits, or "unknown" outside a git checkout) and ``dirty``.
+        ``revision`` (40 hex digits, or "unknown" outside a git checkout) and ``dirty``: tracked
+        files edited since that commit, results and rendered docs (:data:`RESULT_PATHS`) aside.
     """
     given = os.environ.get("NNWATCH_GIT_REVISION", "")
     if len(given) == 40:  # a copy sent elsewhere (a GPU machine) whose .git may be stale or absent
@@ -36,8 +41,13 @@ def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=10)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=where, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or str(where)
+        # Edits to tracked files count, except the results and the docs rendered from them: a
+        # session that runs benchmark after benchmark rewrites those as it goes.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":!{p}" for p in RESULT_PATHS)], cwd=top, capture_output=True, text=True,
+                               timeout=10)
     except (OSError, subprocess.SubprocessError):
         rev = None
     if rev is None or rev.returncode != 0:

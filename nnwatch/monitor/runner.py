@@ -87,10 +87,10 @@ def session_options(threads: int | None = None, spinning: bool = True) -> ort.Se
         Intra-op threads; None leaves onnxruntime's default.
     spinning : bool
         Let onnxruntime's workers spin after a run (its default: lowest latency). They then
-        compete with a parallel coverage kernel for the cores; measured on 2 cores, turning
-        spinning off costs 1.5-1.9x inference latency, while a parallel kernel next to
-        spinning workers ran 10x slower than the serial one, so the Monitor keeps spinning
-        on and scores serially unless told otherwise.
+        compete with a parallel coverage kernel for the cores: turning spinning off costs
+        inference latency, and a parallel kernel next to spinning workers runs slower than the
+        serial one (docs/results.md, "Coverage kernel", measures both), so the Monitor keeps
+        spinning on and scores serially unless told otherwise.
 
     Returns
     -------

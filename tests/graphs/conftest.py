@@ -3,7 +3,6 @@ several layers, FP32, FP16, INT8 (QDQ and QOperator), a fixed batch, an old opse
 
 from __future__ import annotations
 
-import logging
 import warnings
 import zlib
 
@@ -22,29 +21,9 @@ VARIANTS = ("mlp", "mlp_compact", "conv", "conv_fp16", "conv_int8_qdq", "conv_in
 
 
 def _quantized(model, samples, fmt: str, folder):  # type: ignore[no-untyped-def]
-    from onnxruntime import quantization
+    from tests.export.test_quantized import quantize
 
-    src, dst = folder / f"fp32-{fmt}.onnx", folder / f"int8-{fmt}.onnx"
-    src.write_bytes(model.SerializeToString())
-    name = model.graph.input[0].name
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{name: samples[i : i + 1]} for i in range(len(samples))])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    logging.disable(logging.WARNING)
-    try:
-        quantization.quantize_static(str(src), str(dst), Reader(), quant_format={
-            "qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}[fmt],
-            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8)
-    finally:
-        logging.disable(logging.NOTSET)
-    import onnx
-
-    return onnx.load(str(dst))
+    return quantize(model, samples, fmt, folder)
 
 
 def _fp16(model):  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ def test_kernel_tests_pass_with_bounds_checking():
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          "tests/kernels", "tests/monitor/test_shared_runner.py", "tests/monitor/test_decide.py",
-         "tests/monitor/test_fusion.py", "tests/monitor/test_stream.py",
+         "tests/monitor/test_fusion.py", "tests/monitor/test_stream.py", "tests/monitor/test_verdicts.py",
          "--deselect", "tests/kernels/test_boundscheck.py::test_kernel_tests_pass_with_bounds_checking"],
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
