@@ -341,18 +341,18 @@ def markdown(results: list[dict]) -> str:
         fa_all = r["false_alarms"]
         out.append("Every detector over all sets, in the OpenOOD style (mean over the sets; rank 1 = best AUROC on a "
                    "set). Cost: median time of one batch-1 scoring call on the monitor's bound buffers, and the "
-                   "arrays the detector holds; the coverage columns share one kernel call, the fused verdict is "
-                   "part of the decision pass.\n")
+                   "arrays the detector holds; the compiled columns (coverage family, logit scores, Mahalanobis) "
+                   "share one compiled scoring call, the fused verdict is part of the decision stage.\n")
         out.append(f"<!-- begin {r['key']}_ranking -->")
         out.append("| detector | mean AUROC | mean FPR@95%TPR | mean TPR@cal | mean rank | false alarms (clean) | "
                    "µs / call | table KiB |")
         out.append("|---|---|---|---|---|---|---|---|")
-        kernel = {"nc", "kmnc", "tknc", "nbc", "nb_excess", "coverage"}
         for d in sorted(rk["per_detector"], key=lambda d: rk["per_detector"][d]["mean_rank"]):
             v = rk["per_detector"][d]
-            key = "coverage kernel" if d in kernel else ("decision" if d in FUSED_COLUMNS else d)
+            shared = d not in costs and d not in FUSED_COLUMNS
+            key = "compiled scores" if shared else ("decision" if d in FUSED_COLUMNS else d)
             c = (r["costs_default"] if d == "fused_default" else costs).get(key, {})
-            us = f"{c['p50_us']:.1f}" + (" (shared)" if d in kernel else "") if c else "-"
+            us = f"{c['p50_us']:.1f}" + (" (shared)" if shared else "") if c else "-"
             kib = f"{c['table_bytes'] / 1024:.0f}" if c else "-"
             name = f"**{d}**" if d in FUSED_COLUMNS else d
             out.append(f"| {name} | {v['mean_auroc']:.3f} | {v['mean_fpr95']:.3f} | {v['mean_tpr_cal']:.3f} | "

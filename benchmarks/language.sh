@@ -11,6 +11,7 @@ P=../shared/data/prompts
 R=benchmarks/results
 if [ "${1:-}" = "--search" ]; then
   nnwatch heads search --prompts $P/harmful_train.jsonl $P/benign_train.jsonl --out heads-search.json --report heads-search.html
+  cp heads-search.json $R/smollm2_heads.json  # the recorded search the docs cite (and reuse_search.py reuses)
 else
   python benchmarks/reuse_search.py
 fi
@@ -21,5 +22,5 @@ nnwatch heads export --out prefill.onnx
 nnwatch bench heads.json --data $P/harmful_test.jsonl,$P/benign_test.jsonl --timed-prompts 20 --onnx prefill.onnx \
   --json $R/heads_bench.json
 # The fit's record (the detector file itself needs its .npz sidecar, which is not committed).
-python -c "import json; d = json.load(open('heads.json')); json.dump({k: d[k] for k in ('model', 'fingerprint', 'hidden', 'default', 'info', 'cv')} | {'heads': {k: d['detectors'][k]['heads'] for k in ('head_single', 'head_ensemble')}}, open('$R/heads_fit.json', 'w'), indent=1)"
+python -c "import json; d = json.load(open('heads.json')); json.dump({k: d[k] for k in ('model', 'fingerprint', 'hidden', 'default', 'info', 'cv')} | {'heads': {k: d['detectors'][k]['heads'] for k in ('head_single', 'head_ensemble')}} | {'single_head': dict(zip(('layer', 'head'), d['detectors']['head_single']['heads'][0]))}, open('$R/heads_fit.json', 'w'), indent=1)"
 python benchmarks/heads_figures.py

@@ -6,8 +6,8 @@ Profiled on 5,000 random inputs; the Monitor runs the compiled detectors (covera
 MSP, max-logit, energy). Reported: table bytes and the whole Monitor's own memory at batch 1
 for full and compact tables, whether compact scores equal their definition (the full tables
 of the outward-rounded profile, ``rounded_tables``) on 1,000 inputs (they must, bit for bit),
-how often they equal the unrounded profile's, and the batch-1 coverage kernel time of each,
-interleaved.
+how often they equal the unrounded profile's, and the batch-1 time of the compiled scoring
+stage (coverage family and logit statistics in one pass) with each, interleaved.
 Run: python benchmarks/memory.py
 """
 
@@ -26,7 +26,6 @@ CLASSES, HIDDEN, FEATURES = 1000, 1488, 512
 def main() -> None:
     from nnwatch.eval.zoo import wide_classifier
     from nnwatch.export.instrument import instrument
-    from nnwatch.kernels.coverage import CoverageRun
     from nnwatch.monitor.detectors import COMPILED
     from nnwatch.monitor.monitor import Monitor
     from nnwatch.monitor.profiling import build_profile
@@ -60,19 +59,13 @@ def main() -> None:
     out["max_abs_diff_unrounded"] = {n: float(np.abs(scores["compact"][:, j] - scores["full"][:, j]).max())
                                      for j, n in enumerate(names)}
     out["median_nb_excess"] = float(np.median(scores["full"][:, names.index("nb_excess")]))
-    runs = {}
-    for kind, mon in mons.items():
-        ws = mon.runner.workspace(1)
-        mon.runner.run(test[:1], ws)
-        run = CoverageRun(ws.logits, ws.buf, mon.tables)
-        run.predict()
-        runs[kind] = run
-    timing = interleaved({k: r.cover for k, r in runs.items()}, 3000, warmup=50)
+    calls = {kind: mon.scoring_calls(test[:1])["compiled scores"] for kind, mon in mons.items()}
+    timing = interleaved(calls, 3000, warmup=50)
     for kind in mons:
         out[kind]["kernel_us"] = timing[kind]["p50_ms"] * 1e3
     md = ["<!-- begin memory -->",
           "| coverage tables | bytes per class and neuron | tables MiB | Monitor MiB (compiled detectors, batch 1) | "
-          "coverage kernel µs (batch 1) |", "|---|---|---|---|---|"]
+          "compiled scores µs (batch 1) |", "|---|---|---|---|---|"]
     for kind in mons:
         r = out[kind]
         md.append(f"| {kind} | {r['bytes_per_class_neuron']:.1f} | {r['tables_mib']:.1f} | {r['monitor_mib']:.1f} | "

@@ -9,7 +9,8 @@ against the float network and transferred: what an attacker without the deployed
 does). Reported per version: accuracy and agreement with FP32, the AUROC of the default
 detectors and the fused verdict on every set, the realized clean false-alarm rate, how well
 the coverage score ranks inputs as the FP32 one does (Spearman), the profile size, and the
-batch-1 monitored call against a plain IOBinding call of the same version, timed interleaved.
+batch-1 monitored call against a plain IOBinding call of the same version, timed interleaved,
+and how often the graph engine's verdicts differ from the compiled engine's on every input.
 Data: ../shared/data. Run: python benchmarks/precision.py [--quick]
 """
 
@@ -62,6 +63,35 @@ def convert(fp32: Path, version: str, calib: np.ndarray, folder: Path) -> Path:
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def engine_agreement(model: Path, profile, inputs: list) -> dict:  # type: ignore[no-untyped-def]
+    """The default monitor on both engines, over the same inputs: how often their verdicts differ.
+
+    The graph engine computes in float32 what the compiled one computes in float64: a decision
+    can differ only where a score lies within float32 rounding of a calibration score.
+    """
+    from nnwatch.monitor.monitor import Monitor
+
+    compiled = Monitor(model, profile, providers="cpu", threads=1)
+    graph = Monitor(model, profile, providers="cpu", threads=1, engine="graph")
+    x = np.concatenate(inputs)
+    a = [compiled(x[i : i + 256]) for i in range(0, len(x), 256)]
+    b = [graph(x[i : i + 256]) for i in range(0, len(x), 256)]
+    d = compiled.columns.index(compiled.decision)
+
+    def cat(vs, f):  # type: ignore[no-untyped-def]
+        return np.concatenate([f(v) for v in vs])
+
+    pa, pb = cat(a, lambda v: v.p_matrix[:, d]), cat(b, lambda v: v.p_matrix[:, d])
+    fa, fb = cat(a, lambda v: v.flag_matrix), cat(b, lambda v: v.flag_matrix)
+    calibrated = a[0].calibrated
+    return {"inputs": len(x), "decision": compiled.decision,
+            "pred_differ": int((cat(a, lambda v: v.pred) != cat(b, lambda v: v.pred)).sum()),
+            "decision_flags_differ": int((cat(a, lambda v: v.flag) != cat(b, lambda v: v.flag)).sum()),
+            "column_flags_differ": {c: int((fa[:, j] != fb[:, j]).sum()) for j, c in enumerate(compiled.columns)
+                                    if calibrated[j]},
+            "decision_p_max_abs_diff": float(np.abs(pa - pb).max())}
 
 
 def main() -> None:
@@ -132,6 +162,7 @@ def main() -> None:
             "model_kib": model.stat().st_size / 1024, "profile_kib": (folder / f"{model.stem}.npz").stat().st_size / 1024,
         }
         monitors[version] = mon
+        rows[version]["engines"] = engine_agreement(inst, mon.profile, [clean.x] + list(sets.values()))
         sess = ort.InferenceSession(str(model), session_options(1), providers=["CPUExecutionProvider"])
         plain[version] = sess
     say("timing batch 1, every version interleaved")
@@ -162,6 +193,15 @@ def main() -> None:
                   + f" | {r['batch1_plain_us']:.1f} | {r['batch1_monitored_us']:.1f} | {r['monitored_over_own_plain']:.2f}x | "
                   f"{r['model_kib']:.0f} | {r['profile_kib']:.0f} |")
     md.append("<!-- end precision -->")
+    md += ["", "<!-- begin engines -->",
+           "| version | inputs | decision | predictions that differ | decision flags that differ | "
+           "largest decision p-value difference | column flags that differ |", "|---|---|---|---|---|---|---|"]
+    for version, r in rows.items():
+        e = r["engines"]
+        columns = ", ".join(f"{c} {k}" for c, k in e["column_flags_differ"].items() if k) or "none"
+        md.append(f"| {version} | {e['inputs']:,} | {e['decision']} | {e['pred_differ']} | {e['decision_flags_differ']} | "
+                  f"{e['decision_p_max_abs_diff']:.2g} | {columns} |")
+    md.append("<!-- end engines -->")
     md += ["", "AUROC of the fused verdict per set:", "", "| set | " + " | ".join(VERSIONS) + " |",
            "|---|" + "---|" * len(VERSIONS)]
     for s in rows["fp32"]["auroc"]["fused"]:

@@ -130,7 +130,8 @@ def main() -> None:
         result = {**provenance(), "hz": args.hz, "frames": args.frames, "budget_ms": args.budget_ms, "groups": groups,
                   "latency_p50_ms": p50, "latency_p99_ms": p99, "over_budget": int(stats["overruns"]),
                   "deadlines_missed": int(missed), "stream_alarms": alarms,
-                  "drift_frames": [int(drift[0]), int(drift[-1])] if drift.size else None,
+                  "drift_first_frame": int(drift[0]) if drift.size else None,
+                  "drift_last_frame": int(drift[-1]) if drift.size else None,
                   "drift_first_stream_alarm": drift_alarm, "drift_first_5_of_10_flagged":
                   None if first_flags is None else int(first_flags)}
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

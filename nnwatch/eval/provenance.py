@@ -17,8 +17,7 @@ from typing import Any, Sequence
 from .overhead import machine
 
 
-RESULT_PATHS = ("benchmarks/results", "docs/results.md", "docs/reliability.md", "docs/coverage.md", "docs/claims.json",
-                "docs/figures", "README.md")
+RESULT_PATHS = ("benchmarks/results", "docs", "README.md")  # results, the docs' templates and the docs rendered
 
 
 def git_revision(folder: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from .scores import MASKED
 
 PLAIN = "plain prefill (torch)"
 PLAIN_ONNX = "plain prefill (onnxruntime)"
+SINGLE_BATCH = "single head, onnxruntime batch of 2"
 
 
 def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int = 3, onnx: str | None = None,
@@ -47,25 +48,30 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
     Returns
     -------
     dict
-        ``rows`` (path, p50_ms, ratio to the torch prefill, ratio to the onnxruntime prefill
+        ``rows`` (key, path, p50_ms, ratio to the torch prefill, ratio to the onnxruntime prefill
         when timed), ``prompts``, ``median_tokens``.
     """
     det = mon.detector
     scorer = mon.scorer
     torch = scorer.torch
-    monitors = {f"monitored, default detector ({det.default})": LanguageMonitor(det, scorer, detectors=[det.default]),
+    default = f"monitored, default detector ({det.default})"
+    monitors = {default: LanguageMonitor(det, scorer, detectors=[det.default]),
                 "monitored, every prefill detector": LanguageMonitor(det, scorer)}
+    keys = {PLAIN: "plain", default: "default", "monitored, every prefill detector": "every_prefill",
+            PLAIN_ONNX: "plain_onnxruntime", f"{default}, onnxruntime": "default_onnxruntime",
+            SINGLE_BATCH: "head_single_onnxruntime_batch2"}  # stable names the docs select rows by
     for name, sc in det.detectors.items():
         if sc.cost == MASKED:
             masked = f"{len(sc.heads)} head{'s' if len(sc.heads) != 1 else ''} masked"
             monitors[f"monitored, {name} ({masked})"] = LanguageMonitor(
                 det, scorer, detectors=[name], decision=name)
+            keys[f"monitored, {name} ({masked})"] = name
     ox = None
     if onnx:
         from .onnx_backend import OnnxHeadScorer
 
         ox = OnnxHeadScorer(onnx)
-        monitors[f"monitored, default detector ({det.default}), onnxruntime"] = LanguageMonitor(
+        monitors[f"{default}, onnxruntime"] = LanguageMonitor(
             det, scorer, detectors=[det.default], onnx=onnx)
     single = det.detectors.get("head_single")
     per_path: dict[str, list[float]] = {}
@@ -77,7 +83,7 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
             ones = np.ones((1, ox.n_layers, ox.n_heads), np.float32)
             calls[PLAIN_ONNX] = lambda p=p, ones=ones: ox.finals(scorer.encode(p)["input_ids"].numpy(), ones)
             if single is not None:
-                calls["single head, onnxruntime batch of 2"] = \
+                calls[SINGLE_BATCH] = \
                     lambda p=p: ox.angles(scorer.encode(p)["input_ids"].numpy(), single.heads)
         with torch.inference_mode():
             res = interleaved(calls, rounds=rounds, warmup=1, settle=0, seed=i)
@@ -89,7 +95,7 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
     rows = []
     for name, v in per_path.items():
         v = np.array(v)
-        row = {"path": name, "p50_ms": float(np.median(v)), "ratio": float(np.median(v / plain))}
+        row = {"key": keys[name], "path": name, "p50_ms": float(np.median(v)), "ratio": float(np.median(v / plain))}
         if PLAIN_ONNX in per_path:
             row["ratio_onnx"] = float(np.median(v / np.array(per_path[PLAIN_ONNX])))
         rows.append(row)

@@ -261,6 +261,11 @@ class Monitor:
         return self._verdict
 
     @property
+    def graph_model(self) -> bytes | None:
+        """The serialized ONNX model the graph engine runs (model, taps and verdict); None with the compiled engine."""
+        return None if self._graph is None else self._graph.model
+
+    @property
     def tables(self) -> Any:
         """The compiled coverage signature (CoverageTables or CompactTables) the monitor scores with."""
         return self._coverage_tables
