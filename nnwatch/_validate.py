@@ -32,6 +32,27 @@ def unknown_name(kind: str, name: str, available: Iterable[str]) -> InputError:
     return InputError(f"{kind} {name!r} not found; available: {shown or '(none)'}")
 
 
+def short_list(items: Sequence[object], limit: int = 20) -> str:
+    """``[a, b, ...]`` for a message: at most ``limit`` items, then how many more.
+
+    Parameters
+    ----------
+    items : sequence
+        What to list.
+    limit : int
+        Items shown.
+
+    Returns
+    -------
+    str
+        The list as text.
+    """
+    items = list(items)
+    if len(items) <= limit:
+        return str(items)
+    return "[" + ", ".join(str(i) for i in items[:limit]) + f", ... {len(items) - limit} more]"
+
+
 def check_probability(value: float, name: str) -> float:
     """Check that ``value`` lies strictly inside (0, 1).
 

@@ -5,7 +5,7 @@ Writes, into one folder:
 - ``tapped.onnx``: the instrumented model plus one output, ``nnwatch/verdict_input``
   (float32 ``(batch, C + N + 1)``: logits, joined taps, input NaN/Inf count). For runtimes that
   compile the perception model separately (TensorRT engines, NPU compilers): its added ops are
-  Concat, Flatten, Cast, IsNaN, Abs, Equal, Or, Not and ReduceSum.
+  Concat, Flatten, Cast, Sub, IsNaN, ReduceSum and Unsqueeze.
 - ``verdict.onnx``: ``nnwatch/verdict_input`` -> ``pred``, ``flag``, ``confidence``, ``count``
   and the ``scores``/``p_values``/``counts``/``flags`` matrices (opset 17, float32, standard
   ops). It runs on a CPU next to any runtime, from any onnxruntime binding.
@@ -29,7 +29,7 @@ from . import __version__
 from ._io import atomic_write_bytes
 from .errors import InputError
 from .graphs.assemble import VERDICT_INPUT, merged_model, tapped_model, verdict_model
-from .graphs.verdict_graph import COMPILABLE, check_compilable
+from .graphs.verdict_graph import COMPILABLE
 from .monitor.monitor import Monitor
 
 FILES = ("tapped.onnx", "verdict.onnx", "monitored.onnx", "verdict.json")
@@ -66,11 +66,28 @@ def compile_monitor(model: str | os.PathLike | bytes, profile: Any, out_dir: str
     ------
     InputError
         An uncalibrated profile, a detector that exists only in Python (named, with the
-        compilable ones), or a model the graph cannot express.
+        compilable ones), a model the graph cannot express, or an output folder where a file
+        written would replace an input.
+    ModelError
+        A model or profile that cannot be read, or a compiled model that fails the ONNX checker.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fallback classes and the like are the monitor's to report
+    out = Path(out_dir)
+    if not out.parent.resolve().is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    inputs = [Path(p) for p in (model, profile) if isinstance(p, (str, os.PathLike))]
+    for name in FILES:  # never replace (or remove) what was given
+        target = out / name
+        same = [p for p in inputs if target.exists() and p.exists() and os.path.samefile(target, p)]
+        if same:
+            raise InputError(f"--out {out}: writing {name} there would replace the input {same[0]}; choose another "
+                             "folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         mon = Monitor(model, profile, providers="cpu", detectors=detectors)
+    for w in caught:  # what changes the compiled verdict (a detector skipped, no fusion) goes in the record too
+        warnings.warn(w.message, w.category, stacklevel=2)
     cal = mon.calibration
     if cal is None or not mon.calibrated:
         raise InputError("the profile is not calibrated: the compiled verdict is a conformal flag; run nnwatch "
@@ -81,12 +98,6 @@ def compile_monitor(model: str | os.PathLike | bytes, profile: Any, out_dir: str
             if cal.fusion is not None and set(python) & set(cal.fusion["members"]) else ""
         raise InputError(f"detectors {python} exist only in Python and cannot be compiled into ONNX{hint}; "
                          f"compilable detectors: {', '.join(COMPILABLE)}")
-    check_compilable(mon.columns, mon.verdict_tables.sources)
-    out = Path(out_dir)
-    if not out.parent.resolve().is_dir():
-        raise InputError(f"--out {out}: folder {out.parent} does not exist")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder")
     columns, decision = mon.columns, mon.columns.index(mon.decision)
     spec = mon.verdict_tables.spec
     record = {
@@ -102,6 +113,7 @@ def compile_monitor(model: str | os.PathLike | bytes, profile: Any, out_dir: str
         "verdict_input": {"name": VERDICT_INPUT, "classes": int(spec.n_classes), "neurons": int(spec.n_neurons),
                           "layers": mon.manifest.layer_names, "layout": "logits (C) | taps (N) | input NaN/Inf count"},
         "precision": "float32",
+        "warnings": [str(w.message) for w in caught],
     }
     raw = mon.runner.model_bytes()
     models = {"tapped.onnx": tapped_model(raw, record),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._validate import short_list
 from ..errors import InputError
 from .console import warn
 from .output import write_records
@@ -176,7 +177,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {sum(counts)} trusted samples of {total}; per class {counts}")
     weak = [c for c, n in enumerate(counts) if n < 10]
     if weak:
-        warn(f"classes {weak} have fewer than 10 trusted samples; monitors use the global signature for them")
+        warn(f"classes {short_list(weak)} have fewer than 10 trusted samples; monitors use the global signature for "
+             "them")
     return 0
 
 
@@ -416,11 +418,11 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """``nnwatch compile``."""
-    from ..deploy import compile_monitor
+    from ..deploy import FILES, compile_monitor
 
     record = compile_monitor(args.model, args.profile, args.out, expose=args.expose, merged=not args.no_merged)
     out = record["outputs"]
-    files = ["tapped.onnx", "verdict.onnx"] + ([] if args.no_merged else ["monitored.onnx"]) + ["verdict.json"]
+    files = [f for f in FILES if not (args.no_merged and f == "monitored.onnx")]
     print(f"wrote {args.out}/: {', '.join(files)}")
     print(f"  verdict input {record['verdict_input']['name']}: float32 (batch, {record['verdict_input']['classes']} "
           f"logits + {record['verdict_input']['neurons']} taps + 1)")

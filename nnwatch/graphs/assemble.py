@@ -29,10 +29,13 @@ from .verdict_graph import OPSET, Ops, build_verdict
 RECORD_KEY = "nnwatch.compiled"
 VERDICT_INPUT = "nnwatch/verdict_input"
 MAX_IR_VERSION = 13  # what onnxruntime 1.31 reads
+MIN_TAPPED_OPSET = 9  # IsNaN
 
 
 def _onnx() -> tuple[Any, Any]:
-    return require("onnx_ir", extra="compile"), require("onnx")
+    import onnx  # a base dependency; only onnx_ir comes with an extra
+
+    return require("onnx_ir", extra="compile"), onnx
 
 
 def _set_record(proto: Any, record: dict) -> None:
@@ -140,8 +143,7 @@ def _verdict_input(ops: Ops, model: Any, manifest: TapManifest) -> Any:
     flat = ops("Flatten", x, axis=1)
     if x.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16):
         flat = ops.f(flat)
-        bad = ops("Not", ops.finite(flat))
-        count = ops.unsq(ops.sum_rows(bad, ir.DataType.FLOAT))
+        count = ops.unsq(ops.sum_rows(ops.nonfinite(flat), ir.DataType.FLOAT))
     else:  # integer images hold no NaN/Inf: a zero column of the batch's length
         count = ops("Mul", ops.cols(ops.f(flat), 0, 1), ops.const(0.0, np.float32))
     out = ops("Concat", logits, taps, count, axis=1)
@@ -194,9 +196,19 @@ def tapped_model(instrumented: bytes, record: dict) -> Any:
     -------
     onnx.ModelProto
         The model.
+
+    Raises
+    ------
+    InputError
+        The model's default opset is below 9.
     """
     model, manifest = _load(instrumented)
-    ops = Ops(prefix="nnwatch/verdict_input/", opset=_default_opset(model))
+    opset = _default_opset(model)
+    if opset < MIN_TAPPED_OPSET:
+        raise InputError(f"the model imports ONNX opset {opset}; the tapped model counts NaN/Inf inputs with IsNaN, "
+                         f"which needs opset {MIN_TAPPED_OPSET} or later: convert it first "
+                         "(onnx.version_converter.convert_version(model, 13)), then instrument it again")
+    ops = Ops(prefix="nnwatch/verdict_input/", opset=opset)
     x = _verdict_input(ops, model, manifest)
     return _finish(model, [ops], [x], dict(record, kind="tapped"))
 

@@ -14,17 +14,19 @@ and flag. The rules are those of :mod:`nnwatch.kernels.verdict` and
 - ``msp`` as ``T / (1 + T)`` with ``T`` the sum of ``exp(z_k - max)`` over the other classes
   (no cancellation for confident samples), ``max_logit = -max``, ``energy = -(max + log(1 + T))``;
 - ``mahalanobis``: ``min_c max(|xW|^2 - 2 xW.m_c + |m_c|^2, 0)`` (two ``MatMul``);
-- non-finite: IsNaN and ``Equal(Abs(x), inf)`` (no IsInf); a non-finite score, a coverage score
+- non-finite: ``IsNaN(x - x)`` (no IsInf: ``inf - inf`` is NaN); a non-finite score, a coverage score
   of a sample with NaN/Inf taps, and every score of a sample whose input held NaN/Inf is +inf;
 - p-value ``(1 + count) / (n + 1)`` with ``count = #{calibration scores >= s}`` in the
   class's calibration block, flag ``count < allowed``: the flag is the integer comparison;
 - the fused statistic: the sum of the members' evidence (:mod:`nnwatch.kernels.fusion`),
   calibrated the same way.
 
-Precision: the graph computes in float32, the Numba pass in float64. Scores that are counts
-over a fixed denominator (``nc``, ``kmnc``, ``tknc``, ``nbc``) are exact in both, and their
-calibration scores are stored as the same float32 ratios, so their counts and flags agree
-exactly. Other scores agree to float32 rounding; a flag can then differ only for a score
+Precision: the graph computes in float32, the Numba pass in float64. With full tables, scores
+that are counts over a fixed denominator (``nc``, ``kmnc``, ``tknc``, ``nbc`` and their mean,
+``coverage``) are exact in both: the tests compare the integer counts (below ``2**24``, checked
+when the graph is built), so their counts and flags agree exactly. Compact tables decode in
+float32 here, so a neuron within a rounding of a range end or section boundary may count
+differently. Other scores agree to float32 rounding; a flag can then differ only for a score
 within that rounding of a calibration score (tests/graphs count such inputs).
 """
 
@@ -38,8 +40,9 @@ from .._optional import require
 from ..errors import InputError
 from ..kernels.compact import OFF_BIT, ON_BIT, POINT_BIT, TOPK_BIT, CompactTables
 from ..kernels.coverage import SCORE_NAMES, CoverageTables
-from ..kernels.verdict import (SOURCE_COMBINED, SOURCE_DETECTOR, SOURCE_ENERGY, SOURCE_FUSED, SOURCE_MAHALANOBIS,
-                               SOURCE_MAX_LOGIT, SOURCE_MSP, VerdictSpec)
+from ..kernels.rules import top_places
+from ..kernels.verdict import (LOGIT_SOURCES, SOURCE_COMBINED, SOURCE_DETECTOR, SOURCE_ENERGY, SOURCE_FUSED,
+                               SOURCE_MAHALANOBIS, SOURCE_MAX_LOGIT, SOURCE_MSP, VerdictSpec)
 
 OPSET = 17
 INF = np.float32(np.inf)
@@ -59,6 +62,9 @@ class Ops:
     ----------
     prefix : str
         Prefix of every value and initializer name.
+    opset : int
+        Default-domain opset of the graph the nodes join (operators whose inputs changed with
+        the opset are written in that opset's form).
     """
 
     def __init__(self, prefix: str = "nnwatch/verdict/", opset: int = OPSET) -> None:
@@ -126,10 +132,13 @@ class Ops:
         return self._once(("unsq", id(x), axis), lambda: self("Unsqueeze", x, axes=[axis]))
 
     # -- small compositions ------------------------------------------------------------------
+    def nonfinite(self, x):  # type: ignore[no-untyped-def]
+        """bool: NaN or +/-inf, as ``IsNaN(x - x)`` (no IsInf: ``inf - inf`` is NaN; opset 9 on)."""
+        return self._once(("nonfinite", id(x)), lambda: self("IsNaN", self("Sub", x, x)))
+
     def finite(self, x):  # type: ignore[no-untyped-def]
-        """bool: neither NaN nor +/-inf (IsNaN and Equal(Abs(x), inf); no IsInf)."""
-        return self._once(("finite", id(x)), lambda: self("Not", self("Or", self("IsNaN", x), self(
-            "Equal", self("Abs", x), self.const(INF, np.float32)))))
+        """bool: neither NaN nor +/-inf."""
+        return self._once(("finite", id(x)), lambda: self("Not", self.nonfinite(x)))
 
     def sum_rows(self, x, dtype: int | None = None):  # type: ignore[no-untyped-def]
         """``ReduceSum`` over axis 1 (after a Cast to ``dtype`` when given), keepdims 0."""
@@ -138,7 +147,9 @@ class Ops:
         return self.reduce("ReduceSum", x)
 
     def cols(self, x, lo: int, hi: int):  # type: ignore[no-untyped-def]
-        """Columns ``lo:hi`` of a 2-D value."""
+        """Columns ``lo:hi`` of a 2-D value (bounds as inputs from opset 10, attributes before)."""
+        if self.opset < 10:
+            return self("Slice", x, starts=[lo], ends=[hi], axes=[1])
         return self("Slice", x, self.const([lo], np.int64), self.const([hi], np.int64), self.const([1], np.int64))
 
     def col(self, x, j: int):  # type: ignore[no-untyped-def]
@@ -249,14 +260,17 @@ def build_verdict(ops: Ops, spec: VerdictSpec, columns: tuple[str, ...], decisio
     calibrated = [j for j in range(D) if cal_row[j] >= 0 and j != fused] + ([fused] if has_fusion else [])
     if decision not in calibrated:
         raise InputError(f"the decision column {columns[decision]!r} is not calibrated: calibrate the profile first")
+    inexact = [columns[j] for j, n in enumerate(column_denominators(spec)) if n >= 2**24]
+    if inexact:
+        raise InputError(f"columns {inexact} count over {2**24:,} or more places, beyond what float32 holds exactly: "
+                         "leave them out of the monitor's detectors, or tap fewer neurons")
     logits = ops.cols(verdict_input, 0, C)
     v = ops.cols(verdict_input, C, C + N)
     bad_in = ops("Greater", ops.col(verdict_input, C + N), ops.const(0.0, np.float32), hint="bad_input")
     bad_col = ops.unsq(bad_in)
     pred = ops("ArgMax", logits, axis=1, keepdims=0, select_last_index=0, hint="pred")
     cov = _coverage(ops, spec, v, pred, sources)
-    logit_scores = _logit_scores(ops, logits, pred, C) if ((sources <= SOURCE_MSP) & (sources >= SOURCE_ENERGY)).any() \
-        else {}
+    logit_scores = _logit_scores(ops, logits, pred, C) if np.isin(sources, LOGIT_SOURCES).any() else {}
     maha = _mahalanobis(ops, spec, v) if (sources == SOURCE_MAHALANOBIS).any() else None
     plain = [j for j in range(D) if j != fused]
     pieces, cmp_pieces = [], []
@@ -357,20 +371,19 @@ def _coverage(ops: Ops, spec: VerdictSpec, v, pred, sources: np.ndarray) -> dict
     nbx = ops("Div", ops.sum_rows(excess), ops.const(float(N), np.float32))
     # top-k per layer (NaN never enters: it becomes -inf; a sample with NaN taps scores +inf anyway)
     vv = ops("Where", ops("IsNaN", v), ops.const(-INF, np.float32), v)
-    picks, tk_total = [], 0
+    picks, tk_total = [], top_places(offsets, k_top)
     for layer in range(offsets.size - 1):
         a, b = int(offsets[layer]), int(offsets[layer + 1])
         kk = min(k_top, b - a)
         _, idx = ops.multi("TopK", ops.cols(vv, a, b), ops.const([kk], np.int64), n=2, axis=1, largest=1, sorted=1)
         picks.append(ops("Add", idx, ops.const(a, np.int64)))
-        tk_total += kk
     top_idx = ops("Concat", *picks, axis=1) if len(picks) > 1 else picks[0]
     tk = ops.sum_rows(topk_rare(top_idx), ops.ir.DataType.FLOAT)
     n = ops.const(float(N), np.float32)
     ratios = {0: ops("Div", nc, n, hint="nc"), 1: ops("Div", km, n, hint="kmnc"),
               2: ops("Div", tk, ops.const(float(tk_total), np.float32), hint="tknc"), 3: ops("Div", nb, n, hint="nbc"),
               4: nbx}
-    bad_taps = ops("Greater", ops.sum_rows(ops("Not", ops.finite(v)), ops.ir.DataType.FLOAT),
+    bad_taps = ops("Greater", ops.sum_rows(ops.nonfinite(v), ops.ir.DataType.FLOAT),
                    ops.const(0.0, np.float32), hint="bad_taps")
     out = {j: ops("Where", bad_taps, ops.const(INF, np.float32), r, hint=SCORE_NAMES[j]) for j, r in ratios.items()}
     # the mean as one exact ratio of integers (kernels.rules.coverage_mean): ((nc+km+nb) T + tk N) / (4 N T)
@@ -408,8 +421,8 @@ def _full_cells(ops: Ops, t: CoverageTables, pred) -> tuple:  # type: ignore[no-
 
     def section_index(v, lo, inv_w, k):  # type: ignore[no-untyped-def]
         # exact: the number of the class's section thresholds at or below v (float32 comparisons)
-        if edges is None:
-            return ops("Cast", ops("Mul", v, ops.const(0.0, np.float32)), to=ops.ir.DataType.INT64)
+        if edges is None:  # one section: index 0 everywhere (Less(v, v) is false, also for NaN/Inf)
+            return ops("Cast", ops("Less", v, v), to=ops.ir.DataType.INT64)
         return ops.reduce("ReduceSum", ops.i(ops("GreaterOrEqual", ops.unsq(v, 2), edges)), axis=2)
 
     return lo, hi, inv_w, inv_u, on_r, off_r, section_rare, topk_rare, section_index
@@ -550,13 +563,56 @@ def graph_ratio(ref: np.ndarray, denominator: int) -> np.ndarray:
     return counts / np.float32(denominator)
 
 
+def count_denominator(spec: VerdictSpec, source: int) -> int | None:
+    """The fixed denominator of a counting column's ratios: ``N``, ``T`` or ``4 N T`` (None for others).
+
+    Parameters
+    ----------
+    spec : VerdictSpec
+        The monitor's tables.
+    source : int
+        The column's compiled source.
+
+    Returns
+    -------
+    int or None
+        The denominator; None for a column that is not a ratio of counts.
+    """
+    if spec.coverage is None:
+        return None
+    places = top_places(np.asarray(spec.offsets), int(spec.coverage.k_top))
+    if source in _COUNTING:
+        return int(spec.n_neurons) if _COUNTING[source] == "neurons" else places
+    if source == SOURCE_COMBINED:
+        return 4 * int(spec.n_neurons) * places
+    return None
+
+
+def column_denominators(spec: VerdictSpec) -> np.ndarray:
+    """Per column, the denominator of its ratios of counts, or 0 (see :func:`count_denominator`).
+
+    The graph computes a counting column's score as ``float32(k) / float32(n)``; ``rint(score * n) / n``
+    in float64 is then the compiled engine's score exactly (``n < 2**24``, checked when the graph is built).
+
+    Parameters
+    ----------
+    spec : VerdictSpec
+        The monitor's tables.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(D,)``.
+    """
+    return np.array([count_denominator(spec, int(src)) or 0 for src in np.asarray(spec.sources)], np.int64)
+
+
 class _Calibration:
     """Conformal counts against sorted calibration blocks (one block per class's group)."""
 
     def __init__(self, ops: Ops, spec: VerdictSpec, pred, bad_in, offsets: np.ndarray) -> None:  # type: ignore[no-untyped-def]
         self.ops, self.spec, self.pred, self.bad_in = ops, spec, pred, bad_in
-        self.tk_total = sum(min(int(spec.coverage.k_top), int(b - a)) for a, b in zip(offsets[:-1], offsets[1:])) \
-            if spec.coverage is not None else 1
+        self.tk_total = top_places(offsets, int(spec.coverage.k_top)) if spec.coverage is not None else 1
         self.main = self._blocks(spec.conformal, "cal") if spec.conformal is not None else None
         self.fused = self._blocks(spec.fusion[1], "fused_cal") if spec.fusion is not None else None
 
@@ -578,11 +634,7 @@ class _Calibration:
 
     def denominator(self, source: int) -> int | None:
         """The fixed denominator of a counting column's ratios (None for other columns)."""
-        if source in _COUNTING:
-            return self.spec.n_neurons if _COUNTING[source] == "neurons" else self.tk_total
-        if source == SOURCE_COMBINED:
-            return 4 * self.spec.n_neurons * self.tk_total
-        return None
+        return count_denominator(self.spec, source)
 
     def compared(self, ref: np.ndarray, source: int) -> np.ndarray:
         """Calibration scores in the space the tests compare: counts for counting columns (exact), else float32."""

@@ -235,6 +235,9 @@ def _nonfinite_rows(bits, batch, width, exp_mask, out):
         out[b] = n
 
 
+_BITS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
+
+
 def count_nonfinite_rows(x: np.ndarray) -> np.ndarray:
     """Number of NaN/Inf values in each sample of a float batch.
 
@@ -254,40 +257,6 @@ def count_nonfinite_rows(x: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x).reshape(-1).view(utype)
     _nonfinite_rows(bits, batch, x.size // max(batch, 1), utype(mask), out)
     return out
-
-
-@njit()
-def _copy_nonfinite_rows(src, dst, batch, width, exp_mask, out):
-    # One pass: copy the batch into the bound input buffer and count NaN/Inf per sample.
-    for b in range(batch):
-        n = 0
-        base = b * width
-        for j in range(width):
-            v = src[base + j]
-            dst[base + j] = v
-            n += (v & exp_mask) == exp_mask
-        out[b] = n
-
-
-_BITS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
-
-
-def copy_count_nonfinite(src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
-    """Copy a float batch into ``dst`` and count its NaN/Inf values per sample, in one pass.
-
-    Parameters
-    ----------
-    src : numpy.ndarray
-        C-contiguous float ``(B, ...)``.
-    dst : numpy.ndarray
-        C-contiguous array of the same shape and dtype.
-    out : numpy.ndarray
-        int64 ``(B,)`` receives the counts.
-    """
-    utype, mask = _BITS[src.dtype.itemsize]
-    batch = src.shape[0]
-    _copy_nonfinite_rows(src.reshape(-1).view(utype), dst.reshape(-1).view(utype), batch,
-                         src.size // max(batch, 1), utype(mask), out)
 
 
 @njit(exact=True)

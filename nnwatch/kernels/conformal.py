@@ -26,6 +26,7 @@ import numpy as np
 from .._validate import check_array, check_classes, check_probability
 from ..errors import InputError
 from ._jit import njit
+from .rules import finite_or_inf
 
 
 def allowed_count(n: int, alpha: float) -> int:
@@ -146,9 +147,7 @@ def _p_values(scores, classes, ref, starts, ends, allowed, p_out, flag_out):
         hi = ends[c]
         n = hi - lo
         for d in range(scores.shape[1]):
-            s = scores[b, d]
-            if not np.isfinite(s):
-                s = np.inf  # non-finite = maximal evidence
+            s = finite_or_inf(scores[b, d])  # non-finite = maximal evidence
             n_ge = count_at_least(ref, d, lo, hi, s)
             p_out[b, d] = (1.0 + n_ge) / (n + 1.0)
             flag_out[b, d] = n_ge < allowed[c]

@@ -34,6 +34,7 @@ from .._validate import check_array, check_classes
 from ..errors import InputError
 from ._jit import njit, parallel_guard
 from .compact import OFF_BIT, ON_BIT, POINT_BIT, TOPK_BIT, CompactTables, decode_cell
+from .rules import count_ratio
 from .topk import topk_insert
 
 SCORE_NAMES = ("nc", "kmnc", "tknc", "nbc", "nb_excess", "nonfinite")
@@ -99,6 +100,12 @@ class CoverageTables:
             raise InputError("tables.section_rare needs at least one section")
         if int(self.k_top) < 1:
             raise InputError(f"tables.k_top must be >= 1, got {self.k_top}")
+        # the kernel turns (v - lo) * inv_width into a section index and scales distances by inv_unit
+        for name in ("inv_width", "inv_unit"):
+            arr = getattr(self, name)
+            if not (np.isfinite(arr) & (arr >= 0)).all():
+                raise InputError(f"tables.{name} must be finite and >= 0 everywhere (a section index is computed "
+                                 "from it)")
 
     @property
     def n_classes(self) -> int:
@@ -198,10 +205,10 @@ def cover_row(buf, row, off, c, compact, lo, hi, inv_w, inv_u, thr, sec_rare, on
             n = start + best_i[t]
             tk += ((cells[c, n, 2] >> TOPK_BIT) & 1) if compact else topk_rare[c, n]
         tk_total += kk
-    out[ob, 0] = nc / n_total
-    out[ob, 1] = km / n_total
-    out[ob, 2] = tk / tk_total if tk_total > 0 else 0.0
-    out[ob, 3] = nb / n_total
+    out[ob, 0] = count_ratio(nc, n_total)  # correctly rounded: the counts come back exactly (rules)
+    out[ob, 1] = count_ratio(km, n_total)
+    out[ob, 2] = count_ratio(tk, tk_total) if tk_total > 0 else 0.0
+    out[ob, 3] = count_ratio(nb, n_total)
     out[ob, 4] = excess / n_total
     out[ob, 5] = nonfinite
 

@@ -25,6 +25,7 @@ from .._validate import check_array, check_classes
 from ..errors import InputError
 from ._jit import njit
 from .conformal import count_at_least
+from .rules import finite_or_inf
 
 TAIL_QUANTILE = 0.9  # the tail scale is max - this quantile of the group's calibration scores
 
@@ -109,7 +110,8 @@ def tail_scales(ref: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
 @njit(exact=True)
 def member_evidence(ref, k, lo, hi, scale, s):
     """Evidence ``e_k`` of score ``s`` against ``ref[k, lo:hi]``; for use inside kernels."""
-    if not np.isfinite(s):
+    s = finite_or_inf(s)
+    if s == np.inf:
         return np.inf
     n = hi - lo
     n_ge = count_at_least(ref, k, lo, hi, s)

@@ -28,6 +28,7 @@ import numpy as np
 from .._validate import check_array, check_probability
 from ..errors import InputError
 from ._jit import njit
+from .rules import finite_or_inf
 
 METHODS = ("jumper", "cusum")
 JUMPER, CUSUM = 0, 1
@@ -72,8 +73,7 @@ def _count_ge_gt(bag, g, n, s):
 @njit()
 def _score_step(bag, sizes, g, s, theta):
     """One frame of the score test: its smoothed online p-value, then the score joins group ``g``'s bag."""
-    if not s == s:  # NaN: maximal evidence, like +inf
-        s = np.inf
+    s = finite_or_inf(s)  # NaN and -inf: maximal evidence, like +inf
     n = sizes[g]
     n_ge, n_gt = _count_ge_gt(bag, g, n, s)
     p = (n_gt + theta * (n_ge - n_gt + 1.0)) / (n + 1.0)
@@ -357,6 +357,8 @@ class StreamState:
                  delta: float = 0.01, method: str = "jumper", jump: float = 0.01, seed: int = 0) -> None:
         score, cls = StreamTest(reference, delta, method, jump, seed), ClassStreamTest(
             classes, group_of.shape[0], delta, method, jump, seed + 1)
+        if int(column) < 0:
+            raise InputError(f"column must be >= 0 (an index into the score matrix), got {column}")
         group_of = np.ascontiguousarray(group_of, np.int64)
         if group_of.min() < 0 or group_of.max() >= score.sizes.shape[0]:
             raise InputError(f"group_of must name the {score.sizes.shape[0]} calibration groups")

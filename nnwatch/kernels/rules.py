@@ -37,12 +37,19 @@ def logit_stats(logits, b):
     return m, m + np.log(total)
 
 
-@njit()
+@njit(exact=True)
+def count_ratio(k, n):
+    """``k / n`` correctly rounded (strict IEEE division, never a reciprocal); for use inside kernels."""
+    return k / n
+
+
+@njit(exact=True)
 def coverage_mean(cov, b, n_total, tk_total):
     """The ``coverage`` score of row ``b`` (see the module docstring); for use inside kernels.
 
-    ``cov``'s ratios are correctly rounded ``k / N`` (``k / T`` for ``tknc``): the counts come
-    back exactly with ``rint``.
+    ``cov``'s ratios are correctly rounded ``k / N`` (``k / T`` for ``tknc``, written by
+    :func:`count_ratio`): the counts come back exactly with ``rint``, and the mean is one
+    correctly rounded division.
     """
     nc = np.rint(cov[b, 0] * n_total)
     km = np.rint(cov[b, 1] * n_total)

@@ -23,11 +23,13 @@ and, per sample ``b`` and detector column ``j``:
   (:mod:`nnwatch.kernels.martingale`).
 
 State is packed once: the tables every thread shares in three arrays (:class:`VerdictTables`),
-each thread's buffers for one batch size in three more (:class:`VerdictWorkspace`), a stream's
-state in two (:class:`~nnwatch.kernels.martingale.StreamState`). A call unboxes those eight
-arrays, the two onnxruntime buffers and three integers, instead of some fifty arrays.
-:class:`VerdictTables` and :class:`VerdictWorkspace` check every array when they are built,
-and a call takes no other array, so the kernel never sees an unchecked size or index.
+each thread's results for one batch size in two more (:class:`VerdictWorkspace`), a stream's
+state in two (:class:`~nnwatch.kernels.martingale.StreamState`). A call unboxes those seven
+arrays, the three buffers onnxruntime reads and writes (input, logits, taps) and three
+integers, instead of some fifty arrays. :class:`VerdictTables` and :class:`VerdictWorkspace`
+check every array when they are built (coverage scales included), :class:`VerdictPlan` checks
+the buffers it binds and the stream's arrays (``StreamState.arrays_for``), so the kernel never
+sees an unchecked size or index.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ from .conformal import ConformalTables, count_at_least
 from .coverage import SCORE_NAMES, CoverageTables, argmax_row, cover_row, table_arrays
 from .fusion import FusionTables, member_evidence
 from .gaussian import class_distances
-from .martingale import stream_step
-from .rules import coverage_score, logit_stats, top_places
+from .martingale import StreamState, stream_step
+from .rules import coverage_score, finite_or_inf, logit_stats, top_places
 
 SOURCE_DETECTOR = -1  # column filled by a detector written in Python
 SOURCE_COMBINED = -2  # mean of the nc, kmnc, tknc and nbc coverage columns
@@ -54,8 +56,17 @@ SOURCE_MSP = -4  # 1 - max softmax probability
 SOURCE_MAX_LOGIT = -5  # -max logit
 SOURCE_ENERGY = -6  # -logsumexp of the logits
 SOURCE_MAHALANOBIS = -7  # min over classes of the squared Mahalanobis distance of the feature layer
+LOGIT_SOURCES = (SOURCE_MSP, SOURCE_MAX_LOGIT, SOURCE_ENERGY)  # the scores read from the logits alone
 _LOWEST = SOURCE_MAHALANOBIS
 _NONFINITE = SCORE_NAMES.index("nonfinite")
+
+
+
+@njit()
+def is_logit_source(source):
+    """Whether a column's compiled source is one of :data:`LOGIT_SOURCES`; for use inside kernels."""
+    return source == SOURCE_MSP or source == SOURCE_MAX_LOGIT or source == SOURCE_ENERGY
+
 
 STAGE_SCORES, STAGE_DECIDE = 1, 2
 STAGE_ALL = STAGE_SCORES | STAGE_DECIDE
@@ -449,7 +460,7 @@ def _scores_stage(ti, tf, t8, logits, buf, active, sources, pred, cov, top, lse,
         if active[j]:
             s = sources[j]
             uses_cov |= s >= 0 or s == SOURCE_COMBINED
-            uses_logits |= s <= SOURCE_MSP and s >= SOURCE_ENERGY
+            uses_logits |= is_logit_source(s)
             uses_maha |= s == SOURCE_MAHALANOBIS
     for b in range(B):
         pred[b] = argmax_row(logits, b)
@@ -546,8 +557,7 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
                 s = maha[b]
             else:
                 s = scores_in[b, j]
-            if bad_in or not np.isfinite(s):
-                s = np.inf
+            s = np.inf if bad_in else finite_or_inf(s)
             scores[b, j] = s
             r = cal_row[j]
             if r < 0:
@@ -672,7 +682,7 @@ class VerdictPlan:
         self._args = (tables.ints, tables.floats, tables.narrow, logits, buf, flat, self.ws.ints, self.ws.floats)
         self._active = [frozenset(np.flatnonzero(m).tolist()) for m in tables.masks]
 
-    def __call__(self, stage: int, mask: int, decision: int, stream: tuple[np.ndarray, np.ndarray] = NO_STREAM) -> None:
+    def __call__(self, stage: int, mask: int, decision: int, stream: StreamState | None = None) -> None:
         """Run the compiled pass on the current contents of the bound buffers.
 
         Parameters
@@ -683,17 +693,21 @@ class VerdictPlan:
             Index of the active-column mask.
         decision : int
             Column that decides; active under ``mask``.
-        stream : tuple of numpy.ndarray
-            ``StreamState.arrays_for(tables, B)`` to advance a stream (with ``STAGE_DECIDE``).
+        stream : StreamState, optional
+            A stream to advance (with ``STAGE_DECIDE``); its arrays are checked against these
+            tables and sized for this batch here.
 
         Raises
         ------
         InputError
-            A stage, mask or decision out of range.
+            A stage, mask or decision out of range, or a stream built for other tables.
         """
         if not 0 < stage <= STAGE_ALL or not 0 <= mask < len(self._active) or decision not in self._active[mask]:
             raise InputError(f"stage {stage}, mask {mask} or decision column {decision} is not valid here")
-        verdict_pass(*self._args, stream[0], stream[1], stage, mask, decision)
+        if stream is not None and not isinstance(stream, StreamState):
+            raise InputError(f"stream: expected a StreamState or None, got {type(stream).__name__}")
+        si, sf = NO_STREAM if stream is None else stream.arrays_for(self.tables, self.ws.batch)
+        verdict_pass(*self._args, si, sf, stage, mask, decision)
 
     def validate(self, mask: int, decision: int) -> tuple:
         """Check ``mask``/``decision`` once; return the bound arrays for direct calls.

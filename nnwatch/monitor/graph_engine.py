@@ -3,9 +3,11 @@
 The merged model (:mod:`nnwatch.graphs.assemble`) computes the verdict with standard ONNX
 operators inside the same onnxruntime call as the model; Python only binds the buffers and
 wraps the outputs. The verdict is the compiled engine's, in float32 (see
-:mod:`nnwatch.graphs.verdict_graph` for what "equal" means). Detectors written in Python, the
-degrade policy and columns nobody calibrated have no place in the graph and are refused; an
-attached stream is advanced after the graph, by the same compiled step as the compiled engine's.
+:mod:`nnwatch.graphs.verdict_graph` for what "equal" means). Detectors written in Python and
+the degrade policy have no place in the graph and are refused; columns nobody calibrated are
+computed with NaN p-values. Counting columns come back as the exact ratios the compiled
+engine computes (:meth:`GraphEngine.exact_scores`); an attached stream is advanced after the
+graph, by the same compiled step as the compiled engine's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class GraphEngine:
 
     def __init__(self, monitor: Any) -> None:
         from ..graphs.assemble import merged_model  # the graph is built when the engine is chosen
+        from ..graphs.verdict_graph import column_denominators
 
         if monitor.budget.policy == "degrade":
             raise InputError("the graph engine computes every column in one graph call: it has no degrade policy; "
@@ -43,6 +46,9 @@ class GraphEngine:
         proto = merged_model(runner.model_bytes(), monitor.verdict_tables.spec, monitor.columns,
                              monitor.columns.index(monitor.decision), record)
         self.model = proto.SerializeToString()
+        den = column_denominators(monitor.verdict_tables.spec)
+        self._counting = np.flatnonzero(den > 0)
+        self._denominators = den[self._counting].astype(np.float64)
         self.session = ort.InferenceSession(self.model, session_options(runner.threads, runner.spinning),
                                             providers=runner.session.get_providers())
         self.input_name = runner.input_name
@@ -52,6 +58,7 @@ class GraphEngine:
         self.outputs = {key: f"nnwatch/{key}" for key in names}
         self.n_classes, self.n_columns = runner.n_classes, len(monitor.columns)
         self.fixed = runner.manifest.batch  # a graph with a fixed batch runs in chunks of it
+        self.max_buffers = runner.max_workspaces
         self._local = threading.local()
 
     def _buffers(self, batch: int) -> tuple:
@@ -61,7 +68,7 @@ class GraphEngine:
         entry = cache.get(batch)
         if entry is None:
             B, C, D = batch, self.n_classes, self.n_columns
-            arrays = {"x": None, "logits": np.empty((B, C), np.float32), "pred": np.empty(B, np.int64),
+            arrays = {"logits": np.empty((B, C), np.float32), "pred": np.empty(B, np.int64),
                       "flag": np.empty(B, np.bool_), "confidence": np.empty(B, np.float32),
                       "scores": np.empty((B, D), np.float32), "p_values": np.empty((B, D), np.float32),
                       "flags": np.empty((B, D), np.bool_)}
@@ -70,6 +77,8 @@ class GraphEngine:
             for key, name in self.outputs.items():
                 arr = arrays[key]
                 binding.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+            while len(cache) >= self.max_buffers:  # as many batch sizes as the runner keeps buffers for
+                cache.pop(next(iter(cache)))
             entry = cache[batch] = (binding, arrays)
         return entry
 
@@ -91,7 +100,7 @@ class GraphEngine:
             binding, arrays = self._buffers(x.shape[0])
             binding.bind_cpu_input(self.input_name, x)
             self.session.run_with_iobinding(binding)
-            return {key: arr.copy() for key, arr in arrays.items() if arr is not None}
+            return {key: arr.copy() for key, arr in arrays.items()}
         parts = []
         for lo in range(0, x.shape[0], self.fixed):
             chunk = x[lo : lo + self.fixed]
@@ -101,3 +110,27 @@ class GraphEngine:
             out = self.run(np.ascontiguousarray(chunk))
             parts.append({key: arr[:n] for key, arr in out.items()})
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def exact_scores(self, scores: np.ndarray) -> np.ndarray:
+        """float64 scores, counting columns as the exact ratios ``k / n`` the compiled engine computes.
+
+        The graph's float32 ``k / n`` is within half an ulp of the ratio, and ``n < 2**24``:
+        ``rint(score * n) / n`` gives ``k / n`` back, so a stream compares these scores with the
+        calibration's float64 ratios exactly, ties included.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            float32 ``(B, D)`` from :meth:`run`.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(B, D)``.
+        """
+        out = scores.astype(np.float64)
+        if self._counting.size:
+            part = out[:, self._counting]
+            exact = np.rint(part * self._denominators) / self._denominators
+            out[:, self._counting] = np.where(np.isfinite(part), exact, part)
+        return out

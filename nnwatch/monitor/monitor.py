@@ -19,6 +19,7 @@ import numpy as np
 
 from ..calibration.fused_verdict import FUSED, compile_fusion
 from ..calibration.groups import check_settings, compile_conformal
+from .._validate import short_list
 from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
 from ..kernels.verdict import (NO_STREAM, SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, STAGE_DECIDE,
@@ -131,7 +132,7 @@ class Monitor:
         self.min_signature_samples = int(min_signature_samples)
         self.fallback_classes = fallback_classes(profile, self.min_signature_samples)
         if self.fallback_classes:
-            warnings.warn(f"classes {self.fallback_classes} have fewer than {self.min_signature_samples} trusted "
+            warnings.warn(f"classes {short_list(self.fallback_classes)} have fewer than {self.min_signature_samples} trusted "
                           "samples and use the global signature", stacklevel=2)
         if compact_tables is None:
             compact_tables = recorded.get("compact_tables")
@@ -163,13 +164,9 @@ class Monitor:
         self._stream_lock = threading.Lock()
         self.tracker = LatencyTracker(self.budget)
         self._input_checks = _INPUT_CHECKS if profile.header.get("input_stats", {}) else 0
-        self._set_calibration(cal)
         self.engine = engine
         self._graph = None
-        if engine == "graph":
-            from .graph_engine import GraphEngine
-
-            self._graph = GraphEngine(self)
+        self._set_calibration(cal)  # packs the tables (and builds the graph engine's model)
         self._check_memory()
 
     def _fit_detectors(self, detectors: Sequence[str], decision: str, profile: Profile) -> dict[str, Detector]:
@@ -254,6 +251,10 @@ class Monitor:
         # the compiled signature now lives in the packed arrays: keep views of them, not a second copy
         self._coverage_tables = self._verdict.coverage or self._coverage_tables
         self._generation = getattr(self, "_generation", 0) + 1
+        if self.engine == "graph":  # the graph holds the tables as initializers: build it again
+            from .graph_engine import GraphEngine
+
+            self._graph = GraphEngine(self)
 
     @property
     def verdict_tables(self) -> VerdictTables:
@@ -441,6 +442,9 @@ class Monitor:
                 plan.validate(_CHEAP, self._fallback_col)
             # The common case, on a CPU: copy into the bound input, one run writes logits and joined taps.
             direct = bound and self.manifest.joined is not None and ws.device_input is None
+            plans.pop(batch, None)
+            while len(plans) >= self.runner.max_workspaces:  # as many as the runner keeps buffers for
+                plans.pop(next(iter(plans)))
             entry = plans[batch] = (ws, self._generation, plan, args, direct)
         return entry
 
@@ -549,7 +553,7 @@ class Monitor:
         out = self._graph.run(arr)
         t2 = time.perf_counter()
         bad = count_nonfinite_rows(arr) > 0 if arr.dtype.kind == "f" else np.zeros(len(arr), np.bool_)
-        scores, pred = out["scores"].astype(np.float64), out["pred"]
+        scores, pred = self._graph.exact_scores(out["scores"]), out["pred"]
         stream = None
         if self._stream is not None and _record:
             with self._stream_lock:

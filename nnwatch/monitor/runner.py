@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from .._io import is_zip_archive
 from ..errors import InputError, ModelError
-from ..kernels.accumulate import copy_count_nonfinite, dequantize, reduce_maps
+from ..kernels.accumulate import dequantize, reduce_maps
 from ..kernels.layout import layer_offsets
 from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, check_logit_columns, decode_head
 from .providers import QUIET, resolve_providers
@@ -232,6 +232,11 @@ class Runner:
         shape = self.manifest.input_shape
         self._static_shape = tuple(shape) if all(d is not None for d in shape) else None
 
+    @property
+    def max_workspaces(self) -> int:
+        """How many batch sizes each thread keeps buffers for (least recently used dropped first)."""
+        return self._max_workspaces
+
     def model_bytes(self) -> bytes:
         """The instrumented model's serialized bytes.
 
@@ -358,7 +363,7 @@ class Runner:
                 binding.bind_output(tap.output, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
         return Workspace(batch, logits, buf, maps, binding, inputs, np.zeros(batch, np.int64), quantized, device_input)
 
-    def run(self, x: np.ndarray, ws: Workspace, nonfinite: np.ndarray | None = None) -> bool:
+    def run(self, x: np.ndarray, ws: Workspace) -> None:
         """Run the model on a checked batch, filling ``ws.logits`` and ``ws.buf``.
 
         Parameters
@@ -367,23 +372,10 @@ class Runner:
             Output of :meth:`check_input`, batch size ``ws.batch``.
         ws : Workspace
             This thread's workspace for that batch size.
-        nonfinite : numpy.ndarray, optional
-            int64 ``(B,)``: if given, receives each sample's NaN/Inf count when it can be had
-            for free while copying the input (float inputs through the bound buffer).
-
-        Returns
-        -------
-        bool
-            Whether ``nonfinite`` was filled.
         """
-        counted = False
         if ws.binding is not None:
             if ws.inputs.shape == x.shape:
-                if nonfinite is not None and x.dtype.kind == "f":
-                    copy_count_nonfinite(x, ws.inputs, nonfinite)
-                    counted = True
-                else:
-                    np.copyto(ws.inputs, x)
+                np.copyto(ws.inputs, x)
                 if ws.device_input is not None:
                     ws.device_input.update_inplace(ws.inputs)
             else:  # dynamic non-batch input axes: bind this batch as it is
@@ -393,7 +385,6 @@ class Runner:
             self._run_chunked(x, ws)
         if not self.manifest.joined:
             self._gather_taps(ws)
-        return counted
 
     def _gather_taps(self, ws: Workspace) -> None:
         # One output per tap: dequantize / reduce / copy each into its columns of the buffer.

@@ -62,6 +62,8 @@ class StreamMonitor:
     ------
     InputError
         The monitor is not calibrated, or already has a stream attached.
+    NotFittedError
+        The calibration holds no reference scores for ``column``.
     """
 
     def __init__(self, monitor, column: str | None = None, delta: float = 0.01, method: str = "jumper",  # type: ignore[no-untyped-def]

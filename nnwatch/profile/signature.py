@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .._validate import short_list
 from ..errors import InputError
 from ..kernels.compact import MAX_SECTIONS, CompactTables, decode, encode_outward, grid, pack_bits
 from ..kernels.coverage import CoverageTables
@@ -94,7 +95,7 @@ def _signature_rows(profile: Profile, min_class_samples: int, warn: bool) -> np.
         rows[weak] = n_cls
         if warn:
             warnings.warn(
-                f"classes {weak} have fewer than {min_class_samples} trusted samples; "
+                f"classes {short_list(weak)} have fewer than {min_class_samples} trusted samples; "
                 "they use the global signature", FallbackWarning, stacklevel=3)
     return rows
 

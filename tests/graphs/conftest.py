@@ -1,5 +1,5 @@
-"""Calibrated monitors of every kind the graph must compile: full and compact tables, one and
-several layers, FP32, FP16, INT8 (QDQ and QOperator), a fixed batch, an old opset."""
+"""Calibrated monitors of every kind the graph must compile: full and compact tables, one
+k-section, one and several layers, FP32, FP16, INT8 (QDQ and QOperator), a fixed batch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from nnwatch.monitor.monitor import Monitor  # noqa: E402
 from nnwatch.monitor.profiling import build_profile  # noqa: E402
 from tests.conftest import conv_onnx, mlp_onnx, trained_digits_mlp  # noqa: E402
 
-VARIANTS = ("mlp", "mlp_compact", "conv", "conv_fp16", "conv_int8_qdq", "conv_int8_qoperator", "mlp_fixed_batch")
+VARIANTS = ("mlp", "mlp_compact", "mlp_one_section", "conv", "conv_fp16", "conv_int8_qdq", "conv_int8_qoperator",
+            "mlp_fixed_batch")
 
 
 def _quantized(model, samples, fmt: str, folder):  # type: ignore[no-untyped-def]
@@ -69,7 +70,7 @@ def build_variant(name: str, folder) -> dict:  # type: ignore[no-untyped-def]
     path.write_bytes(inst.SerializeToString())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        profile = build_profile(path, train, batch_size=100)
+        profile = build_profile(path, train, batch_size=100, k_sections=1 if name == "mlp_one_section" else 10)
         mon = Monitor(path, profile, providers="cpu", min_signature_samples=5,
                       compact_tables=True if name.endswith("compact") else None)
         calibrate(mon, cal, fpr=0.1, min_class_samples=10, batch_size=100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -130,6 +131,21 @@ def test_node_js_prints_the_same_verdicts_as_python(mlp, tmp_path_factory):
     np.testing.assert_array_equal(np.array(got["confidence"], np.float32), want[2])
 
 
+def test_the_example_node_script_refuses_bad_arguments(mlp, tmp_path_factory):
+    v, out = mlp
+    folder = tmp_path_factory.mktemp("node-example-bad")
+    node = shutil.which("node")
+    if node is None:
+        missing("Node.js (the JavaScript verdict test)", "install Node.js 20")
+    shutil.copy(REPO / "examples" / "verdict.js", folder / "verdict.js")
+    (folder / "odd.bin").write_bytes(np.zeros(7, np.float32).tobytes())
+    for args, message in ((["verdict.onnx"], "expected three arguments"),
+                          ([str(out / "verdict.onnx"), "odd.bin", "x"], "WIDTH must be an integer"),
+                          ([str(out / "verdict.onnx"), "odd.bin", "3"], "not a whole number of float32 rows")):
+        done = subprocess.run([node, "verdict.js", *args], cwd=folder, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and message in done.stderr and "usage:" in done.stderr, done.stderr
+
+
 def test_the_example_node_script_in_examples_runs(mlp, tmp_path_factory):
     """examples/verdict.js, the script the README points to, scores the same verdicts."""
     v, out = mlp
@@ -174,9 +190,22 @@ def test_refusals_name_the_problem(tmp_path, mlp, capsys, digits_monitor_files):
     assert main(["compile", str(v["path"]), str(v["path"]), "--out", str(tmp_path / "d")]) == 2
     assert "look swapped" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    # the instrumented model saved as monitored.onnx, compiled into its own folder: never replaced
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy(v["path"], here / "monitored.onnx")
+    save_profile(v["profile"], here / "profile.npz")
+    before = (here / "monitored.onnx").read_bytes()
+    assert main(["compile", str(here / "monitored.onnx"), str(here / "profile.npz"), "--out", str(here)]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert (here / "monitored.onnx").read_bytes() == before and sorted(p.name for p in here.iterdir()) == [
+        "monitored.onnx", "profile.npz"]
+    assert main(["compile", str(here / "monitored.onnx"), str(here / "profile.npz"), "--out", str(here),
+                 "--no-merged"]) == 2  # the stale merged model would be removed: refused too
+    assert (here / "monitored.onnx").read_bytes() == before
 
 
-def test_an_old_opset_gets_the_two_models_and_no_merged_one(tmp_path):
+def test_old_opsets_get_the_two_models_and_no_merged_one(tmp_path):
     v = build_variant("conv", tmp_path)
     model = onnx.load(str(v["path"]))
     assert model.opset_import[0].version == 17
@@ -191,6 +220,16 @@ def test_an_old_opset_gets_the_two_models_and_no_merged_one(tmp_path):
     sess = ort.InferenceSession(tapped.SerializeToString(), providers=["CPUExecutionProvider"])
     vin = sess.run(["nnwatch/verdict_input"], {sess.get_inputs()[0].name: v["x"][:3]})[0]
     assert vin.shape == (3, 5 + v["compiled"].tables.n_neurons + 1)
+    assert (vin[:, -1] == 0).all()
+    bad = v["x"][-4:]  # NaN, +inf, -inf, clean
+    old.opset_import[0].version = 9  # the oldest the tapped model takes (IsNaN): NaN/Inf counted the same
+    sess = ort.InferenceSession(tapped_model(old.SerializeToString(), {}).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    vin = sess.run(["nnwatch/verdict_input"], {sess.get_inputs()[0].name: bad})[0]
+    np.testing.assert_array_equal(vin[:, -1], (~np.isfinite(bad)).reshape(4, -1).sum(1))
+    old.opset_import[0].version = 8
+    with pytest.raises(InputError, match="opset 8; the tapped model counts NaN/Inf inputs with IsNaN"):
+        tapped_model(old.SerializeToString(), {})
 
 
 def test_section_thresholds_are_exactly_the_kernels_sections():
@@ -237,3 +276,24 @@ def test_a_thousand_class_verdict_model_fits_16_mib(tmp_path):
     size = sum(onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
     assert size <= 16 * 2**20, size / 2**20
     assert os.path.getsize(tmp_path / "out" / "verdict.onnx") <= 17 * 2**20
+
+
+def test_the_graph_engine_follows_a_new_calibration(mlp):
+    """Calibrating a graph-engine monitor again rebuilds its graph: no verdict from the old tables."""
+    from nnwatch.calibration.calibrate import calibrate
+    from nnwatch.monitor.monitor import Monitor
+
+    v, _ = mlp
+    x = v["x"][:-4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = Monitor(v["path"], copy.deepcopy(v["profile"]), providers="cpu", min_signature_samples=5,
+                        engine="graph")
+        before = graph.graph_model
+        calibrate(graph, x, fpr=0.3, min_class_samples=10, batch_size=100)
+        fresh = Monitor(v["path"], graph.profile, providers="cpu", min_signature_samples=5, engine="graph")
+    assert graph.graph_model != before
+    a, b = graph(x), fresh(x)
+    np.testing.assert_array_equal(a.flag, b.flag)
+    np.testing.assert_array_equal(a.p_matrix, b.p_matrix)
+    assert a.flag.mean() > 0.15  # the new, looser calibration, not the old one

@@ -37,17 +37,3 @@ def test_pack_unpack_roundtrip(rng):
         np.testing.assert_array_equal(a, b)
     # Sample-major: each sample's neurons are one contiguous row, the (B, N) joined-taps output.
     np.testing.assert_array_equal(buf.reshape(3, 11), np.concatenate(layers, axis=1))
-
-
-def test_copy_and_count_in_one_pass():
-    from nnwatch.kernels.accumulate import copy_count_nonfinite
-
-    for dtype in (np.float16, np.float32, np.float64):
-        src = np.random.default_rng(0).normal(size=(3, 2, 5)).astype(dtype)
-        src[0, 1, 2] = np.nan
-        src[2, 0, 0] = -np.inf
-        dst = np.empty_like(src)
-        out = np.empty(3, np.int64)
-        copy_count_nonfinite(src, dst, out)
-        np.testing.assert_array_equal(dst.view(np.uint8), src.view(np.uint8))  # bit-exact copy, NaN included
-        assert out.tolist() == [1, 0, 1]

@@ -68,6 +68,12 @@ def test_malformed_tables_are_refused(tables):
         replace(tables, offsets=np.array([0, 5, 5, 8]))
     with pytest.raises(InputError, match="tables.k_top"):
         replace(tables, k_top=0)
+    for name in ("inv_width", "inv_unit"):  # they become section indices and distances inside the kernel
+        for value in (np.nan, -1.0, np.inf):
+            arr = getattr(tables, name).copy()
+            arr[0, 0] = value
+            with pytest.raises(InputError, match=f"tables.{name} must be finite and >= 0"):
+                replace(tables, **{name: arr})
 
 
 def test_verdict_plan_binds_checked_arrays(tables):
@@ -121,6 +127,8 @@ def test_verdict_tables_check_what_they_pack(tables):
         plan(STAGE_ALL, 1, 1)  # inactive under that mask
     with pytest.raises(InputError, match="mask 2"):
         plan(STAGE_ALL, 2, 0)
+    with pytest.raises(InputError, match="expected a StreamState"):
+        plan(STAGE_ALL, 0, 1, (np.zeros(3, np.int64), np.zeros(3)))  # raw arrays never reach the kernel
     plan(STAGE_ALL, 0, 1)
 
 

@@ -24,7 +24,7 @@ def naive_stream(reference, scores, groups, thetas, delta, jump=0.01):
     capital = [1 / 3] * 3
     ps, stats = [], []
     for s, g, th in zip(scores, groups, thetas):
-        s = np.inf if np.isnan(s) else s
+        s = s if np.isfinite(s) else np.inf  # NaN and -inf count as +inf: maximal evidence
         bag = bags[g]
         gt = sum(b > s for b in bag)
         eq = sum(b == s for b in bag)
@@ -41,7 +41,7 @@ def test_p_values_and_capital_follow_the_definition():
     rng = np.random.default_rng(0)
     reference = [np.round(rng.standard_normal(30), 1), rng.standard_normal(12)]  # ties in group 0
     scores = np.round(rng.standard_normal(200) + np.linspace(0, 2, 200), 1)
-    scores[5], scores[9] = np.nan, np.inf
+    scores[5], scores[9], scores[12] = np.nan, np.inf, -np.inf
     groups = rng.integers(0, 2, 200)
     test = StreamTest(reference, delta=0.01, seed=7)
     p1, s1, a1 = test.update(scores[:80], groups[:80])
@@ -108,6 +108,13 @@ def test_bad_frames_are_refused():
         test.update(np.zeros(3), np.array([0, 1, 2]))
     with pytest.raises(InputError):
         test.update(np.zeros((3, 2)), np.zeros(3, np.int64))
+
+
+def test_a_stream_state_refuses_a_negative_column():
+    from nnwatch.kernels.martingale import StreamState
+
+    with pytest.raises(InputError, match="column must be >= 0"):
+        StreamState(-1, [np.zeros(5)], np.zeros(3, np.int64), np.zeros(5, np.int64))
 
 
 def test_cusum_runs_but_has_no_whole_stream_bound():
