@@ -138,7 +138,7 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, alpha, min_class_samples,
                                   settings=settings)
     if FUSED in monitor.columns:
-        costs, inference = python_costs(monitor, source.x[:1])  # recorded; a budget only for chosen members
+        costs, inference = budgeted_costs(monitor, source.x[:1])  # recorded; a budget only for chosen members
         budget = float(fusion_budget) * inference if fusion_members is None else None
         add_fusion(cal, by_cost(monitor, names), fusion_members, costs_us=costs, budget_us=budget)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
@@ -168,8 +168,12 @@ def warn_training_overlap(monitor, source: ArraySource) -> None:  # type: ignore
             "or the thresholds come out too low and the false-alarm guarantee does not hold"), stacklevel=3)
 
 
-def python_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, float], float]:  # type: ignore[no-untyped-def]
-    """Median batch-1 cost of each detector written in Python, and of the model's inference, in µs.
+def budgeted_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, float], float]:  # type: ignore[no-untyped-def]
+    """Median batch-1 cost of each detector the fusion budget applies to, and of the inference, in µs.
+
+    The budget applies to detectors written in Python and to compiled columns whose cost grows
+    with the model (``timed_alone``: Mahalanobis); the other compiled columns cost a pass over
+    the taps that the monitor makes anyway.
 
     Parameters
     ----------
@@ -183,11 +187,11 @@ def python_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, fl
     Returns
     -------
     tuple
-        ``(detector -> µs, inference µs)``; compiled columns are not listed (they are free).
+        ``(detector -> µs, inference µs)``; the other compiled columns are not listed.
     """
     calls = monitor.scoring_calls(x)
-    python = [n for n, det in monitor.detectors.items() if det.compiled_source is None]
-    timed = interleaved({n: calls[n] for n in python + ["inference"]}, rounds, warmup=3)
+    budgeted = [n for n, det in monitor.detectors.items() if det.compiled_source is None or det.timed_alone]
+    timed = interleaved({n: calls[n] for n in budgeted + ["inference"]}, rounds, warmup=3)
     inference = timed.pop("inference")["p50_ms"] * 1e3
     return {name: t["p50_ms"] * 1e3 for name, t in timed.items()}, inference
 
@@ -209,6 +213,6 @@ def by_cost(monitor, names: Sequence[str]) -> list[str]:  # type: ignore[no-unty
     """
     def tier(name: str) -> int:
         det = monitor.detectors[name]
-        return 0 if det.compiled_source is not None else (1 if det.cost != "full" else 2)
+        return 0 if det.compiled_source is not None and not det.timed_alone else (1 if det.cost != "full" else 2)
 
     return sorted(names, key=tier)

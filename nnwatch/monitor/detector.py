@@ -106,12 +106,16 @@ class Detector:
     Subclasses set ``name`` and ``cost`` ("cheap": logits only; "full": activations) and
     implement :meth:`_fit` and :meth:`score`. A column the monitor fills in compiled code (a
     coverage kernel column, their mean, the fused verdict) sets ``compiled_source``; the
-    monitor then never calls its :meth:`score`.
+    monitor then never calls its :meth:`score` to score. A compiled column whose cost grows with
+    the model (Mahalanobis: features x classes) sets ``timed_alone``: its :meth:`score` runs the
+    same compiled loop, so calibration times it alone and holds it to the fusion's cost budget
+    like a detector written in Python.
     """
 
     name: ClassVar[str] = ""
     cost: ClassVar[str] = "cheap"
     compiled_source: ClassVar[int | None] = None
+    timed_alone: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False  # recomputes logits: needs the classifier head (with_head)
     fitted_: bool = False
     head_: tuple[np.ndarray, np.ndarray] | None = None

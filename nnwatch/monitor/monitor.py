@@ -453,8 +453,9 @@ class Monitor:
 
         One monitored call fills this thread's bound buffers first; then ``inference`` reruns
         the model, ``compiled scores`` the compiled pass's first stage (prediction, coverage,
-        logit statistics, Mahalanobis), each detector written in Python its scoring, and
-        ``decision`` the second stage (score matrix, p-values, fused verdict, flags).
+        logit statistics, Mahalanobis), each detector written in Python its scoring, each
+        compiled column ``timed_alone`` (Mahalanobis) its own compiled loop, and ``decision``
+        the second stage (score matrix, p-values, fused verdict, flags).
 
         Parameters
         ----------
@@ -472,7 +473,7 @@ class Monitor:
         vw = plan.ws
         calls: dict[str, Any] = {"inference": lambda: self.runner.run(arr, ws),
                                  "compiled scores": lambda: plan(STAGE_SCORES, _ALL, self._decision_col)}
-        for j, det in self._python:
+        for j, det in self._python + [(j, d) for j, d in enumerate(self.detectors.values()) if d.timed_alone]:
             calls[self.columns[j]] = lambda det=det: det.score(BatchView(ws.logits, ws.buf, self.runner.offsets,
                                                                          pred=vw.pred))
         calls["decision"] = lambda: plan(STAGE_DECIDE, _ALL, self._decision_col)

@@ -81,6 +81,7 @@ class Mahalanobis(Detector):
     name = "mahalanobis"
     cost = "full"
     compiled_source = SOURCE_MAHALANOBIS  # a monitor computes it in its compiled pass (compiled_model)
+    timed_alone = True  # classes x features: not free on a large model (see Detector)
 
     def _fit(self, profile: Profile) -> None:
         layer = profile.header.get("feature_layer")
