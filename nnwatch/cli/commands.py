@@ -80,7 +80,7 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     from ..monitor.providers import resolve_providers
 
     resolve_providers(args.providers)  # an unavailable provider is refused before any work
-    x = _source(args.data, args.budget_samples).x
+    x = _source(args.data, args.budget_samples, in_memory=True).x
     if len(x) < 40:
         raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers; {args.data} gives "
                          f"{len(x)} (with --budget-samples {args.budget_samples})")
@@ -98,6 +98,9 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 def _language(args: argparse.Namespace) -> bool:
     """Whether MODEL is a language detector file (``.json``); otherwise check the classifier arguments."""
     if args.model and str(args.model).endswith(".json"):
+        if getattr(args, "preprocess", None):
+            raise InputError("--preprocess is for image recordings fed to a classifier, not for a language detector "
+                             f"file ({args.model}); drop it")
         return True
     if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "
@@ -115,10 +118,19 @@ def _language(args: argparse.Namespace) -> bool:
     return False
 
 
-def _source(spec: str, limit: int | None) -> Any:
+def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memory: bool = False,
+            batch_size: int = 256) -> Any:
+    """The source a spec names, cut to ``limit``; in memory where the command needs every sample at once."""
+    from ..sources import in_memory as to_memory
     from ..sources import open_source
 
-    return open_source(spec).limit(limit)
+    source = open_source(spec, preprocess).limit(limit)
+    return to_memory(source, batch_size) if in_memory else source
+
+
+def _id_columns(frame_id: dict[str, Any]) -> dict[str, Any]:
+    """A frame's id as output columns, prefixed ``id.`` (``id.path``, ``id.frame``, ``id.stamp_ns`` ...)."""
+    return {f"id.{k}": v for k, v in frame_id.items()}
 
 
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
@@ -155,6 +167,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             threshold = float(threshold)
         except ValueError:
             raise InputError(f"--threshold must be 'mean' or a number, got {args.threshold!r}") from None
+    if args.ray and args.preprocess:
+        raise InputError("--preprocess is applied by the streaming readers, not by Ray workers; drop --ray")
     if args.ray:
         from ..distributed.profile import build_profile_ray
         from ..distributed.readers import ray_dataset
@@ -167,7 +181,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                     dataset_name=args.data)
         total = profile.header.get("samples_seen", "?")
     else:
-        source = _source(args.data, args.limit)
+        source = _source(args.data, args.limit, args.preprocess)
         total = len(source)
         profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
@@ -197,7 +211,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
-        cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
+        cal = calibrate(mon, _source(args.data, args.limit, args.preprocess, in_memory=True,
+                                     batch_size=args.batch_size), fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
     out = args.out or args.profile
@@ -252,6 +267,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         if args.stream:
             raise InputError("--stream needs the frames in order in one process; drop --ray")
+        if args.preprocess:
+            raise InputError("--preprocess is applied by the streaming readers, not by Ray workers; drop --ray")
 
         _ray_init(args)
         summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
@@ -270,12 +287,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
         if not mon.calibrated:
             raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
         stream = StreamMonitor(mon, delta=args.delta)
-    source = _source(args.data, args.limit)
+    source = _source(args.data, args.limit, args.preprocess)
     rows: list[dict[str, Any]] = []
     bar = Progress(len(source), "screening", not args.quiet)
-    for x, y in source.batches(args.batch_size):
+    with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
+    batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
+    for x, y, ids in batches:
         v = mon.score(x)
         recs = v.records(offset=len(rows))
+        if ids is not None:
+            for r, frame_id in zip(recs, ids):
+                r.update(_id_columns(frame_id))
         if y is not None:
             for r, label in zip(recs, y):
                 r["label"] = int(label)
@@ -310,12 +332,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..eval.report import write_json, write_report
 
     mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
-    clean = _source(args.id, args.limit)
+    clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size)
     ood = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
-        ood[name if named else spec] = _source(rest if named else spec, args.limit)
+        ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
+                                               batch_size=args.batch_size)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())

@@ -38,7 +38,21 @@ workflow for a classifier, in order:
 language models: nnwatch heads search -> heads fit -> calibrate / screen / evaluate DETECTOR.json
 try it offline:  nnwatch demo
 
-data SOURCE: npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]"""
+data SOURCE: npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test]
+             | images:DIR | images:MANIFEST.csv | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC]
+  any SOURCE may end in a slice [start:stop] (non-negative, no step), e.g. video:run.mp4[100:400];
+  recordings (images, video, mcap, rosbag) are streamed and go through --preprocess PRESET|FILE.json
+  (presets 0-1, -1-1, imagenet; default 0-1: RGB, x/255, NCHW float32)"""
+
+
+DATA_HELP = ("npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test] | images:DIR | "
+             "images:MANIFEST.csv (path,label) | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC] (ROS 2 "
+             "sensor_msgs Image/CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
+             "mcap:drive.mcap:/camera/image_raw[0:500]")
+PREPROCESS_HELP = ("how recorded frames (images:, video:, mcap:, rosbag:) become the model's input: a preset (0-1: "
+                   "RGB x/255 NCHW; -1-1: (x/255-0.5)/0.5; imagenet: resize 256, crop 224, ImageNet mean/std) or a "
+                   "JSON file with fields resize, crop, channels (rgb|bgr|gray), layout (NCHW|NHWC), scale, mean, "
+                   "std, interpolation (default: 0-1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)", description="build the training profile (y in SOURCE: trusted = correctly classified)",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch profile monitored.onnx --data npz:train.npz --out profile.npz")
     pr.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
-    pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]; "
-                    "with --ray also npzdir:DIR (shards read by the workers) | parquet:PATH (columns id, x[, y])")
+    pr.add_argument("--data", required=True, help=DATA_HELP + "; with --ray also npzdir:DIR (shards read by the "
+                    "workers) | parquet:PATH (columns id, x[, y])")
     pr.add_argument("--out", required=True, help="profile (.npz) to write")
     pr.add_argument("--k-sections", type=positive_int, default=10, help="k of k-multisection coverage")
     pr.add_argument("--k-top", type=positive_int, default=3, help="k of top-k coverage (at most the smallest layer)")
@@ -216,6 +230,7 @@ def _ray_option(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per onnxruntime call")
     p.add_argument("--limit", type=positive_int, help="use only the first N samples of each data source")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.json", help=PREPROCESS_HELP)
     p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own log lines (Ray)")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..sources import open_source
+from ..sources import in_memory, open_source
 from . import ray_module
 
 
@@ -71,6 +71,6 @@ def ray_dataset(spec: str, limit: int | None = None) -> Any:
     else:
         from .screen import dataset_from_arrays
 
-        src = open_source(spec)
+        src = in_memory(open_source(spec))
         return dataset_from_arrays(src.x, src.y).limit(limit) if limit else dataset_from_arrays(src.x, src.y)
     return ds.limit(limit) if limit else ds
