@@ -68,7 +68,7 @@ def describe_id(frame_id: dict[str, Any]) -> str:
     """
     if "path" in frame_id:
         return str(frame_id["path"])
-    parts = [f"{k} {v}" for k, v in frame_id.items() if k != "frame"]
+    parts = [f"{k} {v}" for k, v in frame_id.items() if k != "frame" and v is not None]
     head = f"frame {frame_id.get('frame', '?')}"
     return f"{head} ({', '.join(parts)})" if parts else head
 
@@ -223,17 +223,22 @@ class RecordingSource:
         if int(batch_size) < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         state = _Pass()
+        seen = 0  # skipped frames before the latest batch handed out (the thread reads ahead of it)
         done = False
         try:
-            yield from prefetch(lambda: self._produce(int(batch_size), state), depth=PREFETCH_BATCHES)
+            for x, y, ids, skipped_before in prefetch(lambda: self._produce(int(batch_size), state),
+                                                      depth=PREFETCH_BATCHES):
+                seen = skipped_before
+                yield x, y, ids
             done = True
         finally:
             if done:
                 self.skipped = list(state.skipped)
-            self._warn_skipped(state)
+                seen = len(state.skipped)
+            self._warn_skipped(state, seen)
 
     # --- internals -------------------------------------------------------------------------
-    def _produce(self, batch_size: int, state: _Pass) -> Iterator[tuple[np.ndarray, np.ndarray | None, list[dict]]]:
+    def _produce(self, batch_size: int, state: _Pass) -> Iterator[tuple]:
         xs: list[np.ndarray] = []
         ys: list[int | None] = []
         ids: list[dict[str, Any]] = []
@@ -246,10 +251,10 @@ class RecordingSource:
             ys.append(frame.label)
             ids.append(frame.id)
             if len(xs) == batch_size:
-                yield self._pack(xs, ys, ids)
+                yield self._pack(xs, ys, ids) + (len(state.skipped),)
                 xs, ys, ids = [], [], []
         if xs:
-            yield self._pack(xs, ys, ids)
+            yield self._pack(xs, ys, ids) + (len(state.skipped),)
 
     def _processed(self, frame: Frame) -> np.ndarray:
         out = self.preprocess.frame(frame.pixels)  # type: ignore[arg-type]
@@ -270,13 +275,14 @@ class RecordingSource:
         y = None if any(v is None for v in ys) else np.asarray(ys, np.int64)
         return x, y, ids
 
-    def _warn_skipped(self, state: _Pass) -> None:
-        if not state.skipped or self._warned:
+    def _warn_skipped(self, state: _Pass, count: int) -> None:
+        if not count or self._warned:
             return
         self._warned = True
+        skipped = state.skipped[:count]
         reason = state.errors[0] if state.errors else "undecodable"
         warnings.warn(RecordingWarning(
-            f"{self.name}: skipped {len(state.skipped)} undecodable frame(s): {_short(state.skipped)} (first: "
+            f"{self.name}: skipped {len(skipped)} undecodable frame(s): {_short(skipped)} (first: "
             f"{reason}); the other frames were read (the source's .skipped lists every skipped id)"), stacklevel=3)
 
 
