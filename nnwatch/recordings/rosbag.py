@@ -9,6 +9,7 @@ convert them with ``rosbags-convert --src FILE.bag --dst FOLDER``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,14 +57,18 @@ class RosbagSource(RecordingSource):
         self.type_name = image_type(topics[self.topic])
         self._n = counts[self.topic]
 
-    def _reader(self) -> Any:
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Any]:
         rosbag2 = require("rosbags.rosbag2", extra="recordings")
         try:
             reader = rosbag2.Reader(self.path)
             reader.open()
         except Exception as exc:  # rosbags' ReaderError and the storage plugins' own errors
             raise InputError(f"rosbag:{self.path}: cannot open the bag ({type(exc).__name__}: {exc})") from None
-        return reader
+        try:
+            yield reader
+        finally:
+            reader.close()
 
     def _count(self) -> int:
         return self._n
