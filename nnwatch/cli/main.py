@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "  nnwatch calibrate heads.json --data benign.jsonl --fpr 0.05 --out recalibrated.json")
     c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     c.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data; for a "
-                   "detector file: benign prompts JSONL (FILE[,FILE...])")
+    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data: " + DATA_HELP
+                   + " (read into memory); for a detector file: benign prompts JSONL (FILE[,FILE...])")
     c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-alarm rate of the conformal flags")
     c.add_argument("--min-class-samples", type=positive_int, default=20,
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
     s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     s.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    s.add_argument("--data", required=True, help="as for profile; for a detector file: prompts JSONL (FILE[,FILE...])")
+    s.add_argument("--data", required=True, help=DATA_HELP + "; for a detector file: prompts JSONL (FILE[,FILE...])")
     s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
                    "need only the prefill)")
     s.add_argument("--onnx", help="detector file only: score on this exported prefill (nnwatch heads export) "
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch evaluate monitored.onnx profile.npz --id npz:test.npz --ood npz:noise.npz --report report.html")
     ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     ev.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    ev.add_argument("--id", help="clean (in-distribution) test data (classifier models)")
+    ev.add_argument("--id", help="clean (in-distribution) test data (classifier models): " + DATA_HELP)
     ev.add_argument("--ood", action="append", help="anomalous data, optionally named: NAME=SOURCE (repeatable; "
                     "classifier models)")
     ev.add_argument("--set", action="append", metavar="NAME=FILE[,FILE...]",

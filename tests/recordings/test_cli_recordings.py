@@ -1,0 +1,102 @@
+"""End to end: profile, calibrate, screen and evaluate a small conv model on images:, mcap: and sliced sources."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nnwatch.cli.main import main
+from tests.conftest import conv_onnx
+
+from .conftest import encode, image_msg, needs, write_mcap
+
+T0 = 1_700_000_000_000_000_000
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    needs("PIL", "mcap", "mcap_ros2")
+    rng = np.random.default_rng(3)
+    d = tmp_path_factory.mktemp("rec-cli")
+    (d / "plain.onnx").write_bytes(conv_onnx(rng).SerializeToString())
+
+    def blobs(n):
+        base = rng.integers(60, 200, (1, 8, 8))
+        return np.clip(base + rng.normal(0, 20, (n, 8, 8)), 0, 255).astype(np.uint8)
+
+    for name, n in (("train", 80), ("calib", 60)):
+        (d / name).mkdir()
+        for i, img in enumerate(blobs(n)):
+            (d / name / f"{i:03d}.png").write_bytes(encode(img, "PNG"))
+    for cls in ("a", "b"):
+        (d / "labelled" / cls).mkdir(parents=True)
+        for i, img in enumerate(blobs(3)):
+            (d / "labelled" / cls / f"{i}.png").write_bytes(encode(img, "PNG"))
+    frames = [np.kron(img, np.ones((2, 2), np.uint8)) for img in blobs(7)]  # 16x16 camera frames
+    write_mcap(d / "drive.mcap", {"/cam": ("sensor_msgs/msg/Image",
+                                           [(image_msg(f, "mono8", T0 + i, pad=2), T0 + 1000 + i)
+                                            for i, f in enumerate(frames)])})
+    (d / "gray.json").write_text(json.dumps({"channels": "gray"}))
+    (d / "gray16.json").write_text(json.dumps({"channels": "gray", "resize": [8, 8]}))
+    assert cli("instrument", d / "plain.onnx", "--out", d / "m.onnx") == 0
+    return d
+
+
+def test_profile_calibrate_screen_on_recordings(work, capsys):
+    d = work
+    assert cli("profile", d / "m.onnx", "--data", f"images:{d / 'train'}", "--preprocess", d / "gray.json",
+               "--out", d / "p.npz", "--quiet") == 0
+    assert "of 80; per class" in capsys.readouterr().out
+    assert cli("calibrate", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'calib'}", "--preprocess",
+               d / "gray.json", "--min-class-samples", "5", "--quiet") == 0
+    assert "from 60 clean samples" in capsys.readouterr().out
+
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/cam[2:6]",
+               "--preprocess", d / "gray16.json", "--out", d / "s.csv", "--batch-size", "3", "--quiet") == 0
+    with open(d / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["index"] for r in rows] == ["0", "1", "2", "3"]
+    assert [int(r["id.frame"]) for r in rows] == [2, 3, 4, 5]
+    assert [int(r["id.stamp_ns"]) for r in rows] == [T0 + i for i in (2, 3, 4, 5)]
+    assert [int(r["id.log_time_ns"]) for r in rows] == [T0 + 1000 + i for i in (2, 3, 4, 5)]
+    assert {"pred", "flag", "confidence", "score.coverage"} <= set(rows[0])
+
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'labelled'}", "--preprocess",
+               d / "gray.json", "--out", d / "s.json", "--quiet") == 0
+    rows = json.loads((d / "s.json").read_text())
+    assert [r["id.path"] for r in rows] == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
+    assert [r["label"] for r in rows] == [0, 0, 0, 1, 1, 1]
+
+    capsys.readouterr()
+    assert cli("evaluate", d / "m.onnx", d / "p.npz", "--id", f"images:{d / 'calib'}[:30]", "--preprocess",
+               d / "gray16.json", "--ood", f"cam=mcap:{d / 'drive.mcap'}", "--quiet") == 0
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_cli_refusals_name_the_problem(work, capsys):
+    d = work
+    assert cli("profile", d / "m.onnx", "--data", f"images:{d / 'labelled'}", "--out", d / "x.npz", "--quiet") == 2
+    # the default preprocessing gives RGB: 3 channels for a 1-channel model, named with both shapes
+    assert "expected shape (batch, 1, 8, 8), got (6, 3, 8, 8)" in capsys.readouterr().err
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/nope", "--out",
+               d / "y.csv", "--quiet") == 2
+    assert "no topic /nope in the recording; image topics found: /cam" in capsys.readouterr().err
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'train'}", "--preprocess", "vgg",
+               "--out", d / "y.csv", "--quiet") == 2
+    assert "neither a preset (0-1, -1-1, imagenet) nor a .json file" in capsys.readouterr().err
+
+
+def test_data_help_names_the_recordings(capsys):
+    with pytest.raises(SystemExit):
+        main(["screen", "--help"])
+    out = capsys.readouterr().out
+    for text in ("images:DIR", "video:FILE", "mcap:FILE[:TOPIC]", "rosbag:DIR[:TOPIC]", "SOURCE[start:stop]",
+                 "--preprocess"):
+        assert text in out
