@@ -22,7 +22,7 @@ from .mcap_source import McapSource
 from .preprocess import PRESETS, Preprocess, load_preprocess
 from .rosbag import RosbagSource
 from .spec import SCHEMES, open_recording, parse_slice
-from .stream import RecordingSource, RecordingWarning
+from .recording import RecordingSource, RecordingWarning
 from .video import VideoSource
 
 __all__ = ["ImageSource", "McapSource", "PRESETS", "Preprocess", "RecordingSource", "RecordingWarning",

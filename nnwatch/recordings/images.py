@@ -21,7 +21,7 @@ from typing import Iterator
 from ..errors import InputError
 from .pixels import CorruptFrame, decode_file
 from .preprocess import Preprocess
-from .stream import Frame, RecordingSource
+from .recording import Frame, RecordingSource
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 

@@ -18,7 +18,7 @@ from ..errors import InputError
 from .pixels import CorruptFrame
 from .preprocess import Preprocess
 from .ros import image_type, message_pixels, stamp_ns
-from .stream import Frame, RecordingSource
+from .recording import Frame, RecordingSource
 from .topics import choose_topic
 
 MAGIC = b"\x89MCAP0\r\n"

@@ -16,7 +16,7 @@ from .images import ImageSource
 from .mcap_source import McapSource
 from .preprocess import Preprocess
 from .rosbag import RosbagSource
-from .stream import RecordingSource
+from .recording import RecordingSource
 from .video import VideoSource
 
 SCHEMES = ("images", "video", "mcap", "rosbag")

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from .._optional import require
 from ..errors import InputError
 from .preprocess import Preprocess
-from .stream import Frame, RecordingSource
+from .recording import Frame, RecordingSource
 
 GRAY_FORMATS = ("gray", "gray8")
 
