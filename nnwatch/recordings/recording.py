@@ -161,6 +161,8 @@ class RecordingSource:
         if step is not None:
             raise InputError(f"{self.name}: a slice takes no step (frames are read in order); use [start:stop]")
         _check_bounds(start or 0, stop)
+        if stop is not None and stop <= (start or 0):
+            raise InputError(f"{self.name}: the slice [{start if start is not None else ''}:{stop}] is empty")
         new = copy.copy(self)
         new.start = self.start + int(start or 0)
         if stop is not None:
@@ -217,18 +219,20 @@ class RecordingSource:
         Raises
         ------
         InputError
-            ``batch_size`` < 1; frames of different sizes with no resize; an unsupported
-            encoding (raised when the frame is reached).
+            ``batch_size`` < 1; no frame could be read; frames of different sizes with no
+            resize; an unsupported encoding (raised when the frame is reached).
         """
         if int(batch_size) < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         state = _Pass()
         seen = 0  # skipped frames before the latest batch handed out (the thread reads ahead of it)
+        delivered = 0
         done = False
         try:
             for x, y, ids, skipped_before in prefetch(lambda: self._produce(int(batch_size), state),
                                                       depth=PREFETCH_BATCHES):
                 seen = skipped_before
+                delivered += len(ids)
                 yield x, y, ids
             done = True
         finally:
@@ -236,6 +240,10 @@ class RecordingSource:
                 self.skipped = list(state.skipped)
                 seen = len(state.skipped)
             self._warn_skipped(state, seen)
+        if not delivered:
+            why = (f"all {len(state.skipped)} were undecodable ({state.errors[0]})" if state.skipped else
+                   f"the recording has {self._count()} frames" if self._count() is not None else "it is empty")
+            raise InputError(f"{self.name}: no frames to read: {why}")
 
     # --- internals -------------------------------------------------------------------------
     def _produce(self, batch_size: int, state: _Pass) -> Iterator[tuple]:

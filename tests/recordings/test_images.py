@@ -161,3 +161,27 @@ def test_sixteen_bit_png_is_refused_by_name(tmp_path):
     Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 1000).save(tmp_path / "d.png")
     with pytest.raises(InputError, match="image mode I;16 is not supported"):
         list(ImageSource(tmp_path).batches(2))
+
+
+def test_empty_slices_and_unreadable_folders_are_refused(folder):
+    root, _ = folder
+    with pytest.raises(InputError, match=r"the slice \[3:3\] is empty"):
+        open_source(f"images:{root}[3:3]")
+    with pytest.raises(InputError, match="no frames to read: the recording has 5 frames"):
+        list(open_source(f"images:{root}[9:]").batches(2))
+    for rel in ("cat/a.png", "cat/b.png"):
+        (root / rel).write_bytes(b"broken")
+    with pytest.raises(InputError, match=r"no frames to read: all 2 were undecodable"), \
+            pytest.warns(RecordingWarning):
+        list(open_source(f"images:{root}[:2]").batches(2))
+
+
+def test_input_paths_of_recording_specs(tmp_path):
+    import argparse
+
+    from nnwatch.cli.paths import input_paths
+
+    args = argparse.Namespace(command="screen", data=f"mcap:{tmp_path / 'r.mcap'}:/cam[0:5]",
+                              id=f"images:{tmp_path}[2:]", ood=[f"cam=rosbag:{tmp_path / 'bag'}:/img"])
+    assert input_paths(args) == [("--data", tmp_path / "r.mcap"), ("--id", tmp_path),
+                                 ("--ood", tmp_path / "bag")]
