@@ -15,7 +15,8 @@
   (:mod:`nnwatch.recordings`).
 
 Every spec takes a slice suffix ``[start:stop]`` (non-negative, Python semantics, no step):
-``npz:val.npz[:500]``, ``video:run.mp4[100:400]``.
+``npz:val.npz[:500]``, ``video:run.mp4[100:400]``; bounds may be percentages of the length
+for contiguous splits, ``[:80%]`` and ``[80%:]`` (see :mod:`nnwatch.recordings.spec`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from .errors import InputError
 from .recordings import SCHEMES as RECORDING_SCHEMES
-from .recordings import Preprocess, RecordingSource, open_recording, parse_slice
+from .recordings import Preprocess, RecordingSource, open_recording, parse_slice, resolve_slice
 
 SPLITS = ("train", "val", "test")
 
@@ -350,7 +351,7 @@ def open_source(spec: str, preprocess: "Preprocess | str | dict | None" = None) 
     """
     base, bounds = parse_slice(spec)
     source = _open(base, preprocess)
-    return source if bounds is None else source.slice(*bounds)
+    return source if bounds is None else source.slice(*resolve_slice(bounds, len(source), source.name))
 
 
 def _open(spec: str, preprocess: "Preprocess | str | dict | None") -> "ArraySource | RecordingSource":

@@ -8,7 +8,8 @@ Sources (``--data`` on the command line, or :func:`nnwatch.sources.open_source`)
 - ``mcap:FILE[:TOPIC]``: ROS 2 ``sensor_msgs/msg/Image`` / ``CompressedImage`` (:mod:`.mcap_source`);
 - ``rosbag:DIR[:TOPIC]``: the same from ROS 2 bags (:mod:`.rosbag`);
 
-each optionally sliced, ``SOURCE[start:stop]`` (:mod:`.spec`). Frames go through one declared
+each optionally sliced, ``SOURCE[start:stop]``, or split into contiguous blocks by percentage,
+``SOURCE[:80%]`` / ``SOURCE[80%:]`` (:mod:`.spec`). Frames go through one declared
 :class:`~.preprocess.Preprocess` (presets ``0-1``, ``-1-1``, ``imagenet`` or a JSON file), are
 decoded in a background thread a few batches ahead (:mod:`.prefetch`), and carry ids
 (``batches_with_ids``). Nothing is loaded whole. The decoders are the ``recordings`` extra:
@@ -21,9 +22,10 @@ from .images import ImageSource
 from .mcap_source import McapSource
 from .preprocess import PRESETS, Preprocess, load_preprocess
 from .rosbag import RosbagSource
-from .spec import SCHEMES, open_recording, parse_slice
+from .spec import SCHEMES, Percent, open_recording, parse_slice, resolve_slice
 from .recording import RecordingSource, RecordingWarning
 from .video import VideoSource
 
 __all__ = ["ImageSource", "McapSource", "PRESETS", "Preprocess", "RecordingSource", "RecordingWarning",
-           "RosbagSource", "SCHEMES", "VideoSource", "load_preprocess", "open_recording", "parse_slice"]
+           "RosbagSource", "SCHEMES", "Percent", "VideoSource", "load_preprocess", "open_recording", "parse_slice",
+           "resolve_slice"]

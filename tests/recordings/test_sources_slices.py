@@ -86,3 +86,25 @@ def test_in_memory_gathers_a_recording(tmp_path, rng):
     arrays = in_memory(src, 1)
     assert isinstance(arrays, ArraySource) and arrays.x.shape == (2, 3, 3, 3)
     np.testing.assert_array_equal(arrays.y, [0, 1])
+
+
+def test_percent_slices_cut_contiguous_blocks_that_meet(npz):
+    path, x, _ = npz
+    head = open_source(f"npz:{path}[:75%]")
+    tail = open_source(f"npz:{path}[75%:]")
+    np.testing.assert_array_equal(np.concatenate([head.x, tail.x]), x)  # in order, no shuffle, nothing lost
+    assert len(head) == 7 and len(tail) == 3
+    np.testing.assert_array_equal(open_source(f"npz:{path}[10%:30%]").x, x[1:3])
+    assert parse_slice("video:a.mp4[12.5%:]")[1][0].value == 12.5
+    with pytest.raises(InputError, match="between 0% and 100%"):
+        open_source(f"npz:{path}[:120%]")
+
+
+def test_percent_slice_of_a_recording(tmp_path, rng):
+    from .conftest import encode, needs
+
+    needs("PIL")
+    for i in range(10):
+        (tmp_path / f"{i}.png").write_bytes(encode(rng.integers(0, 256, (2, 2), dtype=np.uint8), "PNG"))
+    ids = [f["path"] for _, _, b in open_source(f"images:{tmp_path}[80%:]").batches_with_ids(4) for f in b]
+    assert ids == ["8.png", "9.png"]

@@ -93,3 +93,20 @@ def test_missing_and_non_video_files(tmp_path):
     junk.write_bytes(b"not a video at all" * 10)
     with pytest.raises(InputError, match="FFmpeg cannot open it"):
         VideoSource(junk)
+
+
+def test_percent_split_of_a_video(tmp_path, frames):
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, "mpeg4", "yuv420p", qscale="2")
+    head = [i["frame"] for _, _, b in open_source(f"video:{path}[:75%]", RAW).batches_with_ids(5) for i in b]
+    tail = [i["frame"] for _, _, b in open_source(f"video:{path}[75%:]", RAW).batches_with_ids(5) for i in b]
+    assert head == list(range(9)) and tail == [9, 10, 11]
+
+
+def test_percent_split_needs_a_known_length(tmp_path, frames):
+    path = tmp_path / "clip.mkv"
+    write_video(path, frames, "ffv1", "bgr0")
+    if len(VideoSource(path)) != 0:
+        pytest.skip("this FFmpeg build writes a frame count into .mkv")
+    with pytest.raises(InputError, match="a percentage slice needs the number of frames"):
+        open_source(f"video:{path}[:50%]")
