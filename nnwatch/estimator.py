@@ -19,7 +19,7 @@ from .errors import InputError, NotFittedError
 from .monitor.detectors import DEFAULT
 from .monitor.monitor import Monitor
 from .monitor.profiling import build_profile
-from .sources import ArraySource, BatchSource, as_source
+from .sources import ArraySource, as_source, in_memory
 
 
 class MonitorEstimator:
@@ -79,9 +79,7 @@ class MonitorEstimator:
         """
         if not 0.0 < float(self.calibration_fraction) < 1.0:
             raise InputError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
-        data = as_source(X if y is None else (X, y))
-        if isinstance(data, BatchSource):
-            data = data.to_arrays()
+        data = in_memory(as_source(X if y is None else (X, y)), self.batch_size)  # batches and recordings
         order = np.random.default_rng(self.random_state).permutation(len(data))
         n_cal = int(round(len(data) * float(self.calibration_fraction)))
         if n_cal < 1 or n_cal >= len(data):

@@ -115,6 +115,7 @@ class RecordingSource:
         self.skipped: list[dict[str, Any]] = []
         self._warned = False
         self._frame_shape: tuple[int, ...] | None = None
+        self._first: tuple[dict[str, Any], tuple[int, ...]] | None = None  # id and size of the first frame
 
     # --- what a reader provides ------------------------------------------------------------
     def _count(self) -> int | None:
@@ -270,7 +271,7 @@ class RecordingSource:
             self._frame_shape = out.shape
             self._first = (frame.id, frame.pixels.shape[:2])  # type: ignore[union-attr]
         elif out.shape != self._frame_shape:
-            first_id, first_hw = self._first
+            first_id, first_hw = self._first  # type: ignore[misc]
             here = frame.pixels.shape[:2]  # type: ignore[union-attr]
             raise InputError(
                 f"{self.name}: frames of different sizes: {first_hw[0]}x{first_hw[1]} ({describe_id(first_id)}) and "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnwatch.errors import InputError
-from nnwatch.recordings import Preprocess, VideoSource
+from nnwatch.recordings import Preprocess, RecordingWarning, VideoSource
 from nnwatch.sources import open_source
 
 from .conftest import needs, smooth_rgb
@@ -110,3 +110,25 @@ def test_percent_split_needs_a_known_length(tmp_path, frames):
         pytest.skip("this FFmpeg build writes a frame count into .mkv")
     with pytest.raises(InputError, match="a percentage slice needs the number of frames"):
         open_source(f"video:{path}[:50%]")
+
+
+def test_an_undecodable_packet_is_skipped_and_named(tmp_path, rng):
+    import av
+
+    needs("av")
+    frames = [np.full((16, 16, 3), 20 * i, np.uint8) for i in range(8)]
+    path = tmp_path / "clip.avi"
+    write_video(path, frames, "mjpeg", "yuvj420p")
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    data = bytearray(path.read_bytes())
+    pos, size = packets[4]
+    data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()  # frame 4 becomes noise
+    path.write_bytes(bytes(data))
+    src = VideoSource(path, RAW)
+    with pytest.warns(RecordingWarning, match=r"skipped 1 undecodable frame\(s\): frame 4 \(time_s 0.4\)"):
+        batches = list(src.batches_with_ids(3))
+    assert [i["frame"] for _, _, ids in batches for i in ids] == [0, 1, 2, 3, 5, 6, 7]
+    x = np.concatenate([b[0] for b in batches])
+    np.testing.assert_allclose(x[4:, 8, 8, 0], [100, 120, 140], atol=4)  # nothing after it is lost
+    assert src.skipped == [{"frame": 4, "time_s": pytest.approx(0.4)}]
