@@ -70,7 +70,8 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(7)
 
 
-def write_mcap(path: Path, topics: dict[str, tuple[str, list]], raw: dict[str, list] | None = None) -> None:
+def write_mcap(path: Path, topics: dict[str, tuple[str, list]], raw: dict[str, list] | None = None,
+               chunk_size: int = 1024 * 1024) -> None:
     """``topics``: topic -> (type, [(message dict, log_time_ns), ...]); ``raw``: topic -> [(bytes, log_time_ns)]
     written as they are (corrupt CDR) after the topic's first message."""
     from mcap_ros2.writer import Writer
@@ -78,7 +79,7 @@ def write_mcap(path: Path, topics: dict[str, tuple[str, list]], raw: dict[str, l
     defs = {"sensor_msgs/msg/Image": IMAGE_DEF, "sensor_msgs/msg/CompressedImage": COMPRESSED_DEF,
             "std_msgs/msg/String": STRING_DEF, "foxglove_msgs/msg/CompressedVideo": VIDEO_DEF}
     with open(path, "wb") as fh:
-        writer = Writer(fh)
+        writer = Writer(fh, chunk_size=chunk_size)
         schemas = {}
         for topic, (kind, messages) in topics.items():
             if kind not in schemas:

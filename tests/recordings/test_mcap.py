@@ -189,3 +189,21 @@ def test_an_early_close_warns_only_about_frames_before_it(recording):
         it.close()
     assert not [w for w in rec if issubclass(w.category, RecordingWarning)]
     assert src.skipped == []  # only a complete pass sets it
+
+
+def test_a_recording_cut_short_is_read_up_to_the_cut(tmp_path, rng):
+    needs("mcap", "mcap_ros2")
+    frames = [rng.integers(0, 256, (4, 4), dtype=np.uint8) for _ in range(40)]
+    path = tmp_path / "full.mcap"
+    write_mcap(path, {"/cam": ("sensor_msgs/msg/Image", [(image_msg(f, "mono8", i), T0 + i)
+                                                         for i, f in enumerate(frames)])}, chunk_size=256)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: len(data) // 2])  # the recorder was killed: no summary, no footer, a torn chunk
+    with pytest.warns(RecordingWarning, match=r"cut.mcap is cut short .*; reading the \d+ messages of /cam"):
+        src = McapSource(cut, preprocess=Preprocess(channels="gray", scale=1.0))
+    n = len(src)
+    assert 5 < n < 40
+    x = np.concatenate([b for b, _ in src.batches(8)])
+    assert x.shape == (n, 1, 4, 4)
+    np.testing.assert_array_equal(x[:, 0], np.stack(frames[:n]))
