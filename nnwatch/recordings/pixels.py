@@ -16,7 +16,7 @@ import numpy as np
 from .._optional import require
 from ..errors import InputError
 
-FORMATS = ("PNG", "JPEG")
+FORMATS = ("PNG", "JPEG", "MPO")  # MPO: the JPEG that many phone and stereo cameras write
 
 
 class CorruptFrame(Exception):
@@ -92,7 +92,7 @@ def decode_bytes(data: bytes, what: str) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
         raise CorruptFrame(f"{type(exc).__name__}: {exc}") from None
     if image.format not in FORMATS:
-        raise InputError(f"{what}: {image.format} data is not supported; frames must be {' or '.join(FORMATS)}")
+        raise InputError(f"{what}: {image.format} data is not supported; frames must be PNG or JPEG")
     return image_pixels(image, what)
 
 

@@ -185,3 +185,16 @@ def test_input_paths_of_recording_specs(tmp_path):
                               id=f"images:{tmp_path}[2:]", ood=[f"cam=rosbag:{tmp_path / 'bag'}:/img"])
     assert input_paths(args) == [("--data", tmp_path / "r.mcap"), ("--id", tmp_path),
                                  ("--ood", tmp_path / "bag")]
+
+
+def test_other_formats_are_refused_by_name(tmp_path, rng):
+    needs("PIL")
+    (tmp_path / "a.png").write_bytes(encode(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "BMP"))
+    with pytest.raises(InputError, match="a.png: BMP data is not supported; frames must be PNG or JPEG"):
+        list(ImageSource(tmp_path).batches(2))
+
+
+def test_preprocess_is_a_public_name():
+    import nnwatch
+
+    assert nnwatch.Preprocess is Preprocess
