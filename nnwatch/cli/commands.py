@@ -119,13 +119,39 @@ def _language(args: argparse.Namespace) -> bool:
 
 
 def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memory: bool = False,
-            batch_size: int = 256) -> Any:
-    """The source a spec names, cut to ``limit``; in memory where the command needs every sample at once."""
+            batch_size: int = 256, model_input: tuple | None = None) -> Any:
+    """The source a spec names, cut to ``limit``, checked against the model's per-sample input shape
+    (``model_input``) where it is a recording; in memory where the command needs every sample at once.
+    """
     from ..sources import in_memory as to_memory
     from ..sources import open_source
 
     source = open_source(spec, preprocess).limit(limit)
+    if model_input is not None:
+        source = _fits_model(source, model_input, preprocess)
     return to_memory(source, batch_size) if in_memory else source
+
+
+def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
+    """Refuse, before any pass, recorded frames that come out in another shape than the model takes.
+
+    The first frame is decoded to see the shape (the model's own check would only name the
+    shapes, not the ``--preprocess`` fields that decide them).
+    """
+    from ..recordings import RecordingSource
+
+    if not isinstance(source, RecordingSource):
+        return source
+    x, _ = next(iter(source.slice(0, 1).batches(1)))
+    got = tuple(x.shape[1:])
+    if len(got) == len(input_shape) and all(w is None or w == g for w, g in zip(input_shape, got)):
+        return source
+    want = "(" + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+    pre = source.preprocess
+    raise InputError(f"{source.name}: frames come out as {got} ({pre.layout}, {pre.channels}, from --preprocess "
+                     f"{preprocess or '0-1 (the default)'}) but the model takes {want} per sample; set channels "
+                     "(gray: 1 channel), resize / crop and layout in a --preprocess JSON file, e.g. "
+                     '{"channels": "gray", "resize": [28, 28]}')
 
 
 def _id_columns(frame_id: dict[str, Any]) -> dict[str, Any]:
@@ -181,9 +207,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                     dataset_name=args.data)
         total = profile.header.get("samples_seen", "?")
     else:
-        source = _source(args.data, args.limit, args.preprocess)
+        runner = Runner(args.model, providers=args.providers)
+        source = _source(args.data, args.limit, args.preprocess, model_input=runner.manifest.input_shape)
         total = len(source)
-        profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
+        profile = build_profile(runner, source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
                                 min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
     save_profile(profile, args.out)
@@ -212,7 +239,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
         cal = calibrate(mon, _source(args.data, args.limit, args.preprocess, in_memory=True,
-                                     batch_size=args.batch_size), fpr=args.fpr, min_class_samples=args.min_class_samples,
+                                     batch_size=args.batch_size, model_input=mon.manifest.input_shape), fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
     out = args.out or args.profile
@@ -287,7 +314,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         if not mon.calibrated:
             raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
         stream = StreamMonitor(mon, delta=args.delta)
-    source = _source(args.data, args.limit, args.preprocess)
+    source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape)
     rows: list[dict[str, Any]] = []
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
@@ -332,13 +359,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..eval.report import write_json, write_report
 
     mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
-    clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size)
+    shape = mon.manifest.input_shape
+    clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
+                    model_input=shape)
     ood = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
         ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
-                                               batch_size=args.batch_size)
+                                               batch_size=args.batch_size, model_input=shape)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())

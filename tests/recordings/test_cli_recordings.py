@@ -83,8 +83,12 @@ def test_profile_calibrate_screen_on_recordings(work, capsys):
 def test_cli_refusals_name_the_problem(work, capsys):
     d = work
     assert cli("profile", d / "m.onnx", "--data", f"images:{d / 'labelled'}", "--out", d / "x.npz", "--quiet") == 2
-    # the default preprocessing gives RGB: 3 channels for a 1-channel model, named with both shapes
-    assert "expected shape (batch, 1, 8, 8), got (6, 3, 8, 8)" in capsys.readouterr().err
+    # the default preprocessing gives RGB: 3 channels for a 1-channel model; refused before any pass
+    assert ("frames come out as (3, 8, 8) (NCHW, rgb, from --preprocess 0-1 (the default)) but the model takes "
+            "(1, 8, 8) per sample; set channels (gray: 1 channel)") in capsys.readouterr().err
+    assert cli("calibrate", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}", "--preprocess",
+               d / "gray.json", "--quiet") == 2
+    assert "frames come out as (1, 16, 16) (NCHW, gray" in capsys.readouterr().err
     assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/nope", "--out",
                d / "y.csv", "--quiet") == 2
     assert "no topic /nope in the recording; image topics found: /cam" in capsys.readouterr().err
