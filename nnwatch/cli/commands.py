@@ -142,7 +142,13 @@ def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
 
     if not isinstance(source, RecordingSource):
         return source
-    x, _ = next(iter(source.slice(0, 1).batches(1)))
+    import warnings
+
+    with warnings.catch_warnings():  # skipped frames are reported once, by the real pass
+        warnings.simplefilter("ignore")
+        batches = source.slice(0, None).batches(1)  # a copy: its own skipped list and warning
+        x, _ = next(batches)
+        batches.close()
     got = tuple(x.shape[1:])
     if len(got) == len(input_shape) and all(w is None or w == g for w, g in zip(input_shape, got)):
         return source

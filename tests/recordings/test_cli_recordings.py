@@ -40,9 +40,9 @@ def work(tmp_path_factory):
         for i, img in enumerate(blobs(3)):
             (d / "labelled" / cls / f"{i}.png").write_bytes(encode(img, "PNG"))
     frames = [np.kron(img, np.ones((2, 2), np.uint8)) for img in blobs(7)]  # 16x16 camera frames
-    write_mcap(d / "drive.mcap", {"/cam": ("sensor_msgs/msg/Image",
-                                           [(image_msg(f, "mono8", T0 + i, pad=2), T0 + 1000 + i)
-                                            for i, f in enumerate(frames)])})
+    messages = [(image_msg(f, "mono8", T0 + i, pad=2), T0 + 1000 + i) for i, f in enumerate(frames)]
+    messages[0] = (image_msg(frames[0], "mono8", T0, data=b"\x00"), T0 + 1000)  # the first frame is corrupt
+    write_mcap(d / "drive.mcap", {"/cam": ("sensor_msgs/msg/Image", messages)})
     (d / "gray.json").write_text(json.dumps({"channels": "gray"}))
     (d / "gray16.json").write_text(json.dumps({"channels": "gray", "resize": [8, 8]}))
     assert cli("instrument", d / "plain.onnx", "--out", d / "m.onnx") == 0
@@ -58,14 +58,17 @@ def test_profile_calibrate_screen_on_recordings(work, capsys):
                d / "gray.json", "--min-class-samples", "5", "--quiet") == 0
     assert "from 60 clean samples" in capsys.readouterr().out
 
-    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/cam[2:6]",
+    capsys.readouterr()
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/cam[:6]",
                "--preprocess", d / "gray16.json", "--out", d / "s.csv", "--batch-size", "3", "--quiet") == 0
+    err = capsys.readouterr().err  # the CLI prints warnings as "nnwatch: warning: ..." lines
+    assert err.count("undecodable") == 1 and "skipped 1 undecodable frame(s): frame 0 (stamp_ns" in err
     with open(d / "s.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["index"] for r in rows] == ["0", "1", "2", "3"]
-    assert [int(r["id.frame"]) for r in rows] == [2, 3, 4, 5]
-    assert [int(r["id.stamp_ns"]) for r in rows] == [T0 + i for i in (2, 3, 4, 5)]
-    assert [int(r["id.log_time_ns"]) for r in rows] == [T0 + 1000 + i for i in (2, 3, 4, 5)]
+    assert [r["index"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [int(r["id.frame"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["id.stamp_ns"]) for r in rows] == [T0 + i for i in (1, 2, 3, 4, 5)]
+    assert [int(r["id.log_time_ns"]) for r in rows] == [T0 + 1000 + i for i in (1, 2, 3, 4, 5)]
     assert {"pred", "flag", "confidence", "score.coverage"} <= set(rows[0])
 
     assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'labelled'}", "--preprocess",
