@@ -12,6 +12,7 @@ ids name the same frames however many of them turn out undecodable.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from dataclasses import dataclass, field
@@ -169,8 +170,9 @@ class RecordingSource:
         if stop is not None:
             end = self.start + int(stop)
             new.stop = end if self.stop is None else min(self.stop, end)
-        new.name = f"{self.name}[{start if start is not None else ''}:{stop if stop is not None else ''}]"
-        new.skipped, new._warned, new._frame_shape = [], False, None
+        if start or stop is not None:
+            new.name = f"{self.name}[{start if start is not None else ''}:{stop if stop is not None else ''}]"
+        new.skipped, new._warned, new._frame_shape, new._first = [], False, None, None
         return new
 
     def limit(self, n: int | None) -> "RecordingSource":
@@ -201,8 +203,9 @@ class RecordingSource:
         Iterator
             ``(x, y or None)`` pairs; ``x`` float32 as the preprocessing declares.
         """
-        for x, y, _ in self.batches_with_ids(batch_size):
-            yield x, y
+        with contextlib.closing(self.batches_with_ids(batch_size)) as batches:  # an early close stops the thread
+            for x, y, _ in batches:
+                yield x, y
 
     def batches_with_ids(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, list[dict]]]:
         """Consecutive batches with the ids of their frames.
