@@ -213,8 +213,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                     dataset_name=args.data)
         total = profile.header.get("samples_seen", "?")
     else:
+        source = _source(args.data, args.limit, args.preprocess)
         runner = Runner(args.model, providers=args.providers)
-        source = _source(args.data, args.limit, args.preprocess, model_input=runner.manifest.input_shape)
+        source = _fits_model(source, runner.manifest.input_shape, args.preprocess)
         total = len(source)
         profile = build_profile(runner, source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
@@ -244,8 +245,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
-        cal = calibrate(mon, _source(args.data, args.limit, args.preprocess, in_memory=True,
-                                     batch_size=args.batch_size, model_input=mon.manifest.input_shape), fpr=args.fpr, min_class_samples=args.min_class_samples,
+        data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
+                       model_input=mon.manifest.input_shape)
+        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
     out = args.out or args.profile
