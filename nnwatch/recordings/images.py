@@ -2,9 +2,10 @@
 
 - A folder is listed recursively (``.png``, ``.jpg``, ``.jpeg``, any case), sorted by path
   relative to the folder. When every image sits inside a top-level subfolder, the folder is an
-  ImageFolder layout: the sorted subfolder names are the classes ``0 .. C-1`` (kept in
-  :attr:`ImageSource.classes`) and each image's label is its subfolder's index. Otherwise the
-  images are unlabelled.
+  ImageFolder layout (as torchvision's): the sorted subfolder names (hidden ones aside) are the
+  classes ``0 .. C-1`` (kept in :attr:`ImageSource.classes`) and each image's label is its
+  subfolder's index; a class folder without images is refused, since it would shift the labels.
+  Otherwise the images are unlabelled.
 - A ``.csv`` manifest has a header with columns ``path`` and ``label`` (label may be empty for
   every row, then the source is unlabelled); paths are relative to the CSV's folder; the rows'
   order is kept.
@@ -75,7 +76,15 @@ def _list_folder(root: Path) -> tuple[list[str], list[int | None], list[str] | N
     if not files:
         raise InputError(f"images:{root}: no {', '.join(EXTENSIONS)} files in the folder or below it")
     if all("/" in f for f in files):
-        classes = sorted({f.split("/", 1)[0] for f in files})
+        # As torchvision's ImageFolder: every subfolder is a class (hidden ones aside), so that the
+        # labels match a model trained on the same layout; an empty class folder would shift them.
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        used = {f.split("/", 1)[0] for f in files}
+        empty = [c for c in classes if c not in used]
+        if empty:
+            raise InputError(f"images:{root}: class folders {', '.join(empty)} hold no {', '.join(EXTENSIONS)} "
+                             "files; every subfolder is a class (labels 0..C-1 in sorted order, as torchvision's "
+                             "ImageFolder), so an empty one would shift the labels: add its images or remove it")
         index = {name: i for i, name in enumerate(classes)}
         return files, [index[f.split("/", 1)[0]] for f in files], classes
     return files, [None] * len(files), None

@@ -198,3 +198,13 @@ def test_preprocess_is_a_public_name():
     import nnwatch
 
     assert nnwatch.Preprocess is Preprocess
+
+
+def test_an_empty_class_folder_is_refused_and_hidden_ones_ignored(folder):
+    root, _ = folder
+    (root / ".cache").mkdir()
+    assert ImageSource(root).classes == ["cat", "dog"]
+    (root / "bird").mkdir()
+    with pytest.raises(InputError, match="class folders bird hold no .png, .jpg, .jpeg files; every subfolder is a "
+                                         "class"):
+        ImageSource(root)
