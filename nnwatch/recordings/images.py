@@ -1,7 +1,7 @@
 """``images:DIR`` and ``images:MANIFEST.csv``: PNG and JPEG files, in a fixed sorted order.
 
-- A folder is listed recursively (``.png``, ``.jpg``, ``.jpeg``, any case), sorted by path
-  relative to the folder. When every image sits inside a top-level subfolder, the folder is an
+- A folder is listed recursively (``.png``, ``.jpg``, ``.jpeg``, any case; hidden files and
+  folders left out), sorted by path relative to the folder. When every image sits inside a top-level subfolder, the folder is an
   ImageFolder layout (as torchvision's): the sorted subfolder names (hidden ones aside) are the
   classes ``0 .. C-1`` (kept in :attr:`ImageSource.classes`) and each image's label is its
   subfolder's index; a class folder without images is refused, since it would shift the labels.
@@ -72,7 +72,8 @@ def _is_image(path: Path) -> bool:
 
 
 def _list_folder(root: Path) -> tuple[list[str], list[int | None], list[str] | None]:
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if _is_image(p))
+    files = sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if _is_image(p))
+                   if not any(part.startswith(".") for part in rel.split("/")))  # hidden files and folders aside
     if not files:
         raise InputError(f"images:{root}: no {', '.join(EXTENSIONS)} files in the folder or below it")
     if all("/" in f for f in files):

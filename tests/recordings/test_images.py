@@ -203,7 +203,10 @@ def test_preprocess_is_a_public_name():
 def test_an_empty_class_folder_is_refused_and_hidden_ones_ignored(folder):
     root, _ = folder
     (root / ".cache").mkdir()
-    assert ImageSource(root).classes == ["cat", "dog"]
+    (root / ".cache" / "thumb.png").write_bytes((root / "cat" / "a.png").read_bytes())
+    (root / "cat" / ".hidden.png").write_bytes((root / "cat" / "a.png").read_bytes())
+    src = ImageSource(root)
+    assert src.classes == ["cat", "dog"] and len(src) == 5
     (root / "bird").mkdir()
     with pytest.raises(InputError, match="class folders bird hold no .png, .jpg, .jpeg files; every subfolder is a "
                                          "class"):
