@@ -93,14 +93,15 @@ def write_mcap(path: Path, topics: dict[str, tuple[str, list]], raw: dict[str, l
         writer.finish()
 
 
-def write_rosbag(path: Path, topics: dict[str, tuple[str, list]]) -> None:
-    """A ROS 2 SQLite3 bag: topic -> (type, [(message object factory args, timestamp_ns), ...])."""
-    from rosbags.rosbag2 import Writer
+def write_rosbag(path: Path, topics: dict[str, tuple[str, list]], storage: str = "sqlite3") -> None:
+    """A ROS 2 bag (SQLite3 or MCAP storage): topic -> (type, [(message dict, timestamp_ns), ...])."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.LATEST)
     t = store.types
-    with Writer(path, version=8) as writer:
+    plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
         for topic, (kind, messages) in topics.items():
             conn = writer.add_connection(topic, kind, typestore=store)
             for msg, timestamp in messages:

@@ -1,4 +1,4 @@
-"""rosbag:DIR[:TOPIC]: ROS 2 SQLite3 bags written with rosbags at test time."""
+"""rosbag:DIR[:TOPIC]: ROS 2 bags (SQLite3 and MCAP storage) written with rosbags at test time."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ RAW = Preprocess(scale=1.0, layout="NHWC")
 T0 = 1_650_000_000_000_000_000
 
 
-@pytest.fixture
-def bag(tmp_path, rng):
+@pytest.fixture(params=["sqlite3", "mcap"])
+def bag(request, tmp_path, rng):
     needs("rosbags", "PIL")
     rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
     mono = rng.integers(0, 256, (4, 6), dtype=np.uint8)
@@ -32,11 +32,11 @@ def bag(tmp_path, rng):
         "/cam/compressed": ("sensor_msgs/msg/CompressedImage", [(compressed_msg(encode(png, "PNG"), "png", T0 + 5),
                                                                  T0 + 50)]),
         "/chatter": ("std_msgs/msg/String", [({"data": "hi"}, T0 + 15)]),
-    })
+    }, storage=request.param)
     return path, {"rgb": rgb, "mono": mono, "png": png}
 
 
-def test_sqlite_bag_pixels_ids_and_skips(bag):
+def test_bag_pixels_ids_and_skips(bag):
     path, arr = bag
     src = open_source(f"rosbag:{path}:/cam/image", RAW)
     assert isinstance(src, RosbagSource) and len(src) == 4
