@@ -79,12 +79,18 @@ class MonitorEstimator:
         """
         if not 0.0 < float(self.calibration_fraction) < 1.0:
             raise InputError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
-        data = in_memory(as_source(X if y is None else (X, y)), self.batch_size)  # batches and recordings
-        order = np.random.default_rng(self.random_state).permutation(len(data))
+        source = as_source(X if y is None else (X, y))
+        data = in_memory(source, self.batch_size)  # batches and recordings
         n_cal = int(round(len(data) * float(self.calibration_fraction)))
         if n_cal < 1 or n_cal >= len(data):
             raise InputError(f"{len(data)} samples cannot be split into a profile and a calibration part")
-        prof_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        if getattr(source, "time_ordered", False):
+            # Neighbouring frames of a video or robot recording are near-duplicates: a shuffled split would
+            # calibrate on frames the profile has nearly seen. The last frames calibrate instead.
+            prof_idx, cal_idx = np.arange(len(data) - n_cal), np.arange(len(data) - n_cal, len(data))
+        else:
+            order = np.random.default_rng(self.random_state).permutation(len(data))
+            prof_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
         part = lambda idx: ArraySource(data.x[idx], None if data.y is None else data.y[idx], "fit")  # noqa: E731
         profile = build_profile(self.model, part(prof_idx), batch_size=self.batch_size)
         monitor = Monitor(self.model, profile, detectors=self.detectors, decision=self.decision,

@@ -41,6 +41,8 @@ class McapSource(RecordingSource):
         Declared preprocessing.
     """
 
+    time_ordered = True
+
     def __init__(self, path: str | Path, topic: str | None = None,
                  preprocess: Preprocess | str | dict | None = None) -> None:
         self.path = Path(path)

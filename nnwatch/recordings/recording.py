@@ -103,9 +103,13 @@ class RecordingSource:
         Ids of the frames the latest complete pass could not decode.
     classes : list of str or None
         Class names of a labelled source, in label order.
+    time_ordered : bool
+        Frames follow each other in time (neighbours are near-duplicates): a split into
+        profile and calibration parts must cut contiguous blocks, never shuffle.
     """
 
     classes: list[str] | None = None
+    time_ordered = False  # frames in time order (video, robot recordings): split in contiguous blocks only
 
     def __init__(self, name: str, preprocess: Preprocess | str | dict | None = None, start: int = 0,
                  stop: int | None = None) -> None:

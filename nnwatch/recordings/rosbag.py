@@ -35,6 +35,8 @@ class RosbagSource(RecordingSource):
         Declared preprocessing.
     """
 
+    time_ordered = True
+
     def __init__(self, path: str | Path, topic: str | None = None,
                  preprocess: Preprocess | str | dict | None = None) -> None:
         super().__init__(f"rosbag:{path}" + (f":{topic}" if topic else ""), preprocess)

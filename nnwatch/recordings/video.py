@@ -31,6 +31,8 @@ class VideoSource(RecordingSource):
         Declared preprocessing.
     """
 
+    time_ordered = True
+
     def __init__(self, path: str | Path, preprocess: Preprocess | str | dict | None = None) -> None:
         super().__init__(f"video:{path}", preprocess)
         self.path = Path(path)

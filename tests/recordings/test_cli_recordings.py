@@ -107,3 +107,36 @@ def test_data_help_names_the_recordings(capsys):
     for text in ("images:DIR", "video:FILE", "mcap:FILE[:TOPIC]", "rosbag:DIR[:TOPIC]", "SOURCE[start:stop]",
                  "--preprocess"):
         assert text in out
+
+
+def test_estimator_splits_a_recording_in_contiguous_blocks(work, monkeypatch):
+    import nnwatch.estimator as est
+    from nnwatch.recordings import Preprocess
+    from nnwatch.sources import open_source
+
+    seen = {}
+    monkeypatch.setattr(est, "build_profile", lambda model, data, **kw: seen.setdefault("profile", data.x))
+    monkeypatch.setattr(est, "Monitor", lambda *a, **kw: "monitor")
+    monkeypatch.setattr(est, "calibrate", lambda mon, data, **kw: seen.setdefault("calibration", data.x))
+    src = open_source(f"mcap:{work / 'drive.mcap'}", Preprocess(channels="gray", resize=(8, 8)))
+    with pytest.warns(UserWarning, match="frame 0"):  # the fixture's corrupt first frame
+        est.MonitorEstimator(work / "m.onnx", calibration_fraction=0.5).fit(src)
+    frames = np.concatenate([x for x, _ in src.batches(10)])
+    np.testing.assert_array_equal(seen["profile"], frames[:3])  # the first half profiles, the last calibrates
+    np.testing.assert_array_equal(seen["calibration"], frames[3:])
+
+
+def test_evaluate_api_takes_recordings(work):
+    from nnwatch.eval.evaluate import evaluate
+    from nnwatch.monitor.monitor import Monitor
+    from nnwatch.sources import open_source
+
+    gray = json.loads((work / "gray16.json").read_text())
+    profile = work / "api-profile.npz"
+    assert cli("profile", work / "m.onnx", "--data", f"images:{work / 'train'}", "--preprocess", work / "gray.json",
+               "--out", profile, "--quiet") == 0
+    mon = Monitor(work / "m.onnx", profile, providers="cpu")
+    clean = open_source(f"images:{work / 'calib'}[:20]", {"channels": "gray"})
+    with pytest.warns(UserWarning, match="frame 0"):
+        ev = evaluate(mon, clean, {"cam": open_source(f"mcap:{work / 'drive.mcap'}", gray)})
+    assert ev.sets["cam"]["n"] == 6
