@@ -135,6 +135,8 @@ def test_evaluate_api_takes_recordings(work):
     profile = work / "api-profile.npz"
     assert cli("profile", work / "m.onnx", "--data", f"images:{work / 'train'}", "--preprocess", work / "gray.json",
                "--out", profile, "--quiet") == 0
+    assert cli("calibrate", work / "m.onnx", profile, "--data", f"images:{work / 'calib'}", "--preprocess",
+               work / "gray.json", "--min-class-samples", "5", "--quiet") == 0
     mon = Monitor(work / "m.onnx", profile, providers="cpu")
     clean = open_source(f"images:{work / 'calib'}[:20]", {"channels": "gray"})
     with pytest.warns(UserWarning, match="frame 0"):
