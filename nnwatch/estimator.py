@@ -36,9 +36,10 @@ class MonitorEstimator:
     fpr : float
         Target false-alarm rate of the flags.
     calibration_fraction : float
-        Share of the clean data held out for calibration (never used for the profile).
+        Share of the clean data held out for calibration (never used for the profile): a random
+        share, or, for a time-ordered recording (video, MCAP, ROS 2 bag), its last frames.
     random_state : int
-        Seed of the split.
+        Seed of the random split.
     batch_size : int
         Samples per onnxruntime call.
     providers : str
