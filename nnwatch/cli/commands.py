@@ -119,17 +119,35 @@ def _language(args: argparse.Namespace) -> bool:
 
 
 def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memory: bool = False,
-            batch_size: int = 256, model_input: tuple | None = None) -> Any:
-    """The source a spec names, cut to ``limit``, checked against the model's per-sample input shape
-    (``model_input``) where it is a recording; in memory where the command needs every sample at once.
+            batch_size: int = 256, model_input: tuple | None = None, profile: Any = None) -> Any:
+    """The source a spec names, cut to ``limit``; where it is a recording, checked against the model's
+    per-sample input shape (``model_input``) and the preprocessing the profile was built with; in memory
+    where the command needs every sample at once.
     """
     from ..sources import in_memory as to_memory
     from ..sources import open_source
 
     source = open_source(spec, preprocess).limit(limit)
+    if profile is not None:
+        _same_preprocess(source, profile)
     if model_input is not None:
         source = _fits_model(source, model_input, preprocess)
     return to_memory(source, batch_size) if in_memory else source
+
+
+def _same_preprocess(source: Any, profile: Any) -> None:
+    """Warn when a recording's frames are preprocessed otherwise than the profile's training frames were."""
+    built = profile.header.get("preprocess")
+    pre = getattr(source, "preprocess", None)
+    if built is None or pre is None:
+        return
+    # Pixel values and channels, not geometry: another camera may need another resize to the same input.
+    now = pre.to_json()
+    differ = [f"{k} {built.get(k)} -> {now[k]}" for k in ("channels", "layout", "scale", "mean", "std")
+              if built.get(k) != now[k]]
+    if differ:
+        warn(f"{source.name}: the profile was built from frames preprocessed otherwise ({', '.join(differ)}); the "
+             "scores would compare unlike inputs: pass the profile's preprocessing with --preprocess")
 
 
 def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
@@ -246,7 +264,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
         data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
-                       model_input=mon.manifest.input_shape)
+                       model_input=mon.manifest.input_shape, profile=mon.profile)
         cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
@@ -322,7 +340,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
         if not mon.calibrated:
             raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
         stream = StreamMonitor(mon, delta=args.delta)
-    source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape)
+    source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape,
+                     profile=mon.profile)
     rows: list[dict[str, Any]] = []
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
@@ -369,13 +388,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
     shape = mon.manifest.input_shape
     clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
-                    model_input=shape)
+                    model_input=shape, profile=mon.profile)
     ood = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
         ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
-                                               batch_size=args.batch_size, model_input=shape)
+                                               batch_size=args.batch_size, model_input=shape, profile=mon.profile)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())

@@ -121,6 +121,9 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                             min_confidence=min_confidence)
     profile.header["rare_rate"] = check_rate(rare_rate)
     profile.header["input_stats"] = inputs
+    preprocess = getattr(source, "preprocess", None)  # a recording: how its frames became the model's input
+    if preprocess is not None:
+        profile.header["preprocess"] = preprocess.to_json()
     if sketch is not None:
         profile.header["input_sketch"] = sketch_to_json(sketch)
     return profile

@@ -57,6 +57,9 @@ def test_profile_calibrate_screen_on_recordings(work, capsys):
     assert cli("calibrate", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'calib'}", "--preprocess",
                d / "gray.json", "--min-class-samples", "5", "--quiet") == 0
     assert "from 60 clean samples" in capsys.readouterr().out
+    from nnwatch.profile.store import load_profile
+
+    assert load_profile(d / "p.npz").header["preprocess"]["channels"] == "gray"  # recorded with the profile
 
     capsys.readouterr()
     assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"mcap:{d / 'drive.mcap'}:/cam[:6]",
@@ -83,8 +86,18 @@ def test_profile_calibrate_screen_on_recordings(work, capsys):
     assert "AUROC" in capsys.readouterr().out
 
 
+def profiled(d):
+    """The calibrated profile of the first test, built here when that test did not run first."""
+    if not (d / "p.npz").exists():
+        assert cli("profile", d / "m.onnx", "--data", f"images:{d / 'train'}", "--preprocess", d / "gray.json",
+                   "--out", d / "p.npz", "--quiet") == 0
+        assert cli("calibrate", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'calib'}", "--preprocess",
+                   d / "gray.json", "--min-class-samples", "5", "--quiet") == 0
+
+
 def test_cli_refusals_name_the_problem(work, capsys):
     d = work
+    profiled(d)
     assert cli("profile", d / "m.onnx", "--data", f"images:{d / 'labelled'}", "--out", d / "x.npz", "--quiet") == 2
     # the default preprocessing gives RGB: 3 channels for a 1-channel model; refused before any pass
     assert ("frames come out as (3, 8, 8) (NCHW, rgb, from --preprocess 0-1 (the default)) but the model takes "
@@ -98,6 +111,11 @@ def test_cli_refusals_name_the_problem(work, capsys):
     assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'train'}", "--preprocess", "vgg",
                "--out", d / "y.csv", "--quiet") == 2
     assert "neither a preset (0-1, -1-1, imagenet) nor a .json file" in capsys.readouterr().err
+    (d / "gray-1-1.json").write_text(json.dumps({"channels": "gray", "mean": [0.5], "std": [0.5]}))
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'calib'}[:4]", "--preprocess",
+               d / "gray-1-1.json", "--out", d / "z.csv", "--quiet") == 0
+    assert ("the profile was built from frames preprocessed otherwise (mean [0.0] -> [0.5], std [1.0] -> [0.5])"
+            in capsys.readouterr().err)
 
 
 def test_data_help_names_the_recordings(capsys):
