@@ -619,6 +619,8 @@ def _info_profile(path: Path) -> None:
     print(f"  {len(h['layer_names'])} layers, {sum(p.layer_sizes)} neurons; {p.n_classes} classes; "
           f"k_sections {h['k_sections']}, k_top {h['k_top']}, threshold {h['threshold']}, reduction {h['reduction']}")
     print(f"  trusted samples {sum(counts)} from {h.get('dataset', '?')}; per class min {min(counts)}, max {max(counts)}")
+    if h.get("preprocess"):
+        print(f"  frames preprocessed as {json.dumps(h['preprocess'])} (pass the same with --preprocess)")
     print(f"  statistics digest {p.digest()}")
     full = full_tables_bytes(p)
     try:
