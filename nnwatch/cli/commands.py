@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -346,21 +347,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
     batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
-    for x, y, ids in batches:
-        v = mon.score(x)
-        recs = v.records(offset=len(rows))
-        if ids is not None:
-            for r, frame_id in zip(recs, ids):
-                r.update(_id_columns(frame_id))
-        if y is not None:
-            for r, label in zip(recs, y):
-                r["label"] = int(label)
-        if stream is not None:
-            upd = stream.update(v)
-            for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
-                r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
-        rows.extend(recs)
-        bar.update(len(v))
+    with contextlib.closing(batches):  # an error while scoring stops the decoding thread at once
+        for x, y, ids in batches:
+            rows.extend(_screen_records(mon, stream, x, y, ids, len(rows)))
+            bar.update(len(x))
     bar.close()
     write_records(args.out, rows)
     flagged = sum(r["flag"] for r in rows)
@@ -374,6 +364,23 @@ def cmd_screen(args: argparse.Namespace) -> int:
         else:
             print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in the stream.* columns")
     return 0
+
+
+def _screen_records(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> list[dict[str, Any]]:
+    """Output rows of one screened batch: verdicts, frame ids (``id.*``), labels, stream columns."""
+    v = mon.score(x)
+    recs = v.records(offset=offset)
+    if ids is not None:
+        for r, frame_id in zip(recs, ids):
+            r.update(_id_columns(frame_id))
+    if y is not None:
+        for r, label in zip(recs, y):
+            r["label"] = int(label)
+    if stream is not None:
+        upd = stream.update(v)
+        for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
+            r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
+    return recs
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -162,3 +162,18 @@ def test_evaluate_api_takes_recordings(work):
     with pytest.warns(UserWarning, match="frame 0"):
         ev = evaluate(mon, clean, {"cam": open_source(f"mcap:{work / 'drive.mcap'}", gray)})
     assert ev.sets["cam"]["n"] == 6
+
+
+def test_screen_on_arrays_keeps_its_columns(work, capsys):
+    d = work
+    profiled(d)
+    rng = np.random.default_rng(5)
+    np.savez(d / "frames.npz", x=rng.random((9, 1, 8, 8), dtype=np.float32), y=np.arange(9) % 5)
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"npz:{d / 'frames.npz'}[2:]", "--out", d / "a.csv",
+               "--stream", "--batch-size", "4", "--quiet") == 0
+    with open(d / "a.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["index"] for r in rows] == [str(i) for i in range(7)]
+    assert [r["label"] for r in rows] == [str(i % 5) for i in range(2, 9)]
+    assert {"stream.statistic", "stream.class_statistic", "stream.alarm", "flag", "score.coverage"} <= set(rows[0])
+    assert not [k for k in rows[0] if k.startswith("id.")]  # arrays carry no ids; the index names the row
