@@ -258,17 +258,18 @@ class RecordingSource:
         xs: list[np.ndarray] = []
         ys: list[int | None] = []
         ids: list[dict[str, Any]] = []
-        for frame in self._frames(self.start, self.stop):
-            if frame.pixels is None:
-                state.skipped.append(frame.id)
-                state.errors.append(frame.error)
-                continue
-            xs.append(self._processed(frame))
-            ys.append(frame.label)
-            ids.append(frame.id)
-            if len(xs) == batch_size:
-                yield self._pack(xs, ys, ids) + (len(state.skipped),)
-                xs, ys, ids = [], [], []
+        with contextlib.closing(self._frames(self.start, self.stop)) as frames:  # the reader's files close here
+            for frame in frames:
+                if frame.pixels is None:
+                    state.skipped.append(frame.id)
+                    state.errors.append(frame.error)
+                    continue
+                xs.append(self._processed(frame))
+                ys.append(frame.label)
+                ids.append(frame.id)
+                if len(xs) == batch_size:
+                    yield self._pack(xs, ys, ids) + (len(state.skipped),)
+                    xs, ys, ids = [], [], []
         if xs:
             yield self._pack(xs, ys, ids) + (len(state.skipped),)
 
