@@ -173,8 +173,26 @@ def test_an_early_close_stops_the_decoder(recording):
     path, _ = recording
     it = McapSource(path, "/camera/image", RAW).batches(1)
     next(it)
+    assert open_files(path)  # the decoding thread holds the recording open
     it.close()
     assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    assert not open_files(path)  # and closed it before close() returned
+
+
+def open_files(path):
+    import os
+
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc/self/fd (Linux)")
+    found = []
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(os.path.join(fds, fd)) == str(path):
+                found.append(fd)
+        except OSError:
+            pass
+    return found
 
 
 def test_an_early_close_warns_only_about_frames_before_it(recording):
