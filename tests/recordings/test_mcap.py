@@ -165,13 +165,16 @@ def test_not_an_mcap_file(tmp_path):
         McapSource(tmp_path / "none.mcap")
 
 
-def test_an_early_close_stops_the_decoder(recording):
+def test_an_early_close_stops_the_decoder(tmp_path, rng):
     import threading
 
     from nnwatch.recordings.prefetch import THREAD_NAME
 
-    path, _ = recording
-    it = McapSource(path, "/camera/image", RAW).batches(1)
+    needs("mcap", "mcap_ros2")
+    path = tmp_path / "long.mcap"
+    write_mcap(path, {"/cam": ("sensor_msgs/msg/Image", [(image_msg(rng.integers(0, 256, (4, 4), dtype=np.uint8),
+                                                                    "mono8", i), i) for i in range(30)])})
+    it = McapSource(path, "/cam", RAW).batches(1)
     next(it)
     assert open_files(path)  # the decoding thread holds the recording open
     it.close()
