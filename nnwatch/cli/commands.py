@@ -235,7 +235,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         source = _source(args.data, args.limit, args.preprocess)
         runner = Runner(args.model, providers=args.providers)
         source = _fits_model(source, runner.manifest.input_shape, args.preprocess)
-        total = len(source)
+        total = len(source) or "?"  # 0: a stream that does not declare its length
         profile = build_profile(runner, source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
                                 min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
