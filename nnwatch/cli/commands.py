@@ -12,7 +12,7 @@ from typing import Any
 from .._validate import short_list
 from ..errors import InputError
 from .console import warn
-from .output import write_records
+from .output import RecordWriter
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -323,6 +323,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
             raise InputError("--stream needs the frames in order in one process; drop --ray")
         if args.preprocess:
             raise InputError("--preprocess is applied by the streaming readers, not by Ray workers; drop --ray")
+        if args.report:
+            raise InputError("--report draws one timeline from frames in order in one process; drop --ray")
 
         _ray_init(args)
         summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
@@ -343,18 +345,37 @@ def cmd_screen(args: argparse.Namespace) -> int:
         stream = StreamMonitor(mon, delta=args.delta)
     source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape,
                      profile=mon.profile)
-    rows: list[dict[str, Any]] = []
+    if args.out.lower().endswith(".mcap") and not getattr(source, "time_ordered", False):
+        raise InputError(f"--out {args.out}: an MCAP timeline needs frames with times (video:, mcap: or rosbag: "
+                         f"sources); {source.name} has none: write .csv or .json")
+    timeline = None
+    if args.report:
+        from .._optional import require
+        from ..eval.timeline import Timeline
+
+        require("PIL.Image", extra="recordings")  # thumbnails: refused now, not after the pass
+        timeline = Timeline(mon.calibration.fpr if mon.calibrated else None,
+                            None if stream is None else 2 / args.delta)
+    notes = {"model": args.model, "profile": args.profile, "source": source.name, "decision": mon.decision}
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
     batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
-    with contextlib.closing(batches):  # an error while scoring stops the decoding thread at once
+    flagged = 0
+    with contextlib.closing(batches), RecordWriter(args.out, metadata=notes) as out:
+        # an error while scoring stops the decoding thread at once, and leaves no half-written file
         for x, y, ids in batches:
-            rows.extend(_screen_records(mon, stream, x, y, ids, len(rows)))
+            recs = _screen_records(mon, stream, x, y, ids, out.rows)
+            out.write(recs)
+            flagged += sum(r["flag"] for r in recs)
+            if timeline is not None:
+                timeline.add(recs, x)
             bar.update(len(x))
     bar.close()
-    write_records(args.out, rows)
-    flagged = sum(r["flag"] for r in rows)
-    print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
+    n = out.rows
+    if timeline is not None:
+        timeline.write(args.report, f"nnwatch screen: {source.name}", notes)
+    print(f"wrote {args.out}: {n} inputs, {flagged} flagged ({flagged / max(n, 1):.1%}) by {mon.decision}"
+          + (f"; timeline {args.report}" if timeline is not None else ""))
     if stream is not None:
         tests = (f"scores of {stream.column!r} and predicted classes, each alarming at capital {2 / args.delta:.3g}; "
                  f"delta {args.delta}")
@@ -370,6 +391,9 @@ def _screen_records(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, off
     """Output rows of one screened batch: verdicts, frame ids (``id.*``), labels, stream columns."""
     v = mon.score(x)
     recs = v.records(offset=offset)
+    for name, p in v.p_values.items():
+        for r, value in zip(recs, p):
+            r[f"p.{name}"] = float(value)
     if ids is not None:
         for r, frame_id in zip(recs, ids):
             r.update(_id_columns(frame_id))

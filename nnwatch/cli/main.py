@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     _common(c)
 
-    s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV", description="per-input scores and flags to JSON or CSV",
+    s = sub.add_parser("screen", help="per-input scores and flags to JSON, CSV or MCAP", description="per-input scores and flags to JSON, CSV or MCAP, and a timeline",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
     s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     s.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "with onnxruntime")
     s.add_argument("--truncate", action="store_true",
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
-    s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
+    s.add_argument("--out", required=True, help="SCORES.json, SCORES.csv or VERDICTS.mcap (a recording of verdict "
+                   "and Foxglove image-annotation channels on the source's timeline: video:, mcap:, rosbag: sources); "
+                   "with --ray: a folder of Parquet files")
+    s.add_argument("--report", metavar="TIMELINE.html", help="also draw a self-contained timeline: p-values and "
+                   "the stream alarm over time, flags marked, thumbnails of the most anomalous frames (classifiers)")
     s.add_argument("--stream", action="store_true",
                    help="treat the inputs as one stream in order: add a drift test (conformal test martingale) "
                         "whose chance of ever alarming on clean data is at most --delta")

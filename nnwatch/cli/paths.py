@@ -69,7 +69,9 @@ def output_suffixes(args: argparse.Namespace, dest: str) -> tuple[str, ...] | No
     if command == "calibrate":
         return (".json",) if _is_language(args) else (".npz",)
     if command == "screen":
-        return None if getattr(args, "ray", False) else (".json", ".csv")
+        if getattr(args, "ray", False):
+            return None
+        return (".json", ".csv") if _is_language(args) else (".json", ".csv", ".mcap")
     if command == "compile":
         return None  # a folder
     if command == "heads":
