@@ -120,17 +120,23 @@ def _language(args: argparse.Namespace) -> bool:
 
 
 def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memory: bool = False,
-            batch_size: int = 256, model_input: tuple | None = None, profile: Any = None) -> Any:
+            batch_size: int = 256, model_input: tuple | None = None, profile: Any = None,
+            spans: list | None = None) -> Any:
     """The source a spec names, cut to ``limit``; where it is a recording, checked against the model's
-    per-sample input shape (``model_input``) and the preprocessing the profile was built with; in memory
-    where the command needs every sample at once.
+    per-sample input shape (``model_input``), the preprocessing the profile was built with and the
+    frames it was profiled and calibrated on; in memory where the command needs every sample at once.
+    The recording span read is appended to ``spans``.
     """
     from ..sources import in_memory as to_memory
     from ..sources import open_source
 
     source = open_source(spec, preprocess).limit(limit)
+    span = source.span() if hasattr(source, "span") else None
+    if spans is not None:
+        spans.append(span)
     if profile is not None:
         _same_preprocess(source, profile)
+        _same_recording(source.name, span, profile, calibrating=spans is not None)
     if model_input is not None:
         source = _fits_model(source, model_input, preprocess)
     return to_memory(source, batch_size) if in_memory else source
@@ -149,6 +155,27 @@ def _same_preprocess(source: Any, profile: Any) -> None:
     if differ:
         warn(f"{source.name}: the profile was built from frames preprocessed otherwise ({', '.join(differ)}); the "
              "scores would compare unlike inputs: pass the profile's preprocessing with --preprocess")
+
+
+def _same_recording(name: str, span: dict | None, profile: Any, calibrating: bool) -> None:
+    """Warn when frames come from the recording the profile was built or calibrated on."""
+    from ..recordings import spans_overlap
+
+    if span is None:
+        return
+    uses = [("built", profile.header.get("profiled_on"))]
+    if not calibrating:
+        uses.append(("calibrated", profile.header.get("calibrated_on")))
+    for what, used in uses:
+        if not used or used.get("recording") != span["recording"]:
+            continue
+        frames = f"[{used['start']}:{'' if used['stop'] is None else used['stop']}]"
+        if spans_overlap(span, used):
+            warn(f"{name}: the profile was {what} on frames {frames} of this recording, and some of them are read "
+                 "again here; scores of frames the monitor has seen say nothing about new data")
+        else:
+            warn(f"{name}: the profile was {what} on frames {frames} of the same recording; neighbouring frames are "
+                 "near-duplicates, so frames near the cut look more familiar than new data would (docs/coverage.md)")
 
 
 def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
@@ -264,11 +291,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
+        spans: list = []
         data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
-                       model_input=mon.manifest.input_shape, profile=mon.profile)
+                       model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans)
         cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
+    if spans[0] is not None:  # screening the same recording later is warned about
+        mon.profile.header["calibrated_on"] = spans[0]
+    else:
+        mon.profile.header.pop("calibrated_on", None)
     out = args.out or args.profile
     save_profile(mon.profile, out)
     n_classes = mon.profile.n_classes

@@ -124,6 +124,9 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
     preprocess = getattr(source, "preprocess", None)  # a recording: how its frames became the model's input
     if preprocess is not None:
         profile.header["preprocess"] = preprocess.to_json()
+    span = source.span() if hasattr(source, "span") else None  # the recording and frames profiled
+    if span is not None:
+        profile.header["profiled_on"] = span
     if sketch is not None:
         profile.header["input_sketch"] = sketch_to_json(sketch)
     return profile

@@ -23,9 +23,9 @@ from .mcap_source import McapSource
 from .preprocess import PRESETS, Preprocess, load_preprocess
 from .rosbag import RosbagSource
 from .spec import SCHEMES, Percent, open_recording, parse_slice, resolve_slice
-from .recording import RecordingSource, RecordingWarning
+from .recording import RecordingSource, RecordingWarning, spans_overlap
 from .video import VideoSource
 
 __all__ = ["ImageSource", "McapSource", "PRESETS", "Preprocess", "RecordingSource", "RecordingWarning",
            "RosbagSource", "SCHEMES", "Percent", "VideoSource", "load_preprocess", "open_recording", "parse_slice",
-           "resolve_slice"]
+           "resolve_slice", "spans_overlap"]

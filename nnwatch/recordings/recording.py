@@ -16,6 +16,7 @@ import contextlib
 import copy
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -83,6 +84,25 @@ def _short(ids: list[dict[str, Any]]) -> str:
 class _Pass:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def spans_overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two :meth:`RecordingSource.span` records share frames of one recording.
+
+    Parameters
+    ----------
+    a, b : dict
+        Spans (``recording``, ``start``, ``stop`` with None for the end).
+
+    Returns
+    -------
+    bool
+        Same recording and intersecting ``[start, stop)`` ranges.
+    """
+    if a["recording"] != b["recording"]:
+        return False
+    end = lambda span: float("inf") if span["stop"] is None else span["stop"]  # noqa: E731
+    return max(a["start"], b["start"]) < min(end(a), end(b))
 
 
 class RecordingSource:
@@ -178,6 +198,20 @@ class RecordingSource:
             new.name = f"{self.name}[{start if start is not None else ''}:{stop if stop is not None else ''}]"
         new.skipped, new._warned, new._frame_shape, new._first = [], False, None, None
         return new
+
+    def span(self) -> dict[str, Any] | None:
+        """The recording file and the frames ``[start, stop)`` of it this source reads.
+
+        Returns
+        -------
+        dict or None
+            ``{"recording": resolved path, "start": int, "stop": int or None}`` for a source
+            read from one file or bag (video, MCAP, ROS 2 bag); None for an image folder.
+        """
+        path = getattr(self, "path", None)
+        if path is None:
+            return None
+        return {"recording": str(Path(path).resolve()), "start": self.start, "stop": self.stop}
 
     def limit(self, n: int | None) -> "RecordingSource":
         """The first ``n`` frames (all when None).

@@ -152,3 +152,32 @@ def test_timeline_page_renders_in_a_browser(work, tmp_path):  # noqa: F811
                d / "gray16.json", "--stream", "--out", tmp_path / "s.json", "--report", tmp_path / "t.html",
                "--quiet") == 0
     check_page(tmp_path / "t.html", tmp_path / "t.png")
+
+
+def test_screening_the_calibration_recording_is_warned(work, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    d = work
+    profiled(d)
+    profile = tmp_path / "p.npz"
+    shutil.copy(d / "p.npz", profile)
+    drive = f"mcap:{d / 'drive.mcap'}"
+    pre = ("--preprocess", d / "gray16.json", "--quiet")
+    assert cli("calibrate", d / "m.onnx", profile, "--data", f"{drive}[:4]", "--min-class-samples", "2", "--fpr", "0.4", *pre) == 0
+    from nnwatch.profile.store import load_profile
+
+    span = load_profile(profile).header["calibrated_on"]
+    assert span == {"recording": str((d / "drive.mcap").resolve()), "start": 0, "stop": 4}
+    capsys.readouterr()
+    assert cli("screen", d / "m.onnx", profile, "--data", f"{drive}[4:]", "--out", tmp_path / "a.csv", *pre) == 0
+    err = capsys.readouterr().err
+    assert "calibrated on frames [0:4] of the same recording" in err and "read again" not in err
+    assert cli("screen", d / "m.onnx", profile, "--data", f"{drive}[2:]", "--out", tmp_path / "b.csv", *pre) == 0
+    assert "calibrated on frames [0:4] of this recording, and some of them are read again" in capsys.readouterr().err
+    # another recording, and calibrating on an image folder afterwards, clear the record
+    assert cli("calibrate", d / "m.onnx", profile, "--data", f"images:{d / 'calib'}", "--preprocess", d / "gray.json",
+               "--min-class-samples", "5", "--quiet") == 0
+    assert "calibrated_on" not in load_profile(profile).header
+    capsys.readouterr()
+    assert cli("screen", d / "m.onnx", profile, "--data", f"{drive}[2:]", "--out", tmp_path / "c.csv", *pre) == 0
+    assert "same recording" not in capsys.readouterr().err
