@@ -32,7 +32,8 @@ import numpy as np
 
 from .errors import InputError
 from .recordings import SCHEMES as RECORDING_SCHEMES
-from .recordings import Preprocess, RecordingSource, open_recording, parse_slice, resolve_slice
+from .recordings import (Preprocess, RecordingSource, load_preprocess, open_recording, parse_slice,
+                         resolve_preprocess, resolve_slice)
 
 SPLITS = ("train", "val", "test")
 
@@ -161,7 +162,8 @@ def _find(folder: Path, stem: str) -> Path:
     raise InputError(f"{folder}: no {stem}[.gz] found")
 
 
-def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
+def load_idx(folder: str | Path, split: str = "train", preprocess: "Preprocess | str | dict | None" = None
+             ) -> ArraySource:
     """Read MNIST-format IDX images and labels.
 
     Parameters
@@ -170,11 +172,14 @@ def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
         Folder with ``train-*``/``t10k-*`` IDX files.
     split : {"train", "test"}
         Which pair.
+    preprocess : Preprocess, str, dict or None
+        The declared preprocessing applied to the uint8 images (e.g. ``"-1-1"`` for a model
+        trained on ``(x/255 - 0.5) / 0.5``); None: ``x / 255`` as ``(N, 1, rows, cols)``.
 
     Returns
     -------
     ArraySource
-        float32 ``(N, 1, rows, cols)`` in [0, 1] and int64 labels.
+        float32 images (``(N, 1, rows, cols)`` in [0, 1] by default) and int64 labels.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -186,7 +191,11 @@ def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
     labels = _read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise InputError(f"{folder}: images {images.shape} and labels {labels.shape} do not match")
-    x = (images.astype(np.float32) / 255.0)[:, None]
+    if preprocess is None:
+        x = (images.astype(np.float32) / 255.0)[:, None]
+    else:
+        pre = load_preprocess(preprocess)
+        x = pre.batch([pre.frame(img) for img in images])
     return ArraySource(x, labels.astype(np.int64), f"idx:{folder}:{split}")
 
 
@@ -354,6 +363,27 @@ def open_source(spec: str, preprocess: "Preprocess | str | dict | None" = None) 
     return source if bounds is None else source.slice(*resolve_slice(bounds, len(source), source.name))
 
 
+def takes_preprocess(spec: str) -> bool:
+    """Whether a source spec names pixels that a declared preprocessing turns into model inputs.
+
+    Parameters
+    ----------
+    spec : str
+        A source spec (see :func:`open_source`).
+
+    Returns
+    -------
+    bool
+        True for recordings (images, video, MCAP, ROS 2 bags) and IDX images; False for
+        arrays fed as stored (``npz:``, ``npy:``, ``digits``) and anything unknown.
+    """
+    if not isinstance(spec, str):
+        return False
+    base, _ = parse_slice(spec)
+    scheme = (_infer_scheme(base) or base).partition(":")[0]
+    return scheme in RECORDING_SCHEMES or scheme == "idx"
+
+
 def _open(spec: str, preprocess: "Preprocess | str | dict | None") -> "ArraySource | RecordingSource":
     inferred = _infer_scheme(spec)
     if inferred:
@@ -361,8 +391,8 @@ def _open(spec: str, preprocess: "Preprocess | str | dict | None") -> "ArraySour
     scheme, _, rest = spec.partition(":")
     if scheme in RECORDING_SCHEMES:
         return open_recording(scheme, rest, preprocess)
-    if preprocess is not None and scheme in ("npz", "npy", "idx", "digits"):
-        raise InputError(f"--preprocess applies to recordings ({', '.join(RECORDING_SCHEMES)}); {scheme}: data is "
+    if preprocess is not None and scheme in ("npz", "npy", "digits"):
+        raise InputError(f"--preprocess applies to pixels (idx:, {', '.join(RECORDING_SCHEMES)}); {scheme}: data is "
                          "fed to the model as stored: drop --preprocess")
     if scheme == "npz" and rest:
         return load_npz(rest)
@@ -372,10 +402,10 @@ def _open(spec: str, preprocess: "Preprocess | str | dict | None") -> "ArraySour
     if scheme == "idx" and rest:
         folder, sep, split = rest.rpartition(":")
         if not sep or Path(rest).is_dir():
-            return load_idx(rest, "train")
+            return load_idx(rest, "train", preprocess)
         if split not in ("train", "test"):
             raise InputError(f"idx:{rest}: split {split!r} is not one of train, test (idx:DIR[:train|test])")
-        return load_idx(folder, split)
+        return load_idx(folder, split, preprocess)
     if scheme == "digits":
         return load_digits(rest or None)
     if scheme in ("npzdir", "parquet"):
@@ -504,7 +534,8 @@ def _as_numpy(value: object, what: str) -> np.ndarray:
     return arr
 
 
-def as_source(data: object, name: str | None = None) -> "ArraySource | BatchSource | RecordingSource":
+def as_source(data: object, name: str | None = None, preprocess: dict | None = None
+              ) -> "ArraySource | BatchSource | RecordingSource":
     """Accept the ways people hold data: a source, arrays, ``(x, y)``, or re-iterable batches.
 
     Parameters
@@ -514,6 +545,9 @@ def as_source(data: object, name: str | None = None) -> "ArraySource | BatchSour
         recording source; or a source spec string (see :func:`open_source`).
     name : str, optional
         Description.
+    preprocess : dict, optional
+        The preprocessing the model declares (``Runner.preprocess``): a spec string of pixels
+        is read with it, and a recording opened with another one is refused.
 
     Returns
     -------
@@ -523,12 +557,14 @@ def as_source(data: object, name: str | None = None) -> "ArraySource | BatchSour
     Raises
     ------
     InputError
-        Anything else, named.
+        Anything else, named; a recording preprocessed otherwise than the model declares.
     """
+    if isinstance(data, RecordingSource) and preprocess is not None:
+        resolve_preprocess(data.preprocess, preprocess, "the model")  # the same, or refused with the differences
     if isinstance(data, (ArraySource, BatchSource, RecordingSource)):
         return data
     if isinstance(data, str):
-        return open_source(data)
+        return open_source(data, preprocess if takes_preprocess(data) else None)
     if isinstance(data, np.ndarray) or (hasattr(data, "detach") and hasattr(data, "shape")):
         return ArraySource(_as_numpy(data, "x"), None, name or "arrays")
     if isinstance(data, tuple) and 1 <= len(data) <= 2 and all(

@@ -115,7 +115,8 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         raise InputError(f"fusion_budget must be >= 0 (a share of the inference time), got {fusion_budget}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    source = in_memory(as_source(source), int(batch_size))  # a recording is decoded once, here
+    declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
+    source = in_memory(as_source(source, preprocess=declared), int(batch_size))  # a recording: decoded once
     names = list(detectors) if detectors is not None else [c for c in monitor.columns if c != FUSED]
     missing = [n for n in names if n not in monitor.columns]
     if missing:

@@ -17,7 +17,7 @@ from .output import RecordWriter
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"layers": args.layers, "reduction": args.reduction, "reduce_in_graph": args.reduce_in == "graph",
-            "max_taps": args.max_taps}
+            "max_taps": args.max_taps, "preprocess": getattr(args, "preprocess", None)}
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -81,14 +81,19 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     from ..monitor.providers import resolve_providers
 
     resolve_providers(args.providers)  # an unavailable provider is refused before any work
-    x = _source(args.data, args.budget_samples, in_memory=True).x
+    from ..recordings import load_preprocess
+    from ..sources import takes_preprocess
+
+    declared = None if args.preprocess is None else load_preprocess(args.preprocess)  # checked before any work
+    x = _source(args.data, args.budget_samples, declared if takes_preprocess(args.data) else None, in_memory=True).x
     if len(x) < 40:
         raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers; {args.data} gives "
                          f"{len(x)} (with --budget-samples {args.budget_samples})")
     print(f"measuring every candidate tap on {args.providers} (batch 1) and judging it on {len(x)} clean inputs ...",
           file=sys.stderr, flush=True)
     manifest, choice = instrument_within_budget(args.model, args.out, x, args.budget, reduction=args.reduction,
-                                                reduce_in_graph=args.reduce_in == "graph", providers=args.providers)
+                                                reduce_in_graph=args.reduce_in == "graph", providers=args.providers,
+                                                preprocess=declared)
     _print_manifest(manifest, args.out)
     print(f"budget {args.budget}: plain {choice.plain_us:.1f} us; with the chosen taps a monitored call (compiled "
           f"detectors) measured {choice.predicted_us:.1f} us ({choice.predicted_us / choice.plain_us:.3f}x) against "
@@ -119,17 +124,23 @@ def _language(args: argparse.Namespace) -> bool:
     return False
 
 
-def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memory: bool = False,
+def _source(spec: str, limit: int | None, preprocess: Any = None, in_memory: bool = False,
             batch_size: int = 256, model_input: tuple | None = None, profile: Any = None,
-            spans: list | None = None) -> Any:
-    """The source a spec names, cut to ``limit``; where it is a recording, checked against the model's
-    per-sample input shape (``model_input``), the preprocessing the profile was built with and the
-    frames it was profiled and calibrated on; in memory where the command needs every sample at once.
-    The recording span read is appended to ``spans``.
+            spans: list | None = None, runner: Any = None) -> Any:
+    """The source a spec names, cut to ``limit``; pixels read with the preprocessing the model
+    (``runner``) declares, another ``preprocess`` refused; where it is a recording, checked against the
+    model's per-sample input shape (``model_input``), the preprocessing the profile was built with and
+    the frames it was profiled and calibrated on; in memory where the command needs every sample at
+    once. The recording span read is appended to ``spans``.
     """
+    from ..recordings import resolve_preprocess
     from ..sources import in_memory as to_memory
-    from ..sources import open_source
+    from ..sources import open_source, takes_preprocess
 
+    given = preprocess
+    declared = getattr(runner, "preprocess", None) is not None and takes_preprocess(spec)
+    if declared:
+        preprocess = resolve_preprocess(preprocess, runner.preprocess, str(getattr(runner, "where", "the model")))
     source = open_source(spec, preprocess).limit(limit)
     span = source.span() if hasattr(source, "span") else None
     if spans is not None:
@@ -138,7 +149,7 @@ def _source(spec: str, limit: int | None, preprocess: str | None = None, in_memo
         _same_preprocess(source, profile)
         _same_recording(source.name, span, profile, calibrating=spans is not None)
     if model_input is not None:
-        source = _fits_model(source, model_input, preprocess)
+        source = _fits_model(source, model_input, given, declared)
     return to_memory(source, batch_size) if in_memory else source
 
 
@@ -178,7 +189,7 @@ def _same_recording(name: str, span: dict | None, profile: Any, calibrating: boo
                  "near-duplicates, so frames near the cut look more familiar than new data would (docs/coverage.md)")
 
 
-def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
+def _fits_model(source: Any, input_shape: tuple, preprocess: Any, declared: bool = False) -> Any:
     """Refuse, before any pass, recorded frames that come out in another shape than the model takes.
 
     The first frame is decoded to see the shape (the model's own check would only name the
@@ -200,9 +211,12 @@ def _fits_model(source: Any, input_shape: tuple, preprocess: str | None) -> Any:
         return source
     want = "(" + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
     pre = source.preprocess
-    raise InputError(f"{source.name}: frames come out as {got} ({pre.layout}, {pre.channels}, from --preprocess "
-                     f"{preprocess or '0-1 (the default)'}) but the model takes {want} per sample; set channels "
-                     "(gray: 1 channel), resize / crop and layout in a --preprocess JSON file, e.g. "
+    origin = ("the preprocessing the model was instrumented with" if declared else
+              f"--preprocess {preprocess if isinstance(preprocess, str) else '0-1 (the default)'}")
+    fix = ("instrument the original model again with a --preprocess that gives that shape" if declared else
+           "set channels (gray: 1 channel), resize / crop and layout in a --preprocess JSON file")
+    raise InputError(f"{source.name}: frames come out as {got} ({pre.layout}, {pre.channels}, from {origin}) but "
+                     f"the model takes {want} per sample; {fix}, e.g. "
                      '{"channels": "gray", "resize": [28, 28]}')
 
 
@@ -259,9 +273,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                     dataset_name=args.data)
         total = profile.header.get("samples_seen", "?")
     else:
-        source = _source(args.data, args.limit, args.preprocess)
-        runner = Runner(args.model, providers=args.providers)
-        source = _fits_model(source, runner.manifest.input_shape, args.preprocess)
+        from ..sources import takes_preprocess
+
+        if takes_preprocess(args.data):  # pixels: read as the model declares
+            runner = Runner(args.model, providers=args.providers)
+            source = _source(args.data, args.limit, args.preprocess, runner=runner)
+        else:
+            source = _source(args.data, args.limit, args.preprocess)
+            runner = Runner(args.model, providers=args.providers)
+        source = _fits_model(source, runner.manifest.input_shape, args.preprocess, runner.preprocess is not None)
         total = len(source) or "?"  # 0: a stream that does not declare its length
         profile = build_profile(runner, source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
@@ -293,7 +313,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
         spans: list = []
         data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
-                       model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans)
+                       model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans, runner=mon.runner)
         cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
@@ -376,7 +396,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
         stream = StreamMonitor(mon, delta=args.delta)
     source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape,
-                     profile=mon.profile)
+                     profile=mon.profile, runner=mon.runner)
     if args.out.lower().endswith(".mcap") and not getattr(source, "time_ordered", False):
         raise InputError(f"--out {args.out}: an MCAP timeline needs frames with times (video:, mcap: or rosbag: "
                          f"sources); {source.name} has none: write .csv or .json")
@@ -451,13 +471,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
     shape = mon.manifest.input_shape
     clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
-                    model_input=shape, profile=mon.profile)
+                    model_input=shape, profile=mon.profile, runner=mon.runner)
     ood = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
         ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
-                                               batch_size=args.batch_size, model_input=shape, profile=mon.profile)
+                                               batch_size=args.batch_size, model_input=shape, profile=mon.profile,
+                                               runner=mon.runner)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())
@@ -621,7 +642,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _info_model(path: Path) -> None:
     import onnx
 
-    from ..manifest import MANIFEST_KEY, TapManifest
+    from ..manifest import MANIFEST_KEY, PREPROCESS_KEY, TapManifest
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -641,6 +662,8 @@ def _info_model(path: Path) -> None:
     print(f"  input {man.input_name} (batch, {', '.join('?' if d is None else str(d) for d in man.input_shape)}); "
           f"batch {'dynamic' if man.batch is None else f'fixed at {man.batch}'}; logits {man.logits}")
     print(f"  {len(man.taps)} taps, {sum(man.layer_sizes)} neurons; classifier input: {man.penultimate or '-'}")
+    if PREPROCESS_KEY in meta:
+        print(f"  recorded frames become its input as {meta[PREPROCESS_KEY]} (every command reads pixels so)")
     for t in man.taps:
         print(f"    {_tap_line(t)}")
     sel = man.selection

@@ -222,6 +222,10 @@ def _instrument_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
     p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.json",
+                   help="record how recorded frames (images:, video:, mcap:, rosbag:, idx:) become this model's "
+                        "input; every later command reads them so and refuses another: " + PREPROCESS_HELP.split(
+                            "input: ", 1)[1])
 
 
 def _ray_option(p: argparse.ArgumentParser) -> None:
@@ -235,7 +239,9 @@ def _ray_option(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per onnxruntime call")
     p.add_argument("--limit", type=positive_int, help="use only the first N samples of each data source")
-    p.add_argument("--preprocess", metavar="PRESET|FILE.json", help=PREPROCESS_HELP)
+    p.add_argument("--preprocess", metavar="PRESET|FILE.json",
+                   help=PREPROCESS_HELP + "; where the model was instrumented with one, that one is used and another "
+                   "is refused")
     p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own log lines (Ray)")

@@ -120,11 +120,12 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
     Evaluation
         Scores and metrics.
     """
-    clean = in_memory(as_source(clean), batch_size)  # a recording or batches: decoded once, here
+    declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
+    clean = in_memory(as_source(clean, preprocess=declared), batch_size)  # a recording or batches: decoded once
     id_scores, id_flags, _ = collect_scores(monitor, clean.x, batch_size, progress, "clean")
     result = Evaluation(clean.name, id_scores, id_flags)
     for name, data in anomalous.items():
-        x = data if isinstance(data, np.ndarray) else in_memory(as_source(data), batch_size).x
+        x = data if isinstance(data, np.ndarray) else in_memory(as_source(data, preprocess=declared), batch_size).x
         if len(x) == 0:
             continue
         scores, flags, _ = collect_scores(monitor, x, batch_size, progress, name)

@@ -77,11 +77,11 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
     Profile
         The profile.
     """
-    source = as_source(source)
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     check_rate(rare_rate)
     runner = model if isinstance(model, Runner) else Runner(model)
+    source = as_source(source, preprocess=runner.preprocess)  # pixels read as the model declares
     man = runner.manifest
     for name, size in zip(man.layer_names, man.layer_sizes):
         if int(k_top) > size:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .images import ImageSource
 from .mcap_source import McapSource
-from .preprocess import PRESETS, Preprocess, load_preprocess
+from .preprocess import PRESETS, Preprocess, load_preprocess, resolve_preprocess
 from .rosbag import RosbagSource
 from .spec import SCHEMES, Percent, open_recording, parse_slice, resolve_slice
 from .recording import RecordingSource, RecordingWarning, spans_overlap
@@ -28,4 +28,4 @@ from .video import VideoSource
 
 __all__ = ["ImageSource", "McapSource", "PRESETS", "Preprocess", "RecordingSource", "RecordingWarning",
            "RosbagSource", "SCHEMES", "Percent", "VideoSource", "load_preprocess", "open_recording", "parse_slice",
-           "resolve_slice", "spans_overlap"]
+           "resolve_preprocess", "resolve_slice", "spans_overlap"]

@@ -258,3 +258,41 @@ PRESETS: dict[str, Preprocess] = {
     "-1-1": Preprocess(mean=(0.5,), std=(0.5,)),
     "imagenet": Preprocess(resize=256, crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
 }
+
+
+def resolve_preprocess(given: "str | Path | Preprocess | dict | None", declared: dict | None,
+                       model: str) -> Preprocess | None:
+    """The preprocessing recordings are read with: the one the model declares, else the one given.
+
+    Parameters
+    ----------
+    given : str, path, dict, Preprocess or None
+        What the user passed (``--preprocess``); None: nothing.
+    declared : dict or None
+        The fields recorded in the instrumented model (``nnwatch instrument --preprocess``).
+    model : str
+        The model, for messages.
+
+    Returns
+    -------
+    Preprocess or None
+        The pipeline; None where neither says anything (sources use their default).
+
+    Raises
+    ------
+    InputError
+        A given preprocessing that differs from the declared one (the differences named).
+    """
+    if declared is None:
+        return None if given is None else load_preprocess(given)
+    own = _from_fields(declared, f"the preprocessing recorded in {model}")
+    if given is None:
+        return own
+    other = load_preprocess(given)
+    if other != own:
+        differ = [f"{f.name} {getattr(own, f.name)!r} (model) vs {getattr(other, f.name)!r} (given)"
+                  for f in fields(Preprocess) if getattr(own, f.name) != getattr(other, f.name)]
+        raise InputError(f"--preprocess differs from the preprocessing {model} was instrumented with: "
+                         f"{'; '.join(differ)}. Drop --preprocess (the model's is used), or instrument the original "
+                         "model again with the new one")
+    return own
