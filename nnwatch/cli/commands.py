@@ -259,14 +259,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
             threshold = float(threshold)
         except ValueError:
             raise InputError(f"--threshold must be 'mean' or a number, got {args.threshold!r}") from None
-    if args.ray and args.preprocess:
-        raise InputError("--preprocess is applied by the streaming readers, not by Ray workers; drop --ray")
     if args.ray:
         from ..distributed.profile import build_profile_ray
         from ..distributed.readers import ray_dataset
 
+        preprocess = _ray_preprocess(args)
         _ray_init(args)
-        dataset = ray_dataset(args.data, args.limit)
+        dataset = ray_dataset(args.data, args.limit, preprocess)
         profile = build_profile_ray(args.model, dataset, batch_size=args.batch_size,
                                     concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
                                     threshold=threshold, min_confidence=args.min_confidence, rare_rate=args.rare_rate,
@@ -337,6 +336,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_preprocess(args: argparse.Namespace) -> Any:
+    """The preprocessing Ray workers read pixels with: the model's declared one, else ``--preprocess``."""
+    from ..sources import takes_preprocess
+
+    if not takes_preprocess(args.data):
+        if args.preprocess:
+            raise InputError(f"--preprocess applies to pixels (images:, video:, mcap:, rosbag:, idx:); {args.data} "
+                             "is fed to the model as stored: drop --preprocess")
+        return None
+    from ..monitor.runner import Runner
+    from ..recordings import resolve_preprocess
+
+    return resolve_preprocess(args.preprocess, Runner(args.model, providers="cpu").preprocess, args.model)
+
+
 def _ray_init(args: argparse.Namespace) -> None:
     import logging
 
@@ -373,13 +387,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         if args.stream:
             raise InputError("--stream needs the frames in order in one process; drop --ray")
-        if args.preprocess:
-            raise InputError("--preprocess is applied by the streaming readers, not by Ray workers; drop --ray")
         if args.report:
             raise InputError("--report draws one timeline from frames in order in one process; drop --ray")
 
+        preprocess = _ray_preprocess(args)
         _ray_init(args)
-        summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
+        summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit, preprocess), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
         print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "
               f"{summary['inputs_per_s']:,.0f} inputs/s with {args.workers} workers")
