@@ -378,6 +378,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if _language(args):
         from . import language
 
+        if args.report:
+            raise InputError("--report draws a timeline of screened frames (a classifier on recordings); for a "
+                             "detector file drop it, or use nnwatch evaluate --report for ROC curves")
         return language.cmd_screen(args)
     from .._progress import Progress
 

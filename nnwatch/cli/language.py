@@ -100,9 +100,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .output import write_records
 
     check_language_args(args)
-    if getattr(args, "report", None):
-        raise InputError("--report draws a timeline of screened frames (a classifier on recordings); for a "
-                         "detector file drop it, or use nnwatch evaluate --report for ROC curves")
     prompts = _prompts(args, args.data, label=-1)  # -1: the row has no label
     mon = _monitor(args, detectors=_detector_names(args.detectors), onnx=args.onnx)
     mon.require_calibration()

@@ -45,7 +45,14 @@ class VideoSource(RecordingSource):
                 if not container.streams.video:
                     kinds = sorted({s.type for s in container.streams}) or ["none"]
                     raise InputError(f"video:{path} has no video stream (streams: {', '.join(kinds)})")
-                self._n_frames = int(container.streams.video[0].frames or 0) or None
+                stream = container.streams.video[0]
+                context = stream.codec_context
+                if context is None:  # FFmpeg in this PyAV build has no decoder for it
+                    raise InputError(f"video:{path}: the installed PyAV (FFmpeg {av.__version__}) cannot decode its "
+                                     f"codec ({getattr(stream, 'codec_tag', None) or 'unknown'}); convert it, e.g. "
+                                     "ffmpeg -i IN -c:v libx264 OUT.mp4, or install a PyAV build with that decoder")
+                self.codec = context.name
+                self._n_frames = int(stream.frames or 0) or None
         except av.FFmpegError as exc:
             raise InputError(f"video:{path}: FFmpeg cannot open it: {exc}") from None
 
@@ -67,7 +74,7 @@ class VideoSource(RecordingSource):
                         break
                     if index >= start:
                         yield Frame({"frame": index, "time_s": _seconds(packet.pts, base)}, None,
-                                    error=f"FFmpeg: {exc}")
+                                    error=f"FFmpeg ({self.codec}): {exc}")
                     index += 1
                     if stop is not None and index >= stop:
                         return
