@@ -22,6 +22,7 @@ _LAZY = {
     "save_profile": "nnwatch.profile.store",
     "open_source": "nnwatch.sources",
     "ArraySource": "nnwatch.sources",
+    "Preprocess": "nnwatch.recordings.preprocess",
     "MonitorEstimator": "nnwatch.estimator",
 }
 

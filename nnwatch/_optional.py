@@ -15,6 +15,11 @@ EXTRAS = {
     "ray": ("dist", "distributed work (--ray)"),
     "transformers": ("llm", "the LLM head score"),
     "onnx_ir": ("compile", "compiling the monitor into ONNX (nnwatch compile, Monitor(engine='graph'))"),
+    "PIL": ("recordings", "reading images (images: sources, CompressedImage frames) and resizing frames"),
+    "av": ("recordings", "reading video files (video: sources)"),
+    "mcap": ("recordings", "reading MCAP recordings (mcap: sources)"),
+    "mcap_ros2": ("recordings", "decoding ROS 2 messages in MCAP recordings (mcap: sources)"),
+    "rosbags": ("recordings", "reading ROS 2 bags (rosbag: sources)"),
 }
 
 

@@ -19,7 +19,7 @@ from .errors import InputError, NotFittedError
 from .monitor.detectors import DEFAULT
 from .monitor.monitor import Monitor
 from .monitor.profiling import build_profile
-from .sources import ArraySource, BatchSource, as_source
+from .sources import ArraySource, as_source, in_memory
 
 
 class MonitorEstimator:
@@ -36,9 +36,10 @@ class MonitorEstimator:
     fpr : float
         Target false-alarm rate of the flags.
     calibration_fraction : float
-        Share of the clean data held out for calibration (never used for the profile).
+        Share of the clean data held out for calibration (never used for the profile): a random
+        share, or, for a time-ordered recording (video, MCAP, ROS 2 bag), its last frames.
     random_state : int
-        Seed of the split.
+        Seed of the random split.
     batch_size : int
         Samples per onnxruntime call.
     providers : str
@@ -79,14 +80,18 @@ class MonitorEstimator:
         """
         if not 0.0 < float(self.calibration_fraction) < 1.0:
             raise InputError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
-        data = as_source(X if y is None else (X, y))
-        if isinstance(data, BatchSource):
-            data = data.to_arrays()
-        order = np.random.default_rng(self.random_state).permutation(len(data))
+        source = as_source(X if y is None else (X, y))
+        data = in_memory(source, self.batch_size)  # batches and recordings
         n_cal = int(round(len(data) * float(self.calibration_fraction)))
         if n_cal < 1 or n_cal >= len(data):
             raise InputError(f"{len(data)} samples cannot be split into a profile and a calibration part")
-        prof_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        if getattr(source, "time_ordered", False):
+            # Neighbouring frames of a video or robot recording are near-duplicates: a shuffled split would
+            # calibrate on frames the profile has nearly seen. The last frames calibrate instead.
+            prof_idx, cal_idx = np.arange(len(data) - n_cal), np.arange(len(data) - n_cal, len(data))
+        else:
+            order = np.random.default_rng(self.random_state).permutation(len(data))
+            prof_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
         part = lambda idx: ArraySource(data.x[idx], None if data.y is None else data.y[idx], "fit")  # noqa: E731
         profile = build_profile(self.model, part(prof_idx), batch_size=self.batch_size)
         monitor = Monitor(self.model, profile, detectors=self.detectors, decision=self.decision,

@@ -18,6 +18,7 @@ from .errors import ModelError
 
 MANIFEST_KEY = "nnwatch.manifest"
 HEAD_KEY = "nnwatch.head"  # the final linear layer (weights as data), when it is one
+PREPROCESS_KEY = "nnwatch.preprocess"  # the declared input preprocessing of recorded frames (JSON fields)
 MANIFEST_FORMAT = "nnwatch.manifest"
 MANIFEST_VERSION = 1
 REDUCTIONS = ("none", "mean", "max")

@@ -4,8 +4,19 @@
   preprocessing), optional integer ``y``.
 - ``idx:DIR[:train|test]``: MNIST-format IDX files (gzip or not) with the standard names;
   images become float32 ``(N, 1, rows, cols)`` scaled to [0, 1] (``x / 255``).
+- ``npy:FILE[,LABELS.npy]``: array ``x`` memory-mapped from a ``.npy`` file (read batch by
+  batch, never loaded whole), optional integer labels from a second ``.npy``. An ``.npz``
+  archive is zip-compressed per array, so ``npz:`` loads ``x`` whole: use ``npy:`` for inputs
+  larger than memory.
 - ``digits[:train|val|test]``: scikit-learn's bundled 8x8 digits as float32
   ``(N, 1, 8, 8)`` scaled to [0, 1] (``x / 16``); fixed, seeded 60/20/20 split.
+- ``images:DIR`` | ``images:MANIFEST.csv`` | ``video:FILE`` | ``mcap:FILE[:TOPIC]`` |
+  ``rosbag:DIR[:TOPIC]``: recordings, streamed through a declared preprocessing
+  (:mod:`nnwatch.recordings`).
+
+Every spec takes a slice suffix ``[start:stop]`` (non-negative, Python semantics, no step):
+``npz:val.npz[:500]``, ``video:run.mp4[100:400]``; bounds may be percentages of the length
+for contiguous splits, ``[:80%]`` and ``[80%:]`` (see :mod:`nnwatch.recordings.spec`).
 """
 
 from __future__ import annotations
@@ -20,6 +31,9 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError
+from .recordings import SCHEMES as RECORDING_SCHEMES
+from .recordings import (Preprocess, RecordingSource, load_preprocess, open_recording, parse_slice,
+                         resolve_preprocess, resolve_slice)
 
 SPLITS = ("train", "val", "test")
 
@@ -88,6 +102,35 @@ class ArraySource:
             return self
         return ArraySource(self.x[:n], None if self.y is None else self.y[:n], f"{self.name}[:{n}]")
 
+    def slice(self, start: int | None, stop: int | None) -> "ArraySource":
+        """Samples ``[start:stop]`` (non-negative bounds, Python slice semantics).
+
+        Parameters
+        ----------
+        start, stop : int or None
+            Bounds; None: from the start / to the end.
+
+        Returns
+        -------
+        ArraySource
+            The subset (views of the arrays, not copies).
+
+        Raises
+        ------
+        InputError
+            Negative bounds, or an empty result.
+        """
+        for value in (start, stop):
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
+                raise InputError(f"{self.name}: slice bounds must be non-negative integers, got [{start}:{stop}]")
+        part = slice(start, stop)
+        lo, hi, _ = part.indices(len(self))
+        if hi <= lo:
+            raise InputError(f"{self.name}: the slice [{'' if start is None else start}:{'' if stop is None else stop}]"
+                             f" of {len(self)} samples is empty")
+        return ArraySource(self.x[part], None if self.y is None else self.y[part],
+                           f"{self.name}[{'' if start is None else start}:{'' if stop is None else stop}]")
+
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -119,7 +162,8 @@ def _find(folder: Path, stem: str) -> Path:
     raise InputError(f"{folder}: no {stem}[.gz] found")
 
 
-def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
+def load_idx(folder: str | Path, split: str = "train", preprocess: "Preprocess | str | dict | None" = None
+             ) -> ArraySource:
     """Read MNIST-format IDX images and labels.
 
     Parameters
@@ -128,11 +172,14 @@ def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
         Folder with ``train-*``/``t10k-*`` IDX files.
     split : {"train", "test"}
         Which pair.
+    preprocess : Preprocess, str, dict or None
+        The declared preprocessing applied to the uint8 images (e.g. ``"-1-1"`` for a model
+        trained on ``(x/255 - 0.5) / 0.5``); None: ``x / 255`` as ``(N, 1, rows, cols)``.
 
     Returns
     -------
     ArraySource
-        float32 ``(N, 1, rows, cols)`` in [0, 1] and int64 labels.
+        float32 images (``(N, 1, rows, cols)`` in [0, 1] by default) and int64 labels.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -144,7 +191,11 @@ def load_idx(folder: str | Path, split: str = "train") -> ArraySource:
     labels = _read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise InputError(f"{folder}: images {images.shape} and labels {labels.shape} do not match")
-    x = (images.astype(np.float32) / 255.0)[:, None]
+    if preprocess is None:
+        x = (images.astype(np.float32) / 255.0)[:, None]
+    else:
+        pre = load_preprocess(preprocess)
+        x = pre.batch([pre.frame(img) for img in images])
     return ArraySource(x, labels.astype(np.int64), f"idx:{folder}:{split}")
 
 
@@ -216,6 +267,48 @@ def load_npz(path: str | Path) -> ArraySource:
     return ArraySource(x, y, f"npz:{path}")
 
 
+def load_npy(x_path: str | Path, y_path: str | Path | None = None) -> ArraySource:
+    """Inputs memory-mapped from a ``.npy`` file (read as batches are taken), optional labels.
+
+    Parameters
+    ----------
+    x_path : path
+        ``.npy`` array ``(N, ...)``, numeric.
+    y_path : path, optional
+        ``.npy`` integer labels ``(N,)`` (loaded whole: they are small).
+
+    Returns
+    -------
+    ArraySource
+        ``x`` as a read-only memory map.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable files, object arrays, labels that do not fit.
+    """
+    def read(path: Path, mmap: bool) -> np.ndarray:
+        if not path.is_file():
+            raise InputError(f"npy file {path} does not exist")
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except Exception as exc:
+            raise InputError(f"cannot read {path} as .npy (numpy.save(path, array)): {type(exc).__name__}: {exc}") \
+                from None
+
+    x_path = Path(x_path)
+    x = read(x_path, True)
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        raise InputError(f"{x_path}: a numeric array is needed, got {getattr(x, 'dtype', type(x).__name__)}")
+    y = None
+    if y_path is not None:
+        y = read(Path(y_path), False)
+        if y.dtype.kind not in "iu":
+            raise InputError(f"{y_path}: labels have dtype {y.dtype}; integer class labels are needed")
+        y = y.astype(np.int64)
+    return ArraySource(x, y, f"npy:{x_path}")
+
+
 def _infer_scheme(spec: str) -> str | None:
     # A bare path is accepted where its kind is unambiguous: an .npz file, or a folder of IDX files.
     path = Path(spec)
@@ -223,49 +316,136 @@ def _infer_scheme(spec: str) -> str | None:
         return None
     if path.is_file() and path.suffix == ".npz":
         return f"npz:{spec}"
+    if path.is_file() and path.suffix == ".npy":
+        return f"npy:{spec}"
+    if path.is_file() and path.suffix == ".mcap":
+        return f"mcap:{spec}"
+    if path.is_dir() and (path / "metadata.yaml").is_file():
+        return f"rosbag:{spec}"
     if path.is_dir() and any(path.glob("*-idx[13]-ubyte*")):
         return f"idx:{spec}"
     return None
 
 
-def open_source(spec: str) -> ArraySource:
+USAGE = ("npz:FILE, npy:FILE[,LABELS.npy], idx:DIR[:train|test], digits[:train|val|test], images:DIR, "
+         "images:MANIFEST.csv, video:FILE, mcap:FILE[:TOPIC] or rosbag:DIR[:TOPIC], each optionally sliced "
+         "SOURCE[start:stop]")
+
+
+def open_source(spec: str, preprocess: "Preprocess | str | dict | None" = None) -> "ArraySource | RecordingSource":
     """Parse a source spec (see module docstring).
 
     Parameters
     ----------
     spec : str
-        ``npz:FILE``, ``idx:DIR[:train|test]`` or ``digits[:split]``; a bare path to an
-        ``.npz`` file or to a folder of IDX files is read as such.
+        ``npz:FILE``, ``npy:FILE[,LABELS.npy]``, ``idx:DIR[:train|test]``, ``digits[:split]``,
+        ``images:DIR``, ``images:MANIFEST.csv``, ``video:FILE``, ``mcap:FILE[:TOPIC]`` or
+        ``rosbag:DIR[:TOPIC]``, optionally followed by a slice ``[start:stop]``; a bare path to
+        an ``.npz``, ``.npy`` or ``.mcap`` file, a folder of IDX files or a ROS 2 bag folder is
+        read as such.
+    preprocess : Preprocess, str, dict or None
+        For recordings (images, video, mcap, rosbag): the declared preprocessing, a preset
+        name or a JSON file (see :mod:`nnwatch.recordings.preprocess`); default ``"0-1"``.
+        Array sources are fed as stored and refuse it.
 
     Returns
     -------
-    ArraySource
-        The data.
+    ArraySource or RecordingSource
+        The data (recordings are read lazily, in batches).
 
     Raises
     ------
     InputError
         Unknown scheme or unreadable data.
     """
+    base, bounds = parse_slice(spec)
+    source = _open(base, preprocess)
+    return source if bounds is None else source.slice(*resolve_slice(bounds, len(source), source.name))
+
+
+def takes_preprocess(spec: str) -> bool:
+    """Whether a source spec names pixels that a declared preprocessing turns into model inputs.
+
+    Parameters
+    ----------
+    spec : str
+        A source spec (see :func:`open_source`).
+
+    Returns
+    -------
+    bool
+        True for recordings (images, video, MCAP, ROS 2 bags) and IDX images; False for
+        arrays fed as stored (``npz:``, ``npy:``, ``digits``) and anything unknown.
+    """
+    if not isinstance(spec, str):
+        return False
+    base, _ = parse_slice(spec)
+    scheme = (_infer_scheme(base) or base).partition(":")[0]
+    return scheme in RECORDING_SCHEMES or scheme == "idx"
+
+
+def _open(spec: str, preprocess: "Preprocess | str | dict | None") -> "ArraySource | RecordingSource":
     inferred = _infer_scheme(spec)
     if inferred:
         spec = inferred
     scheme, _, rest = spec.partition(":")
+    if scheme in RECORDING_SCHEMES:
+        return open_recording(scheme, rest, preprocess)
+    if preprocess is not None and scheme in ("npz", "npy", "digits"):
+        raise InputError(f"--preprocess applies to pixels (idx:, {', '.join(RECORDING_SCHEMES)}); {scheme}: data is "
+                         "fed to the model as stored: drop --preprocess")
     if scheme == "npz" and rest:
         return load_npz(rest)
+    if scheme == "npy" and rest:
+        x_path, _, y_path = rest.partition(",")
+        return load_npy(x_path, y_path or None)
     if scheme == "idx" and rest:
         folder, sep, split = rest.rpartition(":")
         if not sep or Path(rest).is_dir():
-            return load_idx(rest, "train")
+            return load_idx(rest, "train", preprocess)
         if split not in ("train", "test"):
             raise InputError(f"idx:{rest}: split {split!r} is not one of train, test (idx:DIR[:train|test])")
-        return load_idx(folder, split)
+        return load_idx(folder, split, preprocess)
     if scheme == "digits":
         return load_digits(rest or None)
     if scheme in ("npzdir", "parquet"):
         raise InputError(f"{scheme}: sources are read by Ray workers; add --ray (needs nnwatch[dist]), "
-                         "or use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
-    raise InputError(f"unknown data source {spec!r}; use npz:FILE, idx:DIR[:train|test] or digits[:train|val|test]")
+                         f"or use {USAGE}")
+    raise InputError(f"unknown data source {spec!r}; use {USAGE}")
+
+
+def in_memory(source: "ArraySource | BatchSource | RecordingSource", batch_size: int = 256) -> ArraySource:
+    """A source's samples as arrays in memory (for steps that need them all: calibration, evaluation).
+
+    Parameters
+    ----------
+    source : ArraySource, BatchSource or RecordingSource
+        The data.
+    batch_size : int
+        Frames decoded per batch while reading a recording.
+
+    Returns
+    -------
+    ArraySource
+        The same samples, in order.
+
+    Raises
+    ------
+    InputError
+        No samples, or labels on only some batches.
+    """
+    if isinstance(source, ArraySource):
+        return source
+    if isinstance(source, BatchSource):
+        return source.to_arrays()
+    xs, ys = [], []
+    for x, y in source.batches(batch_size):
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise InputError(f"{source.name}: no frames could be read")
+    labelled = [y is not None for y in ys]
+    return ArraySource(np.concatenate(xs), np.concatenate(ys) if all(labelled) else None, source.name)
 
 
 class BatchSource:
@@ -354,31 +534,37 @@ def _as_numpy(value: object, what: str) -> np.ndarray:
     return arr
 
 
-def as_source(data: object, name: str | None = None) -> ArraySource | BatchSource:
+def as_source(data: object, name: str | None = None, preprocess: dict | None = None
+              ) -> "ArraySource | BatchSource | RecordingSource":
     """Accept the ways people hold data: a source, arrays, ``(x, y)``, or re-iterable batches.
 
     Parameters
     ----------
-    data : ArraySource, BatchSource, numpy.ndarray, tuple or iterable
-        ``x``; ``(x, y)`` or ``(x,)`` arrays; a list of batches or a torch DataLoader; or a
-        source spec string (``npz:FILE``, ``idx:DIR``, ``digits``).
+    data : ArraySource, BatchSource, RecordingSource, numpy.ndarray, tuple or iterable
+        ``x``; ``(x, y)`` or ``(x,)`` arrays; a list of batches or a torch DataLoader; a
+        recording source; or a source spec string (see :func:`open_source`).
     name : str, optional
         Description.
+    preprocess : dict, optional
+        The preprocessing the model declares (``Runner.preprocess``): a spec string of pixels
+        is read with it, and a recording opened with another one is refused.
 
     Returns
     -------
-    ArraySource or BatchSource
+    ArraySource, BatchSource or RecordingSource
         Something with ``batches(batch_size)``.
 
     Raises
     ------
     InputError
-        Anything else, named.
+        Anything else, named; a recording preprocessed otherwise than the model declares.
     """
-    if isinstance(data, (ArraySource, BatchSource)):
+    if isinstance(data, RecordingSource) and preprocess is not None:
+        resolve_preprocess(data.preprocess, preprocess, "the model")  # the same, or refused with the differences
+    if isinstance(data, (ArraySource, BatchSource, RecordingSource)):
         return data
     if isinstance(data, str):
-        return open_source(data)
+        return open_source(data, preprocess if takes_preprocess(data) else None)
     if isinstance(data, np.ndarray) or (hasattr(data, "detach") and hasattr(data, "shape")):
         return ArraySource(_as_numpy(data, "x"), None, name or "arrays")
     if isinstance(data, tuple) and 1 <= len(data) <= 2 and all(

@@ -20,7 +20,7 @@ from .._validate import check_probability
 from ..errors import InputError, NotFittedError
 from ..profile.overlap import training_overlap
 from ..profile.schema import Calibration
-from ..sources import ArraySource, BatchSource, as_source
+from ..sources import ArraySource, as_source, in_memory
 from ..timing import interleaved
 from .fused_verdict import COST_BUDGET, FUSED, add_fusion
 from .groups import TrainingOverlapWarning, calibration_from_scores
@@ -115,9 +115,8 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         raise InputError(f"fusion_budget must be >= 0 (a share of the inference time), got {fusion_budget}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    source = as_source(source)
-    if isinstance(source, BatchSource):
-        source = source.to_arrays()
+    declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
+    source = in_memory(as_source(source, preprocess=declared), int(batch_size))  # a recording: decoded once
     names = list(detectors) if detectors is not None else [c for c in monitor.columns if c != FUSED]
     missing = [n for n in names if n not in monitor.columns]
     if missing:

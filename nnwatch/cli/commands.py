@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,12 +12,12 @@ from typing import Any
 from .._validate import short_list
 from ..errors import InputError
 from .console import warn
-from .output import write_records
+from .output import RecordWriter
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"layers": args.layers, "reduction": args.reduction, "reduce_in_graph": args.reduce_in == "graph",
-            "max_taps": args.max_taps}
+            "max_taps": args.max_taps, "preprocess": getattr(args, "preprocess", None)}
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -80,14 +81,19 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     from ..monitor.providers import resolve_providers
 
     resolve_providers(args.providers)  # an unavailable provider is refused before any work
-    x = _source(args.data, args.budget_samples).x
+    from ..recordings import load_preprocess
+    from ..sources import takes_preprocess
+
+    declared = None if args.preprocess is None else load_preprocess(args.preprocess)  # checked before any work
+    x = _source(args.data, args.budget_samples, declared if takes_preprocess(args.data) else None, in_memory=True).x
     if len(x) < 40:
         raise InputError(f"--budget needs at least 40 clean inputs in --data to judge layers; {args.data} gives "
                          f"{len(x)} (with --budget-samples {args.budget_samples})")
     print(f"measuring every candidate tap on {args.providers} (batch 1) and judging it on {len(x)} clean inputs ...",
           file=sys.stderr, flush=True)
     manifest, choice = instrument_within_budget(args.model, args.out, x, args.budget, reduction=args.reduction,
-                                                reduce_in_graph=args.reduce_in == "graph", providers=args.providers)
+                                                reduce_in_graph=args.reduce_in == "graph", providers=args.providers,
+                                                preprocess=declared)
     _print_manifest(manifest, args.out)
     print(f"budget {args.budget}: plain {choice.plain_us:.1f} us; with the chosen taps a monitored call (compiled "
           f"detectors) measured {choice.predicted_us:.1f} us ({choice.predicted_us / choice.plain_us:.3f}x) against "
@@ -98,6 +104,9 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 def _language(args: argparse.Namespace) -> bool:
     """Whether MODEL is a language detector file (``.json``); otherwise check the classifier arguments."""
     if args.model and str(args.model).endswith(".json"):
+        if getattr(args, "preprocess", None):
+            raise InputError("--preprocess is for image recordings fed to a classifier, not for a language detector "
+                             f"file ({args.model}); drop it")
         return True
     if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "
@@ -115,10 +124,105 @@ def _language(args: argparse.Namespace) -> bool:
     return False
 
 
-def _source(spec: str, limit: int | None) -> Any:
-    from ..sources import open_source
+def _source(spec: str, limit: int | None, preprocess: Any = None, in_memory: bool = False,
+            batch_size: int = 256, model_input: tuple | None = None, profile: Any = None,
+            spans: list | None = None, runner: Any = None) -> Any:
+    """The source a spec names, cut to ``limit``; pixels read with the preprocessing the model
+    (``runner``) declares, another ``preprocess`` refused; where it is a recording, checked against the
+    model's per-sample input shape (``model_input``), the preprocessing the profile was built with and
+    the frames it was profiled and calibrated on; in memory where the command needs every sample at
+    once. The recording span read is appended to ``spans``.
+    """
+    from ..recordings import resolve_preprocess
+    from ..sources import in_memory as to_memory
+    from ..sources import open_source, takes_preprocess
 
-    return open_source(spec).limit(limit)
+    given = preprocess
+    declared = getattr(runner, "preprocess", None) is not None and takes_preprocess(spec)
+    if declared:
+        preprocess = resolve_preprocess(preprocess, runner.preprocess, str(getattr(runner, "where", "the model")))
+    source = open_source(spec, preprocess).limit(limit)
+    span = source.span() if hasattr(source, "span") else None
+    if spans is not None:
+        spans.append(span)
+    if profile is not None:
+        _same_preprocess(source, profile)
+        _same_recording(source.name, span, profile, calibrating=spans is not None)
+    if model_input is not None:
+        source = _fits_model(source, model_input, given, declared)
+    return to_memory(source, batch_size) if in_memory else source
+
+
+def _same_preprocess(source: Any, profile: Any) -> None:
+    """Warn when a recording's frames are preprocessed otherwise than the profile's training frames were."""
+    built = profile.header.get("preprocess")
+    pre = getattr(source, "preprocess", None)
+    if built is None or pre is None:
+        return
+    # Pixel values and channels, not geometry: another camera may need another resize to the same input.
+    now = pre.to_json()
+    differ = [f"{k} {built.get(k)} -> {now[k]}" for k in ("channels", "layout", "scale", "mean", "std")
+              if built.get(k) != now[k]]
+    if differ:
+        warn(f"{source.name}: the profile was built from frames preprocessed otherwise ({', '.join(differ)}); the "
+             "scores would compare unlike inputs: pass the profile's preprocessing with --preprocess")
+
+
+def _same_recording(name: str, span: dict | None, profile: Any, calibrating: bool) -> None:
+    """Warn when frames come from the recording the profile was built or calibrated on."""
+    from ..recordings import spans_overlap
+
+    if span is None:
+        return
+    uses = [("built", profile.header.get("profiled_on"))]
+    if not calibrating:
+        uses.append(("calibrated", profile.header.get("calibrated_on")))
+    for what, used in uses:
+        if not used or used.get("recording") != span["recording"]:
+            continue
+        frames = f"[{used['start']}:{'' if used['stop'] is None else used['stop']}]"
+        if spans_overlap(span, used):
+            warn(f"{name}: the profile was {what} on frames {frames} of this recording, and some of them are read "
+                 "again here; scores of frames the monitor has seen say nothing about new data")
+        else:
+            warn(f"{name}: the profile was {what} on frames {frames} of the same recording; neighbouring frames are "
+                 "near-duplicates, so frames near the cut look more familiar than new data would (docs/coverage.md)")
+
+
+def _fits_model(source: Any, input_shape: tuple, preprocess: Any, declared: bool = False) -> Any:
+    """Refuse, before any pass, recorded frames that come out in another shape than the model takes.
+
+    The first frame is decoded to see the shape (the model's own check would only name the
+    shapes, not the ``--preprocess`` fields that decide them).
+    """
+    from ..recordings import RecordingSource
+
+    if not isinstance(source, RecordingSource):
+        return source
+    import warnings
+
+    with warnings.catch_warnings():  # skipped frames are reported once, by the real pass
+        warnings.simplefilter("ignore")
+        batches = source.slice(0, None).batches(1)  # a copy: its own skipped list and warning
+        x, _ = next(batches)
+        batches.close()
+    got = tuple(x.shape[1:])
+    if len(got) == len(input_shape) and all(w is None or w == g for w, g in zip(input_shape, got)):
+        return source
+    want = "(" + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+    pre = source.preprocess
+    origin = ("the preprocessing the model was instrumented with" if declared else
+              f"--preprocess {preprocess if isinstance(preprocess, str) else '0-1 (the default)'}")
+    fix = ("instrument the original model again with a --preprocess that gives that shape" if declared else
+           "set channels (gray: 1 channel), resize / crop and layout in a --preprocess JSON file")
+    raise InputError(f"{source.name}: frames come out as {got} ({pre.layout}, {pre.channels}, from {origin}) but "
+                     f"the model takes {want} per sample; {fix}, e.g. "
+                     '{"channels": "gray", "resize": [28, 28]}')
+
+
+def _id_columns(frame_id: dict[str, Any]) -> dict[str, Any]:
+    """A frame's id as output columns, prefixed ``id.`` (``id.path``, ``id.frame``, ``id.stamp_ns`` ...)."""
+    return {f"id.{k}": v for k, v in frame_id.items()}
 
 
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
@@ -159,17 +263,26 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from ..distributed.profile import build_profile_ray
         from ..distributed.readers import ray_dataset
 
+        preprocess = _ray_preprocess(args)
         _ray_init(args)
-        dataset = ray_dataset(args.data, args.limit)
+        dataset = ray_dataset(args.data, args.limit, preprocess)
         profile = build_profile_ray(args.model, dataset, batch_size=args.batch_size,
                                     concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
                                     threshold=threshold, min_confidence=args.min_confidence, rare_rate=args.rare_rate,
                                     dataset_name=args.data)
         total = profile.header.get("samples_seen", "?")
     else:
-        source = _source(args.data, args.limit)
-        total = len(source)
-        profile = build_profile(Runner(args.model, providers=args.providers), source, batch_size=args.batch_size,
+        from ..sources import takes_preprocess
+
+        if takes_preprocess(args.data):  # pixels: read as the model declares
+            runner = Runner(args.model, providers=args.providers)
+            source = _source(args.data, args.limit, args.preprocess, runner=runner)
+        else:
+            source = _source(args.data, args.limit, args.preprocess)
+            runner = Runner(args.model, providers=args.providers)
+        source = _fits_model(source, runner.manifest.input_shape, args.preprocess, runner.preprocess is not None)
+        total = len(source) or "?"  # 0: a stream that does not declare its length
+        profile = build_profile(runner, source, batch_size=args.batch_size,
                                 k_sections=args.k_sections, k_top=args.k_top, threshold=threshold,
                                 min_confidence=args.min_confidence, rare_rate=args.rare_rate, progress=not args.quiet)
     save_profile(profile, args.out)
@@ -197,9 +310,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     mon = _monitor(args, extra=args.fuse or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
-        cal = calibrate(mon, _source(args.data, args.limit), fpr=args.fpr, min_class_samples=args.min_class_samples,
+        spans: list = []
+        data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
+                       model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans, runner=mon.runner)
+        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget)
+    if spans[0] is not None:  # screening the same recording later is warned about
+        mon.profile.header["calibrated_on"] = spans[0]
+    else:
+        mon.profile.header.pop("calibrated_on", None)
     out = args.out or args.profile
     save_profile(mon.profile, out)
     n_classes = mon.profile.n_classes
@@ -214,6 +334,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if groups.pooled:
         warn(groups.describe())
     return 0
+
+
+def _ray_preprocess(args: argparse.Namespace) -> Any:
+    """The preprocessing Ray workers read pixels with: the model's declared one, else ``--preprocess``."""
+    from ..sources import takes_preprocess
+
+    if not takes_preprocess(args.data):
+        if args.preprocess:
+            raise InputError(f"--preprocess applies to pixels (images:, video:, mcap:, rosbag:, idx:); {args.data} "
+                             "is fed to the model as stored: drop --preprocess")
+        return None
+    from ..monitor.runner import Runner
+    from ..recordings import resolve_preprocess
+
+    return resolve_preprocess(args.preprocess, Runner(args.model, providers="cpu").preprocess, args.model)
 
 
 def _ray_init(args: argparse.Namespace) -> None:
@@ -243,6 +378,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if _language(args):
         from . import language
 
+        if args.report:
+            raise InputError("--report draws a timeline of screened frames (a classifier on recordings); for a "
+                             "detector file drop it, or use nnwatch evaluate --report for ROC curves")
         return language.cmd_screen(args)
     from .._progress import Progress
 
@@ -252,9 +390,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         if args.stream:
             raise InputError("--stream needs the frames in order in one process; drop --ray")
+        if args.report:
+            raise InputError("--report draws one timeline from frames in order in one process; drop --ray")
 
+        preprocess = _ray_preprocess(args)
         _ray_init(args)
-        summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit), args.out,
+        summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit, preprocess), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
         print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "
               f"{summary['inputs_per_s']:,.0f} inputs/s with {args.workers} workers")
@@ -270,25 +411,39 @@ def cmd_screen(args: argparse.Namespace) -> int:
         if not mon.calibrated:
             raise InputError("--stream needs a calibrated profile (nnwatch calibrate)")
         stream = StreamMonitor(mon, delta=args.delta)
-    source = _source(args.data, args.limit)
-    rows: list[dict[str, Any]] = []
+    source = _source(args.data, args.limit, args.preprocess, model_input=mon.manifest.input_shape,
+                     profile=mon.profile, runner=mon.runner)
+    if args.out.lower().endswith(".mcap") and not getattr(source, "time_ordered", False):
+        raise InputError(f"--out {args.out}: an MCAP timeline needs frames with times (video:, mcap: or rosbag: "
+                         f"sources); {source.name} has none: write .csv or .json")
+    timeline = None
+    if args.report:
+        from .._optional import require
+        from ..eval.timeline import Timeline
+
+        require("PIL.Image", extra="recordings")  # thumbnails: refused now, not after the pass
+        timeline = Timeline(mon.calibration.fpr if mon.calibrated else None,
+                            None if stream is None else 2 / args.delta)
+    notes = {"model": args.model, "profile": args.profile, "source": source.name, "decision": mon.decision}
     bar = Progress(len(source), "screening", not args.quiet)
-    for x, y in source.batches(args.batch_size):
-        v = mon.score(x)
-        recs = v.records(offset=len(rows))
-        if y is not None:
-            for r, label in zip(recs, y):
-                r["label"] = int(label)
-        if stream is not None:
-            upd = stream.update(v)
-            for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
-                r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
-        rows.extend(recs)
-        bar.update(len(v))
+    with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
+    batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
+    flagged = 0
+    with contextlib.closing(batches), RecordWriter(args.out, metadata=notes) as out:
+        # an error while scoring stops the decoding thread at once, and leaves no half-written file
+        for x, y, ids in batches:
+            recs = _screen_records(mon, stream, x, y, ids, out.rows)
+            out.write(recs)
+            flagged += sum(r["flag"] for r in recs)
+            if timeline is not None:
+                timeline.add(recs, x)
+            bar.update(len(x))
     bar.close()
-    write_records(args.out, rows)
-    flagged = sum(r["flag"] for r in rows)
-    print(f"wrote {args.out}: {len(rows)} inputs, {flagged} flagged ({flagged / max(len(rows), 1):.1%}) by {mon.decision}")
+    n = out.rows
+    if timeline is not None:
+        timeline.write(args.report, f"nnwatch screen: {source.name}", notes)
+    print(f"wrote {args.out}: {n} inputs, {flagged} flagged ({flagged / max(n, 1):.1%}) by {mon.decision}"
+          + (f"; timeline {args.report}" if timeline is not None else ""))
     if stream is not None:
         tests = (f"scores of {stream.column!r} and predicted classes, each alarming at capital {2 / args.delta:.3g}; "
                  f"delta {args.delta}")
@@ -298,6 +453,26 @@ def cmd_screen(args: argparse.Namespace) -> int:
         else:
             print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in the stream.* columns")
     return 0
+
+
+def _screen_records(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> list[dict[str, Any]]:
+    """Output rows of one screened batch: verdicts, frame ids (``id.*``), labels, stream columns."""
+    v = mon.score(x)
+    recs = v.records(offset=offset)
+    for name, p in v.p_values.items():
+        for r, value in zip(recs, p):
+            r[f"p.{name}"] = float(value)
+    if ids is not None:
+        for r, frame_id in zip(recs, ids):
+            r.update(_id_columns(frame_id))
+    if y is not None:
+        for r, label in zip(recs, y):
+            r["label"] = int(label)
+    if stream is not None:
+        upd = stream.update(v)
+        for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
+            r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
+    return recs
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -310,12 +485,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..eval.report import write_json, write_report
 
     mon = _monitor(args, every_default=True)  # compare every default detector, not only the decision's members
-    clean = _source(args.id, args.limit)
+    shape = mon.manifest.input_shape
+    clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
+                    model_input=shape, profile=mon.profile, runner=mon.runner)
     ood = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
-        ood[name if named else spec] = _source(rest if named else spec, args.limit)
+        ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
+                                               batch_size=args.batch_size, model_input=shape, profile=mon.profile,
+                                               runner=mon.runner)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())
@@ -479,7 +658,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _info_model(path: Path) -> None:
     import onnx
 
-    from ..manifest import MANIFEST_KEY, TapManifest
+    from ..manifest import MANIFEST_KEY, PREPROCESS_KEY, TapManifest
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -499,6 +678,8 @@ def _info_model(path: Path) -> None:
     print(f"  input {man.input_name} (batch, {', '.join('?' if d is None else str(d) for d in man.input_shape)}); "
           f"batch {'dynamic' if man.batch is None else f'fixed at {man.batch}'}; logits {man.logits}")
     print(f"  {len(man.taps)} taps, {sum(man.layer_sizes)} neurons; classifier input: {man.penultimate or '-'}")
+    if PREPROCESS_KEY in meta:
+        print(f"  recorded frames become its input as {meta[PREPROCESS_KEY]} (every command reads pixels so)")
     for t in man.taps:
         print(f"    {_tap_line(t)}")
     sel = man.selection
@@ -540,6 +721,8 @@ def _info_profile(path: Path) -> None:
     print(f"  {len(h['layer_names'])} layers, {sum(p.layer_sizes)} neurons; {p.n_classes} classes; "
           f"k_sections {h['k_sections']}, k_top {h['k_top']}, threshold {h['threshold']}, reduction {h['reduction']}")
     print(f"  trusted samples {sum(counts)} from {h.get('dataset', '?')}; per class min {min(counts)}, max {max(counts)}")
+    if h.get("preprocess"):
+        print(f"  frames preprocessed as {json.dumps(h['preprocess'])} (pass the same with --preprocess)")
     print(f"  statistics digest {p.digest()}")
     full = full_tables_bytes(p)
     try:

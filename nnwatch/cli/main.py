@@ -38,7 +38,22 @@ workflow for a classifier, in order:
 language models: nnwatch heads search -> heads fit -> calibrate / screen / evaluate DETECTOR.json
 try it offline:  nnwatch demo
 
-data SOURCE: npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]"""
+data SOURCE: npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test]
+             | images:DIR | images:MANIFEST.csv | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC]
+  any SOURCE may end in a slice [start:stop] (non-negative, no step), e.g. video:run.mp4[100:400],
+  or a contiguous split by percentage: [:80%] to profile, [80%:] to calibrate;
+  recordings (images, video, mcap, rosbag) are streamed and go through --preprocess PRESET|FILE.json
+  (presets 0-1, -1-1, imagenet; default 0-1: RGB, x/255, NCHW float32)"""
+
+
+DATA_HELP = ("npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test] | images:DIR | "
+             "images:MANIFEST.csv (path,label) | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC] (ROS 2 "
+             "sensor_msgs Image/CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
+             "mcap:drive.mcap:/camera/image_raw[0:500], or split into contiguous blocks: [:80%%] and [80%%:]")
+PREPROCESS_HELP = ("how recorded frames (images:, video:, mcap:, rosbag:) become the model's input: a preset (0-1: "
+                   "RGB x/255 NCHW; -1-1: (x/255-0.5)/0.5; imagenet: resize 256, crop 224, ImageNet mean/std) or a "
+                   "JSON file with fields resize, crop, channels (rgb|bgr|gray), layout (NCHW|NHWC), scale, mean, "
+                   "std, interpolation (default: 0-1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="build the training profile (y in SOURCE: trusted = correctly classified)", description="build the training profile (y in SOURCE: trusted = correctly classified)",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch profile monitored.onnx --data npz:train.npz --out profile.npz")
     pr.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export)")
-    pr.add_argument("--data", required=True, help="npz:FILE | idx:DIR[:train|test] | digits[:train|val|test]; "
-                    "with --ray also npzdir:DIR (shards read by the workers) | parquet:PATH (columns id, x[, y])")
+    pr.add_argument("--data", required=True, help=DATA_HELP + "; with --ray also npzdir:DIR (shards read by the "
+                    "workers) | parquet:PATH (columns id, x[, y])")
     pr.add_argument("--out", required=True, help="profile (.npz) to write")
     pr.add_argument("--k-sections", type=positive_int, default=10, help="k of k-multisection coverage")
     pr.add_argument("--k-top", type=positive_int, default=3, help="k of top-k coverage (at most the smallest layer)")
@@ -99,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "  nnwatch calibrate heads.json --data benign.jsonl --fpr 0.05 --out recalibrated.json")
     c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     c.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data; for a "
-                   "detector file: benign prompts JSONL (FILE[,FILE...])")
+    c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data: " + DATA_HELP
+                   + " (read into memory); for a detector file: benign prompts JSONL (FILE[,FILE...])")
     c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-alarm rate of the conformal flags")
     c.add_argument("--min-class-samples", type=positive_int, default=20,
@@ -115,18 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
     _common(c)
 
-    s = sub.add_parser("screen", help="per-input scores and flags to JSON or CSV", description="per-input scores and flags to JSON or CSV",
+    s = sub.add_parser("screen", help="per-input scores and flags to JSON, CSV or MCAP", description="per-input scores and flags to JSON, CSV or MCAP, and a timeline",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
     s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     s.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    s.add_argument("--data", required=True, help="as for profile; for a detector file: prompts JSONL (FILE[,FILE...])")
+    s.add_argument("--data", required=True, help=DATA_HELP + "; for a detector file: prompts JSONL (FILE[,FILE...])")
     s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
                    "need only the prefill)")
     s.add_argument("--onnx", help="detector file only: score on this exported prefill (nnwatch heads export) "
                    "with onnxruntime")
     s.add_argument("--truncate", action="store_true",
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
-    s.add_argument("--out", required=True, help="SCORES.json or SCORES.csv; with --ray: a folder of Parquet files")
+    s.add_argument("--out", required=True, help="SCORES.json, SCORES.csv or VERDICTS.mcap (a recording of verdict "
+                   "and Foxglove image-annotation channels on the source's timeline: video:, mcap:, rosbag: sources); "
+                   "with --ray: a folder of Parquet files")
+    s.add_argument("--report", metavar="TIMELINE.html", help="also draw a self-contained timeline: p-values and "
+                   "the stream alarm over time, flags marked, thumbnails of the most anomalous frames (classifiers)")
     s.add_argument("--stream", action="store_true",
                    help="treat the inputs as one stream in order: add a drift test (conformal test martingale) "
                         "whose chance of ever alarming on clean data is at most --delta")
@@ -139,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch evaluate monitored.onnx profile.npz --id npz:test.npz --ood npz:noise.npz --report report.html")
     ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
     ev.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    ev.add_argument("--id", help="clean (in-distribution) test data (classifier models)")
+    ev.add_argument("--id", help="clean (in-distribution) test data (classifier models): " + DATA_HELP)
     ev.add_argument("--ood", action="append", help="anomalous data, optionally named: NAME=SOURCE (repeatable; "
                     "classifier models)")
     ev.add_argument("--set", action="append", metavar="NAME=FILE[,FILE...]",
@@ -203,6 +222,10 @@ def _instrument_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
     p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.json",
+                   help="record how recorded frames (images:, video:, mcap:, rosbag:, idx:) become this model's "
+                        "input; every later command reads them so and refuses another: " + PREPROCESS_HELP.split(
+                            "input: ", 1)[1])
 
 
 def _ray_option(p: argparse.ArgumentParser) -> None:
@@ -216,6 +239,9 @@ def _ray_option(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per onnxruntime call")
     p.add_argument("--limit", type=positive_int, help="use only the first N samples of each data source")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.json",
+                   help=PREPROCESS_HELP + "; where the model was instrumented with one, that one is used and another "
+                   "is refused")
     p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own log lines (Ray)")

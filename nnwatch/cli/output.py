@@ -1,17 +1,133 @@
-"""Per-input results written as JSON or CSV (shared by the screening commands)."""
+"""Per-input results written as JSON, CSV or MCAP (shared by the screening commands).
+
+Rows are written as they come, batch by batch, into a temporary file next to the destination,
+which replaces the destination only when the run completes: memory stays flat over a long
+recording, and an interrupted or failed run leaves the old file (or none), never half a file.
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-from .._io import atomic_write_bytes
+from .._io import atomic_path
 from ..errors import InputError
 
+FORMATS = (".json", ".csv", ".mcap")
 
-def write_records(path: str, rows: list[dict[str, Any]]) -> None:
+
+class RecordWriter:
+    """A context manager that writes per-input rows to ``path``, by its extension.
+
+    Parameters
+    ----------
+    path : str
+        ``.json`` (an array of objects), ``.csv`` (columns from the first batch's rows) or
+        ``.mcap`` (verdict and Foxglove annotation channels, see
+        :mod:`nnwatch.recordings.verdict_mcap`; rows need frame times).
+    metadata : dict of str, optional
+        Written into an MCAP file's metadata record (ignored by the other formats).
+    formats : tuple of str
+        The extensions this caller accepts.
+
+    Raises
+    ------
+    InputError
+        An extension outside ``formats``.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, str] | None = None, formats: tuple[str, ...] = FORMATS) -> None:
+        self.suffix = Path(path).suffix.lower()
+        if self.suffix not in formats:
+            raise InputError(f"--out must end in {', '.join(formats[:-1])} or {formats[-1]}, got {path!r}")
+        self.path, self.metadata, self.rows = path, metadata, 0
+        self._atomic: Any = None
+        self._fh: IO[bytes] | None = None
+        self._csv: Any = None
+        self._mcap: Any = None
+        self._text: IO[str] | None = None
+
+    def __enter__(self) -> "RecordWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._fh = open(tmp, "wb")
+            if self.suffix == ".mcap":
+                from ..recordings.verdict_mcap import VerdictMcapWriter
+
+                self._mcap = VerdictMcapWriter(self._fh, self.metadata)
+            else:
+                import io
+
+                self._text = io.TextIOWrapper(self._fh, encoding="utf-8", newline="")
+                if self.suffix == ".json":
+                    self._text.write("[")
+        except BaseException as err:
+            self._abandon(err)
+            raise
+        return self
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows (one dict per input).
+
+        Parameters
+        ----------
+        rows : list of dict
+            Rows of one batch; every batch has the first batch's keys (CSV columns).
+        """
+        if not rows:
+            return
+        if self._mcap is not None:
+            self._mcap.write(rows)
+        elif self.suffix == ".json":
+            assert self._text is not None
+            for row in rows:
+                self._text.write(("\n" if self.rows == 0 else ",\n") + json.dumps(row, default=float))
+                self.rows += 1
+            return
+        else:
+            if self._csv is None:
+                fields = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ (labels)
+                self._csv = csv.DictWriter(self._text, fieldnames=fields, restval="")
+                self._csv.writeheader()
+            self._csv.writerows(rows)
+        self.rows += len(rows)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._abandon(exc if isinstance(exc, BaseException) else exc_type())
+            return
+        try:
+            if self._mcap is not None:
+                self._mcap.finish()
+            elif self.suffix == ".json":
+                self._text.write("\n]\n" if self.rows else "]\n")
+            elif self._csv is None:
+                self._text.write("index\r\n")  # no rows: a header alone
+            if self._text is not None:
+                self._text.flush()
+                self._text.detach()
+            self._fh.close()
+        except BaseException as err:
+            self._abandon(err)
+            raise
+        self._atomic.__exit__(None, None, None)  # fsync, rename over the destination
+
+    def _abandon(self, err: BaseException) -> None:
+        """Close and delete the temporary file; the destination is untouched."""
+        import contextlib
+
+        if self._fh is not None:
+            with contextlib.suppress(Exception):
+                self._fh.close()
+        if self._atomic is not None:
+            with contextlib.suppress(BaseException):  # the context re-raises err after deleting the file
+                self._atomic.__exit__(type(err), err, err.__traceback__)
+
+
+def write_records(path: str, rows: list[dict[str, Any]], formats: tuple[str, ...] = (".json", ".csv")) -> None:
     """Write per-input rows as JSON or CSV (by the file's extension), atomically.
 
     Parameters
@@ -19,22 +135,14 @@ def write_records(path: str, rows: list[dict[str, Any]]) -> None:
     path : str
         ``.json`` or ``.csv`` file.
     rows : list of dict
-        One dict per input, same keys.
+        One dict per input.
+    formats : tuple of str
+        Accepted extensions.
 
     Raises
     ------
     InputError
         Another extension.
     """
-    if path.endswith(".json"):
-        data = json.dumps(rows, indent=1, default=float).encode()
-    elif path.endswith(".csv"):
-        buf = io.StringIO()
-        fields = list(dict.fromkeys(k for row in rows for k in row)) or ["index"]  # rows may differ (labels)
-        writer = csv.DictWriter(buf, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        data = buf.getvalue().encode()
-    else:
-        raise InputError(f"--out must end in .json or .csv, got {path!r}")
-    atomic_write_bytes(path, data)
+    with RecordWriter(path, formats=formats) as out:
+        out.write(rows)

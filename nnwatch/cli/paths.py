@@ -28,7 +28,8 @@ OUTPUT_FOLDERS = ("out_dir",)  # folder outputs: created, but their parent must 
 INPUT_FILES = ("model", "profile", "file", "detector", "weights", "onnx")
 # Arguments that hold data source specs (see nnwatch.sources), possibly repeated.
 INPUT_SOURCES = ("data", "id", "ood", "set", "prompts")
-_SCHEMES = ("npz", "idx", "digits", "npzdir", "parquet")
+_SCHEMES = ("npz", "npy", "idx", "digits", "npzdir", "parquet", "images", "video", "mcap", "rosbag")
+_TOPIC_SCHEMES = ("mcap", "rosbag")  # FILE[:TOPIC]
 
 
 def _flag(dest: str) -> str:
@@ -68,7 +69,9 @@ def output_suffixes(args: argparse.Namespace, dest: str) -> tuple[str, ...] | No
     if command == "calibrate":
         return (".json",) if _is_language(args) else (".npz",)
     if command == "screen":
-        return None if getattr(args, "ray", False) else (".json", ".csv")
+        if getattr(args, "ray", False):
+            return None
+        return (".json", ".csv") if _is_language(args) else (".json", ".csv", ".mcap")
     if command == "compile":
         return None  # a folder
     if command == "heads":
@@ -82,12 +85,20 @@ def _source_paths(spec: str) -> Iterator[Path]:
     _, sep, rest = spec.partition("=")
     if sep and rest and ":" not in spec.split("=", 1)[0] and "/" not in spec.split("=", 1)[0]:
         spec = rest  # NAME=SOURCE
+    from ..recordings import parse_slice
+
+    try:
+        spec = parse_slice(spec)[0]
+    except InputError:
+        pass  # reported when the source is opened
     scheme, sep, rest = spec.partition(":")
     if sep and scheme in _SCHEMES or scheme == "digits":
         if scheme == "digits":
             return
         if scheme == "idx":
             rest = rest.rpartition(":")[0] if rest.endswith((":train", ":test")) else rest
+        if scheme in _TOPIC_SCHEMES and ":" in rest and not Path(rest).exists():
+            rest = rest.rpartition(":")[0]
         spec = rest
     for part in spec.split(","):
         if part:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..calibration.calibrate import collect_scores
-from ..sources import ArraySource
+from ..sources import ArraySource, as_source, in_memory
 from .metrics import summarize
 
 
@@ -106,10 +106,10 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
     ----------
     monitor : Monitor
         A (preferably calibrated) monitor.
-    clean : ArraySource
-        Clean test data (not the calibration data).
+    clean : ArraySource, RecordingSource or anything :func:`nnwatch.sources.as_source` takes
+        Clean test data (not the calibration data); read into memory.
     anomalous : mapping
-        name -> inputs (array or ArraySource) that should be flagged.
+        name -> inputs (an array, or a source as for ``clean``) that should be flagged.
     batch_size : int
         Samples per call.
     progress : bool
@@ -120,10 +120,12 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
     Evaluation
         Scores and metrics.
     """
+    declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
+    clean = in_memory(as_source(clean, preprocess=declared), batch_size)  # a recording or batches: decoded once
     id_scores, id_flags, _ = collect_scores(monitor, clean.x, batch_size, progress, "clean")
     result = Evaluation(clean.name, id_scores, id_flags)
     for name, data in anomalous.items():
-        x = data.x if isinstance(data, ArraySource) else data
+        x = data if isinstance(data, np.ndarray) else in_memory(as_source(data, preprocess=declared), batch_size).x
         if len(x) == 0:
             continue
         scores, flags, _ = collect_scores(monitor, x, batch_size, progress, name)

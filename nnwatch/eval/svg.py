@@ -236,3 +236,83 @@ def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
             parts.append(f'<text x="{left + cw * j + cw / 2}" y="{top + ch * i + 15}" text-anchor="middle">{label}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def time_series(t: np.ndarray, y: np.ndarray, title: str, xlabel: str, ylabel: str,
+                marks: np.ndarray | None = None, mark_name: str = "flagged",
+                hline: tuple[float, str] | None = None, vline: tuple[float, str] | None = None,
+                log_y: bool = False) -> str:
+    """One quantity over time, with marked samples, a threshold line and an event line.
+
+    A long series is drawn as the per-pixel-column maximum of ``y`` (a spike is never thinned
+    away) and marks as one dot per column that holds any.
+
+    Parameters
+    ----------
+    t, y : numpy.ndarray
+        Times (increasing) and values; non-finite values are drawn at the top of the range.
+    title, xlabel, ylabel : str
+        Labels.
+    marks : numpy.ndarray of bool, optional
+        Samples to mark with a red dot (e.g. flagged frames).
+    mark_name : str
+        Legend entry of the marks.
+    hline : tuple, optional
+        ``(value, label)``: a dashed horizontal line (a threshold).
+    vline : tuple, optional
+        ``(time, label)``: a vertical line (an alarm).
+    log_y : bool
+        Logarithmic value axis (values must be positive; others are clipped).
+
+    Returns
+    -------
+    str
+        SVG markup.
+    """
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    if log_y:
+        y = np.log10(np.clip(y, 1e-300, None))
+    finite = y[np.isfinite(y)]
+    y0, y1 = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hline is not None:
+        h = np.log10(max(hline[0], 1e-300)) if log_y else hline[0]
+        y0, y1 = min(y0, h), max(y1, h)
+    if y1 <= y0:
+        y1 = y0 + 1.0
+    y = np.where(np.isfinite(y), y, y1)
+    x0, x1 = (float(t.min()), float(t.max())) if t.size else (0.0, 1.0)
+    if x1 <= x0:
+        x1 = x0 + 1.0
+    parts = _frame(title, xlabel, ylabel + (" (log10)" if log_y else ""), x0, x1, y0, y1)
+    columns = W - L - R
+    if t.size > 2 * columns:  # the maximum within each pixel column
+        col = np.minimum(((t - x0) / (x1 - x0) * columns).astype(np.int64), columns - 1)
+        top = np.full(columns, -np.inf)
+        np.maximum.at(top, col, y)
+        keep = np.isfinite(top)
+        px = np.arange(columns)[keep] + L + 0.5
+        py = _sy(top[keep], y0, y1)
+    else:
+        px, py = _sx(t, x0, x1), _sy(y, y0, y1)
+    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+    parts.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="1.2"/>')
+    names = [ylabel]
+    if hline is not None:
+        h = np.log10(max(hline[0], 1e-300)) if log_y else hline[0]
+        hy = float(_sy(np.array(h), y0, y1))
+        parts.append(f'<line x1="{L}" x2="{W - R}" y1="{hy:.1f}" y2="{hy:.1f}" stroke="#777" stroke-dasharray="5 3"/>')
+        parts.append(f'<text x="{W - R - 4}" y="{hy - 4:.1f}" text-anchor="end" fill="#555">{escape(hline[1])}</text>')
+    if marks is not None and np.any(marks):
+        mt, my = t[np.asarray(marks, bool)], y[np.asarray(marks, bool)]
+        mx = _sx(mt, x0, x1)
+        _, first = np.unique(np.round(mx).astype(np.int64), return_index=True)  # one dot per pixel column
+        for a, b in zip(mx[first], _sy(my[first], y0, y1)):
+            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.2" fill="{PALETTE[1]}"/>')
+        names.append(mark_name)
+    if vline is not None:
+        vx = float(_sx(np.array(vline[0]), x0, x1))
+        parts.append(f'<line x1="{vx:.1f}" x2="{vx:.1f}" y1="{T}" y2="{H - B}" stroke="{PALETTE[3]}" stroke-width="2"/>')
+        parts.append(f'<text x="{vx + 4:.1f}" y="{T + 12}" fill="{PALETTE[3]}">{escape(vline[1])}</text>')
+    parts += _legend(names)
+    parts.append("</svg>")
+    return "".join(parts)

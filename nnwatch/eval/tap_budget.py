@@ -341,7 +341,8 @@ def choose_taps(source: Any, x: np.ndarray, budget: tuple[str, float], candidate
 
 def instrument_within_budget(src: Any, dst: Any, x: np.ndarray, budget: str, reduction: str = "mean",
                              reduce_in_graph: bool = True, providers: Sequence[str] | str = "cpu",
-                             threads: int | None = 1, rounds: int = 300) -> tuple[Any, TapChoice]:
+                             threads: int | None = 1, rounds: int = 300,
+                             preprocess: Any = None) -> tuple[Any, TapChoice]:
     """``nnwatch instrument --budget``: choose the taps, then instrument with them.
 
     Parameters
@@ -356,6 +357,8 @@ def instrument_within_budget(src: Any, dst: Any, x: np.ndarray, budget: str, red
         As for :func:`~nnwatch.export.instrument.instrument`.
     providers, threads, rounds
         Where and how long to measure.
+    preprocess : str, dict, Preprocess or None
+        The declared preprocessing of recorded frames, recorded in the model.
 
     Returns
     -------
@@ -373,6 +376,6 @@ def instrument_within_budget(src: Any, dst: Any, x: np.ndarray, budget: str, red
     choice = choose_taps(data, x, parsed, [t.source for t in auto.taps], penult, options, providers, threads, rounds)
     in_graph_order = [t.source for t in auto.taps if t.source in set(choice.base + choice.chosen)]
     final, manifest = instrument(src, layers=in_graph_order, include_penultimate=True,
-                                 selection=choice.to_dict(), **options)
+                                 selection=choice.to_dict(), preprocess=preprocess, **options)
     save_onnx(final, dst)
     return manifest, choice

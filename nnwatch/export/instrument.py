@@ -14,6 +14,7 @@ Sketch of a tapped conv layer (``reduce_in_graph=True``)::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from onnx import TensorProto, helper, shape_inference
 from .._io import atomic_write_bytes
 from .._validate import unknown_name
 from ..errors import InputError, ModelError
-from ..manifest import HEAD_KEY, JOINED_OUTPUT, MANIFEST_KEY, Tap, TapManifest, check_logit_columns, encode_head
+from ..manifest import HEAD_KEY, JOINED_OUTPUT, MANIFEST_KEY, PREPROCESS_KEY, Tap, TapManifest, check_logit_columns, encode_head
+from ..recordings.preprocess import load_preprocess
 from .names import tap_output_name
 from .quantized import INTEGER_TYPES, dequantized_source, quant_params, quantized_layer_tensors
 from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
@@ -219,6 +221,7 @@ def instrument(
     include_penultimate: bool = True,
     selection: dict | None = None,
     join_taps: bool | None = None,
+    preprocess: object = None,
 ) -> tuple[onnx.ModelProto, TapManifest]:
     """Expose intermediate activations of a classifier as extra graph outputs.
 
@@ -250,6 +253,10 @@ def instrument(
         taps are dequantized in the graph, on a side branch): one output, so one copy per call,
         on a GPU one device-to-host transfer. None: join whenever maps are reduced in the
         graph (full maps are too large to join).
+    preprocess : str, dict, Preprocess or None
+        How recorded frames (images, video, robot recordings) become this model's input: a
+        preset name, a JSON file or fields (:mod:`nnwatch.recordings.preprocess`). Recorded in
+        the model's metadata; every later command reads recordings with it and refuses another.
 
     Returns
     -------
@@ -269,6 +276,7 @@ def instrument(
         raise InputError("join_taps needs maps reduced in the graph (reduce_in_graph=True): full maps are too large "
                          "to join into one output")
     join = reduce_in_graph if join_taps is None else bool(join_taps)
+    declared = None if preprocess is None else load_preprocess(preprocess)  # refused before any work
     model, digest = load_onnx(source)
     if any(p.key == MANIFEST_KEY for p in model.metadata_props):
         raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
@@ -299,6 +307,10 @@ def instrument(
     )
     manifest.validate()
     _record(g, manifest, penultimate)
+    if declared is not None:
+        entry = model.metadata_props.add()
+        entry.key = PREPROCESS_KEY
+        entry.value = json.dumps(declared.to_json(), sort_keys=True)
     _finish(model)
     return model, manifest
 

@@ -24,7 +24,7 @@ from ..errors import BudgetError, InputError, ModelMismatchError, NotFittedError
 from ..kernels.accumulate import count_nonfinite_rows
 from ..kernels.verdict import (NO_STREAM, SOURCE_DETECTOR, SOURCE_MAHALANOBIS, STAGE_ALL, STAGE_DECIDE,
                                STAGE_SCORES, VerdictPlan, VerdictTables, verdict_pass)
-from ..profile.schema import Calibration, Profile
+from ..profile.schema import Calibration, Profile, channel_moments, channel_stats, merge_channel_stats
 from ..profile.signature import compact_by_default, compile_compact_tables, compile_tables, fallback_classes
 from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker, over_budget_error
@@ -37,6 +37,8 @@ from .runner import Runner, Workspace
 _ALL, _CHEAP = 0, 1  # indices of the active-column masks
 ENGINES = ("compiled", "graph")
 _INPUT_CHECKS = 32  # calls whose raw inputs are compared with the profile's (then the check stops)
+_CHANNEL_SAMPLES = 16  # live samples pooled before their channel statistics are compared with the profile's
+_CHANNEL_Z, _CHANNEL_RATIO = 0.75, 2.0  # warn: a mean this many training SDs away, or an SD off by this factor
 
 
 class InputRangeWarning(UserWarning):
@@ -164,6 +166,8 @@ class Monitor:
         self._stream_lock = threading.Lock()
         self.tracker = LatencyTracker(self.budget)
         self._input_checks = _INPUT_CHECKS if profile.header.get("input_stats", {}) else 0
+        self._channels_seen: dict[str, Any] | None = {} if profile.header.get("input_channel_stats") else None
+        self._channel_samples = 0
         self.engine = engine
         self._graph = None
         self._set_calibration(cal)  # packs the tables (and builds the graph engine's model)
@@ -406,6 +410,33 @@ class Monitor:
             warnings.warn(f"inputs range over [{got_lo:.4g}, {got_hi:.4g}], far outside the profile's training inputs "
                           f"[{lo:.4g}, {hi:.4g}]: scale them as in training (e.g. x / 255 for 0-255 images); "
                           "otherwise nearly everything is flagged", InputRangeWarning, stacklevel=3)
+            return
+        if self._channels_seen is not None:
+            self._check_channels(arr)
+
+    def _check_channels(self, arr: np.ndarray) -> None:
+        # Inside the training range but normalized otherwise (a missing mean/std, 0-1 for a
+        # model trained on -1..1): the per-channel mean and spread give it away. Pooled over
+        # the first samples, compared once.
+        self._channels_seen = merge_channel_stats(self._channels_seen, channel_stats(arr))
+        self._channel_samples += arr.shape[0]
+        if self._channels_seen is None or (self._channel_samples < _CHANNEL_SAMPLES and self._input_checks > 0):
+            return
+        seen, self._channels_seen = self._channels_seen, None  # compared once
+        ref = self.profile.header["input_channel_stats"]
+        if seen.get("axis") != ref["axis"] or len(seen["count"]) != len(ref["count"]):
+            return
+        (m_ref, s_ref), (m_now, s_now) = channel_moments(ref), channel_moments(seen)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z, ratio = np.abs(m_now - m_ref) / s_ref, s_now / s_ref
+        off = (z > _CHANNEL_Z) | (ratio > _CHANNEL_RATIO) | (ratio < 1 / _CHANNEL_RATIO)
+        if np.any(off & (s_ref > 0)):
+            fmt = lambda v: "[" + ", ".join(f"{a:.3g}" for a in v) + "]"  # noqa: E731
+            warnings.warn(f"inputs look normalized otherwise than the profile's training inputs: per-channel mean "
+                          f"{fmt(m_now)} and standard deviation {fmt(s_now)} over the first {self._channel_samples} "
+                          f"samples, against {fmt(m_ref)} and {fmt(s_ref)} in training; apply the training "
+                          "preprocessing (scale, mean, std: --preprocess for recordings), otherwise most inputs are "
+                          "flagged", InputRangeWarning, stacklevel=4)
 
     def plan(self, batch: int) -> tuple[Workspace, VerdictPlan]:
         """The calling thread's buffers and compiled call for a batch size (built on first use).

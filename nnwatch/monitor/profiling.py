@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..kernels.layout import unpack_layers
 from ..profile.builder import ProfileBuilder
 from ..profile.overlap import input_hashes, sketch_to_json, sketch_update
-from ..profile.schema import Profile, check_rate, input_stats, merge_input_stats
+from ..profile.schema import Profile, channel_stats, check_rate, input_stats, merge_channel_stats, merge_input_stats
 from ..sources import ArraySource, as_source
 from .detectors.baselines import log_softmax
 from .runner import Runner
@@ -77,11 +77,11 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
     Profile
         The profile.
     """
-    source = as_source(source)
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     check_rate(rare_rate)
     runner = model if isinstance(model, Runner) else Runner(model)
+    source = as_source(source, preprocess=runner.preprocess)  # pixels read as the model declares
     man = runner.manifest
     for name, size in zip(man.layer_names, man.layer_sizes):
         if int(k_top) > size:
@@ -95,6 +95,7 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
     if isinstance(source, ArraySource) and source.y is not None:  # before any pass, not after one
         check_labels(source.y, runner.n_classes, source.name)
     inputs: dict[str, float] | None = input_stats(np.zeros(0))
+    channels: dict | None = {}  # per-channel statistics of image inputs
     sketch: np.ndarray | None = None
     for phase in (1, 2):
         bar = Progress(len(source), f"profile pass {phase}/2", progress)
@@ -104,6 +105,7 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                 if y is not None:
                     check_labels(y, runner.n_classes, source.name)
                 inputs = merge_input_stats(inputs, input_stats(arr))
+                channels = merge_channel_stats(channels, channel_stats(arr))
                 sketch = sketch_update(sketch, input_hashes(arr))
             ws = runner.workspace(arr.shape[0])
             runner.run(arr, ws)
@@ -121,6 +123,14 @@ def build_profile(model: str | os.PathLike | Runner, source: object, batch_size:
                             min_confidence=min_confidence)
     profile.header["rare_rate"] = check_rate(rare_rate)
     profile.header["input_stats"] = inputs
+    if channels:
+        profile.header["input_channel_stats"] = channels
+    preprocess = getattr(source, "preprocess", None)  # a recording: how its frames became the model's input
+    if preprocess is not None:
+        profile.header["preprocess"] = preprocess.to_json()
+    span = source.span() if hasattr(source, "span") else None  # the recording and frames profiled
+    if span is not None:
+        profile.header["profiled_on"] = span
     if sketch is not None:
         profile.header["input_sketch"] = sketch_to_json(sketch)
     return profile

@@ -11,6 +11,7 @@ path and concurrent calls never share buffers.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from .._io import is_zip_archive
 from ..errors import InputError, ModelError
 from ..kernels.accumulate import dequantize, reduce_maps
 from ..kernels.layout import layer_offsets
-from ..manifest import HEAD_KEY, MANIFEST_KEY, TapManifest, check_logit_columns, decode_head
+from ..manifest import HEAD_KEY, MANIFEST_KEY, PREPROCESS_KEY, TapManifest, check_logit_columns, decode_head
 from .providers import QUIET, resolve_providers
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -133,6 +134,20 @@ def read_manifest(session: ort.InferenceSession, where: str) -> TapManifest:
     return TapManifest.from_json(meta[MANIFEST_KEY])
 
 
+def _declared_preprocess(text: str | None, where: str) -> dict | None:
+    """The preprocessing fields recorded with ``nnwatch instrument --preprocess`` (None: none declared)."""
+    if text is None:
+        return None
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise ModelError(f"{where}: its recorded preprocessing ({PREPROCESS_KEY}) is not a JSON object of fields; "
+                         "instrument the original model again")
+    return fields
+
+
 def _shape_hint(got: tuple[int, ...], want: tuple[int | None, ...]) -> str:
     # The two most common mistakes: a missing batch axis, and channels-last images.
     if got == tuple(d if d is not None else g for d, g in zip(want, got)) and len(got) == len(want):
@@ -166,6 +181,7 @@ class Runner:
     def __init__(self, model: str | os.PathLike | bytes, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, max_workspaces: int = 4, spinning: bool = True) -> None:
         where = "model" if isinstance(model, bytes) else str(model)
+        self.where = where
         if not isinstance(model, bytes) and not os.path.isfile(model):
             raise ModelError(f"ONNX file {model} does not exist")
         if not isinstance(model, bytes) and is_zip_archive(model):
@@ -223,6 +239,7 @@ class Runner:
             size = man.layer_sizes[man.layer_names.index(man.penultimate)]
             self.head = decode_head(meta[HEAD_KEY], self.n_classes, size)
         self.output_names = wanted
+        self.preprocess = _declared_preprocess(meta.get(PREPROCESS_KEY), where)
         self.offsets = layer_offsets(self.manifest.layer_sizes)
         self.n_neurons = int(self.offsets[-1])
         self.providers = self.session.get_providers()

@@ -405,6 +405,10 @@ class Profile:
                           int(self.header.get("feature_sample", 0)))
         header["class_counts"] = ranges.count[:-1].tolist()
         header["input_stats"] = merge_input_stats(self.header.get("input_stats"), other.header.get("input_stats"))
+        header.pop("input_channel_stats", None)
+        channels = merge_channel_stats(self.header.get("input_channel_stats"), other.header.get("input_channel_stats"))
+        if channels:
+            header["input_channel_stats"] = channels
         a, b = self.header.get("input_sketch"), other.header.get("input_sketch")
         header.pop("input_sketch", None)
         if a is not None and b is not None:  # the bottom-k of the union: exact
@@ -452,6 +456,77 @@ def merge_input_stats(a: dict[str, float] | None, b: dict[str, float] | None) ->
         return None
     return {"count": a["count"] + b["count"], "min": min(a["min"], b["min"]), "max": max(a["max"], b["max"]),
             "sum": a["sum"] + b["sum"], "sumsq": a["sumsq"] + b["sumsq"]}
+
+
+def channel_stats(x: np.ndarray) -> dict[str, Any] | None:
+    """Per-channel count, sum and sum of squares of image inputs, NaN/Inf ignored.
+
+    The channel axis is the first per-sample axis when it has at most 4 entries (NCHW), else
+    the last one when it has (NHWC).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        A batch ``(N, C, H, W)`` or ``(N, H, W, C)``.
+
+    Returns
+    -------
+    dict or None
+        ``{"axis", "count", "sum", "sumsq"}`` (lists, one entry per channel); None when the
+        inputs are not images with a channel axis. Merge with :func:`merge_channel_stats`.
+    """
+    if x.ndim != 4:
+        return None
+    axis = 1 if x.shape[1] <= 4 else (3 if x.shape[3] <= 4 else None)
+    if axis is None:
+        return None
+    v = np.moveaxis(np.asarray(x, np.float64), axis, 1).reshape(x.shape[0], x.shape[axis], -1)
+    ok = np.isfinite(v)
+    v = np.where(ok, v, 0.0)
+    return {"axis": axis, "count": ok.sum(axis=(0, 2)).tolist(), "sum": v.sum(axis=(0, 2)).tolist(),
+            "sumsq": (v * v).sum(axis=(0, 2)).tolist()}
+
+
+def merge_channel_stats(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per-channel statistics of both input sets.
+
+    Parameters
+    ----------
+    a, b : dict or None
+        Outputs of :func:`channel_stats`; ``{}`` is "nothing seen yet", None "not images".
+
+    Returns
+    -------
+    dict or None
+        The merged statistics; None when either side has none or their layouts differ.
+    """
+    if a == {}:
+        return b
+    if b == {}:
+        return a
+    if a is None or b is None or a["axis"] != b["axis"] or len(a["count"]) != len(b["count"]):
+        return None
+    return {"axis": a["axis"], **{k: [u + w for u, w in zip(a[k], b[k])] for k in ("count", "sum", "sumsq")}}
+
+
+def channel_moments(stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation from :func:`channel_stats` sums.
+
+    Parameters
+    ----------
+    stats : dict
+        Per-channel count, sum and sum of squares.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Mean and standard deviation, one per channel (NaN where a channel saw nothing).
+    """
+    n = np.asarray(stats["count"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.asarray(stats["sum"], float) / n
+        var = np.asarray(stats["sumsq"], float) / n - mean * mean
+    return mean, np.sqrt(np.maximum(var, 0.0))
 
 
 def _same_shapes(a: Any, b: Any, what: str, skip: tuple[str, ...] = ()) -> None:

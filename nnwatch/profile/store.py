@@ -177,6 +177,16 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
     if stats is not None and (not isinstance(stats, dict) or set(stats) != {"count", "min", "max", "sum", "sumsq"}
                               or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats.values())):
         raise ProfileError(f"{where}: input_stats must hold numbers count, min, max, sum, sumsq")
+    channels = header.get("input_channel_stats")
+    if channels is not None and (
+            not isinstance(channels, dict) or set(channels) != {"axis", "count", "sum", "sumsq"}
+            or channels["axis"] not in (1, 3) or not isinstance(channels["count"], list)
+            or not 1 <= len(channels["count"]) <= 4
+            or any(not isinstance(channels[k], list) or len(channels[k]) != len(channels["count"])
+                   or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in channels[k])
+                   for k in ("count", "sum", "sumsq"))):
+        raise ProfileError(f"{where}: input_channel_stats must hold axis 1 or 3 and lists count, sum, sumsq "
+                           "of 1 to 4 channels")
     sketch = header.get("input_sketch")
     if sketch is not None and (
             not isinstance(sketch, dict) or set(sketch) != {"size", "hashes"} or not isinstance(sketch["size"], int)

@@ -74,3 +74,35 @@ def test_cli_profile_from_shards_and_screen_from_parquet(local_ray, digits_monit
                  "--out", str(tmp_path / "scores"), "--ray"]) == 0
     table = pq.read_table(str(tmp_path / "scores")).to_pandas().sort_values("id")
     assert table["id"].tolist() == list(range(80))
+
+
+def test_recordings_are_decoded_in_the_workers_as_locally(local_ray, tmp_path):
+    import json
+
+    from nnwatch.sources import open_source
+    from tests.recordings.conftest import encode, image_msg, needs, write_mcap
+
+    needs("PIL", "mcap", "mcap_ros2")
+    rng = np.random.default_rng(2)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "imgs" / cls / f"{i}.png").write_bytes(encode(rng.integers(0, 256, (6, 7), np.uint8), "PNG"))
+    (tmp_path / "imgs" / "a" / "9.png").write_bytes(b"not a png")  # skipped in its worker
+    pre = {"channels": "gray", "mean": [0.5], "std": [0.5]}
+    local = open_source(f"images:{tmp_path / 'imgs'}[1:]", pre)
+    with pytest.warns(UserWarning, match="undecodable"):
+        want = {i["path"]: (x, y) for xs, ys, ids in local.batches_with_ids(4) for x, y, i in zip(xs, ys, ids)}
+    rows = _by_id(ray_dataset(f"images:{tmp_path / 'imgs'}[1:]", preprocess=pre).take_all())
+    assert set(rows) == set(want) and len(rows) == 9  # 11 files, the first sliced off, the corrupt one skipped
+    for key, (x, y) in want.items():
+        np.testing.assert_array_equal(rows[key]["x"], x)
+        assert rows[key]["y"] == y
+    frames = [rng.integers(0, 256, (4, 5), np.uint8) for _ in range(6)]
+    write_mcap(tmp_path / "r.mcap", {"/cam": ("sensor_msgs/msg/Image",
+                                               [(image_msg(f, "mono8", 100 + i), 200 + i) for i, f in enumerate(frames)])})
+    rows = ray_dataset(f"mcap:{tmp_path / 'r.mcap'}[2:5]", preprocess=pre).take_all()
+    ids = sorted((json.loads(r["id"]) for r in rows), key=lambda i: i["frame"])
+    assert [i["frame"] for i in ids] == [2, 3, 4] and [i["stamp_ns"] for i in ids] == [102, 103, 104]
+    by_frame = {json.loads(r["id"])["frame"]: r["x"] for r in rows}
+    np.testing.assert_allclose(by_frame[3], ((frames[3] / 255 - 0.5) / 0.5)[None], atol=1e-6)
