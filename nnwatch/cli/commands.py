@@ -423,7 +423,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         require("PIL.Image", extra="recordings")  # thumbnails: refused now, not after the pass
         timeline = Timeline(mon.calibration.fpr if mon.calibrated else None,
-                            None if stream is None else 2 / args.delta)
+                            None if stream is None else 2 / args.delta, decision=mon.decision)
     notes = {"model": args.model, "profile": args.profile, "source": source.name, "decision": mon.decision}
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)

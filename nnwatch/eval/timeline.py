@@ -37,14 +37,19 @@ class Timeline:
         The stream alarm's threshold on its capital (``2 / delta``), None without a stream.
     keep : int
         Most anomalous frames kept as thumbnails.
+    decision : str or None
+        The deciding detector: frames with the same p-value are ranked by its score.
     """
 
-    def __init__(self, fpr: float | None, alarm_capital: float | None = None, keep: int = 12) -> None:
+    def __init__(self, fpr: float | None, alarm_capital: float | None = None, keep: int = 12,
+                 decision: str | None = None) -> None:
         self.fpr, self.alarm_capital, self.keep = fpr, alarm_capital, keep
+        self._score_key = None if decision is None else f"score.{decision}"
         self.time, self.p, self.capital = array("d"), array("d"), array("d")
         self.flag, self.alarm = array("b"), array("b")
         self.timed = True
-        self._worst: list[tuple[float, int, str, bytes | None]] = []  # a max-heap by p-value (negated)
+        # The kept frames as a heap whose top is the least anomalous of them: key (-p, score, -index).
+        self._worst: list[tuple[float, float, int, str, bytes | None]] = []
 
     def __len__(self) -> int:
         return len(self.p)
@@ -72,11 +77,12 @@ class Timeline:
             self.alarm.append(bool(row.get("stream.alarm", False)))
             if np.isnan(p):
                 continue
-            item = (-p, -n, _describe(row), None)
+            score = float(row.get(self._score_key, float("-inf"))) if self._score_key else float("-inf")
+            key = (-p, score if score == score else float("-inf"), -n)  # lower p, then higher score, then earlier
             if len(self._worst) < self.keep:
-                heapq.heappush(self._worst, item[:3] + (_thumbnail(x[i]),))
-            elif item[:2] > self._worst[0][:2]:  # lower p (or as low and earlier) than the kept maximum
-                heapq.heapreplace(self._worst, item[:3] + (_thumbnail(x[i]),))
+                heapq.heappush(self._worst, key + (_describe(row), _thumbnail(x[i])))
+            elif key > self._worst[0][:3]:
+                heapq.heapreplace(self._worst, key + (_describe(row), _thumbnail(x[i])))
 
     def render(self, title: str, notes: dict[str, Any] | None = None) -> str:
         """The page.
@@ -118,10 +124,10 @@ class Timeline:
             body.append(time_series(t, np.maximum(capital, 1e-12), "stream alarm: capital of the drift test",
                                     xlabel, "capital", hline=(self.alarm_capital, "alarm"), vline=vline,
                                     log_y=True))
-        worst = sorted(self._worst, key=lambda item: (-item[0], -item[1]))
+        worst = sorted(self._worst, key=lambda item: item[:3], reverse=True)  # most anomalous first
         if worst:
             cells = []
-            for neg_p, _, text, png in worst:
+            for neg_p, _, _, text, png in worst:
                 img = (f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' height='{THUMB_PX}' "
                        "style='image-rendering:pixelated'>" if png else "")
                 cells.append(f"<figure style='margin:0;font-size:11px;max-width:180px'>{img}<figcaption>"

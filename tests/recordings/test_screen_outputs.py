@@ -125,7 +125,7 @@ def test_timeline_keeps_the_most_anomalous_frames():
         rows = [{"index": i, "confidence": p[i], "flag": p[i] <= 0.05, "pred": 0, "id.time_s": i / 30}
                 for i in range(lo, min(lo + 64, 500))]
         tl.add(rows, x[lo : lo + 64])
-    kept = sorted(-item[1] for item in tl._worst)
+    kept = sorted(-item[2] for item in tl._worst)
     assert kept == sorted(np.argsort(p, kind="stable")[:5].tolist())  # the five lowest p-values
     page = tl.render("t")
     order = [int(m) for m in re.findall(r"#(\d+) class", page)]
@@ -181,3 +181,12 @@ def test_screening_the_calibration_recording_is_warned(work, tmp_path, capsys): 
     capsys.readouterr()
     assert cli("screen", d / "m.onnx", profile, "--data", f"{drive}[2:]", "--out", tmp_path / "c.csv", *pre) == 0
     assert "same recording" not in capsys.readouterr().err
+
+
+def test_timeline_ranks_equal_p_values_by_the_decision_score():
+    needs("PIL")
+    tl = Timeline(fpr=0.05, keep=2, decision="fused")
+    rows = [{"index": i, "confidence": 0.01, "flag": True, "score.fused": s} for i, s in enumerate([3.0, 9.0, 1.0, 9.0])]
+    tl.add(rows, np.zeros((4, 1, 4, 4), np.float32))
+    order = [int(m) for m in re.findall(r"#(\d+) class", tl.render("t"))]
+    assert order == [1, 3]  # the two highest scores, the earlier first
