@@ -195,7 +195,7 @@ def load_idx(folder: str | Path, split: str = "train", preprocess: "Preprocess |
         x = (images.astype(np.float32) / 255.0)[:, None]
     else:
         pre = load_preprocess(preprocess)
-        x = pre.batch([pre.frame(img) for img in images])
+        x = pre.finish([pre.pixels(img) for img in images])
     return ArraySource(x, labels.astype(np.int64), f"idx:{folder}:{split}")
 
 

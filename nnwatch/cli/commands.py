@@ -220,11 +220,6 @@ def _fits_model(source: Any, input_shape: tuple, preprocess: Any, declared: bool
                      '{"channels": "gray", "resize": [28, 28]}')
 
 
-def _id_columns(frame_id: dict[str, Any]) -> dict[str, Any]:
-    """A frame's id as output columns, prefixed ``id.`` (``id.path``, ``id.frame``, ``id.stamp_ns`` ...)."""
-    return {f"id.{k}": v for k, v in frame_id.items()}
-
-
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
              every_default: bool = False) -> Any:
     import warnings
@@ -432,11 +427,11 @@ def cmd_screen(args: argparse.Namespace) -> int:
     with contextlib.closing(batches), RecordWriter(args.out, metadata=notes) as out:
         # an error while scoring stops the decoding thread at once, and leaves no half-written file
         for x, y, ids in batches:
-            recs = _screen_records(mon, stream, x, y, ids, out.rows)
-            out.write(recs)
-            flagged += sum(r["flag"] for r in recs)
+            cols = _screen_columns(mon, stream, x, y, ids, out.rows)
+            out.write(cols)
+            flagged += int(cols["flag"].sum())
             if timeline is not None:
-                timeline.add(recs, x)
+                timeline.add(cols, x)
             bar.update(len(x))
     bar.close()
     n = out.rows
@@ -455,24 +450,31 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _screen_records(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> list[dict[str, Any]]:
-    """Output rows of one screened batch: verdicts, frame ids (``id.*``), labels, stream columns."""
+def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> dict[str, Any]:
+    """Output columns of one screened batch (one entry per input): index, verdict, per-detector
+    scores, flags and p-values, frame ids (``id.*``), labels, stream columns.
+    """
+    import numpy as np
+
     v = mon.score(x)
-    recs = v.records(offset=offset)
-    for name, p in v.p_values.items():
-        for r, value in zip(recs, p):
-            r[f"p.{name}"] = float(value)
+    n = len(v)
+    cols: dict[str, Any] = {"index": np.arange(offset, offset + n), "pred": np.asarray(v.pred, np.int64),
+                            "flag": np.asarray(v.flag, bool), "confidence": np.asarray(v.confidence, np.float64),
+                            "nonfinite_input": np.asarray(v.nonfinite_input, bool)}
+    cols.update({f"score.{k}": np.asarray(a, np.float64) for k, a in v.scores.items()})
+    cols.update({f"flag.{k}": np.asarray(a, bool) for k, a in v.flags.items()})
+    cols.update({f"p.{k}": np.asarray(a, np.float64) for k, a in v.p_values.items()})
     if ids is not None:
-        for r, frame_id in zip(recs, ids):
-            r.update(_id_columns(frame_id))
+        for key in dict.fromkeys(k for frame_id in ids for k in frame_id):
+            cols[f"id.{key}"] = [frame_id.get(key) for frame_id in ids]
     if y is not None:
-        for r, label in zip(recs, y):
-            r["label"] = int(label)
+        cols["label"] = np.asarray(y, np.int64)
     if stream is not None:
         upd = stream.update(v)
-        for r, st, cst, alarm in zip(recs, upd.statistic, upd.class_statistic, upd.alarm):
-            r["stream.statistic"], r["stream.class_statistic"], r["stream.alarm"] = float(st), float(cst), bool(alarm)
-    return recs
+        cols["stream.statistic"] = np.asarray(upd.statistic, np.float64)
+        cols["stream.class_statistic"] = np.asarray(upd.class_statistic, np.float64)
+        cols["stream.alarm"] = np.asarray(upd.alarm, bool)
+    return cols
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ class RecordWriter:
         self._atomic: Any = None
         self._fh: IO[bytes] | None = None
         self._csv: Any = None
+        self._fields: list[str] = []
         self._mcap: Any = None
         self._text: IO[str] | None = None
 
@@ -69,14 +70,20 @@ class RecordWriter:
             raise
         return self
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows (one dict per input).
+    def write(self, rows: "list[dict[str, Any]] | dict[str, Any]") -> None:
+        """Append the rows of one batch.
 
         Parameters
         ----------
-        rows : list of dict
-            Rows of one batch; every batch has the first batch's keys (CSV columns).
+        rows : list of dict, or dict of columns
+            One dict per input, or columns (name -> numpy array or list, one entry per input);
+            every batch has the first batch's keys (the CSV columns).
         """
+        if isinstance(rows, dict):
+            if self.suffix == ".csv":
+                self._write_csv(list(rows), [_csv_text(v) for v in rows.values()])
+                return
+            rows = columns_to_rows(rows)
         if not rows:
             return
         if self._mcap is not None:
@@ -88,12 +95,20 @@ class RecordWriter:
                 self.rows += 1
             return
         else:
-            if self._csv is None:
-                fields = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ (labels)
-                self._csv = csv.DictWriter(self._text, fieldnames=fields, restval="")
-                self._csv.writeheader()
-            self._csv.writerows(rows)
+            fields = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ (labels)
+            self._write_csv(fields, [[_csv_value(row.get(k)) for row in rows] for k in fields])
+            return
         self.rows += len(rows)
+
+    def _write_csv(self, fields: list[str], columns: list[list[str]]) -> None:
+        if self._csv is None:
+            self._fields = fields
+            self._csv = csv.writer(self._text)
+            self._csv.writerow(fields)
+        elif fields != self._fields:
+            raise InputError(f"rows of one output must share their columns: {fields} after {self._fields}")
+        self._csv.writerows(zip(*columns))
+        self.rows += len(columns[0]) if columns else 0
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
@@ -125,6 +140,37 @@ class RecordWriter:
         if self._atomic is not None:
             with contextlib.suppress(BaseException):  # the context re-raises err after deleting the file
                 self._atomic.__exit__(type(err), err, err.__traceback__)
+
+
+def columns_to_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """Columns (name -> array or list, one entry per input) as one dict of Python values per input.
+
+    Parameters
+    ----------
+    columns : dict
+        Equal-length columns.
+
+    Returns
+    -------
+    list of dict
+        Rows.
+    """
+    names = list(columns)
+    values = [v.tolist() if hasattr(v, "tolist") else list(v) for v in columns.values()]
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
+def _csv_value(value: Any) -> str:
+    """One value as ``csv`` writes it (None as empty)."""
+    return "" if value is None else str(value)
+
+
+def _csv_text(column: Any) -> list[str]:
+    """A column as CSV text, as the ``csv`` module writes Python values (floats in full precision)."""
+    if hasattr(column, "dtype") and column.dtype == bool:
+        return ["True" if v else "False" for v in column.tolist()]
+    values = column.tolist() if hasattr(column, "tolist") else column
+    return ["" if v is None else (repr(v) if isinstance(v, float) else str(v)) for v in values]
 
 
 def write_records(path: str, rows: list[dict[str, Any]], formats: tuple[str, ...] = (".json", ".csv")) -> None:

@@ -48,13 +48,13 @@ def _decode_images(batch: dict[str, np.ndarray], preprocess: dict) -> dict[str, 
     keep, frames = [], []
     for i, path in enumerate(batch["path"]):
         try:
-            frames.append(pre.frame(decode_file(Path(path), f"images: {batch['id'][i]}")))
+            frames.append(pre.pixels(decode_file(Path(path), f"images: {batch['id'][i]}")))
         except CorruptFrame:
             continue
         keep.append(i)
     if not frames:
         return {"id": np.zeros(0, object), "x": np.zeros((0, 1), np.float32), "y": np.zeros(0, np.int64)}
-    return {"id": np.asarray(batch["id"])[keep], "x": pre.batch(frames), "y": np.asarray(batch["y"])[keep]}
+    return {"id": np.asarray(batch["id"])[keep], "x": pre.finish(frames), "y": np.asarray(batch["y"])[keep]}
 
 
 def _decode_recording(row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -54,35 +54,47 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.p)
 
-    def add(self, rows: list[dict[str, Any]], x: np.ndarray) -> None:
+    def add(self, rows: "dict[str, Any] | list[dict[str, Any]]", x: np.ndarray) -> None:
         """Record one screened batch.
 
         Parameters
         ----------
-        rows : list of dict
-            The batch's screen rows (``confidence``, ``flag``, ``stream.*``, ``id.*``).
+        rows : dict of columns, or list of dict
+            The batch's screen output (``confidence``, ``flag``, ``stream.*``, ``id.*``, the
+            decision's ``score.*``), as columns or one dict per input.
         x : numpy.ndarray
             The batch as the model read it (for thumbnails).
         """
-        for i, row in enumerate(rows):
-            n = len(self.p)
-            t = _seconds(row)
-            if t is None:
-                self.timed = False
-            self.time.append(float(n) if t is None else t)
-            p = float(row.get("confidence", float("nan")))
-            self.p.append(p)
-            self.flag.append(bool(row.get("flag")))
-            self.capital.append(float(row.get("stream.statistic", float("nan"))))
-            self.alarm.append(bool(row.get("stream.alarm", False)))
-            if np.isnan(p):
-                continue
-            score = float(row.get(self._score_key, float("-inf"))) if self._score_key else float("-inf")
-            key = (-p, score if score == score else float("-inf"), -n)  # lower p, then higher score, then earlier
+        cols = rows if isinstance(rows, dict) else {k: [r.get(k) for r in rows] for k in dict.fromkeys(
+            k for r in rows for k in r)}
+        n0, n = len(self.p), len(x)
+        if n == 0:
+            return
+        t = _seconds(cols, n)
+        if t is None:
+            self.timed = False
+            t = np.arange(n0, n0 + n, dtype=float)
+        p = _floats(cols.get("confidence"), n)
+        self.time.extend(t.tolist())
+        self.p.extend(p.tolist())
+        self.flag.extend(np.asarray(cols.get("flag", np.zeros(n, bool)), bool).astype(np.int8).tolist())
+        self.capital.extend(_floats(cols.get("stream.statistic"), n).tolist())
+        self.alarm.extend(np.asarray(cols.get("stream.alarm", np.zeros(n, bool)), bool).astype(np.int8).tolist())
+        score = _floats(cols.get(self._score_key) if self._score_key else None, n)
+        score = np.where(np.isnan(score), -np.inf, score)
+        ok = np.flatnonzero(~np.isnan(p))
+        # The batch's own most anomalous first (lower p, then higher score, then earlier), at most keep of them.
+        ok = ok[np.lexsort((ok, -score[ok], p[ok]))][: self.keep]
+        for i in ok.tolist():
+            key = (-float(p[i]), float(score[i]), -(n0 + i))
+            if len(self._worst) >= self.keep and not key > self._worst[0][:3]:
+                break  # this and every later candidate of the batch rank below what is kept
+            item = key + (_describe({k: (v[i] if not hasattr(v, "dtype") else v[i].item()) for k, v in cols.items()}),
+                          _thumbnail(x[i]))
             if len(self._worst) < self.keep:
-                heapq.heappush(self._worst, key + (_describe(row), _thumbnail(x[i])))
-            elif key > self._worst[0][:3]:
-                heapq.heapreplace(self._worst, key + (_describe(row), _thumbnail(x[i])))
+                heapq.heappush(self._worst, item)
+            else:
+                heapq.heapreplace(self._worst, item)
 
     def render(self, title: str, notes: dict[str, Any] | None = None) -> str:
         """The page.
@@ -150,11 +162,20 @@ class Timeline:
         atomic_write_bytes(path, self.render(title, notes).encode())
 
 
-def _seconds(row: dict[str, Any]) -> float | None:
+def _seconds(cols: dict[str, Any], n: int) -> np.ndarray | None:
+    """Each frame's time in seconds from its id columns (header stamp, log time or video time)."""
     for key, scale in (("id.stamp_ns", 1e-9), ("id.log_time_ns", 1e-9), ("id.time_s", 1.0)):
-        if row.get(key) is not None:
-            return float(row[key]) * scale
+        values = cols.get(key)
+        if values is not None and all(v is not None for v in values):
+            return np.asarray(values, float) * scale
     return None
+
+
+def _floats(values: Any, n: int) -> np.ndarray:
+    """A column as float64 (NaN where absent)."""
+    if values is None:
+        return np.full(n, np.nan)
+    return np.asarray([np.nan if v is None else v for v in values] if isinstance(values, list) else values, float)
 
 
 def _describe(row: dict[str, Any]) -> str:

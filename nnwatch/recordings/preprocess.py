@@ -147,6 +147,57 @@ class Preprocess:
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return ((x - mean) / std).astype(np.float32, copy=False)
 
+    def pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """The per-frame steps of :meth:`frame` (resize, crop, channel count), before the arithmetic.
+
+        Parameters
+        ----------
+        pixels : numpy.ndarray
+            uint8 ``(H, W, 3)`` RGB or ``(H, W)`` gray.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H', W', C)`` with ``C`` = :attr:`n_channels`, still in RGB order: uint8, or
+            float32 where an RGB frame became gray. :meth:`finish` completes a batch of them.
+        """
+        if self.resize is not None:
+            pixels = _resize(pixels, self.resize, self.interpolation)
+        if self.crop is not None:
+            pixels = _center_crop(pixels, self.crop)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if self.channels == "gray" and pixels.shape[2] == 3:
+            return (pixels.astype(np.float32) @ np.asarray(GRAY_WEIGHTS, np.float32))[:, :, None]
+        if self.channels != "gray" and pixels.shape[2] == 1:
+            return np.repeat(pixels, 3, axis=2)
+        return pixels
+
+    def finish(self, staged: Sequence[np.ndarray]) -> np.ndarray:
+        """A batch of :meth:`pixels` outputs through the rest of the pipeline, in one pass.
+
+        Equal, value for value, to :meth:`batch` of :meth:`frame` outputs: the same float32
+        operations in the same order, on the whole batch at once.
+
+        Parameters
+        ----------
+        staged : sequence of numpy.ndarray
+            Outputs of :meth:`pixels`, all of one shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(N, C, H, W)`` or ``(N, H, W, C)``.
+        """
+        x = np.stack(staged).astype(np.float32, copy=False)
+        if self.channels == "bgr":
+            x = x[..., ::-1]
+        x = x * np.float32(self.scale)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
     def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Stack frames processed by :meth:`frame` into one batch in the declared layout.
 

@@ -308,7 +308,7 @@ class RecordingSource:
             yield self._pack(xs, ys, ids) + (len(state.skipped),)
 
     def _processed(self, frame: Frame) -> np.ndarray:
-        out = self.preprocess.frame(frame.pixels)  # type: ignore[arg-type]
+        out = self.preprocess.pixels(frame.pixels)  # type: ignore[arg-type]  # the arithmetic runs per batch
         if self._frame_shape is None:
             self._frame_shape = out.shape
             self._first = (frame.id, frame.pixels.shape[:2])  # type: ignore[union-attr]
@@ -322,7 +322,7 @@ class RecordingSource:
         return out
 
     def _pack(self, xs: list[np.ndarray], ys: list[int | None], ids: list[dict]) -> tuple:
-        x = self.preprocess.batch(xs)
+        x = self.preprocess.finish(xs)
         y = None if any(v is None for v in ys) else np.asarray(ys, np.int64)
         return x, y, ids
 

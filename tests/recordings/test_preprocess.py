@@ -61,6 +61,12 @@ def test_pipeline_matches_the_numpy_reference(case, gray_input, rng):
     assert got.dtype == np.float32
     assert got.shape == (2,) + want.shape
     np.testing.assert_allclose(got[1], want, rtol=1e-5, atol=1e-5)
+    # the batched path the sources use (per-frame resize, crop and channels, then one pass of
+    # arithmetic over the batch) gives the same values bit for bit, also for mixed gray/RGB frames
+    other = rng.integers(0, 256, (10, 14, 3) if gray_input else (10, 14), dtype=np.uint8)
+    frames = [pixels, other, pixels]
+    np.testing.assert_array_equal(pre.finish([pre.pixels(f) for f in frames]),
+                                  pre.batch([pre.frame(f) for f in frames]))
 
 
 def test_gray_output_has_one_channel_and_rgb_three(rng):

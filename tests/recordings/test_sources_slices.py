@@ -63,7 +63,7 @@ def test_npy_is_memory_mapped_with_optional_labels(tmp_path, rng):
 
 def test_preprocess_is_refused_for_array_sources(npz):
     path, _, _ = npz
-    with pytest.raises(InputError, match="--preprocess applies to recordings .*npz: data is fed to the model as stored"):
+    with pytest.raises(InputError, match="--preprocess applies to pixels .*npz: data is fed to the model as stored"):
         open_source(f"npz:{path}", "imagenet")
 
 
