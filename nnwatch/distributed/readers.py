@@ -61,7 +61,9 @@ def _decode_recording(row: dict[str, Any]) -> list[dict[str, Any]]:
     import json
 
     out = []
-    for x, y, ids in row["source"].batches_with_ids(64):
+    source = row["source"]
+    source.decode_in_process = False  # inside a Ray worker: a thread, no fork of the worker
+    for x, y, ids in source.batches_with_ids(64):
         for i in range(len(x)):
             out.append({"id": json.dumps(ids[i], sort_keys=True), "x": x[i], "y": -1 if y is None else int(y[i])})
     return out

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .prefetch import prefetch
+from .prefetch import can_fork, prefetch
 from .preprocess import Preprocess, load_preprocess
 
 PREFETCH_BATCHES = 4
@@ -130,6 +130,7 @@ class RecordingSource:
 
     classes: list[str] | None = None
     time_ordered = False  # frames in time order (video, robot recordings): split in contiguous blocks only
+    decode_in_process = can_fork()  # decode in a forked process beside the model, not a thread sharing its lock
 
     def __init__(self, name: str, preprocess: Preprocess | str | dict | None = None, start: int = 0,
                  stop: int | None = None) -> None:
@@ -266,46 +267,54 @@ class RecordingSource:
         """
         if int(batch_size) < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        state = _Pass()
-        seen = 0  # skipped frames before the latest batch handed out (the thread reads ahead of it)
+        state = _Pass()  # the frames skipped before the latest batch handed out (the producer reads ahead)
         delivered = 0
         done = False
         try:
-            for x, y, ids, skipped_before in prefetch(lambda: self._produce(int(batch_size), state),
-                                                      depth=PREFETCH_BATCHES):
-                seen = skipped_before
+            for x, y, ids, skipped, errors in prefetch(lambda: self._produce(int(batch_size)), depth=PREFETCH_BATCHES,
+                                                       in_process=self.decode_in_process):
+                state.skipped.extend(skipped)
+                state.errors.extend(errors)
+                if x is None:  # frames skipped after the last batch
+                    continue
                 delivered += len(ids)
                 yield x, y, ids
             done = True
         finally:
             if done:
                 self.skipped = list(state.skipped)
-                seen = len(state.skipped)
-            self._warn_skipped(state, seen)
+            self._warn_skipped(state, len(state.skipped))
         if not delivered:
             why = (f"all {len(state.skipped)} were undecodable ({state.errors[0]})" if state.skipped else
                    f"the recording has {self._count()} frames" if self._count() is not None else "it is empty")
             raise InputError(f"{self.name}: no frames to read: {why}")
 
     # --- internals -------------------------------------------------------------------------
-    def _produce(self, batch_size: int, state: _Pass) -> Iterator[tuple]:
+    def _produce(self, batch_size: int) -> Iterator[tuple]:
+        """``(x, y, ids, skipped ids, errors)`` per batch, the skipped frames being those read since
+        the previous batch; a last ``(None, None, [], ...)`` carries the frames skipped after it.
+        """
         xs: list[np.ndarray] = []
         ys: list[int | None] = []
         ids: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        errors: list[str] = []
         with contextlib.closing(self._frames(self.start, self.stop)) as frames:  # the reader's files close here
             for frame in frames:
                 if frame.pixels is None:
-                    state.skipped.append(frame.id)
-                    state.errors.append(frame.error)
+                    skipped.append(frame.id)
+                    errors.append(frame.error)
                     continue
                 xs.append(self._processed(frame))
                 ys.append(frame.label)
                 ids.append(frame.id)
                 if len(xs) == batch_size:
-                    yield self._pack(xs, ys, ids) + (len(state.skipped),)
-                    xs, ys, ids = [], [], []
+                    yield self._pack(xs, ys, ids) + (skipped, errors)
+                    xs, ys, ids, skipped, errors = [], [], [], [], []
         if xs:
-            yield self._pack(xs, ys, ids) + (len(state.skipped),)
+            yield self._pack(xs, ys, ids) + (skipped, errors)
+        elif skipped:
+            yield None, None, [], skipped, errors
 
     def _processed(self, frame: Frame) -> np.ndarray:
         out = self.preprocess.pixels(frame.pixels)  # type: ignore[arg-type]  # the arithmetic runs per batch

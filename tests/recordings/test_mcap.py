@@ -165,66 +165,42 @@ def test_not_an_mcap_file(tmp_path):
         McapSource(tmp_path / "none.mcap")
 
 
-def test_an_early_close_stops_the_decoder(tmp_path, rng):
+@pytest.mark.parametrize("in_process", [False, True])
+def test_an_early_close_stops_the_decoder(tmp_path, rng, in_process):
+    import multiprocessing
     import threading
 
-    from nnwatch.recordings.prefetch import THREAD_NAME
+    from nnwatch.recordings.prefetch import THREAD_NAME, can_fork
 
     needs("mcap", "mcap_ros2")
+    if in_process and not can_fork():
+        pytest.skip("this platform cannot fork: decoding runs in a thread")
     path = tmp_path / "long.mcap"
     write_mcap(path, {"/cam": ("sensor_msgs/msg/Image", [(image_msg(rng.integers(0, 256, (4, 4), dtype=np.uint8),
                                                                     "mono8", i), i) for i in range(30)])})
-    it = McapSource(path, "/cam", RAW).batches(1)
+    src = McapSource(path, "/cam", RAW)
+    src.decode_in_process = in_process
+    it = src.batches(1)
     next(it)
-    assert open_files(path)  # the decoding thread holds the recording open
+    decoders = multiprocessing.active_children()
+    assert open_files(path, *[p.pid for p in decoders]) and len(decoders) == in_process  # the decoder holds it open
     it.close()
-    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME] and not multiprocessing.active_children()
     assert not open_files(path)  # and closed it before close() returned
 
 
-def open_files(path):
+def open_files(path, *pids):
+    """Descriptors open on ``path`` in this process and the processes ``pids``."""
     import os
 
-    fds = "/proc/self/fd"
-    if not os.path.isdir(fds):
+    if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc/self/fd (Linux)")
     found = []
-    for fd in os.listdir(fds):
-        try:
-            if os.readlink(os.path.join(fds, fd)) == str(path):
-                found.append(fd)
-        except OSError:
-            pass
+    for fds in ["/proc/self/fd"] + [f"/proc/{pid}/fd" for pid in pids]:
+        for fd in os.listdir(fds):
+            try:
+                if os.readlink(os.path.join(fds, fd)) == str(path):
+                    found.append((fds, fd))
+            except OSError:
+                pass
     return found
-
-
-def test_an_early_close_warns_only_about_frames_before_it(recording):
-    import warnings
-
-    path, _ = recording
-    src = McapSource(path, "/camera/image", RAW)
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        it = src.batches(1)
-        next(it)  # frame 0; the thread has read ahead past the skipped frames 1 and 4
-        it.close()
-    assert not [w for w in rec if issubclass(w.category, RecordingWarning)]
-    assert src.skipped == []  # only a complete pass sets it
-
-
-def test_a_recording_cut_short_is_read_up_to_the_cut(tmp_path, rng):
-    needs("mcap", "mcap_ros2")
-    frames = [rng.integers(0, 256, (4, 4), dtype=np.uint8) for _ in range(40)]
-    path = tmp_path / "full.mcap"
-    write_mcap(path, {"/cam": ("sensor_msgs/msg/Image", [(image_msg(f, "mono8", i), T0 + i)
-                                                         for i, f in enumerate(frames)])}, chunk_size=256)
-    data = path.read_bytes()
-    cut = tmp_path / "cut.mcap"
-    cut.write_bytes(data[: len(data) // 2])  # the recorder was killed: no summary, no footer, a torn chunk
-    with pytest.warns(RecordingWarning, match=r"cut.mcap is cut short .*; reading the \d+ messages of /cam"):
-        src = McapSource(cut, preprocess=Preprocess(channels="gray", scale=1.0))
-    n = len(src)
-    assert 5 < n < 40
-    x = np.concatenate([b for b, _ in src.batches(8)])
-    assert x.shape == (n, 1, 4, 4)
-    np.testing.assert_array_equal(x[:, 0], np.stack(frames[:n]))

@@ -89,3 +89,34 @@ def test_an_abandoned_consumer_stops_the_thread():
 def test_depth_must_be_positive():
     with pytest.raises(InputError, match="depth must be >= 1"):
         prefetch(lambda: iter(()), depth=0)
+
+
+def test_a_forked_producer_gives_the_same_items_and_errors():
+    import multiprocessing
+    import os
+
+    from nnwatch.recordings.prefetch import can_fork
+
+    if not can_fork():
+        pytest.skip("this platform cannot fork")
+    assert list(prefetch(lambda: iter(range(300)), depth=3, in_process=True)) == list(range(300))
+
+    def failing():
+        yield 1
+        raise InputError("frame 2 is broken")
+
+    it = prefetch(failing, in_process=True)
+    assert next(it) == 1
+    with pytest.raises(InputError, match="frame 2 is broken"):
+        next(it)
+
+    def dying():
+        yield 1
+        os._exit(3)  # a decoder that crashes (a codec's segfault) must not hang the consumer
+
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        list(prefetch(dying, in_process=True))
+    endless = prefetch(lambda: iter(range(10**9)), depth=2, in_process=True)
+    next(endless)
+    endless.close()
+    assert not multiprocessing.active_children()
