@@ -16,6 +16,7 @@ Ids are ``{"path": relative path}``; a file that cannot be decoded is skipped (w
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -67,13 +68,23 @@ class ImageSource(RecordingSource):
             yield Frame(frame_id, pixels, label)
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS and path.is_file()
+def _walk(root: Path) -> Iterator[str]:
+    """Relative POSIX paths of the image files below ``root``, hidden files and folders left out.
+
+    ``os.walk`` reads each folder's entries with their types (one ``getdents``, no ``stat`` per
+    file): listing 10,000 files costs milliseconds, not a ``stat`` each.
+    """
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for name in names:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in EXTENSIONS:
+                yield prefix + name
 
 
 def _list_folder(root: Path) -> tuple[list[str], list[int | None], list[str] | None]:
-    files = sorted(rel for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if _is_image(p))
-                   if not any(part.startswith(".") for part in rel.split("/")))  # hidden files and folders aside
+    files = sorted(_walk(root))
     if not files:
         raise InputError(f"images:{root}: no {', '.join(EXTENSIONS)} files in the folder or below it")
     if all("/" in f for f in files):
