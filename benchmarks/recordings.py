@@ -157,10 +157,12 @@ def measure(spec: str, n: int, model: Path, profile: Path, work: Path, repeats: 
 
 
 def peak_rss_mib(spec: str, model: Path, profile: Path, work: Path, batch: int) -> float:
-    """Peak RSS of a separate ``nnwatch screen`` process over the whole source."""
+    """Peak RSS of a separate ``nnwatch screen`` process over the whole source: the larger of the
+    process itself and its decoding process (a fork of it, so sharing most of its pages)."""
     code = ("import resource, sys, warnings\nwarnings.simplefilter('ignore')\nfrom nnwatch.cli.main import main\n"
             "rc = main(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
+            "print(max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, "
+            "resource.RUSAGE_CHILDREN)))\nsys.exit(rc)")
     args = [sys.executable, "-c", code, "screen", str(model), str(profile), "--data", spec, "--preprocess",
             str(work / "gray.json"), "--out", str(work / "rss.csv"), "--batch-size", str(batch), "--providers",
             "cpu", "--quiet"]
