@@ -52,6 +52,9 @@ run() {  # name, command...
   local rc=$?
   echo "$name: exit $rc after $(( SECONDS - t0 )) s (log $LOGS/bench_$name.log)"
   [ $rc -eq 0 ] || FAILED="$FAILED $name"
+  # copied back after each run: an interrupted session keeps what finished
+  cp -r "$BENCH/benchmarks/results/." "$ROOT/benchmarks/results/"
+  cp -r "$BENCH/docs/figures/." "$ROOT/docs/figures/"
 }
 FAILED=""
 echo "benchmarks at $REV in $BENCH"
@@ -62,8 +65,6 @@ run perception_loop python examples/perception_loop.py --quiet --out benchmarks/
 run language bash benchmarks/language.sh $SEARCH
 run install_size python benchmarks/install_size.py
 run readme_timings bash -c "cd benchmarks && python readme_timings.py"
-cp -r "$BENCH/benchmarks/results/." "$ROOT/benchmarks/results/"
-cp -r "$BENCH/docs/figures/." "$ROOT/docs/figures/"
 python benchmarks/render_docs.py || FAILED="$FAILED render"
 if [ -n "$FAILED" ]; then
   echo "run_all.sh: failed:$FAILED" >&2
