@@ -69,6 +69,7 @@ MEASURES = {
     "stream": _PACKAGE_BUT_HEADS + ["benchmarks/stream.py"],
     "tap_budget": _PACKAGE_BUT_HEADS + ["benchmarks/tap_budget.py"],
     "perception_loop": _PACKAGE_BUT_HEADS + ["examples/perception_loop.py"],
+    "recordings": _PACKAGE_BUT_HEADS + ["benchmarks/recordings.py"],
     "install_size": ["pyproject.toml", "constraints.txt", "benchmarks/install_size.py"],
     "readme_timings": ["nnwatch", "tests", "examples", "pyproject.toml", "constraints.txt", "benchmarks/readme_timings.py"],
     "heads_bench": _LANGUAGE,
