@@ -37,6 +37,13 @@ fi
 LOGS=${LOGS:-/tmp}
 BENCH="$ROOT/../nnwatch-bench"
 REV=$(git rev-parse HEAD)
+# One run at a time: another run_all.sh would switch the worktree's code under the running one.
+LOCK="$BENCH.lock"
+if ! mkdir "$LOCK" 2>/dev/null; then
+  echo "run_all.sh: another run holds $LOCK (its worktree is in use); wait for it, or remove the folder if none runs" >&2
+  exit 2
+fi
+trap 'rmdir "$LOCK"' EXIT
 if [ -d "$BENCH" ]; then
   git -C "$BENCH" checkout -q -- . && git -C "$BENCH" checkout -q --detach "$REV" || exit 1
 else
