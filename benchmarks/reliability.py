@@ -95,6 +95,8 @@ def fuzz(runs: int) -> dict:
                            str(corpus)], cwd=ROOT, capture_output=True, text=True)
     done = re.findall(r"Done (\d+) runs", proc.stderr)
     cov = re.findall(r"cov: (\d+)", proc.stderr)
+    if proc.returncode and not done:
+        raise SystemExit(f"reliability.py: the atheris fuzzer did not run:\n{proc.stderr[-600:]}")
     out["atheris"] = {"runs": int(done[-1]) if done else 0, "exit": proc.returncode,
                       "coverage_edges": int(cov[-1]) if cov else 0,
                       "crash": "Uncaught Python exception" in proc.stderr, "tail": proc.stderr[-600:]}
@@ -122,6 +124,11 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--fuzz-runs", type=int, default=20_000)
     args = ap.parse_args()
+    import importlib.util
+
+    if importlib.util.find_spec("atheris") is None:
+        # checked before the hour of work: a result without the fuzzer would record 0 runs as if measured
+        sys.exit("reliability.py: the coverage-guided fuzzer needs atheris; pip install atheris, then run again")
     result = {"soak": soak(args.calls)}
     print("soak done", file=sys.stderr)
     result["kills"] = kills(args.kills)
