@@ -2,19 +2,21 @@
 
 Builds, offline and in about half a minute:
 
-- ``OUT/model.onnx`` and ``OUT/profile.npz``: the demo's digits CNN, instrumented, profiled
-  and calibrated at 5% false alarms (the same steps as ``nnwatch demo``);
+- ``OUT/model.onnx`` and ``OUT/profile.npz``: the demo's digits CNN, instrumented with the
+  recording's preprocessing (kept in the model), profiled and calibrated at 5% false alarms
+  (the same steps as ``nnwatch demo``); ``OUT/plain.onnx``: the model without taps;
 - ``OUT/drive.mcap``: 60 s of a 30 Hz camera, ``sensor_msgs/msg/CompressedImage`` (PNG) on
   ``/camera/image/compressed``, every frame a test digit (never trained or calibrated on)
   shown at 64x64 with a little sensor noise. From 25 s the contrast slowly fades (fog on the
   lens, 15 s); from 40 s come 3 s of adversarial frames (PGD, eps 0.1, against this model);
   then clean frames again. Header stamps at 30 Hz; log times 5 ms later (transport);
-- ``OUT/preprocess.json``: how a 64x64 camera frame becomes the model's 8x8 input;
+- ``OUT/preprocess.json``: how a 64x64 camera frame becomes the model's 8x8 input (the same
+  steps the model keeps; for other models instrumented from ``plain.onnx``);
 - ``OUT/segments.json``: which frames are clean, fog and attack.
 
 Then screen it (the command is printed at the end)::
 
-    nnwatch screen OUT/model.onnx OUT/profile.npz --data mcap:OUT/drive.mcap --preprocess OUT/preprocess.json \\
+    nnwatch screen OUT/model.onnx OUT/profile.npz --data mcap:OUT/drive.mcap \\
         --stream --out OUT/verdicts.mcap --report OUT/timeline.html
 
 and open ``OUT/timeline.html`` in a browser, or ``OUT/drive.mcap`` and ``OUT/verdicts.mcap``
@@ -38,6 +40,7 @@ from nnwatch.demo import prepare_demo_model
 from nnwatch.eval.attacks import pgd, predict
 
 HZ = 30
+PREPROCESS = {"channels": "gray", "resize": [8, 8], "interpolation": "nearest"}  # a 64x64 camera frame -> 8x8
 UPSCALE = 8  # 8x8 digits shown as 64x64 camera frames
 TOPIC = "/camera/image/compressed"
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01 00:00:00 UTC
@@ -102,21 +105,20 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    demo = prepare_demo_model(out, say=say)
+    demo = prepare_demo_model(out, say=say, preprocess=PREPROCESS)
     test = demo["test"]
     say(f"[5/6] building {args.seconds:g} s of camera frames at {HZ} Hz (fog from 25 s, an attack burst at 40 s)")
     frames, kind = drive_frames(test.x, test.y, demo["torch_model"], args.seconds)
     say(f"[6/6] writing {out / 'drive.mcap'}")
     write_drive(out / "drive.mcap", frames)
-    (out / "preprocess.json").write_text(json.dumps(
-        {"channels": "gray", "resize": [8, 8], "interpolation": "nearest"}, indent=1) + "\n")
+    (out / "preprocess.json").write_text(json.dumps(PREPROCESS, indent=1) + "\n")
     segments = {k: [int(i) for i in np.flatnonzero(kind == k)] for k in dict.fromkeys(kind)}
     (out / "segments.json").write_text(json.dumps(
         {k: {"frames": len(v), "first": v[0], "last": v[-1]} for k, v in segments.items()}, indent=1) + "\n")
-    print(f"wrote {out}/drive.mcap ({len(frames)} frames on {TOPIC}), model.onnx, profile.npz, preprocess.json, "
-          "segments.json\nscreen it:\n"
+    print(f"wrote {out}/drive.mcap ({len(frames)} frames on {TOPIC}), model.onnx (keeps its preprocessing), "
+          "plain.onnx (the model without taps), profile.npz, preprocess.json, segments.json\nscreen it:\n"
           f"  nnwatch screen {out}/model.onnx {out}/profile.npz --data mcap:{out}/drive.mcap "
-          f"--preprocess {out}/preprocess.json --stream --out {out}/verdicts.mcap --report {out}/timeline.html")
+          f"--stream --out {out}/verdicts.mcap --report {out}/timeline.html")
     return 0
 
 

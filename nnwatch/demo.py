@@ -91,7 +91,8 @@ def compact_table(ev: Any, decision: str) -> str:
     return "\n".join(lines)
 
 
-def prepare_demo_model(out: Path, progress: bool = False, seed: int = 0, say: Any = None) -> dict[str, Any]:
+def prepare_demo_model(out: Path, progress: bool = False, seed: int = 0, say: Any = None,
+                       preprocess: Any = None) -> dict[str, Any]:
     """Train, export, profile and calibrate the demo's digits CNN into ``out``.
 
     Parameters
@@ -104,6 +105,8 @@ def prepare_demo_model(out: Path, progress: bool = False, seed: int = 0, say: An
         Training seed.
     say : callable, optional
         Receives progress messages.
+    preprocess : str, dict or Preprocess, optional
+        Recorded frames' preprocessing, kept in the model (see :func:`nnwatch.export.instrument`).
 
     Returns
     -------
@@ -122,7 +125,8 @@ def prepare_demo_model(out: Path, progress: bool = False, seed: int = 0, say: An
     acc = accuracy(model, test.x, test.y)
     say(f"      test accuracy {acc:.3f}")
     say("[2/6] exporting to ONNX with monitored activations")
-    manifest = export_module(model, torch.from_numpy(train.x[:1]), out / "model.onnx", plain_out=out / "plain.onnx")
+    manifest = export_module(model, torch.from_numpy(train.x[:1]), out / "model.onnx", plain_out=out / "plain.onnx",
+                             preprocess=preprocess)
     say(f"      taps: {', '.join(f'{t.layer}({t.neurons})' for t in manifest.taps)}")
     say("[3/6] building the training profile (two streaming passes)")
     profile = build_profile(out / "model.onnx", train, progress=progress)

@@ -216,8 +216,23 @@ def _fits_model(source: Any, input_shape: tuple, preprocess: Any, declared: bool
     fix = ("instrument the original model again with a --preprocess that gives that shape" if declared else
            "set channels (gray: 1 channel), resize / crop and layout in a --preprocess JSON file")
     raise InputError(f"{source.name}: frames come out as {got} ({pre.layout}, {pre.channels}, from {origin}) but "
-                     f"the model takes {want} per sample; {fix}, e.g. "
-                     '{"channels": "gray", "resize": [28, 28]}')
+                     f"the model takes {want} per sample; {fix}{_shape_example(input_shape)}")
+
+
+def _shape_example(input_shape: tuple) -> str:
+    """A --preprocess JSON that gives the model's per-sample shape, where it can be read off."""
+    import json
+
+    if len(input_shape) != 3 or any(not isinstance(d, int) for d in input_shape):
+        return ""
+    if input_shape[0] in (1, 3):
+        channels, (h, w), layout = input_shape[0], input_shape[1:], "NCHW"
+    elif input_shape[2] in (1, 3):
+        channels, (h, w), layout = input_shape[2], input_shape[:2], "NHWC"
+    else:
+        return ""
+    spec = {"channels": "gray" if channels == 1 else "rgb", "resize": [h, w], "layout": layout}
+    return f", e.g. {json.dumps(spec)}"
 
 
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
@@ -446,7 +461,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
             print(f"stream: no alarm over {stream.frames} frames ({tests}; final capital {stream.statistic:.3g} "
                   f"and {stream.class_statistic:.3g})")
         else:
-            print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in the stream.* columns")
+            print(f"stream: ALARM at frame {stream.first_alarm} ({tests}); per-frame capital in "
+                  + ("the stream fields of each /nnwatch/verdict message" if str(args.out).endswith(".mcap")
+                     else "the stream.* columns"))
     return 0
 
 
