@@ -9,6 +9,7 @@ higher for normal inputs (the conformal p-value of the decision detector), ``pre
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Sequence
 
@@ -62,6 +63,61 @@ class MonitorEstimator:
         self.random_state = random_state
         self.batch_size = batch_size
         self.providers = providers
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn's estimator contract: ``clone``, grid search).
+
+        Parameters
+        ----------
+        deep : bool
+            Accepted for scikit-learn; no parameter is itself an estimator.
+
+        Returns
+        -------
+        dict
+            ``{parameter: value}``, the values as given.
+        """
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "MonitorEstimator":
+        """Set constructor parameters (refitting is up to the caller, as in scikit-learn).
+
+        Parameters
+        ----------
+        **params
+            Parameters of :class:`MonitorEstimator`.
+
+        Returns
+        -------
+        MonitorEstimator
+            self.
+
+        Raises
+        ------
+        InputError
+            A name that is not a parameter (lists the ones there are).
+        """
+        names = self._param_names()
+        unknown = [k for k in params if k not in names]
+        if unknown:
+            raise InputError(f"MonitorEstimator has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                             f"{', '.join(names)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn >= 1.6 reads an estimator's tags: an outlier detector that needs no labels."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type="outlier_detector", target_tags=TargetTags(required=False), no_validation=True)
+
+    def __repr__(self) -> str:
+        return f"MonitorEstimator({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def fit(self, X: Any, y: Any = None) -> "MonitorEstimator":
         """Build the profile and calibrate on disjoint parts of clean data.

@@ -107,6 +107,9 @@ def _language(args: argparse.Namespace) -> bool:
         if getattr(args, "preprocess", None):
             raise InputError("--preprocess is for image recordings fed to a classifier, not for a language detector "
                              f"file ({args.model}); drop it")
+        if getattr(args, "detector", None):
+            raise InputError("--detector NAME:key=value is for classifier models; a language detector file names its "
+                             "columns with --detectors")
         return True
     if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "
@@ -235,6 +238,19 @@ def _shape_example(input_shape: tuple) -> str:
     return f", e.g. {json.dumps(spec)}"
 
 
+def _with_detector_options(args: argparse.Namespace, names: Any, profile: Any) -> Any:
+    """The detector set with ``--detector NAME:key=value`` applied: each replaces NAME's default instance."""
+    from ..monitor.monitor import default_detectors
+    from ..monitor.registry import parse_detector_spec
+
+    specs = getattr(args, "detector", None) or []
+    if not specs:
+        return names
+    given = {parse_detector_spec(spec)[0]: spec for spec in specs}
+    base = tuple(names) if names is not None else default_detectors(profile)
+    return [given.pop(n, n) for n in base] + list(given.values())
+
+
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
              every_default: bool = False) -> Any:
     import warnings
@@ -243,11 +259,13 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
     from ..monitor.monitor import Monitor
     from ..profile.store import load_profile
 
-    if every_default:  # the default set plus the saved fusion's members
+    if every_default or getattr(args, "detector", None):
         profile = load_profile(args.profile) if profile is None else profile
+    if every_default:  # the default set plus the saved fusion's members
         cal = profile.calibration
         extra = tuple(extra) + (tuple(cal.fusion["members"]) if cal is not None and cal.fusion is not None else ())
     detectors = tuple(dict.fromkeys(DEFAULT + tuple(extra))) if extra or every_default else None
+    detectors = _with_detector_options(args, detectors, profile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
@@ -556,7 +574,14 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
 
-    detectors = DEFAULT if args.detectors == "all" else tuple(d for d in args.detectors.split(",") if d)
+    from ..profile.store import load_profile
+
+    if args.detectors is None:  # what the monitor runs with this profile
+        detectors = None
+    else:
+        detectors = DEFAULT if args.detectors == "all" else tuple(d for d in args.detectors.split(",") if d)
+    profile = load_profile(profile) if not hasattr(profile, "calibration") else profile
+    detectors = _with_detector_options(args, detectors, profile)
     mon = Monitor(model_path, profile, threads=args.threads, providers=args.providers, detectors=detectors)
     fixed = mon.manifest.batch
     if fixed is not None and fixed != args.batch:

@@ -8,7 +8,8 @@ from typing import Sequence
 
 from ..errors import NnwatchError
 from .paths import check_argument_order, check_outputs
-from .types import budget_text, detector_names, detector_names_any, non_negative_float, positive_int, unit_interval
+from .types import (budget_text, detector_names, detector_names_any, detector_with_params, non_negative_float,
+                    positive_int, unit_interval)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
                    help="a Python detector joins the fused verdict only if it costs at most this share of the "
                         "model's batch-1 inference (0: compiled columns only)")
+    _detector_option(c)
     c.add_argument("--out", help="write the calibrated profile (or detector file) here instead of updating it in place")
     c.add_argument("--truncate", action="store_true",
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help=DATA_HELP + "; for a detector file: prompts JSONL (FILE[,FILE...])")
     s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
                    "need only the prefill)")
+    _detector_option(s)
     s.add_argument("--onnx", help="detector file only: score on this exported prefill (nnwatch heads export) "
                    "with onnxruntime")
     s.add_argument("--truncate", action="store_true",
@@ -168,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--contrast", action="store_true",
                     help="detector file: add the test half of the built-in safe-but-alarming prompts with their "
                          "unsafe counterparts")
+    _detector_option(ev)
     ev.add_argument("--json", help="write results as JSON here")
     ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")
     _common(ev)
@@ -185,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once); "
                    "classifier models (a detector file times --timed-prompts prompts, 3 rounds each)")
     b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (torch threads for a detector file)")
-    b.add_argument("--detectors", default="all", help="'all' or comma-separated detector names (e.g. coverage)")
+    b.add_argument("--detectors", help="'all' (the default set, calibrated or not) or comma-separated detector names "
+                   "(e.g. coverage); default: what the monitor runs with this profile (its calibrated verdict)")
+    _detector_option(b)
     b.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"), help="onnxruntime execution providers")
     b.add_argument("--per-detector", action="store_true", help="also time each detector's own scoring and its tables")
     b.add_argument("--json", help="also write the measurements as JSON here")
@@ -234,6 +240,13 @@ def _ray_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default="local", metavar="ADDRESS",
                    help="with --ray: 'local' starts a local instance; 'auto', HOST:PORT or ray://HOST:PORT joins a cluster")
     p.add_argument("--workers", type=positive_int, default=2, help="with --ray: actors, each holding one model session")
+
+
+def _detector_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", action="append", type=detector_with_params, metavar="NAME[:key=value,...]",
+                   help="classifier models: run this detector with these parameters (repeatable), e.g. "
+                        "react:percentile=95 or ash:variant=b; replaces the default's own instance of NAME. "
+                        "Parameters given at calibrate time are recorded and used by later commands")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

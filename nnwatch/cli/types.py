@@ -113,3 +113,15 @@ def budget_text(text: str) -> str:
     except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("--budget must be ", "expected ")) from None
     return text
+
+
+def detector_with_params(text: str) -> str:
+    """Argparse type: ``NAME`` or ``NAME:key=value,...`` of a registered detector (checked by building it)."""
+    from ..errors import InputError
+    from ..monitor.registry import parse_detector_spec
+
+    try:
+        parse_detector_spec(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

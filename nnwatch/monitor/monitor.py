@@ -30,7 +30,7 @@ from ..profile.store import load_profile
 from .budget import Budget, LatencyTracker, over_budget_error
 from .detector import BatchView, Detector
 from .detectors import COMPILED, DEFAULT
-from .registry import make_detector
+from .registry import make_detector, parse_detector_spec
 from .results import StreamUpdate, Verdicts
 from .runner import Runner, Workspace
 
@@ -45,6 +45,26 @@ class InputRangeWarning(UserWarning):
     """Live inputs lie far outside the range of the inputs the profile was built on."""
 
 
+def default_detectors(profile: Profile) -> tuple[str, ...]:
+    """What a monitor runs when not told: the fused verdict's compiled columns and members once the
+    profile's calibration has one, else :data:`nnwatch.monitor.detectors.DEFAULT`.
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile (and its calibration, if any).
+
+    Returns
+    -------
+    tuple of str
+        Detector names.
+    """
+    cal = profile.calibration
+    if cal is not None and cal.fusion is not None:
+        return tuple(dict.fromkeys(COMPILED + tuple(cal.fusion["members"]) + (FUSED,)))
+    return DEFAULT
+
+
 class Monitor:
     """Runtime monitor for an instrumented classifier.
 
@@ -56,10 +76,14 @@ class Monitor:
         and ``spinning`` are the Runner's).
     profile : Profile or path
         Profile built for this model (refused otherwise).
-    detectors : sequence of str or None
-        Detectors to run. None: :data:`nnwatch.monitor.detectors.DEFAULT`; once the profile's
-        calibration has a fused verdict, its compiled columns, the fused verdict and its
-        members (Python detectors outside the fusion are not run).
+    detectors : sequence of str or Detector, or None
+        Detectors to run: registered names, with parameters if wanted (``"react"``,
+        ``"react:percentile=95"``, see :func:`nnwatch.monitor.registry.parse_detector_spec`), or
+        :class:`Detector` instances (``make_detector("ash", variant="b")`` or a user's own
+        class), which the monitor fits. A bare name takes the parameters recorded with the
+        profile's calibration, if any. None: :data:`nnwatch.monitor.detectors.DEFAULT`; once the
+        profile's calibration has a fused verdict, its compiled columns, the fused verdict and
+        its members (Python detectors outside the fusion are not run).
     decision : str
         Detector whose calibrated flag and p-value set ``flag`` and ``confidence``. "auto":
         the fused verdict when the calibration has one over detectors this monitor runs
@@ -102,7 +126,7 @@ class Monitor:
     """
 
     def __init__(self, model: str | os.PathLike | bytes | Runner, profile: Profile | str | os.PathLike,
-                 detectors: Sequence[str] | None = None, decision: str = "auto", rare_rate: float | None = None,
+                 detectors: Sequence[str | Detector] | None = None, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
                  spinning: bool = True, compact_tables: bool | None = None, engine: str = "compiled") -> None:
@@ -146,9 +170,8 @@ class Monitor:
         self.budget = budget or Budget()
         self.requested_decision = decision
         if detectors is None:
-            fused = cal is not None and cal.fusion is not None
-            detectors = tuple(dict.fromkeys(COMPILED + tuple(cal.fusion["members"]) + (FUSED,))) if fused else DEFAULT
-        self.detectors = self._fit_detectors(detectors, decision, profile)
+            detectors = default_detectors(profile)
+        self.detectors = self._fit_detectors(detectors, decision, profile, recorded.get("detector_params", {}))
         self.parallel = parallel
         self.columns = tuple(self.detectors)
         dets = list(self.detectors.values())
@@ -173,17 +196,36 @@ class Monitor:
         self._set_calibration(cal)  # packs the tables (and builds the graph engine's model)
         self._check_memory()
 
-    def _fit_detectors(self, detectors: Sequence[str], decision: str, profile: Profile) -> dict[str, Detector]:
-        names = list(dict.fromkeys(detectors))
-        if not names:
+    def _fit_detectors(self, detectors: Sequence[str | Detector], decision: str, profile: Profile,
+                       recorded: dict[str, dict]) -> dict[str, Detector]:
+        if isinstance(detectors, (str, Detector)):
+            detectors = [detectors]
+        given: dict[str, Detector] = {}
+        for item in detectors:
+            if isinstance(item, Detector):
+                det = item
+            elif isinstance(item, str):
+                name, params = parse_detector_spec(item)
+                # a bare name takes the parameters its calibration was made with, so a saved monitor reloads
+                det = make_detector(name, **(params or recorded.get(name, {})))
+            else:
+                raise InputError(f"detectors holds {item!r}; give detector names ('react', 'react:percentile=95') "
+                                 "or Detector instances")
+            if det.name in given and given[det.name].params() == det.params() and not isinstance(item, Detector):
+                continue  # the same name twice: run it once
+            if det.name in given:
+                raise InputError(f"detector {det.name!r} is given twice; a monitor runs each detector once, with one set of "
+                                 "parameters")
+            given[det.name] = det
+        if not given:
             raise InputError("detectors is empty; pass at least one detector name")
-        if decision != "auto" and decision not in names:
-            names.append(decision)
-        if self.budget.policy == "degrade" and self.budget.fallback not in names:
-            names.append(self.budget.fallback)
+        for name in ([decision] if decision != "auto" else []) + (
+                [self.budget.fallback] if self.budget.policy == "degrade" else []):
+            if name not in given:
+                given[name] = make_detector(name, **recorded.get(name, {}))
         fitted: dict[str, Detector] = {}
-        for name in names:
-            det = make_detector(name).with_head(self.runner.head)
+        for name, det in given.items():
+            det.with_head(self.runner.head)
             try:
                 det.fit(profile)
             except NotFittedError as exc:

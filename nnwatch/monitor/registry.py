@@ -7,6 +7,9 @@ protocol). :func:`register` adds a user's detector class and refuses a name alre
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from .._validate import unknown_name
 from ..errors import InputError
 from .detector import Detector
@@ -70,13 +73,41 @@ def register(cls: type[Detector]) -> type[Detector]:
     return cls
 
 
-def make_detector(name: str) -> Detector:
-    """Instantiate a registered detector.
+def detector_parameters(name: str) -> dict[str, Any]:
+    """The parameters a registered detector takes, with their defaults.
 
     Parameters
     ----------
     name : str
         Registered name.
+
+    Returns
+    -------
+    dict
+        ``{parameter: default}`` (``inspect.Parameter.empty`` where there is none).
+
+    Raises
+    ------
+    InputError
+        Unknown name.
+    """
+    if name not in REGISTRY:
+        raise unknown_name("detector", name, REGISTRY)
+    signature = inspect.signature(REGISTRY[name].__init__)
+    return {p.name: p.default for p in list(signature.parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """Instantiate a registered detector with its parameters.
+
+    Parameters
+    ----------
+    name : str
+        Registered name.
+    **params
+        The detector's parameters (e.g. ``make_detector("react", percentile=95)``); see
+        :func:`detector_parameters`.
 
     Returns
     -------
@@ -86,8 +117,62 @@ def make_detector(name: str) -> Detector:
     Raises
     ------
     InputError
-        Unknown name (lists the registered ones).
+        Unknown name (lists the registered ones), a parameter the detector does not take (lists
+        the ones it does), or a value it refuses.
     """
-    if name not in REGISTRY:
-        raise unknown_name("detector", name, REGISTRY)
-    return REGISTRY[name]()
+    accepted = detector_parameters(name)
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        takes = ", ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k for k, v in accepted.items())
+        raise InputError(f"detector {name!r} takes no parameter {', '.join(map(repr, unknown))}; it takes "
+                         f"{takes or 'no parameters'}")
+    try:
+        return REGISTRY[name](**params)
+    except TypeError as exc:  # e.g. a required parameter missing
+        raise InputError(f"detector {name!r}: {exc}") from None
+
+
+def _value(text: str) -> Any:
+    """A parameter value written on a command line: int, float, true/false, or text."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Read ``NAME`` or ``NAME:key=value,key=value`` (the CLI's ``--detector``).
+
+    Parameters
+    ----------
+    spec : str
+        E.g. ``"react:percentile=95"`` or ``"ash:percentile=90,variant=b"``.
+
+    Returns
+    -------
+    tuple
+        ``(name, params)``; values are int, float, bool (``true``/``false``) or text.
+
+    Raises
+    ------
+    InputError
+        Malformed text, an unknown detector or parameter (checked by building it).
+    """
+    name, _, rest = str(spec).strip().partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise InputError(f"detector {spec!r}: {item!r} is not key=value; write NAME:key=value,key=value, "
+                             "e.g. react:percentile=95")
+        if key.strip() in params:
+            raise InputError(f"detector {spec!r} sets {key.strip()!r} twice")
+        params[key.strip()] = _value(value.strip())
+    make_detector(name, **params)  # refuses an unknown name, parameter or value now, before any work
+    return name, params
+

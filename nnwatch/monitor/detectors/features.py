@@ -4,7 +4,8 @@
   Deep Nearest Neighbors", ICML 2022). Features ``z = x / ||x||`` of the penultimate layer;
   score = Euclidean distance from ``z`` to its k-th nearest normalized training feature.
   The profile keeps a uniform sample of ``m`` of the ``n`` trusted features, so k is scaled
-  like the paper's sampling experiments: ``k = max(1, round(50 * m / n))``.
+  like the paper's sampling experiments: ``k = max(1, round(50 * m / n))``, unless given
+  (``knn:k=10``).
 - ``boxes``: box abstraction monitor (Henzinger, Lukina, Schilling, "Outside the Box:
   Abstraction-Based Monitoring of Neural Networks", ECAI 2020). Each class's sampled features
   are clustered with k-means into up to ``K = 3`` clusters; each cluster gives a box
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import NotFittedError
+from ...errors import InputError, NotFittedError
 from ...profile.schema import Profile
 from ..detector import BatchView, Detector
 from ...kernels.rules import finite_or_inf_rows as finite_or_inf
@@ -44,11 +45,21 @@ class DeepKNN(Detector):
     name = "knn"
     cost = "full"
 
+    def __init__(self, k: int | None = None) -> None:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise InputError(f"knn k must be a whole number >= 1 (or None: scaled to the profile's sample), got {k!r}")
+        self.k = None if k is None else int(k)
+
+    def params(self) -> dict:
+        return {} if self.k is None else {"k": self.k}  # the default records nothing, as before k was a parameter
+
     def _fit(self, profile: Profile) -> None:
         self.layer_, feats, _ = _sample(profile)
         self.bank_ = np.ascontiguousarray(_normalize(feats))
         m, n = len(feats), max(int(profile.ranges.count[-1]), 1)
-        self.k_ = int(min(m, max(1, round(50 * m / n))))
+        if self.k is not None and self.k > m:
+            raise NotFittedError(f"knn k={self.k} exceeds the profile's feature sample ({m} features)")
+        self.k_ = self.k if self.k is not None else int(min(m, max(1, round(50 * m / n))))
 
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted()
