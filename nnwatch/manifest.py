@@ -125,6 +125,11 @@ class TapManifest:
         (:data:`JOINED_OUTPUT`): one output, so one copy per call on any device. The taps'
         ``output`` tensors then feed it and are not graph outputs themselves. None: one graph
         output per tap.
+    macs : int or None
+        Multiply-adds of one sample through the original model, counted from its graph
+        (:mod:`nnwatch.export.macs`); what a monitor's costs are weighed against without a
+        stopwatch. None when some product's shapes could not be inferred, or for a model
+        instrumented before the count was recorded.
     """
 
     fingerprint: str
@@ -137,6 +142,7 @@ class TapManifest:
     penultimate: str | None = None
     selection: dict | None = None
     joined: str | None = None
+    macs: int | None = None
 
     @property
     def layer_names(self) -> list[str]:
@@ -216,6 +222,7 @@ class TapManifest:
                 penultimate=None if body.get("penultimate") is None else str(body["penultimate"]),
                 selection=None if body.get("selection") is None else dict(body["selection"]),
                 joined=None if body.get("joined") is None else str(body["joined"]),
+                macs=None if body.get("macs") is None else int(body["macs"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelError(f"nnwatch manifest is incomplete or malformed ({exc!r}); re-instrument the model") from None
@@ -250,6 +257,8 @@ class TapManifest:
             raise ModelError("nnwatch manifest: joined taps must all be float32 vectors reduced in the graph")
         if self.penultimate is not None and self.penultimate not in self.layer_names:
             raise ModelError(f"nnwatch manifest: penultimate layer {self.penultimate!r} is not a tap")
+        if self.macs is not None and self.macs < 0:
+            raise ModelError(f"nnwatch manifest: multiply-adds {self.macs} must be >= 0")
         if len(self.fingerprint) != 64:
             raise ModelError("nnwatch manifest fingerprint is not a sha256 hex digest")
 

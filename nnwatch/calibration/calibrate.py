@@ -21,9 +21,8 @@ from ..errors import InputError, NotFittedError
 from ..profile.overlap import training_overlap
 from ..profile.schema import Calibration
 from ..sources import ArraySource, as_source, in_memory
-from ..timing import interleaved
 from .fused_verdict import COST_BUDGET, FUSED, add_fusion
-from .groups import TrainingOverlapWarning, calibration_from_scores
+from .groups import CalibrationWarning, TrainingOverlapWarning, calibration_from_scores
 
 
 def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool = False,  # type: ignore[no-untyped-def]
@@ -91,9 +90,9 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         The fused verdict's members (default: chosen from the clean scores and cost by
         :func:`nnwatch.calibration.fused_verdict.choose_members`).
     fusion_budget : float
-        When choosing members: a detector written in Python joins only if its measured
-        batch-1 cost is at most this share of the model's batch-1 inference time (0: only
-        the compiled columns).
+        When choosing members: a detector written in Python, or Mahalanobis, joins only if
+        its counted multiply-adds per sample (:meth:`Monitor.counted_costs`) are at most this
+        share of the model's own (0: only the free compiled columns).
     batch_size : int
         Samples per call.
     progress : bool
@@ -112,7 +111,7 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     """
     alpha = check_probability(fpr, "fpr")
     if not float(fusion_budget) >= 0:
-        raise InputError(f"fusion_budget must be >= 0 (a share of the inference time), got {fusion_budget}")
+        raise InputError(f"fusion_budget must be >= 0 (a share of the model's multiply-adds), got {fusion_budget}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
@@ -137,9 +136,20 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     cal = calibration_from_scores(names, matrix, pred, monitor.profile.n_classes, alpha, min_class_samples,
                                   settings=settings)
     if FUSED in monitor.columns:
-        costs, inference = budgeted_costs(monitor, source.x[:1])  # recorded; a budget only for chosen members
-        budget = float(fusion_budget) * inference if fusion_members is None else None
-        add_fusion(cal, by_cost(monitor, names), fusion_members, costs_us=costs, budget_us=budget)
+        costs, model_macs = monitor.counted_costs()  # counts, not timings: the same data, the same members
+        if fusion_members is not None:
+            budget = None
+        elif model_macs is None:
+            budget = 0.0  # nothing to weigh against: only the free compiled columns join (others when named)
+            if any(costs.get(n, 0) for n in names):
+                warnings.warn(CalibrationWarning(
+                    "this model's multiply-adds are not recorded (instrumented by an older nnwatch, or shapes "
+                    f"not inferable), so {sorted(n for n in names if costs.get(n, 0))} cannot be weighed against it "
+                    "and join the fused verdict only when named (fusion_members / --fuse); instrument the model "
+                    "again to have them weighed"), stacklevel=2)
+        else:
+            budget = float(fusion_budget) * model_macs
+        add_fusion(cal, by_cost(monitor, names), fusion_members, costs=costs, budget=budget, model_macs=model_macs)
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal
@@ -165,34 +175,6 @@ def warn_training_overlap(monitor, source: ArraySource) -> None:  # type: ignore
             f"{share} calibration inputs that could be checked are also in the profile's training data "
             f"({monitor.profile.header.get('dataset') or 'unnamed'}); calibrate on clean data the profile never saw, "
             "or the thresholds come out too low and the false-alarm guarantee does not hold"), stacklevel=3)
-
-
-def budgeted_costs(monitor, x: np.ndarray, rounds: int = 30) -> tuple[dict[str, float], float]:  # type: ignore[no-untyped-def]
-    """Median batch-1 cost of each detector the fusion budget applies to, and of the inference, in µs.
-
-    The budget applies to detectors written in Python and to compiled columns whose cost grows
-    with the model (``timed_alone``: Mahalanobis); the other compiled columns cost a pass over
-    the taps that the monitor makes anyway.
-
-    Parameters
-    ----------
-    monitor : Monitor
-        The monitor.
-    x : numpy.ndarray
-        One input ``(1, ...)``.
-    rounds : int
-        Timed rounds (interleaved).
-
-    Returns
-    -------
-    tuple
-        ``(detector -> µs, inference µs)``; the other compiled columns are not listed.
-    """
-    calls = monitor.scoring_calls(x)
-    budgeted = [n for n, det in monitor.detectors.items() if det.compiled_source is None or det.timed_alone]
-    timed = interleaved({n: calls[n] for n in budgeted + ["inference"]}, rounds, warmup=3)
-    inference = timed.pop("inference")["p50_ms"] * 1e3
-    return {name: t["p50_ms"] * 1e3 for name, t in timed.items()}, inference
 
 
 def by_cost(monitor, names: Sequence[str]) -> list[str]:  # type: ignore[no-untyped-def]

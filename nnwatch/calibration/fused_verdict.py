@@ -20,9 +20,11 @@ validity: validity comes from step 3 whatever the members' dependence.
 Members are chosen from clean data and cost alone (:func:`choose_members`): the candidate
 detectors in order of cost, skipping any whose clean calibration scores rank like (absolute
 Spearman correlation >= ``redundancy``) a member already chosen, since a near-copy adds cost
-and double-counts one signal, and any detector written in Python whose measured batch-1 cost
-exceeds ``COST_BUDGET`` of the model's own batch-1 inference time (columns computed in the
-compiled passes cost next to nothing and always qualify). Users can name the members instead.
+and double-counts one signal, and any detector written in Python, or Mahalanobis, whose
+counted multiply-adds per sample exceed ``COST_BUDGET`` of the model's own (counted from its
+graph when it was instrumented; columns computed in the shared compiled pass cost next to
+nothing and always qualify). Counts, not a stopwatch: the same data on another machine, or
+under load, gives the same members. Users can name the members instead.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .groups import CalibrationWarning, check_calibration_size, compile_conforma
 FUSED = "fused"
 RULE = "fisher"
 REDUNDANCY = 0.95
-COST_BUDGET = 0.10  # a Python member may add at most this share of the model's batch-1 inference time
+COST_BUDGET = 0.10  # a costed member may add at most this share of the model's multiply-adds per sample
 NOT_MEMBERS = ("coverage", FUSED)  # "coverage" is already the mean of four coverage columns
 
 
@@ -98,7 +100,7 @@ def spearman(scores: np.ndarray) -> np.ndarray:
 
 
 def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: float = REDUNDANCY,
-                   costs_us: dict[str, float] | None = None, budget_us: float | None = None) -> list[str]:
+                   costs: dict[str, float] | None = None, budget: float | None = None) -> list[str]:
     """Members of the fusion: candidates in the given (cost) order, near-copies and costly ones skipped.
 
     Parameters
@@ -110,9 +112,9 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     redundancy : float
         Skip a candidate whose absolute Spearman correlation with a chosen member is at
         least this, on the clean calibration scores.
-    costs_us : dict, optional
-        Measured batch-1 cost of candidates (missing: free, i.e. compiled columns).
-    budget_us : float, optional
+    costs : dict, optional
+        Counted per-sample cost of candidates (missing: free, i.e. compiled columns).
+    budget : float, optional
         Skip a candidate costing more than this.
 
     Returns
@@ -125,9 +127,9 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     InputError
         No candidate is calibrated and within the budget.
     """
-    costs_us = costs_us or {}
+    costs = costs or {}
     names = [n for n in candidates if n in cal.detectors and n not in NOT_MEMBERS
-             and (budget_us is None or costs_us.get(n, 0.0) <= budget_us)]
+             and (budget is None or costs.get(n, 0.0) <= budget)]
     if not names:
         raise InputError(f"none of {list(candidates)} is calibrated, within the cost budget and can join a fusion "
                          f"(calibrated: {cal.detectors})")
@@ -139,8 +141,8 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     return [names[j] for j in chosen]
 
 
-def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_us: dict[str, float] | None = None,
-                budget_us: float | None = None) -> dict:
+def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs: dict[str, float] | None = None,
+                budget: float | None = None, model_macs: int | None = None) -> dict:
     """The fusion recorded with a calibration (checked, JSON-able).
 
     Parameters
@@ -151,14 +153,15 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
         Member detectors, all calibrated.
     seed : int
         Seed of the A/B split.
-    costs_us, budget_us : optional
-        Measured batch-1 costs of the candidates and the budget they were held to (recorded).
+    costs, budget, model_macs : optional
+        Counted per-sample multiply-adds of the candidates, the budget they were held to and
+        the model's own count (recorded).
 
     Returns
     -------
     dict
-        ``{"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}``: the costs of
-        every measured candidate (compiled members: 0), so the choice can be audited.
+        ``{"members", "rule", "seed", "tail_quantile", "costs", "budget", "model_macs"}``: the
+        counts of every weighed candidate (compiled members: 0), so the choice can be audited.
 
     Raises
     ------
@@ -171,10 +174,11 @@ def fusion_spec(cal: Calibration, members: Sequence[str], seed: int = 0, costs_u
         raise InputError(f"fusion members must be calibrated detectors other than {list(NOT_MEMBERS)}; "
                          f"not usable: {missing or 'none given'} (calibrated: {cal.detectors})")
     check_calibration_size(len(cal.classes), cal.fpr, "a fused verdict", parts=2)
-    costs = {m: 0.0 for m in members}  # compiled members: free
-    costs.update({name: float(us) for name, us in (costs_us or {}).items()})  # every measured candidate
+    counted = {m: 0 for m in members}  # compiled members: free
+    counted.update({name: int(n) for name, n in (costs or {}).items()})  # every weighed candidate
     return {"members": members, "rule": RULE, "seed": int(seed), "tail_quantile": TAIL_QUANTILE,
-            "costs_us": costs, "budget_us": None if budget_us is None else float(budget_us)}
+            "costs": counted, "budget": None if budget is None else float(budget),
+            "model_macs": None if model_macs is None else int(model_macs)}
 
 
 def check_spec(spec: dict, cal: Calibration) -> None:
@@ -243,8 +247,8 @@ def compile_fusion(cal: Calibration, columns: Sequence[str], n_classes: int) -> 
 
 
 def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[str] | None = None,
-               seed: int = 0, warn: bool = True, costs_us: dict[str, float] | None = None,
-               budget_us: float | None = None) -> Calibration:
+               seed: int = 0, warn: bool = True, costs: dict[str, float] | None = None,
+               budget: float | None = None, model_macs: int | None = None) -> Calibration:
     """Record a fused verdict in a calibration (members chosen by :func:`choose_members` if not given).
 
     Parameters
@@ -259,18 +263,17 @@ def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[st
         Seed of the A/B split.
     warn : bool
         Warn (:class:`CalibrationWarning`) instead of raising when the calibration is too small.
-    costs_us, budget_us : optional
-        Measured candidate costs and the budget of :func:`choose_members`.
+    costs, budget, model_macs : optional
+        Counted candidate costs, the budget of :func:`choose_members`, the model's count.
 
     Returns
     -------
     Calibration
         ``cal``, with ``fusion`` set (left None when too small and ``warn``).
     """
-    chosen = list(members) if members is not None else choose_members(cal, candidates, costs_us=costs_us,
-                                                                       budget_us=budget_us)
+    chosen = list(members) if members is not None else choose_members(cal, candidates, costs=costs, budget=budget)
     try:
-        cal.fusion = fusion_spec(cal, chosen, seed, costs_us, budget_us)
+        cal.fusion = fusion_spec(cal, chosen, seed, costs, budget, model_macs)
     except InputError as exc:
         if not warn or members is not None:
             raise

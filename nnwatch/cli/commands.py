@@ -261,10 +261,13 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
 
     if every_default or getattr(args, "detector", None):
         profile = load_profile(args.profile) if profile is None else profile
+    base = DEFAULT
     if every_default:  # the default set plus the saved fusion's members
         cal = profile.calibration
-        extra = tuple(extra) + (tuple(cal.fusion["members"]) if cal is not None and cal.fusion is not None else ())
-    detectors = tuple(dict.fromkeys(DEFAULT + tuple(extra))) if extra or every_default else None
+        fused = cal is not None and cal.fusion is not None
+        extra = tuple(extra) + (tuple(cal.fusion["members"]) if fused else ())
+        base = DEFAULT if fused else tuple(d for d in DEFAULT if d != "fused")  # it needs a calibration
+    detectors = tuple(dict.fromkeys(base + tuple(extra))) if extra or every_default else None
     detectors = _with_detector_options(args, detectors, profile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -533,6 +536,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                batch_size=args.batch_size, model_input=shape, profile=mon.profile,
                                                runner=mon.runner)
     ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
+    if mon.calibration is None or mon.calibration.fusion is None:
+        ev.notes.append("the fused verdict (nnwatch's default decision) needs a calibration and is not compared "
+                        "here: nnwatch calibrate MODEL PROFILE --data CLEAN_HELD_OUT, then evaluate again; AUROC and "
+                        "the oracle columns need no threshold, so every detector above is compared as it is")
     if args.json:  # files first: a reader that stops early (| head) must not cost them
         write_json(args.json, ev.to_json())
     if args.report:
@@ -573,7 +580,6 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     from ..eval.report import write_json
     from ..monitor.detectors import DEFAULT
     from ..monitor.monitor import Monitor
-
     from ..profile.store import load_profile
 
     if args.detectors is None:  # what the monitor runs with this profile
@@ -600,8 +606,9 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
     result["model"] = str(model_path)
     result["tapping_ms"] = result["tapped"]["p50_ms"] - result["plain (IOBinding)"]["p50_ms"]
     result["scoring_ms"] = result["monitored"]["p50_ms"] - result["tapped"]["p50_ms"]
-    if args.per_detector:
-        result["detector_costs"] = detector_costs(mon, x, iters=args.iters)
+    # always: which part of the scoring dominates (the full table with --per-detector)
+    result["detector_costs"] = detector_costs(mon, x, iters=args.iters if args.per_detector else min(args.iters, 100))
+    result["detectors"] = list(mon.columns)
     if args.json:  # the file first: a reader that stops early (| head) must not cost it
         write_json(args.json, result)
     m, p, b = result["monitored"], result["plain"], result["plain (IOBinding)"]
@@ -631,6 +638,11 @@ def _bench(args: argparse.Namespace, model_path: Any, profile: Any) -> int:
               f"{ratio:.2f}x faster for this model here (choose it with Monitor(..., engine='{faster}'))")
     else:
         print(f"engines: the graph engine was not timed: {why_not}")
+    costs = result["detector_costs"]
+    top = max(costs, key=lambda n: costs[n]["p50_us"])
+    print(f"the monitor runs {', '.join(mon.columns)} (decision: {mon.decision}); the costliest part of its scoring: "
+          f"{top}, {costs[top]['p50_us']:.1f} us of {sum(c['p50_us'] for c in costs.values()):.1f} us in all parts"
+          + ("" if args.per_detector else " (--per-detector: each part)"))
     if args.per_detector:
         print("per detector, batch {}: {}".format(args.batch, "; ".join(
             f"{n} {c['p50_us']:.1f} us, {c['table_bytes'] / 2**20:.2f} MiB" for n, c in result["detector_costs"].items())))

@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fuse", type=detector_names, metavar="NAME,...",
                    help="members of the fused verdict (default: chosen from the clean scores and cost)")
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
-                   help="a Python detector joins the fused verdict only if it costs at most this share of the "
-                        "model's batch-1 inference (0: compiled columns only)")
+                   help="a Python detector, or Mahalanobis, joins the fused verdict only if its multiply-adds per "
+                        "sample are at most this share of the model's own, both counted, not timed (0: the free "
+                        "compiled columns only)")
     _detector_option(c)
     c.add_argument("--out", help="write the calibrated profile (or detector file) here instead of updating it in place")
     c.add_argument("--truncate", action="store_true",

@@ -31,6 +31,8 @@ class Evaluation:
         One row per (set, detector): auroc, aupr, fpr_at_95tpr, tpr_at_5fpr (oracle
         threshold on this test data), tpr_cal / fpr_cal (at the thresholds calibrated on
         clean validation data).
+    notes : list of str
+        What was left out and why (e.g. a column that needs a calibration the monitor lacks).
     """
 
     id_name: str
@@ -38,6 +40,7 @@ class Evaluation:
     id_flags: dict[str, np.ndarray]
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def table(self, metric: str = "auroc") -> tuple[list[str], list[str], np.ndarray]:
         """Matrix of one metric.
@@ -80,6 +83,7 @@ class Evaluation:
         for r in self.rows:
             lines.append(f"| {r['set']} | {r['detector']} | {r['auroc']:.3f} | {r['aupr']:.3f} | "
                          f"{r['fpr_at_95tpr']:.3f} | {r['tpr_at_5fpr']:.3f} | {_fmt(r['tpr_cal'])} | {_fmt(r['fpr_cal'])} |")
+        lines += [""] + [f"note: {n}" for n in self.notes] if self.notes else []
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +95,7 @@ class Evaluation:
             id set, sizes and rows.
         """
         return {"id": self.id_name, "n_id": int(next(iter(self.id_scores.values())).size),
-                "sets": {k: v["n"] for k, v in self.sets.items()}, "rows": self.rows}
+                "sets": {k: v["n"] for k, v in self.sets.items()}, "rows": self.rows, "notes": self.notes}
 
 
 def _fmt(v: float | None) -> str:
@@ -123,14 +127,21 @@ def evaluate(monitor, clean: ArraySource, anomalous: Mapping[str, np.ndarray | A
     declared = getattr(getattr(monitor, "runner", None), "preprocess", None)  # pixels read as the model declares
     clean = in_memory(as_source(clean, preprocess=declared), batch_size)  # a recording or batches: decoded once
     id_scores, id_flags, _ = collect_scores(monitor, clean.x, batch_size, progress, "clean")
-    result = Evaluation(clean.name, id_scores, id_flags)
+    # a column with no score at all (the fused verdict of an uncalibrated monitor) is left out, and said so
+    blank = [d for d, s in id_scores.items() if np.isnan(s).all()]
+    id_scores = {d: s for d, s in id_scores.items() if d not in blank}
+    result = Evaluation(clean.name, id_scores, id_flags, notes=[
+        f"{d}: no scores without a calibration (nnwatch calibrate), left out" for d in blank])
     for name, data in anomalous.items():
         x = data if isinstance(data, np.ndarray) else in_memory(as_source(data, preprocess=declared), batch_size).x
         if len(x) == 0:
             continue
         scores, flags, _ = collect_scores(monitor, x, batch_size, progress, name)
+        scores = {d: s for d, s in scores.items() if d not in blank}
         result.sets[name] = {"scores": scores, "flags": flags, "n": int(len(x))}
         for det, s in scores.items():
+            if det in blank:
+                continue
             row: dict[str, Any] = {"set": name, "detector": det, **summarize(id_scores[det], s)}
             row["tpr_cal"] = float(flags[det].mean()) if det in flags else None
             row["fpr_cal"] = float(id_flags[det].mean()) if det in id_flags else None

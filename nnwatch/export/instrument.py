@@ -28,6 +28,7 @@ from .._validate import unknown_name
 from ..errors import InputError, ModelError
 from ..manifest import HEAD_KEY, JOINED_OUTPUT, MANIFEST_KEY, PREPROCESS_KEY, Tap, TapManifest, check_logit_columns, encode_head
 from ..recordings.preprocess import load_preprocess
+from .macs import count_macs
 from .names import tap_output_name
 from .quantized import INTEGER_TYPES, dequantized_source, quant_params, quantized_layer_tensors
 from .select import ACTIVATION_OPS, auto_tensors, classifier_head, logits_tensor, penultimate_tensor, producers
@@ -280,6 +281,10 @@ def instrument(
     model, digest = load_onnx(source)
     if any(p.key == MANIFEST_KEY for p in model.metadata_props):
         raise ModelError("this model is already instrumented by nnwatch; instrument the original model instead")
+    try:
+        macs, uncounted = count_macs(model)
+    except ValueError:  # e.g. a model over protobuf's 2 GiB: no count, costs are then not weighed
+        macs, uncounted = 0, 1
     g = _index(model)
     tensors, penultimate = _choose_tensors(g, layers, max_taps, include_penultimate)
     untyped = [t for t in tensors + [g.logits] if t in g.prod and (not g.types.get(t, (0, ()))[0] or not g.types[t][1])]
@@ -304,6 +309,7 @@ def instrument(
         penultimate=penult_layer,
         selection=selection,
         joined=JOINED_OUTPUT if join else None,
+        macs=None if uncounted else macs,
     )
     manifest.validate()
     _record(g, manifest, penultimate)

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import NotFittedError
+from ..errors import InputError, NotFittedError
 from ..kernels.coverage import CoverageTables, coverage_scores
 from ..kernels.rules import checked_coverage_rows, logit_stats_rows, top_places
 from ..profile.schema import Profile
@@ -118,6 +118,7 @@ class Detector:
     timed_alone: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False  # recomputes logits: needs the classifier head (with_head)
     fitted_: bool = False
+    _offsets_seen: np.ndarray | None = None
     head_: tuple[np.ndarray, np.ndarray] | None = None
 
     def with_head(self, head: tuple[np.ndarray, np.ndarray] | None) -> "Detector":
@@ -146,6 +147,26 @@ class Detector:
         """
         return {}
 
+    def ops(self) -> int:
+        """Multiply-adds (or numbers read) per sample this detector adds to a monitored call.
+
+        The count a fused verdict's membership weighs against the model's own multiply-adds,
+        instead of a stopwatch. A compiled column of the shared pass costs 0 (the pass runs
+        anyway). Otherwise, by default, every number of the fitted arrays (attributes ending in
+        ``_``) is read once per sample: the kNN bank, a head's weights, a basis; detectors
+        whose scoring reads less override it (Mahalanobis: its whitening and whitened means).
+        A detector written in Python also pays a per-call interpreter cost the count leaves out.
+
+        Returns
+        -------
+        int
+            Per-sample count (after :meth:`fit`).
+        """
+        self.check_fitted()
+        if self.compiled_source is not None and not self.timed_alone:
+            return 0
+        return int(sum(v.size for k, v in vars(self).items() if k.endswith("_") and isinstance(v, np.ndarray)))
+
     def fit(self, profile: Profile) -> "Detector":
         """Derive this detector's state from a profile.
 
@@ -163,6 +184,7 @@ class Detector:
             raise NotFittedError(f"detector {self.name!r} recomputes logits and needs the classifier head, which this "
                                  "model does not expose as a final Gemm or MatMul+Add on the tapped features")
         self._fit(profile)
+        self.shape_ = (int(profile.n_classes), tuple(int(n) for n in profile.layer_sizes))
         self.fitted_ = True
         return self
 
@@ -196,16 +218,32 @@ class Detector:
             raise NotFittedError(f"{self.name} needs a profile with {what} (penultimate layer tapped)")
         return int(layer)
 
-    def check_fitted(self) -> None:
-        """Raise unless fitted.
+    def check_fitted(self, view: BatchView | None = None) -> None:
+        """Raise unless fitted, and unless ``view`` has the layers and classes it was fitted on.
+
+        Parameters
+        ----------
+        view : BatchView, optional
+            The batch about to be scored.
 
         Raises
         ------
         NotFittedError
             Not fitted.
+        InputError
+            The view's layer sizes or class count differ from the profile's.
         """
         if not self.fitted_:
             raise NotFittedError(f"detector {self.name!r} is not fitted; call fit(profile)")
+        if view is None or (view.offsets is self._offsets_seen and view.logits.shape[1:] == (self.shape_[0],)):
+            return  # a monitor passes the same offsets array every call: checked once
+        sizes = np.diff(view.offsets)
+        if view.logits.ndim != 2 or view.logits.shape[1] != self.shape_[0] or len(sizes) != len(self.shape_[1]) \
+                or any(int(a) != b for a, b in zip(sizes, self.shape_[1])):
+            raise InputError(f"detector {self.name!r} was fitted on {self.shape_[0]} classes and layers of "
+                             f"{list(self.shape_[1])} neurons; this batch has logits {tuple(view.logits.shape)} and "
+                             f"layers of {sizes.tolist()}")
+        self._offsets_seen = view.offsets
 
     def score(self, view: BatchView) -> np.ndarray:
         """Per-sample anomaly scores (higher = more anomalous).

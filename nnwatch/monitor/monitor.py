@@ -521,6 +521,22 @@ class Monitor:
             entry = plans[batch] = (ws, self._generation, plan, args, direct)
         return entry
 
+    def counted_costs(self) -> tuple[dict[str, int], int | None]:
+        """Per-sample multiply-adds of each detector a fusion's cost budget applies to, and the model's.
+
+        The detectors written in Python and the compiled columns whose cost grows with the model
+        (``timed_alone``: Mahalanobis), counted by :meth:`Detector.ops`; the model's own count is
+        the one recorded when it was instrumented (None for a model instrumented before that).
+        Counts, not timings: two calibrations on the same data choose the same members.
+
+        Returns
+        -------
+        tuple
+            ``(detector -> multiply-adds, model multiply-adds or None)``.
+        """
+        counted = {n: det.ops() for n, det in self.detectors.items() if det.compiled_source is None or det.timed_alone}
+        return counted, self.manifest.macs
+
     def scoring_calls(self, x: np.ndarray) -> dict[str, Any]:
         """Zero-argument calls that redo each part of a monitored call on ``x``'s buffers (for timing).
 

@@ -33,6 +33,11 @@ READABLE_VERSIONS = (1, FORMAT_VERSION)
 MAX_HEADER_BYTES = 1 << 24
 
 
+# the fusion record; a calibration from before member costs were counted (timed instead) still
+# loads, and its monitor says to calibrate again where the rule it records is not this nnwatch's
+FUSION_KEYS = {"members", "rule", "seed", "tail_quantile", "costs", "budget", "model_macs"}
+FUSION_KEYS_TIMED = {"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}
+
 def _peek(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a member's .npy header, without reading (or allocating) the data."""
     with archive.open(name + ".npy") as fh:
@@ -205,10 +210,11 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
         fusion = cal.get("fusion")
         if fusion is not None and (
                 not isinstance(fusion, dict)
-                or set(fusion) != {"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}
-                or not isinstance(fusion["costs_us"], dict)
-                or not all(isinstance(v, (int, float)) for v in fusion["costs_us"].values())
-                or not (fusion["budget_us"] is None or isinstance(fusion["budget_us"], (int, float)))
+                or set(fusion) not in (FUSION_KEYS, FUSION_KEYS_TIMED)
+                or not isinstance(fusion.get("costs", fusion.get("costs_us")), dict)
+                or not all(isinstance(v, (int, float)) for v in fusion.get("costs", fusion.get("costs_us")).values())
+                or not all(fusion.get(k) is None or isinstance(fusion[k], (int, float))
+                           for k in ("budget", "budget_us", "model_macs"))
                 or not isinstance(fusion["members"], list) or not fusion["members"]
                 or not all(isinstance(m, str) and m in cal["detectors"] for m in fusion["members"])
                 or not isinstance(fusion["rule"], str) or not isinstance(fusion["seed"], int)

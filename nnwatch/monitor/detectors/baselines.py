@@ -48,7 +48,7 @@ class MaxSoftmax(Detector):
     compiled_source = SOURCE_MSP  # a monitor computes it in its decision pass
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         m, lse = view.logit_stats
         return finite_or_inf(-np.expm1(m - lse))
 
@@ -60,7 +60,7 @@ class MaxLogit(Detector):
     compiled_source = SOURCE_MAX_LOGIT
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         return finite_or_inf(-view.logit_stats[0])
 
 
@@ -71,7 +71,7 @@ class Energy(Detector):
     compiled_source = SOURCE_ENERGY
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         return finite_or_inf(-view.logit_stats[1])
 
 
@@ -115,6 +115,11 @@ class Mahalanobis(Detector):
         # One thread (nnwatch.kernels.gaussian): BLAS's threads would fight onnxruntime's.
         return whitened_distances(x, self.whiten_, self.whitened_means_t_, self.mean_norms_)
 
+    def ops(self) -> int:
+        """``D * D + D * C``: the whitening and the whitened class means, per sample."""
+        self.check_fitted()
+        return int(self.whiten_.size + self.whitened_means_t_.size)
+
     def compiled_model(self, offsets: np.ndarray) -> Model:
         """The model the compiled verdict pass scores with: the same formula and arrays.
 
@@ -133,5 +138,5 @@ class Mahalanobis(Detector):
                      self.mean_norms_)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         return finite_or_inf(self.class_distances(view.layer(self.layer_).astype(np.float64)).min(axis=1))

@@ -36,7 +36,7 @@ class DecisionBoundaryDistance(Detector):
         self.inv_norm_ = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             z = x @ self.weight_.T + self.bias_  # logits recomputed: z_p - z_c is the signed margin

@@ -62,7 +62,7 @@ class DeepKNN(Detector):
         self.k_ = self.k if self.k is not None else int(min(m, max(1, round(50 * m / n))))
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         z = _normalize(view.layer(self.layer_).astype(np.float64))
         with np.errstate(invalid="ignore"):
             sq = np.maximum(2.0 - 2.0 * (z @ self.bank_.T), 0.0)  # unit vectors: |a-b|^2 = 2 - 2 a.b
@@ -162,7 +162,7 @@ class OutsideTheBox(Detector):
         return excess.max(axis=2)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
         out = np.empty(view.batch)
         with np.errstate(invalid="ignore"):

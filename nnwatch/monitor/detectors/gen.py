@@ -43,7 +43,7 @@ class GeneralizedEntropy(Detector):
         return {"gamma": self.gamma, "top": self.top}
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         with np.errstate(invalid="ignore", over="ignore"):
             p = np.exp(log_softmax(view.logits))
             m = min(self.top, p.shape[1])

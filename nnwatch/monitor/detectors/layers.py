@@ -68,7 +68,7 @@ class LayerMahalanobis(Detector):
                 self.scale_.append(1.0 / var)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         pred = view.pred
         total = np.zeros(view.batch)
         with np.errstate(invalid="ignore", over="ignore"):

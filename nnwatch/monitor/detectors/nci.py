@@ -50,7 +50,7 @@ class NeuralCollapse(Detector):
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             pred = np.argmax(x @ self.weight_.T + self.bias_, axis=1)

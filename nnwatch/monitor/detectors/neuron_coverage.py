@@ -25,7 +25,7 @@ class _Column(Detector):
     compiled_source = 0
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         return view.coverage_checked[:, self.compiled_source]
 
 
@@ -75,5 +75,5 @@ class CombinedCoverage(Detector):
         pass
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         return coverage_mean_rows(view.coverage_checked, int(view.offsets[-1]), view.top_places)

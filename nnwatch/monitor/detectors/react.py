@@ -46,7 +46,7 @@ class ReAct(Detector):
         self.weight_, self.bias_ = (a.astype(np.float64) for a in self.head_)
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = np.minimum(view.layer(self.layer_).astype(np.float64), self.clip_)
         with np.errstate(invalid="ignore", over="ignore"):
             return finite_or_inf(-logsumexp_rows(x @ self.weight_.T + self.bias_))

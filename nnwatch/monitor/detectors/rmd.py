@@ -34,7 +34,7 @@ class RelativeMahalanobis(Mahalanobis):
         self.background_mean_ = mean @ self.background_whiten_
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             md0 = ((x @ self.background_whiten_ - self.background_mean_) ** 2).sum(axis=1)

@@ -58,7 +58,7 @@ class VirtualLogit(Detector):
         self.alpha_ = float(max_logit.mean() / max(residual_norm.mean(), 1e-12))
 
     def score(self, view: BatchView) -> np.ndarray:
-        self.check_fitted()
+        self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             virtual = self.alpha_ * np.linalg.norm((x - self.origin_) @ self.residual_, axis=1)

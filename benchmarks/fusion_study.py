@@ -1,0 +1,249 @@
+"""Which rule should combine the fused verdict's members? A study on what a user has.
+
+The rule is chosen on clean validation data and synthetic anomalies made from it (uniform
+noise, blends of two clean inputs of different classes, blur, low contrast: what
+``instrument --budget`` also judges layers with); the benchmark's attacks, other dataset and
+corruptions of held-out sources (benchmarks/detection.py's sets) only validate the choice.
+
+Per model (the three of benchmarks/detection.py, trained the same way), every detector's
+scores are computed once and cached; each rule is then a function of the member evidence
+(:mod:`nnwatch.kernels.fusion`'s definition: per-class conformal -log p against half A, with
+its exponential tail), and its fused statistic on half B, clean test data and every set gives
+AUROCs. Each rule keeps the guarantee the same way (the final conformal stage on half B), so
+only power is compared. The members are those ``choose_members`` picks from the clean scores
+(no cost budget): the candidates the evaluation's fusion uses.
+
+Writes benchmarks/results/fusion_study.json/.md. Run: python benchmarks/fusion_study.py
+[--cache DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from _common import write
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def synthetic(x: np.ndarray, pred: np.ndarray, seed: int = 1) -> dict[str, np.ndarray]:
+    """Anomalies a user can make from clean data alone."""
+    from nnwatch.eval import corruptions as cor
+
+    rng = np.random.default_rng(seed)
+    i = rng.permutation(len(x))
+    j = np.array([rng.choice(np.flatnonzero(pred != pred[k])) for k in i])
+    return {"noise (synthetic)": cor.uniform_noise(x, seed=seed),
+            "blend of two classes (synthetic)": (0.5 * x[i] + 0.5 * x[j]).astype(np.float32),
+            "blur (synthetic)": cor.blur(x, radius=2),
+            "low contrast (synthetic)": cor.contrast(x, factor=0.3)}
+
+
+def score_dataset(name: str, quick: bool, cache: Path) -> dict:
+    """Train the benchmark's model for ``name`` and score every detector on every set (cached)."""
+    path = cache / f"{name}{'-quick' if quick else ''}.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=False)
+        return {k: data[k] for k in data.files}
+    import torch
+
+    import detection as bench
+    from nnwatch.calibration.calibrate import collect_scores
+    from nnwatch.eval.models import digits_cnn, lenet, train_classifier
+    from nnwatch.eval.zoo import fmnist_resnet
+    from nnwatch.export.from_torch import export_module
+    from nnwatch.monitor.detectors import ALL
+    from nnwatch.monitor.monitor import Monitor
+    from nnwatch.monitor.profiling import build_profile
+    from nnwatch.sources import load_digits, load_idx
+
+    torch.set_num_threads(1)
+    n = dict(bench.SPLITS[name])
+    if quick:
+        n = {k: v // 2 for k, v in n.items()}
+    if name == "digits":
+        train, val, test = load_digits("train"), load_digits("val"), load_digits("test")
+        other_x = bench.mnist_as_digits(load_idx(bench.DATA / "mnist", "test").x)
+        b, c = n["clean"], n["clean"] + n["sources"]
+        val_x, clean_x, clean_y = val.x, test.x[:b], test.y[:b]
+        other = "mnist"
+    else:
+        own, other = ("mnist", "fashion_mnist") if name == "mnist" else ("fashion_mnist", "mnist")
+        train, test = load_idx(bench.DATA / own, "train"), load_idx(bench.DATA / own, "test")
+        other_x = load_idx(bench.DATA / other, "test").x
+        a, b, c = n["val"], n["val"] + n["clean"], n["val"] + n["clean"] + n["sources"]
+        val_x, clean_x, clean_y = test.x[:a], test.x[a:b], test.y[a:b]
+    src_x, src_y = test.x[b:c], test.y[b:c]
+    say(f"{name}: training")
+    net = {"mnist": lenet, "fmnist": fmnist_resnet, "digits": digits_cnn}[name]()
+    epochs = {"mnist": (4, 10), "fmnist": (6, 25), "digits": (20, 40)}[name][0 if quick else 1]
+    net = train_classifier(net, train.x, train.y, epochs=epochs, seed=0, lr=2e-3)
+    model = cache / f"{name}.onnx"
+    export_module(net, torch.from_numpy(train.x[:1]), model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        profile = build_profile(model, train)
+        mon = Monitor(model, profile, detectors=[d for d in ALL if d != "fused"], providers="cpu")
+    say(f"{name}: anomalies")
+    sets, _ = bench.anomalies(net, src_x, src_y, other_x[: len(clean_x)], f"{other} (other dataset)", quick,
+                              shift_px=2 if name == "digits" else 4)
+    out: dict[str, np.ndarray] = {}
+    val_scores, _, val_pred = collect_scores(mon, val_x)
+    columns = list(val_scores)
+    out["columns"] = np.array(columns)
+    out["val"], out["val_pred"] = np.stack([val_scores[d] for d in columns], 1), val_pred
+    sets = {"clean": clean_x, **sets, **synthetic(val_x, val_pred)}
+    names = []
+    for k, (set_name, x) in enumerate(sets.items()):
+        say(f"{name}: scoring {set_name} ({len(x)})")
+        scores, _, pred = collect_scores(mon, x)
+        out[f"set{k}"], out[f"set{k}_pred"] = np.stack([scores[d] for d in columns], 1), pred
+        names.append(set_name)
+    out["set_names"] = np.array(names)
+    clean_pred = out["set0_pred"]
+    out["clean_correct"] = (clean_pred == clean_y).astype(np.int8)
+    np.savez(path, **out)
+    return out
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+def member_evidence(ref_scores: np.ndarray, ref_pred: np.ndarray, scores: np.ndarray, pred: np.ndarray,
+                    n_classes: int, pooled: bool = False, tail: str = "linear") -> np.ndarray:
+    """(N, m) evidence of each sample and member against half A: per class (or pooled) -log p, tail beyond max."""
+    from nnwatch.kernels.fusion import TAIL_QUANTILE
+
+    out = np.empty(scores.shape)
+    groups = [np.arange(len(ref_pred))] if pooled else [np.flatnonzero(ref_pred == c) for c in range(n_classes)]
+    every = np.arange(len(ref_pred))
+    for c in range(n_classes):
+        rows = np.flatnonzero(pred == c)
+        if not len(rows):
+            continue
+        idx = groups[0] if pooled else groups[c]
+        if len(idx) < 20:  # as the monitor: a class with too few samples is compared with everyone
+            idx = every
+        for k in range(scores.shape[1]):
+            ref = np.sort(ref_scores[idx, k])
+            n = len(ref)
+            s = scores[rows, k]
+            n_ge = n - np.searchsorted(ref, s, side="left")
+            top, q = ref[-1], ref[int(TAIL_QUANTILE * (n - 1))]
+            scale = max(top - q, 1e-9 * (1 + abs(top)))
+            beyond = (s - top) / scale
+            t = np.log(n + 1) + (beyond if tail == "linear" else np.log1p(np.maximum(beyond, 0)))
+            e = np.where(n_ge > 0, -np.log((1 + n_ge) / (n + 1)), t)
+            out[rows, k] = np.where(np.isfinite(s), e, np.inf)
+    return out
+
+
+def rules(e: np.ndarray) -> dict[str, np.ndarray]:
+    """Every candidate combination of an evidence matrix (N, m)."""
+    from scipy.special import gammaincc
+
+    m = e.shape[1]
+    fisher = e.sum(axis=1)
+    tippett = e.max(axis=1)
+    top_sorted = -np.sort(-e, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p_fisher = gammaincc(m, np.minimum(fisher, 1e300))  # P(Gamma(m) >= T): Fisher's p under independence
+        p_tippett = -np.expm1(m * np.log1p(-np.exp(-np.minimum(tippett, 700))))  # 1 - (1 - min p)^m
+        minp = -np.log(np.maximum(np.minimum(p_fisher, p_tippett), 1e-300))
+        minp = np.where(np.isfinite(fisher) & np.isfinite(tippett), np.where(minp >= 690, 690 + np.maximum(fisher, tippett) / 1e3, minp), np.inf)
+    return {"fisher": fisher, "tippett": tippett, "fisher+tippett (min p)": minp,
+            "top-2 sum": top_sorted[:, :2].sum(axis=1), "top-half sum": top_sorted[:, : max(1, m // 2)].sum(axis=1),
+            "fisher + max": fisher + tippett}
+
+
+def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
+    from nnwatch.eval.metrics import auroc as metric
+
+    return float(metric(neg, pos))
+
+
+def study(data: dict, members: list[str], variants: dict) -> dict:
+    """AUROC of every rule and variant on every set (negatives: the clean test set)."""
+    from nnwatch.calibration.fused_verdict import split_halves
+
+    columns = list(data["columns"])
+    cols = [columns.index(mb) for mb in members]
+    n_classes = int(max(data["val_pred"].max(), data["set0_pred"].max())) + 1
+    in_a = split_halves(data["val_pred"], 0)
+    ref, ref_pred = data["val"][in_a][:, cols], data["val_pred"][in_a]
+    names = list(data["set_names"])
+    out: dict = {}
+    for variant, kwargs in variants.items():
+        stats = {}
+        for k, set_name in enumerate(names):
+            e = member_evidence(ref, ref_pred, data[f"set{k}"][:, cols], data[f"set{k}_pred"], n_classes, **kwargs)
+            stats[set_name] = rules(e)
+        clean = stats["clean"]
+        for rule in clean:
+            out[f"{rule} | {variant}"] = {s: auroc(clean[rule], stats[s][rule]) for s in names if s != "clean"}
+    singles = {}
+    for j, d in enumerate(columns):
+        singles[d] = {s: auroc(data["set0"][:, j], data[f"set{k}"][:, j]) for k, s in enumerate(names) if s != "clean"}
+    return {"fused": out, "singles": singles, "members": members}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", default="/tmp/nnwatch-fusion-study")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    from nnwatch.calibration.calibrate import by_cost  # noqa: F401  (the monitor's order, below by tier)
+    from nnwatch.calibration.fused_verdict import choose_members
+    from nnwatch.calibration.groups import calibration_from_scores
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    variants = {"per-class, linear tail": {}, "pooled, linear tail": {"pooled": True},
+                "per-class, log tail": {"tail": "log"}, "pooled, log tail": {"pooled": True, "tail": "log"}}
+    result = {}
+    for name in ("digits", "mnist", "fmnist"):
+        data = score_dataset(name, args.quick, cache)
+        columns = list(data["columns"])
+        n_classes = int(data["val_pred"].max()) + 1
+        cal = calibration_from_scores(columns, data["val"], data["val_pred"], n_classes, 0.05, 20, warn=False)
+        order = [c for c in columns if c not in ("coverage",)]
+        members = choose_members(cal, order)
+        say(f"{name}: members {members}")
+        result[name] = study(data, members, variants)
+    print(summarize(result))
+    write("fusion_study", result, summarize(result))
+
+
+def summarize(result: dict) -> str:
+    lines = []
+    for name, r in result.items():
+        sets = list(next(iter(r["singles"].values())))
+        synth = [s for s in sets if "(synthetic)" in s]
+        bench = [s for s in sets if s not in synth]
+        lines += [f"## {name}: members {', '.join(r['members'])}", "",
+                  "| rule | variant | synthetic mean | synthetic worst gap to best member | benchmark mean | "
+                  "benchmark worst gap to best single | within 0.01 of best single |", "|---|---|---|---|---|---|---|"]
+        best_member = {s: max(r["singles"][m][s] for m in r["members"]) for s in sets}
+        best_single = {s: max(v[s] for v in r["singles"].values()) for s in sets}
+        for key, aucs in sorted(r["fused"].items(), key=lambda kv: -np.mean([kv[1][s] for s in synth])):
+            rule, variant = key.split(" | ")
+            gap_syn = min(aucs[s] - best_member[s] for s in synth)
+            gap_bench = min(aucs[s] - best_single[s] for s in bench)
+            within = sum(aucs[s] >= best_single[s] - 0.01 for s in bench)
+            lines.append(f"| {rule} | {variant} | {np.mean([aucs[s] for s in synth]):.4f} | {gap_syn:+.4f} | "
+                         f"{np.mean([aucs[s] for s in bench]):.4f} | {gap_bench:+.4f} | {within}/{len(bench)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
