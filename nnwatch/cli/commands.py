@@ -115,8 +115,9 @@ def _language(args: argparse.Namespace) -> bool:
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "
                          "PROFILE is missing")
     if args.command == "evaluate":
-        if not args.id or not args.ood:
-            raise InputError("evaluate on a classifier needs --id CLEAN and at least one --ood SOURCE")
+        if not args.id or not (args.ood or args.errors):
+            raise InputError("evaluate on a classifier needs --id CLEAN and at least one --ood SOURCE, or --errors "
+                             "(the model's own mistakes on --id)")
         if args.set or args.contrast:
             raise InputError("--set/--contrast are for language detector files; a classifier takes --id/--ood")
     language_only = {"screen": ("detectors", "truncate", "onnx"), "bench": ("data", "onnx"),
@@ -272,7 +273,7 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
-                      detectors=detectors)
+                      detectors=detectors, explain=bool(getattr(args, "explain", False)))
     for w in caught:
         warn(str(w.message))
     return mon
@@ -423,6 +424,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
             raise InputError("--stream needs the frames in order in one process; drop --ray")
         if args.report:
             raise InputError("--report draws one timeline from frames in order in one process; drop --ray")
+        if args.explain:
+            raise InputError("--explain reads each flagged input's activations in this process; drop --ray")
 
         preprocess = _ray_preprocess(args)
         _ray_init(args)
@@ -507,6 +510,8 @@ def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, off
             cols[f"id.{key}"] = [frame_id.get(key) for frame_id in ids]
     if y is not None:
         cols["label"] = np.asarray(y, np.int64)
+    if v.explanations is not None:  # screen --explain: one line per flagged input
+        cols["why"] = [e["summary"] if e is not None else "" for e in v.explanations]
     if stream is not None:
         upd = stream.update(v)
         cols["stream.statistic"] = np.asarray(upd.statistic, np.float64)
@@ -529,13 +534,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     clean = _source(args.id, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
                     model_input=shape, profile=mon.profile, runner=mon.runner)
     ood = {}
-    for spec in args.ood:
+    for spec in args.ood or ():
         name, sep, rest = spec.partition("=")
         named = sep and rest and ":" not in name and "/" not in name
         ood[name if named else spec] = _source(rest if named else spec, args.limit, args.preprocess, in_memory=True,
                                                batch_size=args.batch_size, model_input=shape, profile=mon.profile,
                                                runner=mon.runner)
-    ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet)
+    ev = evaluate(mon, clean, ood, batch_size=args.batch_size, progress=not args.quiet, errors=args.errors)
     if mon.calibration is None or mon.calibration.fusion is None:
         ev.notes.append("the fused verdict (nnwatch's default decision) needs a calibration and is not compared "
                         "here: nnwatch calibrate MODEL PROFILE --data CLEAN_HELD_OUT, then evaluate again; AUROC and "

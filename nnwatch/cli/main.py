@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --ray: a folder of Parquet files")
     s.add_argument("--report", metavar="TIMELINE.html", help="also draw a self-contained timeline: p-values and "
                    "the stream alarm over time, flags marked, thumbnails of the most anomalous frames (classifiers)")
+    s.add_argument("--explain", action="store_true",
+                   help="classifier models: say why each flagged input was flagged, in a 'why' column (the fused "
+                        "verdict's member with most of the evidence, the neuron furthest outside the predicted "
+                        "class's range, the layer most outside); also under the report's thumbnails")
     s.add_argument("--stream", action="store_true",
                    help="treat the inputs as one stream in order: add a drift test (conformal test martingale) "
                         "whose chance of ever alarming on clean data is at most --delta")
@@ -172,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--contrast", action="store_true",
                     help="detector file: add the test half of the built-in safe-but-alarming prompts with their "
                          "unsafe counterparts")
+    ev.add_argument("--errors", action="store_true",
+                    help="classifier models: also measure how each detector discards the model's own mistakes on the "
+                         "--id set (it needs labels): risk-coverage curves, AURC and E-AURC with bootstrap intervals, "
+                         "coverage and selective risk at the calibrated flag (--ood then optional)")
     _detector_option(ev)
     ev.add_argument("--json", help="write results as JSON here")
     ev.add_argument("--report", help="write an HTML report with ROC curves and histograms here")

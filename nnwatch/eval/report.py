@@ -68,8 +68,9 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
     if notes:
         body.append("<table>" + "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>"
                                           for k, v in notes.items()) + "</table>")
-    body.append("<h2>AUROC per anomaly set and detector</h2>")
-    body.append(heatmap(auc, sets, dets, "AUROC (clean test vs anomalous)"))
+    if sets:
+        body.append("<h2>AUROC per anomaly set and detector</h2>")
+        body.append(heatmap(auc, sets, dets, "AUROC (clean test vs anomalous)"))
     body.append("<h2>ROC curves</h2><div class='grid'>")
     chosen = detectors_for_roc or dets
     for s in sets:
@@ -81,13 +82,21 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
         body.append(line_chart(series, f"ROC: {s}", "false-positive rate", "true-positive rate",
                                diagonal=True, limits=(0, 1, 0, 1)))
     body.append("</div>")
-    if hist_detector in ev.id_scores:
+    if hist_detector in ev.id_scores and sets:
         body.append(f"<h2>Score histograms ({escape(hist_detector)})</h2><div class='grid'>")
         for s in sets:
             neg = ev.sets[s].get("neg_scores", ev.id_scores)
             body.append(histogram({"clean": neg[hist_detector], s: ev.sets[s]["scores"][hist_detector]},
                                   s, f"{hist_detector} score"))
         body.append("</div>")
+    if ev.errors:
+        body.append("<h2>The model's own errors: risk-coverage</h2>")
+        best = sorted(ev.errors, key=lambda d: ev.errors[d]["aurc"])
+        shown = [d for d in (detectors_for_roc or best) if d in ev.errors][:8]
+        body.append(line_chart({d: ev.errors[d]["curve"] for d in shown}, "selective risk when rejecting in score order",
+                               "coverage (share of inputs answered)", "selective risk (error rate answered)",
+                               limits=(0, 1, 0, max(float(max(ev.errors[d]["curve"][1].max() for d in shown)), 1e-3))))
+        body.append("<pre>" + escape(ev.errors_markdown()) + "</pre>")
     body.append("<h2>All metrics</h2><table><tr><th>set</th><th>detector</th><th>AUROC</th><th>AUPR</th>"
                 "<th>FPR@95%TPR</th><th>TPR@5%FPR (oracle)</th><th>TPR@cal</th><th>FPR@cal</th></tr>")
     for r in ev.rows:

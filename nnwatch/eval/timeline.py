@@ -183,7 +183,8 @@ def _describe(row: dict[str, Any]) -> str:
     head = f"#{row.get('index', '?')} class {row.get('pred', '?')}"
     if "label" in row:
         head += f" (label {row['label']})"
-    return ", ".join([head] + ids)
+    why = [f"why: {row['why']}"] if row.get("why") else []  # screen --explain
+    return ", ".join([head] + ids + why)
 
 
 def _thumbnail(sample: np.ndarray) -> bytes | None:

@@ -152,6 +152,13 @@ def fused_statistic(scores: np.ndarray, classes: np.ndarray, tables: FusionTable
     InputError
         Wrong shapes, a member column outside the matrix, or a class out of range.
     """
+    scores, classes = _checked(scores, classes, tables)
+    out = np.empty(scores.shape[0])
+    _statistic(scores, classes, tables.members, tables.ref, tables.starts, tables.ends, tables.scale, out)
+    return out
+
+
+def _checked(scores: np.ndarray, classes: np.ndarray, tables: FusionTables) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(tables, FusionTables):
         raise InputError(f"tables: expected FusionTables, got {type(tables).__name__}")
     scores = check_array(np.ascontiguousarray(scores, np.float64), "scores", np.float64, (None, None))
@@ -159,6 +166,31 @@ def fused_statistic(scores: np.ndarray, classes: np.ndarray, tables: FusionTable
     if int(tables.members.max()) >= scores.shape[1]:
         raise InputError(f"member columns {tables.members.tolist()} outside a {scores.shape[1]}-column score matrix")
     check_classes(classes, tables.n_classes, "classes")
-    out = np.empty(scores.shape[0])
-    _statistic(scores, classes, tables.members, tables.ref, tables.starts, tables.ends, tables.scale, out)
+    return scores, classes
+
+
+@njit(exact=True)
+def _evidence_rows(scores, classes, members, ref, starts, ends, scale, out):
+    for b in range(scores.shape[0]):
+        c = classes[b]
+        for k in range(members.shape[0]):
+            out[b, k] = member_evidence(ref, k, starts[c], ends[c], scale[k, c], scores[b, members[k]])
+
+
+def member_evidences(scores: np.ndarray, classes: np.ndarray, tables: FusionTables) -> np.ndarray:
+    """Each member's evidence ``e_k`` for each row (what :func:`fused_statistic` combines).
+
+    Parameters
+    ----------
+    scores, classes, tables
+        As :func:`fused_statistic`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(B, m)``, members in ``tables.members`` order; +inf where a score is NaN/Inf.
+    """
+    scores, classes = _checked(scores, classes, tables)
+    out = np.empty((scores.shape[0], tables.members.shape[0]))
+    _evidence_rows(scores, classes, tables.members, tables.ref, tables.starts, tables.ends, tables.scale, out)
     return out

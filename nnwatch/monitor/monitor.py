@@ -118,6 +118,11 @@ class Monitor:
         ``compile`` extra and a calibrated profile; float32, so p-values agree to float32
         rounding and flags everywhere but at near-ties, see :mod:`nnwatch.graphs.verdict_graph`).
         Never chosen by timing: ``nnwatch bench`` measures both.
+    explain : bool
+        Each flagged input's :attr:`Verdicts.explanations` entry says why: the fused verdict's
+        members and their share of its evidence, and the layers and neurons furthest outside
+        the predicted class's profile (:mod:`nnwatch.monitor.explain`). Computed for flagged
+        inputs only; off: no cost at all. Compiled engine only.
 
     Raises
     ------
@@ -129,9 +134,15 @@ class Monitor:
                  detectors: Sequence[str | Detector] | None = None, decision: str = "auto", rare_rate: float | None = None,
                  min_signature_samples: int | None = None, providers: str | Sequence[str] = "auto",
                  threads: int | None = None, budget: Budget | None = None, parallel: bool = False,
-                 spinning: bool = True, compact_tables: bool | None = None, engine: str = "compiled") -> None:
+                 spinning: bool = True, compact_tables: bool | None = None, engine: str = "compiled",
+                 explain: bool = False) -> None:
         if engine not in ENGINES:
             raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if explain and engine == "graph":
+            raise InputError("explain=True needs the activations on the host; the graph engine keeps them inside "
+                             "the model's call: use engine='compiled' to explain flags")
+        self.explain = bool(explain)
+        self._explainer: Any = None
         self.runner = model if isinstance(model, Runner) else Runner(model, providers=providers, threads=threads,
                                                                      spinning=spinning)
         manifest = self.runner.manifest
@@ -634,9 +645,30 @@ class Monitor:
         over = self.tracker.record(infer_ms, monitor_ms) if _record else False
         verdicts = Verdicts.from_workspace(vw, self.columns, self._masks[mask], self._calibrated_cols,
                                            self.columns[column], infer_ms, monitor_ms, over, degraded, first)
+        if self.explain:
+            verdicts.explanations = self._explanations(verdicts, ws.buf)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)
         return verdicts
+
+    def _explanations(self, verdicts: Verdicts, buf: np.ndarray) -> list:
+        """Explanations of the flagged rows of a call (None for the others)."""
+        from .explain import Explainer
+
+        if self._explainer is None or self._explainer[0] != self._generation:
+            fusion = None
+            if self._fusion is not None:
+                tables = self._fusion[0]
+                fusion = (tables, [self.columns[j] for j in tables.members.tolist()])
+            self._explainer = (self._generation, Explainer(self.profile, self.manifest.layer_names,
+                                                           self.runner.offsets, self.min_signature_samples, fusion))
+        rows = np.flatnonzero(verdicts.flag)
+        out: list = [None] * len(verdicts)
+        for b, entry in zip(rows.tolist(), self._explainer[1].explain_rows(
+                rows, verdicts.pred, buf, verdicts.score_matrix, verdicts.nonfinite_input,
+                members=verdicts.decision == FUSED)):
+            out[b] = entry
+        return out
 
     def _score_graph(self, arr: np.ndarray, t0: float, _record: bool) -> Verdicts:
         t1 = time.perf_counter()

@@ -14,6 +14,7 @@ from .._validate import unknown_name
 from ..errors import InputError
 from .detector import Detector
 from .detectors.baselines import Energy, Mahalanobis, MaxLogit, MaxSoftmax
+from .detectors.doctor import Doctor
 from .detectors.fdbd import DecisionBoundaryDistance
 from .detectors.features import DeepKNN, OutsideTheBox
 from .detectors.fused import FusedVerdict
@@ -37,7 +38,7 @@ BUILT_IN: tuple[type[Detector], ...] = (
     NeuronCoverage, KMultisectionCoverage, TopKCoverage, BoundaryCoverage, BoundaryExcess, CombinedCoverage,
     MaxSoftmax, MaxLogit, Energy, Mahalanobis, RelativeMahalanobis, LayerMahalanobis, DeepKNN, OutsideTheBox,
     GeneralizedEntropy, ReAct, ActivationShaping, Scale, VirtualLogit, DecisionBoundaryDistance, NeuralCollapse,
-    FusedVerdict)
+    Doctor, FusedVerdict)
 
 REGISTRY: dict[str, type[Detector]] = {cls.name: cls for cls in BUILT_IN}
 if len(REGISTRY) != len(BUILT_IN):  # two built-in classes with one name: a programming error, caught at import

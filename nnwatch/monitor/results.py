@@ -84,9 +84,12 @@ class Verdicts:
         Activation-based detectors were skipped (degrade policy).
     stream : StreamUpdate or None
         The attached stream's per-frame results (None without a stream).
+    explanations : list or None
+        With ``Monitor(explain=True)``: per input, None when not flagged, else why it was
+        (:func:`nnwatch.monitor.explain.explain_rows`). None when explanations are off.
     """
 
-    __slots__ = ("columns", "active", "calibrated", "decision", "over_budget", "degraded",
+    __slots__ = ("columns", "active", "calibrated", "decision", "over_budget", "degraded", "explanations",
                  "_arrays", "_block", "_parts", "_shape", "_times", "_stream", "_dicts")
 
     def __init__(self, pred: np.ndarray, logits: np.ndarray, columns: tuple[str, ...], score_matrix: np.ndarray,
@@ -105,6 +108,7 @@ class Verdicts:
         self._times = (float(t.get("infer_ms", 0.0)), float(t.get("monitor_ms", 0.0)))
         self._stream = stream
         self._dicts: dict[str, dict[str, np.ndarray]] = {}
+        self.explanations: list[dict[str, Any] | None] | None = None
 
     @classmethod
     def from_workspace(cls, ws: Any, columns: tuple[str, ...], active: np.ndarray, calibrated: np.ndarray,
@@ -144,6 +148,7 @@ class Verdicts:
         v._times = (infer_ms, monitor_ms)
         v._stream = stream_first
         v._dicts = {}
+        v.explanations = None
         return v
 
     def _get(self, name: str) -> np.ndarray:
@@ -253,7 +258,7 @@ class Verdicts:
         -------
         list of dict
             index, pred, flag, confidence, nonfinite_input, then ``score.<detector>`` and
-            ``flag.<detector>`` columns.
+            ``flag.<detector>`` columns; ``why`` (one line) for a flagged input when explained.
         """
         rows = []
         flag, conf, bad = self.flag, self.confidence, self.nonfinite_input
@@ -267,6 +272,8 @@ class Verdicts:
                 row[f"score.{name}"] = float(values[i])
             for name, values in flags.items():
                 row[f"flag.{name}"] = bool(values[i])
+            if self.explanations is not None and self.explanations[i] is not None:
+                row["why"] = self.explanations[i]["summary"]
             rows.append(row)
         return rows
 

@@ -67,10 +67,7 @@ def compile_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples:
         raise InputError(f"min_class_samples must be >= 1, got {min_class_samples}")
     rows = _signature_rows(profile, min_class_samples, warn)
     s = profile.sections
-    lo = np.ascontiguousarray(s.edges_lo[rows])
-    hi = np.ascontiguousarray(s.edges_hi[rows])
-    width = hi.astype(np.float64) - lo.astype(np.float64)
-    unit = np.where(width > 0, width, _fallback_unit(s.edges_lo[-1], s.edges_hi[-1]))
+    lo, hi, unit = class_ranges(profile, rows)
     section_rare, on_rare, off_rare, topk_rare = _rarity(profile, rare_rate, rows)
     return CoverageTables(
         offsets=layer_offsets(profile.layer_sizes),
@@ -85,6 +82,34 @@ def compile_tables(profile: Profile, rare_rate: float = 0.01, min_class_samples:
         topk_rare=topk_rare,
         k_top=int(profile.header["k_top"]),
     )
+
+
+def class_ranges(profile: Profile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neuron ranges of signature rows and the unit ``nb_excess`` measures distance outside them in.
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile.
+    rows : numpy.ndarray
+        int signature rows (a class, or ``C`` for the global signature).
+
+    Returns
+    -------
+    tuple
+        ``(lo, hi)`` float32 ``(len(rows), N)`` and the unit, float64: the range width, or where
+        a class range is a point, a share of the neuron's global range.
+    """
+    s = profile.sections
+    lo = np.ascontiguousarray(s.edges_lo[rows])
+    hi = np.ascontiguousarray(s.edges_hi[rows])
+    width = hi.astype(np.float64) - lo.astype(np.float64)
+    return lo, hi, np.where(width > 0, width, _fallback_unit(s.edges_lo[-1], s.edges_hi[-1]))
+
+
+def signature_rows(profile: Profile, min_class_samples: int) -> np.ndarray:
+    """The signature row of each class: its own, or the global one (``C``) when it has too few samples."""
+    return _signature_rows(profile, min_class_samples, warn=False)
 
 
 def _signature_rows(profile: Profile, min_class_samples: int, warn: bool) -> np.ndarray:

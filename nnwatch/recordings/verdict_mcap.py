@@ -54,6 +54,7 @@ _VERDICT_JSON_SCHEMA = {
         "timestamp": _TIME, "frame": {"type": "object"}, "index": {"type": "integer"},
         "pred": {"type": "integer"}, "flag": {"type": "boolean"}, "confidence": {"type": "number"},
         "nonfinite_input": {"type": "boolean"}, "label": {"type": "integer"},
+        "why": {"type": "string", "description": "screen --explain: why a flagged frame was flagged"},
         "scores": {"type": "object", "additionalProperties": {"type": "number"}},
         "flags": {"type": "object", "additionalProperties": {"type": "boolean"}},
         "p_values": {"type": "object", "additionalProperties": {"type": "number"}},
@@ -152,6 +153,8 @@ def annotation_message(row: dict[str, Any], stamp: int) -> dict[str, Any]:
     text = f"{'FLAGGED' if flagged else 'ok'}  class {row.get('pred')}  p {float(row.get('confidence', float('nan'))):.3g}"
     if row.get("stream.alarm"):
         text += "  STREAM ALARM"
+    if row.get("why"):  # screen --explain
+        text += f"\n{row['why']}"
     return {
         "circles": [{"timestamp": t, "position": {"x": 10.0, "y": 10.0}, "diameter": 12.0, "thickness": 2.0,
                      "fill_color": _RED if flagged else _GREEN, "outline_color": _WHITE}],
