@@ -136,7 +136,7 @@ def test_bench_reports_each_detectors_cost(files, tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     assert main(["bench", str(files["model"]), str(files["profile"]), "--iters", "5", "--per-detector",
-                 "--providers", "cpu", "--json", str(out)]) == 0
+                 "--detectors", "all", "--providers", "cpu", "--json", str(out)]) == 0
     costs = json.loads(out.read_text())["detector_costs"]
     # coverage, msp, max_logit and energy are compiled columns whose cost is one pass: one line for
     # all of them; Mahalanobis (features x classes) is compiled too but held to the budget on its own

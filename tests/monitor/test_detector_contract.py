@@ -9,7 +9,8 @@ import pytest
 
 from nnwatch.calibration.calibrate import calibrate
 from nnwatch.errors import InputError, ModelMismatchError
-from nnwatch.monitor.detector import Detector
+from nnwatch.kernels.layout import layer_offsets, pack_layers
+from nnwatch.monitor.detector import BatchView, Detector
 from nnwatch.monitor.detectors import ALL
 from nnwatch.monitor.monitor import Monitor
 from nnwatch.monitor.on_features import FeatureDetector
@@ -76,8 +77,9 @@ def test_a_batch_of_another_shape_is_refused_by_name(setup, name):  # noqa: F811
     det = make_detector(name).with_head(HEAD).fit(setup[0])
     good = view(setup)
     det.score(good)
-    wide = view(setup, [np.hstack([p, p[:, :1]]) for p in setup[2]])
-    with pytest.raises(InputError, match=f"detector {name!r} was fitted on 3 classes and layers of"):
+    wider = [np.hstack([p, p[:, :1]]) for p in setup[2]]
+    wide = BatchView(setup[3], pack_layers(wider), layer_offsets([7, 5]), tables=setup[1])
+    with pytest.raises(InputError, match=rf"detector {name!r} was fitted on 3 classes and layers of \[6, 4\]"):
         det.score(wide)
     with pytest.raises(InputError, match="fitted on 3 classes"):
         det.score(view(setup, logits=np.zeros((9, 4), np.float32)))
@@ -181,7 +183,8 @@ def test_features_level_scores_equal_the_monitors(digits_monitor_files):
     np.testing.assert_array_equal(np.asarray(profile.header["class_counts"]), np.bincount(trusted[trusted >= 0],
                                                                                         minlength=10))
     x = f["splits"]["test"][0][:40]
-    mon = Monitor(f["model"], f["profile"], detectors=["coverage", "mahalanobis", "knn", "energy"], providers="cpu")
+    mon = Monitor(f["model"], f["profile"], detectors=["coverage", "kmnc", "mahalanobis", "knn", "energy"],
+                  providers="cpu")
     want = mon.score(x).scores
     test_logits, test_layers = tapped(x)
     for name in ("mahalanobis", "knn", "energy", "kmnc"):

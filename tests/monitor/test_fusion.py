@@ -282,11 +282,12 @@ def test_members_over_the_cost_budget_are_skipped():
     rng = np.random.default_rng(5)
     scores = rng.standard_normal((200, 3))
     cal = Calibration(["kmnc", "mahalanobis", "knn"], scores, np.zeros(200, np.int64), ALPHA, 20)
-    costs = {"mahalanobis": 9.0, "knn": 40.0}  # kmnc: compiled, free
-    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0) == ["kmnc", "mahalanobis"]
-    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=5.0) == ["kmnc"]
-    spec = add_fusion(cal, ["kmnc", "mahalanobis", "knn"], costs_us=costs, budget_us=10.0).fusion
-    assert spec["costs_us"] == {"kmnc": 0.0, "mahalanobis": 9.0, "knn": 40.0} and spec["budget_us"] == 10.0
+    costs = {"mahalanobis": 9, "knn": 40}  # kmnc: compiled, free
+    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs=costs, budget=10.0) == ["kmnc", "mahalanobis"]
+    assert choose_members(cal, ["kmnc", "mahalanobis", "knn"], costs=costs, budget=5.0) == ["kmnc"]
+    spec = add_fusion(cal, ["kmnc", "mahalanobis", "knn"], costs=costs, budget=10.0, model_macs=100).fusion
+    assert spec["costs"] == {"kmnc": 0, "mahalanobis": 9, "knn": 40} and spec["budget"] == 10.0
+    assert spec["model_macs"] == 100
 
 
 def test_a_default_monitor_runs_only_the_compiled_columns_and_the_members(fused_monitor, digits_monitor_files):
@@ -300,7 +301,7 @@ def test_a_default_monitor_runs_only_the_compiled_columns_and_the_members(fused_
         mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu", detectors=COMPILED + ("knn", FUSED))
         cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_members=("knn", "kmnc"))
     reloaded = Monitor(f["model"], mon.profile, providers="cpu")  # detectors=None: the members come along
-    assert "knn" in reloaded.columns and reloaded.decision == FUSED and cal.fusion["costs_us"]["knn"] > 0
+    assert "knn" in reloaded.columns and reloaded.decision == FUSED and cal.fusion["costs"]["knn"] > 0
 
 
 def test_the_cli_fuses_named_members_and_refuses_unknown_ones(digits_monitor_files, tmp_path, capsys):
@@ -316,3 +317,24 @@ def test_the_cli_fuses_named_members_and_refuses_unknown_ones(digits_monitor_fil
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", str(f["model"]), str(f["profile"]), "--data", "x", "--fuse", "knn,nope"])
     assert exc.value.code == 2 and "cannot fuse ['nope']; choose among" in capsys.readouterr().err
+
+
+def test_membership_is_counted_so_two_calibrations_agree(digits_monitor_files):
+    """Member costs are multiply-adds, not timings: the same data gives the same fusion, loaded or not."""
+    f = digits_monitor_files
+    records = []
+    for _ in range(2):
+        mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu",
+                      detectors=("coverage", "kmnc", "msp", "mahalanobis", "knn", FUSED))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            records.append(calibrate(mon, ArraySource(*f["splits"]["val"], "val")).fusion)
+    assert records[0] == records[1]
+    maha = mon.detectors["mahalanobis"]
+    d, c = maha.whiten_.shape[0], maha.whitened_means_t_.shape[1]
+    assert records[0]["costs"]["mahalanobis"] == d * d + d * c
+    assert records[0]["costs"]["knn"] == mon.detectors["knn"].bank_.size
+    assert records[0]["model_macs"] == mon.manifest.macs > 0
+    assert records[0]["budget"] == pytest.approx(0.10 * mon.manifest.macs)
+    chosen = set(records[0]["members"])
+    assert all(records[0]["costs"][m] <= records[0]["budget"] for m in chosen)
