@@ -24,6 +24,10 @@ _LAZY = {
     "ArraySource": "nnwatch.sources",
     "Preprocess": "nnwatch.recordings.preprocess",
     "MonitorEstimator": "nnwatch.estimator",
+    "Detector": "nnwatch.monitor.detector",
+    "make_detector": "nnwatch.monitor.registry",
+    "register": "nnwatch.monitor.registry",
+    "FeatureDetector": "nnwatch.monitor.on_features",
 }
 
 __all__ = ["__version__", *_LAZY]
