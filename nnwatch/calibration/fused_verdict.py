@@ -4,27 +4,23 @@ Calibration (clean data only):
 
 1. The calibration samples are split in two halves, per predicted class, by a seeded
    permutation: the *member* half A and the *fusion* half B.
-2. Each member detector's scores on A form per-class conformal tables (the same groups as
-   every other calibrated detector: own, pooled, global). A live input's evidence from member
-   ``k`` is ``-log`` of its conformal p-value against A, with an exponential tail beyond A's
-   largest score (:mod:`nnwatch.kernels.fusion`); the fused statistic ``T`` is the sum over
-   members (Fisher's combination).
+2. Each member detector's scores on A, all classes pooled, form one sorted table. A live
+   input's evidence from member ``k`` is ``-log`` of its conformal p-value against that table,
+   with an exponential tail beyond its largest score; the fused statistic ``T`` is the sum of
+   the strongest half of the members' evidence (:mod:`nnwatch.kernels.fusion`).
 3. ``T`` of every sample of B is computed against A, and the live ``T`` gets the conformal
-   p-value against B's ``T`` of its class group; the fused flag is ``p <= alpha``.
+   p-value against B's ``T`` of its class group (own, pooled or global, as every calibrated
+   detector); the fused flag is ``p <= alpha``.
 
 Guarantee: given A, ``T`` is a fixed function; B and clean live inputs are exchangeable, so
 ``P(fused flag | clean, group) <= alpha`` exactly as for a single detector (the calibration
-samples are never used twice for the same decision). Fisher's rule is chosen for power, not
-validity: validity comes from step 3 whatever the members' dependence.
-
-Members are chosen from clean data and cost alone (:func:`choose_members`): the candidate
-detectors in order of cost, skipping any whose clean calibration scores rank like (absolute
-Spearman correlation >= ``redundancy``) a member already chosen, since a near-copy adds cost
-and double-counts one signal, and any detector written in Python, or Mahalanobis, whose
-counted multiply-adds per sample exceed ``COST_BUDGET`` of the model's own (counted from its
-graph when it was instrumented; columns computed in the shared compiled pass cost next to
-nothing and always qualify). Counts, not a stopwatch: the same data on another machine, or
-under load, gives the same members. Users can name the members instead.
+samples are never used twice for the same decision). The combination is chosen for power, not
+validity: validity comes from step 3 whatever the members' dependence. It was chosen on clean
+data and anomalies made from it (noise, blends of two classes, blur, low contrast), never on
+the benchmark's attacks or other datasets, which only validate it (docs/coverage.md,
+benchmarks/fusion_study.py): pooled evidence has ~C times finer p-values than per-class
+evidence, and keeping the strongest half stops members that are blind, or inverted, on an
+anomaly from diluting the ones that see it.
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ from ..profile.schema import Calibration
 from .groups import CalibrationWarning, check_calibration_size, compile_conformal
 
 FUSED = "fused"
-RULE = "fisher"
+RULE = "strongest-half"  # nnwatch.kernels.fusion: the sum of the strongest half of pooled member evidence
 REDUNDANCY = 0.95
 COST_BUDGET = 0.10  # a costed member may add at most this share of the model's multiply-adds per sample
 NOT_MEMBERS = ("coverage", FUSED)  # "coverage" is already the mean of four coverage columns
@@ -231,12 +227,13 @@ def compile_fusion(cal: Calibration, columns: Sequence[str], n_classes: int) -> 
                                  f"{absent}: add them to its detectors, or calibrate again for this detector set")
     in_a = split_halves(cal.classes, int(spec["seed"]))
     rows = [cal.detectors.index(m) for m in members]
-    half_a = Calibration(detectors=members, scores=cal.scores[in_a][:, rows], classes=cal.classes[in_a],
-                         fpr=cal.fpr, min_class_samples=cal.min_class_samples)
-    member_tables, _ = compile_conformal(half_a, members, n_classes)
-    scale = tail_scales(member_tables.ref, member_tables.starts, member_tables.ends)
-    local = FusionTables(members=np.arange(len(members), dtype=np.int64), ref=member_tables.ref,
-                         starts=member_tables.starts, ends=member_tables.ends, scale=scale)
+    # member evidence against all of half A, classes pooled (finer p-values); the per-class
+    # calibration is the final stage's, on half B
+    ref = np.ascontiguousarray(np.sort(cal.scores[in_a][:, rows], axis=0).T)
+    starts, ends = np.zeros(n_classes, np.int64), np.full(n_classes, ref.shape[1], np.int64)
+    scale = tail_scales(ref, starts, ends)
+    local = FusionTables(members=np.arange(len(members), dtype=np.int64), ref=ref, starts=starts, ends=ends,
+                         scale=scale)
     t_b = fused_statistic(cal.scores[~in_a][:, rows], cal.classes[~in_a], local)
     half_b = Calibration(detectors=[FUSED], scores=t_b[:, None], classes=cal.classes[~in_a], fpr=cal.fpr,
                          min_class_samples=cal.min_class_samples)

@@ -18,8 +18,8 @@ and flag. The rules are those of :mod:`nnwatch.kernels.verdict` and
   of a sample with NaN/Inf taps, and every score of a sample whose input held NaN/Inf is +inf;
 - p-value ``(1 + count) / (n + 1)`` with ``count = #{calibration scores >= s}`` in the
   class's calibration block, flag ``count < allowed``: the flag is the integer comparison;
-- the fused statistic: the sum of the members' evidence (:mod:`nnwatch.kernels.fusion`),
-  calibrated the same way.
+- the fused statistic: the sum of the strongest half of the members' evidence (``TopK``,
+  :mod:`nnwatch.kernels.fusion`), calibrated the same way.
 
 Precision: the graph computes in float32, the Numba pass in float64. With full tables, scores
 that are counts over a fixed denominator (``nc``, ``kmnc``, ``tknc``, ``nbc`` and their mean,
@@ -40,6 +40,7 @@ from .._optional import require
 from ..errors import InputError
 from ..kernels.compact import OFF_BIT, ON_BIT, POINT_BIT, TOPK_BIT, CompactTables
 from ..kernels.coverage import SCORE_NAMES, CoverageTables
+from ..kernels.fusion import kept_members
 from ..kernels.rules import top_places
 from ..kernels.verdict import (LOGIT_SOURCES, SOURCE_COMBINED, SOURCE_DETECTOR, SOURCE_ENERGY, SOURCE_FUSED,
                                SOURCE_MAHALANOBIS, SOURCE_MAX_LOGIT, SOURCE_MSP, VerdictSpec)
@@ -671,7 +672,7 @@ class _Calibration:
 
 def _fused_statistic(ops: Ops, spec: VerdictSpec, calib: _Calibration, scores, compared, position: dict,  # type: ignore[no-untyped-def]
                      sources: np.ndarray):
-    """Sum over members of -log p, continued by an exponential tail beyond the block's maximum: ``(B,)``."""
+    """The strongest half of the members' -log p (an exponential tail beyond the block's maximum), summed: ``(B,)``."""
     members, _ = spec.fusion
     columns = np.asarray(members.members).tolist()
     rows = list(zip(np.asarray(members.ref), columns))
@@ -688,4 +689,7 @@ def _fused_statistic(ops: Ops, spec: VerdictSpec, calib: _Calibration, scores, c
     inside = ops("Neg", ops("Log", ops("Div", ops("Add", ops.const(1.0, np.float32), n_ge), n1)))
     tail = ops("Add", ops("Log", n1), ops("Div", ops("Sub", s, top), scale))
     evidence = ops("Where", ops("Greater", n_ge, ops.const(0.0, np.float32)), inside, tail, hint="evidence")
-    return ops.sum_rows(evidence)
+    # the strongest half of the members' evidence (nnwatch.kernels.fusion.kept_members), added up
+    strongest, _ = ops.multi("TopK", evidence, ops.const([kept_members(len(columns))], np.int64), n=2, axis=1,
+                             largest=1, sorted=1)
+    return ops.sum_rows(strongest)

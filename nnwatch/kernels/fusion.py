@@ -1,18 +1,22 @@
-"""The fused statistic: Fisher's combination of member detectors' conformal evidence.
+"""The fused statistic: the sum of the strongest half of the members' conformal evidence.
 
-For member detector ``k`` with score ``s_k`` of a sample predicted as class ``c``, and the
-``n`` sorted clean scores of ``c``'s group in the *member* half of the calibration data:
+For member detector ``k`` with score ``s_k``, and the ``n`` sorted clean scores of the member
+half of the calibration data (all classes pooled):
 
     e_k = -log((1 + #{ref >= s_k}) / (n + 1))                   if some ref >= s_k
     e_k = log(n + 1) + (s_k - max ref) / scale_k                 beyond the largest ref
 
 i.e. minus the log conformal p-value, continued by an exponential tail beyond the largest
-calibration score (``scale_k``: the group's max minus its 90th percentile), so inputs beyond
-every clean score keep their order instead of tying at ``p = 1/(n+1)``. The statistic is
-``T = sum_k e_k`` (Fisher's method, up to the factor 2). A NaN/Inf member score counts as
-+inf. ``T`` is *not* a p-value: the monitor compares it with ``T`` of the other (held-out)
-half of the calibration data, conformally, which gives the fused flag its guarantee
-(:mod:`nnwatch.calibration.fused_verdict`).
+calibration score (``scale_k``: the max minus the 90th percentile), so inputs beyond every clean
+score keep their order instead of tying at ``p = 1/(n+1)``. The statistic is the sum of the
+``ceil(m / 2)`` largest of the ``m`` evidences (a truncated Fisher combination: Zaykin et al.
+2002, "Truncated product method for combining p-values"), so members that see nothing in an
+input, or see it as cleaner than usual, do not dilute the members that do. A NaN/Inf member
+score counts as +inf. The evidence is pooled over classes: the per-class calibration happens
+once, in the final stage, where ``T`` is compared conformally with ``T`` of the other (held-out)
+half of the calibration data of the predicted class's group, which gives the fused flag its
+per-class guarantee (:mod:`nnwatch.calibration.fused_verdict`). Why this rule, and the evidence:
+docs/coverage.md and benchmarks/fusion_study.py.
 """
 
 from __future__ import annotations
@@ -120,14 +124,37 @@ def member_evidence(ref, k, lo, hi, scale, s):
     return np.log(n + 1.0) + (s - ref[k, hi - 1]) / scale
 
 
+def kept_members(m: int) -> int:
+    """How many of ``m`` evidences the statistic adds up: ``ceil(m / 2)``."""
+    return (int(m) + 1) // 2
+
+
+@njit(exact=True)
+def strongest_half_sum(ev, m):
+    """Sum of the ``ceil(m / 2)`` largest of ``ev[:m]`` (reorders ``ev``); for use inside kernels."""
+    keep = (m + 1) // 2
+    total = 0.0
+    for i in range(keep):
+        top = i
+        for j in range(i + 1, m):
+            if ev[j] > ev[top]:
+                top = j
+        v = ev[top]
+        ev[top] = ev[i]
+        ev[i] = v
+        total += v
+    return total
+
+
 @njit(exact=True)
 def _statistic(scores, classes, members, ref, starts, ends, scale, out):
+    m = members.shape[0]
+    ev = np.empty(m)
     for b in range(scores.shape[0]):
         c = classes[b]
-        total = 0.0
-        for k in range(members.shape[0]):
-            total += member_evidence(ref, k, starts[c], ends[c], scale[k, c], scores[b, members[k]])
-        out[b] = total
+        for k in range(m):
+            ev[k] = member_evidence(ref, k, starts[c], ends[c], scale[k, c], scores[b, members[k]])
+        out[b] = strongest_half_sum(ev, m)
 
 
 def fused_statistic(scores: np.ndarray, classes: np.ndarray, tables: FusionTables) -> np.ndarray:

@@ -44,7 +44,7 @@ from ._jit import njit
 from .compact import CompactTables
 from .conformal import ConformalTables, count_at_least
 from .coverage import SCORE_NAMES, CoverageTables, argmax_row, cover_row, table_arrays
-from .fusion import FusionTables, member_evidence
+from .fusion import FusionTables, member_evidence, strongest_half_sum
 from .gaussian import class_distances
 from .martingale import StreamState, stream_step
 from .rules import coverage_score, finite_or_inf, logit_stats, top_places
@@ -533,6 +533,7 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
     mref = tf[ti[F_MREF] : ti[F_MREF] + max(n_mem, 1) * RM].reshape((max(n_mem, 1), RM))
     mscale = tf[ti[F_MSCALE] : ti[F_MSCALE] + n_mem * C].reshape((n_mem, C))
     fref = tf[ti[F_FREF] : ti[F_FREF] + RF].reshape((1, RF))
+    mev = np.empty(max(n_mem, 1))  # the members' evidence of one row
     for b in range(B):
         c = pred[b]
         fpred[b] = c
@@ -569,9 +570,9 @@ def _decide_stage(ti, tf, active, decision, sources, pred, nonfinite, cov, top, 
             else:
                 _p_value(ref, r, starts[c], ends[c], allowed[c], s, b, j, pvals, flags)
         if fused >= 0 and active[fused]:
-            t = 0.0
             for k in range(n_mem):
-                t += member_evidence(mref, k, mstarts[c], mends[c], mscale[k, c], scores[b, members[k]])
+                mev[k] = member_evidence(mref, k, mstarts[c], mends[c], mscale[k, c], scores[b, members[k]])
+            t = strongest_half_sum(mev, n_mem)
             scores[b, fused] = np.inf if bad_in else t
             if bad_in:
                 pvals[b, fused] = 0.0

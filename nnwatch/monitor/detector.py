@@ -118,6 +118,7 @@ class Detector:
     timed_alone: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False  # recomputes logits: needs the classifier head (with_head)
     fitted_: bool = False
+    shape_: tuple | None = None
     _offsets_seen: np.ndarray | None = None
     head_: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -184,7 +185,8 @@ class Detector:
             raise NotFittedError(f"detector {self.name!r} recomputes logits and needs the classifier head, which this "
                                  "model does not expose as a final Gemm or MatMul+Add on the tapped features")
         self._fit(profile)
-        self.shape_ = (int(profile.n_classes), tuple(int(n) for n in profile.layer_sizes))
+        # what a batch must look like (None: a logit detector fitted without a profile checks nothing)
+        self.shape_ = None if profile is None else (int(profile.n_classes), tuple(int(n) for n in profile.layer_sizes))
         self.fitted_ = True
         return self
 
@@ -235,7 +237,8 @@ class Detector:
         """
         if not self.fitted_:
             raise NotFittedError(f"detector {self.name!r} is not fitted; call fit(profile)")
-        if view is None or (view.offsets is self._offsets_seen and view.logits.shape[1:] == (self.shape_[0],)):
+        if view is None or self.shape_ is None or (view.offsets is self._offsets_seen
+                                                   and view.logits.shape[1:] == (self.shape_[0],)):
             return  # a monitor passes the same offsets array every call: checked once
         sizes = np.diff(view.offsets)
         if view.logits.ndim != 2 or view.logits.shape[1] != self.shape_[0] or len(sizes) != len(self.shape_[1]) \

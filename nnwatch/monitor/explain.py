@@ -3,8 +3,9 @@
 For each flagged input (and only those: explaining costs nothing for the inputs that pass):
 
 - ``members``: with the fused verdict deciding, each member's evidence ``e_k`` (its conformal
-  ``-log p`` against the member half, :func:`nnwatch.kernels.fusion.member_evidences`) and its
-  share of the members' total, largest first;
+  ``-log p`` against the member half, :func:`nnwatch.kernels.fusion.member_evidences`), whether
+  it is among the strongest half the fused statistic adds up, and its share of that statistic
+  (0 for the others), largest first;
 - ``neurons``: the few neurons furthest outside the predicted class's profile range, in the
   unit ``nb_excess`` measures (:func:`nnwatch.profile.signature.class_ranges`: the class range's
   width), with the layer, the neuron's index in it, its value and the class's range;
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.fusion import FusionTables, member_evidences
+from ..kernels.fusion import FusionTables, kept_members, member_evidences
 from ..profile.schema import Profile
 from ..profile.signature import class_ranges, signature_rows
 
@@ -95,12 +96,15 @@ class Explainer:
             parts = []
             if evidence is not None:
                 e = evidence[i]
-                total = float(e.sum())
                 names = self.fusion[1]
                 order = np.argsort(-e, kind="stable")
-                entry["members"] = [{"detector": names[k], "evidence": float(e[k]),
-                                     "share": float(e[k] / total) if np.isfinite(total) and total > 0 else
-                                     (1.0 if np.isinf(e[k]) else 0.0)} for k in order.tolist()]
+                counted = order[: kept_members(len(e))]  # the statistic adds the strongest half
+                total = float(e[counted].sum())
+                entry["members"] = [{"detector": names[k], "evidence": float(e[k]), "counted": bool(r < len(counted)),
+                                     "share": 0.0 if r >= len(counted) else (
+                                         float(e[k] / total) if np.isfinite(total) and total > 0 else
+                                         (1.0 if np.isinf(e[k]) else 0.0))}
+                                    for r, k in enumerate(order.tolist())]
                 top = entry["members"][0]
                 parts.append(f"{top['detector']} {top['share']:.0%} of the evidence")
             lo, hi, unit = class_ranges(self.profile, self.rows[[int(pred[b])]])

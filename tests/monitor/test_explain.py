@@ -40,24 +40,28 @@ def test_member_shares_are_each_members_conformal_evidence(explained):
         entry = v.explanations[b]
         if v.nonfinite_input[b]:
             continue
-        c = int(v.pred[b])
         by_name = {m["detector"]: m for m in entry["members"]}
         assert set(by_name) == set(members)
         assert sum(m["share"] for m in entry["members"]) == pytest.approx(1.0)
+        assert entry["members"][0]["share"] >= entry["members"][-1]["share"]
         for m in members:
-            ref = cal.scores[in_a][:, cal.detectors.index(m)]
-            cls = cal.classes[in_a]
-            block = ref[cls == c] if (cls == c).sum() >= cal.min_class_samples else ref
+            block = cal.scores[in_a][:, cal.detectors.index(m)]  # all of half A: evidence is pooled over classes
             s = v.scores[m][b]
             n_ge = (block >= s).sum()
             if n_ge:  # the definition inside the calibration range: -log of the conformal p-value
                 assert by_name[m]["evidence"] == pytest.approx(-np.log((1 + n_ge) / (len(block) + 1)))
             else:
                 assert by_name[m]["evidence"] > np.log(len(block) + 1) - 1e-9
-    # the evidence is what the fused statistic adds up
+        counted = [m for m in entry["members"] if m["counted"]]
+        assert len(counted) == (len(members) + 1) // 2 and all(m["share"] == 0 for m in entry["members"]
+                                                                if not m["counted"])
+        assert min(m["evidence"] for m in counted) >= max((m["evidence"] for m in entry["members"]
+                                                            if not m["counted"]), default=-np.inf)
+    # the strongest half of the evidence is what the fused statistic adds up
     tables = mon._fusion[0]  # noqa: SLF001  (the test compares two compilations of one rule)
     rows = np.flatnonzero(~v.nonfinite_input)
-    np.testing.assert_allclose(member_evidences(v.score_matrix[rows], v.pred[rows], tables).sum(axis=1),
+    e = -np.sort(-member_evidences(v.score_matrix[rows], v.pred[rows], tables), axis=1)
+    np.testing.assert_allclose(e[:, : (e.shape[1] + 1) // 2].sum(axis=1),
                                fused_statistic(v.score_matrix[rows], v.pred[rows], tables), rtol=1e-12)
 
 

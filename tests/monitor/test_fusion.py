@@ -61,15 +61,16 @@ def naive_evidence(ref, s):
 
 
 def naive_fused(cal, members, scores, classes, n_classes):
-    """(T, p) of rows of member scores, from the calibration's raw scores, one sample at a time."""
+    """(T, p) of rows of member scores, from the calibration's raw scores, one sample at a time:
+    the evidence of each member pooled over classes, T the strongest half summed, p per class group."""
     in_a = split_halves(cal.classes, cal.fusion["seed"])
     cols = [cal.detectors.index(m) for m in members]
-    ca, cb = cal.classes[in_a], cal.classes[~in_a]
+    cb = cal.classes[~in_a]
     sa, sb = cal.scores[in_a][:, cols], cal.scores[~in_a][:, cols]
 
-    def stat(row, c):
-        rows = group_rows(ca, c, n_classes, cal.fpr, cal.min_class_samples)
-        return sum(naive_evidence(sa[rows, k], row[k]) for k in range(len(cols)))
+    def stat(row, c):  # member evidence against all of half A; the strongest ceil(m / 2) added up
+        evidence = sorted((naive_evidence(sa[:, k], row[k]) for k in range(len(cols))), reverse=True)
+        return sum(evidence[: (len(cols) + 1) // 2])
 
     t_b = np.array([stat(r, c) for r, c in zip(sb, cb)])
     t = np.array([stat(r, c) for r, c in zip(scores, classes)])
