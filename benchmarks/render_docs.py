@@ -59,6 +59,7 @@ _LANGUAGE = ["nnwatch/heads", "nnwatch/calibration", "nnwatch/kernels", "nnwatch
              "benchmarks/language.sh"]
 MEASURES = {
     "detection": _PACKAGE_BUT_HEADS + ["benchmarks/detection.py"],
+    "fusion_study": _PACKAGE_BUT_HEADS + ["benchmarks/fusion_study.py", "benchmarks/detection.py"],
     "distributed": _PACKAGE_BUT_HEADS + ["benchmarks/distributed.py"],
     "kernels": _PACKAGE_BUT_HEADS + ["benchmarks/kernels.py"],
     "memory": _PACKAGE_BUT_HEADS + ["benchmarks/memory.py"],
