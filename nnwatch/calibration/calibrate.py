@@ -21,6 +21,7 @@ from ..errors import InputError, NotFittedError
 from ..profile.overlap import training_overlap
 from ..profile.schema import Calibration
 from ..sources import ArraySource, as_source, in_memory
+from .error_verdict import error_threshold
 from .fused_verdict import COST_BUDGET, FUSED, add_fusion
 from .groups import CalibrationWarning, TrainingOverlapWarning, calibration_from_scores
 
@@ -66,7 +67,8 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
 
 def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
               detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False,
-              fusion_members: Sequence[str] | None = None, fusion_budget: float = COST_BUDGET) -> Calibration:
+              fusion_members: Sequence[str] | None = None, fusion_budget: float = COST_BUDGET,
+              error_risk: float | None = None, error_detector: str = "msp", error_delta: float = 0.05) -> Calibration:
     """Conformal calibration on clean held-out data, installed in the monitor.
 
     Parameters
@@ -93,6 +95,14 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         When choosing members: a detector written in Python, or Mahalanobis, joins only if
         its counted multiply-adds per sample (:meth:`Monitor.counted_costs`) are at most this
         share of the model's own (0: only the free compiled columns).
+    error_risk : float, optional
+        Also calibrate the error verdict (:mod:`nnwatch.calibration.error_verdict`): answer only
+        where the model's error rate is at most this, with confidence ``1 - error_delta``. Needs
+        labels in ``source``.
+    error_detector : str
+        The score the error verdict thresholds (a calibrated detector; ``msp`` or ``doctor``).
+    error_delta : float
+        Allowed probability that the answered inputs' error rate exceeds ``error_risk``.
     batch_size : int
         Samples per call.
     progress : bool
@@ -128,6 +138,15 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         outside = [m for m in fusion_members if m not in names]
         if outside:
             raise InputError(f"fusion members {outside} are not among the calibrated detectors {names}")
+    if error_risk is not None:
+        if source.y is None:
+            raise InputError(f"the error verdict needs labels: {source.name} has none (e.g. idx:, npz: with y, or "
+                             "images: with class folders)")
+        if error_detector not in names:
+            raise InputError(f"the error verdict's detector {error_detector!r} is not among the calibrated detectors "
+                             f"{names}; add it to the monitor (e.g. detectors=[..., {error_detector!r}])")
+        for label, value in (("error_risk", error_risk), ("error_delta", error_delta)):
+            check_probability(value, label)
     warn_training_overlap(monitor, source)
     scores, _, pred = collect_scores(monitor, source.x, batch_size, progress, "calibrating")
     matrix = np.stack([scores[n] for n in names], axis=1)
@@ -150,6 +169,9 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         else:
             budget = float(fusion_budget) * model_macs
         add_fusion(cal, by_cost(monitor, names), fusion_members, costs=costs, budget=budget, model_macs=model_macs)
+    if error_risk is not None:
+        cal.errors = {"detector": error_detector, **error_threshold(scores[error_detector], pred != source.y,
+                                                                    error_risk, error_delta)}
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal

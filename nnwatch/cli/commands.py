@@ -339,7 +339,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..calibration.groups import CalibrationWarning, calibration_groups
     from ..profile.store import save_profile
 
-    mon = _monitor(args, extra=args.fuse or ())
+    mon = _monitor(args, extra=tuple(args.fuse or ()) + ((args.error_detector,) if args.error_risk else ()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # the groups are reported below, in full
         spans: list = []
@@ -347,7 +347,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                        model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans, runner=mon.runner)
         cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
-                        fusion_budget=args.fusion_budget)
+                        fusion_budget=args.fusion_budget, error_risk=args.error_risk,
+                        error_detector=args.error_detector, error_delta=args.error_delta)
     if spans[0] is not None:  # screening the same recording later is warned about
         mon.profile.header["calibrated_on"] = spans[0]
     else:
@@ -363,6 +364,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"  decision: fused verdict over {', '.join(cal.fusion['members'])} (members chosen from the clean "
               "scores and cost; each half of the calibration data calibrates one stage)")
     print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in thresholds))
+    if cal.errors is not None:
+        e = cal.errors
+        if e["certified"]:
+            print(f"  error verdict: answer where {e['detector']} <= {e['threshold']:.4g}; answered inputs are wrong at "
+                  f"most {e['risk']:g} of the time with confidence {1 - e['delta']:g} (certified on {e['answered']} "
+                  f"held-out answers, {e['errors']} wrong; coverage {e['coverage']:.3f})")
+        else:
+            warn(f"error verdict: no threshold certifies a risk of {e['risk']:g} at confidence {1 - e['delta']:g} "
+                 f"from {e['n']} labelled samples; every answer is withheld. Ask for a larger risk, or calibrate on "
+                 "more labelled data")
     if groups.pooled:
         warn(groups.describe())
     return 0
@@ -510,6 +521,8 @@ def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, off
             cols[f"id.{key}"] = [frame_id.get(key) for frame_id in ids]
     if y is not None:
         cols["label"] = np.asarray(y, np.int64)
+    if v.answer is not None:  # the error verdict: may the model's answer be used
+        cols["answer"] = np.asarray(v.answer, bool)
     if v.explanations is not None:  # screen --explain: one line per flagged input
         cols["why"] = [e["summary"] if e is not None else "" for e in v.explanations]
     if stream is not None:

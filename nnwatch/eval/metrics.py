@@ -5,10 +5,9 @@ All functions treat ties exactly (no dependence on sample order) and accept +inf
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ..calibration.error_verdict import binomial_cdf  # one definition, also the error verdict's
 from ..errors import InputError
 
 
@@ -143,34 +142,6 @@ def summarize(neg: np.ndarray, pos: np.ndarray) -> dict[str, float]:
     """
     return {"auroc": auroc(neg, pos), "aupr": aupr(neg, pos), "fpr_at_95tpr": fpr_at_tpr(neg, pos, 0.95),
             "tpr_at_5fpr": tpr_at_fpr(neg, pos, 0.05)}
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """``P(X <= k)`` for ``X ~ Binomial(n, p)``, summed exactly in log space.
-
-    Parameters
-    ----------
-    k, n : int
-        Successes and trials.
-    p : float
-        Success probability.
-
-    Returns
-    -------
-    float
-        The probability.
-    """
-    if k < 0:
-        return 0.0
-    if k >= n or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    i = np.arange(k + 1)
-    log_pmf = (math.lgamma(n + 1) - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in i])
-               + i * math.log(p) + (n - i) * math.log1p(-p))
-    top = log_pmf.max()
-    return float(min(1.0, math.exp(top) * np.exp(log_pmf - top).sum()))
 
 
 def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -60,9 +60,10 @@ def default_detectors(profile: Profile) -> tuple[str, ...]:
         Detector names.
     """
     cal = profile.calibration
+    errors = (cal.errors["detector"],) if cal is not None and cal.errors is not None else ()
     if cal is not None and cal.fusion is not None:
-        return tuple(dict.fromkeys(COMPILED + tuple(cal.fusion["members"]) + (FUSED,)))
-    return DEFAULT
+        return tuple(dict.fromkeys(COMPILED + tuple(cal.fusion["members"]) + (FUSED,) + errors))
+    return tuple(dict.fromkeys(DEFAULT + errors))
 
 
 class Monitor:
@@ -647,9 +648,19 @@ class Monitor:
                                            self.columns[column], infer_ms, monitor_ms, over, degraded, first)
         if self.explain:
             verdicts.explanations = self._explanations(verdicts, ws.buf)
+        self._answer(verdicts)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)
         return verdicts
+
+    def _answer(self, verdicts: Verdicts) -> None:
+        """The error verdict of a call, where the calibration has one (one comparison per input)."""
+        errors = self.calibration.errors if self.calibration is not None else None
+        if errors is None or errors["detector"] not in self.columns:
+            return
+        t = errors["threshold"]
+        s = verdicts.score_matrix[:, self.columns.index(errors["detector"])]
+        verdicts.answer = (np.zeros(len(s), bool) if t is None else s <= t) & ~verdicts.nonfinite_input
 
     def _explanations(self, verdicts: Verdicts, buf: np.ndarray) -> list:
         """Explanations of the flagged rows of a call (None for the others)."""
@@ -687,6 +698,7 @@ class Monitor:
         verdicts = Verdicts(pred, out["logits"], self.columns, scores, out["p_values"].astype(np.float64), out["flags"],
                             self._masks[_ALL], self._calibrated_cols, out["flag"], out["confidence"].astype(np.float64),
                             bad, self.decision, {"infer_ms": infer_ms, "monitor_ms": monitor_ms}, over, False, stream)
+        self._answer(verdicts)
         if over and self.budget.policy == "raise":
             raise over_budget_error(verdicts, self.budget)
         return verdicts

@@ -87,9 +87,13 @@ class Verdicts:
     explanations : list or None
         With ``Monitor(explain=True)``: per input, None when not flagged, else why it was
         (:func:`nnwatch.monitor.explain.explain_rows`). None when explanations are off.
+    answer : numpy.ndarray or None
+        With an error verdict in the calibration (:mod:`nnwatch.calibration.error_verdict`):
+        bool ``(B,)``, True where the model's answer may be used (the error detector's score is
+        at most its certified threshold, and the input is finite). None without one.
     """
 
-    __slots__ = ("columns", "active", "calibrated", "decision", "over_budget", "degraded", "explanations",
+    __slots__ = ("columns", "active", "calibrated", "decision", "over_budget", "degraded", "explanations", "answer",
                  "_arrays", "_block", "_parts", "_shape", "_times", "_stream", "_dicts")
 
     def __init__(self, pred: np.ndarray, logits: np.ndarray, columns: tuple[str, ...], score_matrix: np.ndarray,
@@ -109,6 +113,7 @@ class Verdicts:
         self._stream = stream
         self._dicts: dict[str, dict[str, np.ndarray]] = {}
         self.explanations: list[dict[str, Any] | None] | None = None
+        self.answer: np.ndarray | None = None
 
     @classmethod
     def from_workspace(cls, ws: Any, columns: tuple[str, ...], active: np.ndarray, calibrated: np.ndarray,
@@ -149,6 +154,7 @@ class Verdicts:
         v._stream = stream_first
         v._dicts = {}
         v.explanations = None
+        v.answer = None
         return v
 
     def _get(self, name: str) -> np.ndarray:
@@ -258,7 +264,8 @@ class Verdicts:
         -------
         list of dict
             index, pred, flag, confidence, nonfinite_input, then ``score.<detector>`` and
-            ``flag.<detector>`` columns; ``why`` (one line) for a flagged input when explained.
+            ``flag.<detector>`` columns; ``why`` (one line) for a flagged input when explained;
+            ``answer`` with an error verdict.
         """
         rows = []
         flag, conf, bad = self.flag, self.confidence, self.nonfinite_input
@@ -274,6 +281,8 @@ class Verdicts:
                 row[f"flag.{name}"] = bool(values[i])
             if self.explanations is not None and self.explanations[i] is not None:
                 row["why"] = self.explanations[i]["summary"]
+            if self.answer is not None:
+                row["answer"] = bool(self.answer[i])
             rows.append(row)
         return rows
 

@@ -302,6 +302,9 @@ class Calibration:
     fusion : dict or None
         The fused verdict over some of these detectors (:mod:`nnwatch.calibration.fused_verdict`):
         members, combination rule, split seed, tail quantile.
+    errors : dict or None
+        The error verdict (:mod:`nnwatch.calibration.error_verdict`): detector, answer threshold,
+        target risk and confidence, and what its certification saw.
     """
 
     detectors: list[str]
@@ -311,6 +314,7 @@ class Calibration:
     min_class_samples: int
     settings: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] | None = None
+    errors: dict[str, Any] | None = None
 
 
 @dataclass

@@ -37,6 +37,8 @@ MAX_HEADER_BYTES = 1 << 24
 # loads, and its monitor says to calibrate again where the rule it records is not this nnwatch's
 FUSION_KEYS = {"members", "rule", "seed", "tail_quantile", "costs", "budget", "model_macs"}
 FUSION_KEYS_TIMED = {"members", "rule", "seed", "tail_quantile", "costs_us", "budget_us"}
+ERROR_KEYS = {"detector", "threshold", "risk", "delta", "grid", "seed", "n", "certified", "coverage", "errors",
+              "answered"}
 
 def _peek(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a member's .npy header, without reading (or allocating) the data."""
@@ -99,6 +101,7 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> None:
     header["calibration"] = None if cal is None else {
         "detectors": list(cal.detectors), "fpr": float(cal.fpr), "min_class_samples": int(cal.min_class_samples),
         "settings": dict(cal.settings), "fusion": None if cal.fusion is None else dict(cal.fusion),
+        **({} if cal.errors is None else {"errors": dict(cal.errors)}),
     }
     arrays = _arrays(profile)
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -207,6 +210,14 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
                 or not isinstance(cal.get("fpr"), float) or not isinstance(cal.get("min_class_samples"), int)
                 or not isinstance(cal.get("settings", {}), dict)):
             raise ProfileError(f"{where}: calibration header is malformed")
+        errors = cal.get("errors")
+        if errors is not None and (
+                not isinstance(errors, dict) or set(errors) != ERROR_KEYS
+                or not isinstance(errors["detector"], str) or errors["detector"] not in cal["detectors"]
+                or not (errors["threshold"] is None or isinstance(errors["threshold"], (int, float)))
+                or not all(isinstance(errors[k], float) and 0 < errors[k] < 1 for k in ("risk", "delta"))):
+            raise ProfileError(f"{where}: calibration error-verdict record is malformed (its detector must be "
+                               "calibrated, risk and delta in (0, 1))")
         fusion = cal.get("fusion")
         if fusion is not None and (
                 not isinstance(fusion, dict)
@@ -362,7 +373,8 @@ def _assemble(header: dict[str, Any], arrays: dict[str, np.ndarray], where: str)
             raise ProfileError(f"{where}: calibration names a detector twice")
         calibration = Calibration(detectors=list(cal["detectors"]), scores=scores, classes=classes,
                                   fpr=cal["fpr"], min_class_samples=cal["min_class_samples"],
-                                  settings=dict(cal.get("settings", {})), fusion=cal.get("fusion"))
+                                  settings=dict(cal.get("settings", {})), fusion=cal.get("fusion"),
+                                  errors=cal.get("errors"))
     header = {k: v for k, v in header.items() if k != "calibration"}
     header["format_version"] = FORMAT_VERSION
     return Profile(header=header, ranges=ranges, sections=sections, calibration=calibration)
