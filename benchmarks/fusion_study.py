@@ -261,8 +261,8 @@ def summarize(result: dict) -> str:
     c = result["choice"]
     lines = [f"Chosen on the synthetic sets (mean over the three models and both candidate pools): **{c['rule']}**, "
              f"{c['evidence']} ({c['synthetic_mean']:.4f}; the first rule, Fisher's sum of per-class evidence: "
-             f"{c['first_rule_synthetic_mean']:.4f}).", "", "| rule | synthetic mean AUROC |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in c["by_rule"].items()] + [""]
+             f"{c['first_rule_synthetic_mean']:.4f}).", "", "| rule | evidence | synthetic mean AUROC |", "|---|---|---|"]
+    lines += [f"| {' | '.join(k.split(' | '))} | {v:.4f} |" for k, v in c["by_rule"].items()] + [""]
     for name, pools in result["models"].items():
         for pool, r in pools.items():
             sets = list(next(iter(r["singles"].values())))
