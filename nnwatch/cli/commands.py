@@ -110,6 +110,13 @@ def _language(args: argparse.Namespace) -> bool:
         if getattr(args, "detector", None):
             raise InputError("--detector NAME:key=value is for classifier models; a language detector file names its "
                              "columns with --detectors")
+        for flag, unset in (("explain", False), ("errors", False), ("error_risk", None), ("error_detector", "msp"),
+                            ("error_delta", 0.05)):
+            if getattr(args, flag, unset) != unset:
+                raise InputError(f"--{flag.replace('_', '-')} is for classifier models (MODEL.onnx PROFILE.npz); "
+                                 f"{args.model} is a language detector file")
+        if args.command == "bench" and args.detectors is None:
+            args.detectors = "all"  # unset: what the language bench expects of an unset --detectors
         return True
     if args.model and not getattr(args, "profile", None) and not getattr(args, "demo", False):
         raise InputError(f"{args.command} needs MODEL.onnx PROFILE.npz (or a language detector DETECTOR.json); "

@@ -19,10 +19,10 @@ from ..eval.provenance import describe, provenance
 
 # Classifier options a language detector has no use for: refused when set, never ignored.
 CLASSIFIER_ONLY = {"calibrate": {"min_class_samples": 20, "fuse": None, "fusion_budget": 0.10, "batch_size": 256,
-                                 "providers": "auto", "error_risk": None, "error_detector": "msp", "error_delta": 0.05},
-                   "screen": {"stream": False, "ray": False, "batch_size": 256, "providers": "auto", "explain": False},
-                   "evaluate": {"batch_size": 256, "providers": "auto", "errors": False},
-                   "bench": {"batch": 1, "iters": 300, "per_detector": False, "providers": "auto", "detectors": None,
+                                 "providers": "auto"},
+                   "screen": {"stream": False, "ray": False, "batch_size": 256, "providers": "auto"},
+                   "evaluate": {"batch_size": 256, "providers": "auto"},
+                   "bench": {"batch": 1, "iters": 300, "per_detector": False, "providers": "auto", "detectors": "all",
                              "demo": False}}
 
 
