@@ -257,6 +257,8 @@ def save_risk_coverage(name: str, errors: dict) -> None:
 
     FIGURES.mkdir(parents=True, exist_ok=True)
     shown = [d for d in ("fused", "fused_default", "msp", "doctor", "energy", "mahalanobis", "coverage") if d in errors]
+    if not shown:
+        return
     top = max(float(errors[d]["curve"][1].max()) for d in shown)
     (FIGURES / f"{name}_risk_coverage.svg").write_text(line_chart(
         {d: errors[d]["curve"] for d in shown}, f"{name}: the model's errors, rejected in score order",

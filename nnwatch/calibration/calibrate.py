@@ -97,12 +97,13 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
         share of the model's own (0: only the free compiled columns).
     error_risk : float, optional
         Also calibrate the error verdict (:mod:`nnwatch.calibration.error_verdict`): answer only
-        where the model's error rate is at most this, with confidence ``1 - error_delta``. Needs
-        labels in ``source``.
+        where the model's selective risk is at most this, with confidence ``1 - error_delta``.
+        Needs labels in ``source``.
     error_detector : str
         The score the error verdict thresholds (a calibrated detector; ``msp`` or ``doctor``).
     error_delta : float
-        Allowed probability that the answered inputs' error rate exceeds ``error_risk``.
+        Allowed probability, over the calibration data, that the selective risk (the chance that
+        an answered input is wrong) exceeds ``error_risk``.
     batch_size : int
         Samples per call.
     progress : bool

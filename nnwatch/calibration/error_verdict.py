@@ -21,8 +21,10 @@ needed to certify anything (about 300 at ``r = 2%``, ``delta = 5%``, ``G = 20``)
 calibration set certifies only a generous risk.
 
 Guarantee: the candidates depend only on the grid half, the test half is independent of it, and
-the union bound over ``G`` candidates gives ``P(risk at the chosen threshold > r) <= delta``
-for inputs exchangeable with the calibration data (a simulation in
+the union bound over ``G`` candidates gives ``P(R(t) > r) <= delta`` over the calibration draw,
+where ``R(t)`` is the selective risk at the chosen threshold: the probability that an answered
+input, exchangeable with the calibration data, is wrong. The error rate of a finite batch of
+answered inputs scatters around ``R(t)`` like any binomial count (a simulation in
 tests/calibration/test_error_verdict.py checks the rate against a wrong rule). It says nothing
 about inputs unlike the calibration data: that is the fused verdict's job, and both can be
 asked of one input.
@@ -81,7 +83,8 @@ def error_threshold(scores: np.ndarray, errors: np.ndarray, risk: float, delta: 
     risk : float
         Target selective risk ``r`` in (0, 1).
     delta : float
-        Allowed probability in (0, 1) that the realized risk exceeds ``r``.
+        Allowed probability in (0, 1), over the calibration draw, that the selective risk at the
+        chosen threshold (the probability that an answered input is wrong) exceeds ``r``.
     grid : int
         Candidate thresholds ``G``.
     seed : int

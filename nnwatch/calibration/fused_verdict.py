@@ -109,9 +109,9 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
         Skip a candidate whose absolute Spearman correlation with a chosen member is at
         least this, on the clean calibration scores.
     costs : dict, optional
-        Counted per-sample cost of candidates (missing: free, i.e. compiled columns).
+        Counted per-sample cost of the costed candidates (missing: free, i.e. compiled columns).
     budget : float, optional
-        Skip a candidate costing more than this.
+        Skip a costed candidate costing more than this; 0 skips every costed candidate.
 
     Returns
     -------
@@ -124,8 +124,9 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
         No candidate is calibrated and within the budget.
     """
     costs = costs or {}
+    # a costed candidate needs a budget that covers it; a budget of 0 admits the free columns only
     names = [n for n in candidates if n in cal.detectors and n not in NOT_MEMBERS
-             and (budget is None or costs.get(n, 0.0) <= budget)]
+             and (budget is None or n not in costs or (budget > 0 and costs[n] <= budget))]
     if not names:
         raise InputError(f"none of {list(candidates)} is calibrated, within the cost budget and can join a fusion "
                          f"(calibrated: {cal.detectors})")

@@ -254,7 +254,12 @@ def _with_detector_options(args: argparse.Namespace, names: Any, profile: Any) -
     specs = getattr(args, "detector", None) or []
     if not specs:
         return names
-    given = {parse_detector_spec(spec)[0]: spec for spec in specs}
+    given: dict[str, str] = {}
+    for spec in specs:
+        name, params = parse_detector_spec(spec)
+        if name in given and parse_detector_spec(given[name])[1] != params:
+            raise InputError(f"--detector {given[name]} and --detector {spec} set {name!r} twice; give one")
+        given[name] = spec
     base = tuple(names) if names is not None else default_detectors(profile)
     return [given.pop(n, n) for n in base] + list(given.values())
 
@@ -374,9 +379,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if cal.errors is not None:
         e = cal.errors
         if e["certified"]:
-            print(f"  error verdict: answer where {e['detector']} <= {e['threshold']:.4g}; answered inputs are wrong at "
-                  f"most {e['risk']:g} of the time with confidence {1 - e['delta']:g} (certified on {e['answered']} "
-                  f"held-out answers, {e['errors']} wrong; coverage {e['coverage']:.3f})")
+            print(f"  error verdict: answer where {e['detector']} <= {e['threshold']:.4g}; an answered input is wrong "
+                  f"with probability at most {e['risk']:g}, with confidence {1 - e['delta']:g} (certified on "
+                  f"{e['answered']} held-out answers, {e['errors']} wrong; coverage {e['coverage']:.3f})")
         else:
             warn(f"error verdict: no threshold certifies a risk of {e['risk']:g} at confidence {1 - e['delta']:g} "
                  f"from {e['n']} labelled samples; every answer is withheld. Ask for a larger risk, or calibrate on "

@@ -129,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "compiled columns only)")
     _detector_option(c)
     c.add_argument("--error-risk", type=unit_interval(True, True), metavar="RATE",
-                   help="also calibrate the error verdict: answer only where the model is wrong at most RATE of the time "
-                        "(needs labels in --data); screen then writes an 'answer' column")
+                   help="also calibrate the error verdict: answer only where an answered input is wrong with "
+                        "probability at most RATE (certified at --error-delta; needs labels in --data); screen then "
+                        "writes an 'answer' column")
     c.add_argument("--error-detector", default="msp", help="the score the error verdict thresholds (msp, doctor, ...; "
                    "added to the calibrated detectors)")
     c.add_argument("--error-delta", type=unit_interval(True, True), default=0.05, metavar="DELTA",
-                   help="allowed probability that the answered inputs' error rate exceeds --error-risk")
+                   help="allowed probability, over the calibration data, that the chance of an answered input "
+                        "being wrong exceeds --error-risk")
     c.add_argument("--out", help="write the calibrated profile (or detector file) here instead of updating it in place")
     c.add_argument("--truncate", action="store_true",
                    help="detector file only: keep the last max_tokens tokens of an over-long prompt instead of refusing")

@@ -92,7 +92,7 @@ def render_report(ev: Evaluation, title: str, notes: dict[str, Any] | None = Non
     if ev.errors:
         body.append("<h2>The model's own errors: risk-coverage</h2>")
         best = sorted(ev.errors, key=lambda d: ev.errors[d]["aurc"])
-        shown = [d for d in (detectors_for_roc or best) if d in ev.errors][:8]
+        shown = [d for d in (detectors_for_roc or best) if d in ev.errors][:8] or best[:8]
         body.append(line_chart({d: ev.errors[d]["curve"] for d in shown}, "selective risk when rejecting in score order",
                                "coverage (share of inputs answered)", "selective risk (error rate answered)",
                                limits=(0, 1, 0, max(float(max(ev.errors[d]["curve"][1].max() for d in shown)), 1e-3))))

@@ -3,7 +3,7 @@
 Counted: Conv, ConvTranspose, ConvInteger and QLinearConv (output elements x input channels
 per group x kernel area; transposed: input elements x output channels per group x kernel
 area), Gemm, MatMul, MatMulInteger and QLinearMatMul (output elements x the shared
-dimension). Everything else (activations, pooling, normalization, element-wise arithmetic) is
+dimension), per sample: a graph with a fixed batch is counted at that batch and divided by it. Everything else (activations, pooling, normalization, element-wise arithmetic) is
 left out: next to the products it is small, and it is what the count is compared with. Shapes
 come from ONNX shape inference with the batch axis set to 1; a product whose shapes cannot be
 inferred is not counted, and the result says how many were missed.
@@ -20,10 +20,14 @@ CONV = ("Conv", "ConvInteger", "QLinearConv")
 MATMUL = ("MatMul", "MatMulInteger", "QLinearMatMul")
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
-    """Every tensor's shape at batch 1 (None where a dimension stays unknown)."""
+def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...] | None], int]:
+    """Every tensor's shape at batch 1, or at the graph's own fixed batch, and that batch.
+
+    A dimension that stays unknown makes the shape None.
+    """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     initializers = {i.name for i in model.graph.initializer}
+    batch = 1
     for value in model.graph.input:
         if value.name in initializers:
             continue
@@ -31,6 +35,8 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
         if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
+        elif len(dims) and dims[0].dim_value > 1:  # a fixed batch: counted as it is, divided below
+            batch = max(batch, int(dims[0].dim_value))
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001  (inference is best effort: what it cannot type is not counted)
@@ -43,7 +49,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
             "shape") else tuple(int(d) for d in known)
     for init in model.graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
-    return shapes
+    return shapes, batch
 
 
 def count_macs(model: onnx.ModelProto) -> tuple[int, int]:
@@ -59,7 +65,7 @@ def count_macs(model: onnx.ModelProto) -> tuple[int, int]:
     tuple
         ``(multiply-adds, products whose shapes were unknown)``.
     """
-    shapes = _shapes(model)
+    shapes, batch = _shapes(model)
     total = missed = 0
     for node in model.graph.node:
         if node.op_type not in CONV + MATMUL + ("Gemm", "ConvTranspose"):
@@ -81,4 +87,4 @@ def count_macs(model: onnx.ModelProto) -> tuple[int, int]:
             total += math.prod(out) * (a[0] if trans_a else a[-1])
         else:  # MatMul family: the shared dimension is A's last
             total += math.prod(out) * a[-1]
-    return int(total), int(missed)
+    return int(total) // batch, int(missed)

@@ -43,9 +43,11 @@ class FusionTables:
     members : numpy.ndarray
         int64 ``(m,)``: score-matrix column of each member.
     ref : numpy.ndarray
-        float64 ``(m, R)``: member scores of the member half, one sorted block per group.
+        float64 ``(m, R)``: member scores of the member half, sorted blocks (the fused verdict
+        uses one block, all classes pooled).
     starts, ends : numpy.ndarray
-        int64 ``(C,)``: class ``c`` is compared with ``ref[:, starts[c]:ends[c]]``.
+        int64 ``(C,)``: class ``c`` is compared with ``ref[:, starts[c]:ends[c]]`` (pooled: the
+        same block for every class).
     scale : numpy.ndarray
         float64 ``(m, C)``: positive tail scale of each member and class.
     """
@@ -131,8 +133,9 @@ def kept_members(m: int) -> int:
 
 @njit(exact=True)
 def strongest_half_sum(ev, m):
-    """Sum of the ``ceil(m / 2)`` largest of ``ev[:m]`` (reorders ``ev``); for use inside kernels."""
-    keep = (m + 1) // 2
+    """Sum of the :func:`kept_members` largest of ``ev[:m]`` (reorders ``ev``); for use inside kernels,
+    which pass it a scratch array they own."""
+    keep = (m + 1) // 2  # kept_members(m): a plain-Python function cannot be called from here
     total = 0.0
     for i in range(keep):
         top = i

@@ -153,9 +153,11 @@ class Detector:
 
         The count a fused verdict's membership weighs against the model's own multiply-adds,
         instead of a stopwatch. A compiled column of the shared pass costs 0 (the pass runs
-        anyway). Otherwise, by default, every number of the fitted arrays (attributes ending in
-        ``_``) is read once per sample: the kNN bank, a head's weights, a basis; detectors
-        whose scoring reads less override it (Mahalanobis: its whitening and whitened means).
+        anyway). Otherwise, by default, the logits and every number of the fitted arrays
+        (attributes ending in ``_``, also inside lists) are read once per sample: the kNN bank, a
+        head's weights, a basis, per-layer statistics; detectors whose scoring reads less
+        override it (Mahalanobis: its whitening and whitened means). So every detector outside
+        the shared pass counts more than 0.
         A detector written in Python also pays a per-call interpreter cost the count leaves out.
 
         Returns
@@ -166,7 +168,13 @@ class Detector:
         self.check_fitted()
         if self.compiled_source is not None and not self.timed_alone:
             return 0
-        return int(sum(v.size for k, v in vars(self).items() if k.endswith("_") and isinstance(v, np.ndarray)))
+        held = 0
+        for k, v in vars(self).items():
+            if not k.endswith("_") or k in ("shape_", "head_"):  # the head: copied into what a detector reads
+                continue
+            for a in (v if isinstance(v, (list, tuple)) else (v,)):
+                held += a.size if isinstance(a, np.ndarray) else 0
+        return int(held + (self.shape_[0] if self.shape_ is not None else 0))  # and the logits it reads
 
     def fit(self, profile: Profile) -> "Detector":
         """Derive this detector's state from a profile.

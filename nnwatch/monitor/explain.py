@@ -99,12 +99,14 @@ class Explainer:
                 names = self.fusion[1]
                 order = np.argsort(-e, kind="stable")
                 counted = order[: kept_members(len(e))]  # the statistic adds the strongest half
-                total = float(e[counted].sum())
+                share = np.zeros(len(e))
+                infinite = counted[np.isinf(e[counted])]
+                if len(infinite):  # infinite evidence: those members share it all
+                    share[infinite] = 1.0 / len(infinite)
+                elif e[counted].sum() > 0:
+                    share[counted] = e[counted] / e[counted].sum()
                 entry["members"] = [{"detector": names[k], "evidence": float(e[k]), "counted": bool(r < len(counted)),
-                                     "share": 0.0 if r >= len(counted) else (
-                                         float(e[k] / total) if np.isfinite(total) and total > 0 else
-                                         (1.0 if np.isinf(e[k]) else 0.0))}
-                                    for r, k in enumerate(order.tolist())]
+                                     "share": float(share[k])} for r, k in enumerate(order.tolist())]
                 top = entry["members"][0]
                 parts.append(f"{top['detector']} {top['share']:.0%} of the evidence")
             lo, hi, unit = class_ranges(self.profile, self.rows[[int(pred[b])]])

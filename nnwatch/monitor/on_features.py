@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NotFittedError
 from ..kernels.layout import layer_offsets, pack_layers
 from ..profile.builder import ProfileBuilder
 from ..profile.schema import Profile
@@ -64,26 +64,31 @@ class FeatureDetector:
     profile_ : Profile
         The profile of the trusted features (after :meth:`fit_features`).
     detector_ : Detector
-        The fitted detector.
+        The fitted detector (the instance given, or one built from the name).
     """
 
     def __init__(self, detector: str | Detector, head: tuple[np.ndarray, np.ndarray] | None = None,
                  k_sections: int = 10, k_top: int = 3, feature_sample: int = 2000, rare_rate: float = 0.01) -> None:
-        if isinstance(detector, Detector):
-            self.detector_ = detector
-        elif isinstance(detector, str):
-            name, params = parse_detector_spec(detector)
-            self.detector_ = make_detector(name, **params)
-        else:
-            raise InputError(f"detector must be a name ('knn', 'react:percentile=95') or a Detector, got {detector!r}")
-        if head is not None:
-            w, b = (np.asarray(a, np.float32) for a in head)
-            if w.ndim != 2 or b.shape != (w.shape[0],):
-                raise InputError(f"head must be (W (K, D), b (K,)), got shapes {w.shape} and {b.shape}")
-            head = (w, b)
+        self.detector = detector
         self.head = head
-        self.k_sections, self.k_top, self.feature_sample = int(k_sections), int(k_top), int(feature_sample)
-        self.rare_rate = float(rare_rate)
+        self.k_sections, self.k_top, self.feature_sample = k_sections, k_top, feature_sample
+        self.rare_rate = rare_rate
+
+    def _detector(self) -> Detector:
+        if isinstance(self.detector, Detector):
+            return self.detector
+        if isinstance(self.detector, str):
+            name, params = parse_detector_spec(self.detector)
+            return make_detector(name, **params)
+        raise InputError(f"detector must be a name ('knn', 'react:percentile=95') or a Detector, got {self.detector!r}")
+
+    def _head(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.head is None:
+            return None
+        w, b = (np.asarray(a, np.float32) for a in self.head)
+        if w.ndim != 2 or b.shape != (w.shape[0],):
+            raise InputError(f"head must be (W (K, D), b (K,)), got shapes {w.shape} and {b.shape}")
+        return w, b
 
     def fit_features(self, features: np.ndarray | Sequence[np.ndarray], y: Any,
                      n_classes: int | None = None) -> "FeatureDetector":
@@ -103,26 +108,36 @@ class FeatureDetector:
         -------
         FeatureDetector
             self.
+
+        Raises
+        ------
+        InputError
+            Arrays of the wrong shape or kind, a head that does not fit the last layer, or a
+            detector that cannot be built.
+        NotFittedError
+            The detector needs what the features cannot give (e.g. a head).
         """
+        detector, head = self._detector(), self._head()
         layers = _layers(features)
         y = np.asarray(y)
         if y.shape != (layers[0].shape[0],) or y.dtype.kind not in "iu":
             raise InputError(f"y must be integer labels of shape ({layers[0].shape[0]},), got {y.dtype} {y.shape}")
         if n_classes is None:
-            n_classes = self.head[0].shape[0] if self.head is not None else int(y.max()) + 1
-        if self.head is not None and self.head[0].shape[1] != layers[-1].shape[1]:
-            raise InputError(f"the head takes {self.head[0].shape[1]} features; the last layer has "
-                             f"{layers[-1].shape[1]}")
+            n_classes = head[0].shape[0] if head is not None else int(y.max()) + 1
+        if head is not None and head[0].shape[1] != layers[-1].shape[1]:
+            raise InputError(f"the head takes {head[0].shape[1]} features; the last layer has {layers[-1].shape[1]}")
         sizes = [a.shape[1] for a in layers]
-        builder = ProfileBuilder(sizes, n_classes, k_sections=self.k_sections, k_top=min(self.k_top, min(sizes)),
-                                 feature_layer=len(layers) - 1, feature_sample=self.feature_sample)
+        builder = ProfileBuilder(sizes, n_classes, k_sections=int(self.k_sections),
+                                 k_top=min(int(self.k_top), min(sizes)), feature_layer=len(layers) - 1,
+                                 feature_sample=int(self.feature_sample))
         builder.update_ranges(layers, y).finish_ranges().update_sections(layers, y)
         digest = hashlib.sha256(b"".join(a.tobytes() for a in layers)).hexdigest()
         self.profile_: Profile = builder.build(digest, [f"features[{i}]" for i in range(len(layers))],
                                                dataset="fit_features")
         self.offsets_ = layer_offsets(sizes)
-        self.tables_ = compile_tables(self.profile_, self.rare_rate, warn=False)
-        self.detector_.with_head(self.head).fit(self.profile_)
+        self.tables_ = compile_tables(self.profile_, float(self.rare_rate), warn=False)
+        self.head_ = head
+        self.detector_ = detector.with_head(head).fit(self.profile_)
         return self
 
     def score_features(self, features: np.ndarray | Sequence[np.ndarray],
@@ -140,19 +155,25 @@ class FeatureDetector:
         -------
         numpy.ndarray
             float64 ``(N,)``; +inf where an input is non-finite.
+
+        Raises
+        ------
+        NotFittedError
+            :meth:`fit_features` was not called.
+        InputError
+            Layer sizes other than the fitted ones, or logits of the wrong shape (or none, without a
+            head).
         """
         if not hasattr(self, "profile_"):
-            from ..errors import NotFittedError
-
             raise NotFittedError("call fit_features(features, y) first")
         layers = _layers(features)
         sizes = [a.shape[1] for a in layers]
         if sizes != list(self.profile_.layer_sizes):
             raise InputError(f"features have layer sizes {sizes}; fitted on {list(self.profile_.layer_sizes)}")
         if logits is None:
-            if self.head is None:
+            if self.head_ is None:
                 raise InputError("pass the logits, or give FeatureDetector the classifier head (W, b)")
-            logits = layers[-1] @ self.head[0].T + self.head[1]
+            logits = layers[-1] @ self.head_[0].T + self.head_[1]
         logits = np.ascontiguousarray(logits, np.float32)
         if logits.shape != (layers[0].shape[0], self.profile_.n_classes):
             raise InputError(f"logits must be ({layers[0].shape[0]}, {self.profile_.n_classes}), got {logits.shape}")

@@ -129,8 +129,12 @@ def make_detector(name: str, **params: Any) -> Detector:
                          f"{takes or 'no parameters'}")
     try:
         return REGISTRY[name](**params)
-    except TypeError as exc:  # e.g. a required parameter missing
-        raise InputError(f"detector {name!r}: {exc}") from None
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:  # a required parameter missing, a value of the wrong kind
+        raise InputError(f"detector {name!r}: {exc}; it takes "
+                         + ", ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k
+                                     for k, v in accepted.items())) from None
 
 
 def _value(text: str) -> Any:

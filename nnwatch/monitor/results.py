@@ -86,7 +86,7 @@ class Verdicts:
         The attached stream's per-frame results (None without a stream).
     explanations : list or None
         With ``Monitor(explain=True)``: per input, None when not flagged, else why it was
-        (:func:`nnwatch.monitor.explain.explain_rows`). None when explanations are off.
+        (:meth:`nnwatch.monitor.explain.Explainer.explain_rows`). None when explanations are off.
     answer : numpy.ndarray or None
         With an error verdict in the calibration (:mod:`nnwatch.calibration.error_verdict`):
         bool ``(B,)``, True where the model's answer may be used (the error detector's score is

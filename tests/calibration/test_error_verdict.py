@@ -78,7 +78,8 @@ def test_the_monitor_answers_where_the_error_verdict_certifies(digits_monitor_fi
     mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu", detectors=("coverage", "msp", "doctor"))
     cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), error_risk=0.2, error_detector="doctor",
                     error_delta=0.1)
-    assert cal.errors["detector"] == "doctor" and cal.errors["risk"] == 0.2
+    assert cal.errors["detector"] == "doctor" and cal.errors["risk"] == 0.2 and cal.errors["certified"]
+    assert 0 < cal.errors["coverage"] <= 1 and cal.errors["errors"] <= cal.errors["answered"]
     x = f["splits"]["test"][0][:50].copy()
     x[0, 0] = np.nan
     v = mon(x)

@@ -85,3 +85,10 @@ def test_bench_times_what_the_monitor_runs_and_names_the_costliest_part(work, ca
     record = json.loads((work / "b.json").read_text())
     assert "the costliest part of its scoring" in out
     assert "react" not in record["detectors"] and "fused" in record["detectors"]  # not run by the monitor
+
+
+def test_one_detector_set_twice_differently_is_refused(work, capsys):
+    code = main(["screen", str(work / "m.onnx"), str(work / "cal.npz"), "--data", f"npz:{work / 'test.npz'}",
+                 "--out", str(work / "twice.csv"), "--detector", "react:percentile=95", "--detector",
+                 "react:percentile=90"])
+    assert code == 2 and "set 'react' twice" in capsys.readouterr().err and not (work / "twice.csv").exists()

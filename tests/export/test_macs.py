@@ -75,3 +75,13 @@ def test_the_count_is_per_sample_whatever_the_graphs_batch(tmp_path, batch):
     net = Net().eval()
     manifest = export_module(net, torch.zeros(batch, 3, 13, 13), tmp_path / "m.onnx")
     assert manifest.macs == module_macs(net, torch.zeros(1, 3, 13, 13))
+
+
+def test_a_fixed_batch_graph_is_counted_per_sample():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])  # a batch of 4, fixed
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.zeros(6, np.float32))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    assert count_macs(helper.make_model(graph)) == (3 * 2, 0)

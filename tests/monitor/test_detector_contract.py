@@ -37,6 +37,8 @@ def test_make_detector_names_what_it_refuses():
         make_detector("react", percentile=300)
     with pytest.raises(InputError, match="takes no parameters"):
         make_detector("msp", t=1)
+    with pytest.raises(InputError, match="detector 'doctor'.*it takes temperature=1.0"):
+        make_detector("doctor", temperature="warm")
     assert make_detector("ash", percentile=80, variant="b").params() == {"percentile": 80.0, "variant": "b"}
     assert make_detector("knn", k=7).params() == {"k": 7}
     assert make_detector("knn").params() == {}  # the scaled default records nothing, as before

@@ -74,15 +74,23 @@ def test_neurons_are_the_furthest_outside_the_class_range(explained):
     mon.runner.run(mon.runner.check_input(x[b : b + 1]), ws)
     acts = np.concatenate(unpack_layers(ws.buf, 1, mon.runner.offsets), axis=1)[0].astype(np.float64)
     c = int(v.pred[b])
-    lo, hi = ranges.edges_lo[c].astype(np.float64), ranges.edges_hi[c].astype(np.float64)
+    row = c if mon.profile.header["class_counts"][c] >= mon.min_signature_samples else mon.profile.n_classes
+    lo, hi = ranges.edges_lo[row].astype(np.float64), ranges.edges_hi[row].astype(np.float64)
+    glo, ghi = ranges.edges_lo[-1].astype(np.float64), ranges.edges_hi[-1].astype(np.float64)
     width = hi - lo
     excess = np.maximum(lo - acts, 0) + np.maximum(acts - hi, 0)
     top = entry["neurons"][0]
     j = int(mon.runner.offsets[mon.manifest.layer_names.index(top["layer"])]) + top["neuron"]
     assert top["value"] == pytest.approx(acts[j], rel=1e-6)
     assert top["range"] == pytest.approx([lo[j], hi[j]], rel=1e-6)
-    if (width > 0).all():  # every range has width: the unit is the width itself
-        assert j == int(np.argmax(excess / width))
+    # the unit: the class range's width, or for a point range a share of the global range; the
+    # neuron named first is the furthest out in that unit, and its excess is its distance over it
+    in_unit = top["excess"] * np.where(width > 0, width, np.nan)
+    if width[j] > 0:
+        assert in_unit[j] == pytest.approx(excess[j], rel=1e-6)
+    wide = width > 0
+    assert top["excess"] >= np.max(excess[wide] / width[wide]) * (1 - 1e-9)
+    assert ((glo <= ghi).all())
     assert entry["layers"][0]["outside"] == pytest.approx(max(
         ((excess[a:z] > 0).mean()) for a, z in zip(mon.runner.offsets[:-1], mon.runner.offsets[1:])))
     assert top["layer"] in entry["summary"] or "outside" in entry["summary"]

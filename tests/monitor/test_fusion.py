@@ -1,9 +1,9 @@
 """The fused verdict against its definition in numpy, its guarantee by simulation, its refusals.
 
 Definition (nnwatch/calibration/fused_verdict.py, nnwatch/kernels/fusion.py): split the calibration per
-class into halves A and B; a member's evidence is -log of its conformal p-value against A's
-group, continued beyond A's maximum by (s - max) / (max - 90% quantile); T = sum of evidence;
-the fused p-value is conformal against B's T of the same group.
+class into halves A and B; a member's evidence is -log of its conformal p-value against all of A
+(classes pooled), continued beyond A's maximum by (s - max) / (max - 90% quantile); T = the sum of
+the ceil(m / 2) largest evidences; the fused p-value is conformal against B's T of the group.
 """
 
 from __future__ import annotations
@@ -105,14 +105,18 @@ def synthetic_calibration(rng, n_per_class=(60, 45, 8), members=3, seed=0):
     return cal, names
 
 
-def test_fused_statistic_and_p_value_follow_the_definition():
-    rng = np.random.default_rng(0)
-    cal, names = synthetic_calibration(rng)
+@pytest.mark.parametrize("members", [1, 2, 3, 4, 5])
+def test_fused_statistic_and_p_value_follow_the_definition(members):
+    rng = np.random.default_rng(members)
+    cal, names = synthetic_calibration(rng, members=max(members, 2))
+    if members == 1:
+        names = names[:1]
+        cal.fusion = fusion_spec(cal, names, 0)
     columns = ["x"] + names  # members are columns 1.. of the monitor's matrix
     tables, fused_cal = compile_fusion(cal, columns, 3)
-    live = rng.standard_normal((300, 4)) * 2.5  # far beyond the calibration too
-    live[0, 2] = np.inf
-    live[1, 3] = np.nan
+    live = rng.standard_normal((300, len(columns))) * 2.5  # far beyond the calibration too
+    live[0, 1] = np.inf
+    live[1, len(columns) - 1] = np.nan
     classes = rng.integers(0, 3, 300)
     t = fused_statistic(live, classes, tables)
     p, flags = conformal_p_values(t[:, None], classes, fused_cal)
@@ -334,8 +338,26 @@ def test_membership_is_counted_so_two_calibrations_agree(digits_monitor_files):
     maha = mon.detectors["mahalanobis"]
     d, c = maha.whiten_.shape[0], maha.whitened_means_t_.shape[1]
     assert records[0]["costs"]["mahalanobis"] == d * d + d * c
-    assert records[0]["costs"]["knn"] == mon.detectors["knn"].bank_.size
+    assert records[0]["costs"]["knn"] == mon.detectors["knn"].bank_.size + mon.profile.n_classes  # bank, logits
     assert records[0]["model_macs"] == mon.manifest.macs > 0
     assert records[0]["budget"] == pytest.approx(0.10 * mon.manifest.macs)
     chosen = set(records[0]["members"])
     assert all(records[0]["costs"][m] <= records[0]["budget"] for m in chosen)
+
+
+def test_every_detector_outside_the_shared_pass_counts_and_a_zero_budget_admits_none(digits_monitor_files):
+    from nnwatch.monitor.detectors import MORE
+
+    f = digits_monitor_files
+    mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu",
+                  detectors=("coverage", "kmnc", "msp", "mahalanobis") + MORE + (FUSED,))
+    costs, model_macs = mon.counted_costs()
+    assert set(costs) == {n for n, d in mon.detectors.items() if d.compiled_source is None or d.timed_alone}
+    assert all(c > 0 for c in costs.values()), costs
+    layers = mon.detectors["mahalanobis_layers"]
+    assert costs["mahalanobis_layers"] >= sum(a.size for a in layers.means_)
+    assert costs["rmd"] > costs["mahalanobis"]  # its background whitening too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_budget=0.0)
+    assert not set(cal.fusion["members"]) & set(costs), cal.fusion["members"]

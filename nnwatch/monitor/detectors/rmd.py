@@ -33,6 +33,10 @@ class RelativeMahalanobis(Mahalanobis):
         self.background_whiten_ = evecs * np.sqrt(np.clip(evals, 0.0, None))
         self.background_mean_ = mean @ self.background_whiten_
 
+    def ops(self) -> int:
+        """Mahalanobis' count, the background whitening ``D * D`` and the logits."""
+        return super().ops() + int(self.background_whiten_.size) + int(self.shape_[0] if self.shape_ else 0)
+
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted(view)
         x = view.layer(self.layer_).astype(np.float64)
