@@ -133,8 +133,10 @@ def kept_members(m: int) -> int:
 
 @njit(exact=True)
 def strongest_half_sum(ev, m):
-    """Sum of the :func:`kept_members` largest of ``ev[:m]`` (reorders ``ev``); for use inside kernels,
-    which pass it a scratch array they own."""
+    """Sum of the :func:`kept_members` largest of ``ev[:m]`` (reorders ``ev``); for use inside kernels.
+
+    The calling kernel passes a scratch array it owns.
+    """
     keep = (m + 1) // 2  # kept_members(m): a plain-Python function cannot be called from here
     total = 0.0
     for i in range(keep):
