@@ -842,6 +842,13 @@ def _info_detector(path: Path) -> None:
             else ("layers " + ",".join(map(str, v.layers()[:8])) + (" ..." if len(v.layers()) > 8 else "")
                   if v.layers() else "MLP activations" if v.needs_mlp else "prompt tokens")
         print(f"  {name}{' (default)' if name == d.default else ''}: {v.kind}, {v.cost} cost; reads {where}")
-    c = d.calibration
-    print(f"  calibration: {len(c.scores)} benign prompts, fpr {c.fpr:g}" if c is not None
-          else "  calibration: none (nnwatch calibrate DETECTOR.json --data BENIGN.jsonl)")
+    c, cf = d.calibration, d.cross_fit
+    if c is not None:
+        print(f"  calibration: {len(c.scores)} benign prompts, fpr {c.fpr:g}")
+    elif cf is not None:
+        uncovered = sorted(set(d.detectors) - set(cf.folds))
+        print(f"  calibration: cross-fitted ({cf.k} folds) on {cf.n} benign training prompts, fpr {cf.fpr:g}; "
+              f"false alarms at most {cf.info.get('false_alarm_bound', float('nan')):.3f} guaranteed"
+              + (f"; not cross-fitted: {', '.join(uncovered)} (nnwatch calibrate)" if uncovered else ""))
+    else:
+        print("  calibration: none (nnwatch calibrate DETECTOR.json --data BENIGN.jsonl)")

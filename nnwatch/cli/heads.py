@@ -15,6 +15,8 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import InputError
+from ..heads.cross_fit import CALIBRATIONS
+from ..heads.cross_fit import FOLDS as CROSS_FOLDS
 from ..heads.loading import DEFAULT_THREADS
 from ..eval.provenance import provenance
 from .types import non_negative_int, percent, positive_int, unit_interval
@@ -56,11 +58,18 @@ def add_parser(sub: Any) -> None:
     model_opts(s)
 
     f = hs.add_parser("fit", help="searched heads + training prompts -> every detector, chosen by "
-                      "cross-validation, calibrated on held-out benign prompts")
+                      "cross-validation, calibrated by cross-fitting on the benign training prompts")
     f.add_argument("detector", help="detector file from `nnwatch heads search`")
     f.add_argument("--prompts", nargs="+", required=True, help="labelled training JSONL (label 1 unsafe, 0 safe)")
-    f.add_argument("--hold-out", type=positive_int, default=100,
-                   help="benign training prompts kept out of fitting for the conformal calibration (>= 99 for 1%%)")
+    f.add_argument("--calibration", choices=CALIBRATIONS, default="cross-fit",
+                   help="cross-fit: every benign training prompt the head search did not use calibrates (CV+: the "
+                        "fit runs --folds more times, each without one fold, which it then scores; false-alarm "
+                        "guarantee 2x fpr plus a small term, near fpr in practice); hold-out: --hold-out benign "
+                        "prompts are kept out of fitting and calibrate (guarantee fpr)")
+    f.add_argument("--folds", type=positive_int, default=CROSS_FOLDS, help="cross-fit folds")
+    f.add_argument("--hold-out", type=positive_int, default=None,
+                   help="with --calibration hold-out: benign training prompts kept out of fitting (default 100; "
+                        ">= 99 for 1%%)")
     f.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-positive rate of the flags")
     f.add_argument("--without-contrast-pairs", action="store_true",
@@ -129,21 +138,40 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """``nnwatch heads fit``."""
     from ..heads.detector_file import load_detector, save_detector
     from ..heads.prompts import load_prompts
-    from ..heads.training import check_hold_out, fit_and_calibrate, split_calibration
+    from ..heads.training import check_cross_fit, check_hold_out, fit_and_calibrate, split_calibration
 
+    if args.calibration == "cross-fit" and args.hold_out is not None:
+        raise InputError("--hold-out is for --calibration hold-out; cross-fitting holds nothing out (--folds sets "
+                         "its folds)")
+    if args.calibration == "hold-out" and args.folds != CROSS_FOLDS:
+        raise InputError("--folds is for --calibration cross-fit")
+    if args.folds < 2:
+        raise InputError(f"--folds {args.folds}: cross-fitting needs at least 2 folds")
+    args.hold_out = args.hold_out or 100
     det = load_detector(args.detector)
     prompts = load_prompts(*args.prompts)
-    check_hold_out(args.hold_out, args.fpr)  # refused before the model loads
-    split_calibration(prompts, args.hold_out, set(det.search.get("prompt_ids", [])))
+    searched = set(det.search.get("prompt_ids", []))
+    if args.calibration == "hold-out":  # refused before the model loads
+        check_hold_out(args.hold_out, args.fpr)
+        split_calibration(prompts, args.hold_out, searched)
+    else:
+        check_cross_fit(prompts, searched, args.fpr, args.folds)
     scorer, _ = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     det.check_model(scorer.fingerprint)
     fitted = fit_and_calibrate(scorer, det, prompts, hold_out=args.hold_out, fpr=args.fpr,
                                progress=not args.quiet, log=None if args.quiet else print,
-                               contrast_train=not args.without_contrast_pairs)
+                               contrast_train=not args.without_contrast_pairs, calibration=args.calibration,
+                               folds=args.folds)
     fitted.info["provenance"] = provenance(["nnwatch"] + sys.argv[1:])
     save_detector(fitted, args.out)
-    print(f"wrote {args.out}: default detector {fitted.default}; {len(fitted.detectors)} detectors calibrated on "
-          f"{len(fitted.calibration.scores)} held-out benign prompts at fpr {fitted.calibration.fpr:g}")
+    if fitted.cross_fit is not None:
+        cf = fitted.cross_fit
+        how = (f"{len(cf.folds)} detectors cross-fitted ({cf.k} folds) on {cf.n} benign training prompts at fpr "
+               f"{cf.fpr:g} (guaranteed false-alarm rate at most {cf.info['false_alarm_bound']:.3f})")
+    else:
+        how = (f"{len(fitted.detectors)} detectors calibrated on {len(fitted.calibration.scores)} held-out benign "
+               f"prompts at fpr {fitted.calibration.fpr:g}")
+    print(f"wrote {args.out}: default detector {fitted.default}; {how}")
     return 0
 
 
@@ -156,7 +184,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
     det = load_detector(args.detector)
     if args.decision is not None and args.decision not in det.detectors:
         raise InputError(f"--decision {args.decision}: this file has {sorted(det.detectors)}")
-    if det.calibration is None:
+    if det.calibration is None and det.cross_fit is None:
         raise InputError(f"{args.detector} has no calibration: run `nnwatch heads fit` or `nnwatch calibrate` first")
     scorer, lm = _scorer(args, det.encoder["max_tokens"], det.encoder["system_prompt"], recorded=det.model)
     mon = LanguageMonitor(det, scorer, detectors=[args.decision or det.default], decision=args.decision or "auto")

@@ -119,7 +119,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             row[f"p.{name}"] = float(value)
     write_records(args.out, rows)
     print(f"wrote {args.out}: {len(rows)} prompts, {int(v.flag.sum())} flagged unsafe by {v.decision} at fpr "
-          f"{mon.calibration.fpr:g}")
+          f"{mon.calibration_summary['fpr']:g}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """The language detector file: fitted detectors for one model, their cross-validation, the
 head search behind the head detectors, and the conformal calibration on benign prompts.
 
-Saved as checked JSON (no pickle), tied to one model by fingerprint. Version 1 files (head
+Saved as checked JSON (no pickle), tied to one model by fingerprint. Version 3 adds the
+cross-fitted calibration (``cross_fit``, :mod:`.cross_fit`); version 2 files are read as they
+are (no cross-fit). Version 1 files (head
 search only: a ``single`` and an ``ensemble`` variant with KDE thresholds) are read as their
 two head detectors without a calibration; their thresholds are dropped.
 """
@@ -22,10 +24,12 @@ from .._io import atomic_write_bytes
 from .._validate import is_finite_list, is_int
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.schema import Calibration
+from .cross_fit import CrossFit, cross_fit_from_json
 from .scores import HeadAngle, HeadLogistic, Layout, MlpCoverage, Score, score_from_json
 
 FORMAT = "nnwatch.heads"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READS = (1, 2, 3)
 DEFAULT_ENCODER = {"system_prompt": None, "max_tokens": 1024}
 NAME = re.compile(r"[A-Za-z0-9_]+")  # detector names become CSV columns, --detectors items and file names
 
@@ -56,6 +60,9 @@ class LanguageDetector:
         Clean scores of benign calibration prompts (one group: class 0).
     info : dict
         How it was fitted: prompt counts, wrapper templates, provenance, length orientation.
+    cross_fit : CrossFit or None
+        Cross-fitted calibration on the benign training prompts (used while ``calibration``
+        is None: a calibration on the user's prompts replaces it).
     """
 
     model: str
@@ -70,6 +77,7 @@ class LanguageDetector:
     cv: dict = field(default_factory=dict)
     calibration: Calibration | None = None
     info: dict = field(default_factory=dict)
+    cross_fit: CrossFit | None = None
 
     def check_model(self, fingerprint: str) -> None:
         """Refuse a model other than the one fitted on.
@@ -112,7 +120,7 @@ class LanguageDetector:
                 "fingerprint": self.fingerprint, "n_layers": self.n_layers, "n_heads": self.n_heads,
                 "hidden": self.hidden, "encoder": self.encoder, "default": self.default,
                 "detectors": self.detectors_json(), "calibration": cal, "search": self.search, "cv": self.cv,
-                "info": self.info}
+                "info": self.info, "cross_fit": None if self.cross_fit is None else self.cross_fit.to_json()}
 
 
 def save_detector(det: LanguageDetector, path: str | os.PathLike) -> None:
@@ -233,8 +241,8 @@ def detector_from_json(d: Any, path: Any = "detector", folder: Path | None = Non
     _need(isinstance(d, dict) and d.get("format") == FORMAT, path, f"'format' is not {FORMAT!r}")
     if d.get("format_version") == 1:
         d = _from_v1(d, path)
-    _need(d.get("format_version") == FORMAT_VERSION, path,
-          f"format_version {d.get('format_version')!r}, this nnwatch reads 1 and {FORMAT_VERSION}")
+    _need(d.get("format_version") in READS, path,
+          f"format_version {d.get('format_version')!r}, this nnwatch reads {', '.join(map(str, READS))}")
     for key in ("n_layers", "n_heads"):
         _need(_pos_int(d.get(key)), path, f"{key} must be a positive integer")
     hidden = d.get("hidden")
@@ -268,4 +276,4 @@ def detector_from_json(d: Any, path: Any = "detector", folder: Path | None = Non
     return LanguageDetector(d["model"], d["fingerprint"], d["n_layers"], d["n_heads"], hidden, detectors, d["default"],
                             {"system_prompt": enc.get("system_prompt"), "max_tokens": max_tokens}, search,
                             d.get("cv", {}), _calibration(d.get("calibration"), path, list(detectors)),
-                            d.get("info", {}))
+                            d.get("info", {}), cross_fit_from_json(d.get("cross_fit"), lay, list(detectors), str(path)))

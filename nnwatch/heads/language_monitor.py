@@ -26,6 +26,7 @@ from ..calibration.groups import (
     compile_conformal,
 )
 from ..errors import InputError, ModelMismatchError, NotFittedError
+from ..calibration.cross_conformal import false_alarm_bound
 from ..kernels.conformal import conformal_p_values
 from ..monitor.budget import Budget, LatencyTracker, over_budget_error
 from ..monitor.results import Verdicts
@@ -161,6 +162,10 @@ class LanguageMonitor:
     def _set_calibration(self, cal: Calibration | None) -> None:
         self.calibration = cal
         self._tables, self._cal_row = None, np.full(len(self.columns), -1, np.int64)
+        # without a calibration on the user's prompts, the cross-fitted one of the fit decides
+        self.cross_fit = self.detector.cross_fit if cal is None else None
+        self._cross = np.array([self.cross_fit is not None and c in self.cross_fit.folds for c in self.columns],
+                               np.bool_)
         if cal is not None:
             check_settings(cal, self.settings)
             used = [c for c in self.columns if c in cal.detectors]
@@ -189,8 +194,23 @@ class LanguageMonitor:
 
     @property
     def calibrated_columns(self) -> list[str]:
-        """Columns with a calibration."""
-        return [c for c, r in zip(self.columns, self._cal_row) if r >= 0]
+        """Columns with a calibration (on the user's prompts, or cross-fitted by ``heads fit``)."""
+        return [c for c, r, x in zip(self.columns, self._cal_row, self._cross) if r >= 0 or x]
+
+    @property
+    def calibration_summary(self) -> dict[str, Any]:
+        """How the p-values are calibrated: ``kind`` ("prompts": split conformal on benign
+        prompts never fitted on; "cross-fit": cross-conformal over the benign training prompts;
+        "none"), ``prompts``, ``fpr``, and for a cross-fit ``folds`` and ``bound`` (the
+        guaranteed false-alarm bound).
+        """
+        if self.calibration is not None:
+            return {"kind": "prompts", "prompts": int(len(self.calibration.scores)), "fpr": self.calibration.fpr}
+        if self.cross_fit is not None:
+            cf = self.cross_fit
+            return {"kind": "cross-fit", "prompts": cf.n, "fpr": cf.fpr, "folds": cf.k,
+                    "bound": false_alarm_bound(cf.fpr, cf.n, cf.k)}
+        return {"kind": "none", "prompts": 0, "fpr": float("nan")}
 
     @property
     def calibrated(self) -> bool:
@@ -282,7 +302,8 @@ class LanguageMonitor:
                 out[:, j] = sc.score(s)
         return out
 
-    def decide(self, scores: np.ndarray, degraded: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    def decide(self, scores: np.ndarray, degraded: bool = False,
+               features: Sweep | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """p-values and flags of a score matrix against the calibration.
 
         Parameters
@@ -291,6 +312,9 @@ class LanguageMonitor:
             ``(N, D)`` from :meth:`score_features`.
         degraded : bool
             Decide with the budget's fallback column.
+        features : Sweep, optional
+            The features behind ``scores``: cross-fitted columns score them with their fold
+            detectors (without them those columns get no p-value).
 
         Returns
         -------
@@ -308,6 +332,9 @@ class LanguageMonitor:
             bp, bf = conformal_p_values(block, np.zeros(len(scores), np.int64), self._tables)
             p[:, cols], flags[:, cols] = bp[:, order], bf[:, order]
         active = self._masks[1 if degraded else 0]
+        if features is not None:
+            for j in np.flatnonzero(self._cross & active):
+                p[:, j], flags[:, j] = self.cross_fit.p_values(self.columns[j], features)
         p[:, ~active] = np.nan
         flags[:, ~active] = False
         return p, flags, active, (self.budget.fallback if degraded else self.decision)
@@ -337,17 +364,17 @@ class LanguageMonitor:
         """
         texts = _prompt_list(prompts)
         degraded = self.tracker.degraded and not self._masks[1].all()  # nothing to skip: stay whole
-        heads = [] if degraded else heads_needed(self.column_detectors)
+        heads = [] if degraded else self.heads_needed()
         t0 = time.perf_counter()
         s = self.features(texts, heads, progress=progress)
         scores = self.score_features(s, degraded)
-        p, flags, active, decision = self.decide(scores, degraded)
+        p, flags, active, decision = self.decide(scores, degraded, s)
         total_ms = (time.perf_counter() - t0) * 1e3
         infer_ms = float(s.prefill_seconds.sum()) * 1e3
         over = self.tracker.record(infer_ms, total_ms - infer_ms)
         col = self.columns.index(decision)
         n = len(texts)
-        calibrated = self._cal_row >= 0
+        calibrated = (self._cal_row >= 0) | self._cross
         verdicts = Verdicts(
             pred=np.zeros(n, np.int64), logits=np.zeros((n, 0), np.float32), columns=self.columns,
             score_matrix=scores, p_matrix=p, flag_matrix=flags, active=active, calibrated=calibrated,
@@ -369,7 +396,12 @@ class LanguageMonitor:
         prompt : str
             Any prompt.
         """
-        self.features([prompt], heads_needed(self.column_detectors))
+        self.features([prompt], self.heads_needed())
+
+    def heads_needed(self) -> list[tuple[int, int]]:
+        """Heads the columns (and their cross-fitted fold detectors) mask."""
+        extra = self.cross_fit.heads(list(self.columns)) if self.cross_fit is not None else []
+        return list(dict.fromkeys(heads_needed(self.column_detectors) + extra))
 
     def stats(self) -> dict[str, float]:
         """Latency percentiles and overrun counts (:meth:`LatencyTracker.stats`)."""

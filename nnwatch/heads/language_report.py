@@ -191,7 +191,11 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     if "machine" in res and "git" in res:
         lines += [describe(res), ""]
     cal = res["calibration"]
-    lines += [f"Flags: conformal p-value against {cal['prompts']} benign calibration prompts at most 1% or 5%.", ""]
+    if cal.get("kind") == "cross-fit":
+        lines += [f"Flags: cross-conformal p-value (CV+, {cal['folds']} folds) over {cal['prompts']} benign training "
+                  f"prompts at most {cal['fpr']:g} (guaranteed false-alarm rate at most {cal['bound']:.3f}).", ""]
+    else:
+        lines += [f"Flags: conformal p-value against {cal['prompts']} benign calibration prompts at most 1% or 5%.", ""]
     lines += ["<!-- begin summary5 -->", *summary_table(res, "5"), "<!-- end summary5 -->", ""]
     lines += ["<!-- begin summary1 -->", *summary_table(res, "1"), "<!-- end summary1 -->", ""]
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]

@@ -19,7 +19,6 @@ from ..eval.metrics import auroc
 from .fit import conformal_threshold
 from .language_monitor import LanguageMonitor
 from .prompts import PromptSet, length_matched
-from .scores import heads_needed
 
 LEVELS = (0.01, 0.05)
 
@@ -84,12 +83,12 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
         (set -> median prompt tokens).
     """
     mon.require_calibration()
-    heads = heads_needed(mon.column_detectors)
+    heads = mon.heads_needed()
     rows, by_set, all_scores, all_p, all_labels, tokens = [], {}, {}, {}, {}, {}
     for name, ps in sets.items():
         s = mon.features(ps, heads, progress=progress, label=name)
         scores = mon.score_features(s)
-        p, _, _, _ = mon.decide(scores)
+        p, _, _, _ = mon.decide(scores, features=s)
         views = {name: np.arange(len(ps))}
         if (ps.labels == 0).any() and (ps.labels == 1).any():
             views[f"{name}:length-matched"] = length_matched(s.lengths, ps.labels)
@@ -105,7 +104,6 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
         tokens[name] = float(np.median(s.lengths))
         if log:
             log(f"{name}: {len(ps)} prompts, median {int(tokens[name])} tokens")
-    cal = mon.calibration
     return {"rows": rows, "by_set": by_set, "scores": all_scores, "p_values": all_p, "labels": all_labels,
             "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.column_detectors)},
-            "calibration": {"prompts": int(len(cal.scores)), "fpr": cal.fpr}, "median_tokens": tokens}
+            "calibration": mon.calibration_summary, "median_tokens": tokens}

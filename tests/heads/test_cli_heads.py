@@ -46,8 +46,68 @@ def fitted(files, tiny_llama_dir):
                  "--per-class", "6", "--ensemble-size", "3", "--max-tokens", "8192", "--out", str(d / "search.json"),
                  "--report", str(d / "search.html"), *model]) == 0
     assert main(["heads", "fit", str(d / "search.json"), "--prompts", str(files["harmful_train"]),
-                 str(files["benign_train"]), "--hold-out", "20", "--out", str(d / "det.json"), *model]) == 0
+                 str(files["benign_train"]), "--calibration", "hold-out", "--hold-out", "20", "--out",
+                 str(d / "det.json"), *model]) == 0
     return d / "det.json"
+
+
+@pytest.fixture(scope="module")
+def cross_fitted(files, fitted, tiny_llama_dir):
+    d = files["dir"]
+    assert main(["heads", "fit", str(d / "search.json"), "--prompts", str(files["harmful_train"]),
+                 str(files["benign_train"]), "--folds", "3", "--out", str(d / "cross.json"), "--model",
+                 str(tiny_llama_dir), "--quiet"]) == 0
+    return d / "cross.json"
+
+
+def test_cross_fit_calibrates_on_every_benign_prompt_the_search_did_not_use(files, cross_fitted):
+    det = json.loads(cross_fitted.read_text())
+    assert det["calibration"] is None
+    cf = det["cross_fit"]
+    search_ids = set(json.loads((files["dir"] / "search.json").read_text())["search"]["prompt_ids"])
+    benign = [json.loads(x)["id"] for x in files["benign_train"].read_text().splitlines() if x.strip()]
+    assert sorted(cf["ids"]) == sorted(i for i in benign if i not in search_ids)  # all of them, none searched
+    assert np.bincount(cf["fold"]).tolist() == [13, 13, 13]
+    assert "mlp_coverage" not in cf["folds"] and {"probe", "head_single", "length"} <= set(cf["folds"])
+    for name, folds in cf["folds"].items():
+        assert len(folds) == 3 and [len(s) for s in cf["scores"][name]] == np.bincount(cf["fold"]).tolist()
+    # fold detectors are fits of their own: without the fold, so not the full fit
+    assert cf["folds"]["probe"][0] != det["detectors"]["probe"]
+    assert det["info"]["calibration"] == "cross-fit" and det["info"]["calibration_prompts"] == len(cf["ids"])
+
+
+def test_cross_fitted_p_values_are_the_cross_conformal_ones(files, cross_fitted):
+    from nnwatch.calibration.cross_conformal import cross_conformal_p_values
+    from nnwatch.heads.detector_file import load_detector
+    from nnwatch.heads.language_monitor import LanguageMonitor
+    from nnwatch.heads.prompts import load_prompts
+
+    det = load_detector(cross_fitted)
+    mon = LanguageMonitor(det, detectors="all")
+    prompts = load_prompts(str(files["harmful_test"]), str(files["benign_test"]))
+    v = mon.score(prompts)
+    s = mon.features(prompts, mon.heads_needed())
+    for name in det.cross_fit.folds:
+        by_fold = np.stack([d.score(s) for d in det.cross_fit.folds[name]], 1)
+        want, flags = cross_conformal_p_values(det.cross_fit.scores[name], by_fold, det.cross_fit.fpr)
+        np.testing.assert_allclose(v.p_values[name], want)
+        np.testing.assert_array_equal(v.flag_matrix[:, mon.columns.index(name)], flags)
+    assert "mlp_coverage" not in mon.calibrated_columns  # not cross-fitted: calibrate it on your prompts
+
+
+def test_calibrate_on_benign_prompts_replaces_the_cross_fit(files, cross_fitted, capsys):
+    out = files["dir"] / "cross-recal.json"
+    assert main(["info", str(cross_fitted)]) == 0
+    assert "cross-fitted (3 folds) on 39 benign training prompts" in capsys.readouterr().out
+    assert main(["calibrate", str(cross_fitted), "--data", str(files["benign_test"]), "--quiet",
+                 "--out", str(out)]) == 0
+    det = json.loads(out.read_text())
+    assert len(det["calibration"]["scores"]) == SIZES["benign_test"]
+    rows_out = files["dir"] / "cross-recal.json.scores.json"
+    assert main(["screen", str(out), "--data", str(files["harmful_test"]), "--out", str(rows_out), "--quiet"]) == 0
+    n = SIZES["benign_test"]
+    p = np.array([r["p_value"] for r in json.loads(rows_out.read_text())])
+    np.testing.assert_allclose(p * (n + 1), np.round(p * (n + 1)))  # split conformal on the user's prompts
 
 
 def test_fit_writes_every_detector_calibrated_on_held_out_prompts(files, fitted):
@@ -127,7 +187,8 @@ def test_detector_for_another_model_is_refused(files, fitted, tmp_path, capsys):
 
     other = save_tiny_llama(tmp_path / "other-model", seed=1)
     code = main(["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
-                 "--hold-out", "20", "--out", str(tmp_path / "x.json"), "--model", str(other), "--quiet"])
+                 "--calibration", "hold-out", "--hold-out", "20", "--out", str(tmp_path / "x.json"), "--model",
+                 str(other), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "fitted for model" in err and "heads search" in err
     assert not (tmp_path / "x.json").exists()
@@ -157,8 +218,12 @@ def test_language_mistakes_exit_2_before_work(files, fitted, tmp_path, capsys):
         (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json"), "--stream"],
          "--stream is for classifier models"),
         (["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
-          "--hold-out", "50", "--fpr", "0.01", "--out", str(tmp_path / "f.json"), "--quiet"],
-         "--hold-out: 50 benign prompts cannot"),
+          "--calibration", "hold-out", "--hold-out", "50", "--fpr", "0.01", "--out", str(tmp_path / "f.json"),
+          "--quiet"], "--hold-out: 50 benign prompts cannot"),
+        (["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
+          "--hold-out", "20", "--out", str(tmp_path / "f.json"), "--quiet"], "--hold-out is for --calibration hold-out"),
+        (["heads", "fit", str(fitted), "--prompts", str(files["harmful_train"]), str(files["benign_train"]),
+          "--fpr", "0.01", "--out", str(tmp_path / "f.json"), "--quiet"], "benign training prompts the head search"),
         (["screen", str(damaged), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.json")],
          "not a detector file"),
         (["screen", str(fitted), "--data", str(files["benign_test"]), "--out", str(tmp_path / "s.txt")],

@@ -40,7 +40,7 @@ def test_image_prompts_run_through_search_fit_and_screen(llava_files):
     common = ["--model", str(model), "--quiet"]
     assert main(["heads", "search", "--prompts", str(d / "prompts.jsonl"), "--per-class", "5", "--ensemble-size", "2",
                  "--out", str(d / "search.json"), *common]) == 0
-    assert main(["heads", "fit", str(d / "search.json"), "--prompts", str(d / "prompts.jsonl"), "--hold-out", "20",
+    assert main(["heads", "fit", str(d / "search.json"), "--prompts", str(d / "prompts.jsonl"), "--calibration", "hold-out", "--hold-out", "20",
                  "--out", str(d / "det.json"), *common]) == 0
     assert main(["screen", str(d / "det.json"), "--data", str(d / "prompts.jsonl"), "--detectors", "all",
                  "--out", str(d / "scores.json"), "--quiet"]) == 0
