@@ -198,8 +198,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``nnwatch heads export``."""
     from ..heads.onnx_backend import export_prefill
 
-    scorer, _ = _scorer(args, 8192, None)
-    export_prefill(scorer, args.out)
+    scorer, lm = _scorer(args, 8192, None)
+    export_prefill(scorer, args.out, tokenizer=lm.tokenizer if lm.processor is None else None)
     d = scorer.layout.norm.weight.shape[0]
     print(f"wrote {args.out}: inputs input_ids (B, T), head_scale (B, {scorer.layout.n_layers}, "
           f"{scorer.layout.n_heads}); outputs final (B, {d}), states (B, {scorer.layout.n_layers + 1}, {d})")

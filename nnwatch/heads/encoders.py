@@ -13,7 +13,30 @@ from ..errors import InputError
 from .prompts import ImagePrompt
 
 
-def _fit_length(ids: Any, max_tokens: int, truncate: bool, has_image: bool) -> Any:
+def fit_length(ids: Any, max_tokens: int, truncate: bool, has_image: bool = False) -> Any:
+    """The length rule of every encoder: refuse a prompt over ``max_tokens``, or keep its last tokens.
+
+    Parameters
+    ----------
+    ids : array-like
+        ``(1, T)`` token ids (a torch tensor or a numpy array).
+    max_tokens : int
+        Longest accepted prompt.
+    truncate : bool
+        Keep the last ``max_tokens`` tokens instead of refusing (never for a prompt with an image).
+    has_image : bool
+        The prompt holds image tokens.
+
+    Returns
+    -------
+    array-like
+        ``ids``, or its last ``max_tokens`` columns.
+
+    Raises
+    ------
+    InputError
+        Over the limit and not truncated.
+    """
     if ids.shape[1] <= max_tokens:
         return ids
     if truncate and not has_image:
@@ -59,7 +82,7 @@ def chat_encoder(tokenizer: Any, max_tokens: int = 1024, truncate: bool = False,
                                                 return_dict=True)
         else:
             enc = tokenizer(prompt, return_tensors="pt")
-        ids = _fit_length(enc["input_ids"], max_tokens, truncate, False)
+        ids = fit_length(enc["input_ids"], max_tokens, truncate, False)
         return {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)}
 
     return encode
@@ -109,7 +132,7 @@ def vision_encoder(processor: Any, max_tokens: int = 1024, truncate: bool = Fals
                 enc = processor(images=im.convert("RGB"), text=templated, return_tensors="pt")
         else:
             enc = processor(text=templated, return_tensors="pt")
-        ids = _fit_length(enc["input_ids"], max_tokens, truncate, image is not None)
+        ids = fit_length(enc["input_ids"], max_tokens, truncate, image is not None)
         out = {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)}
         if image is not None:
             out["pixel_values"] = enc["pixel_values"]

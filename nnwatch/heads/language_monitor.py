@@ -76,8 +76,9 @@ class LanguageMonitor:
         No model-loading progress bars.
     onnx : path, optional
         A prefill exported by ``nnwatch heads export``: the features then come from one
-        onnxruntime call per prompt (text prompts; no ``mlp_coverage``); the torch model
-        still tokenizes.
+        onnxruntime call per prompt (text prompts; no ``mlp_coverage``). A prefill exported
+        with its tokenizer (this nnwatch) needs neither torch nor transformers; an older one
+        loads the torch model to tokenize.
     cache_dir : path, optional
         Weights cache of a GGUF model (see :func:`nnwatch.heads.weights_cache.cache_root`).
 
@@ -136,6 +137,17 @@ class LanguageMonitor:
                              "leave it out (--detectors) or use the torch path")
         self._set_calibration(det.calibration)
         # The arguments are checked; now the model (and the onnxruntime session) load.
+        self.onnx = None
+        if onnx is not None:
+            from .onnx_backend import OnnxHeadScorer, PromptEncoder
+
+            self.onnx = OnnxHeadScorer(onnx, threads=threads)
+            det.check_model(self.onnx.fingerprint)
+            if scorer is None and self.onnx.tokenizer is not None:  # no torch: the prefill carries its tokenizer
+                from .text_encoder import template_encoder
+
+                scorer = PromptEncoder(template_encoder(self.onnx.tokenizer, det.encoder["max_tokens"], truncate,
+                                                        det.encoder["system_prompt"]), self.onnx.fingerprint)
         if scorer is None:
             from .encoders import encoder_for
             from .loading import load_model
@@ -146,12 +158,6 @@ class LanguageMonitor:
                                                            det.encoder["system_prompt"]))
         det.check_model(scorer.fingerprint)
         self.scorer = scorer
-        self.onnx = None
-        if onnx is not None:
-            from .onnx_backend import OnnxHeadScorer
-
-            self.onnx = OnnxHeadScorer(onnx)
-            det.check_model(self.onnx.fingerprint)
 
     # -- calibration -------------------------------------------------------------------------
     @property

@@ -17,7 +17,8 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,11 +27,28 @@ from .angles import EPSILON, angle_degrees
 from .collect import Sweep, encode_all
 
 META_KEY = "nnwatch.heads"
+TOKENIZER_KEY = "nnwatch.heads.tokenizer"  # the tokenizer record (text_encoder.tokenizer_record), JSON
+
+
+@dataclass(frozen=True)
+class PromptEncoder:
+    """What the onnxruntime path needs of a scorer: the encoder and the model's fingerprint.
+
+    Attributes
+    ----------
+    encode : callable
+        Prompt -> ``{"input_ids": (1, T)}``.
+    fingerprint : str
+        The model's fingerprint (from the prefill's metadata).
+    """
+
+    encode: Callable[[Any], dict]
+    fingerprint: str
 
 
 def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, how are you?",
-                   opset: int = 18) -> None:
-    """Export the scorer's model prefill with a ``head_scale`` input.
+                   opset: int = 18, tokenizer: Any = None) -> None:
+    """Export the scorer's model prefill with a ``head_scale`` input (and its tokenizer).
 
     Parameters
     ----------
@@ -42,6 +60,9 @@ def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, 
         Example prompt for tracing (any text; sequence length stays dynamic).
     opset : int
         ONNX opset.
+    tokenizer : transformers tokenizer, optional
+        A fast tokenizer to carry in the metadata, so scoring needs neither torch nor
+        transformers (:mod:`.text_encoder`).
     """
     import torch
 
@@ -75,6 +96,12 @@ def export_prefill(scorer: Any, path: str | os.PathLike, example: str = "Hello, 
     entry = model.metadata_props.add()
     entry.key = META_KEY
     entry.value = json.dumps({"fingerprint": scorer.fingerprint, "n_layers": lay.n_layers, "n_heads": lay.n_heads})
+    if tokenizer is not None:
+        from .text_encoder import tokenizer_record
+
+        entry = model.metadata_props.add()
+        entry.key = TOKENIZER_KEY
+        entry.value = json.dumps(tokenizer_record(tokenizer))
     save_onnx(model, path)
 
 
@@ -110,6 +137,8 @@ class OnnxHeadScorer:
                              f"metadata key {META_KEY!r} {'missing' if meta is None else 'present'})")
         info = json.loads(meta)
         self.fingerprint = info["fingerprint"]
+        carried = self.session.get_modelmeta().custom_metadata_map.get(TOKENIZER_KEY)
+        self.tokenizer = json.loads(carried) if carried else None  # exported without one: torch tokenizes
         self.n_layers, self.n_heads = int(info["n_layers"]), int(info["n_heads"])
 
     def finals(self, input_ids: np.ndarray, scales: np.ndarray) -> np.ndarray:
