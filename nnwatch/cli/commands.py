@@ -834,8 +834,16 @@ def _info_profile(path: Path) -> None:
 def _info_detector(path: Path) -> None:
     from ..heads.detector_file import load_detector
 
+    from ..heads.shipped import SHIPPED, is_shipped, shipped_record
+
     d = load_detector(path)
     print(f"{path}: nnwatch language detector file for model {d.model!r} ({d.n_layers} layers x {d.n_heads} heads)")
+    if is_shipped(str(path)):
+        rec = shipped_record(path.stem) if path.stem in SHIPPED else {}
+        git = rec.get("git", {})
+        print(f"  shipped with nnwatch: built by benchmarks/ship_detector.py at {str(git.get('revision', '?'))[:10]}"
+              f"{' (dirty)' if git.get('dirty') else ''} on {rec.get('date', '?')} from "
+              f"{', '.join(rec.get('data', {})) or '?'}")
     print(f"  model fingerprint {d.fingerprint}")
     for name, v in d.detectors.items():
         where = (", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")) if v.heads \

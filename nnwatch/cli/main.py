@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import NnwatchError
-from .paths import check_argument_order, check_outputs
+from .paths import check_argument_order, check_outputs, resolve_shipped
 from .types import (budget_text, detector_names, detector_names_any, detector_with_params, non_negative_float,
                     positive_int, unit_interval)
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="per-class thresholds at a target FPR on clean held-out data (updates PROFILE, or DETECTOR.json from benign prompts)", description="per-class thresholds at a target FPR on clean held-out data (updates PROFILE, or DETECTOR.json from benign prompts)",
                          formatter_class=HelpFormatter, epilog="examples:\n  nnwatch calibrate monitored.onnx profile.npz --data npz:val.npz --fpr 0.05\n"
                                 "  nnwatch calibrate heads.json --data benign.jsonl --fpr 0.05 --out recalibrated.json")
-    c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    c.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json; smollm2: the one shipped with nnwatch)")
     c.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
     c.add_argument("--data", required=True, help="clean held-out data, never the profile's training data: " + DATA_HELP
                    + " (read into memory); for a detector file: benign prompts JSONL (FILE[,FILE...])")
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("screen", help="per-input scores and flags to JSON, CSV or MCAP", description="per-input scores and flags to JSON, CSV or MCAP, and a timeline",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch screen monitored.onnx profile.npz --data npz:log.npz --out scores.csv")
-    s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    s.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json; smollm2: the one shipped with nnwatch)")
     s.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
     s.add_argument("--data", required=True, help=DATA_HELP + "; for a detector file: prompts JSONL (FILE[,FILE...])")
     s.add_argument("--detectors", help="detector file only: 'all' or comma-separated columns (default: those that "
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets", description="AUROC/AUPR/FPR@95TPR/TPR@5FPR per detector, clean vs anomalous sets",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch evaluate monitored.onnx profile.npz --id npz:test.npz --ood npz:noise.npz --report report.html")
-    ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    ev.add_argument("model", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json; smollm2: the one shipped with nnwatch)")
     ev.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
     ev.add_argument("--id", help="clean (in-distribution) test data (classifier models): " + DATA_HELP)
     ev.add_argument("--ood", action="append", help="anomalous data, optionally named: NAME=SOURCE (repeatable; "
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference", description="latency/throughput/memory of plain vs monitored inference",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch bench monitored.onnx profile.npz --threads 1 --detectors coverage")
-    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json)")
+    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json; smollm2: the one shipped with nnwatch)")
     b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
     b.add_argument("--data", help="detector file: prompts JSONL to time (FILE[,FILE...])")
     b.add_argument("--timed-prompts", type=positive_int, default=20, help="detector file: prompts timed")
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("info", help="what a model, profile or head-detector file holds", description="what a model, profile or head-detector file holds",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch info profile.npz")
-    inf.add_argument("file", help="MODEL.onnx, PROFILE.npz or DETECTOR.json")
+    inf.add_argument("file", help="MODEL.onnx, PROFILE.npz or DETECTOR.json (smollm2: the shipped detector)")
 
     d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, offline", description="the whole pipeline on scikit-learn digits, offline",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch demo --out nnwatch-demo")
@@ -358,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with cli_console():
         try:
+            resolve_shipped(args)
             check_outputs(args)
             check_argument_order(args)
             return int(getattr(commands, f"cmd_{args.command}")(args) or 0)

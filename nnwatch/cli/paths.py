@@ -36,6 +36,33 @@ def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+def resolve_shipped(args: argparse.Namespace) -> None:
+    """Replace a shipped detector's name (``smollm2``) by its packaged file, before any check.
+
+    The packaged file is never rewritten: ``calibrate`` on it needs ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (changed in place).
+
+    Raises
+    ------
+    InputError
+        ``calibrate`` on a shipped detector without ``--out``.
+    """
+    from ..heads.shipped import is_shipped, resolve
+
+    dest = {"calibrate": "model", "screen": "model", "evaluate": "model", "bench": "model", "info": "file",
+            "heads": "detector" if getattr(args, "heads_command", None) == "guard" else None}.get(args.command)
+    value = getattr(args, dest, None) if dest else None  # heads search/fit/export: --model is a model, not a file
+    if isinstance(value, str):
+        setattr(args, dest, resolve(value))
+    if args.command == "calibrate" and is_shipped(getattr(args, "model", None)) and not getattr(args, "out", None):
+        raise InputError("the shipped detector is part of the installed package and is not rewritten: give --out "
+                         "(e.g. --out my-detector.json), then use that file")
+
+
 def _is_language(args: argparse.Namespace) -> bool:
     return str(getattr(args, "model", "") or "").endswith(".json")
 
