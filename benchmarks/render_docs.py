@@ -77,6 +77,7 @@ MEASURES = {
     "heads_evaluation": _LANGUAGE,
     "heads_fit": _LANGUAGE,
     "smollm2_heads": _LANGUAGE,
+    "language_start": _LANGUAGE + ["benchmarks/language_start.py", "nnwatch/_progress.py"],
 }
 
 

@@ -11,7 +11,8 @@
 # the end and the docs rendered. HEAD must be committed: uncommitted edits are not measured.
 # Order matters: readme_timings times the test suite, so it runs last, on a quiet machine.
 # Names: kernels memory taps overhead precision tap_budget detection stream distributed
-# reliability recordings perception_loop language install_size readme_timings (fusion_study after detection).
+# reliability recordings perception_loop language language_start install_size readme_timings (fusion_study
+# after detection). language_start times the shipped detector (benchmarks/ship_detector.py builds it).
 # --search also re-runs the language monitor's head search (12 more minutes).
 # On this project's 2-core machine the whole set takes about 2 hours (language 30-45 min,
 # readme_timings 30 min, overhead 10 min); a log per benchmark goes to $LOGS (/tmp by default).
@@ -70,6 +71,7 @@ for s in kernels memory taps overhead precision tap_budget detection fusion_stud
 done
 run perception_loop python examples/perception_loop.py --quiet --out benchmarks/results/perception_loop.json
 run language bash benchmarks/language.sh $SEARCH
+run language_start python benchmarks/language_start.py
 run install_size python benchmarks/install_size.py
 run readme_timings bash -c "cd benchmarks && python readme_timings.py"
 python benchmarks/render_docs.py || FAILED="$FAILED render"
