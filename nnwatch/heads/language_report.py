@@ -174,6 +174,26 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
     return lines
 
 
+def source_table(res: dict[str, Any]) -> list[str]:
+    """Benign prompts flagged by the decision detector, per set and source (the realized false-alarm rate).
+
+    Parameters
+    ----------
+    res : dict
+        Output of ``nnwatch evaluate DETECTOR.json`` (``benign_by_source``).
+
+    Returns
+    -------
+    list of str
+        Markdown table lines.
+    """
+    out = [f"| set | source of the benign prompts | prompts | flagged at 5% ({res.get('decision', 'decision')}) | "
+           "flagged at 1% |", "|---|---|---|---|---|"]
+    out += [f"| {r['set']} | {r['source']} | {r['benign']} | {r['flagged_at_5']:.1%} | {r['flagged_at_1']:.1%} |"
+            for r in res["benign_by_source"]]
+    return out
+
+
 def evaluation_markdown(res: dict[str, Any]) -> str:
     """Markdown: where the run came from, the summary at 5% and 1%, every view, the CV choices.
 
@@ -193,12 +213,15 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     cal = res["calibration"]
     if cal.get("kind") == "cross-fit":
         lines += [f"Flags: cross-conformal p-value (CV+, {cal['folds']} folds) over {cal['prompts']} benign training "
-                  f"prompts at most {cal['fpr']:g} (guaranteed false-alarm rate at most {cal['bound']:.3f}).", ""]
+                  f"prompts at most 1% or 5% (guaranteed false-alarm rate at {cal['fpr']:g}: at most "
+                  f"{cal['bound']:.3f}).", ""]
     else:
         lines += [f"Flags: conformal p-value against {cal['prompts']} benign calibration prompts at most 1% or 5%.", ""]
     lines += ["<!-- begin summary5 -->", *summary_table(res, "5"), "<!-- end summary5 -->", ""]
     lines += ["<!-- begin summary1 -->", *summary_table(res, "1"), "<!-- end summary1 -->", ""]
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
+    if res.get("benign_by_source"):
+        lines += ["", "<!-- begin sources -->", *source_table(res), "<!-- end sources -->"]
     cv = res.get("detector", {}).get("cv")
     if cv:
         lines += ["", "<!-- begin cv -->", *cv_table(cv, res.get("default")), "<!-- end cv -->"]

@@ -77,12 +77,19 @@ class PromptSet:
         Stable ids.
     name : str
         Where the set came from.
+    sources : tuple of str
+        Each row's ``source`` field ("" where it has none; empty tuple: not recorded).
     """
 
     prompts: tuple
     labels: np.ndarray
     ids: tuple
     name: str
+    sources: tuple = ()
+
+    def source_of(self) -> tuple:
+        """Each row's source ("" where unknown), one per prompt."""
+        return self.sources if len(self.sources) == len(self.prompts) else ("",) * len(self.prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -103,12 +110,13 @@ class PromptSet:
             The subset.
         """
         idx = list(index)
+        src = self.source_of()
         return PromptSet(tuple(self.prompts[i] for i in idx), self.labels[idx], tuple(self.ids[i] for i in idx),
-                         name or self.name)
+                         name or self.name, tuple(src[i] for i in idx))
 
     def __add__(self, other: "PromptSet") -> "PromptSet":
         return PromptSet(self.prompts + other.prompts, np.concatenate([self.labels, other.labels]),
-                         self.ids + other.ids, f"{self.name}+{other.name}")
+                         self.ids + other.ids, f"{self.name}+{other.name}", self.source_of() + other.source_of())
 
 
 def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptSet:
@@ -134,7 +142,7 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
     InputError
         Missing file, bad JSON, empty prompt or a label other than 0/1, with file and line.
     """
-    prompts, labels, ids = [], [], []
+    prompts, labels, ids, sources = [], [], [], []
     for path in paths:
         path = Path(path)
         if not path.is_file():
@@ -162,9 +170,11 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
                 prompts.append(row["prompt"])
             labels.append(int(y))
             ids.append(str(row.get("id", f"{path.stem}-{n}")))
+            sources.append(str(row.get("source") or ""))
     if not prompts:
         raise InputError(f"no prompts in {', '.join(map(str, paths))}")
-    return PromptSet(tuple(prompts), np.array(labels, np.int64), tuple(ids), "+".join(Path(p).stem for p in paths))
+    return PromptSet(tuple(prompts), np.array(labels, np.int64), tuple(ids), "+".join(Path(p).stem for p in paths),
+                     tuple(sources))
 
 
 CONTRAST_PAIRS = Path(__file__).resolve().parent / "data" / "contrast_pairs.jsonl"

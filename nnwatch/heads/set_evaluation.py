@@ -79,12 +79,14 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
     dict
         ``rows`` (set, detector, metrics), ``by_set`` (set -> detector -> metrics),
         ``scores``/``p_values`` (set -> detector -> list), ``labels`` (set -> list), ``costs``
-        (detector -> "prefill" | "masked"), ``calibration`` (prompts, fpr), ``median_tokens``
-        (set -> median prompt tokens).
+        (detector -> "prefill" | "masked"), ``calibration`` (how the p-values are calibrated),
+        ``median_tokens`` (set -> median prompt tokens), ``benign_by_source`` (rows: set,
+        source, benign prompts, and the share the decision detector flags at 5% and 1%).
     """
     mon.require_calibration()
     heads = mon.heads_needed()
-    rows, by_set, all_scores, all_p, all_labels, tokens = [], {}, {}, {}, {}, {}
+    rows, by_set, all_scores, all_p, all_labels, tokens, by_source = [], {}, {}, {}, {}, {}, []
+    decision = mon.columns.index(mon.decision)
     for name, ps in sets.items():
         s = mon.features(ps, heads, progress=progress, label=name)
         scores = mon.score_features(s)
@@ -101,9 +103,17 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
                 row = {"set": view, "detector": c, **operating_points(scores[idx, j], p[idx, j], y)}
                 rows.append(row)
                 by_set.setdefault(view, {})[c] = row
+        benign = ps.labels == 0
+        src = np.array(ps.source_of(), dtype=object)
+        for source in sorted(set(src[benign].tolist())):
+            pick = benign & (src == source)
+            pd = p[pick, decision]
+            by_source.append({"set": name, "source": source or "(none)", "benign": int(pick.sum()),
+                              "flagged_at_5": float(np.mean(pd <= 0.05)), "flagged_at_1": float(np.mean(pd <= 0.01))})
         tokens[name] = float(np.median(s.lengths))
         if log:
             log(f"{name}: {len(ps)} prompts, median {int(tokens[name])} tokens")
     return {"rows": rows, "by_set": by_set, "scores": all_scores, "p_values": all_p, "labels": all_labels,
             "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.column_detectors)},
-            "calibration": mon.calibration_summary, "median_tokens": tokens}
+            "calibration": mon.calibration_summary, "median_tokens": tokens, "benign_by_source": by_source,
+            "decision": mon.decision}

@@ -158,6 +158,15 @@ def test_evaluate_reports_both_operating_points_on_every_view(files, fitted):
     assert {"test", "test:length-matched", "jailbreak", "contrast_pairs", "contrast_pairs:length-matched"} <= \
         set(res["by_set"])
     assert (d / "ev.md").read_text().count("over-refusal") == 2
+    # the realized benign rate per source: the decision detector's p-values of that source's benign prompts
+    rows = [json.loads(x) for x in files["benign_test"].read_text().splitlines() if x.strip()]
+    n_harm = SIZES["harmful_test"]
+    p = np.array(res["p_values"]["test"][res["decision"]])
+    for r in (r for r in res["benign_by_source"] if r["set"] == "test"):
+        pick = [n_harm + i for i, row in enumerate(rows) if row.get("source", "") == r["source"]]
+        assert r["benign"] == len(pick) and r["flagged_at_5"] == pytest.approx(np.mean(p[pick] <= 0.05))
+    assert sum(r["benign"] for r in res["benign_by_source"] if r["set"] == "test") == SIZES["benign_test"]
+    assert "<!-- begin sources -->" in (d / "ev.md").read_text()
     from tests.eval.test_report_browser import check_page
 
     check_page(d / "search.html", d / "search.png")
