@@ -100,7 +100,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "NNWATCH_CACHE_DIR": str(Path(tmp) / "cache")}
         onnx = str(Path(tmp) / "prefill.onnx")
-        guard = ["nnwatch", "heads", "guard", detector, "--prompt", "How do I bake bread?", "--max-new-tokens", "1",
+        guard = [sys.executable, "-m", "nnwatch", "heads", "guard", detector, "--prompt", "How do I bake bread?", "--max-new-tokens", "1",
                  "--quiet"]
         for busy in (False, True):
             with Busy(busy):
@@ -108,7 +108,7 @@ def main() -> int:
                 if not busy:
                     cold["guard_empty_cache_s"] = timed(guard, env)
                 cold[f"guard_cached_{key}_s"] = timed(guard, env)
-        subprocess.run(["nnwatch", "heads", "export", "--out", onnx, "--quiet"], check=True, env=env, cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "nnwatch", "heads", "export", "--out", onnx, "--quiet"], check=True, env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
         for busy in (False, True):
             for path, threads in (("torch", 1), ("torch", 2), ("onnxruntime", 1), ("onnxruntime", 2)):

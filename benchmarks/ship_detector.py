@@ -58,7 +58,7 @@ def main() -> int:
         work = Path(tmp)
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reuse_search.py")], check=True, cwd=ROOT)
         shutil.move(str(ROOT / "heads-search.json"), work / "heads-search.json")
-        fit = ["nnwatch", "heads", "fit", str(work / "heads-search.json"), "--prompts",
+        fit = [sys.executable, "-m", "nnwatch", "heads", "fit", str(work / "heads-search.json"), "--prompts",
                *[str(PROMPTS / name) for name in TRAIN], "--out", str(work / "heads.json")]
         subprocess.run(fit, check=True, cwd=ROOT)
         det = load_detector(work / "heads.json")
@@ -81,7 +81,7 @@ def main() -> int:
                   f"../shared/data/prompts/{n}" for n in TRAIN) + " --out heads.json",
               "default": det.default, "detectors": sorted(det.detectors), "size_mib": round(size_mib, 3),
               "calibration": {"kind": "cross-fit", "folds": det.cross_fit.k, "prompts": det.cross_fit.n,
-                              "fpr": det.cross_fit.fpr, "bound": det.cross_fit.info.get("false_alarm_bound")},
+                              "fpr": det.cross_fit.fpr, "bound": det.cross_fit.bound},
               "seconds": round(time.perf_counter() - start, 1)}
     (FOLDER / "smollm2.record.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {target.relative_to(ROOT)} ({size_mib:.2f} MiB; default {det.default}) and its record")

@@ -104,30 +104,41 @@ def test_the_cli_leaves_warning_filters_alone(capsys):
     assert list(w.filters) == before  # library DeprecationWarnings stay hidden as Python hides them
 
 
-def test_quiet_model_loading_silences_progress_bars(monkeypatch, capsys):
+def test_quiet_model_loading_silences_progress_bars(monkeypatch, capsys, tmp_path):
     """transformers' GGUF conversion draws a tqdm bar on stderr whatever its settings say:
-    quiet loading swallows it (a stand-in transformers writes one)."""
+    quiet loading swallows it, when the weights cache is built and when it is read (a
+    stand-in transformers writes one)."""
     import sys
     import types
-    from pathlib import Path
 
     pytest.importorskip("torch")
     from nnwatch.heads import loading
+
+    class Model:
+        config = types.SimpleNamespace()
+
+        def eval(self):
+            return self
+
+        def save_pretrained(self, folder):
+            (folder / "model.safetensors").write_bytes(b"weights")
 
     class Loader:
         @staticmethod
         def from_pretrained(*args, **kwargs):
             print("Converting and de-quantizing GGUF tensors...: 100%", file=sys.stderr)
-            return types.SimpleNamespace(eval=lambda: "model")
+            return Model()
 
-    fake = types.SimpleNamespace(AutoTokenizer=Loader, AutoModelForCausalLM=Loader,
+    fake = types.SimpleNamespace(__version__="0", AutoTokenizer=Loader, AutoModelForCausalLM=Loader,
                                  utils=types.SimpleNamespace(logging=types.SimpleNamespace(
                                      disable_progress_bar=lambda: None)))
+    (tmp_path / loading.SMOLLM2_FILE).write_bytes(b"GGUF")
     monkeypatch.setattr(loading, "_transformers", lambda: fake)
-    monkeypatch.setattr(loading, "smollm2_dir", lambda: Path("."))
-    loading.load_model("smollm2", quiet=True)
+    monkeypatch.setattr(loading, "smollm2_dir", lambda: tmp_path)
+    loading.load_model("smollm2", quiet=True, cache_dir=tmp_path / "cache")  # builds the cache entry
+    loading.load_model("smollm2", quiet=True, cache_dir=tmp_path / "cache")  # reads it
     assert "GGUF" not in capsys.readouterr().err
-    loading.load_model("smollm2", quiet=False)
+    loading.load_model("smollm2", quiet=False, cache_dir=tmp_path / "cache")
     assert "GGUF" in capsys.readouterr().err
 
 

@@ -22,7 +22,8 @@ that treats the clean training samples symmetrically, that theorem gives
 
     P(p(x) <= alpha) <= 2 alpha + min(2 (1 - 1/K) / (n/K + 1), (1 - K/n) / (K + 1))
 
-(:func:`false_alarm_bound`) for equal folds. The factor 2 is the price of reusing every
+(:func:`false_alarm_bound`) for equal folds (:func:`fold_assignment` gives folds of equal
+size when ``K`` divides ``n``; callers that state the guarantee keep ``n`` a multiple of ``K``). The factor 2 is the price of reusing every
 sample; in practice the rate stays near ``alpha`` when the fitted detectors are stable
 (small changes of the training set change them little), which the simulation tests show
 for a logistic probe. A detector with nothing fitted (every fold detector the same) makes
@@ -39,6 +40,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernels.conformal import allowed_count
+from ..kernels.rules import finite_or_inf_rows
 
 
 def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
@@ -70,11 +72,6 @@ def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values, np.float64)
-    return np.where(np.isfinite(v), v, np.inf)
-
-
 def counts_at_least(fold_calibration: Sequence[np.ndarray], fold_scores: np.ndarray) -> np.ndarray:
     """``sum_k #{i in fold k : R_i >= s_k(x)}`` for every input.
 
@@ -100,10 +97,10 @@ def counts_at_least(fold_calibration: Sequence[np.ndarray], fold_scores: np.ndar
         raise InputError(f"fold scores must be (inputs, {len(fold_calibration)} folds), got shape {scores.shape}")
     if any(len(c) == 0 for c in fold_calibration):
         raise InputError("every fold needs at least one calibration score")
-    scores = _finite(scores)
+    scores = finite_or_inf_rows(scores)
     total = np.zeros(len(scores), np.int64)
     for k, cal in enumerate(fold_calibration):
-        ref = np.sort(_finite(cal))
+        ref = np.sort(finite_or_inf_rows(cal))
         total += len(ref) - np.searchsorted(ref, scores[:, k], side="left")
     return total
 
@@ -125,6 +122,11 @@ def cross_conformal_p_values(fold_calibration: Sequence[np.ndarray], fold_scores
     -------
     (numpy.ndarray, numpy.ndarray or None)
         float64 p-values ``(N,)``, and bool flags ``p <= alpha``.
+
+    Raises
+    ------
+    InputError
+        See :func:`counts_at_least`.
     """
     n = int(sum(len(c) for c in fold_calibration))
     counts = counts_at_least(fold_calibration, fold_scores)

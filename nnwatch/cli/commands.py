@@ -856,7 +856,7 @@ def _info_detector(path: Path) -> None:
     elif cf is not None:
         uncovered = sorted(set(d.detectors) - set(cf.folds))
         print(f"  calibration: cross-fitted ({cf.k} folds) on {cf.n} benign training prompts, fpr {cf.fpr:g}; "
-              f"false alarms at most {cf.info.get('false_alarm_bound', float('nan')):.3f} guaranteed"
+              f"false alarms at most {cf.bound:.3f} guaranteed"
               + (f"; not cross-fitted: {', '.join(uncovered)} (nnwatch calibrate)" if uncovered else ""))
     else:
         print("  calibration: none (nnwatch calibrate DETECTOR.json --data BENIGN.jsonl)")

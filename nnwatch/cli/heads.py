@@ -168,7 +168,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if fitted.cross_fit is not None:
         cf = fitted.cross_fit
         how = (f"{len(cf.folds)} detectors cross-fitted ({cf.k} folds) on {cf.n} benign training prompts at fpr "
-               f"{cf.fpr:g} (guaranteed false-alarm rate at most {cf.info['false_alarm_bound']:.3f})")
+               f"{cf.fpr:g} (guaranteed false-alarm rate at most {cf.bound:.3f})")
     else:
         how = (f"{len(fitted.detectors)} detectors calibrated on {len(fitted.calibration.scores)} held-out benign "
                f"prompts at fpr {fitted.calibration.fpr:g}")

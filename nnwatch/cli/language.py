@@ -53,7 +53,7 @@ def _monitor(args: argparse.Namespace, detectors: Any = None, decision: str = "a
     from ..heads.language_monitor import LanguageMonitor
 
     return LanguageMonitor(args.model, threads=getattr(args, "threads", None) or DEFAULT_THREADS, detectors=detectors,
-                           decision=decision,
+                           decision=decision, cache_dir=getattr(args, "cache_dir", None),
                            truncate=getattr(args, "truncate", False), quiet=getattr(args, "quiet", False),
                            onnx=onnx)
 

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=positive_int, default=1, help="batch size to time")
     b.add_argument("--iters", type=positive_int, default=300, help="timed rounds (each runs every variant once); "
                    "classifier models (a detector file times --timed-prompts prompts, 3 rounds each)")
-    b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (torch threads for a detector file)")
+    b.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (for a detector file: torch's and onnxruntime's, default 1)")
     b.add_argument("--detectors", help="'all' (the default set, calibrated or not) or comma-separated detector names "
                    "(e.g. coverage); default: what the monitor runs with this profile (its calibrated verdict)")
     _detector_option(b)

@@ -55,8 +55,8 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
     scorer = mon.scorer
     torch = scorer.torch
     default = f"monitored, default detector ({det.default})"
-    monitors = {default: LanguageMonitor(det, scorer, detectors=[det.default]),
-                "monitored, every prefill detector": LanguageMonitor(det, scorer)}
+    monitors = {default: LanguageMonitor(det, scorer, detectors=[det.default], threads=mon.threads),
+                "monitored, every prefill detector": LanguageMonitor(det, scorer, threads=mon.threads)}
     keys = {PLAIN: "plain", default: "default", "monitored, every prefill detector": "every_prefill",
             PLAIN_ONNX: "plain_onnxruntime", f"{default}, onnxruntime": "default_onnxruntime",
             SINGLE_BATCH: "head_single_onnxruntime_batch2"}  # stable names the docs select rows by
@@ -64,15 +64,13 @@ def monitoring_costs(mon: LanguageMonitor, prompts: Sequence[str], rounds: int =
         if sc.cost == MASKED:
             masked = f"{len(sc.heads)} head{'s' if len(sc.heads) != 1 else ''} masked"
             monitors[f"monitored, {name} ({masked})"] = LanguageMonitor(
-                det, scorer, detectors=[name], decision=name)
+                det, scorer, detectors=[name], decision=name, threads=mon.threads)
             keys[f"monitored, {name} ({masked})"] = name
     ox = None
     if onnx:
-        from .onnx_backend import OnnxHeadScorer
-
-        ox = OnnxHeadScorer(onnx)
         monitors[f"{default}, onnxruntime"] = LanguageMonitor(
-            det, scorer, detectors=[det.default], onnx=onnx)
+            det, scorer, detectors=[det.default], onnx=onnx, threads=mon.threads)
+        ox = monitors[f"{default}, onnxruntime"].onnx  # the baseline runs in the monitor's session: same threads
     single = det.detectors.get("head_single")
     per_path: dict[str, list[float]] = {}
     for i, p in enumerate(prompts):

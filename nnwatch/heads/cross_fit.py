@@ -30,7 +30,7 @@ import numpy as np
 
 from .._validate import is_finite_list
 from ..calibration.cross_conformal import cross_conformal_p_values, false_alarm_bound
-from ..errors import ProfileError
+from ..errors import InputError, ProfileError
 from .collect import Sweep
 from .scores import Layout, MlpCoverage, Score, heads_needed, score_from_json
 
@@ -74,6 +74,11 @@ class CrossFit:
     def k(self) -> int:
         """Folds."""
         return len(next(iter(self.scores.values())))
+
+    @property
+    def bound(self) -> float:
+        """The guaranteed false-alarm bound at :attr:`fpr` (Barber et al. 2021, Theorem 4)."""
+        return false_alarm_bound(self.fpr, self.n, self.k)
 
     def p_values(self, name: str, features: Sweep) -> tuple[np.ndarray, np.ndarray]:
         """Cross-conformal p-values and flags of one column.
@@ -160,6 +165,7 @@ def cross_fit_from_json(d: Any, lay: Layout, names: list[str], where: str) -> Cr
     k = max(fold) + 1 if all(isinstance(f, int) and f >= 0 for f in fold) else 0
     need(k >= 2, "fold must hold fold numbers 0..K-1, K >= 2")
     sizes = np.bincount(np.asarray(fold), minlength=k)
+    need(bool((sizes > 0).all()), "every fold must hold at least one calibration prompt")
     out_folds: dict[str, list[Score]] = {}
     out_scores: dict[str, list[np.ndarray]] = {}
     for name in folds:
@@ -173,7 +179,8 @@ def cross_fit_from_json(d: Any, lay: Layout, names: list[str], where: str) -> Cr
              f"{name}: scores must be {k} lists of finite numbers, one per prompt of the fold")
         out_scores[name] = [np.asarray(r, np.float64) for r in rows]
     info = d.get("info", {})
-    need(isinstance(info, dict), "info must be an object")
+    need(isinstance(info, dict) and all(isinstance(v, (int, float, str)) for v in info.values()),
+         "info must be an object of numbers and strings")
     return CrossFit(out_folds, out_scores, fpr, list(ids), list(fold), info)
 
 
@@ -208,12 +215,21 @@ def cross_fit(train_ids: list[str], labels: np.ndarray, pool: np.ndarray, fit: C
     -------
     CrossFit
         Fold detectors and out-of-fold scores (every column but ``mlp_coverage``).
+
+    Raises
+    ------
+    InputError
+        Fewer calibrating prompts than folds, or a fold detector scores a prompt non-finite.
     """
     import time
 
     from ..calibration.cross_conformal import fold_assignment
 
     rows = np.flatnonzero(pool & (labels == 0))
+    # Theorem 4's bound is for equal folds: n mod K prompts, drawn at random, are fitted in every
+    # fold instead of calibrating.
+    usable = len(rows) - len(rows) % folds
+    rows = np.sort(np.random.default_rng(seed + 1).permutation(rows)[:usable])
     fold = fold_assignment(len(rows), folds, seed)
     out_folds: dict[str, list[Score]] = {}
     out_scores: dict[str, list[np.ndarray]] = {}
@@ -226,13 +242,18 @@ def cross_fit(train_ids: list[str], labels: np.ndarray, pool: np.ndarray, fit: C
         for name, det in dets.items():
             if isinstance(det, MlpCoverage):
                 continue
+            scores = np.asarray(score_rows(det, held), np.float64)
+            if not np.isfinite(scores).all():
+                raise InputError(f"cross-fit fold {k + 1}: detector {name} gave {int((~np.isfinite(scores)).sum())} "
+                                 "non-finite scores on the benign prompts it did not see; the features of those "
+                                 "prompts are broken (check the prompts, or calibrate with --calibration hold-out)")
             out_folds.setdefault(name, []).append(det)
-            out_scores.setdefault(name, []).append(np.asarray(score_rows(det, held), np.float64))
+            out_scores.setdefault(name, []).append(scores)
         if progress:
             progress(f"cross-fit fold {k + 1}/{folds}: fitted without {len(held)} benign prompts, scored them "
                      f"({time.perf_counter() - start:.0f} s)")
-    complete = {n for n, v in out_folds.items() if len(v) == folds}  # a column every fold fitted
+    complete = [n for n, v in out_folds.items() if len(v) == folds]  # a column every fold fitted, in fit order
     info = {"seconds": time.perf_counter() - start, "folds": folds, "calibrating_prompts": int(len(rows)),
-            "false_alarm_bound": false_alarm_bound(fpr, len(rows), folds)}
+            "fitted_in_every_fold": int(len(np.flatnonzero(pool & (labels == 0))) - len(rows))}
     return CrossFit({n: out_folds[n] for n in complete}, {n: out_scores[n] for n in complete}, float(fpr),
                     [train_ids[i] for i in rows], [int(f) for f in fold], info)

@@ -26,7 +26,6 @@ from ..calibration.groups import (
     compile_conformal,
 )
 from ..errors import InputError, ModelMismatchError, NotFittedError
-from ..calibration.cross_conformal import false_alarm_bound
 from ..kernels.conformal import conformal_p_values
 from ..monitor.budget import Budget, LatencyTracker, over_budget_error
 from ..monitor.results import Verdicts
@@ -60,7 +59,9 @@ class LanguageMonitor:
     model : str, optional
         Model spec to load (default: the one the detector was fitted on).
     threads : int or None
-        torch intra-op threads when loading (default 1; None leaves torch's setting).
+        Intra-op threads of torch (set for the whole process when the model loads here) and
+        of the onnxruntime session; None leaves torch's setting and onnxruntime's default.
+        The CLI passes 1 unless ``--threads`` says otherwise.
     detectors : sequence of str, "all" or None
         Columns to run. None: every detector that needs only the prefill (the masked head
         detectors cost several prefills; name them, or "all", to run them).
@@ -99,7 +100,7 @@ class LanguageMonitor:
     """
 
     def __init__(self, detector: LanguageDetector | str | os.PathLike, scorer: Any = None, model: str | None = None,
-                 threads: int | None = 1, detectors: Sequence[str] | str | None = None, decision: str = "auto",
+                 threads: int | None = None, detectors: Sequence[str] | str | None = None, decision: str = "auto",
                  budget: Budget | None = None, truncate: bool = False, quiet: bool = True,
                  onnx: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> None:
         det = detector if isinstance(detector, LanguageDetector) else load_detector(detector)
@@ -132,6 +133,7 @@ class LanguageMonitor:
         self._masks = [np.ones(len(names), np.bool_), cheap]  # all columns; what the degrade policy keeps
         self.tracker = LatencyTracker(self.budget)
         self.decision = wanted
+        self.threads = threads
         if onnx is not None and needs_mlp(self.column_detectors):
             raise InputError("mlp_coverage reads MLP activations, which the onnxruntime prefill does not output; "
                              "leave it out (--detectors) or use the torch path")
@@ -215,7 +217,7 @@ class LanguageMonitor:
         if self.cross_fit is not None:
             cf = self.cross_fit
             return {"kind": "cross-fit", "prompts": cf.n, "fpr": cf.fpr, "folds": cf.k,
-                    "bound": false_alarm_bound(cf.fpr, cf.n, cf.k)}
+                    "bound": cf.bound}
         return {"kind": "none", "prompts": 0, "fpr": float("nan")}
 
     @property
@@ -338,9 +340,12 @@ class LanguageMonitor:
             bp, bf = conformal_p_values(block, np.zeros(len(scores), np.int64), self._tables)
             p[:, cols], flags[:, cols] = bp[:, order], bf[:, order]
         active = self._masks[1 if degraded else 0]
-        if features is not None:
-            for j in np.flatnonzero(self._cross & active):
-                p[:, j], flags[:, j] = self.cross_fit.p_values(self.columns[j], features)
+        crossed = np.flatnonzero(self._cross & active)
+        if len(crossed) and features is None:
+            raise InputError("cross-fitted columns score the prompts' features with their fold detectors: pass "
+                             "features= (the Sweep behind the scores)")
+        for j in crossed:
+            p[:, j], flags[:, j] = self.cross_fit.p_values(self.columns[j], features)
         p[:, ~active] = np.nan
         flags[:, ~active] = False
         return p, flags, active, (self.budget.fallback if degraded else self.decision)
@@ -405,7 +410,13 @@ class LanguageMonitor:
         self.features([prompt], self.heads_needed())
 
     def heads_needed(self) -> list[tuple[int, int]]:
-        """Heads the columns (and their cross-fitted fold detectors) mask."""
+        """Heads the columns (and their cross-fitted fold detectors) mask.
+
+        Returns
+        -------
+        list of (layer, head)
+            In first-use order.
+        """
         extra = self.cross_fit.heads(list(self.columns)) if self.cross_fit is not None else []
         return list(dict.fromkeys(heads_needed(self.column_detectors) + extra))
 

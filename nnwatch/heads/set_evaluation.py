@@ -109,7 +109,7 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
             pick = benign & (src == source)
             pd = p[pick, decision]
             by_source.append({"set": name, "source": source or "(none)", "benign": int(pick.sum()),
-                              "flagged_at_5": float(np.mean(pd <= 0.05)), "flagged_at_1": float(np.mean(pd <= 0.01))})
+                              **{f"flagged_at_{round(level * 100)}": float(np.mean(pd <= level)) for level in LEVELS}})
         tokens[name] = float(np.median(s.lengths))
         if log:
             log(f"{name}: {len(ps)} prompts, median {int(tokens[name])} tokens")

@@ -72,7 +72,11 @@ def _jinja_template(source: str) -> Any:
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.globals["namespace"] = jinja2.utils.Namespace
-    return env.from_string(source)
+    try:
+        return env.from_string(source)
+    except jinja2.exceptions.TemplateError as exc:  # e.g. transformers' {% generation %} tag, not supported here
+        raise ModelError(f"the prefill's chat template cannot be compiled without transformers ({exc}); score with "
+                         "the torch model instead (leave out --onnx)") from None
 
 
 def template_encoder(record: dict[str, Any], max_tokens: int = 1024, truncate: bool = False,
@@ -117,7 +121,10 @@ def template_encoder(record: dict[str, Any], max_tokens: int = 1024, truncate: b
         if template is not None:
             msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
                 {"role": "user", "content": prompt}]
-            text = template.render(messages=msgs, add_generation_prompt=True, **special)
+            try:
+                text = template.render(messages=msgs, add_generation_prompt=True, **special)
+            except Exception as exc:  # jinja2 errors and the template's own raise_exception
+                raise InputError(f"the chat template refused the prompt: {exc}") from None
             ids = tok.encode(text, add_special_tokens=False).ids
         else:
             ids = tok.encode(prompt).ids

@@ -11,15 +11,17 @@ Where: ``--cache-dir`` if given, else ``$NNWATCH_CACHE_DIR``, else ``$XDG_CACHE_
 
 An entry is used only when its record matches: the source file's sha256, the converter's
 versions and settings, and the size and sha256 of every file the conversion wrote. Anything
-else (a different source, a truncated or edited file, a missing record) is rebuilt with a
-:class:`WeightsCacheWarning`, never used. Entries are built in a temporary folder beside
-their final place and renamed into it, so a killed build leaves no entry, and two processes
-building the same entry both end with a complete one.
+else (a different source, a truncated, edited, added or missing file, a missing record) is
+rebuilt with a :class:`WeightsCacheWarning`, never used. Entries are built in a temporary
+folder beside their final place and renamed into it, so a killed build leaves no entry; an
+advisory lock (``<entry>.lock``) serializes checking and replacing an entry, so two
+processes never remove each other's fresh entry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,7 +29,9 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from ..errors import InputError
 
 CACHE_ENV = "NNWATCH_CACHE_DIR"
 RECORD = "nnwatch-cache.json"
@@ -111,14 +115,21 @@ def entry_problem(folder: Path, key: dict[str, Any]) -> str | None:
         return "it was built from another source or by other versions"
     if not record["files"]:
         return "its record lists no files"
-    for name, expected in record["files"].items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != expected.get("size"):
-            return f"{name} has another size than when it was written"
-        if file_sha256(path) != expected.get("sha256"):
-            return f"{name} has changed since it was written"
+    try:
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != RECORD}
+        extra = sorted(present - set(record["files"]))
+        if extra:
+            return f"it holds files its record does not list ({', '.join(extra[:3])})"
+        for name, expected in record["files"].items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected.get("size"):
+                return f"{name} has another size than when it was written"
+            if file_sha256(path) != expected.get("sha256"):
+                return f"{name} has changed since it was written"
+    except FileNotFoundError as err:  # removed while being checked
+        return f"{err.filename} went missing while it was checked"
     return None
 
 
@@ -141,8 +152,30 @@ def entry_name(source: Path, key: dict[str, Any]) -> str:
     return f"{source.stem}-{hashlib.sha256(text).hexdigest()[:16]}"
 
 
+@contextlib.contextmanager
+def writable(parent: Path) -> Iterator[None]:
+    """Turn a failure to write the cache into an InputError that names the folder and the ways out.
+
+    Parameters
+    ----------
+    parent : pathlib.Path
+        The cache folder written.
+
+    Returns
+    -------
+    Iterator[None]
+        Context manager.
+    """
+    try:
+        yield
+    except OSError as err:
+        raise InputError(f"cannot write the weights cache under {parent} ({err.strerror or err}); give another "
+                         f"folder with --cache-dir or ${CACHE_ENV}") from None
+
+
 def cached_conversion(source: str | os.PathLike, build: Callable[[Path], None], settings: dict[str, Any],
-                      cache_dir: str | os.PathLike | None = None, kind: str = "models") -> Path:
+                      cache_dir: str | os.PathLike | None = None, kind: str = "models",
+                      source_sha256: str | None = None) -> Path:
     """The folder holding ``build``'s output for ``source``, built only when no valid entry exists.
 
     Parameters
@@ -157,6 +190,8 @@ def cached_conversion(source: str | os.PathLike, build: Callable[[Path], None], 
         See :func:`cache_root`.
     kind : str
         Subfolder of the cache root.
+    source_sha256 : str, optional
+        The source's sha256 when the caller has just computed it (not hashed again).
 
     Returns
     -------
@@ -165,47 +200,38 @@ def cached_conversion(source: str | os.PathLike, build: Callable[[Path], None], 
 
     Raises
     ------
-    OSError
-        The cache folder cannot be created or written (the message names it).
+    InputError
+        The cache folder cannot be created or written (the message names it and the ways out).
     """
     source = Path(source)
-    key = {"format": FORMAT, "source": source.name, "source_sha256": file_sha256(source), **settings}
+    key = {"format": FORMAT, "source": source.name, "source_sha256": source_sha256 or file_sha256(source),
+           **settings}
     parent = cache_root(cache_dir) / kind
     folder = parent / entry_name(source, key)
-    problem = entry_problem(folder, key) if folder.exists() else "absent"
-    if problem is None:
+    if folder.exists() and entry_problem(folder, key) is None:  # the common case: no lock needed to read
         return folder
-    if problem != "absent":
-        warnings.warn(WeightsCacheWarning(f"weights cache {folder}: {problem}; rebuilding it"), stacklevel=2)
-    try:
+    with writable(parent):
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", dir=parent))
-    except OSError as err:
-        raise OSError(f"cannot write the weights cache under {parent} ({err.strerror or err}); "
-                      f"give another folder with --cache-dir or ${CACHE_ENV}") from err
-    try:
-        build(staging)
-        record = {"key": key, "files": _inventory(staging)}
-        (staging / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
-        _install(staging, folder, key)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        lock = open(parent / f"{folder.name}.lock", "a")
+    with lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        problem = entry_problem(folder, key) if folder.exists() else "absent"
+        if problem is None:  # another process built it while this one waited
+            return folder
+        if problem != "absent":
+            warnings.warn(WeightsCacheWarning(f"weights cache {folder}: {problem}; rebuilding it"), stacklevel=2)
+        with writable(parent):
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", dir=parent))
+        try:
+            build(staging)  # its errors are the conversion's own, not the cache's
+            with writable(parent):
+                record = {"key": key, "files": _inventory(staging)}
+                (staging / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+                if folder.exists():  # an invalid entry: moved aside, then deleted
+                    trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.trash.", dir=parent))
+                    os.replace(folder, trash / folder.name)
+                    shutil.rmtree(trash, ignore_errors=True)
+                os.rename(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _install(staging: Path, folder: Path, key: dict[str, Any]) -> None:
-    """Move a built entry into place; an invalid entry there is moved aside and deleted first,
-    a valid one (another process finished first) is kept.
-    """
-    if folder.exists():
-        if entry_problem(folder, key) is None:
-            return
-        trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.trash.", dir=folder.parent))
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(folder, trash / folder.name)
-        shutil.rmtree(trash, ignore_errors=True)
-    try:
-        os.rename(staging, folder)
-    except OSError:
-        if entry_problem(folder, key) is not None:  # lost a race to a build that is not valid either
-            raise

@@ -63,7 +63,7 @@ def test_built_once_then_reused(source, tmp_path):
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "record", "garbage_record"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "record", "garbage_record", "added"])
 def test_damaged_entry_is_rebuilt_with_a_warning(source, tmp_path, damage):
     build = CountingBuild(source)
     folder = cached_conversion(source, build, {}, tmp_path)
@@ -75,6 +75,8 @@ def test_damaged_entry_is_rebuilt_with_a_warning(source, tmp_path, damage):
         weights.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])  # same size, one bit
     elif damage == "delete":
         weights.unlink()
+    elif damage == "added":
+        (folder / "chat_template.jinja").write_text("{{ messages }}")  # a file the build never wrote
     elif damage == "record":
         (folder / RECORD).unlink()
     else:
@@ -82,7 +84,7 @@ def test_damaged_entry_is_rebuilt_with_a_warning(source, tmp_path, damage):
     with pytest.warns(WeightsCacheWarning, match="rebuilding"):
         again = cached_conversion(source, build, {}, tmp_path)
     assert again == folder and build.calls == 2
-    assert weights.read_bytes() == good
+    assert weights.read_bytes() == good and not (folder / "chat_template.jinja").exists()
 
 
 def test_other_source_or_settings_get_their_own_entry(source, tmp_path):
@@ -102,7 +104,7 @@ def test_failed_build_leaves_nothing(source, tmp_path):
 
     with pytest.raises(RuntimeError):
         cached_conversion(source, broken, {}, tmp_path)
-    assert not any((tmp_path / "models").iterdir())
+    assert [p.suffix for p in (tmp_path / "models").iterdir()] == [".lock"]  # no entry, no staging folder
     build = CountingBuild(source)
     cached_conversion(source, build, {}, tmp_path)
     assert build.calls == 1
@@ -146,7 +148,9 @@ def test_cache_root_precedence(tmp_path, monkeypatch):
 def test_unwritable_cache_names_the_folder_and_the_ways_out(source, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(OSError, match="--cache-dir"):
+    from nnwatch.errors import InputError
+
+    with pytest.raises(InputError, match="--cache-dir"):
         cached_conversion(source, CountingBuild(source), {}, blocker)
 
 
@@ -172,12 +176,12 @@ def test_gemma_chunks_assemble_once_checked(tmp_path, monkeypatch):
     chunks = [os.urandom(1000 + i) for i in range(4)]
     fake_gemma(tmp_path / "site", chunks)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    path = gemma3_gguf(tmp_path / "cache")
-    assert path.read_bytes() == b"".join(chunks)
+    path, sha = gemma3_gguf(tmp_path / "cache")
+    assert path.read_bytes() == b"".join(chunks) and sha == naive_sha256(path)
     stamp = path.stat().st_mtime_ns
-    assert gemma3_gguf(tmp_path / "cache") == path and path.stat().st_mtime_ns == stamp  # not assembled again
+    assert gemma3_gguf(tmp_path / "cache")[0] == path and path.stat().st_mtime_ns == stamp  # not assembled again
     path.write_bytes(b"damaged")
-    assert gemma3_gguf(tmp_path / "cache").read_bytes() == b"".join(chunks)  # re-assembled
+    assert gemma3_gguf(tmp_path / "cache")[0].read_bytes() == b"".join(chunks)  # re-assembled
 
 
 def test_gemma_missing_part_is_named_with_the_pip_command(tmp_path, monkeypatch):
