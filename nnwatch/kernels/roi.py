@@ -1,0 +1,198 @@
+"""Per-object kernels: average of feature maps over boxes (RoIAlign, one bin) and greedy NMS.
+
+The definitions are :func:`nnwatch.kernels.reference.roi_average` and
+:func:`nnwatch.kernels.reference.nms`; these are their compilations, tested against them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_array
+from ..errors import InputError
+from ._jit import njit
+
+
+@njit()
+def _bilinear(maps, b, c, y, x):
+    h, w = maps.shape[2], maps.shape[3]
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return 0.0
+    if y < 0.0:
+        y = 0.0
+    if x < 0.0:
+        x = 0.0
+    y0, x0 = int(y), int(x)
+    if y0 >= h - 1:
+        y0 = h - 1
+        y1 = y0
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= w - 1:
+        x0 = w - 1
+        x1 = x0
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (hy * hx * maps[b, c, y0, x0] + hy * lx * maps[b, c, y0, x1]
+            + ly * hx * maps[b, c, y1, x0] + ly * lx * maps[b, c, y1, x1])
+
+
+@njit()
+def _samples(extent, max_samples):
+    n = int(np.ceil(extent))
+    if n < 1:
+        n = 1
+    if n > max_samples:
+        n = max_samples
+    return n
+
+
+@njit()
+def _roi_average(maps, boxes, frame, sy, sx, max_samples, out):
+    channels = maps.shape[1]
+    for m in range(boxes.shape[0]):
+        b = frame[m]
+        ys = boxes[m, 1] / sy - 0.5
+        xs = boxes[m, 0] / sx - 0.5
+        hh = (boxes[m, 3] - boxes[m, 1]) / sy
+        ww = (boxes[m, 2] - boxes[m, 0]) / sx
+        ny, nx = _samples(hh, max_samples), _samples(ww, max_samples)
+        inv = 1.0 / (ny * nx)
+        for c in range(channels):
+            total = 0.0
+            for iy in range(ny):
+                y = ys + (iy + 0.5) * hh / ny
+                for ix in range(nx):
+                    total += _bilinear(maps, b, c, y, xs + (ix + 0.5) * ww / nx)
+            out[m, c] = total * inv
+
+
+def roi_average(maps: np.ndarray, boxes: np.ndarray, frame: np.ndarray, stride: tuple[float, float],
+                max_samples: int = 8, out: np.ndarray | None = None) -> np.ndarray:
+    """Average of each channel of ``maps`` over each box (see :func:`nnwatch.kernels.reference.roi_average`).
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        float32 C-contiguous ``(B, C, H, W)``.
+    boxes : numpy.ndarray
+        float32 ``(M, 4)`` finite boxes ``x1, y1, x2, y2`` in input pixels, ``x1 <= x2``, ``y1 <= y2``.
+    frame : numpy.ndarray
+        int64 ``(M,)`` batch index of each box, in ``[0, B)``.
+    stride : tuple of float
+        ``(sy, sx)`` input pixels per cell, both > 0.
+    max_samples : int
+        Most sample points per axis (>= 1).
+    out : numpy.ndarray, optional
+        float32 ``(M, C)`` destination.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(M, C)``.
+
+    Raises
+    ------
+    InputError
+        Arrays of the wrong dtype, shape or layout, non-finite or inverted boxes, frame indices
+        out of range, or a non-positive stride.
+    """
+    check_array(maps, "maps", np.float32, (None, None, None, None))
+    m = boxes.shape[0] if isinstance(boxes, np.ndarray) else 0
+    check_array(boxes, "boxes", np.float32, (m, 4))
+    check_array(frame, "frame", np.int64, (m,))
+    if m and not np.isfinite(boxes).all():
+        raise InputError("boxes: non-finite coordinates; drop or clip them first (nnwatch.objects.boxes.clean_boxes)")
+    if m and ((boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any()):
+        raise InputError("boxes: x2 < x1 or y2 < y1; boxes must be x1, y1, x2, y2 with x1 <= x2 and y1 <= y2")
+    if m and (frame.min() < 0 or frame.max() >= maps.shape[0]):
+        raise InputError(f"frame: indices must lie in [0, {maps.shape[0]}), got {frame.min()}..{frame.max()}")
+    sy, sx = (float(s) for s in stride)
+    if not (sy > 0 and sx > 0 and np.isfinite(sy) and np.isfinite(sx)):
+        raise InputError(f"stride must be two positive numbers (pixels per cell), got {stride!r}")
+    if not (isinstance(max_samples, (int, np.integer)) and max_samples >= 1):
+        raise InputError(f"max_samples must be an integer >= 1, got {max_samples!r}")
+    if maps.shape[2] < 1 or maps.shape[3] < 1:
+        raise InputError(f"maps: empty spatial extent {maps.shape[2:]}")
+    if out is None:
+        out = np.empty((m, maps.shape[1]), np.float32)
+    check_array(out, "out", np.float32, (m, maps.shape[1]), writeable=True)
+    _roi_average(maps, boxes, frame, sy, sx, int(max_samples), out)
+    return out
+
+
+@njit()
+def _iou(boxes, i, j):
+    iw = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
+    ih = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
+    if iw <= 0.0 or ih <= 0.0:
+        return 0.0
+    inter = iw * ih
+    union = ((boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+             + (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1]) - inter)
+    return inter / union if union > 0.0 else 0.0
+
+
+@njit()
+def _nms(boxes, order, classes, iou, max_det, kept):
+    n_kept = 0
+    for t in range(order.shape[0]):
+        if n_kept == max_det:
+            break
+        i = order[t]
+        keep = True
+        for u in range(n_kept):
+            k = kept[u]
+            if classes[k] == classes[i] and _iou(boxes, k, i) > iou:
+                keep = False
+                break
+        if keep:
+            kept[n_kept] = i
+            n_kept += 1
+    return n_kept
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    """Greedy per-class non-maximum suppression (see :func:`nnwatch.kernels.reference.nms`).
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        float32 ``(N, 4)`` finite candidates ``x1, y1, x2, y2``.
+    scores : numpy.ndarray
+        float32 ``(N,)`` finite scores.
+    classes : numpy.ndarray
+        int64 ``(N,)`` classes.
+    iou : float
+        IoU above which the lower-scored box of a class is dropped, in ``[0, 1]``.
+    max_det : int
+        Most boxes kept (>= 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices of the kept candidates, highest score first.
+
+    Raises
+    ------
+    InputError
+        Wrong arrays, non-finite values, ``iou`` outside ``[0, 1]`` or ``max_det < 1``.
+    """
+    n = boxes.shape[0] if isinstance(boxes, np.ndarray) else 0
+    check_array(boxes, "boxes", np.float32, (n, 4))
+    check_array(scores, "scores", np.float32, (n,))
+    check_array(classes, "classes", np.int64, (n,))
+    if n and not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise InputError("nms: boxes and scores must be finite; drop non-finite candidates first")
+    if not (0.0 <= float(iou) <= 1.0):
+        raise InputError(f"iou must lie in [0, 1], got {iou!r}")
+    if not (isinstance(max_det, (int, np.integer)) and max_det >= 1):
+        raise InputError(f"max_det must be an integer >= 1, got {max_det!r}")
+    order = np.argsort(-scores.astype(np.float64), kind="stable").astype(np.int64)
+    kept = np.empty(min(n, int(max_det)), np.int64)
+    count = _nms(boxes, order, classes, float(iou), int(max_det), kept)
+    return kept[:count].copy()
