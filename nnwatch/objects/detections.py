@@ -1,0 +1,183 @@
+"""A batch of detector outputs read through a layout: one row per object, boxes cleaned.
+
+Boxes are clipped to the image; boxes with no area after clipping, or with non-finite
+coordinates or scores, are skipped. Both are counted (``clipped``, ``skipped``) and never
+raise: a detector emits such boxes in normal operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..kernels.roi import nms
+from .layouts import OutputLayout
+
+
+@dataclass
+class Detections:
+    """Objects of a batch of frames, one row each.
+
+    Attributes
+    ----------
+    frame : numpy.ndarray
+        int64 ``(M,)`` frame of each object, in ``[0, n_frames)``, non-decreasing.
+    boxes : numpy.ndarray
+        float32 ``(M, 4)`` ``x1, y1, x2, y2`` in input pixels, inside the image, positive area.
+    score : numpy.ndarray
+        float32 ``(M,)`` the detector's confidence.
+    cls : numpy.ndarray
+        int64 ``(M,)`` predicted class.
+    class_scores : numpy.ndarray or None
+        float32 ``(M, C)`` the class score vector as the model gives it (raw layouts only).
+    n_frames : int
+        Frames in the batch (frames without objects included).
+    clipped, skipped : int
+        Boxes clipped to the image, boxes dropped (no area or not finite).
+    """
+
+    frame: np.ndarray
+    boxes: np.ndarray
+    score: np.ndarray
+    cls: np.ndarray
+    class_scores: np.ndarray | None
+    n_frames: int
+    clipped: int = 0
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+    def per_frame(self) -> np.ndarray:
+        """Objects in each frame, int64 ``(n_frames,)``."""
+        return np.bincount(self.frame, minlength=self.n_frames).astype(np.int64)
+
+
+def class_logits(class_scores: np.ndarray, kind: str) -> np.ndarray:
+    """Class scores as logits, for energy and MSP (sigmoid: ``log p / (1 - p)``; softmax: ``log p``).
+
+    Parameters
+    ----------
+    class_scores : numpy.ndarray
+        ``(M, C)`` scores.
+    kind : {"sigmoid", "softmax", "logits"}
+        What the scores are.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(M, C)`` logits.
+    """
+    s = class_scores.astype(np.float64)
+    if kind == "logits":
+        return s.astype(np.float32)
+    p = np.clip(s, 1e-7, 1 - 1e-7)
+    return (np.log(p / (1 - p)) if kind == "sigmoid" else np.log(p)).astype(np.float32)
+
+
+def clean_boxes(boxes: np.ndarray, height: float, width: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Clip ``x1, y1, x2, y2`` boxes to the image and mark the ones left with an area.
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        ``(N, 4)`` boxes (any float dtype; NaN and Inf allowed).
+    height, width : float
+        Image size in pixels.
+
+    Returns
+    -------
+    tuple
+        ``(clipped boxes float32 (N, 4), keep bool (N,), number of boxes changed by clipping
+        among those kept)``.
+    """
+    b = np.asarray(boxes, np.float64)
+    finite = np.isfinite(b).all(axis=1)
+    lo = np.array([0.0, 0.0, 0.0, 0.0])
+    hi = np.array([width, height, width, height])
+    c = np.clip(np.where(finite[:, None], b, 0.0), lo, hi)
+    keep = finite & (c[:, 2] > c[:, 0]) & (c[:, 3] > c[:, 1])
+    changed = int((keep & (np.abs(c - np.where(finite[:, None], b, 0.0)) > 0).any(axis=1)).sum())
+    return c.astype(np.float32), keep, changed
+
+
+def _xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
+    if fmt == "xyxy":
+        return boxes
+    cx, cy, w, h = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+
+
+def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tuple[int, int]) -> Detections:
+    """Objects of a batch from the detector outputs the layout reads.
+
+    Parameters
+    ----------
+    outputs : sequence of numpy.ndarray
+        The outputs in the layout's role order (raw/nms: one; separate: boxes, scores, classes).
+    layout : OutputLayout
+        How to read them.
+    image_size : tuple of int
+        ``(height, width)`` of the model input, for clipping and normalized boxes.
+
+    Returns
+    -------
+    Detections
+        One row per kept object, frames in order.
+
+    Raises
+    ------
+    InputError
+        Outputs whose shapes do not fit the layout.
+    """
+    problem = layout.shape_problem([np.shape(o) for o in outputs])
+    if problem is not None:
+        raise InputError(f"detector outputs do not fit layout {layout.name!r}: {problem}")
+    h, w = (float(v) for v in image_size)
+    scale = np.array([w, h, w, h]) if layout.normalized else np.ones(4)
+    if layout.kind == "raw":
+        head = np.asarray(outputs[0], np.float32)
+        boxes = _xyxy(np.moveaxis(head[:, :4, :], 1, 2).astype(np.float64), layout.box_format) * scale
+        cs = np.moveaxis(head[:, 4:, :], 1, 2)
+        # a head of raw logits is read as per-class sigmoid logits for the confidence
+        probs = cs if layout.class_scores != "logits" else 1 / (1 + np.exp(-cs.astype(np.float64)))
+        score = probs.max(axis=2)
+        cls = probs.argmax(axis=2).astype(np.int64)
+    elif layout.kind == "nms":
+        table = np.asarray(outputs[0], np.float64)
+        boxes = _xyxy(table[..., :4], layout.box_format) * scale
+        score, cls, cs = table[..., 4], np.nan_to_num(table[..., 5], nan=-1).astype(np.int64), None
+    else:
+        boxes = _xyxy(np.asarray(outputs[0], np.float64), layout.box_format) * scale
+        score = np.asarray(outputs[1], np.float64)
+        cls, cs = np.nan_to_num(np.asarray(outputs[2], np.float64), nan=-1).astype(np.int64), None
+    n_frames = boxes.shape[0]
+    rows: list[tuple] = []
+    clipped = skipped = 0
+    for f in range(n_frames):
+        cand = np.isfinite(score[f]) & (score[f] >= layout.score_threshold) & (cls[f] >= 0)
+        if layout.kind != "raw":
+            cand &= score[f] > 0
+        idx = np.flatnonzero(cand)
+        fixed, ok, changed = clean_boxes(boxes[f, idx], h, w)
+        skipped += int((~ok).sum())
+        clipped += changed
+        idx, fixed = idx[ok], fixed[ok]
+        if layout.runs_nms and len(idx):
+            kept = nms(fixed, score[f, idx].astype(np.float32), cls[f, idx], layout.iou, layout.max_det)
+        else:
+            kept = np.argsort(-score[f, idx], kind="stable")[: layout.max_det]
+        idx, fixed = idx[kept], fixed[kept]
+        rows.append((np.full(len(idx), f, np.int64), fixed, score[f, idx], cls[f, idx],
+                     None if cs is None else cs[f, idx]))
+    cat = (lambda i, dt, shape: np.concatenate([r[i] for r in rows]).astype(dt) if rows else np.zeros(shape, dt))
+    return Detections(
+        frame=cat(0, np.int64, (0,)),
+        boxes=cat(1, np.float32, (0, 4)).reshape(-1, 4),
+        score=cat(2, np.float32, (0,)),
+        cls=cat(3, np.int64, (0,)),
+        class_scores=None if cs is None else cat(4, np.float32, (0, cs.shape[2])).reshape(-1, cs.shape[2]),
+        n_frames=n_frames, clipped=clipped, skipped=skipped)
