@@ -111,3 +111,18 @@ def test_bad_layouts_are_refused(spec, message):
 def test_outputs_that_do_not_fit_are_refused_with_their_shapes():
     with pytest.raises(InputError, match="needs one \\(B, K, 6\\) output, got \\(1, 10, 5\\)"):
         decode([np.zeros((1, 10, 5), np.float32)], PRESETS["nms"], (32, 32))
+
+
+def test_object_features_pool_each_map_at_its_own_stride():
+    from nnwatch.objects.detections import Detections
+    from nnwatch.objects.features import object_features
+
+    rng = np.random.default_rng(3)
+    maps = [rng.normal(size=(2, 3, 12, 12)).astype(np.float32), rng.normal(size=(2, 5, 6, 6)).astype(np.float32)]
+    det = Detections(frame=np.array([0, 1, 1]), boxes=np.array([[0, 0, 96, 96], [10, 20, 40, 50], [50, 5, 60, 90]],
+                                                                   np.float32),
+                     score=np.ones(3, np.float32), cls=np.zeros(3, np.int64), class_scores=None, n_frames=2)
+    got = object_features(maps, det, (96, 96))
+    np.testing.assert_allclose(got[0], ref.roi_average(maps[0], det.boxes, det.frame, (8.0, 8.0)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1], ref.roi_average(maps[1], det.boxes, det.frame, (16.0, 16.0)), rtol=1e-5,
+                               atol=1e-6)
