@@ -3,7 +3,7 @@
 Anchor-free, one cell per object (the cell holding the box centre), YOLOv8's output layout:
 the forward pass returns ``(B, 4 + C, N)``, per grid cell ``cx, cy, w, h`` in input pixels and C
 sigmoid class scores, so the exported ONNX file reads with the ``yolov8`` layout preset and
-NMS is nnwatch's declared step. Backbone: four 3x3 convolutions with ReLU, strides 2, 2, 2, 1
+NMS is nnwatch's declared step. Backbone: five 3x3 convolutions with ReLU, strides 2, 2, 2, 1, 1 (the last dilated by 2)
 (stride 8: a 12x12 grid on 96x96 frames); head: a 1x1 convolution.
 """
 
@@ -46,7 +46,8 @@ def tiny_detector(n_classes: int = 10, width: int = 32) -> Any:
                 nn.Conv2d(1, width, 3, 2, 1), nn.ReLU(),
                 nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(),
                 nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(),
-                nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.ReLU())
+                nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.ReLU(),
+                nn.Conv2d(2 * width, 2 * width, 3, 1, 2, dilation=2), nn.ReLU())
             self.head = nn.Conv2d(2 * width, 4 + n_classes, 1)
 
         def raw(self, x: Any) -> Any:

@@ -1,0 +1,256 @@
+"""Instrument an ONNX object detector: its feature maps become extra outputs, its layout is recorded.
+
+The original nodes and outputs are kept; nnwatch appends one Identity per tapped map (output
+``nnwatch/map/<tensor>``) and writes a manifest (metadata key ``nnwatch.objects``): the layout,
+which outputs it reads, the tapped maps with their channels, and the input. Maps are exposed
+whole: each object's box is averaged on them after the call (:mod:`.features`).
+
+``layers="auto"`` taps the last ``max_taps`` activation outputs with a spatial extent that a
+convolution reads (ReLU and the other activation ops, and SiLU written as ``x * Sigmoid(x)``, as
+in YOLOv8): the deepest feature maps, not the head's own activations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import onnx
+from onnx import TensorProto, helper, shape_inference
+
+from .._validate import unknown_name
+from ..errors import InputError, ModelError
+from ..export.instrument import MAX_IR_VERSION, load_onnx, save_onnx
+from ..export.select import ACTIVATION_OPS
+from .layouts import OutputLayout, fitting_presets, load_layout
+
+OBJECTS_KEY = "nnwatch.objects"
+MAP_PREFIX = "nnwatch/map/"
+
+
+@dataclass(frozen=True)
+class DetectorManifest:
+    """What an instrumented detector's extra outputs and metadata say.
+
+    Attributes
+    ----------
+    layout : OutputLayout
+        How to read the detector outputs.
+    outputs : tuple of str
+        The detector outputs the layout reads, in role order.
+    maps : tuple of str
+        Output names of the tapped maps.
+    tensors : tuple of str
+        The tapped tensors in the original graph.
+    channels : tuple of int
+        Channels of each map.
+    input_name : str
+        The image input.
+    input_size : tuple of int
+        ``(height, width)`` of the input.
+    fingerprint : str
+        sha256 of the original model.
+    """
+
+    layout: OutputLayout
+    outputs: tuple[str, ...]
+    maps: tuple[str, ...]
+    tensors: tuple[str, ...]
+    channels: tuple[int, ...]
+    input_name: str
+    input_size: tuple[int, int]
+    fingerprint: str
+
+    def to_json(self) -> str:
+        """The manifest as JSON text."""
+        return json.dumps({"layout": self.layout.to_dict(), "outputs": list(self.outputs), "maps": list(self.maps),
+                           "tensors": list(self.tensors), "channels": list(self.channels),
+                           "input_name": self.input_name, "input_size": list(self.input_size),
+                           "fingerprint": self.fingerprint}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectorManifest":
+        """Read a manifest written by :meth:`to_json`.
+
+        Parameters
+        ----------
+        text : str
+            JSON text.
+
+        Returns
+        -------
+        DetectorManifest
+            The manifest.
+        """
+        try:
+            d = json.loads(text)
+            return cls(layout=load_layout(d["layout"]), outputs=tuple(d["outputs"]), maps=tuple(d["maps"]),
+                       tensors=tuple(d["tensors"]), channels=tuple(int(c) for c in d["channels"]),
+                       input_name=d["input_name"], input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
+                       fingerprint=d["fingerprint"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ModelError(f"the model's {OBJECTS_KEY} manifest is damaged ({e}); instrument the original again")
+
+
+def read_manifest(model: onnx.ModelProto | dict[str, str]) -> DetectorManifest | None:
+    """The detector manifest of an instrumented model, or None.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto or dict
+        The model, or its metadata map (onnxruntime's ``get_modelmeta().custom_metadata_map``).
+
+    Returns
+    -------
+    DetectorManifest or None
+        The manifest.
+    """
+    meta = model if isinstance(model, dict) else {p.key: p.value for p in model.metadata_props}
+    text = meta.get(OBJECTS_KEY)
+    return None if text is None else DetectorManifest.from_json(text)
+
+
+def _dims(vi: onnx.ValueInfoProto) -> tuple[Any, ...]:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in vi.type.tensor_type.shape.dim)
+
+
+def _map_candidates(model: onnx.ModelProto, types: dict[str, onnx.ValueInfoProto]) -> list[str]:
+    """Activation outputs of rank 4 that a convolution reads, in graph order (SiLU as x * Sigmoid(x) included).
+
+    Feature maps feed further convolutions; the head's own activations (class sigmoids) do not.
+    """
+    sigmoid_of = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Sigmoid"}
+    conv_inputs = {i for n in model.graph.node if n.op_type in ("Conv", "ConvInteger", "QLinearConv")
+                   for i in n.input[:1]}
+    out = []
+    for node in model.graph.node:
+        silu = node.op_type == "Mul" and any(sigmoid_of.get(a) == b for a, b in
+                                             ((node.input[0], node.input[1]), (node.input[1], node.input[0])))
+        if (node.op_type in ACTIVATION_OPS or silu) and node.output[0] in conv_inputs:
+            t = node.output[0]
+            vi = types.get(t)
+            if vi is not None and len(_dims(vi)) == 4 and vi.type.tensor_type.elem_type in (
+                    TensorProto.FLOAT, TensorProto.FLOAT16):
+                out.append(t)
+    return out
+
+
+def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, layout: str | dict | OutputLayout,
+                        layers: str | Sequence[str] = "auto", max_taps: int = 2) -> tuple[onnx.ModelProto,
+                                                                                          DetectorManifest]:
+    """Expose a detector's feature maps and record how its outputs read.
+
+    Parameters
+    ----------
+    source : path, bytes or onnx.ModelProto
+        The detector: one image input ``(B, C, H, W)`` with a fixed ``H, W``.
+    layout : str, dict or OutputLayout
+        Preset name, spec file or fields (:func:`nnwatch.objects.layouts.load_layout`).
+    layers : "auto" or sequence of str
+        Tensors to tap (rank-4 feature maps), or ``"auto"``.
+    max_taps : int
+        For ``"auto"``: how many of the last activation maps.
+
+    Returns
+    -------
+    tuple
+        ``(instrumented model, DetectorManifest)``.
+
+    Raises
+    ------
+    InputError
+        A layout that does not fit the outputs (the message shows the shapes found and the
+        presets that fit), unknown layers, layers that are not maps.
+    ModelError
+        Unloadable or already instrumented model, or an input without a fixed size.
+    """
+    lay = load_layout(layout)
+    model, digest = load_onnx(source)
+    if any(p.key == OBJECTS_KEY for p in model.metadata_props):
+        raise ModelError("this detector is already instrumented by nnwatch; instrument the original model instead")
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1 or len(_dims(inputs[0])) != 4:
+        raise ModelError(f"a detector needs one image input (B, C, H, W); this model has "
+                         f"{[(i.name, _dims(i)) for i in inputs]}")
+    h, w = _dims(inputs[0])[2:]
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+        raise ModelError(f"the detector's input {inputs[0].name} has no fixed height and width ({h}, {w}); export it "
+                         "at the size it runs at")
+    inferred = shape_inference.infer_shapes(model)
+    types = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
+    out_names = [o.name for o in model.graph.output]
+    reads = list(lay.outputs) or out_names[: lay.n_outputs]
+    missing = [o for o in reads if o not in out_names]
+    if missing:
+        raise unknown_name("detector output", missing[0], out_names)
+    shapes = [_dims(types[o]) for o in out_names]
+    problem = lay.shape_problem([_dims(types[o]) for o in reads])
+    if problem is not None:
+        found = ", ".join(f"{o} {s}" for o, s in zip(out_names, shapes))
+        fit = fitting_presets(shapes)
+        raise InputError(f"layout {lay.name!r} does not fit this detector: it {problem}. Outputs found: {found}. "
+                         f"Presets that fit: {', '.join(fit) if fit else 'none; write a layout spec (JSON) naming outputs'}")
+    candidates = _map_candidates(model, types)
+    if layers == "auto":
+        if not isinstance(max_taps, int) or max_taps < 1:
+            raise InputError(f"max_taps must be an integer >= 1, got {max_taps!r}")
+        chosen = candidates[-max_taps:]
+        if not chosen:
+            raise ModelError("found no activation feature maps (B, C, H, W) to tap; name them with layers=")
+    else:
+        chosen = list(dict.fromkeys(layers))
+        for t in chosen:
+            if t not in types:
+                raise unknown_name("tensor", t, candidates)
+            if len(_dims(types[t])) != 4:
+                raise InputError(f"tensor {t} has shape {_dims(types[t])}; per-object features need (B, C, H, W) maps")
+    added, channels = [], []
+    for t in chosen:
+        name = MAP_PREFIX + t
+        model.graph.node.append(helper.make_node("Identity", [t], [name], name=f"nnwatch_map_{len(added)}"))
+        dims = _dims(types[t])
+        elem = types[t].type.tensor_type.elem_type
+        model.graph.output.append(helper.make_tensor_value_info(name, elem, list(dims)))
+        added.append(name)
+        channels.append(int(dims[1]) if isinstance(dims[1], int) else 0)
+    manifest = DetectorManifest(layout=lay, outputs=tuple(reads), maps=tuple(added), tensors=tuple(chosen),
+                                channels=tuple(channels), input_name=inputs[0].name, input_size=(h, w),
+                                fingerprint=digest)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = OBJECTS_KEY, manifest.to_json()
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"instrumented detector fails the ONNX checker: {exc}") from None
+    return model, manifest
+
+
+def instrument_detector_file(src: str | os.PathLike, dst: str | os.PathLike, layout: str | dict | OutputLayout,
+                             **options: Any) -> DetectorManifest:
+    """Instrument the detector at ``src`` and write it atomically to ``dst``.
+
+    Parameters
+    ----------
+    src, dst : path
+        Original and instrumented files (``dst`` may not be ``src``).
+    layout : str, dict or OutputLayout
+        The output layout.
+    **options
+        Passed to :func:`instrument_detector`.
+
+    Returns
+    -------
+    DetectorManifest
+        The manifest written.
+    """
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise InputError(f"--out {dst} is the input model; write the instrumented detector to another file")
+    model, manifest = instrument_detector(src, layout, **options)
+    save_onnx(model, dst)
+    return manifest

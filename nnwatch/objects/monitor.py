@@ -1,0 +1,341 @@
+"""The object monitor: one onnxruntime call per batch, a verdict per object and per frame.
+
+For an instrumented detector (:mod:`.instrument`), each call returns the detector outputs and
+the tapped maps. The outputs are read through the layout (:mod:`.detections`), each object's
+box is averaged on every map (:mod:`.features`), and the object is scored by the member
+detectors (:mod:`.scorer`): Mahalanobis and kNN on the pooled features of the last map, the
+coverage family (nbc, kmnc) on all maps, per predicted class; and, where the layout gives class scores,
+energy (VOS's score, without its training) and MSP on the object's class logits.
+
+Calibration (clean frames only) splits the frames in two by a seeded permutation:
+
+1. objects of the first half calibrate the members and their fused verdict, per predicted
+   class (:mod:`nnwatch.calibration.fused_verdict`); the frames' whole-image features calibrate
+   an image-level Mahalanobis score (for frames without objects and faults of the whole frame);
+2. frames of the second half calibrate the frame statistic, the smallest p-value of a frame
+   (:mod:`nnwatch.calibration.frame_level`): a frame is flagged when any of its objects, or its
+   image-level term, is, with ``P(frame flagged | clean) <= alpha``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .._progress import Progress
+from ..calibration.frame_level import FrameCalibration, frame_minimum
+from ..calibration.fused_verdict import FUSED, add_fusion, compile_fusion
+from ..calibration.groups import calibration_from_scores
+from ..errors import InputError, NotFittedError
+from ..kernels.conformal import conformal_p_values
+from ..kernels.fusion import fused_statistic
+from ..monitor.runner import session_options
+from .detections import Detections, class_logits, decode
+from .features import frame_features, object_features
+from .instrument import DetectorManifest, read_manifest
+from .scorer import LOGIT_MEMBERS, MemberScorer
+
+DEFAULT_MEMBERS = ("mahalanobis", "knn", "nbc", "kmnc", "energy", "msp")
+IMAGE_MEMBER = "mahalanobis"
+
+
+@dataclass
+class ObjectVerdicts:
+    """Verdicts of a batch: a table of objects and one of frames.
+
+    Attributes
+    ----------
+    objects : Detections
+        The objects (frame, box, class, detector score).
+    object_p : numpy.ndarray
+        float64 ``(M,)`` each object's conformal p-value (fused members, its predicted class).
+    object_flag : numpy.ndarray
+        bool ``(M,)`` the object alone would flag its frame (frame-level threshold).
+    members : numpy.ndarray
+        float64 ``(M, D)`` member scores, columns :attr:`member_names`.
+    member_names : list of str
+        Member detectors.
+    frame_p : numpy.ndarray
+        float64 ``(F,)`` frame p-values.
+    frame_flag : numpy.ndarray
+        bool ``(F,)``: flagged frames.
+    image_p : numpy.ndarray
+        float64 ``(F,)`` the image-level term's p-value.
+    image_only : numpy.ndarray
+        bool ``(F,)``: frames without objects, judged by the image-level term alone.
+    """
+
+    objects: Detections
+    object_p: np.ndarray
+    object_flag: np.ndarray
+    members: np.ndarray
+    member_names: list[str]
+    frame_p: np.ndarray
+    frame_flag: np.ndarray
+    image_p: np.ndarray
+    image_only: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def object_rows(self) -> list[dict[str, Any]]:
+        """One dict per object (for CSV and JSON output)."""
+        d = self.objects
+        return [{"frame": int(d.frame[i]), "x1": float(d.boxes[i, 0]), "y1": float(d.boxes[i, 1]),
+                 "x2": float(d.boxes[i, 2]), "y2": float(d.boxes[i, 3]), "class": int(d.cls[i]),
+                 "score": float(d.score[i]), "p": float(self.object_p[i]), "flag": bool(self.object_flag[i]),
+                 **{m: float(self.members[i, k]) for k, m in enumerate(self.member_names)}}
+                for i in range(len(d))]
+
+
+def merge(parts: Sequence[Detections], batch_size: int) -> Detections:
+    """Detections of consecutive batches as one table (frame indices made global).
+
+    Parameters
+    ----------
+    parts : sequence of Detections
+        One per batch, each of ``batch_size`` frames but the last.
+    batch_size : int
+        Frames per batch.
+
+    Returns
+    -------
+    Detections
+        The concatenation.
+    """
+    scores = [p.class_scores for p in parts]
+    return Detections(
+        frame=np.concatenate([p.frame + i * batch_size for i, p in enumerate(parts)]).astype(np.int64),
+        boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+        score=np.concatenate([p.score for p in parts]),
+        cls=np.concatenate([p.cls for p in parts]),
+        class_scores=None if any(s is None for s in scores) else np.concatenate(scores),
+        n_frames=sum(p.n_frames for p in parts), clipped=sum(p.clipped for p in parts),
+        skipped=sum(p.skipped for p in parts))
+
+
+def _image_p(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Conformal p-values ``(1 + #{ref >= s}) / (n + 1)`` against sorted clean scores (NaN counts as +inf)."""
+    s = np.nan_to_num(np.asarray(scores, np.float64), nan=np.inf)
+    at_least = reference.size - np.searchsorted(reference, s, side="left")
+    return (1.0 + at_least) / (reference.size + 1.0)
+
+
+class ObjectMonitor:
+    """Per-object and per-frame verdicts of an instrumented ONNX detector.
+
+    Parameters
+    ----------
+    model : path or bytes
+        A detector instrumented by :func:`nnwatch.objects.instrument.instrument_detector`.
+    members : sequence of str, optional
+        Object member detectors; default :data:`DEFAULT_MEMBERS` (without the logit members
+        when the layout gives no class scores).
+    threads : int or None
+        onnxruntime intra-op threads (1 suits batch-1 work on a shared machine).
+    max_samples : int
+        RoIAlign sample points per axis.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, members: Sequence[str] | None = None,
+                 threads: int | None = 1, max_samples: int = 8) -> None:
+        data = model if isinstance(model, bytes) else self._read(model)
+        try:
+            self.session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable models
+            raise InputError(f"onnxruntime cannot load the detector ({type(e).__name__}: {e})") from None
+        manifest = read_manifest(self.session.get_modelmeta().custom_metadata_map)
+        if manifest is None:
+            raise InputError("this model is not an instrumented detector; run nnwatch instrument MODEL --layout PRESET "
+                             "--out FILE first")
+        self.manifest: DetectorManifest = manifest
+        self.layout = manifest.layout
+        wanted = list(members) if members is not None else [
+            m for m in DEFAULT_MEMBERS if self.layout.has_class_scores or m not in LOGIT_MEMBERS]
+        if not self.layout.has_class_scores:
+            needs = [m for m in wanted if m.split(":")[0] in LOGIT_MEMBERS]
+            if needs:
+                raise InputError(f"members {needs} read class logits; layout {self.layout.name!r} gives none per object")
+        self.members = wanted
+        self.max_samples = int(max_samples)
+        self._names = list(manifest.outputs) + list(manifest.maps)
+
+    @staticmethod
+    def _read(path: str | os.PathLike) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise InputError(f"cannot read detector {path}: {e.strerror}") from None
+
+    def _check(self, x: object) -> np.ndarray:
+        arr = np.asarray(x)
+        h, w = self.manifest.input_size
+        if arr.ndim != 4 or arr.shape[2:] != (h, w) or arr.dtype.kind != "f":
+            raise InputError(f"frames must be float (B, C, {h}, {w}), got {arr.dtype} {arr.shape}")
+        return np.ascontiguousarray(arr, np.float32)
+
+    def infer(self, x: object) -> tuple[Detections, list[np.ndarray]]:
+        """One onnxruntime call: the batch's objects and its tapped maps.
+
+        Parameters
+        ----------
+        x : array_like
+            float ``(B, C, H, W)`` frames.
+
+        Returns
+        -------
+        tuple
+            ``(Detections, maps)``.
+        """
+        arr = self._check(x)
+        out = self.session.run(self._names, {self.manifest.input_name: arr})
+        k = len(self.manifest.outputs)
+        det = decode(out[:k], self.layout, self.manifest.input_size)
+        return det, [np.asarray(m, np.float32) for m in out[k:]]
+
+    def _logits(self, det: Detections) -> tuple[np.ndarray, int]:
+        if det.class_scores is None:
+            n = int(getattr(self, "n_classes_", 0)) or (int(det.cls.max()) + 1 if len(det) else 1)
+            return np.zeros((len(det), n), np.float32), n
+        return class_logits(det.class_scores, self.layout.class_scores), det.class_scores.shape[1]
+
+    def _collect(self, x: object, batch_size: int, what: str, progress: bool) -> dict[str, Any]:
+        arr = self._check(x)
+        parts: dict[str, list] = {"layers": [], "frame_layers": [], "logits": [], "cls": [], "frame": [],
+                                  "det": []}
+        bar = Progress(len(arr), what, progress)
+        for lo in range(0, len(arr), batch_size):
+            det, maps = self.infer(arr[lo:lo + batch_size])
+            parts["layers"].append(object_features(maps, det, self.manifest.input_size, self.max_samples))
+            parts["frame_layers"].append(frame_features(maps))
+            logits, n = self._logits(det)
+            parts["logits"].append(logits)
+            parts["cls"].append(det.cls)
+            parts["frame"].append(det.frame + lo)
+            parts["det"].append(det)
+            bar.update(len(maps[0]))
+        bar.close()
+        n_layers = len(self.manifest.maps)
+        return {"layers": [np.concatenate([p[i] for p in parts["layers"]]) for i in range(n_layers)],
+                "frame_layers": [np.concatenate([p[i] for p in parts["frame_layers"]]) for i in range(n_layers)],
+                "logits": np.concatenate(parts["logits"]) if parts["logits"] else np.zeros((0, 1), np.float32),
+                "cls": np.concatenate(parts["cls"]), "frame": np.concatenate(parts["frame"]), "n_frames": len(arr),
+                "det": merge(parts["det"], batch_size)}
+
+    def fit(self, x: object, batch_size: int = 64, progress: bool = False) -> "ObjectMonitor":
+        """Profile the objects of trusted frames (per predicted class) and the frames themselves.
+
+        Parameters
+        ----------
+        x : array_like
+            Trusted frames ``(N, C, H, W)``.
+        batch_size : int
+            Frames per call.
+        progress : bool
+            A progress line on stderr.
+
+        Returns
+        -------
+        ObjectMonitor
+            self.
+        """
+        c = self._collect(x, batch_size, "profiling objects (frames)", progress)
+        if len(c["cls"]) < 2:
+            raise InputError(f"the detector found {len(c['cls'])} objects in the trusted frames; profiling needs objects")
+        n_classes = c["logits"].shape[1] if self.layout.has_class_scores else int(c["cls"].max()) + 1
+        self.n_classes_ = n_classes
+        self.objects_ = MemberScorer(self.members).fit(c["layers"], c["cls"], n_classes)
+        self.image_ = MemberScorer([IMAGE_MEMBER]).fit(c["frame_layers"], np.zeros(c["n_frames"], np.int64), 1)
+        return self
+
+    def _scores(self, c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        logits = c["logits"]
+        if logits.shape[1] != self.n_classes_:
+            logits = np.zeros((len(c["cls"]), self.n_classes_), np.float32)
+        cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
+        objects = self.objects_.score(c["layers"], logits, cls)
+        image = self.image_.score(c["frame_layers"], np.zeros((c["n_frames"], 1), np.float32),
+                                  np.zeros(c["n_frames"], np.int64))[:, 0]
+        return objects, image
+
+    def calibrate(self, x: object, alpha: float = 0.05, seed: int = 0, batch_size: int = 64,
+                  min_class_samples: int = 20, progress: bool = False) -> "ObjectMonitor":
+        """Calibrate object and frame verdicts on clean frames (not the profiling ones).
+
+        Parameters
+        ----------
+        x : array_like
+            Clean frames ``(N, C, H, W)``.
+        alpha : float
+            Target false-alarm rate of frames.
+        seed : int
+            Seed of the frame split.
+        batch_size : int
+            Frames per call.
+        min_class_samples : int
+            Fewest calibration objects for a class's own threshold.
+        progress : bool
+            A progress line on stderr.
+
+        Returns
+        -------
+        ObjectMonitor
+            self.
+        """
+        if not hasattr(self, "objects_"):
+            raise NotFittedError("fit the object monitor on trusted frames before calibrating")
+        c = self._collect(x, batch_size, "calibrating (frames)", progress)
+        objects, image = self._scores(c)
+        first = np.zeros(c["n_frames"], bool)
+        first[np.random.default_rng(seed).permutation(c["n_frames"])[: c["n_frames"] // 2]] = True
+        in_first = first[c["frame"]]
+        cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
+        cal = calibration_from_scores(self.members, objects[in_first], cls[in_first], self.n_classes_, alpha,
+                                      min_class_samples, warn=False)
+        add_fusion(cal, self.members, members=self.members, seed=seed)
+        self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_classes_)
+        self.image_reference_ = np.sort(image[first])
+        p_obj = self._object_p(objects[~in_first], cls[~in_first])
+        local = np.cumsum(~first) - 1  # frame index within the second half
+        stat = frame_minimum(p_obj, local[c["frame"][~in_first]], _image_p(self.image_reference_, image[~first]))
+        self.frames_ = FrameCalibration.fit(stat, alpha)
+        self.alpha_ = float(alpha)
+        return self
+
+    def _object_p(self, scores: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        if len(cls) == 0:
+            return np.zeros(0)
+        t = fused_statistic(np.ascontiguousarray(scores, np.float64), np.ascontiguousarray(cls, np.int64), self.fusion_)
+        p, _ = conformal_p_values(t[:, None], cls, self.fused_tables_)
+        return p[:, 0]
+
+    def score(self, x: object, batch_size: int = 64) -> ObjectVerdicts:
+        """Verdicts for a batch of frames.
+
+        Parameters
+        ----------
+        x : array_like
+            Frames ``(B, C, H, W)``.
+        batch_size : int
+            Frames per call.
+
+        Returns
+        -------
+        ObjectVerdicts
+            The object and frame tables.
+        """
+        if not hasattr(self, "frames_"):
+            raise NotFittedError("calibrate the object monitor on clean frames before scoring")
+        arr = self._check(x)
+        c = self._collect(arr, batch_size, "scoring (frames)", False)
+        objects, image = self._scores(c)
+        cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
+        p_obj = self._object_p(objects, cls)
+        image_p = _image_p(self.image_reference_, image)
+        stat = frame_minimum(p_obj, c["frame"], image_p)
+        return ObjectVerdicts(objects=c["det"], object_p=p_obj, object_flag=self.frames_.flags(p_obj), members=objects,
+                              member_names=list(self.members), frame_p=self.frames_.p_values(stat),
+                              frame_flag=self.frames_.flags(stat), image_p=image_p,
+                              image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0)
