@@ -1,0 +1,126 @@
+"""The object monitor end to end on a tiny detector trained at test time (scikit-learn digits as glyphs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from nnwatch.errors import InputError, ModelError
+from nnwatch.kernels import reference as ref
+from nnwatch.objects.instrument import instrument_detector, read_manifest
+from nnwatch.objects.monitor import ObjectMonitor
+from nnwatch.objects.scorer import MemberScorer
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from nnwatch.eval.detector_model import tiny_detector, train_detector
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.export.from_torch import export_plain
+    from nnwatch.sources import load_digits
+
+    torch.set_num_threads(1)
+    d = load_digits("train")
+    scenes = make_scenes(d.x, d.y, 240, seed=0, size=64, scale=(16, 24), per_frame=(1, 3))
+    model = train_detector(tiny_detector(10, width=8), scenes, epochs=3, seed=0)
+    plain = export_plain(model, torch.from_numpy(scenes.images[:2]))
+    return {"model": model, "plain": plain, "digits": d, "scenes": scenes}
+
+
+@pytest.fixture(scope="module")
+def instrumented(detector):
+    model, manifest = instrument_detector(detector["plain"], "yolov8")
+    return model, manifest
+
+
+def test_instrumenting_keeps_the_outputs_and_adds_the_last_feature_maps(detector, instrumented):
+    model, manifest = instrumented
+    assert manifest.input_size == (64, 64) and manifest.layout.name == "yolov8"
+    assert len(manifest.maps) == 2 and all(c == 16 for c in manifest.channels)
+    assert read_manifest(model) == manifest
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = detector["scenes"].images[:3]
+    head, *maps = sess.run([*manifest.outputs, *manifest.maps], {manifest.input_name: x})
+    with torch.no_grad():
+        np.testing.assert_allclose(head, detector["model"](torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
+    assert all(m.ndim == 4 and m.shape[2:] == (8, 8) for m in maps)  # stride 8 on 64 x 64
+
+
+def test_a_layout_that_does_not_fit_names_the_shapes_and_the_presets_that_do(detector):
+    with pytest.raises(InputError, match=r"needs one \(B, K, 6\) output.*Outputs found: .*\(.*14, 64\).*"
+                                         r"Presets that fit: yolov8"):
+        instrument_detector(detector["plain"], "nms")
+
+
+def test_refusals(detector, instrumented):
+    with pytest.raises(ModelError, match="already instrumented"):
+        instrument_detector(instrumented[0], "yolov8")
+    with pytest.raises(InputError, match="tensor 'nope' not found; available: .*relu"):
+        instrument_detector(detector["plain"], "yolov8", layers=["nope"])
+
+
+@pytest.fixture(scope="module")
+def monitor(detector, instrumented):
+    from nnwatch.eval.scenes import make_scenes
+
+    d = detector["digits"]
+    mon = ObjectMonitor(instrumented[0].SerializeToString(), threads=1)
+    mon.fit(make_scenes(d.x, d.y, 200, seed=1, size=64, scale=(16, 24), per_frame=(1, 3)).images)
+    mon.calibrate(make_scenes(d.x, d.y, 300, seed=2, size=64, scale=(16, 24), per_frame=(1, 3)).images, alpha=0.1)
+    return mon
+
+
+def test_object_features_are_the_roi_average_of_the_maps(monitor, detector):
+    from nnwatch.objects.features import object_features
+
+    det, maps = monitor.infer(detector["scenes"].images[:8])
+    assert len(det) > 0
+    for got, m in zip(object_features(maps, det, (64, 64)), maps):
+        np.testing.assert_allclose(got, ref.roi_average(m, det.boxes, det.frame, (8.0, 8.0)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_frame_is_flagged_exactly_when_an_object_or_its_image_term_is(monitor, detector):
+    from nnwatch.eval.scenes import make_scenes
+
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 60, seed=3, size=64, scale=(16, 24), anomaly="noise").images
+    x[:5] = 0.0  # empty frames: no objects, judged by the image-level term alone
+    v = monitor.score(x)
+    any_object = np.zeros(len(x), bool)
+    np.logical_or.at(any_object, v.objects.frame, v.object_flag)
+    np.testing.assert_array_equal(v.frame_flag, any_object | monitor.frames_.flags(v.image_p))
+    np.testing.assert_array_equal(v.image_only, v.objects.per_frame() == 0)
+    assert len(v.object_rows()) == len(v.objects)
+
+
+def test_member_scores_equal_the_feature_detector_path(monitor, detector):
+    from nnwatch.monitor.on_features import FeatureDetector
+
+    rng = np.random.default_rng(0)
+    layers = [rng.normal(size=(300, 6)).astype(np.float32), rng.normal(size=(300, 4)).astype(np.float32)]
+    y = rng.integers(0, 3, 300)
+    scorer = MemberScorer(["mahalanobis", "nbc"]).fit(layers, y, 3)
+    test = [a[:40] + 0.5 for a in layers]
+    logits = np.zeros((40, 3), np.float32)
+    pred = y[:40].astype(np.int64)
+    logits[np.arange(40), pred] = 1.0
+    got = scorer.score(test, logits, pred)
+    for k, name in enumerate(["mahalanobis", "nbc"]):
+        fd = FeatureDetector(name).fit_features(layers, y, 3)
+        np.testing.assert_allclose(got[:, k], fd.score_features(test, logits=logits), rtol=1e-6)
+
+
+def test_bad_frames_are_refused(monitor):
+    with pytest.raises(InputError, match=r"frames must be float \(B, C, 64, 64\)"):
+        monitor.score(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_a_plain_model_is_refused(detector):
+    with pytest.raises(InputError, match="not an instrumented detector"):
+        ObjectMonitor(detector["plain"].SerializeToString())
