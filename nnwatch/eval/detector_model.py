@@ -1,10 +1,12 @@
 """A small single-scale object detector for the synthetic scenes, and its seeded CPU training.
 
-Anchor-free, one cell per object (the cell holding the box centre), YOLOv8's output layout:
-the forward pass returns ``(B, 4 + C, N)``, per grid cell ``cx, cy, w, h`` in input pixels and C
-sigmoid class scores, so the exported ONNX file reads with the ``yolov8`` layout preset and
-NMS is nnwatch's declared step. Backbone: five 3x3 convolutions with ReLU, strides 2, 2, 2, 1, 1 (the last dilated by 2)
-(stride 8: a 12x12 grid on 96x96 frames); head: a 1x1 convolution.
+Anchor-free with YOLOv5's assignment (the cell holding the box centre and its two nearest
+neighbours; offsets ``2 sigmoid(t) - 0.5`` so the neighbours can reach the centre) and YOLOv8's
+output layout: the forward pass returns ``(B, 4 + C, N)``, per grid cell ``cx, cy, w, h`` in
+input pixels and C sigmoid class scores, so the exported ONNX file reads with the ``yolov8``
+layout preset and NMS is nnwatch's declared step. Backbone: five 3x3 convolutions with ReLU,
+strides 2, 2, 2, 1, 1, the last dilated by 2 (stride 8: a 12x12 grid on 96x96 frames); head: a
+3x3 convolution with ReLU, then a 1x1 convolution.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def tiny_detector(n_classes: int = 10, width: int = 32) -> Any:
                 nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(),
                 nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.ReLU(),
                 nn.Conv2d(2 * width, 2 * width, 3, 1, 2, dilation=2), nn.ReLU())
-            self.head = nn.Conv2d(2 * width, 4 + n_classes, 1)
+            self.head = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.ReLU(),
+                                      nn.Conv2d(2 * width, 4 + n_classes, 1))
 
         def raw(self, x: Any) -> Any:
             return self.head(self.backbone(x))
@@ -58,8 +61,8 @@ def tiny_detector(n_classes: int = 10, width: int = 32) -> Any:
             b, _, h, w = r.shape
             gy = torch.arange(h, dtype=r.dtype).view(1, h, 1).expand(1, h, w)
             gx = torch.arange(w, dtype=r.dtype).view(1, 1, w).expand(1, h, w)
-            cx = (gx + torch.sigmoid(r[:, 0])) * STRIDE
-            cy = (gy + torch.sigmoid(r[:, 1])) * STRIDE
+            cx = (gx + 2 * torch.sigmoid(r[:, 0]) - 0.5) * STRIDE
+            cy = (gy + 2 * torch.sigmoid(r[:, 1]) - 0.5) * STRIDE
             bw = BASE_SIDE * torch.exp(r[:, 2].clamp(-4, 4))
             bh = BASE_SIDE * torch.exp(r[:, 3].clamp(-4, 4))
             out = torch.cat([torch.stack([cx, cy, bw, bh], 1), torch.sigmoid(r[:, 4:])], 1)
@@ -69,7 +72,9 @@ def tiny_detector(n_classes: int = 10, width: int = 32) -> Any:
 
 
 def detection_targets(scenes: Scenes, n_classes: int, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training targets: per cell, the object whose box centre it holds (the larger on a collision).
+    """Training targets: the cell holding each box centre and its two nearest neighbours (YOLOv5).
+
+    On a collision the larger object keeps the cell.
 
     Parameters
     ----------
@@ -83,8 +88,9 @@ def detection_targets(scenes: Scenes, n_classes: int, grid: int) -> tuple[np.nda
     Returns
     -------
     tuple
-        ``(classes float32 (N, C, g, g) one-hot, boxes float32 (N, 4, g, g) as tx, ty in (0, 1)
-        and log(w / base), log(h / base), positive bool (N, g, g))``.
+        ``(classes float32 (N, C, g, g) one-hot, boxes float32 (N, 4, g, g) as the centre's
+        offset from the cell corner in cells (in ``(-0.5, 1.5)``) and log(w / base),
+        log(h / base), positive bool (N, g, g))``.
     """
     n = len(scenes)
     cls = np.zeros((n, n_classes, grid, grid), np.float32)
@@ -96,13 +102,17 @@ def detection_targets(scenes: Scenes, n_classes: int, grid: int) -> tuple[np.nda
             if c < 0:
                 continue
             cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-            i, j = min(int(cy // STRIDE), grid - 1), min(int(cx // STRIDE), grid - 1)
-            if pos[f, i, j] and area[f, i, j] >= w * h:
-                continue
-            cls[f, :, i, j] = 0.0
-            cls[f, c, i, j] = 1.0
-            box[f, :, i, j] = [cx / STRIDE - j, cy / STRIDE - i, np.log(w / BASE_SIDE), np.log(h / BASE_SIDE)]
-            pos[f, i, j], area[f, i, j] = True, w * h
+            gx, gy = cx / STRIDE, cy / STRIDE
+            i, j = min(int(gy), grid - 1), min(int(gx), grid - 1)
+            di = -1 if gy - i < 0.5 else 1
+            dj = -1 if gx - j < 0.5 else 1
+            for ci, cj in ((i, j), (i + di, j), (i, j + dj)):
+                if not (0 <= ci < grid and 0 <= cj < grid) or (pos[f, ci, cj] and area[f, ci, cj] >= w * h):
+                    continue
+                cls[f, :, ci, cj] = 0.0
+                cls[f, c, ci, cj] = 1.0
+                box[f, :, ci, cj] = [gx - cj, gy - ci, np.log(w / BASE_SIDE), np.log(h / BASE_SIDE)]
+                pos[f, ci, cj], area[f, ci, cj] = True, w * h
     return cls, box, pos
 
 
@@ -151,7 +161,7 @@ def train_detector(model: Any, scenes: Scenes, n_classes: int = 10, epochs: int 
             loss = bce(r[:, 4:], cls[idx], reduction="sum") / n_pos
             if int(p.sum()):
                 pm = p.unsqueeze(1).expand(-1, 4, -1, -1)
-                pred = torch.cat([torch.sigmoid(r[:, :2]), r[:, 2:4]], 1)
+                pred = torch.cat([2 * torch.sigmoid(r[:, :2]) - 0.5, r[:, 2:4]], 1)
                 loss = loss + 5.0 * (pred[pm] - box[idx][pm]).abs().sum() / n_pos
             opt.zero_grad()
             loss.backward()

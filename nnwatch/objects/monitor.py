@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from .._progress import Progress
 from ..calibration.frame_level import FrameCalibration, frame_minimum
-from ..calibration.fused_verdict import FUSED, add_fusion, compile_fusion
+from ..calibration.fused_verdict import add_fusion, compile_fusion
 from ..calibration.groups import calibration_from_scores
 from ..errors import InputError, NotFittedError
 from ..kernels.conformal import conformal_p_values
@@ -292,17 +292,40 @@ class ObjectMonitor:
         first[np.random.default_rng(seed).permutation(c["n_frames"])[: c["n_frames"] // 2]] = True
         in_first = first[c["frame"]]
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
-        cal = calibration_from_scores(self.members, objects[in_first], cls[in_first], self.n_classes_, alpha,
-                                      min_class_samples, warn=False)
-        add_fusion(cal, self.members, members=self.members, seed=seed)
-        self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_classes_)
-        self.image_reference_ = np.sort(image[first])
+        self.set_object_calibration(objects[in_first], cls[in_first], np.sort(image[first]), alpha, seed,
+                                    min_class_samples)
         p_obj = self._object_p(objects[~in_first], cls[~in_first])
         local = np.cumsum(~first) - 1  # frame index within the second half
         stat = frame_minimum(p_obj, local[c["frame"][~in_first]], _image_p(self.image_reference_, image[~first]))
         self.frames_ = FrameCalibration.fit(stat, alpha)
-        self.alpha_ = float(alpha)
         return self
+
+    def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
+                               alpha: float, seed: int, min_class_samples: int) -> None:
+        """Compile the object verdicts from clean objects' member scores (stage 1 of calibration).
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            ``(M, members)`` clean objects' scores.
+        classes : numpy.ndarray
+            ``(M,)`` their predicted classes.
+        image_reference : numpy.ndarray
+            Sorted image-level scores of the same frames.
+        alpha : float
+            Target rate.
+        seed : int
+            Seed of the fusion's A/B split.
+        min_class_samples : int
+            Fewest objects for a class's own threshold.
+        """
+        cal = calibration_from_scores(self.members, scores, classes, self.n_classes_, alpha, min_class_samples,
+                                      warn=False)
+        add_fusion(cal, self.members, members=self.members, seed=seed)
+        self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_classes_)
+        self.object_calibration_ = (np.asarray(scores, np.float64), np.asarray(classes, np.int64))
+        self.image_reference_ = np.asarray(image_reference, np.float64)
+        self.alpha_, self.seed_, self.min_class_samples_ = float(alpha), int(seed), int(min_class_samples)
 
     def _object_p(self, scores: np.ndarray, cls: np.ndarray) -> np.ndarray:
         if len(cls) == 0:

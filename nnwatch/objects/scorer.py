@@ -18,6 +18,7 @@ from ..kernels.layout import layer_offsets, pack_layers
 from ..monitor.detector import BatchView, Detector
 from ..monitor.registry import make_detector, parse_detector_spec
 from ..profile.builder import ProfileBuilder
+from ..profile.schema import Profile
 from ..profile.signature import compile_tables
 
 LOGIT_MEMBERS = ("energy", "msp", "max_logit")
@@ -66,11 +67,25 @@ class MemberScorer:
         y = np.asarray(y, np.int64)
         builder.update_ranges(layers, y).finish_ranges().update_sections(layers, y)
         digest = hashlib.sha256(b"".join(a.tobytes() for a in layers)).hexdigest()
-        self.profile_ = builder.build(digest, [f"map[{i}]" for i in range(len(layers))], dataset="objects")
-        self.offsets_ = layer_offsets(sizes)
-        self.tables_ = compile_tables(self.profile_, float(self.rare_rate), warn=False)
-        self.detectors_: list[Detector] = [make_detector(name, **params).fit(self.profile_)
-                                           for name, params in self.specs]
+        return self.from_profile(builder.build(digest, [f"map[{i}]" for i in range(len(layers))], dataset="objects"))
+
+    def from_profile(self, profile: Profile) -> "MemberScorer":
+        """Fit every member on a profile already built (or loaded).
+
+        Parameters
+        ----------
+        profile : Profile
+            The objects' profile.
+
+        Returns
+        -------
+        MemberScorer
+            self.
+        """
+        self.profile_ = profile
+        self.offsets_ = layer_offsets(list(profile.layer_sizes))
+        self.tables_ = compile_tables(profile, float(self.rare_rate), warn=False)
+        self.detectors_: list[Detector] = [make_detector(name, **params).fit(profile) for name, params in self.specs]
         return self
 
     def score(self, layers: Sequence[np.ndarray], logits: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -124,3 +124,33 @@ def test_bad_frames_are_refused(monitor):
 def test_a_plain_model_is_refused(detector):
     with pytest.raises(InputError, match="not an instrumented detector"):
         ObjectMonitor(detector["plain"].SerializeToString())
+
+
+def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented, tmp_path):
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.objects.store import load_object_monitor, save_object_monitor
+
+    path = tmp_path / "objects.npz"
+    save_object_monitor(monitor, path)
+    loaded = load_object_monitor(instrumented[0].SerializeToString(), path)
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 30, seed=5, size=64, scale=(16, 24), anomaly="unknown", others=d.x[:20] * 0.5).images
+    a, b = monitor.score(x), loaded.score(x)
+    np.testing.assert_array_equal(a.object_p, b.object_p)
+    np.testing.assert_array_equal(a.frame_p, b.frame_p)
+    np.testing.assert_array_equal(a.members, b.members)
+
+
+def test_a_damaged_or_foreign_state_is_refused(monitor, detector, instrumented, tmp_path):
+    from nnwatch.errors import ModelMismatchError, ProfileError
+    from nnwatch.objects.store import load_object_monitor, save_object_monitor
+
+    path = tmp_path / "objects.npz"
+    save_object_monitor(monitor, path)
+    data = bytearray(path.read_bytes())
+    (tmp_path / "cut.npz").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ProfileError, match="not an nnwatch object monitor file"):
+        load_object_monitor(instrumented[0].SerializeToString(), tmp_path / "cut.npz")
+    other, _ = instrument_detector(detector["plain"], {"preset": "yolov8", "score_threshold": 0.5})
+    with pytest.raises(ModelMismatchError, match="another detector or layout"):
+        load_object_monitor(other.SerializeToString(), path)

@@ -1,0 +1,144 @@
+"""Saving and loading an object monitor's state: no pickle, checked on load, written atomically.
+
+One zip file (``.npz`` by convention) holding:
+
+- ``header.json``: format version, members, classes, the detector's fingerprint and layout, the
+  calibration settings;
+- ``objects.npz`` and ``image.npz``: the objects' and the frames' profiles, in the profile format
+  (:mod:`nnwatch.profile.store`, checksummed);
+- ``calibration.npz`` (after calibration): the clean objects' member scores and classes, the
+  sorted image-level and frame statistics.
+
+Loading rebuilds every table from these (the detectors are fitted on the profiles, the fused
+verdict compiled from the scores, with the same seeds), so a loaded monitor gives exactly the
+verdicts of the one saved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write_with
+from ..calibration.frame_level import FrameCalibration
+from ..errors import InputError, ModelMismatchError, ProfileError
+from ..profile.store import load_profile, save_profile
+from .monitor import IMAGE_MEMBER, ObjectMonitor
+from .scorer import MemberScorer
+
+FORMAT = "nnwatch-objects/1"
+
+
+def save_object_monitor(monitor: ObjectMonitor, path: str | os.PathLike) -> None:
+    """Write a fitted (and possibly calibrated) object monitor's state atomically.
+
+    Parameters
+    ----------
+    monitor : ObjectMonitor
+        Fitted with :meth:`~ObjectMonitor.fit`.
+    path : path
+        Destination file.
+
+    Raises
+    ------
+    InputError
+        The monitor is not fitted.
+    """
+    if not hasattr(monitor, "objects_"):
+        raise InputError("fit the object monitor before saving it")
+    calibrated = hasattr(monitor, "frames_")
+    header: dict[str, Any] = {
+        "format": FORMAT, "members": list(monitor.members), "n_classes": int(monitor.n_classes_),
+        "max_samples": int(monitor.max_samples), "fingerprint": monitor.manifest.fingerprint,
+        "layout": monitor.layout.to_dict(), "tensors": list(monitor.manifest.tensors), "calibrated": calibrated}
+    if calibrated:
+        header.update(alpha=monitor.alpha_, seed=monitor.seed_, min_class_samples=monitor.min_class_samples_)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_profile(monitor.objects_.profile_, Path(tmp) / "objects.npz")
+        save_profile(monitor.image_.profile_, Path(tmp) / "image.npz")
+        parts = {"objects.npz": (Path(tmp) / "objects.npz").read_bytes(),
+                 "image.npz": (Path(tmp) / "image.npz").read_bytes()}
+    if calibrated:
+        buf = io.BytesIO()
+        scores, classes = monitor.object_calibration_
+        np.savez(buf, scores=scores, classes=classes, image=monitor.image_reference_,
+                 frames=monitor.frames_.reference)
+        parts["calibration.npz"] = buf.getvalue()
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("header.json", json.dumps(header, sort_keys=True))
+            for name, data in parts.items():
+                z.writestr(name, data)
+
+    atomic_write_with(path, write)
+
+
+def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLike, threads: int | None = 1
+                        ) -> ObjectMonitor:
+    """An object monitor for ``model`` in the state saved at ``path``.
+
+    Parameters
+    ----------
+    model : path or bytes
+        The instrumented detector the state was made with.
+    path : path
+        File written by :func:`save_object_monitor`.
+    threads : int or None
+        onnxruntime intra-op threads.
+
+    Returns
+    -------
+    ObjectMonitor
+        Fitted, and calibrated if the state was.
+
+    Raises
+    ------
+    ProfileError
+        Missing, damaged or foreign file.
+    ModelMismatchError
+        The state belongs to another detector or layout.
+    """
+    where = f"object monitor state {path}"
+    if not Path(path).is_file():
+        raise ProfileError(f"{where}: no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            header = json.loads(z.read("header.json"))
+            parts = {n: z.read(n) for n in z.namelist() if n != "header.json"}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        raise ProfileError(f"{where}: not an nnwatch object monitor file ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ProfileError(f"{where}: format {header.get('format') if isinstance(header, dict) else None!r}, "
+                           f"expected {FORMAT!r}; profile the detector again")
+    monitor = ObjectMonitor(model, members=header["members"], threads=threads, max_samples=header["max_samples"])
+    if monitor.manifest.fingerprint != header["fingerprint"] or monitor.layout.to_dict() != header["layout"]:
+        raise ModelMismatchError(f"{where} was made for another detector or layout (fingerprint "
+                                 f"{header['fingerprint'][:12]}, layout {header['layout'].get('name')}); profile "
+                                 "this detector again")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("objects.npz", "image.npz"):
+            if name not in parts:
+                raise ProfileError(f"{where}: {name} is missing")
+            (Path(tmp) / name).write_bytes(parts[name])
+        objects, image = load_profile(Path(tmp) / "objects.npz"), load_profile(Path(tmp) / "image.npz")
+    monitor.n_classes_ = int(header["n_classes"])
+    monitor.objects_ = MemberScorer(monitor.members).from_profile(objects)
+    monitor.image_ = MemberScorer([IMAGE_MEMBER]).from_profile(image)
+    if header.get("calibrated"):
+        try:
+            with np.load(io.BytesIO(parts["calibration.npz"]), allow_pickle=False) as c:
+                scores, classes, image_ref, frames = c["scores"], c["classes"], c["image"], c["frames"]
+        except (KeyError, ValueError, OSError) as e:
+            raise ProfileError(f"{where}: calibration is damaged ({e}); calibrate again") from None
+        monitor.set_object_calibration(scores, classes, image_ref, header["alpha"], header["seed"],
+                                       header["min_class_samples"])
+        monitor.frames_ = FrameCalibration(np.sort(np.asarray(frames, np.float64)), float(header["alpha"]))
+    return monitor
