@@ -62,6 +62,11 @@ def cmd_instrument(args: argparse.Namespace) -> int:
     """``nnwatch instrument``."""
     from ..export.instrument import instrument_file
 
+    if getattr(args, "layout", None) is not None:
+        from . import objects
+
+        return objects.cmd_instrument(args)
+
     if getattr(args, "budget", None) is None:
         if getattr(args, "data", None) is not None:
             raise InputError("--data is only used with --budget; drop it or add --budget 1.05x")
@@ -293,6 +298,10 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """``nnwatch profile``."""
+    from . import objects
+
+    if objects.is_detector(args.model):
+        return objects.cmd_profile(args)
     from ..monitor.profiling import build_profile
     from ..monitor.runner import Runner
     from ..profile.store import save_profile
@@ -341,6 +350,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate``."""
+    from . import objects
+
+    if objects.is_detector(args.model):
+        return objects.cmd_calibrate(args)
     if _language(args):
         from . import language
 
@@ -430,6 +443,10 @@ def _ray_init(args: argparse.Namespace) -> None:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen``."""
+    from . import objects
+
+    if objects.is_detector(args.model):
+        return objects.cmd_screen(args)
     if _language(args):
         from . import language
 

@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("instrument", help="ONNX -> instrumented ONNX (any classifier)", description="ONNX -> instrumented ONNX (any classifier)",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch instrument classifier.onnx --out monitored.onnx")
-    i.add_argument("model", help="ONNX classifier (logits output)")
+    i.add_argument("model", help="ONNX classifier (logits output), or an object detector with --layout")
     i.add_argument("--out", required=True, help="instrumented ONNX model to write")
+    i.add_argument("--layout", metavar="PRESET|SPEC.json",
+                   help="the model is an object detector whose outputs read with this layout: yolov8 (raw "
+                        "(B, 4 + C, N) head; NMS by nnwatch), nms ((B, K, 6) rows x1, y1, x2, y2, score, class), "
+                        "boxes-scores-classes (three outputs), or a JSON spec of the layout fields")
     i.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated tensor / node names")
     _instrument_options(i)
     i.add_argument("--budget", type=budget_text, metavar="RATIO|MS",

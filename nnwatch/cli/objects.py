@@ -1,0 +1,171 @@
+"""The CLI for object detectors: ``instrument --layout``, then ``profile``, ``calibrate`` and ``screen``
+on the instrumented detector (recognized by its ``nnwatch.objects`` metadata).
+
+The state file (``objects.npz``) plays the profile's part: ``profile`` writes it, ``calibrate``
+updates it (or writes ``--out``), ``screen`` reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+# options of the classifier commands that have no meaning for a detector, with their unset values
+UNSUPPORTED = {"ray": False, "stream": False, "explain": False, "report": None, "detector": None, "fuse": None,
+               "error_risk": None, "detectors": None, "onnx": None, "truncate": False, "k_sections": 10, "k_top": 3,
+               "threshold": "mean", "min_confidence": 0.0, "rare_rate": 0.01, "budget": None}
+
+
+def is_detector(path: Any) -> bool:
+    """Whether ``path`` is an ONNX detector instrumented by nnwatch (metadata ``nnwatch.objects``).
+
+    Parameters
+    ----------
+    path : path-like
+        Any file name.
+
+    Returns
+    -------
+    bool
+        True for an instrumented detector.
+    """
+    if not path or not str(path).lower().endswith(".onnx") or not Path(path).is_file():
+        return False
+    import onnx
+
+    from ..objects.instrument import OBJECTS_KEY
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX: the classifier path reports it
+        return False
+    return any(p.key == OBJECTS_KEY for p in model.metadata_props)
+
+
+def _refuse_unsupported(args: argparse.Namespace) -> None:
+    for flag, unset in UNSUPPORTED.items():
+        if getattr(args, flag, unset) != unset:
+            raise InputError(f"--{flag.replace('_', '-')} is not available for object detectors ({args.model}); "
+                             "drop it")
+    if getattr(args, "providers", "auto") == "cuda":
+        raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
+
+
+def _frames(args: argparse.Namespace) -> Any:
+    from ..sources import in_memory, open_source
+
+    return in_memory(open_source(args.data, args.preprocess).limit(args.limit), args.batch_size).x
+
+
+def _state_out(args: argparse.Namespace, given: str | None) -> str:
+    out = getattr(args, "out", None) or given
+    if out is None:
+        raise InputError("give the state file to write: --out objects.npz")
+    if os.path.abspath(out) == os.path.abspath(args.model):
+        raise InputError(f"--out {out} is the detector model; write the monitor state to another file (objects.npz)")
+    if given and getattr(args, "data", None) and os.path.abspath(out) == os.path.abspath(str(args.data).split(":", 1)[-1]):
+        raise InputError(f"--out {out} is the --data file; write the state elsewhere")
+    return out
+
+
+def cmd_instrument(args: argparse.Namespace) -> int:
+    """``nnwatch instrument MODEL --layout PRESET|SPEC.json --out FILE``."""
+    from ..objects.instrument import instrument_detector_file
+    from ..objects.layouts import load_layout
+
+    if getattr(args, "budget", None) is not None or getattr(args, "data", None) is not None:
+        raise InputError("--budget/--data choose classifier taps; a detector's maps are chosen with --layers or "
+                         "--max-taps")
+    for flag, unset in (("reduction", "mean"), ("reduce_in", "graph"), ("preprocess", None)):
+        if getattr(args, flag, unset) != unset:
+            raise InputError(f"--{flag.replace('_', '-')} is for classifiers; a detector's maps are exposed whole "
+                             "(each object's box is averaged on them); drop it")
+    layout = load_layout(args.layout)  # refused before any work
+    layers = args.layers if args.layers == "auto" else list(args.layers)
+    options: dict[str, Any] = {"layers": layers}
+    if getattr(args, "max_taps", None) is not None:
+        options["max_taps"] = args.max_taps
+    manifest = instrument_detector_file(args.model, args.out, layout, **options)
+    print(f"wrote {args.out}: detector layout {layout.name!r} ({layout.kind}), reads {list(manifest.outputs)}; "
+          f"input {manifest.input_name} {manifest.input_size[0]}x{manifest.input_size[1]}")
+    for tensor, ch in zip(manifest.tensors, manifest.channels):
+        print(f"  map {tensor}: {ch} channels")
+    if layout.runs_nms:
+        print(f"  NMS by nnwatch: score >= {layout.score_threshold}, IoU {layout.iou}, at most {layout.max_det} boxes")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """``nnwatch profile DETECTOR.onnx --data TRUSTED --out objects.npz``."""
+    from ..objects.monitor import ObjectMonitor
+    from ..objects.store import save_object_monitor
+
+    _refuse_unsupported(args)
+    out = _state_out(args, None)
+    mon = ObjectMonitor(args.model)
+    x = _frames(args)
+    mon.fit(x, batch_size=args.batch_size, progress=not args.quiet)
+    save_object_monitor(mon, out)
+    counts = mon.objects_.profile_.header["class_counts"]
+    print(f"wrote {out}: {sum(counts)} objects in {len(x)} trusted frames; per class {counts}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``nnwatch calibrate DETECTOR.onnx objects.npz --data CLEAN [--fpr A] [--out OTHER.npz]``."""
+    from ..objects.store import load_object_monitor, save_object_monitor
+
+    _refuse_unsupported(args)
+    if not args.profile:
+        raise InputError("calibrate on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch profile wrote)")
+    out = _state_out(args, args.profile)
+    mon = load_object_monitor(args.model, args.profile)
+    x = _frames(args)
+    mon.calibrate(x, alpha=args.fpr, batch_size=args.batch_size, min_class_samples=args.min_class_samples,
+                  progress=not args.quiet)
+    save_object_monitor(mon, out)
+    print(f"wrote {out}: calibrated on {len(x)} clean frames ({len(x) // 2} for the objects, "
+          f"{mon.frames_.reference.size} for the frame threshold) at fpr {args.fpr}")
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """``nnwatch screen DETECTOR.onnx objects.npz --data SOURCE --out OBJECTS.csv|.json``."""
+    from ..objects.store import load_object_monitor
+    from .output import RecordWriter
+
+    _refuse_unsupported(args)
+    if not args.profile:
+        raise InputError("screen on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
+                         "and one per frame without objects)")
+    mon = load_object_monitor(args.model, args.profile)
+    if not hasattr(mon, "frames_"):
+        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
+                         "--data CLEAN first")
+    x = _frames(args)
+    empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
+    flagged = 0
+    with RecordWriter(args.out, formats=(".csv", ".json")) as writer:
+        for lo in range(0, len(x), args.batch_size):
+            v = mon.score(x[lo:lo + args.batch_size], batch_size=args.batch_size)
+            objects = v.object_rows()
+            by_frame: dict[int, list[dict[str, Any]]] = {}
+            for r in objects:
+                by_frame.setdefault(r["frame"], []).append(r)
+            rows = []
+            for f in range(len(v.frame_flag)):
+                frame_cols = {"frame_p": float(v.frame_p[f]), "frame_flag": bool(v.frame_flag[f]),
+                              "image_p": float(v.image_p[f])}
+                for r in by_frame.get(f, [empty]):
+                    rows.append({**r, "frame": lo + f, **frame_cols})
+            flagged += int(v.frame_flag.sum())
+            writer.write(rows)
+    print(f"wrote {args.out}: {len(x)} frames, {flagged} flagged")
+    return 0

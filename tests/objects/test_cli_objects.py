@@ -1,0 +1,92 @@
+"""The detector CLI end to end (instrument --layout, profile, calibrate, screen) and its mistakes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from nnwatch.cli.main import main
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from nnwatch.eval.detector_model import tiny_detector, train_detector
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.export.from_torch import export_plain
+    from nnwatch.sources import load_digits
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("objects_cli")
+    digits = load_digits("train")
+    kw = {"size": 64, "scale": (16, 24), "per_frame": (1, 3)}
+    scenes = make_scenes(digits.x, digits.y, 240, seed=0, **kw)
+    model = train_detector(tiny_detector(10, width=8), scenes, epochs=3, seed=0)
+    (d / "plain.onnx").write_bytes(export_plain(model, torch.from_numpy(scenes.images[:2])).SerializeToString())
+    for name, seed, n in (("trusted", 1, 200), ("clean", 2, 300), ("live", 3, 40)):
+        np.savez(d / f"{name}.npz", x=make_scenes(digits.x, digits.y, n, seed=seed, **kw).images)
+    return d
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out + err
+
+
+def test_instrument_profile_calibrate_screen(files, capsys):
+    d = files
+    code, text = run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    assert code == 0 and "NMS by nnwatch" in text, text
+    code, text = run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz",
+                     "--quiet")
+    assert code == 0 and "objects in 200 trusted frames" in text, text
+    code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
+                     "--fpr", "0.1", "--quiet")
+    assert code == 0 and "calibrated on 300 clean frames" in text, text
+    code, text = run(capsys, "screen", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'live.npz'}", "--out",
+                     d / "objects.csv", "--quiet")
+    assert code == 0, text
+    rows = list(csv.DictReader(open(d / "objects.csv")))
+    assert {int(r["frame"]) for r in rows} == set(range(40))  # every frame, with or without objects
+    assert {"frame_flag", "frame_p", "p", "flag", "class", "x1", "mahalanobis"} <= set(rows[0])
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["instrument", "{d}/plain.onnx", "--layout", "nms", "--out", "{d}/x.onnx"],
+     r"needs one \(B, K, 6\) output.*Outputs found: .*Presets that fit: yolov8"),
+    (["instrument", "{d}/plain.onnx", "--layout", "yolo5", "--out", "{d}/x.onnx"], "layout 'yolo5' not found"),
+    (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--out", "{d}/plain.onnx"], "would destroy the input"),
+    (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--reduction", "max", "--out", "{d}/x.onnx"],
+     "--reduction is for classifiers"),
+    (["profile", "{d}/det.onnx", "--data", "npz:{d}/trusted.npz", "--out", "{d}/det.onnx"], "must end in .npz"),
+    (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv", "--stream"],
+     "--stream is not available for object detectors"),
+    (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.mcap"],
+     "written as .csv or .json"),
+    (["screen", "{d}/det.onnx", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv"], "needs DETECTOR.onnx OBJECTS.npz"),
+])
+def test_mistakes_exit_2_and_leave_files_alone(files, capsys, args, message):
+    d = files
+    if not (d / "det.onnx").exists():
+        main(["instrument", str(d / "plain.onnx"), "--layout", "yolov8", "--out", str(d / "det.onnx")])
+        main(["profile", str(d / "det.onnx"), "--data", f"npz:{d / 'trusted.npz'}", "--out", str(d / "obj.npz"),
+              "--quiet"])
+        capsys.readouterr()
+    before = {p.name: digest(p) for p in d.iterdir()}
+    code, text = run(capsys, *[a.format(d=d) for a in args])
+    assert code == 2, text
+    assert re.search(message, text, re.S), text
+    assert {p.name: digest(p) for p in d.iterdir()} == before  # nothing written, nothing destroyed
