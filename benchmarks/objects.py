@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +38,8 @@ def conformal_range(n: int, alpha: float, m: int, rng: np.random.Generator, draw
     Given the calibration, the flag probability is Beta(l, n + 1 - l) with l = floor(alpha (n + 1));
     the realized rate adds binomial noise over the m test units.
     """
-    l = int(np.floor(alpha * (n + 1)))
-    p = rng.beta(l, n + 1 - l, draws)
+    allowed = int(np.floor(alpha * (n + 1)))
+    p = rng.beta(allowed, n + 1 - allowed, draws)
     rates = rng.binomial(m, p) / m
     return [float(np.quantile(rates, 0.025)), float(np.quantile(rates, 0.975))]
 
@@ -94,9 +93,9 @@ def main() -> int:
     from nnwatch.eval.scenes import make_scenes
     from nnwatch.export.from_torch import export_plain
     from nnwatch.objects.detections import class_logits, decode
-    from nnwatch.objects.instrument import instrument_detector
+    from nnwatch.objects.instrument_detector import instrument_detector
     from nnwatch.objects.layouts import PRESETS
-    from nnwatch.objects.monitor import ObjectMonitor
+    from nnwatch.objects.object_monitor import ObjectMonitor
     from nnwatch.monitor.runner import session_options
     from nnwatch.sources import load_idx
     import onnxruntime as ort
@@ -190,7 +189,10 @@ def main() -> int:
         members = {k.removeprefix("object_auroc_"): v for k, v in r.items()
                    if k.startswith("object_auroc_") and not k.endswith("_baseline") and k != "object_auroc_fused"}
         best = max(members, key=members.get) if members else None
-        fmt = (lambda k: f"{r[k]:.3f}" if k in r else "-")
+
+        def fmt(k: str, r: dict = r) -> str:
+            return f"{r[k]:.3f}" if k in r else "-"
+
         lines.append(f"| {r['set']} | {r['anomalous_detected']} / {r['anomalous_drawn']} | {fmt('object_auroc_fused')} | "
                      f"{fmt('object_auroc_energy_baseline')} | {fmt('object_auroc_msp_baseline')} | "
                      f"{best + ' ' + format(members[best], '.3f') if best else '-'} | {r['frame_auroc_fused']:.3f} | "

@@ -37,7 +37,7 @@ def is_detector(path: Any) -> bool:
         return False
     import onnx
 
-    from ..objects.instrument import OBJECTS_KEY
+    from ..objects.detector_manifest import OBJECTS_KEY
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -74,7 +74,7 @@ def _state_out(args: argparse.Namespace, given: str | None) -> str:
 
 def cmd_instrument(args: argparse.Namespace) -> int:
     """``nnwatch instrument MODEL --layout PRESET|SPEC.json --out FILE``."""
-    from ..objects.instrument import instrument_detector_file
+    from ..objects.instrument_detector import instrument_detector_file
     from ..objects.layouts import load_layout
 
     if getattr(args, "budget", None) is not None or getattr(args, "data", None) is not None:
@@ -101,8 +101,8 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """``nnwatch profile DETECTOR.onnx --data TRUSTED --out objects.npz``."""
-    from ..objects.monitor import ObjectMonitor
-    from ..objects.store import save_object_monitor
+    from ..objects.object_monitor import ObjectMonitor
+    from ..objects.monitor_state import save_object_monitor
 
     _refuse_unsupported(args)
     out = _state_out(args, None)
@@ -117,7 +117,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate DETECTOR.onnx objects.npz --data CLEAN [--fpr A] [--out OTHER.npz]``."""
-    from ..objects.store import load_object_monitor, save_object_monitor
+    from ..objects.monitor_state import load_object_monitor, save_object_monitor
 
     _refuse_unsupported(args)
     if not args.profile:
@@ -135,7 +135,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen DETECTOR.onnx objects.npz --data SOURCE --out OBJECTS.csv|.json``."""
-    from ..objects.store import load_object_monitor
+    from ..objects.monitor_state import load_object_monitor
     from .output import RecordWriter
 
     _refuse_unsupported(args)

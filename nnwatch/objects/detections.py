@@ -173,7 +173,10 @@ def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tupl
         idx, fixed = idx[kept], fixed[kept]
         rows.append((np.full(len(idx), f, np.int64), fixed, score[f, idx], cls[f, idx],
                      None if cs is None else cs[f, idx]))
-    cat = (lambda i, dt, shape: np.concatenate([r[i] for r in rows]).astype(dt) if rows else np.zeros(shape, dt))
+
+    def cat(i: int, dt: type, shape: tuple) -> np.ndarray:
+        return np.concatenate([r[i] for r in rows]).astype(dt) if rows else np.zeros(shape, dt)
+
     return Detections(
         frame=cat(0, np.int64, (0,)),
         boxes=cat(1, np.float32, (0, 4)).reshape(-1, 4),

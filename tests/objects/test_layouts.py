@@ -115,7 +115,7 @@ def test_outputs_that_do_not_fit_are_refused_with_their_shapes():
 
 def test_object_features_pool_each_map_at_its_own_stride():
     from nnwatch.objects.detections import Detections
-    from nnwatch.objects.features import object_features
+    from nnwatch.objects.object_features import object_features
 
     rng = np.random.default_rng(3)
     maps = [rng.normal(size=(2, 3, 12, 12)).astype(np.float32), rng.normal(size=(2, 5, 6, 6)).astype(np.float32)]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
 from nnwatch.errors import InputError, ModelError
 from nnwatch.kernels import reference as ref
-from nnwatch.objects.instrument import instrument_detector, read_manifest
-from nnwatch.objects.monitor import ObjectMonitor
+from nnwatch.objects.instrument_detector import instrument_detector
+from nnwatch.objects.detector_manifest import read_manifest
+from nnwatch.objects.object_monitor import ObjectMonitor
 from nnwatch.objects.scorer import MemberScorer
 
 torch = pytest.importorskip("torch")
@@ -77,7 +77,7 @@ def monitor(detector, instrumented):
 
 
 def test_object_features_are_the_roi_average_of_the_maps(monitor, detector):
-    from nnwatch.objects.features import object_features
+    from nnwatch.objects.object_features import object_features
 
     det, maps = monitor.infer(detector["scenes"].images[:8])
     assert len(det) > 0
@@ -128,7 +128,7 @@ def test_a_plain_model_is_refused(detector):
 
 def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented, tmp_path):
     from nnwatch.eval.scenes import make_scenes
-    from nnwatch.objects.store import load_object_monitor, save_object_monitor
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
 
     path = tmp_path / "objects.npz"
     save_object_monitor(monitor, path)
@@ -143,7 +143,7 @@ def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented
 
 def test_a_damaged_or_foreign_state_is_refused(monitor, detector, instrumented, tmp_path):
     from nnwatch.errors import ModelMismatchError, ProfileError
-    from nnwatch.objects.store import load_object_monitor, save_object_monitor
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
 
     path = tmp_path / "objects.npz"
     save_object_monitor(monitor, path)

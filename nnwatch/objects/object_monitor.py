@@ -1,8 +1,8 @@
 """The object monitor: one onnxruntime call per batch, a verdict per object and per frame.
 
-For an instrumented detector (:mod:`.instrument`), each call returns the detector outputs and
+For an instrumented detector (:mod:`.instrument_detector`), each call returns the detector outputs and
 the tapped maps. The outputs are read through the layout (:mod:`.detections`), each object's
-box is averaged on every map (:mod:`.features`), and the object is scored by the member
+box is averaged on every map (:mod:`.object_features`), and the object is scored by the member
 detectors (:mod:`.scorer`): Mahalanobis and kNN on the pooled features of the last map, the
 coverage family (nbc, kmnc) on all maps, per predicted class; and, where the layout gives class scores,
 energy (VOS's score, without its training) and MSP on the object's class logits.
@@ -35,8 +35,8 @@ from ..kernels.conformal import conformal_p_values
 from ..kernels.fusion import fused_statistic
 from ..monitor.runner import session_options
 from .detections import Detections, class_logits, decode
-from .features import frame_features, object_features
-from .instrument import DetectorManifest, read_manifest
+from .object_features import frame_features, object_features
+from .detector_manifest import DetectorManifest, read_manifest
 from .scorer import LOGIT_MEMBERS, MemberScorer
 
 DEFAULT_MEMBERS = ("mahalanobis", "knn", "nbc", "kmnc", "energy", "msp")
@@ -128,7 +128,7 @@ class ObjectMonitor:
     Parameters
     ----------
     model : path or bytes
-        A detector instrumented by :func:`nnwatch.objects.instrument.instrument_detector`.
+        A detector instrumented by :func:`nnwatch.objects.instrument_detector.instrument_detector`.
     members : sequence of str, optional
         Object member detectors; default :data:`DEFAULT_MEMBERS` (without the logit members
         when the layout gives no class scores).

@@ -30,7 +30,7 @@ from .._io import atomic_write_with
 from ..calibration.frame_level import FrameCalibration
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.store import load_profile, save_profile
-from .monitor import IMAGE_MEMBER, ObjectMonitor
+from .object_monitor import IMAGE_MEMBER, ObjectMonitor
 from .scorer import MemberScorer
 
 FORMAT = "nnwatch-objects/1"
