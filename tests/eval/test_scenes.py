@@ -68,3 +68,22 @@ def test_bad_arguments():
         make_scenes(g, y, 2, anomaly="unknown")
     with pytest.raises(InputError, match="one label each"):
         make_scenes(g, y[:3], 2)
+
+
+def test_detection_targets_decode_back_to_the_boxes():
+    from nnwatch.eval.detector_model import BASE_SIDE, STRIDE, detection_targets
+    from nnwatch.eval.scenes import Scenes
+
+    boxes = np.array([[10, 20, 34, 40], [60, 5, 80, 31]], np.float32)
+    s = Scenes(np.zeros((1, 1, 96, 96), np.float32), [boxes], [np.array([3, 7])], [np.zeros(2, bool)],
+               np.zeros(1, bool))
+    cls, box, pos = detection_targets(s, 10, 12)
+    assert pos.sum() == 6  # each object: its centre cell and two neighbours
+    for i, j in zip(*np.nonzero(pos[0])):
+        ox, oy, lw, lh = box[0, :, i, j]
+        assert -0.5 < ox < 1.5 and -0.5 < oy < 1.5
+        cx, cy = (j + ox) * STRIDE, (i + oy) * STRIDE  # the forward pass's decoding
+        w, h = BASE_SIDE * np.exp(lw), BASE_SIDE * np.exp(lh)
+        got = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        k = int(np.argmax(cls[0, :, i, j]))
+        np.testing.assert_allclose(got, boxes[0 if k == 3 else 1], atol=1e-4)
