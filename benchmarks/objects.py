@@ -71,6 +71,20 @@ def detector_quality(objects, scenes) -> dict[str, float]:  # type: ignore[no-un
             "objects_per_frame": len(objects) / len(scenes)}
 
 
+def negative_energy(logits: np.ndarray) -> np.ndarray:
+    """VOS's score as an anomaly score: ``-logsumexp(logits)`` (higher = more anomalous)."""
+    z = logits.astype(np.float64)
+    top = z.max(axis=1)
+    return -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
+
+
+def negative_msp(logits: np.ndarray) -> np.ndarray:
+    """``-max softmax(logits)`` (higher = more anomalous)."""
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return -(e / e.sum(axis=1, keepdims=True)).max(axis=1)
+
+
 def frame_baseline(objects, n_frames: int, values: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Per frame, the largest object score (-inf for frames without objects)."""
     out = np.full(n_frames, -np.inf)
@@ -84,6 +98,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets and training (writes objects_quick)")
     ap.add_argument("--epochs", type=int, default=None, help="detector training epochs (default 30, quick 8)")
+    ap.add_argument("--reuse", metavar="FILE.onnx", help="development: load the plain detector from FILE if it exists, "
+                    "else train and write it there (the results record which)")
     args = ap.parse_args()
     import torch
 
@@ -110,9 +126,16 @@ def main() -> int:
     fashion = load_idx(DATA / "fashion_mnist", "test")
     t0 = time.perf_counter()
     scenes = make_scenes(train.x, train.y, n_train, seed=0)
-    model = train_detector(tiny_detector(10), scenes, epochs=epochs, seed=0, progress=True)
-    train_s = time.perf_counter() - t0
-    plain = export_plain(model, torch.from_numpy(scenes.images[:2]))
+    if args.reuse and Path(args.reuse).is_file():
+        import onnx
+
+        plain, train_s = onnx.load(args.reuse), float("nan")
+    else:
+        model = train_detector(tiny_detector(10), scenes, epochs=epochs, seed=0, progress=True)
+        train_s = time.perf_counter() - t0
+        plain = export_plain(model, torch.from_numpy(scenes.images[:2]))
+        if args.reuse:
+            Path(args.reuse).write_bytes(plain.SerializeToString())
     instrumented, manifest = instrument_detector(plain, "yolov8")
     monitor = ObjectMonitor(instrumented.SerializeToString(), threads=1)
     monitor.fit(make_scenes(train.x, train.y, n_fit, seed=1).images, progress=True)
@@ -124,15 +147,14 @@ def main() -> int:
     v_clean = monitor.score(clean.images)
     quality = detector_quality(v_clean.objects, clean)
     logits_clean = class_logits(v_clean.objects.class_scores, "sigmoid")
-    baselines = {"energy": lambda z: -np.log(np.exp(z.astype(np.float64)).sum(1)),
-                 "msp": lambda z: -(np.exp(z - z.max(1, keepdims=True))
-                                    / np.exp(z - z.max(1, keepdims=True)).sum(1)).max(1)}
+    baselines = {"energy": negative_energy, "msp": negative_msp}
     known_clean = match(v_clean.objects, clean) == 0
     far = {"frame_flagged": float(v_clean.frame_flag.mean()),
            "frame_range": conformal_range(n_frame_cal, alpha, n_clean, rng),
            "object_p_at_alpha": float((v_clean.object_p <= alpha).mean()),
            "object_flagged": float(v_clean.object_flag.mean()),
            "objects": int(len(v_clean.objects)), "frames": n_clean, "calibration_frames": n_frame_cal}
+    print({"detector": quality, "false_alarms": far}, flush=True)
     rows = []
     for anomaly in ("unknown", "style", "noise", "fault"):
         sc = make_scenes(test.x, test.y, n_anom, seed=4, anomaly=anomaly, others=fashion.x)
@@ -205,7 +227,7 @@ def main() -> int:
               f"{cost['monitored_over_plain']:.2f}x, monitored / (plain call + decoding and NMS) "
               f"{cost['monitored_over_plain_decode']:.2f}x (p50 {timing['plain']['p50_ms']:.3f} / "
               f"{timing['plain+decode']['p50_ms']:.3f} / {timing['monitored']['p50_ms']:.3f} ms)."]
-    write("objects", {"epochs": epochs, "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors),
+    write("objects", {"epochs": epochs, "reused_detector": bool(args.reuse and np.isnan(train_s)), "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors),
                       "members": monitor.members, "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
     return 0
 
