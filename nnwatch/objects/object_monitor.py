@@ -195,11 +195,11 @@ class ObjectMonitor:
         det = decode(out[:k], self.layout, self.manifest.input_size)
         return det, [np.asarray(m, np.float32) for m in out[k:]]
 
-    def _logits(self, det: Detections) -> tuple[np.ndarray, int]:
+    def _logits(self, det: Detections) -> np.ndarray:
+        """The objects' class logits; one zero column where the layout gives none (no member reads them)."""
         if det.class_scores is None:
-            n = int(getattr(self, "n_classes_", 0)) or (int(det.cls.max()) + 1 if len(det) else 1)
-            return np.zeros((len(det), n), np.float32), n
-        return class_logits(det.class_scores, self.layout.class_scores), det.class_scores.shape[1]
+            return np.zeros((len(det), 1), np.float32)
+        return class_logits(det.class_scores, self.layout.class_scores)
 
     def _collect(self, x: object, batch_size: int, what: str, progress: bool) -> dict[str, Any]:
         arr = self._check(x)
@@ -210,8 +210,7 @@ class ObjectMonitor:
             det, maps = self.infer(arr[lo:lo + batch_size])
             parts["layers"].append(object_features(maps, det, self.manifest.input_size, self.max_samples))
             parts["frame_layers"].append(frame_features(maps))
-            logits, n = self._logits(det)
-            parts["logits"].append(logits)
+            parts["logits"].append(self._logits(det))
             parts["cls"].append(det.cls)
             parts["frame"].append(det.frame + lo)
             parts["det"].append(det)
