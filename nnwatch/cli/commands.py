@@ -564,6 +564,10 @@ def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, off
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate``."""
+    from . import objects
+
+    if objects.is_detector(args.model):
+        return objects.cmd_evaluate(args)
     if _language(args):
         from . import language
 

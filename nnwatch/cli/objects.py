@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 
 # options of the classifier commands that have no meaning for a detector, with their unset values
-UNSUPPORTED = {"ray": False, "stream": False, "explain": False, "report": None, "detector": None, "fuse": None,
+UNSUPPORTED = {"ray": False, "stream": False, "explain": False, "detector": None, "fuse": None,
                "error_risk": None, "detectors": None, "onnx": None, "truncate": False, "k_sections": 10, "k_top": 3,
                "threshold": "mean", "min_confidence": 0.0, "rare_rate": 0.01, "budget": None}
 
@@ -139,6 +139,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from .output import RecordWriter
 
     _refuse_unsupported(args)
+    if getattr(args, "report", None):
+        raise InputError("--report draws a classifier's timeline; for a detector use nnwatch evaluate ... --report "
+                         "(flagged frames with their boxes)")
     if not args.profile:
         raise InputError("screen on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
     suffix = Path(args.out).suffix.lower()
@@ -168,4 +171,65 @@ def cmd_screen(args: argparse.Namespace) -> int:
             flagged += int(v.frame_flag.sum())
             writer.write(rows)
     print(f"wrote {args.out}: {len(x)} frames, {flagged} flagged")
+    return 0
+
+
+def _drawn(spec: str) -> Any:
+    """The drawn objects an ``npz:`` source carries (arrays ``boxes`` (N, K, 4), NaN-padded, and
+    ``anomalous`` (N, K)), or None.
+    """
+    import numpy as np
+
+    from ..objects.evaluation import DrawnObjects
+
+    if not spec.startswith("npz:"):
+        return None
+    path = spec[4:].split("[", 1)[0]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "boxes" not in z or "anomalous" not in z:
+                return None
+            boxes, anomalous = z["boxes"], z["anomalous"]
+    except (OSError, ValueError) as e:
+        raise InputError(f"{spec}: cannot read its boxes ({e})") from None
+    if boxes.ndim != 3 or boxes.shape[2] != 4 or anomalous.shape != boxes.shape[:2]:
+        raise InputError(f"{spec}: boxes must be (N, K, 4) and anomalous (N, K), got {boxes.shape} and "
+                         f"{anomalous.shape}")
+    return DrawnObjects.from_padded(boxes, anomalous)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``nnwatch evaluate DETECTOR.onnx objects.npz --id CLEAN --ood [NAME=]SOURCE ...``."""
+    from ..eval.report import html_page, write_json
+    from ..objects.evaluation import evaluate_objects, markdown, report_body
+    from ..objects.monitor_state import load_object_monitor
+    from .._io import atomic_write_bytes
+
+    _refuse_unsupported(args)
+    if not args.profile or not args.id or not args.ood:
+        raise InputError("evaluate on a detector needs DETECTOR.onnx OBJECTS.npz --id CLEAN --ood [NAME=]SOURCE ...")
+    if getattr(args, "errors", False):
+        raise InputError("--errors is for classifiers (the model's own mistakes); drop it")
+    mon = load_object_monitor(args.model, args.profile)
+    if not hasattr(mon, "frames_"):
+        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate first")
+    specs = {}
+    for spec in args.ood:
+        name, sep, rest = spec.partition("=")
+        named = bool(sep and rest and ":" not in name and "/" not in name)
+        specs[name if named else spec] = rest if named else spec
+    clean = _frames(argparse.Namespace(**{**vars(args), "data": args.id}))
+    sets = {name: (_frames(argparse.Namespace(**{**vars(args), "data": spec})), _drawn(spec))
+            for name, spec in specs.items()}
+    result = evaluate_objects(mon, clean, sets, clean_drawn=_drawn(args.id), batch_size=args.batch_size)
+    if args.json:
+        write_json(args.json, {k: v for k, v in result.items() if k != "verdicts"})
+    if args.report:
+        page = html_page(f"nnwatch evaluate: {args.model}",
+                         report_body(result, {name: x for name, (x, _) in sets.items()}), heading=True)
+        atomic_write_bytes(args.report, page.encode("utf-8"))
+    print(markdown(result))
+    for path in (args.json, args.report):
+        if path:
+            print(f"wrote {path}")
     return 0

@@ -90,7 +90,7 @@ class Timeline:
             if len(self._worst) >= self.keep and not key > self._worst[0][:3]:
                 break  # this and every later candidate of the batch rank below what is kept
             item = key + (_describe({k: (v[i] if not hasattr(v, "dtype") else v[i].item()) for k, v in cols.items()}),
-                          _thumbnail(x[i]))
+                          thumbnail_png(x[i]))
             if len(self._worst) < self.keep:
                 heapq.heappush(self._worst, item)
             else:
@@ -187,7 +187,7 @@ def _describe(row: dict[str, Any]) -> str:
     return ", ".join([head] + ids + why)
 
 
-def _thumbnail(sample: np.ndarray) -> bytes | None:
+def thumbnail_png(sample: np.ndarray) -> bytes | None:
     """A PNG of one model input, when it looks like an image (CHW or HWC with 1 or 3 channels, or HW)."""
     a = np.asarray(sample, float)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):

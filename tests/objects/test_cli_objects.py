@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 
 import numpy as np
@@ -90,3 +91,27 @@ def test_mistakes_exit_2_and_leave_files_alone(files, capsys, args, message):
     assert code == 2, text
     assert re.search(message, text, re.S), text
     assert {p.name: digest(p) for p in d.iterdir()} == before  # nothing written, nothing destroyed
+
+
+def test_evaluate_reports_frames_and_objects(files, capsys):
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.objects.evaluation import DrawnObjects
+    from nnwatch.sources import load_digits
+
+    d = files
+    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}", "--fpr", "0.1",
+        "--out", d / "cal.npz", "--quiet")
+    digits = load_digits("train")
+    s = make_scenes(digits.x, digits.y, 30, seed=7, size=64, scale=(16, 24), per_frame=(1, 3), anomaly="noise")
+    boxes, anomalous = DrawnObjects(s.boxes, s.anomalous).padded()
+    np.savez(d / "noise.npz", x=s.images, boxes=boxes, anomalous=anomalous)
+    code, text = run(capsys, "evaluate", d / "det.onnx", d / "cal.npz", "--id", f"npz:{d / 'live.npz'}", "--ood",
+                     f"noise=npz:{d / 'noise.npz'}", "--report", d / "r.html", "--json", d / "r.json", "--quiet")
+    assert code == 0, text
+    assert "| noise |" in text and "fused" in text
+    result = json.loads((d / "r.json").read_text())
+    assert result["sets"]["noise"]["anomalous_drawn"] > 0 and "fused" in result["sets"]["noise"]["frame_auroc"]
+    html = (d / "r.html").read_text()
+    assert result["sets"]["noise"]["frames_flagged"] == 0 or "<svg" in html  # flagged frames drawn with boxes
