@@ -44,19 +44,6 @@ def conformal_range(n: int, alpha: float, m: int, rng: np.random.Generator, draw
     return [float(np.quantile(rates, 0.025)), float(np.quantile(rates, 0.975))]
 
 
-def match(objects, scenes) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """1: matched to an anomalous drawn object, 0: to a known one, -1: unmatched (IoU < 0.5)."""
-    from nnwatch.kernels.reference import box_iou
-
-    out = np.full(len(objects), -1)
-    for i in range(len(objects)):
-        f = objects.frame[i]
-        ious = [box_iou(objects.boxes[i], b) for b in scenes.boxes[f]]
-        if ious and max(ious) >= 0.5:
-            out[i] = int(scenes.anomalous[f][int(np.argmax(ious))])
-    return out
-
-
 def detector_quality(objects, scenes) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Recall and precision at IoU 0.5 with the right class, on clean scenes."""
     from nnwatch.kernels.reference import box_iou
@@ -69,27 +56,6 @@ def detector_quality(objects, scenes) -> dict[str, float]:  # type: ignore[no-un
             hits += any(box_iou(objects.boxes[k], b) >= 0.5 and objects.cls[k] == c for k in mine)
     return {"recall": hits / max(drawn, 1), "precision": hits / max(len(objects), 1),
             "objects_per_frame": len(objects) / len(scenes)}
-
-
-def negative_energy(logits: np.ndarray) -> np.ndarray:
-    """VOS's score as an anomaly score: ``-logsumexp(logits)`` (higher = more anomalous)."""
-    z = logits.astype(np.float64)
-    top = z.max(axis=1)
-    return -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
-
-
-def negative_msp(logits: np.ndarray) -> np.ndarray:
-    """``-max softmax(logits)`` (higher = more anomalous)."""
-    z = logits.astype(np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return -(e / e.sum(axis=1, keepdims=True)).max(axis=1)
-
-
-def frame_baseline(objects, n_frames: int, values: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Per frame, the largest object score (-inf for frames without objects)."""
-    out = np.full(n_frames, -np.inf)
-    np.maximum.at(out, objects.frame, values)
-    return out
 
 
 def main() -> int:
@@ -105,10 +71,10 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from nnwatch.eval.detector_model import tiny_detector, train_detector
-    from nnwatch.eval.metrics import auroc
     from nnwatch.eval.scenes import make_scenes
     from nnwatch.export.from_torch import export_plain
-    from nnwatch.objects.detections import class_logits, decode
+    from nnwatch.objects.detections import decode
+    from nnwatch.objects.evaluation import DrawnObjects, evaluate_objects
     from nnwatch.objects.instrument_detector import instrument_detector
     from nnwatch.objects.layouts import PRESETS
     from nnwatch.objects.object_monitor import ObjectMonitor
@@ -144,43 +110,20 @@ def main() -> int:
     n_frame_cal = monitor.frames_.reference.size
 
     clean = make_scenes(test.x, test.y, n_clean, seed=3)
-    v_clean = monitor.score(clean.images)
+    sets = {}
+    for anomaly in ("unknown", "style", "noise", "fault"):
+        sc = make_scenes(test.x, test.y, n_anom, seed=4, anomaly=anomaly, others=fashion.x)
+        sets[anomaly] = (sc.images, DrawnObjects(sc.boxes, sc.anomalous))
+    result = evaluate_objects(monitor, clean.images, sets, clean_drawn=DrawnObjects(clean.boxes, clean.anomalous))
+    v_clean = result["verdicts"]["clean"]
     quality = detector_quality(v_clean.objects, clean)
-    logits_clean = class_logits(v_clean.objects.class_scores, "sigmoid")
-    baselines = {"energy": negative_energy, "msp": negative_msp}
-    known_clean = match(v_clean.objects, clean) == 0
-    far = {"frame_flagged": float(v_clean.frame_flag.mean()),
+    far = {"frame_flagged": result["clean"]["frames_flagged"],
            "frame_range": conformal_range(n_frame_cal, alpha, n_clean, rng),
-           "object_p_at_alpha": float((v_clean.object_p <= alpha).mean()),
+           "object_p_at_alpha": result["clean"]["objects_p_at_alpha"],
            "object_flagged": float(v_clean.object_flag.mean()),
            "objects": int(len(v_clean.objects)), "frames": n_clean, "calibration_frames": n_frame_cal}
     print({"detector": quality, "false_alarms": far}, flush=True)
-    rows = []
-    for anomaly in ("unknown", "style", "noise", "fault"):
-        sc = make_scenes(test.x, test.y, n_anom, seed=4, anomaly=anomaly, others=fashion.x)
-        v = monitor.score(sc.images)
-        row: dict = {"set": anomaly, "frames": n_anom,
-                     "frame_flagged": float(v.frame_flag.mean()),
-                     "frame_auroc_fused": auroc(-np.log(v_clean.frame_p), -np.log(v.frame_p))}
-        logits = class_logits(v.objects.class_scores, "sigmoid")
-        for name, fn in baselines.items():
-            row[f"frame_auroc_{name}"] = auroc(frame_baseline(v_clean.objects, n_clean, fn(logits_clean)),
-                                               frame_baseline(v.objects, n_anom, fn(logits)))
-        lab = match(v.objects, sc)
-        row["anomalous_detected"] = int((lab == 1).sum())
-        row["anomalous_drawn"] = int(sum(a.sum() for a in sc.anomalous))
-        if anomaly != "fault" and (lab == 1).sum() >= 10:
-            neg = np.concatenate([-np.log(v_clean.object_p[known_clean]), -np.log(v.object_p[lab == 0])])
-            row["object_auroc_fused"] = auroc(neg, -np.log(v.object_p[lab == 1]))
-            for k, name in enumerate(v.member_names):
-                row[f"object_auroc_{name}"] = auroc(np.concatenate([v_clean.members[known_clean, k],
-                                                                    v.members[lab == 0, k]]), v.members[lab == 1, k])
-            for name, fn in baselines.items():
-                s_clean, s = fn(logits_clean), fn(logits)
-                row[f"object_auroc_{name}_baseline"] = auroc(np.concatenate([s_clean[known_clean], s[lab == 0]]),
-                                                             s[lab == 1])
-        rows.append(row)
-        print(row, flush=True)
+    rows = [{"set": name, **r} for name, r in result["sets"].items()]
 
     # cost at batch 1 on crowded scenes (15-20 objects)
     crowded = make_scenes(test.x, test.y, 64, seed=5, per_frame=(15, 20), scale=(12, 16))
@@ -208,17 +151,18 @@ def main() -> int:
              "| set | anomalous objects detected | object AUROC fused | energy | MSP | best member | frame AUROC fused "
              "| frame energy | frame MSP | frames flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        members = {k.removeprefix("object_auroc_"): v for k, v in r.items()
-                   if k.startswith("object_auroc_") and not k.endswith("_baseline") and k != "object_auroc_fused"}
+        oa = r.get("object_auroc", {})
+        members = {k: v for k, v in oa.items() if k != "fused" and not k.endswith("(baseline)")}
         best = max(members, key=members.get) if members else None
 
-        def fmt(k: str, r: dict = r) -> str:
-            return f"{r[k]:.3f}" if k in r else "-"
+        def fmt(d: dict, k: str) -> str:
+            return f"{d[k]:.3f}" if k in d else "-"
 
-        lines.append(f"| {r['set']} | {r['anomalous_detected']} / {r['anomalous_drawn']} | {fmt('object_auroc_fused')} | "
-                     f"{fmt('object_auroc_energy_baseline')} | {fmt('object_auroc_msp_baseline')} | "
-                     f"{best + ' ' + format(members[best], '.3f') if best else '-'} | {r['frame_auroc_fused']:.3f} | "
-                     f"{r['frame_auroc_energy']:.3f} | {r['frame_auroc_msp']:.3f} | {r['frame_flagged']:.3f} |")
+        fa = r["frame_auroc"]
+        lines.append(f"| {r['set']} | {r.get('anomalous_detected', '-')} / {r.get('anomalous_drawn', '-')} | "
+                     f"{fmt(oa, 'fused')} | {fmt(oa, 'energy (baseline)')} | {fmt(oa, 'msp (baseline)')} | "
+                     f"{best + ' ' + format(members[best], '.3f') if best else '-'} | {fmt(fa, 'fused')} | "
+                     f"{fmt(fa, 'energy')} | {fmt(fa, 'msp')} | {r['frames_flagged']:.3f} |")
     lines += ["", f"Clean frames flagged: {far['frame_flagged']:.3f} at a {alpha} target (conformal 95% range "
               f"{far['frame_range'][0]:.3f}-{far['frame_range'][1]:.3f}, {n_frame_cal} calibration frames); clean objects "
               f"with p <= {alpha}: {far['object_p_at_alpha']:.3f}; objects flagged (frame threshold): "
@@ -227,8 +171,8 @@ def main() -> int:
               f"{cost['monitored_over_plain']:.2f}x, monitored / (plain call + decoding and NMS) "
               f"{cost['monitored_over_plain_decode']:.2f}x (p50 {timing['plain']['p50_ms']:.3f} / "
               f"{timing['plain+decode']['p50_ms']:.3f} / {timing['monitored']['p50_ms']:.3f} ms)."]
-    write("objects", {"epochs": epochs, "reused_detector": bool(args.reuse and np.isnan(train_s)), "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors),
-                      "members": monitor.members, "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
+    write("objects", {"epochs": epochs, "reused_detector": bool(args.reuse and np.isnan(train_s)),
+                      "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors), "members": monitor.members, "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
     return 0
 
 
