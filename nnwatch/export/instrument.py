@@ -317,7 +317,7 @@ def instrument(
         entry = model.metadata_props.add()
         entry.key = PREPROCESS_KEY
         entry.value = json.dumps(declared.to_json(), sort_keys=True)
-    _finish(model)
+    finish_model(model)
     return model, manifest
 
 
@@ -495,8 +495,19 @@ def _record(g: _Indexed, manifest: TapManifest, penultimate: str | None) -> None
         entry.value = encode_head(head[0], head[1])
 
 
-def _finish(model: onnx.ModelProto) -> None:
-    """Pass 6: an IR version onnxruntime reads, and the ONNX checker."""
+def finish_model(model: onnx.ModelProto) -> None:
+    """Pass 6: an IR version onnxruntime reads, and the ONNX checker.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The edited model (changed in place).
+
+    Raises
+    ------
+    ModelError
+        The model fails the ONNX checker.
+    """
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
     try:

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, shape_inference
 
 from .._validate import unknown_name
 from ..errors import InputError, ModelError
-from ..export.instrument import MAX_IR_VERSION, load_onnx, save_onnx
+from ..export.instrument import finish_model, load_onnx, save_onnx
 from ..export.select import ACTIVATION_OPS
 from .layouts import OutputLayout, fitting_presets, load_layout
 from .detector_manifest import OBJECTS_KEY, DetectorManifest
@@ -138,12 +138,7 @@ def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, lay
                                 fingerprint=digest)
     entry = model.metadata_props.add()
     entry.key, entry.value = OBJECTS_KEY, manifest.to_json()
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"instrumented detector fails the ONNX checker: {exc}") from None
+    finish_model(model)
     return model, manifest
 
 

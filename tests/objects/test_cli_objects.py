@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from nnwatch.cli.main import main
+from tests.cli.test_mistakes import run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
@@ -34,13 +35,6 @@ def files(tmp_path_factory):
     for name, seed, n in (("trusted", 1, 200), ("clean", 2, 300), ("live", 3, 40)):
         np.savez(d / f"{name}.npz", x=make_scenes(digits.x, digits.y, n, seed=seed, **kw).images)
     return d
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out + err
 
 
 def test_instrument_profile_calibrate_screen(files, capsys):
