@@ -15,7 +15,7 @@ baselines energy (VOS's score) and MSP. Per frame: AUROC of the frame p-value ag
 frame's largest energy and MSP. Cost: plain ONNX detector call, the same plus nnwatch's decoding
 and NMS, and the monitored call, interleaved, batch 1, on scenes of 15-20 objects.
 
-Run: python benchmarks/objects.py [--quick]   (about 8 min; needs ../shared/data, torch)
+Run: python benchmarks/objects.py [--quick]   (about 15 min; needs ../shared/data, torch)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def conformal_range(n: int, alpha: float, m: int, rng: np.random.Generator, draw
 
 def detector_quality(objects, scenes) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Recall and precision at IoU 0.5 with the right class, on clean scenes."""
-    from nnwatch.kernels.reference import box_iou
+    from nnwatch.kernels.roi_reference import box_iou
 
     hits, drawn = 0, 0
     for f in range(len(scenes)):
@@ -58,8 +58,25 @@ def detector_quality(objects, scenes) -> dict[str, float]:  # type: ignore[no-un
             "objects_per_frame": len(objects) / len(scenes)}
 
 
+def flagged_figure(frames: dict, verdicts: dict, per_set: int = 2) -> str:  # type: ignore[type-arg]
+    """One SVG: the most clearly flagged frames of each set, boxes drawn (red: flagged objects)."""
+    from nnwatch.objects.evaluation import flagged_frames
+
+    cell, label = 96 * 3 + 8, 16
+    rows = []
+    for r, (name, x) in enumerate(frames.items()):
+        y = r * (cell + label)
+        rows.append(f"<text x='4' y='{y + 12}' font-family='sans-serif' font-size='13'>{name}: most clearly flagged "
+                    "frames</text>")
+        for c, (f, svg) in enumerate(flagged_frames(x, verdicts[name], most=per_set)):
+            rows.append(f"<g transform='translate({c * cell},{y + label})'>{svg}</g>")
+    width, height = per_set * cell, len(frames) * (cell + label)
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}'><rect width='100%' height='100%' fill='white'/>{''.join(rows)}</svg>\n")
+
+
 def main() -> int:
-    from _common import interleaved, write
+    from _common import write
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets and training (writes objects_quick)")
@@ -73,14 +90,11 @@ def main() -> int:
     from nnwatch.eval.detector_model import tiny_detector, train_detector
     from nnwatch.eval.scenes import make_scenes
     from nnwatch.export.from_torch import export_plain
-    from nnwatch.objects.detections import decode
+    from nnwatch.objects.cost import bench_detector
     from nnwatch.objects.evaluation import DrawnObjects, evaluate_objects
     from nnwatch.objects.instrument_detector import instrument_detector
-    from nnwatch.objects.layouts import PRESETS
     from nnwatch.objects.object_monitor import ObjectMonitor
-    from nnwatch.monitor.runner import session_options
     from nnwatch.sources import load_idx
-    import onnxruntime as ort
 
     q = args.quick
     epochs = args.epochs or (8 if q else 30)
@@ -115,6 +129,8 @@ def main() -> int:
         sc = make_scenes(test.x, test.y, n_anom, seed=4, anomaly=anomaly, others=fashion.x)
         sets[anomaly] = (sc.images, DrawnObjects(sc.boxes, sc.anomalous))
     result = evaluate_objects(monitor, clean.images, sets, clean_drawn=DrawnObjects(clean.boxes, clean.anomalous))
+    figure = flagged_figure({name: x for name, (x, _) in sets.items()}, result["verdicts"])
+    (Path("/tmp") / "objects_flagged_quick.svg" if q else ROOT / "docs" / "figures" / "objects_flagged.svg").write_text(figure)
     v_clean = result["verdicts"]["clean"]
     quality = detector_quality(v_clean.objects, clean)
     far = {"frame_flagged": result["clean"]["frames_flagged"],
@@ -127,28 +143,18 @@ def main() -> int:
 
     # cost at batch 1 on crowded scenes (15-20 objects)
     crowded = make_scenes(test.x, test.y, 64, seed=5, per_frame=(15, 20), scale=(12, 16))
-    sess = ort.InferenceSession(plain.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    frames = [crowded.images[i:i + 1] for i in range(len(crowded))]
-    counter = {"i": 0}
-
-    def nxt() -> np.ndarray:
-        counter["i"] = (counter["i"] + 1) % len(frames)
-        return frames[counter["i"]]
-
-    calls = {"plain": lambda: sess.run(None, {name: nxt()}),
-             "plain+decode": lambda: decode(sess.run(None, {name: nxt()}), PRESETS["yolov8"], (96, 96)),
-             "monitored": lambda: monitor.score(nxt())}
-    timing = interleaved(calls, rounds=60 if q else 400, warmup=10)
-    objs = [len(monitor.score(f).objects) for f in frames]
-    cost = {"timing": timing, "objects_per_frame": float(np.mean(objs)),
-            "monitored_over_plain": timing["monitored"]["p50_ms"] / timing["plain"]["p50_ms"],
-            "monitored_over_plain_decode": timing["monitored"]["p50_ms"] / timing["plain+decode"]["p50_ms"]}
+    cost = bench_detector(monitor, [crowded.images[i:i + 1] for i in range(len(crowded))], rounds=60 if q else 400)
+    timing = cost["timing"]
+    cost["monitored_over_plain"] = timing["monitored"]["ratio_p50"]
+    cost["monitored_over_plain_decode"] = timing["monitored"]["ratio_p50_decode"]
+    typical = bench_detector(monitor, [clean.images[i:i + 1] for i in range(64)], rounds=60 if q else 400)
+    cost["typical"] = {"objects_per_frame": typical["objects_per_frame"], "timing": typical["timing"],
+                       "monitored_over_plain": typical["timing"]["monitored"]["ratio_p50"]}
 
     lines = [f"Detector: recall {quality['recall']:.3f}, precision {quality['precision']:.3f} at IoU 0.5 "
              f"({quality['objects_per_frame']:.2f} objects per clean frame), trained {epochs} epochs in {train_s:.0f} s; "
              f"taps {list(manifest.tensors)}.", "",
-             "| set | anomalous objects detected | object AUROC fused | energy | MSP | best member | frame AUROC fused "
+             "| set | anomalous objects found / flagged / drawn | object AUROC fused | energy | MSP | best member | frame AUROC fused "
              "| frame energy | frame MSP | frames flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         oa = r.get("object_auroc", {})
@@ -159,7 +165,9 @@ def main() -> int:
             return f"{d[k]:.3f}" if k in d else "-"
 
         fa = r["frame_auroc"]
-        lines.append(f"| {r['set']} | {r.get('anomalous_detected', '-')} / {r.get('anomalous_drawn', '-')} | "
+        a = r.get("anomalous_objects")
+        found = f"{a['found']} / {a['flagged']} / {a['drawn']}" if a else "-"
+        lines.append(f"| {r['set']} | {found} | "
                      f"{fmt(oa, 'fused')} | {fmt(oa, 'energy (baseline)')} | {fmt(oa, 'msp (baseline)')} | "
                      f"{best + ' ' + format(members[best], '.3f') if best else '-'} | {fmt(fa, 'fused')} | "
                      f"{fmt(fa, 'energy')} | {fmt(fa, 'msp')} | {r['frames_flagged']:.3f} |")
@@ -170,7 +178,8 @@ def main() -> int:
               f"Cost at batch 1, {cost['objects_per_frame']:.1f} objects per frame: monitored / plain call "
               f"{cost['monitored_over_plain']:.2f}x, monitored / (plain call + decoding and NMS) "
               f"{cost['monitored_over_plain_decode']:.2f}x (p50 {timing['plain']['p50_ms']:.3f} / "
-              f"{timing['plain+decode']['p50_ms']:.3f} / {timing['monitored']['p50_ms']:.3f} ms)."]
+              f"{timing['plain+decode']['p50_ms']:.3f} / {timing['monitored']['p50_ms']:.3f} ms); on the clean test scenes "
+              f"({typical['objects_per_frame']:.1f} objects per frame) {cost['typical']['monitored_over_plain']:.2f}x."]
     write("objects", {"epochs": epochs, "reused_detector": bool(args.reuse and np.isnan(train_s)),
                       "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors), "members": monitor.members, "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
     return 0

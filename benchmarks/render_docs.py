@@ -53,7 +53,10 @@ PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|\[([^\]"=]+)=([^\]]+)\]|([^.\[
 # calls; every classifier benchmark measures the package except the language monitor.
 _PACKAGE_BUT_HEADS = ["nnwatch", ":!nnwatch/heads", ":!nnwatch/cli/heads.py", ":!nnwatch/cli/language.py",
                       "benchmarks/_common.py"]
+# The per-object kernels and the frame-level rule belong to the object monitor; the language
+# monitor imports neither (tests/heads/test_language_imports.py checks it).
 _LANGUAGE = ["nnwatch/heads", "nnwatch/calibration", "nnwatch/kernels", "nnwatch/profile", "nnwatch/timing.py",
+             ":!nnwatch/kernels/roi.py", ":!nnwatch/kernels/roi_reference.py", ":!nnwatch/calibration/frame_level.py",
              "nnwatch/eval/metrics.py", "nnwatch/eval/provenance.py", "nnwatch/cli/language.py",
              "nnwatch/cli/heads.py", "nnwatch/monitor/budget.py", "nnwatch/monitor/results.py",
              "benchmarks/language.sh"]
@@ -71,6 +74,7 @@ MEASURES = {
     "tap_budget": _PACKAGE_BUT_HEADS + ["benchmarks/tap_budget.py"],
     "perception_loop": _PACKAGE_BUT_HEADS + ["examples/perception_loop.py"],
     "recordings": _PACKAGE_BUT_HEADS + ["benchmarks/recordings.py"],
+    "objects": _PACKAGE_BUT_HEADS + ["benchmarks/objects.py"],
     "install_size": ["pyproject.toml", "constraints.txt", "benchmarks/install_size.py"],
     "readme_timings": ["nnwatch", "tests", "examples", "pyproject.toml", "constraints.txt", "benchmarks/readme_timings.py"],
     "heads_bench": _LANGUAGE,

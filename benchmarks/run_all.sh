@@ -11,7 +11,7 @@
 # the end and the docs rendered. HEAD must be committed: uncommitted edits are not measured.
 # Order matters: readme_timings times the test suite, so it runs last, on a quiet machine.
 # Names: kernels memory taps overhead precision tap_budget detection stream distributed
-# reliability recordings perception_loop language language_start install_size readme_timings (fusion_study
+# reliability recordings objects perception_loop language language_start install_size readme_timings (fusion_study
 # after detection). language_start times the shipped detector (benchmarks/ship_detector.py builds it).
 # --search also re-runs the language monitor's head search (12 more minutes).
 # On this project's 2-core machine the whole set takes about 2 hours (language 30-45 min,
@@ -66,7 +66,7 @@ run() {  # name, command...
 }
 FAILED=""
 echo "benchmarks at $REV in $BENCH"
-for s in kernels memory taps overhead precision tap_budget detection fusion_study stream distributed reliability recordings; do
+for s in kernels memory taps overhead precision tap_budget detection fusion_study stream distributed reliability recordings objects; do
   run "$s" bash -c "cd benchmarks && python $s.py"
 done
 run perception_loop python examples/perception_loop.py --quiet --out benchmarks/results/perception_loop.json

@@ -370,7 +370,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         spans: list = []
         data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
                        model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans, runner=mon.runner)
-        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
+        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples or 20,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget, error_risk=args.error_risk,
                         error_detector=args.error_detector, error_delta=args.error_delta)
@@ -605,6 +605,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``nnwatch bench``."""
+    from . import objects
+
+    if objects.is_detector(args.model):
+        return objects.cmd_bench(args)
     if _language(args):
         from . import language
 

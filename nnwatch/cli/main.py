@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    + " (read into memory); for a detector file: benign prompts JSONL (FILE[,FILE...])")
     c.add_argument("--fpr", type=unit_interval(True, True), default=0.05,
                    help="target false-alarm rate of the conformal flags")
-    c.add_argument("--min-class-samples", type=positive_int, default=20,
-                   help="calibration samples a class needs for a threshold of its own (fewer: pooled)")
+    c.add_argument("--min-class-samples", type=positive_int, default=None,
+                   help="calibration samples a class needs for a threshold of its own (fewer: pooled); default 20 "
+                        "for classifiers; object detectors pool every class unless it is given")
     c.add_argument("--fuse", type=detector_names, metavar="NAME,...",
                    help="members of the fused verdict (default: chosen from the clean scores and cost)")
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
@@ -200,9 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="latency/throughput/memory of plain vs monitored inference", description="latency/throughput/memory of plain vs monitored inference",
                          formatter_class=HelpFormatter, epilog="example:\n  nnwatch bench monitored.onnx profile.npz --threads 1 --detectors coverage")
-    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export), or a language detector file (DETECTOR.json; smollm2: the one shipped with nnwatch)")
-    b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL (not for a detector file)")
-    b.add_argument("--data", help="detector file: prompts JSONL to time (FILE[,FILE...])")
+    b.add_argument("model", nargs="?", help="instrumented ONNX model (nnwatch instrument / export; an object detector "
+                   "instrumented with --layout), or a language detector file (DETECTOR.json; smollm2: the one shipped "
+                   "with nnwatch)")
+    b.add_argument("profile", nargs="?", help="profile (.npz) built for MODEL, or an object detector's state "
+                   "(objects.npz; not for a detector file)")
+    b.add_argument("--data", help="detector file: prompts JSONL to time (FILE[,FILE...]); object detector: frames to "
+                   "time (a source, e.g. npz:scenes.npz; default random frames)")
     b.add_argument("--timed-prompts", type=positive_int, default=20, help="detector file: prompts timed")
     b.add_argument("--onnx", help="detector file: also time an exported prefill (nnwatch heads export)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -233,3 +233,56 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``nnwatch bench DETECTOR.onnx objects.npz [--data FRAMES] [--batch B] [--iters N] [--json FILE]``."""
+    import sys
+
+    import numpy as np
+
+    from ..eval.overhead import machine
+    from ..eval.report import write_json
+    from ..objects.cost import bench_detector
+    from ..objects.monitor_state import load_object_monitor
+    from ..sources import in_memory, open_source
+
+    for flag, unset in (("detectors", None), ("detector", None), ("per_detector", False), ("onnx", None),
+                        ("demo", False)):
+        if getattr(args, flag, unset) != unset:
+            raise InputError(f"--{flag.replace('_', '-')} is not available when benchmarking an object detector "
+                             f"({args.model}); drop it")
+    if getattr(args, "providers", "auto") == "cuda":
+        raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
+    if not args.profile:
+        raise InputError("bench on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
+    mon = load_object_monitor(args.model, args.profile, threads=args.threads or 1)
+    if not hasattr(mon, "frames_"):
+        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
+                         "--data CLEAN first")
+    h, w = mon.manifest.input_size
+    if args.data:
+        x = in_memory(open_source(args.data).limit(64 * args.batch)).x
+        if x.ndim != 4 or x.shape[2:] != (h, w):
+            raise InputError(f"--data {args.data} gives frames {x.shape[1:]}; this detector takes (C, {h}, {w})")
+        if len(x) < args.batch:
+            raise InputError(f"--data {args.data} has {len(x)} frames, fewer than --batch {args.batch}")
+    else:
+        print("no --data: timing random frames, on which a detector finds few objects; pass --data FRAMES for the "
+              "cost on real scenes (it grows with the objects per frame)", file=sys.stderr)
+        c = mon.session.get_inputs()[0].shape[1]
+        x = np.random.default_rng(0).random((args.batch * 8, c if isinstance(c, int) else 3, h, w), dtype=np.float32)
+    batches = [x[i:i + args.batch] for i in range(0, len(x) - args.batch + 1, args.batch)]
+    result = bench_detector(mon, batches, rounds=args.iters, threads=args.threads or 1)
+    result["machine"] = machine()
+    result["model"] = str(args.model)
+    if args.json:  # the file first: a reader that stops early (| head) must not cost it
+        write_json(args.json, result)
+    t = result["timing"]
+    print(f"batch {args.batch}, {result['objects_per_frame']:.1f} objects per frame: plain p50 "
+          f"{t['plain']['p50_ms']:.3f} ms, plain + decoding and NMS {t['plain+decode']['p50_ms']:.3f} ms, monitored "
+          f"{t['monitored']['p50_ms']:.3f} ms ({t['monitored']['ratio_p50']:.2f}x plain, "
+          f"{t['monitored']['ratio_p50_decode']:.2f}x plain + decoding; p99 {t['monitored']['p99_ms']:.3f} ms)")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0

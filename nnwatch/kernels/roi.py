@@ -1,7 +1,7 @@
 """Per-object kernels: average of feature maps over boxes (RoIAlign, one bin) and greedy NMS.
 
-The definitions are :func:`nnwatch.kernels.reference.roi_average` and
-:func:`nnwatch.kernels.reference.nms`; these are their compilations, tested against them.
+The definitions are :func:`nnwatch.kernels.roi_reference.roi_average` and
+:func:`nnwatch.kernels.roi_reference.nms`; these are their compilations, tested against them.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _roi_average(maps, boxes, frame, sy, sx, max_samples, out):
 
 def roi_average(maps: np.ndarray, boxes: np.ndarray, frame: np.ndarray, stride: tuple[float, float],
                 max_samples: int = 8, out: np.ndarray | None = None) -> np.ndarray:
-    """Average of each channel of ``maps`` over each box (see :func:`nnwatch.kernels.reference.roi_average`).
+    """Average of each channel of ``maps`` over each box (see :func:`nnwatch.kernels.roi_reference.roi_average`).
 
     Parameters
     ----------
@@ -157,7 +157,7 @@ def _nms(boxes, order, classes, iou, max_det, kept):
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
-    """Greedy per-class non-maximum suppression (see :func:`nnwatch.kernels.reference.nms`).
+    """Greedy per-class non-maximum suppression (see :func:`nnwatch.kernels.roi_reference.nms`).
 
     Parameters
     ----------

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..eval.metrics import auroc
 from ..eval.timeline import thumbnail_png
-from ..kernels.reference import box_iou
+from ..kernels.roi_reference import box_iou
 from .detections import Detections, class_logits
 from .object_monitor import ObjectMonitor, ObjectVerdicts
 
@@ -115,6 +115,32 @@ class DrawnObjects:
         return boxes, anom
 
 
+def matched_drawn(objects: Detections, drawn: DrawnObjects, iou: float = MATCH_IOU) -> np.ndarray:
+    """Each detection's drawn object (its index within its frame), or -1 when none overlaps it by ``iou``.
+
+    Parameters
+    ----------
+    objects : Detections
+        Detections of the set's frames.
+    drawn : DrawnObjects
+        The drawn objects of the same frames.
+    iou : float
+        Least overlap to match (the drawn object of largest overlap is taken).
+
+    Returns
+    -------
+    numpy.ndarray
+        int ``(M,)``.
+    """
+    out = np.full(len(objects), -1)
+    for i in range(len(objects)):
+        f = int(objects.frame[i])
+        ious = [box_iou(objects.boxes[i], b) for b in drawn.boxes[f]]
+        if ious and max(ious) >= iou:
+            out[i] = int(np.argmax(ious))
+    return out
+
+
 def match_objects(objects: Detections, drawn: DrawnObjects, iou: float = MATCH_IOU) -> np.ndarray:
     """Each detection's drawn object: 1 anomalous, 0 known, -1 none at ``iou`` or more.
 
@@ -132,13 +158,42 @@ def match_objects(objects: Detections, drawn: DrawnObjects, iou: float = MATCH_I
     numpy.ndarray
         int ``(M,)``.
     """
-    out = np.full(len(objects), -1)
-    for i in range(len(objects)):
-        f = int(objects.frame[i])
-        ious = [box_iou(objects.boxes[i], b) for b in drawn.boxes[f]]
-        if ious and max(ious) >= iou:
-            out[i] = int(drawn.anomalous[f][int(np.argmax(ious))])
-    return out
+    index = matched_drawn(objects, drawn, iou)
+    return np.array([int(drawn.anomalous[int(f)][k]) if k >= 0 else -1 for f, k in zip(objects.frame, index)],
+                    dtype=np.int64)
+
+
+def anomalous_outcomes(objects: Detections, drawn: DrawnObjects, flags: np.ndarray,
+                       iou: float = MATCH_IOU) -> dict[str, int]:
+    """What became of the drawn anomalous objects: how many some detection found, and how many
+    some flagged detection found (several detections may match one drawn object).
+
+    Parameters
+    ----------
+    objects : Detections
+        Detections of the set's frames.
+    drawn : DrawnObjects
+        The drawn objects.
+    flags : numpy.ndarray
+        bool ``(M,)`` each detection's flag.
+    iou : float
+        Least overlap to match.
+
+    Returns
+    -------
+    dict
+        ``drawn``, ``found``, ``flagged`` (counts of drawn anomalous objects) and ``matched_detections``.
+    """
+    index = matched_drawn(objects, drawn, iou)
+    found, flagged, matched = set(), set(), 0
+    for i, (f, k) in enumerate(zip(objects.frame, index)):
+        if k >= 0 and drawn.anomalous[int(f)][k]:
+            matched += 1
+            found.add((int(f), int(k)))
+            if flags[i]:
+                flagged.add((int(f), int(k)))
+    return {"drawn": int(sum(int(np.sum(a)) for a in drawn.anomalous)), "found": len(found), "flagged": len(flagged),
+            "matched_detections": matched}
 
 
 def _frame_max(objects: Detections, n_frames: int, values: np.ndarray) -> np.ndarray:
@@ -194,8 +249,7 @@ def evaluate_objects(monitor: ObjectMonitor, clean: np.ndarray, sets: dict[str, 
                                           _frame_max(v.objects, len(x), base[b]))
         if drawn is not None:
             lab = match_objects(v.objects, drawn)
-            row["anomalous_detected"] = int((lab == 1).sum())
-            row["anomalous_drawn"] = int(sum(int(a.sum()) for a in drawn.anomalous))
+            row["anomalous_objects"] = anomalous_outcomes(v.objects, drawn, v.object_flag)
             if (lab == 1).any():
                 def split(col_c: np.ndarray, col: np.ndarray) -> float:
                     return auroc(np.concatenate([col_c[known_c], col[lab == 0]]), col[lab == 1])
@@ -225,11 +279,13 @@ def markdown(result: dict) -> str:
     """
     c = result["clean"]
     lines = [f"Clean: {c['frames']} frames, {c['frames_flagged']:.1%} flagged, {c['objects']} objects.", "",
-             "| set | frames flagged | frame AUROC | object AUROC | anomalous objects detected |", "|---|---|---|---|---|"]
+             "| set | frames flagged | frame AUROC | object AUROC | anomalous objects found / flagged / drawn |",
+             "|---|---|---|---|---|"]
     for name, r in result["sets"].items():
         fa = ", ".join(f"{k} {v:.3f}" for k, v in r["frame_auroc"].items())
         oa = ", ".join(f"{k} {v:.3f}" for k, v in r.get("object_auroc", {}).items()) or "-"
-        det = f"{r['anomalous_detected']} / {r['anomalous_drawn']}" if "anomalous_drawn" in r else "-"
+        a = r.get("anomalous_objects")
+        det = f"{a['found']} / {a['flagged']} / {a['drawn']}" if a else "-"
         lines.append(f"| {name} | {r['frames_flagged']:.1%} | {fa} | {oa} | {det} |")
     return "\n".join(lines)
 

@@ -2,7 +2,7 @@
 
 A map of size ``(H, W)`` on an input of ``(h, w)`` pixels has stride ``(h / H, w / W)``; the
 box is averaged at that stride by :func:`nnwatch.kernels.roi.roi_average` (RoIAlign with one
-bin; definition in :func:`nnwatch.kernels.reference.roi_average`). The whole-image average of
+bin; definition in :func:`nnwatch.kernels.roi_reference.roi_average`). The whole-image average of
 the same maps gives the frame's own features, used for frames without objects and for faults
 that affect the whole image.
 """

@@ -9,8 +9,11 @@ energy (VOS's score, without its training) and MSP on the object's class logits.
 
 Calibration (clean frames only) splits the frames in two by a seeded permutation:
 
-1. objects of the first half calibrate the members and their fused verdict, per predicted
-   class (:mod:`nnwatch.calibration.fused_verdict`); the frames' whole-image features calibrate
+1. objects of the first half calibrate the members and their fused verdict
+   (:mod:`nnwatch.calibration.fused_verdict`), by default with every class in one group: an
+   object's p-value only ranks it for the frame statistic, whose own calibration gives the
+   guarantee, and per-class p-values of a few dozen objects per class are too coarse to ever
+   reach the frame threshold (about alpha / objects per frame); the frames' whole-image features calibrate
    an image-level Mahalanobis score (for frames without objects and faults of the whole frame);
 2. frames of the second half calibrate the frame statistic, the smallest p-value of a frame
    (:mod:`nnwatch.calibration.frame_level`): a frame is flagged when any of its objects, or its
@@ -141,6 +144,7 @@ class ObjectMonitor:
     def __init__(self, model: str | os.PathLike | bytes, members: Sequence[str] | None = None,
                  threads: int | None = 1, max_samples: int = 8) -> None:
         data = model if isinstance(model, bytes) else self._read(model)
+        self.model_bytes = data
         try:
             self.session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for unreadable models
@@ -260,7 +264,7 @@ class ObjectMonitor:
         return objects, image
 
     def calibrate(self, x: object, alpha: float = 0.05, seed: int = 0, batch_size: int = 64,
-                  min_class_samples: int = 20, progress: bool = False) -> "ObjectMonitor":
+                  min_class_samples: int | None = None, progress: bool = False) -> "ObjectMonitor":
         """Calibrate object and frame verdicts on clean frames (not the profiling ones).
 
         Parameters
@@ -273,8 +277,9 @@ class ObjectMonitor:
             Seed of the frame split.
         batch_size : int
             Frames per call.
-        min_class_samples : int
-            Fewest calibration objects for a class's own threshold.
+        min_class_samples : int or None
+            Fewest calibration objects for a class's own threshold; None (the default) pools
+            every class in one group (see the module's notes).
         progress : bool
             A progress line on stderr.
 
@@ -300,7 +305,7 @@ class ObjectMonitor:
         return self
 
     def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
-                               alpha: float, seed: int, min_class_samples: int) -> None:
+                               alpha: float, seed: int, min_class_samples: int | None) -> None:
         """Compile the object verdicts from clean objects' member scores (stage 1 of calibration).
 
         Parameters
@@ -315,20 +320,26 @@ class ObjectMonitor:
             Target rate.
         seed : int
             Seed of the fusion's A/B split.
-        min_class_samples : int
-            Fewest objects for a class's own threshold.
+        min_class_samples : int or None
+            Fewest objects for a class's own threshold; None pools every class.
         """
-        cal = calibration_from_scores(self.members, scores, classes, self.n_classes_, alpha, min_class_samples,
-                                      warn=False)
+        pooled = min_class_samples is None
+        self.n_groups_ = 1 if pooled else self.n_classes_
+        groups = np.zeros(len(classes), np.int64) if pooled else np.asarray(classes, np.int64)
+        cal = calibration_from_scores(self.members, scores, groups, self.n_groups_, alpha,
+                                      1 if pooled else min_class_samples, warn=False)
         add_fusion(cal, self.members, members=self.members, seed=seed)
-        self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_classes_)
+        self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_groups_)
         self.object_calibration_ = (np.asarray(scores, np.float64), np.asarray(classes, np.int64))
         self.image_reference_ = np.asarray(image_reference, np.float64)
-        self.alpha_, self.seed_, self.min_class_samples_ = float(alpha), int(seed), int(min_class_samples)
+        self.alpha_, self.seed_ = float(alpha), int(seed)
+        self.min_class_samples_ = None if pooled else int(min_class_samples)
 
     def _object_p(self, scores: np.ndarray, cls: np.ndarray) -> np.ndarray:
         if len(cls) == 0:
             return np.zeros(0)
+        if self.n_groups_ == 1:
+            cls = np.zeros(len(cls), np.int64)
         t = fused_statistic(np.ascontiguousarray(scores, np.float64), np.ascontiguousarray(cls, np.int64), self.fusion_)
         p, _ = conformal_p_values(t[:, None], cls, self.fused_tables_)
         return p[:, 0]

@@ -1,4 +1,4 @@
-"""RoI averaging and NMS kernels against their numpy definitions (nnwatch.kernels.reference)."""
+"""RoI averaging and NMS kernels against their numpy definitions (nnwatch.kernels.roi_reference)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnwatch.errors import InputError
-from nnwatch.kernels import reference as ref
+from nnwatch.kernels import roi_reference as ref
 from nnwatch.kernels.roi import nms, roi_average
 
 

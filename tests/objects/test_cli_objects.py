@@ -106,6 +106,36 @@ def test_evaluate_reports_frames_and_objects(files, capsys):
     assert code == 0, text
     assert "| noise |" in text and "fused" in text
     result = json.loads((d / "r.json").read_text())
-    assert result["sets"]["noise"]["anomalous_drawn"] > 0 and "fused" in result["sets"]["noise"]["frame_auroc"]
+    assert result["sets"]["noise"]["anomalous_objects"]["drawn"] > 0 and "fused" in result["sets"]["noise"]["frame_auroc"]
     html = (d / "r.html").read_text()
     assert result["sets"]["noise"]["frames_flagged"] == 0 or "<svg" in html  # flagged frames drawn with boxes
+
+
+def test_bench_times_plain_decoding_and_monitored(files, capsys):
+    import onnxruntime as ort
+
+    from nnwatch.objects.cost import plain_detector_bytes
+
+    d = files
+    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}", "--fpr", "0.1",
+        "--out", d / "cal.npz", "--quiet")
+    # the recovered plain detector is the original: same outputs, same values, no nnwatch metadata
+    recovered = ort.InferenceSession(plain_detector_bytes((d / "det.onnx").read_bytes()))
+    original = ort.InferenceSession(str(d / "plain.onnx"))
+    assert [o.name for o in recovered.get_outputs()] == [o.name for o in original.get_outputs()]
+    assert not recovered.get_modelmeta().custom_metadata_map.get("nnwatch.objects")
+    x = np.load(d / "live.npz")["x"][:4]
+    name = original.get_inputs()[0].name
+    np.testing.assert_allclose(recovered.run(None, {name: x})[0], original.run(None, {name: x})[0], rtol=1e-6)
+    code, text = run(capsys, "bench", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--iters", "5",
+                     "--json", d / "bench.json")
+    assert code == 0, text
+    assert re.search(r"monitored \S+ ms \(\S+x plain", text), text
+    result = json.loads((d / "bench.json").read_text())
+    assert set(result["timing"]) == {"plain", "plain+decode", "monitored"} and result["objects_per_frame"] > 0
+    code, text = run(capsys, "bench", d / "det.onnx", d / "obj.npz", "--iters", "5")
+    assert code == 2 and "not calibrated" in text, text
+    code, text = run(capsys, "bench", d / "det.onnx", d / "cal.npz", "--per-detector")
+    assert code == 2 and "--per-detector is not available" in text, text

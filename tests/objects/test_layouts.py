@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnwatch.errors import InputError
-from nnwatch.kernels import reference as ref
+from nnwatch.kernels import roi_reference as ref
 from nnwatch.objects.detections import class_logits, clean_boxes, decode
 from nnwatch.objects.layouts import PRESETS, OutputLayout, fitting_presets, load_layout
 

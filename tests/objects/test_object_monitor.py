@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from nnwatch.errors import InputError, ModelError
-from nnwatch.kernels import reference as ref
+from nnwatch.kernels import roi_reference as ref
 from nnwatch.objects.instrument_detector import instrument_detector
 from nnwatch.objects.detector_manifest import read_manifest
 from nnwatch.objects.object_monitor import ObjectMonitor
