@@ -134,7 +134,7 @@ def main() -> int:
     v_clean = result["verdicts"]["clean"]
     quality = detector_quality(v_clean.objects, clean)
     far = {"frame_flagged": result["clean"]["frames_flagged"],
-           "frame_range": conformal_range(n_frame_cal, alpha, n_clean, rng),
+           "frame_range": dict(zip(("low", "high"), conformal_range(n_frame_cal, alpha, n_clean, rng))),
            "object_p_at_alpha": result["clean"]["objects_p_at_alpha"],
            "object_flagged": float(v_clean.object_flag.mean()),
            "objects": int(len(v_clean.objects)), "frames": n_clean, "calibration_frames": n_frame_cal}
@@ -154,7 +154,7 @@ def main() -> int:
     lines = [f"Detector: recall {quality['recall']:.3f}, precision {quality['precision']:.3f} at IoU 0.5 "
              f"({quality['objects_per_frame']:.2f} objects per clean frame), trained {epochs} epochs in {train_s:.0f} s; "
              f"taps {list(manifest.tensors)}.", "",
-             "| set | anomalous objects found / flagged / drawn | object AUROC fused | energy | MSP | best member | frame AUROC fused "
+             "<!-- begin table -->", "| set | anomalous objects found / flagged / drawn | object AUROC fused | energy | MSP | best member | frame AUROC fused "
              "| frame energy | frame MSP | frames flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         oa = r.get("object_auroc", {})
@@ -171,8 +171,8 @@ def main() -> int:
                      f"{fmt(oa, 'fused')} | {fmt(oa, 'energy (baseline)')} | {fmt(oa, 'msp (baseline)')} | "
                      f"{best + ' ' + format(members[best], '.3f') if best else '-'} | {fmt(fa, 'fused')} | "
                      f"{fmt(fa, 'energy')} | {fmt(fa, 'msp')} | {r['frames_flagged']:.3f} |")
-    lines += ["", f"Clean frames flagged: {far['frame_flagged']:.3f} at a {alpha} target (conformal 95% range "
-              f"{far['frame_range'][0]:.3f}-{far['frame_range'][1]:.3f}, {n_frame_cal} calibration frames); clean objects "
+    lines += ["<!-- end table -->", "", f"Clean frames flagged: {far['frame_flagged']:.3f} at a {alpha} target (conformal 95% range "
+              f"{far['frame_range']['low']:.3f}-{far['frame_range']['high']:.3f}, {n_frame_cal} calibration frames); clean objects "
               f"with p <= {alpha}: {far['object_p_at_alpha']:.3f}; objects flagged (frame threshold): "
               f"{far['object_flagged']:.3f}.", "",
               f"Cost at batch 1, {cost['objects_per_frame']:.1f} objects per frame: monitored / plain call "

@@ -354,6 +354,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if objects.is_detector(args.model):
         return objects.cmd_calibrate(args)
+    if args.min_class_samples is None:  # unset: the classifier's default (detectors pool every class)
+        args.min_class_samples = 20
     if _language(args):
         from . import language
 
@@ -370,7 +372,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         spans: list = []
         data = _source(args.data, args.limit, args.preprocess, in_memory=True, batch_size=args.batch_size,
                        model_input=mon.manifest.input_shape, profile=mon.profile, spans=spans, runner=mon.runner)
-        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples or 20,
+        cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget, error_risk=args.error_risk,
                         error_detector=args.error_detector, error_delta=args.error_delta)

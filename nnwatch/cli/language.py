@@ -19,7 +19,7 @@ from ..heads.loading import DEFAULT_THREADS
 from ..eval.provenance import describe, provenance
 
 # Classifier options a language detector has no use for: refused when set, never ignored.
-CLASSIFIER_ONLY = {"calibrate": {"min_class_samples": None, "fuse": None, "fusion_budget": 0.10, "batch_size": 256,
+CLASSIFIER_ONLY = {"calibrate": {"min_class_samples": 20, "fuse": None, "fusion_budget": 0.10, "batch_size": 256,
                                  "providers": "auto"},
                    "screen": {"stream": False, "ray": False, "batch_size": 256, "providers": "auto"},
                    "evaluate": {"batch_size": 256, "providers": "auto"},
