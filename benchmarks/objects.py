@@ -122,6 +122,8 @@ def main() -> int:
     # calibration and test scenes from one pool of test digits (exchangeable)
     monitor.calibrate(make_scenes(test.x, test.y, n_cal, seed=2).images, alpha=alpha, progress=True)
     n_frame_cal = monitor.frames_.reference.size
+    tables = monitor.fused_tables_
+    n_object_cal = int(tables.ends[0] - tables.starts[0])  # objects behind the (pooled) object p-values
 
     clean = make_scenes(test.x, test.y, n_clean, seed=3)
     sets = {}
@@ -137,6 +139,9 @@ def main() -> int:
            "frame_range": dict(zip(("low", "high"), conformal_range(n_frame_cal, alpha, n_clean, rng))),
            "object_p_at_alpha": result["clean"]["objects_p_at_alpha"],
            "object_flagged": float(v_clean.object_flag.mean()),
+           # objects of one frame are not independent: this range (binomial over objects) is narrower than the truth
+           "object_range": dict(zip(("low", "high"), conformal_range(n_object_cal, alpha, len(v_clean.objects), rng))),
+           "object_calibration": n_object_cal,
            "objects": int(len(v_clean.objects)), "frames": n_clean, "calibration_frames": n_frame_cal}
     print({"detector": quality, "false_alarms": far}, flush=True)
     rows = [{"set": name, **r} for name, r in result["sets"].items()]
@@ -173,7 +178,8 @@ def main() -> int:
                      f"{fmt(fa, 'energy')} | {fmt(fa, 'msp')} | {r['frames_flagged']:.3f} |")
     lines += ["<!-- end table -->", "", f"Clean frames flagged: {far['frame_flagged']:.3f} at a {alpha} target (conformal 95% range "
               f"{far['frame_range']['low']:.3f}-{far['frame_range']['high']:.3f}, {n_frame_cal} calibration frames); clean objects "
-              f"with p <= {alpha}: {far['object_p_at_alpha']:.3f}; objects flagged (frame threshold): "
+              f"with p <= {alpha}: {far['object_p_at_alpha']:.3f} (range {far['object_range']['low']:.3f}-"
+              f"{far['object_range']['high']:.3f} for {n_object_cal} calibration objects, objects taken as independent); objects flagged (frame threshold): "
               f"{far['object_flagged']:.3f}.", "",
               f"Cost at batch 1, {cost['objects_per_frame']:.1f} objects per frame: monitored / plain call "
               f"{cost['monitored_over_plain']:.2f}x, monitored / (plain call + decoding and NMS) "

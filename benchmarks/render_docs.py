@@ -75,6 +75,7 @@ MEASURES = {
     "perception_loop": _PACKAGE_BUT_HEADS + ["examples/perception_loop.py"],
     "recordings": _PACKAGE_BUT_HEADS + ["benchmarks/recordings.py"],
     "objects": _PACKAGE_BUT_HEADS + ["benchmarks/objects.py"],
+    "public_detector": _PACKAGE_BUT_HEADS + ["benchmarks/public_detector.py"],
     "install_size": ["pyproject.toml", "constraints.txt", "benchmarks/install_size.py"],
     "readme_timings": ["nnwatch", "tests", "examples", "pyproject.toml", "constraints.txt", "benchmarks/readme_timings.py"],
     "heads_bench": _LANGUAGE,

@@ -11,7 +11,7 @@
 # the end and the docs rendered. HEAD must be committed: uncommitted edits are not measured.
 # Order matters: readme_timings times the test suite, so it runs last, on a quiet machine.
 # Names: kernels memory taps overhead precision tap_budget detection stream distributed
-# reliability recordings objects perception_loop language language_start install_size readme_timings (fusion_study
+# reliability recordings objects public_detector perception_loop language language_start install_size readme_timings (fusion_study
 # after detection). language_start times the shipped detector (benchmarks/ship_detector.py builds it).
 # --search also re-runs the language monitor's head search (12 more minutes).
 # On this project's 2-core machine the whole set takes about 2 hours (language 30-45 min,
@@ -69,6 +69,10 @@ echo "benchmarks at $REV in $BENCH"
 for s in kernels memory taps overhead precision tap_budget detection fusion_study stream distributed reliability recordings objects; do
   run "$s" bash -c "cd benchmarks && python $s.py"
 done
+# A public detector, when its file is given (nothing is downloaded): NNWATCH_PUBLIC_DETECTOR=/abs/yolox_nano.onnx
+if [ -n "${NNWATCH_PUBLIC_DETECTOR:-}" ]; then
+  run public_detector python benchmarks/public_detector.py --model "$NNWATCH_PUBLIC_DETECTOR"
+fi
 run perception_loop python examples/perception_loop.py --quiet --out benchmarks/results/perception_loop.json
 run language bash benchmarks/language.sh $SEARCH
 run language_start python benchmarks/language_start.py

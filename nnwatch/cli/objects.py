@@ -134,7 +134,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    """``nnwatch screen DETECTOR.onnx objects.npz --data SOURCE --out OBJECTS.csv|.json``."""
+    """``nnwatch screen DETECTOR.onnx objects.npz --data SOURCE --out OBJECTS.csv|.json``.
+
+    One row per object, and one (object columns empty) per frame without objects; every row
+    carries its frame's ``frame_p``, ``frame_flag``, ``image_p`` and ``frame_objects`` (0: the
+    frame was judged by its image-level term alone).
+    """
     from ..objects.monitor_state import load_object_monitor
     from .output import RecordWriter
 
@@ -164,8 +169,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 by_frame.setdefault(r["frame"], []).append(r)
             rows = []
             for f in range(len(v.frame_flag)):
+                # frame_objects 0: the frame was judged by its image-level term alone
                 frame_cols = {"frame_p": float(v.frame_p[f]), "frame_flag": bool(v.frame_flag[f]),
-                              "image_p": float(v.image_p[f])}
+                              "image_p": float(v.image_p[f]), "frame_objects": len(by_frame.get(f, []))}
                 for r in by_frame.get(f, [empty]):
                     rows.append({**r, "frame": lo + f, **frame_cols})
             flagged += int(v.frame_flag.sum())
@@ -261,6 +267,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
                          "--data CLEAN first")
     h, w = mon.manifest.input_size
+    if mon.fixed_batch is not None and mon.fixed_batch != args.batch:
+        raise InputError(f"this detector takes a fixed batch of {mon.fixed_batch}; its plain baseline cannot run a "
+                         f"batch of {args.batch}: pass --batch {mon.fixed_batch}")
     if args.data:
         x = in_memory(open_source(args.data).limit(64 * args.batch)).x
         if x.ndim != 4 or x.shape[2:] != (h, w):

@@ -7,6 +7,7 @@ raise: a detector emits such boxes in normal operation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -111,6 +112,57 @@ def _xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
 
 
+@functools.lru_cache(maxsize=16)
+def _grids(strides: tuple[int, ...], h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell columns, rows and strides of every candidate, grids in stride order, row-major (read-only)."""
+    gx, gy, st = [], [], []
+    for s in strides:
+        ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")
+        gx.append(xs.ravel())
+        gy.append(ys.ravel())
+        st.append(np.full(xs.size, float(s)))
+    out = (np.concatenate(gx).astype(np.float64), np.concatenate(gy).astype(np.float64), np.concatenate(st))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[int, int]) -> np.ndarray:
+    """``cx, cy, w, h`` in pixels from YOLOX's raw grid offsets.
+
+    Candidates run over the grids of ``strides`` in order, each ``(H / s, W / s)`` row-major;
+    ``cx = (t_x + g_x) s``, ``cy = (t_y + g_y) s``, ``w = exp(t_w) s``, ``h = exp(t_h) s``.
+
+    Parameters
+    ----------
+    offsets : numpy.ndarray
+        ``(B, N, 4)`` raw values.
+    strides : sequence of int
+        Grid strides.
+    image_size : tuple of int
+        ``(height, width)`` of the input.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(B, N, 4)`` boxes ``cx, cy, w, h``.
+
+    Raises
+    ------
+    InputError
+        ``N`` is not the number of grid cells of these strides.
+    """
+    h, w = image_size
+    x, y, stride = _grids(tuple(int(s) for s in strides), int(h), int(w))
+    if offsets.shape[1] != x.size:
+        raise InputError(f"the head has {offsets.shape[1]} candidates; grids of strides {list(strides)} on a "
+                         f"{h}x{w} input have {x.size}")
+    t = offsets.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return np.stack([(t[..., 0] + x) * stride, (t[..., 1] + y) * stride,
+                         np.exp(t[..., 2]) * stride, np.exp(t[..., 3]) * stride], axis=-1)
+
+
 def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tuple[int, int]) -> Detections:
     """Objects of a batch from the detector outputs the layout reads.
 
@@ -140,12 +192,18 @@ def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tupl
     scale = np.array([w, h, w, h]) if layout.normalized else np.ones(4)
     if layout.kind == "raw":
         head = np.asarray(outputs[0], np.float32)
-        boxes = _xyxy(np.moveaxis(head[:, :4, :], 1, 2).astype(np.float64), layout.box_format) * scale
-        cs = np.moveaxis(head[:, 4:, :], 1, 2)
+        values = head if layout.values_last else np.moveaxis(head, 1, 2)  # (B, N, values)
+        raw_boxes = values[..., :4].astype(np.float64)
+        if layout.grid_strides:
+            raw_boxes = grid_boxes(raw_boxes, layout.grid_strides, image_size)
+        boxes = _xyxy(raw_boxes, layout.box_format) * scale
+        cs = values[..., layout.n_values:]
         # a head of raw logits is read as per-class sigmoid logits for the confidence
         probs = cs if layout.class_scores != "logits" else 1 / (1 + np.exp(-cs.astype(np.float64)))
         score = probs.max(axis=2)
         cls = probs.argmax(axis=2).astype(np.int64)
+        if layout.objectness:
+            score = score * values[..., 4]
     elif layout.kind == "nms":
         table = np.asarray(outputs[0], np.float64)
         boxes = _xyxy(table[..., :4], layout.box_format) * scale

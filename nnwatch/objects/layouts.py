@@ -10,6 +10,15 @@ Presets:
     One raw head ``(B, 4 + C, N)``: per candidate ``cx, cy, w, h`` in input pixels, then C
     per-class sigmoid scores (Ultralytics YOLOv8/v11 export without NMS). NMS is a declared
     step (score >= 0.25, IoU 0.7, at most 300 boxes: Ultralytics' defaults).
+``yolov5``
+    One raw head ``(B, N, 5 + C)``: per candidate ``cx, cy, w, h`` in input pixels, an
+    objectness probability, then C per-class probabilities (Ultralytics YOLOv5 export); the
+    confidence is objectness x class probability. NMS: score >= 0.25, IoU 0.45, at most 1,000
+    boxes (YOLOv5's defaults).
+``yolox``
+    YOLOX's export without ``--decode_in_inference``: ``(B, N, 5 + C)`` like ``yolov5``, but the
+    boxes are raw: on the grids of strides 8, 16 and 32 (candidates in that order, row-major),
+    ``cx = (t_x + g_x) s``, ``w = exp(t_w) s``. NMS: score >= 0.3, IoU 0.45 (the YOLOX demo's).
 ``nms``
     Post-NMS ``(B, K, 6)``: ``x1, y1, x2, y2, score, class`` per row; rows with a negative
     class or a score of 0 are padding. No class score vector per box.
@@ -46,8 +55,8 @@ class OutputLayout:
     Parameters
     ----------
     kind : {"raw", "nms", "separate"}
-        ``raw``: one ``(B, 4 + C, N)`` head before NMS; ``nms``: one ``(B, K, 6)`` table;
-        ``separate``: boxes, scores and classes outputs.
+        ``raw``: one ``(B, 4 + C, N)`` head before NMS (``(B, N, 4 + C)`` with ``values_last``);
+        ``nms``: one ``(B, K, 6)`` table; ``separate``: boxes, scores and classes outputs.
     outputs : tuple of str
         Model output names in role order (raw/nms: one; separate: boxes, scores, classes).
         Empty: the model's first outputs, in order.
@@ -63,6 +72,14 @@ class OutputLayout:
         NMS overlap threshold (raw only; the others come after the model's own NMS).
     max_det : int
         Most objects per frame.
+    values_last : bool
+        Raw heads: candidates on axis 1 and their values on axis 2.
+    objectness : bool
+        Raw heads: a fifth value, the objectness probability, before the class scores; the
+        confidence is objectness x the class probability.
+    grid_strides : tuple of int
+        Raw heads: the boxes are offsets on grids of these strides (YOLOX), candidates in
+        stride order, each grid row-major: ``cx = (t_x + g_x) s``, ``w = exp(t_w) s``.
     """
 
     kind: str
@@ -73,9 +90,14 @@ class OutputLayout:
     score_threshold: float = 0.25
     iou: float = 0.7
     max_det: int = 300
+    values_last: bool = False
+    objectness: bool = False
+    grid_strides: tuple[int, ...] = ()
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", tuple(self.outputs))  # lists from JSON compare equal to tuples
+        object.__setattr__(self, "grid_strides", tuple(self.grid_strides))
         if self.kind not in KINDS:
             raise InputError(f"layout kind must be one of {KINDS}, got {self.kind!r}")
         if self.box_format not in BOX_FORMATS:
@@ -86,6 +108,13 @@ class OutputLayout:
             raise InputError(f"layout score_threshold and iou must lie in [0, 1], got {self.score_threshold}, {self.iou}")
         if not isinstance(self.max_det, int) or self.max_det < 1:
             raise InputError(f"layout max_det must be an integer >= 1, got {self.max_det!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.grid_strides):
+            raise InputError(f"layout grid_strides must be whole numbers >= 1, got {list(self.grid_strides)}")
+        if self.kind != "raw" and (self.values_last or self.objectness or self.grid_strides):
+            raise InputError("layout fields values_last, objectness and grid_strides describe raw heads; this "
+                             f"layout's kind is {self.kind!r}")
+        if self.grid_strides and self.box_format != "cxcywh":
+            raise InputError("a layout with grid_strides reads grid offsets as cx, cy, w, h: set box_format 'cxcywh'")
         if len(self.outputs) not in (0, self.n_outputs):
             raise InputError(f"a {self.kind!r} layout names {self.n_outputs} output(s), got {list(self.outputs)}")
 
@@ -108,7 +137,13 @@ class OutputLayout:
         """The layout as JSON-ready fields (recorded in profiles and results)."""
         d = dataclasses.asdict(self)
         d["outputs"] = list(self.outputs)
+        d["grid_strides"] = list(self.grid_strides)
         return d
+
+    @property
+    def n_values(self) -> int:
+        """Raw heads: values per candidate before the class scores (4 box values, objectness)."""
+        return 5 if self.objectness else 4
 
     def shape_problem(self, shapes: Sequence[Sequence[Any]]) -> str | None:
         """Why outputs of these shapes do not fit the layout (None: they fit).
@@ -132,11 +167,17 @@ class OutputLayout:
             return d if isinstance(d, int) and d > 0 else None
 
         if self.kind == "raw":
+            values, cands = (2, 1) if self.values_last else (1, 2)
+            want = f"(B, N, {self.n_values} + C)" if self.values_last else f"(B, {self.n_values} + C, N)"
             if len(s[0]) != 3:
-                return f"needs one (B, 4 + C, N) output, got {s[0]}"
-            ch = fixed(s[0][1])
-            if ch is not None and ch < 5:
-                return f"needs 4 box values and at least one class score on axis 1, got {s[0]}"
+                return f"needs one {want} output, got {s[0]}"
+            ch, n = fixed(s[0][values]), fixed(s[0][cands])
+            if ch is not None and ch < self.n_values + 1:
+                return (f"needs {self.n_values} values and at least one class score on axis {values}, got {s[0]} "
+                        f"(expected {want})")
+            if ch is not None and n is not None and ch > n:
+                return (f"has more values per candidate ({ch}, axis {values}) than candidates ({n}, axis {cands}); "
+                        f"expected {want}")
             return None
         if self.kind == "nms":
             if len(s[0]) != 3 or fixed(s[0][2]) not in (None, 6):
@@ -152,6 +193,10 @@ class OutputLayout:
 PRESETS: dict[str, OutputLayout] = {
     "yolov8": OutputLayout("raw", box_format="cxcywh", class_scores="sigmoid", score_threshold=0.25, iou=0.7,
                            max_det=300, name="yolov8"),
+    "yolov5": OutputLayout("raw", box_format="cxcywh", class_scores="sigmoid", score_threshold=0.25, iou=0.45,
+                           max_det=1000, values_last=True, objectness=True, name="yolov5"),
+    "yolox": OutputLayout("raw", box_format="cxcywh", class_scores="sigmoid", score_threshold=0.3, iou=0.45,
+                          max_det=300, values_last=True, objectness=True, grid_strides=(8, 16, 32), name="yolox"),
     "nms": OutputLayout("nms", score_threshold=0.0, name="nms"),
     "boxes-scores-classes": OutputLayout("separate", score_threshold=0.0, name="boxes-scores-classes"),
 }
@@ -226,6 +271,7 @@ def _from_fields(fields: dict[str, Any], where: str) -> OutputLayout:
         raise InputError(f"{where}: unknown layout field(s) {unknown}; accepted: {sorted(known | {'preset'})}")
     merged = {**base, **fields}
     merged["outputs"] = tuple(merged.get("outputs", ()))
+    merged["grid_strides"] = tuple(merged.get("grid_strides", ()))
     merged.setdefault("name", preset or Path(where).stem)
     if "kind" not in merged:
         raise InputError(f"{where}: a layout needs 'kind' ({', '.join(KINDS)}) or a 'preset' ({', '.join(PRESETS)})")

@@ -194,10 +194,31 @@ class ObjectMonitor:
             ``(Detections, maps)``.
         """
         arr = self._check(x)
-        out = self.session.run(self._names, {self.manifest.input_name: arr})
+        out = self._run(arr)
         k = len(self.manifest.outputs)
         det = decode(out[:k], self.layout, self.manifest.input_size)
         return det, [np.asarray(m, np.float32) for m in out[k:]]
+
+    def _run(self, arr: np.ndarray) -> list[np.ndarray]:
+        """The session's outputs for a batch; a model exported with a fixed batch runs it in
+        chunks of that size (the last one padded with its final frame, whose copies are dropped).
+        """
+        fixed = self.fixed_batch
+        if fixed is None or len(arr) == fixed:
+            return self.session.run(self._names, {self.manifest.input_name: arr})
+        parts = []
+        for lo in range(0, len(arr), fixed):
+            chunk = arr[lo:lo + fixed]
+            if len(chunk) < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+            parts.append(self.session.run(self._names, {self.manifest.input_name: chunk}))
+        return [np.concatenate([p[i] for p in parts])[: len(arr)] for i in range(len(self._names))]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with, or None when it takes any."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) and dim > 0 else None
 
     def _logits(self, det: Detections) -> np.ndarray:
         """The objects' class logits; one zero column where the layout gives none (no member reads them)."""

@@ -52,7 +52,13 @@ def test_instrument_profile_calibrate_screen(files, capsys):
     assert code == 0, text
     rows = list(csv.DictReader(open(d / "objects.csv")))
     assert {int(r["frame"]) for r in rows} == set(range(40))  # every frame, with or without objects
-    assert {"frame_flag", "frame_p", "p", "flag", "class", "x1", "mahalanobis"} <= set(rows[0])
+    assert {"frame_flag", "frame_p", "p", "flag", "class", "x1", "mahalanobis", "frame_objects"} <= set(rows[0])
+    for r in rows:  # a frame without objects says so
+        assert (r["class"] == "") == (r["frame_objects"] == "0")
+    counted = {}  # frame -> [its frame_objects, the object rows it has]
+    for r in rows:
+        counted.setdefault(r["frame"], [int(r["frame_objects"]), 0])[1] += r["class"] != ""
+    assert all(said == found for said, found in counted.values())
 
 
 def digest(path):

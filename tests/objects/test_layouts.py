@@ -24,7 +24,9 @@ def yolo_head(rng, batch, classes, n, size):
 
 def test_presets_fit_the_shapes_they_describe():
     assert fitting_presets([(1, 14, 8400)]) == ["yolov8"]
-    assert fitting_presets([("batch", 100, 6)]) == ["yolov8", "nms"]  # 6 = 4 + 2 classes is a raw head too
+    # 6 values per candidate: 4 + 1 objectness + 1 class is a raw head too (never 100 values on 6 candidates)
+    assert fitting_presets([("batch", 100, 6)]) == ["yolov5", "yolox", "nms"]
+    assert fitting_presets([(1, 3549, 85)]) == ["yolov5", "yolox"]
     assert fitting_presets([(1, 100, 4), (1, 100), (1, 100)]) == ["boxes-scores-classes"]
     assert fitting_presets([(1, 10)]) == []
 
@@ -48,6 +50,51 @@ def test_raw_decoding_is_threshold_then_per_class_nms():
         np.testing.assert_array_equal(det.cls[mine], cls[kept])
         np.testing.assert_allclose(det.class_scores[mine], cs[kept])
     assert det.per_frame().sum() == len(det)
+
+
+def test_objectness_heads_score_objectness_times_class_probability():
+    rng = np.random.default_rng(1)
+    n, classes = 300, 4
+    head = np.zeros((2, n, 5 + classes), np.float32)
+    head[..., 0:2] = rng.uniform(0, 64, (2, n, 2))
+    head[..., 2:4] = rng.uniform(4, 20, (2, n, 2))
+    head[..., 4:] = rng.uniform(0, 1, (2, n, 1 + classes)) ** 2
+    layout = PRESETS["yolov5"]
+    det = decode([head], layout, (64, 64))
+    for f in range(2):
+        cs = head[f, :, 5:]
+        score, cls = cs.max(1) * head[f, :, 4], cs.argmax(1)
+        cx, cy, w, h = head[f, :, :4].T
+        boxes = np.clip(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), 0, 64).astype(np.float32)
+        idx = np.flatnonzero(score >= layout.score_threshold)
+        idx = idx[(boxes[idx, 2] > boxes[idx, 0]) & (boxes[idx, 3] > boxes[idx, 1])]
+        kept = idx[ref.nms(boxes[idx], score[idx].astype(np.float32), cls[idx], layout.iou, layout.max_det)]
+        mine = det.frame == f
+        np.testing.assert_allclose(det.score[mine], score[kept], rtol=1e-6)
+        np.testing.assert_allclose(det.boxes[mine], boxes[kept], atol=1e-4)
+        np.testing.assert_allclose(det.class_scores[mine], cs[kept])  # class probabilities, without objectness
+
+
+def test_grid_offsets_decode_to_the_boxes_they_encode():
+    """YOLOX: boxes written as offsets on the grids of strides 8, 16, 32 come back in pixels."""
+    size, strides = 64, (8, 16, 32)
+    cells = [(s, y, x) for s in strides for y in range(size // s) for x in range(size // s)]
+    head = np.zeros((1, len(cells), 5 + 3), np.float32)
+    head[..., 4] = 0.0  # no objects but the ones written below
+    wanted = {}
+    for k, (cx, cy, w, h, c) in enumerate([(12.0, 20.0, 10.0, 14.0, 0), (40.0, 24.0, 30.0, 20.0, 2)]):
+        i = [i for i, (s, y, x) in enumerate(cells) if s == strides[k] and y == int(cy // s) and x == int(cx // s)][0]
+        s = strides[k]
+        head[0, i, :4] = [cx / s - cells[i][2], cy / s - cells[i][1], np.log(w / s), np.log(h / s)]
+        head[0, i, 4], head[0, i, 5 + c] = 0.9, 0.8
+        wanted[c] = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+    det = decode([head], PRESETS["yolox"], (size, size))
+    assert sorted(det.cls.tolist()) == [0, 2]
+    for b, c in zip(det.boxes, det.cls):
+        np.testing.assert_allclose(b, wanted[int(c)], atol=1e-4)
+    np.testing.assert_allclose(det.score, 0.72, rtol=1e-6)
+    with pytest.raises(InputError, match="grids of strides"):
+        decode([head[:, :-1]], PRESETS["yolox"], (size, size))
 
 
 def test_boxes_outside_the_image_are_clipped_or_skipped_and_counted():
@@ -91,8 +138,8 @@ def test_spec_files(tmp_path):
     spec.write_text(json.dumps({"preset": "yolov8", "score_threshold": 0.4, "outputs": ["output0"]}))
     layout = load_layout(str(spec))
     assert layout.kind == "raw" and layout.score_threshold == 0.4 and layout.outputs == ("output0",)
-    assert OutputLayout(**{k: v for k, v in layout.to_dict().items() if k != "outputs"},
-                        outputs=tuple(layout.to_dict()["outputs"])) == layout
+    assert OutputLayout(**layout.to_dict()) == layout
+    assert OutputLayout(**PRESETS["yolox"].to_dict()) == PRESETS["yolox"]  # JSON lists read back as the tuples
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -102,6 +149,9 @@ def test_spec_files(tmp_path):
     ({"kind": "separate", "outputs": ["a"]}, "names 3 output\\(s\\)"),
     ({"kind": "raw", "iou": 2}, "must lie in \\[0, 1\\]"),
     ({"preset": "ssd"}, "layout preset 'ssd' not found"),
+    ({"preset": "yolox", "grid_strides": [8, 0]}, "grid_strides must be whole numbers >= 1"),
+    ({"preset": "nms", "objectness": True}, "describe raw heads"),
+    ({"preset": "yolox", "box_format": "xyxy"}, "set box_format 'cxcywh'"),
 ])
 def test_bad_layouts_are_refused(spec, message):
     with pytest.raises(InputError, match=message):

@@ -154,3 +154,22 @@ def test_a_damaged_or_foreign_state_is_refused(monitor, detector, instrumented, 
     other, _ = instrument_detector(detector["plain"], {"preset": "yolov8", "score_threshold": 0.5})
     with pytest.raises(ModelMismatchError, match="another detector or layout"):
         load_object_monitor(other.SerializeToString(), path)
+
+
+def test_a_model_exported_with_a_fixed_batch_runs_in_chunks(monitor, detector, instrumented, tmp_path):
+    """Public detectors are often exported for batch 1: any batch is run in chunks of that size."""
+    import onnx
+
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(instrumented[0])
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # an odd batch needs a padded last chunk
+    save_object_monitor(monitor, tmp_path / "objects.npz")
+    chunked = load_object_monitor(fixed.SerializeToString(), tmp_path / "objects.npz")
+    assert chunked.fixed_batch == 2 and monitor.fixed_batch is None
+    x = detector["scenes"].images[:5]
+    a, b = monitor.score(x), chunked.score(x)
+    np.testing.assert_array_equal(a.objects.frame, b.objects.frame)
+    np.testing.assert_allclose(a.objects.boxes, b.objects.boxes, atol=1e-4)
+    np.testing.assert_allclose(a.frame_p, b.frame_p)
