@@ -759,7 +759,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise InputError(f"{path} does not exist (nnwatch info takes MODEL.onnx, PROFILE.npz or DETECTOR.json)")
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head[:2] == b"PK":
+    from . import objects
+    from ..objects.monitor_state import is_object_state
+
+    if head[:2] == b"PK" and is_object_state(path):
+        objects.info_state(path)
+    elif head[:2] == b"PK":
         _info_profile(path)
     elif path.suffix == ".json" or head[:1] == b"{":
         _info_detector(path)
@@ -783,8 +788,15 @@ def _info_model(path: Path) -> None:
     print(f"{path}: ONNX model, IR {model.ir_version}, opsets {opsets}, {len(model.graph.node)} nodes")
     if _info_compiled(meta) == "verdict":
         return  # the verdict model reads the verdict input, not a model's input
+    from . import objects
+    from ..objects.detector_manifest import OBJECTS_KEY
+
+    if OBJECTS_KEY in meta:
+        objects.info_detector(path, meta[OBJECTS_KEY])
+        return
     if MANIFEST_KEY not in meta:
-        print(f"  not instrumented: run `nnwatch instrument {path} --out OUT.onnx`")
+        print(f"  not instrumented: run `nnwatch instrument {path} --out OUT.onnx` (an object detector: add "
+              "--layout PRESET)")
         return
     man = TapManifest.from_json(meta[MANIFEST_KEY])
     print(f"  instrumented by nnwatch; original model sha256 {man.fingerprint}")

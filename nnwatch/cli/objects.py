@@ -295,3 +295,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def info_detector(path: Any, manifest_json: str) -> None:
+    """``nnwatch info DETECTOR.onnx`` for an instrumented detector: its layout, outputs, maps and input."""
+    from ..objects.detector_manifest import DetectorManifest
+
+    man = DetectorManifest.from_json(manifest_json)
+    lay = man.layout
+    print(f"  instrumented object detector; original model sha256 {man.fingerprint}")
+    print(f"  input {man.input_name} {man.input_size[0]}x{man.input_size[1]}; layout {lay.name!r} ({lay.kind}), "
+          f"reads {list(man.outputs)}")
+    for tensor, ch in zip(man.tensors, man.channels):
+        print(f"  map {tensor}: {ch} channels")
+    if lay.runs_nms:
+        print(f"  NMS by nnwatch: score >= {lay.score_threshold}, IoU {lay.iou}, at most {lay.max_det} boxes")
+
+
+def info_state(path: Any) -> None:
+    """``nnwatch info OBJECTS.npz`` for an object monitor state."""
+    from ..objects.monitor_state import describe_state
+
+    d = describe_state(path)
+    counts = d["class_counts"]
+    print(f"{path}: nnwatch object monitor state for detector sha256 {d['fingerprint']} (layout "
+          f"{d['layout'].get('name')!r}, maps {d['tensors']})")
+    print(f"  {sum(counts)} objects profiled; per class {counts}; members {', '.join(d['members'])}")
+    if d.get("calibrated"):
+        groups = "classes pooled" if d.get("min_class_samples") is None else \
+            f"own threshold from {d['min_class_samples']} objects"
+        print(f"  calibrated at a frame false-alarm target of {d['alpha']} ({groups})")
+    else:
+        print(f"  not calibrated: run nnwatch calibrate DETECTOR.onnx {path} --data CLEAN")

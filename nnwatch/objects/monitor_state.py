@@ -81,6 +81,69 @@ def save_object_monitor(monitor: ObjectMonitor, path: str | os.PathLike) -> None
     atomic_write_with(path, write)
 
 
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, bytes]]:
+    where = f"object monitor state {path}"
+    if not Path(path).is_file():
+        raise ProfileError(f"{where}: no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            header = json.loads(z.read("header.json"))
+            parts = {n: z.read(n) for n in z.namelist() if n != "header.json"}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        raise ProfileError(f"{where}: not an nnwatch object monitor file ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ProfileError(f"{where}: format {header.get('format') if isinstance(header, dict) else None!r}, "
+                           f"expected {FORMAT!r}; profile the detector again")
+    return header, parts
+
+
+def is_object_state(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an object monitor state file (a zip whose header names this format).
+
+    Parameters
+    ----------
+    path : path
+        Any file.
+
+    Returns
+    -------
+    bool
+        True for a state written by :func:`save_object_monitor`.
+    """
+    try:
+        _read(path)
+    except ProfileError:
+        return False
+    return True
+
+
+def describe_state(path: str | os.PathLike) -> dict[str, Any]:
+    """What a state file holds, without the detector: its header and the profiled objects per class.
+
+    Parameters
+    ----------
+    path : path
+        File written by :func:`save_object_monitor`.
+
+    Returns
+    -------
+    dict
+        The header's fields plus ``class_counts`` (objects profiled per predicted class).
+
+    Raises
+    ------
+    ProfileError
+        Missing, damaged or foreign file.
+    """
+    header, parts = _read(path)
+    if "objects.npz" not in parts:
+        raise ProfileError(f"object monitor state {path}: objects.npz is missing")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "objects.npz").write_bytes(parts["objects.npz"])
+        counts = load_profile(Path(tmp) / "objects.npz").header["class_counts"]
+    return {**header, "class_counts": [int(c) for c in counts]}
+
+
 def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLike, threads: int | None = 1
                         ) -> ObjectMonitor:
     """An object monitor for ``model`` in the state saved at ``path``.
@@ -107,17 +170,7 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
         The state belongs to another detector or layout.
     """
     where = f"object monitor state {path}"
-    if not Path(path).is_file():
-        raise ProfileError(f"{where}: no such file")
-    try:
-        with zipfile.ZipFile(path) as z:
-            header = json.loads(z.read("header.json"))
-            parts = {n: z.read(n) for n in z.namelist() if n != "header.json"}
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
-        raise ProfileError(f"{where}: not an nnwatch object monitor file ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ProfileError(f"{where}: format {header.get('format') if isinstance(header, dict) else None!r}, "
-                           f"expected {FORMAT!r}; profile the detector again")
+    header, parts = _read(path)
     monitor = ObjectMonitor(model, members=header["members"], threads=threads, max_samples=header["max_samples"])
     if monitor.manifest.fingerprint != header["fingerprint"] or monitor.layout.to_dict() != header["layout"]:
         raise ModelMismatchError(f"{where} was made for another detector or layout (fingerprint "

@@ -145,3 +145,15 @@ def test_bench_times_plain_decoding_and_monitored(files, capsys):
     assert code == 2 and "not calibrated" in text, text
     code, text = run(capsys, "bench", d / "det.onnx", d / "cal.npz", "--per-detector")
     assert code == 2 and "--per-detector is not available" in text, text
+
+
+def test_info_describes_an_instrumented_detector_and_its_state(files, capsys):
+    d = files
+    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    code, text = run(capsys, "info", d / "det.onnx")
+    assert code == 0 and "instrumented object detector" in text and "layout 'yolov8'" in text, text
+    code, text = run(capsys, "info", d / "obj.npz")
+    assert code == 0 and "object monitor state" in text and "not calibrated" in text, text
+    code, text = run(capsys, "info", d / "plain.onnx")
+    assert code == 0 and "--layout PRESET" in text, text
