@@ -216,6 +216,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("evaluate on a detector needs DETECTOR.onnx OBJECTS.npz --id CLEAN --ood [NAME=]SOURCE ...")
     if getattr(args, "errors", False):
         raise InputError("--errors is for classifiers (the model's own mistakes); drop it")
+    if args.report:
+        import importlib.util
+
+        if importlib.util.find_spec("PIL") is None:
+            raise InputError("--report draws the flagged frames with Pillow, which is not installed: pip install -c "
+                             "constraints.txt -e '.[recordings]' (or pip install pillow), or drop --report")
     mon = load_object_monitor(args.model, args.profile)
     if not hasattr(mon, "frames_"):
         raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate first")
@@ -277,8 +283,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if len(x) < args.batch:
             raise InputError(f"--data {args.data} has {len(x)} frames, fewer than --batch {args.batch}")
     else:
-        print("no --data: timing random frames, on which a detector finds few objects; pass --data FRAMES for the "
-              "cost on real scenes (it grows with the objects per frame)", file=sys.stderr)
+        print("no --data: timing random frames; the objects a detector finds on noise (counted below) need not "
+              "resemble your scenes, and the cost grows with the objects per frame: pass --data FRAMES for the cost "
+              "on real scenes", file=sys.stderr)
         c = mon.session.get_inputs()[0].shape[1]
         x = np.random.default_rng(0).random((args.batch * 8, c if isinstance(c, int) else 3, h, w), dtype=np.float32)
     batches = [x[i:i + args.batch] for i in range(0, len(x) - args.batch + 1, args.batch)]

@@ -157,3 +157,17 @@ def test_info_describes_an_instrumented_detector_and_its_state(files, capsys):
     assert code == 0 and "object monitor state" in text and "not calibrated" in text, text
     code, text = run(capsys, "info", d / "plain.onnx")
     assert code == 0 and "--layout PRESET" in text, text
+
+
+def test_evaluate_report_without_pillow_is_refused_before_any_work(files, capsys, monkeypatch):
+    import importlib.util
+
+    d = files
+    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else real(name, *a))
+    code, text = run(capsys, "evaluate", d / "det.onnx", d / "obj.npz", "--id", f"npz:{d / 'live.npz'}", "--ood",
+                     f"npz:{d / 'live.npz'}", "--report", d / "r2.html", "--quiet")
+    assert code == 2 and "Pillow" in text and "drop --report" in text, text
+    assert not (d / "r2.html").exists()
