@@ -46,6 +46,38 @@ def is_detector(path: Any) -> bool:
     return any(p.key == OBJECTS_KEY for p in model.metadata_props)
 
 
+def layout_hint(path: Any) -> str | None:
+    """For a model refused as a classifier: the detector presets its outputs fit, as advice, or None.
+
+    Parameters
+    ----------
+    path : path-like
+        The ONNX model.
+
+    Returns
+    -------
+    str or None
+        "an object detector? ..." naming the presets that fit (or how to write a spec), or None
+        when the outputs do not look like a detector's (no rank-3 output).
+    """
+    import onnx
+
+    from ..objects.layouts import fitting_presets
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX: the classifier path's message stands
+        return None
+    shapes = [tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in o.type.tensor_type.shape.dim) for o in model.graph.output]
+    if not any(len(s) == 3 for s in shapes):
+        return None
+    fit = fitting_presets(shapes)
+    if fit:
+        return f"an object detector? add --layout {fit[0]} (presets that fit these outputs: {', '.join(fit)})"
+    return "an object detector? add --layout SPEC.json naming its outputs (no preset fits them)"
+
+
 def _refuse_unsupported(args: argparse.Namespace) -> None:
     for flag, unset in UNSUPPORTED.items():
         if getattr(args, flag, unset) != unset:

@@ -69,6 +69,8 @@ def digest(path):
     (["instrument", "{d}/plain.onnx", "--layout", "nms", "--out", "{d}/x.onnx"],
      r"needs one \(B, K, 6\) output.*Outputs found: .*Presets that fit: yolov8"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolo5", "--out", "{d}/x.onnx"], "layout 'yolo5' not found"),
+    (["instrument", "{d}/plain.onnx", "--out", "{d}/x.onnx"],  # no --layout: told which preset fits
+     r"\(batch, classes\) logits; an object detector\? add --layout yolov8 \(presets that fit these outputs: yolov8\)"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--out", "{d}/plain.onnx"], "would destroy the input"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--reduction", "max", "--out", "{d}/x.onnx"],
      "--reduction is for classifiers"),
