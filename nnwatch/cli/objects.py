@@ -87,6 +87,17 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
         raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
 
 
+def _calibrated_monitor(args: argparse.Namespace, threads: int = 1) -> Any:
+    """The object monitor in PROFILE (the state file), refused unless it is calibrated."""
+    from ..objects.monitor_state import load_object_monitor
+
+    mon = load_object_monitor(args.model, args.profile, threads=threads)
+    if not hasattr(mon, "frames_"):
+        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
+                         "--data CLEAN first")
+    return mon
+
+
 def _frames(args: argparse.Namespace) -> Any:
     from ..sources import in_memory, open_source
 
@@ -172,7 +183,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     carries its frame's ``frame_p``, ``frame_flag``, ``image_p`` and ``frame_objects`` (0: the
     frame was judged by its image-level term alone).
     """
-    from ..objects.monitor_state import load_object_monitor
     from .output import RecordWriter
 
     _refuse_unsupported(args)
@@ -185,10 +195,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
                          "and one per frame without objects)")
-    mon = load_object_monitor(args.model, args.profile)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
-                         "--data CLEAN first")
+    mon = _calibrated_monitor(args)
     x = _frames(args)
     empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
     flagged = 0
@@ -240,7 +247,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate DETECTOR.onnx objects.npz --id CLEAN --ood [NAME=]SOURCE ...``."""
     from ..eval.report import html_page, write_json
     from ..objects.evaluation import evaluate_objects, markdown, report_body
-    from ..objects.monitor_state import load_object_monitor
     from .._io import atomic_write_bytes
 
     _refuse_unsupported(args)
@@ -254,9 +260,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("PIL") is None:
             raise InputError("--report draws the flagged frames with Pillow, which is not installed: pip install -c "
                              "constraints.txt -e '.[recordings]' (or pip install pillow), or drop --report")
-    mon = load_object_monitor(args.model, args.profile)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate first")
+    mon = _calibrated_monitor(args)
     specs = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
@@ -288,7 +292,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..eval.overhead import machine
     from ..eval.report import write_json
     from ..objects.cost import bench_detector
-    from ..objects.monitor_state import load_object_monitor
     from ..sources import in_memory, open_source
 
     for flag, unset in (("detectors", None), ("detector", None), ("per_detector", False), ("onnx", None),
@@ -300,10 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
     if not args.profile:
         raise InputError("bench on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
-    mon = load_object_monitor(args.model, args.profile, threads=args.threads or 1)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
-                         "--data CLEAN first")
+    mon = _calibrated_monitor(args, threads=args.threads or 1)
     h, w = mon.manifest.input_size
     if mon.fixed_batch is not None and mon.fixed_batch != args.batch:
         raise InputError(f"this detector takes a fixed batch of {mon.fixed_batch}; its plain baseline cannot run a "
