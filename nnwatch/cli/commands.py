@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._validate import short_list
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .console import warn
 from .output import RecordWriter
 
@@ -73,7 +73,15 @@ def cmd_instrument(args: argparse.Namespace) -> int:
         if getattr(args, "providers", "cpu") != "cpu":
             raise InputError("--providers is only used with --budget (where to measure); instrumenting does not run "
                              "the model")
-        manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
+        try:
+            manifest = instrument_file(args.model, args.out, **_instrument_kwargs(args))
+        except ModelError as e:  # e.g. outputs that are not (batch, classes) logits
+            from . import objects
+
+            hint = objects.layout_hint(args.model)
+            if hint is None:
+                raise
+            raise ModelError(f"{e}; {hint}") from None
         _print_manifest(manifest, args.out)
         return 0
     from ..eval.tap_budget import instrument_within_budget

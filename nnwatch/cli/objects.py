@@ -46,6 +46,38 @@ def is_detector(path: Any) -> bool:
     return any(p.key == OBJECTS_KEY for p in model.metadata_props)
 
 
+def layout_hint(path: Any) -> str | None:
+    """For a model refused as a classifier: the detector presets its outputs fit, as advice, or None.
+
+    Parameters
+    ----------
+    path : path-like
+        The ONNX model.
+
+    Returns
+    -------
+    str or None
+        "an object detector? ..." naming the presets that fit (or how to write a spec), or None
+        when the outputs do not look like a detector's (no rank-3 output).
+    """
+    import onnx
+
+    from ..objects.layouts import fitting_presets
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX: the classifier path's message stands
+        return None
+    shapes = [tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in o.type.tensor_type.shape.dim) for o in model.graph.output]
+    if not any(len(s) == 3 for s in shapes):
+        return None
+    fit = fitting_presets(shapes)
+    if fit:
+        return f"an object detector? add --layout {fit[0]} (presets that fit these outputs: {', '.join(fit)})"
+    return "an object detector? add --layout SPEC.json naming its outputs (no preset fits them)"
+
+
 def _refuse_unsupported(args: argparse.Namespace) -> None:
     for flag, unset in UNSUPPORTED.items():
         if getattr(args, flag, unset) != unset:
@@ -53,6 +85,17 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
                              "drop it")
     if getattr(args, "providers", "auto") == "cuda":
         raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
+
+
+def _calibrated_monitor(args: argparse.Namespace, threads: int = 1) -> Any:
+    """The object monitor in PROFILE (the state file), refused unless it is calibrated."""
+    from ..objects.monitor_state import load_object_monitor
+
+    mon = load_object_monitor(args.model, args.profile, threads=threads)
+    if not hasattr(mon, "frames_"):
+        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
+                         "--data CLEAN first")
+    return mon
 
 
 def _frames(args: argparse.Namespace) -> Any:
@@ -140,7 +183,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     carries its frame's ``frame_p``, ``frame_flag``, ``image_p`` and ``frame_objects`` (0: the
     frame was judged by its image-level term alone).
     """
-    from ..objects.monitor_state import load_object_monitor
     from .output import RecordWriter
 
     _refuse_unsupported(args)
@@ -153,10 +195,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
                          "and one per frame without objects)")
-    mon = load_object_monitor(args.model, args.profile)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
-                         "--data CLEAN first")
+    mon = _calibrated_monitor(args)
     x = _frames(args)
     empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
     flagged = 0
@@ -208,7 +247,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``nnwatch evaluate DETECTOR.onnx objects.npz --id CLEAN --ood [NAME=]SOURCE ...``."""
     from ..eval.report import html_page, write_json
     from ..objects.evaluation import evaluate_objects, markdown, report_body
-    from ..objects.monitor_state import load_object_monitor
     from .._io import atomic_write_bytes
 
     _refuse_unsupported(args)
@@ -216,9 +254,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("evaluate on a detector needs DETECTOR.onnx OBJECTS.npz --id CLEAN --ood [NAME=]SOURCE ...")
     if getattr(args, "errors", False):
         raise InputError("--errors is for classifiers (the model's own mistakes); drop it")
-    mon = load_object_monitor(args.model, args.profile)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate first")
+    if args.report:
+        import importlib.util
+
+        if importlib.util.find_spec("PIL") is None:
+            raise InputError("--report draws the flagged frames with Pillow, which is not installed: pip install -c "
+                             "constraints.txt -e '.[recordings]' (or pip install pillow), or drop --report")
+    mon = _calibrated_monitor(args)
     specs = {}
     for spec in args.ood:
         name, sep, rest = spec.partition("=")
@@ -250,7 +292,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..eval.overhead import machine
     from ..eval.report import write_json
     from ..objects.cost import bench_detector
-    from ..objects.monitor_state import load_object_monitor
     from ..sources import in_memory, open_source
 
     for flag, unset in (("detectors", None), ("detector", None), ("per_detector", False), ("onnx", None),
@@ -262,10 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
     if not args.profile:
         raise InputError("bench on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
-    mon = load_object_monitor(args.model, args.profile, threads=args.threads or 1)
-    if not hasattr(mon, "frames_"):
-        raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
-                         "--data CLEAN first")
+    mon = _calibrated_monitor(args, threads=args.threads or 1)
     h, w = mon.manifest.input_size
     if mon.fixed_batch is not None and mon.fixed_batch != args.batch:
         raise InputError(f"this detector takes a fixed batch of {mon.fixed_batch}; its plain baseline cannot run a "
@@ -277,8 +315,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if len(x) < args.batch:
             raise InputError(f"--data {args.data} has {len(x)} frames, fewer than --batch {args.batch}")
     else:
-        print("no --data: timing random frames, on which a detector finds few objects; pass --data FRAMES for the "
-              "cost on real scenes (it grows with the objects per frame)", file=sys.stderr)
+        print("no --data: timing random frames; the objects a detector finds on noise (counted below) need not "
+              "resemble your scenes, and the cost grows with the objects per frame: pass --data FRAMES for the cost "
+              "on real scenes", file=sys.stderr)
         c = mon.session.get_inputs()[0].shape[1]
         x = np.random.default_rng(0).random((args.batch * 8, c if isinstance(c, int) else 3, h, w), dtype=np.float32)
     batches = [x[i:i + args.batch] for i in range(0, len(x) - args.batch + 1, args.batch)]

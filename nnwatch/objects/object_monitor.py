@@ -164,6 +164,8 @@ class ObjectMonitor:
         self.members = wanted
         self.max_samples = int(max_samples)
         self._names = list(manifest.outputs) + list(manifest.maps)
+        dim = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch: int | None = dim if isinstance(dim, int) and dim > 0 else None  # None: any batch
 
     @staticmethod
     def _read(path: str | os.PathLike) -> bytes:
@@ -214,11 +216,6 @@ class ObjectMonitor:
             parts.append(self.session.run(self._names, {self.manifest.input_name: chunk}))
         return [np.concatenate([p[i] for p in parts])[: len(arr)] for i in range(len(self._names))]
 
-    @property
-    def fixed_batch(self) -> int | None:
-        """The batch size the model was exported with, or None when it takes any."""
-        dim = self.session.get_inputs()[0].shape[0]
-        return dim if isinstance(dim, int) and dim > 0 else None
 
     def _logits(self, det: Detections) -> np.ndarray:
         """The objects' class logits; one zero column where the layout gives none (no member reads them)."""

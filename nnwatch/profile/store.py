@@ -304,8 +304,9 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
                 raise ProfileError(f"{where}: checksum mismatch: the file is damaged or was edited")
     except ProfileError:
         raise
+    # RuntimeError: zipfile's "encrypted, password required" when a damaged header sets that flag bit
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, MemoryError, RecursionError,
-            NotImplementedError) as exc:
+            NotImplementedError, RuntimeError) as exc:
         raise ProfileError(f"{where}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
     profile = _assemble(header, arrays, where)
     if fingerprint is not None and profile.fingerprint != fingerprint:

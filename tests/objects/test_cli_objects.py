@@ -61,6 +61,15 @@ def test_instrument_profile_calibrate_screen(files, capsys):
     assert all(said == found for said, found in counted.values())
 
 
+def prepare(capsys, d, calibrated=False):
+    """Instrument and profile the detector (det.onnx, obj.npz); calibrate into cal.npz if asked."""
+    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
+    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    if calibrated:
+        run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}", "--fpr", "0.1",
+            "--out", d / "cal.npz", "--quiet")
+
+
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -69,6 +78,8 @@ def digest(path):
     (["instrument", "{d}/plain.onnx", "--layout", "nms", "--out", "{d}/x.onnx"],
      r"needs one \(B, K, 6\) output.*Outputs found: .*Presets that fit: yolov8"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolo5", "--out", "{d}/x.onnx"], "layout 'yolo5' not found"),
+    (["instrument", "{d}/plain.onnx", "--out", "{d}/x.onnx"],  # no --layout: told which preset fits
+     r"\(batch, classes\) logits; an object detector\? add --layout yolov8 \(presets that fit these outputs: yolov8\)"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--out", "{d}/plain.onnx"], "would destroy the input"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--reduction", "max", "--out", "{d}/x.onnx"],
      "--reduction is for classifiers"),
@@ -99,10 +110,7 @@ def test_evaluate_reports_frames_and_objects(files, capsys):
     from nnwatch.sources import load_digits
 
     d = files
-    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
-    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
-    run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}", "--fpr", "0.1",
-        "--out", d / "cal.npz", "--quiet")
+    prepare(capsys, d, calibrated=True)
     digits = load_digits("train")
     s = make_scenes(digits.x, digits.y, 30, seed=7, size=64, scale=(16, 24), per_frame=(1, 3), anomaly="noise")
     boxes, anomalous = DrawnObjects(s.boxes, s.anomalous).padded()
@@ -123,10 +131,7 @@ def test_bench_times_plain_decoding_and_monitored(files, capsys):
     from nnwatch.objects.cost import plain_detector_bytes
 
     d = files
-    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
-    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
-    run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}", "--fpr", "0.1",
-        "--out", d / "cal.npz", "--quiet")
+    prepare(capsys, d, calibrated=True)
     # the recovered plain detector is the original: same outputs, same values, no nnwatch metadata
     recovered = ort.InferenceSession(plain_detector_bytes((d / "det.onnx").read_bytes()))
     original = ort.InferenceSession(str(d / "plain.onnx"))
@@ -149,11 +154,23 @@ def test_bench_times_plain_decoding_and_monitored(files, capsys):
 
 def test_info_describes_an_instrumented_detector_and_its_state(files, capsys):
     d = files
-    run(capsys, "instrument", d / "plain.onnx", "--layout", "yolov8", "--out", d / "det.onnx")
-    run(capsys, "profile", d / "det.onnx", "--data", f"npz:{d / 'trusted.npz'}", "--out", d / "obj.npz", "--quiet")
+    prepare(capsys, d)
     code, text = run(capsys, "info", d / "det.onnx")
     assert code == 0 and "instrumented object detector" in text and "layout 'yolov8'" in text, text
     code, text = run(capsys, "info", d / "obj.npz")
     assert code == 0 and "object monitor state" in text and "not calibrated" in text, text
     code, text = run(capsys, "info", d / "plain.onnx")
     assert code == 0 and "--layout PRESET" in text, text
+
+
+def test_evaluate_report_without_pillow_is_refused_before_any_work(files, capsys, monkeypatch):
+    import importlib.util
+
+    d = files
+    prepare(capsys, d)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else real(name, *a))
+    code, text = run(capsys, "evaluate", d / "det.onnx", d / "obj.npz", "--id", f"npz:{d / 'live.npz'}", "--ood",
+                     f"npz:{d / 'live.npz'}", "--report", d / "r2.html", "--quiet")
+    assert code == 2 and "Pillow" in text and "drop --report" in text, text
+    assert not (d / "r2.html").exists()

@@ -169,3 +169,16 @@ def test_failed_save_keeps_the_old_file(tmp_path, profile, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]  # no temp file left behind
     assert zipfile.is_zipfile(path)
+
+
+def test_an_entry_flagged_as_encrypted_is_refused_as_damaged(tmp_path, profile):
+    """A flipped bit in a zip header can mark an entry encrypted; zipfile then raises RuntimeError
+    (found by tests/reliability/test_file_fuzz.py). It must read as a damaged profile."""
+    path = tmp_path / "p.npz"
+    save_profile(profile, path)
+    raw = bytearray(path.read_bytes())
+    central = raw.index(b"PK\x01\x02")  # the first central-directory entry
+    raw[central + 8] |= 0x01  # its general-purpose flag, bit 0: encrypted
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ProfileError, match="unreadable or truncated"):
+        load_profile(path)
