@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,6 +20,9 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
 
+    A named pipe or a character device (``/dev/stdout``, a FIFO a reader is waiting on) is not
+    a file to replace: its own path is yielded and written in place, so the pipe stays a pipe.
+
     Parameters
     ----------
     path : str or PathLike
@@ -30,6 +34,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         Context manager yielding the temporary path to write to.
     """
     final = Path(path)
+    if is_stream_target(final):
+        yield final
+        return
     folder = final.parent if str(final.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {final}: folder {folder} does not exist")
@@ -57,6 +64,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def is_stream_target(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an existing named pipe or character device (written in place, never replaced).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any path.
+
+    Returns
+    -------
+    bool
+        True for a FIFO or a character device (after following links).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def _remove_orphans(folder: Path, name: str) -> None:

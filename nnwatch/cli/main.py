@@ -378,3 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # an output named as a pipe (FIFO) whose reader stopped early
+            print(f"nnwatch {args.command}: stopped: the reader of an output pipe closed it", file=sys.stderr)
+            return 141  # 128 + SIGPIPE, what a shell reports for a producer whose reader left

@@ -271,3 +271,33 @@ def test_a_reader_that_stops_early_costs_nothing(d, command):
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     if command == "evaluate":
         assert report.is_file() and results.is_file()
+
+
+def test_screen_into_a_named_pipe_keeps_the_pipe(d, capsys):
+    """``--out`` naming a FIFO writes through it (it is not replaced by a regular file); a reader
+    that leaves early stops the command with 141, the shell's code for it, and no traceback."""
+    import os
+    import stat
+    import threading
+
+    for reader_reads, expected in ((None, 0), (40, 141)):
+        fifo = d / f"scores-{expected}.csv"
+        os.mkfifo(fifo)
+        got = []
+
+        def read(fifo=fifo, n=reader_reads):
+            with open(fifo, "rb") as fh:
+                got.append(fh.read() if n is None else fh.read(n))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        code, text = run(capsys, "screen", d / "m.onnx", d / "p.npz", "--data", f"npz:{d / 'test.npz'}", "--out",
+                         fifo, "--quiet")
+        reader.join(timeout=60)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        assert got and got[0]
+        if expected == 0:
+            assert code == 0 and got[0].count(b"\n") == len(np.load(d / "test.npz")["y"]) + 1
+            assert len(got[0]) > 2 ** 16  # more than a pipe holds: the early reader below must cut the writer off
+        else:
+            assert code == 141 and "reader of an output pipe closed it" in text

@@ -20,3 +20,18 @@ def test_replaced_files_keep_their_mode(tmp_path):
     os.chmod(path, 0o640)
     atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"new" and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_named_pipe_is_written_through_not_replaced(tmp_path):
+    import threading
+
+    fifo = tmp_path / "s.csv"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_bytes(fifo, b"id,flag\n0,False\n")
+    reader.join(timeout=10)
+    assert got == [b"id,flag\n0,False\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]
