@@ -74,6 +74,7 @@ def plain_model_bytes(instrumented: str | os.PathLike) -> bytes:
     """
     import onnx
 
+    from ..export.untap import keep_outputs
     from ..manifest import MANIFEST_KEY, TapManifest
 
     model = onnx.load(os.fspath(instrumented))
@@ -81,19 +82,7 @@ def plain_model_bytes(instrumented: str | os.PathLike) -> bytes:
     if MANIFEST_KEY not in meta:
         raise ModelError(f"{instrumented} is not instrumented by nnwatch")
     manifest = TapManifest.from_json(meta[MANIFEST_KEY])
-    keep = [o for o in model.graph.output if o.name in manifest.original_outputs]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    nodes = [n for n in model.graph.node if not (n.name.startswith("nnwatch/"))]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    inits = [i for i in model.graph.initializer if not i.name.startswith("nnwatch/")]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(inits)
-    props = [p for p in model.metadata_props if p.key != MANIFEST_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    return model.SerializeToString()
+    return keep_outputs(model, manifest.original_outputs, drop_metadata=[MANIFEST_KEY]).SerializeToString()
 
 
 _OUTPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import InputError
+from ..export.untap import keep_outputs
 from ..monitor.runner import session_options
 from ..timing import add_ratios, interleaved
 from .detections import decode
@@ -37,17 +38,8 @@ def plain_detector_bytes(instrumented: bytes) -> bytes:
     manifest = read_manifest({p.key: p.value for p in model.metadata_props})
     if manifest is None:
         raise InputError("this model is not an instrumented detector")
-    maps = set(manifest.maps)
-    keep = [o for o in model.graph.output if o.name not in maps]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    nodes = [n for n in model.graph.node if not set(n.output) & maps]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    props = [p for p in model.metadata_props if p.key != OBJECTS_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    return model.SerializeToString()
+    originals = [o.name for o in model.graph.output if o.name not in set(manifest.maps)]
+    return keep_outputs(model, originals, drop_metadata=[OBJECTS_KEY]).SerializeToString()
 
 
 def bench_detector(monitor: Any, frames: Sequence[np.ndarray], rounds: int = 300, warmup: int = 10,
