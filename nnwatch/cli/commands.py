@@ -16,6 +16,9 @@ from .output import RecordWriter
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.layers == "per-scale":
+        raise InputError("--layers per-scale is for object detectors (instrument with --layout); a classifier's taps "
+                         "are auto or named: --layers auto or --layers NAME[,NAME...]")
     return {"layers": args.layers, "reduction": args.reduction, "reduce_in_graph": args.reduce_in == "graph",
             "max_taps": args.max_taps, "preprocess": getattr(args, "preprocess", None)}
 

@@ -23,7 +23,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _layers(text: str) -> str | list[str]:
-    return "auto" if text == "auto" else [t for t in text.split(",") if t]
+    return text if text in ("auto", "per-scale") else [t for t in text.split(",") if t]
 
 
 DESCRIPTION = """Runtime monitor for neural-network inference: is this input like what the model was trained on?
@@ -86,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="instrumented ONNX model to write")
     i.add_argument("--layout", metavar="PRESET|SPEC.json",
                    help="the model is an object detector whose outputs read with this layout: yolov8 (raw "
-                        "(B, 4 + C, N) head; NMS by nnwatch), nms ((B, K, 6) rows x1, y1, x2, y2, score, class), "
+                        "(B, 4 + C, N) head; NMS by nnwatch), yolov5 or yolox ((B, N, 5 + C) with objectness; "
+                        "yolox decodes its grid), nms ((B, K, 6) rows x1, y1, x2, y2, score, class), "
                         "boxes-scores-classes (three outputs), or a JSON spec of the layout fields")
-    i.add_argument("--layers", default="auto", type=_layers, help="auto, or comma-separated tensor / node names")
+    i.add_argument("--layers", default="auto", type=_layers,
+                   help="auto, or comma-separated tensor / node names; for a detector also per-scale (the last "
+                        "feature map at each of the last --max-taps (default 3) map sizes: one per head scale on "
+                        "multi-scale heads such as YOLOv8 and YOLOX)")
     _instrument_options(i)
     i.add_argument("--budget", type=budget_text, metavar="RATIO|MS",
                    help="choose the taps so that a batch-1 monitored call (compiled detectors) stays within RATIO "
@@ -254,7 +258,7 @@ def _instrument_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduction", choices=("mean", "max"), default="mean", help="how conv maps become one value per channel")
     p.add_argument("--reduce-in", choices=("graph", "kernel"), default="graph",
                    help="reduce conv maps in the graph (small outputs) or after the run (no extra ops)")
-    p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps")
+    p.add_argument("--max-taps", type=positive_int, help="auto: keep only the last N activation taps; per-scale (detectors): the last N map sizes")
     p.add_argument("--preprocess", metavar="PRESET|FILE.json",
                    help="record how recorded frames (images:, video:, mcap:, rosbag:, idx:) become this model's "
                         "input; every later command reads them so and refuses another: " + PREPROCESS_HELP.split(

@@ -128,7 +128,7 @@ def cmd_instrument(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag.replace('_', '-')} is for classifiers; a detector's maps are exposed whole "
                              "(each object's box is averaged on them); drop it")
     layout = load_layout(args.layout)  # refused before any work
-    layers = args.layers if args.layers == "auto" else list(args.layers)
+    layers = args.layers if isinstance(args.layers, str) else list(args.layers)
     options: dict[str, Any] = {"layers": layers}
     if getattr(args, "max_taps", None) is not None:
         options["max_taps"] = args.max_taps

@@ -7,7 +7,11 @@ whole: each object's box is averaged on them after the call (:mod:`.object_featu
 
 ``layers="auto"`` taps the last ``max_taps`` activation outputs with a spatial extent that a
 convolution reads (ReLU and the other activation ops, and SiLU written as ``x * Sigmoid(x)``, as
-in YOLOv8): the deepest feature maps, not the head's own activations.
+in YOLOv8): the deepest feature maps, not the head's own activations. On a multi-scale head
+(YOLOv8, YOLOX: one branch per stride) those are both in the coarsest branch, so small objects
+are averaged over one or two cells. ``layers="per-scale"`` instead taps the last such map at each
+of the last ``max_taps`` map sizes (default 3): the last layer of each scale's branch, since a
+head computes its scales one after the other; every object is then averaged at every scale.
 """
 
 from __future__ import annotations
@@ -54,9 +58,33 @@ def _map_candidates(model: onnx.ModelProto, types: dict[str, onnx.ValueInfoProto
     return out
 
 
+def per_scale(candidates: Sequence[str], sizes: dict[str, tuple[Any, Any]], n_scales: int) -> list[str]:
+    """The last candidate map of each map size, for the ``n_scales`` sizes whose last map comes last.
+
+    Parameters
+    ----------
+    candidates : sequence of str
+        Feature maps in graph order.
+    sizes : dict
+        Map name to its ``(H, W)``.
+    n_scales : int
+        How many sizes to keep.
+
+    Returns
+    -------
+    list of str
+        One map per size, in graph order.
+    """
+    last: dict[tuple[Any, Any], str] = {}
+    for t in candidates:
+        last.pop(sizes[t], None)  # re-inserted, so the dict keeps sizes in order of their last map
+        last[sizes[t]] = t
+    return list(last.values())[-n_scales:]
+
+
 def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, layout: str | dict | OutputLayout,
-                        layers: str | Sequence[str] = "auto", max_taps: int = 2) -> tuple[onnx.ModelProto,
-                                                                                          DetectorManifest]:
+                        layers: str | Sequence[str] = "auto", max_taps: int | None = None) -> tuple[onnx.ModelProto,
+                                                                                                   DetectorManifest]:
     """Expose a detector's feature maps and record how its outputs read.
 
     Parameters
@@ -65,10 +93,12 @@ def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, lay
         The detector: one image input ``(B, C, H, W)`` with a fixed ``H, W``.
     layout : str, dict or OutputLayout
         Preset name, spec file or fields (:func:`nnwatch.objects.layouts.load_layout`).
-    layers : "auto" or sequence of str
-        Tensors to tap (rank-4 feature maps), or ``"auto"``.
-    max_taps : int
-        For ``"auto"``: how many of the last activation maps.
+    layers : "auto", "per-scale" or sequence of str
+        Tensors to tap (rank-4 feature maps), ``"auto"`` (the last activation maps a convolution
+        reads) or ``"per-scale"`` (the last such map of each map size).
+    max_taps : int, optional
+        For ``"auto"``: how many of the last activation maps (default 2); for ``"per-scale"``: how
+        many map sizes (default 3).
 
     Returns
     -------
@@ -111,10 +141,17 @@ def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, lay
         raise InputError(f"layout {lay.name!r} does not fit this detector: it {problem}. Outputs found: {found}. "
                          f"Presets that fit: {', '.join(fit) if fit else 'none; write a layout spec (JSON) naming outputs'}")
     candidates = _map_candidates(model, types)
-    if layers == "auto":
-        if not isinstance(max_taps, int) or max_taps < 1:
+    if isinstance(layers, str) and layers not in ("auto", "per-scale"):
+        raise InputError(f"layers must be 'auto', 'per-scale' or a list of tensor names, got {layers!r}")
+    if layers in ("auto", "per-scale"):
+        if max_taps is None:
+            max_taps = 2 if layers == "auto" else 3
+        if isinstance(max_taps, bool) or not isinstance(max_taps, int) or max_taps < 1:
             raise InputError(f"max_taps must be an integer >= 1, got {max_taps!r}")
-        chosen = candidates[-max_taps:]
+        if layers == "auto":
+            chosen = candidates[-max_taps:]
+        else:
+            chosen = per_scale(candidates, {t: _dims(types[t])[2:] for t in candidates}, max_taps)
         if not chosen:
             raise ModelError("found no activation feature maps (B, C, H, W) to tap; name them with layers=")
     else:

@@ -61,6 +61,8 @@ def cases(d):
         (["screen", m, p, "--data", data, "--out", d / "nodir" / "s.json"], "folder .*nodir does not exist"),
         (["screen", m, p, "--data", data, "--out", d / "s.json", "--stream", "--ray"], "--stream needs the frames in order"),
         (["instrument", d / "fixed_plain.onnx", "--out", d / "nodir" / "x.onnx"], "folder .*nodir does not exist"),
+        (["instrument", d / "fixed_plain.onnx", "--out", d / "x.onnx", "--layers", "per-scale"],
+         "per-scale is for object detectors .*--layers auto"),
         (["export", f"{d / 'good.py'}:make", "--input-shape", "1,1,8,8", "--out", d / "nodir" / "x.onnx"],
          "folder .*nodir does not exist"),
         (["evaluate", m, p, "--id", data, "--ood", data, "--report", d / "nodir" / "r.html"], "nodir does not exist"),

@@ -52,6 +52,28 @@ def test_instrumenting_keeps_the_outputs_and_adds_the_last_feature_maps(detector
     assert all(m.ndim == 4 and m.shape[2:] == (8, 8) for m in maps)  # stride 8 on 64 x 64
 
 
+def test_per_scale_taps_the_last_map_of_each_size(detector):
+    from onnx import shape_inference
+
+    model, manifest = instrument_detector(detector["plain"], "yolov8", layers="per-scale")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    maps = sess.run(list(manifest.maps), {manifest.input_name: detector["scenes"].images[:1]})
+    sizes = [m.shape[2:] for m in maps]
+    # the definition, written out: for each map size the last activation map a conv reads; the
+    # sizes ordered by where that map is; the last three
+    inferred = shape_inference.infer_shapes(detector["plain"])
+    shape = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    conv_in = {n.input[0] for n in inferred.graph.node if n.op_type == "Conv"}
+    acts = [n.output[0] for n in inferred.graph.node if n.op_type == "Relu" and n.output[0] in conv_in]
+    last = {shape[t][2:]: i for i, t in enumerate(acts)}
+    want = [acts[i] for i in sorted(last.values())][-3:]
+    assert list(manifest.tensors) == want and len(set(sizes)) == len(sizes) == min(3, len(last))
+    assert manifest.tensors[-1] == instrument_detector(detector["plain"], "yolov8")[1].tensors[-1]
+    assert len(instrument_detector(detector["plain"], "yolov8", layers="per-scale", max_taps=1)[1].maps) == 1
+    with pytest.raises(InputError, match="layers must be 'auto', 'per-scale' or a list"):
+        instrument_detector(detector["plain"], "yolov8", layers="per_scale")
+
+
 def test_a_layout_that_does_not_fit_names_the_shapes_and_the_presets_that_do(detector):
     with pytest.raises(InputError, match=r"needs one \(B, K, 6\) output.*Outputs found: .*\(.*14, 64\).*"
                                          r"Presets that fit: yolov8"):
