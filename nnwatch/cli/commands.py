@@ -230,7 +230,9 @@ def _fits_model(source: Any, input_shape: tuple, preprocess: Any, declared: bool
 
     with warnings.catch_warnings():  # skipped frames are reported once, by the real pass
         warnings.simplefilter("ignore")
-        batches = source.slice(0, None).batches(1)  # a copy: its own skipped list and warning
+        first = source.slice(0, None)  # a copy: its own skipped list and warning
+        first.decode_in_process = False  # one frame: a thread, not a process forked for it
+        batches = first.batches(1)
         x, _ = next(batches)
         batches.close()
     got = tuple(x.shape[1:])
@@ -280,6 +282,30 @@ def _with_detector_options(args: argparse.Namespace, names: Any, profile: Any) -
     return [given.pop(n, n) for n in base] + list(given.values())
 
 
+def _threads_beside_decoding(args: argparse.Namespace) -> tuple[int | None, bool]:
+    """The intra-op threads and spinning of onnxruntime for a classifier command.
+
+    ``--threads`` when given. Otherwise, when ``--data`` is a recording (images:, video:, mcap:,
+    rosbag:) that decodes in a process of its own, one thread fewer than the cores this process
+    may use, and no spinning: idle onnxruntime threads spin on a core for a while after each
+    call, and that is the decoder's core. Else onnxruntime's defaults.
+    """
+    import os
+
+    from ..recordings.spec import SCHEMES
+
+    if getattr(args, "threads", None):
+        return int(args.threads), True
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and data.split(":", 1)[0] in SCHEMES and not getattr(args, "ray", False):
+        from ..recordings.prefetch import can_fork
+
+        if can_fork():
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            return max(1, cores - 1), False
+    return None, True
+
+
 def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ...] = (),
              every_default: bool = False) -> Any:
     import warnings
@@ -300,8 +326,10 @@ def _monitor(args: argparse.Namespace, profile: Any = None, extra: tuple[str, ..
     detectors = _with_detector_options(args, detectors, profile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        threads, spinning = _threads_beside_decoding(args)
         mon = Monitor(args.model, profile if profile is not None else args.profile, providers=args.providers,
-                      detectors=detectors, explain=bool(getattr(args, "explain", False)))
+                      detectors=detectors, explain=bool(getattr(args, "explain", False)), threads=threads,
+                      spinning=spinning)
     for w in caught:
         warn(str(w.message))
     return mon

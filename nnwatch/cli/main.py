@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "whose chance of ever alarming on clean data is at most --delta")
     s.add_argument("--delta", type=unit_interval(True, True), default=0.01,
                    help="with --stream: bound on the probability of a false stream alarm")
+    s.add_argument("--threads", type=positive_int,
+                   help="onnxruntime intra-op threads (torch's for a detector file). Default: a classifier on a "
+                        "recording (images:, video:, mcap:, rosbag:) gets one fewer than the cores, the decoder "
+                        "runs on the last; on other data onnxruntime's default; object and language detectors 1")
     _ray_option(s)
     _common(s)
 

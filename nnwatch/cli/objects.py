@@ -195,7 +195,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
                          "and one per frame without objects)")
-    mon = _calibrated_monitor(args)
+    mon = _calibrated_monitor(args, threads=args.threads or 1)
     x = _frames(args)
     empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
     flagged = 0

@@ -7,8 +7,8 @@ recording, and an interrupted or failed run leaves the old file (or none), never
 
 from __future__ import annotations
 
-import csv
 import json
+import re
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +16,7 @@ from .._io import atomic_path
 from ..errors import InputError
 
 FORMATS = (".json", ".csv", ".mcap")
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')  # what the csv module's QUOTE_MINIMAL quotes (its dialect "excel")
 
 
 class RecordWriter:
@@ -45,8 +46,7 @@ class RecordWriter:
         self.path, self.metadata, self.rows = path, metadata, 0
         self._atomic: Any = None
         self._fh: IO[bytes] | None = None
-        self._csv: Any = None
-        self._fields: list[str] = []
+        self._fields: list[str] | None = None
         self._mcap: Any = None
         self._text: IO[str] | None = None
 
@@ -81,7 +81,7 @@ class RecordWriter:
         """
         if isinstance(rows, dict):
             if self.suffix == ".csv":
-                self._write_csv(list(rows), [_csv_text(v) for v in rows.values()])
+                self._write_csv(list(rows), [_csv_column(v) for v in rows.values()])
                 return
             rows = columns_to_rows(rows)
         if not rows:
@@ -96,18 +96,21 @@ class RecordWriter:
             return
         else:
             fields = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ (labels)
-            self._write_csv(fields, [[_csv_value(row.get(k)) for row in rows] for k in fields])
+            self._write_csv(fields, [[_csv_field(_csv_value(row.get(k))) for row in rows] for k in fields])
             return
         self.rows += len(rows)
 
     def _write_csv(self, fields: list[str], columns: list[list[str]]) -> None:
-        if self._csv is None:
+        """Append rows given as columns of CSV field text (already quoted where needed)."""
+        assert self._text is not None
+        if self._fields is None:
             self._fields = fields
-            self._csv = csv.writer(self._text)
-            self._csv.writerow(fields)
+            self._text.write(",".join(map(_csv_field, fields)) + "\r\n")
         elif fields != self._fields:
             raise InputError(f"rows of one output must share their columns: {fields} after {self._fields}")
-        self._csv.writerows(zip(*columns))
+        if len(fields) == 1:  # a row of one empty field is written "" (as csv does), not as a blank line
+            columns = [[v or '""' for v in columns[0]]]
+        self._text.write("".join(",".join(row) + "\r\n" for row in zip(*columns)))
         self.rows += len(columns[0]) if columns else 0
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -119,7 +122,7 @@ class RecordWriter:
                 self._mcap.finish()
             elif self.suffix == ".json":
                 self._text.write("\n]\n" if self.rows else "]\n")
-            elif self._csv is None:
+            elif self.suffix == ".csv" and self._fields is None:
                 self._text.write("index\r\n")  # no rows: a header alone
             if self._text is not None:
                 self._text.flush()
@@ -165,12 +168,22 @@ def _csv_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _csv_text(column: Any) -> list[str]:
-    """A column as CSV text, as the ``csv`` module writes Python values (floats in full precision)."""
-    if hasattr(column, "dtype") and column.dtype == bool:
-        return ["True" if v else "False" for v in column.tolist()]
+def _csv_field(text: str) -> str:
+    """One field's text as the ``csv`` module writes it by default (quoted when it must be)."""
+    return '"' + text.replace('"', '""') + '"' if _NEEDS_QUOTES.search(text) else text
+
+
+def _csv_column(column: Any) -> list[str]:
+    """A column as CSV fields, as the ``csv`` module writes Python values (floats in full precision).
+
+    Numeric and boolean arrays, the bulk of a screening's columns, are formatted by ``repr``
+    (what ``csv`` writes for a float) in one pass and need no quoting; other columns go value
+    by value.
+    """
+    if getattr(column, "dtype", None) is not None and column.dtype.kind in "biuf":
+        return list(map(repr, column.tolist()))
     values = column.tolist() if hasattr(column, "tolist") else column
-    return ["" if v is None else (repr(v) if isinstance(v, float) else str(v)) for v in values]
+    return [_csv_field("" if v is None else (repr(v) if isinstance(v, float) else str(v))) for v in values]
 
 
 def write_records(path: str, rows: list[dict[str, Any]], formats: tuple[str, ...] = (".json", ".csv")) -> None:

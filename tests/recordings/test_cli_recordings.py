@@ -177,3 +177,31 @@ def test_screen_on_arrays_keeps_its_columns(work, capsys):
     assert [r["label"] for r in rows] == [str(i % 5) for i in range(2, 9)]
     assert {"stream.statistic", "stream.class_statistic", "stream.alarm", "flag", "score.coverage"} <= set(rows[0])
     assert not [k for k in rows[0] if k.startswith("id.")]  # arrays carry no ids; the index names the row
+
+
+def test_the_model_leaves_the_decoder_its_core(work, monkeypatch, capsys):
+    """A recording decoded in a forked process gets onnxruntime threads for the other cores, not
+    spinning; --threads overrides; array data keeps onnxruntime's defaults."""
+    import os
+
+    import nnwatch.monitor.monitor as monitor_module
+    from nnwatch.recordings.prefetch import can_fork
+
+    d = work
+    profiled(d)
+    seen = []
+    original = monitor_module.Monitor.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs.get("threads"), kwargs.get("spinning", True)))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_module.Monitor, "__init__", spy)
+    np.savez(d / "arrays.npz", x=np.zeros((4, 1, 8, 8), np.float32))
+    gray = ("--preprocess", d / "gray.json")
+    for data, extra in ((f"images:{d / 'calib'}[:8]", gray), (f"images:{d / 'calib'}[:8]", (*gray, "--threads", "3")),
+                        (f"npz:{d / 'arrays.npz'}", ())):
+        assert cli("screen", d / "m.onnx", d / "p.npz", "--data", data, "--out", d / "t.csv", "--quiet", *extra) == 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    beside = (max(1, cores - 1), False) if can_fork() else (None, True)
+    assert seen == [beside, (3, True), (None, True)]
