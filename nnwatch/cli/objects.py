@@ -181,8 +181,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     One row per object, and one (object columns empty) per frame without objects; every row
     carries its frame's ``frame_p``, ``frame_flag``, ``image_p`` and ``frame_objects`` (0: the
-    frame was judged by its image-level term alone).
+    frame was judged by its image-level term alone). Frames from a recording also carry its ids
+    (``id.path``, ``id.frame``, ``id.stamp_ns``, ...), and are read batch by batch.
     """
+    import contextlib
+
+    from .._progress import Progress
+    from ..sources import open_source
     from .output import RecordWriter
 
     _refuse_unsupported(args)
@@ -196,26 +201,32 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
                          "and one per frame without objects)")
     mon = _calibrated_monitor(args, threads=args.threads or 1)
-    x = _frames(args)
+    source = open_source(args.data, args.preprocess).limit(args.limit)
+    with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
+    batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
     empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
-    flagged = 0
-    with RecordWriter(args.out, formats=(".csv", ".json")) as writer:
-        for lo in range(0, len(x), args.batch_size):
-            v = mon.score(x[lo:lo + args.batch_size], batch_size=args.batch_size)
-            objects = v.object_rows()
+    frames = flagged = 0
+    bar = Progress(len(source), "screening", not args.quiet)
+    with contextlib.closing(batches), RecordWriter(args.out, formats=(".csv", ".json")) as writer:
+        for x, _, ids in batches:  # streamed: memory stays flat over a long recording
+            v = mon.score(x, batch_size=args.batch_size)
             by_frame: dict[int, list[dict[str, Any]]] = {}
-            for r in objects:
+            for r in v.object_rows():
                 by_frame.setdefault(r["frame"], []).append(r)
             rows = []
             for f in range(len(v.frame_flag)):
                 # frame_objects 0: the frame was judged by its image-level term alone
                 frame_cols = {"frame_p": float(v.frame_p[f]), "frame_flag": bool(v.frame_flag[f]),
                               "image_p": float(v.image_p[f]), "frame_objects": len(by_frame.get(f, []))}
+                named = {} if ids is None else {f"id.{k}": value for k, value in ids[f].items()}
                 for r in by_frame.get(f, [empty]):
-                    rows.append({**r, "frame": lo + f, **frame_cols})
+                    rows.append({**r, "frame": frames + f, **frame_cols, **named})
+            frames += len(x)
             flagged += int(v.frame_flag.sum())
             writer.write(rows)
-    print(f"wrote {args.out}: {len(x)} frames, {flagged} flagged")
+            bar.update(len(x))
+    bar.close()
+    print(f"wrote {args.out}: {frames} frames, {flagged} flagged")
     return 0
 
 

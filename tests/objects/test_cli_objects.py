@@ -174,3 +174,32 @@ def test_evaluate_report_without_pillow_is_refused_before_any_work(files, capsys
                      f"npz:{d / 'live.npz'}", "--report", d / "r2.html", "--quiet")
     assert code == 2 and "Pillow" in text and "drop --report" in text, text
     assert not (d / "r2.html").exists()
+
+
+def test_screen_reads_a_recording_in_batches_with_frame_ids(files, capsys):
+    """A folder of PNG frames (images: with --preprocess) gives the same verdicts as the same
+    pixels from an array, plus each frame's id.path."""
+    from tests.recordings.conftest import encode, needs
+
+    needs("PIL")
+    d = files
+    prepare(capsys, d, calibrated=True)
+    pixels = np.round(np.load(d / "live.npz")["x"][:12, 0] * 255).astype(np.uint8)
+    (d / "frames").mkdir(exist_ok=True)
+    for i, img in enumerate(pixels):
+        (d / "frames" / f"{i:02d}.png").write_bytes(encode(img, "PNG"))
+    (d / "gray.json").write_text(json.dumps({"channels": "gray"}))
+    from nnwatch.sources import in_memory, open_source
+
+    decoded = in_memory(open_source(f"images:{d / 'frames'}", {"channels": "gray"})).x  # as one array
+    np.testing.assert_allclose(decoded[:, 0], pixels / 255, atol=1e-6)
+    np.savez(d / "quantized.npz", x=decoded)
+    code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"images:{d / 'frames'}",
+                     "--preprocess", d / "gray.json", "--out", d / "rec.csv", "--batch-size", "5", "--quiet")
+    assert code == 0, text
+    code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'quantized.npz'}",
+                     "--out", d / "arr.csv", "--batch-size", "5", "--quiet")
+    assert code == 0, text
+    rec, arr = list(csv.DictReader(open(d / "rec.csv"))), list(csv.DictReader(open(d / "arr.csv")))
+    assert [r["id.path"] for r in rec] == [f"{int(r['frame']):02d}.png" for r in rec]
+    assert [{k: v for k, v in r.items() if k != "id.path"} for r in rec] == arr
