@@ -542,22 +542,39 @@ def cmd_screen(args: argparse.Namespace) -> int:
     notes = {"model": args.model, "profile": args.profile, "source": source.name, "decision": mon.decision}
     bar = Progress(len(source), "screening", not args.quiet)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
-    batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
-    flagged = 0
+    batches = (with_ids(args.batch_size, with_skipped=True) if with_ids else
+               ((x, y, None, []) for x, y in source.batches(args.batch_size)))
+    rows_for_skipped = not args.out.lower().endswith(".mcap")  # a verdict timeline has no verdict to show for them
+    flagged = n = 0
+    skipped: list[dict[str, Any]] = []  # undecodable frames not yet written
+    n_skipped = 0
     with contextlib.closing(batches), RecordWriter(args.out, metadata=notes) as out:
         # an error while scoring stops the decoding thread at once, and leaves no half-written file
-        for x, y, ids in batches:
-            cols = _screen_columns(mon, stream, x, y, ids, out.rows)
+        for x, y, ids, passed in batches:
+            skipped.extend(passed)
+            n_skipped += len(passed)
+            if x is None:  # frames skipped after the last batch
+                break
+            cols = _screen_columns(mon, stream, x, y, ids, n)
+            if ids is not None:
+                cols["error"] = [None] * len(x)  # filled on the rows of undecodable frames
+            if skipped and rows_for_skipped:
+                out.write(_skipped_rows(list(cols), skipped))
+            skipped = []
             out.write(cols)
+            n += len(x)
             flagged += int(cols["flag"].sum())
             if timeline is not None:
                 timeline.add(cols, x)
             bar.update(len(x))
+        if skipped and rows_for_skipped and n:
+            out.write(_skipped_rows(list(cols), skipped))
     bar.close()
-    n = out.rows
     if timeline is not None:
         timeline.write(args.report, f"nnwatch screen: {source.name}", notes)
     print(f"wrote {args.out}: {n} inputs, {flagged} flagged ({flagged / max(n, 1):.1%}) by {mon.decision}"
+          + (f"; {n_skipped} undecodable frame(s) skipped" + (", each a row with its error" if rows_for_skipped else "")
+             if n_skipped else "")
           + (f"; timeline {args.report}" if timeline is not None else ""))
     if stream is not None:
         tests = (f"scores of {stream.column!r} and predicted classes, each alarming at capital {2 / args.delta:.3g}; "
@@ -570,6 +587,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
                   + ("the stream fields of each /nnwatch/verdict message" if str(args.out).endswith(".mcap")
                      else "the stream.* columns"))
     return 0
+
+
+def _skipped_rows(fields: list[str], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for undecodable frames: their ids and ``error``, every other column empty."""
+    return [{k: (frame["error"] if k == "error" else frame.get(k[3:]) if k.startswith("id.") else None)
+             for k in fields} for frame in skipped]
 
 
 def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> dict[str, Any]:

@@ -246,18 +246,24 @@ class RecordingSource:
             for x, y, _ in batches:
                 yield x, y
 
-    def batches_with_ids(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, list[dict]]]:
+    def batches_with_ids(self, batch_size: int, with_skipped: bool = False) -> Iterator[tuple]:
         """Consecutive batches with the ids of their frames.
 
         Parameters
         ----------
         batch_size : int
             Frames per batch.
+        with_skipped : bool
+            Also hand out the undecodable frames, as they are passed: each item gets a fourth
+            element, the frames skipped since the previous item (their ids, each with an
+            ``error`` key saying why); frames skipped after the last batch come in a last item
+            ``(None, None, [], skipped)``.
 
         Returns
         -------
         Iterator
-            ``(x, y or None, ids)``; ``ids[i]`` names frame ``x[i]``.
+            ``(x, y or None, ids)``; ``ids[i]`` names frame ``x[i]``. With ``with_skipped``,
+            ``(x, y or None, ids, skipped)``.
 
         Raises
         ------
@@ -275,6 +281,10 @@ class RecordingSource:
                                                        in_process=self.decode_in_process):
                 state.skipped.extend(skipped)
                 state.errors.extend(errors)
+                if with_skipped:
+                    delivered += len(ids)
+                    yield x, y, ids, [{**i, "error": e} for i, e in zip(skipped, errors)]
+                    continue
                 if x is None:  # frames skipped after the last batch
                     continue
                 delivered += len(ids)

@@ -70,10 +70,13 @@ def test_profile_calibrate_screen_on_recordings(work, capsys):
     assert err.count("undecodable") == 1 and "skipped 1 undecodable frame(s): frame 0 (stamp_ns" in err
     with open(d / "s.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["index"] for r in rows] == ["0", "1", "2", "3", "4"]
-    assert [int(r["id.frame"]) for r in rows] == [1, 2, 3, 4, 5]
-    assert [int(r["id.stamp_ns"]) for r in rows] == [T0 + i for i in (1, 2, 3, 4, 5)]
-    assert [int(r["id.log_time_ns"]) for r in rows] == [T0 + 1000 + i for i in (1, 2, 3, 4, 5)]
+    # the corrupt frame 0 has a row of its own: its ids and error, no verdict; nothing after it is lost
+    assert [r["index"] for r in rows] == ["", "0", "1", "2", "3", "4"]
+    assert rows[0]["error"] and rows[0]["flag"] == "" and all(r["error"] == "" for r in rows[1:])
+    assert [int(r["id.frame"]) for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert [int(r["id.stamp_ns"]) for r in rows] == [T0 + i for i in (0, 1, 2, 3, 4, 5)]
+    assert [int(r["id.log_time_ns"]) for r in rows] == [T0 + 1000 + i for i in (0, 1, 2, 3, 4, 5)]
+    rows = rows[1:]
     assert {"pred", "flag", "confidence", "score.coverage"} <= set(rows[0])
 
     assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{d / 'labelled'}", "--preprocess",
@@ -205,3 +208,29 @@ def test_the_model_leaves_the_decoder_its_core(work, monkeypatch, capsys):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     beside = (max(1, cores - 1), False) if can_fork() else (None, True)
     assert seen == [beside, (3, True), (None, True)]
+
+
+def test_undecodable_frames_become_rows_with_their_error(work, tmp_path, capsys):
+    """Corrupt files anywhere in a folder (first, middle, last) each get a row with their id and
+    error; every decodable frame is still screened, in order."""
+    d = work
+    profiled(d)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = sorted(p.name for p in (d / "calib").iterdir())[:7]
+    for name in names:
+        (folder / name).write_bytes((d / "calib" / name).read_bytes())
+    bad = ["000_first.png", "003_mid.png", "999_last.png"]
+    for name in bad:
+        (folder / name).write_bytes(b"not a png")
+    capsys.readouterr()
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{folder}", "--preprocess", d / "gray.json",
+               "--out", tmp_path / "s.json", "--batch-size", "3", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "7 inputs" in out and "3 undecodable frame(s) skipped, each a row with its error" in out
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert sorted(r["id.path"] for r in rows) == sorted(names + bad)
+    errors = {r["id.path"]: r for r in rows if r["error"]}
+    assert set(errors) == set(bad) and all(r["flag"] is None and r["index"] is None for r in errors.values())
+    screened = [r for r in rows if not r["error"]]
+    assert [r["index"] for r in screened] == list(range(7)) and [r["id.path"] for r in screened] == names

@@ -43,6 +43,8 @@ def test_screen_writes_verdicts_on_the_source_timeline(work, capsys):  # noqa: F
     assert "timeline" in capsys.readouterr().out
     with open(d / "v.csv") as fh:
         rows = list(csv.DictReader(fh))
+    assert rows[0]["id.frame"] == "0" and rows[0]["error"] and rows[0]["index"] == ""  # the corrupt frame's row
+    rows = rows[1:]  # the MCAP has verdicts only
     summary, meta, topics = read_mcap(d / "v.mcap")
     assert set(topics) == {"/nnwatch/verdict", "/nnwatch/annotations"}
     assert meta["nnwatch"]["source"] == f"mcap:{d / 'drive.mcap'}" and meta["nnwatch"]["decision"]
