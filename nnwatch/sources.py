@@ -11,7 +11,7 @@
 - ``digits[:train|val|test]``: scikit-learn's bundled 8x8 digits as float32
   ``(N, 1, 8, 8)`` scaled to [0, 1] (``x / 16``); fixed, seeded 60/20/20 split.
 - ``images:DIR`` | ``images:MANIFEST.csv`` | ``video:FILE`` | ``mcap:FILE[:TOPIC]`` |
-  ``rosbag:DIR[:TOPIC]``: recordings, streamed through a declared preprocessing
+  ``rosbag:DIR|FILE.bag[:TOPIC]``: recordings, streamed through a declared preprocessing
   (:mod:`nnwatch.recordings`).
 
 Every spec takes a slice suffix ``[start:stop]`` (non-negative, Python semantics, no step):
@@ -320,7 +320,7 @@ def _infer_scheme(spec: str) -> str | None:
         return f"npy:{spec}"
     if path.is_file() and path.suffix == ".mcap":
         return f"mcap:{spec}"
-    if path.is_dir() and (path / "metadata.yaml").is_file():
+    if path.is_dir() and (path / "metadata.yaml").is_file() or path.is_file() and path.suffix == ".bag":
         return f"rosbag:{spec}"
     if path.is_dir() and any(path.glob("*-idx[13]-ubyte*")):
         return f"idx:{spec}"
@@ -328,7 +328,7 @@ def _infer_scheme(spec: str) -> str | None:
 
 
 USAGE = ("npz:FILE, npy:FILE[,LABELS.npy], idx:DIR[:train|test], digits[:train|val|test], images:DIR, "
-         "images:MANIFEST.csv, video:FILE, mcap:FILE[:TOPIC] or rosbag:DIR[:TOPIC], each optionally sliced "
+         "images:MANIFEST.csv, video:FILE, mcap:FILE[:TOPIC] or rosbag:DIR|FILE.bag[:TOPIC], each optionally sliced "
          "SOURCE[start:stop]")
 
 
@@ -340,7 +340,7 @@ def open_source(spec: str, preprocess: "Preprocess | str | dict | None" = None) 
     spec : str
         ``npz:FILE``, ``npy:FILE[,LABELS.npy]``, ``idx:DIR[:train|test]``, ``digits[:split]``,
         ``images:DIR``, ``images:MANIFEST.csv``, ``video:FILE``, ``mcap:FILE[:TOPIC]`` or
-        ``rosbag:DIR[:TOPIC]``, optionally followed by a slice ``[start:stop]``; a bare path to
+        ``rosbag:DIR|FILE.bag[:TOPIC]``, optionally followed by a slice ``[start:stop]``; a bare path to
         an ``.npz``, ``.npy`` or ``.mcap`` file, a folder of IDX files or a ROS 2 bag folder is
         read as such.
     preprocess : Preprocess, str, dict or None

@@ -40,7 +40,7 @@ language models: nnwatch heads search -> heads fit -> calibrate / screen / evalu
 try it offline:  nnwatch demo
 
 data SOURCE: npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test]
-             | images:DIR | images:MANIFEST.csv | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC]
+             | images:DIR | images:MANIFEST.csv | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR|FILE.bag[:TOPIC]
   any SOURCE may end in a slice [start:stop] (non-negative, no step), e.g. video:run.mp4[100:400],
   or a contiguous split by percentage: [:80%] to profile, [80%:] to calibrate;
   recordings (images, video, mcap, rosbag) are streamed and go through --preprocess PRESET|FILE.json
@@ -48,8 +48,8 @@ data SOURCE: npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:t
 
 
 DATA_HELP = ("npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test] | images:DIR | "
-             "images:MANIFEST.csv (path,label) | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR[:TOPIC] (ROS 2 "
-             "sensor_msgs Image/CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
+             "images:MANIFEST.csv (path,label) | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR|FILE.bag[:TOPIC] (ROS "
+             "2 bag folder or ROS 1 .bag; sensor_msgs Image/CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
              "mcap:drive.mcap:/camera/image_raw[0:500], or split into contiguous blocks: [:80%%] and [80%%:]")
 PREPROCESS_HELP = ("how recorded frames (images:, video:, mcap:, rosbag:) become the model's input: a preset (0-1: "
                    "RGB x/255 NCHW; -1-1: (x/255-0.5)/0.5; imagenet: resize 256, crop 224, ImageNet mean/std) or a "

@@ -1,10 +1,11 @@
-"""``rosbag:PATH[:TOPIC]``: ROS 2 bags (a folder with ``metadata.yaml``) read with ``rosbags``.
+"""``rosbag:PATH[:TOPIC]``: ROS 2 bags (a folder with ``metadata.yaml``) and ROS 1 bags (a
+``.bag`` file), read with ``rosbags``.
 
-SQLite3 bags, and MCAP-storage bags, are read. Message types, encodings, topic choice, ids and
-skipped frames are as for ``mcap:`` (:mod:`nnwatch.recordings.mcap_source`): ids are
-``{"frame", "stamp_ns", "log_time_ns"}`` where ``log_time_ns`` is the bag's receive timestamp.
-The length is the bag's message count for the topic. ROS 1 bags (``.bag`` files) are not read:
-convert them with ``rosbags-convert --src FILE.bag --dst FOLDER``.
+ROS 2 SQLite3 bags, and MCAP-storage bags, are read; ROS 1 bags (format 2.0, any chunk
+compression ``rosbags`` reads) with the Noetic message definitions. Message types, encodings,
+topic choice, ids and skipped frames are as for ``mcap:`` (:mod:`nnwatch.recordings.mcap_source`):
+ids are ``{"frame", "stamp_ns", "log_time_ns"}`` where ``log_time_ns`` is the bag's receive
+timestamp. The length is the bag's message count for the topic.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from .topics import choose_topic
 
 
 class RosbagSource(RecordingSource):
-    """Images of one topic of a ROS 2 bag.
+    """Images of one topic of a ROS 2 or ROS 1 bag.
 
     Parameters
     ----------
     path : str or Path
-        The bag folder (or its ``metadata.yaml``).
+        The ROS 2 bag folder (or its ``metadata.yaml``), or a ROS 1 ``.bag`` file.
     topic : str, optional
         The image topic (default: the only one).
     preprocess : Preprocess, str, dict or None
@@ -43,12 +44,11 @@ class RosbagSource(RecordingSource):
         self.path = Path(path)
         if self.path.name == "metadata.yaml":
             self.path = self.path.parent
-        if self.path.is_file() and self.path.suffix == ".bag":
-            raise InputError(f"rosbag:{path} is a ROS 1 bag, which is not read; convert it to ROS 2 with "
-                             f"`rosbags-convert --src {path} --dst FOLDER` and pass rosbag:FOLDER")
-        if not self.path.is_dir() or not (self.path / "metadata.yaml").is_file():
-            what = "does not exist" if not self.path.exists() else "is not a ROS 2 bag folder (no metadata.yaml)"
-            raise InputError(f"rosbag:{path} {what}; pass the bag's folder")
+        self.ros1 = self.path.is_file() and self.path.suffix == ".bag"
+        if not self.ros1 and (not self.path.is_dir() or not (self.path / "metadata.yaml").is_file()):
+            what = ("does not exist" if not self.path.exists() else
+                    "is neither a ROS 2 bag folder (no metadata.yaml) nor a ROS 1 .bag file")
+            raise InputError(f"rosbag:{path} {what}; pass a ROS 2 bag's folder or a ROS 1 .bag file")
         with self._reader() as reader:
             topics: dict[str, str] = {}
             counts: dict[str, int] = {}
@@ -61,9 +61,9 @@ class RosbagSource(RecordingSource):
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
-        rosbag2 = require("rosbags.rosbag2", extra="recordings")
+        module = require("rosbags.rosbag1" if self.ros1 else "rosbags.rosbag2", extra="recordings")
         try:
-            reader = rosbag2.Reader(self.path)
+            reader = module.Reader(self.path)
             reader.open()
         except Exception as exc:  # rosbags' ReaderError and the storage plugins' own errors
             raise InputError(f"rosbag:{self.path}: cannot open the bag ({type(exc).__name__}: {exc})") from None
@@ -77,7 +77,9 @@ class RosbagSource(RecordingSource):
 
     def _frames(self, start: int, stop: int | None) -> Iterator[Frame]:
         typesys = require("rosbags.typesys", extra="recordings")
-        store = typesys.get_typestore(typesys.Stores.LATEST)
+        store = typesys.get_typestore(typesys.Stores.ROS1_NOETIC if self.ros1 else typesys.Stores.LATEST)
+        deserialize = store.deserialize_ros1 if self.ros1 else store.deserialize_cdr
+        what = "ROS 1 message" if self.ros1 else "CDR"
         with self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.topic]
             for index, (conn, timestamp, raw) in enumerate(reader.messages(connections=conns)):
@@ -87,10 +89,10 @@ class RosbagSource(RecordingSource):
                     continue
                 frame_id: dict[str, Any] = {"frame": index, "stamp_ns": None, "log_time_ns": int(timestamp)}
                 try:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                    msg = deserialize(raw, conn.msgtype)
                     frame_id["stamp_ns"] = stamp_ns(msg)
-                except Exception as exc:  # malformed CDR: the deserializer's own error types
-                    yield Frame(frame_id, None, error=f"CDR: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # malformed bytes: the deserializer's own error types
+                    yield Frame(frame_id, None, error=f"{what}: {type(exc).__name__}: {exc}")
                     continue
                 try:
                     pixels = message_pixels(self.type_name, msg, f"{self.name} frame {index}")

@@ -94,9 +94,21 @@ def write_mcap(path: Path, topics: dict[str, tuple[str, list]], raw: dict[str, l
 
 
 def write_rosbag(path: Path, topics: dict[str, tuple[str, list]], storage: str = "sqlite3") -> None:
-    """A ROS 2 bag (SQLite3 or MCAP storage): topic -> (type, [(message dict, timestamp_ns), ...])."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    """A ROS 2 bag (SQLite3 or MCAP storage) or, with ``storage="ros1"``, a ROS 1 ``.bag`` file:
+    topic -> (type, [(message dict, timestamp_ns), ...])."""
     from rosbags.typesys import Stores, get_typestore
+
+    if storage == "ros1":
+        from rosbags.rosbag1 import Writer as Ros1Writer
+
+        store = get_typestore(Stores.ROS1_NOETIC)
+        with Ros1Writer(path) as writer:
+            for topic, (kind, messages) in topics.items():
+                conn = writer.add_connection(topic, kind, typestore=store)
+                for msg, timestamp in messages:
+                    writer.write(conn, timestamp, store.serialize_ros1(_ros_object(store.types, kind, msg), kind))
+        return
+    from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = get_typestore(Stores.LATEST)
     t = store.types
@@ -114,7 +126,8 @@ def _ros_object(t: dict, kind: str, msg: dict):
         return t[kind](data=msg["data"])
     stamp_ = t["builtin_interfaces/msg/Time"](sec=msg["header"]["stamp"]["sec"],
                                               nanosec=msg["header"]["stamp"]["nanosec"])
-    header = t["std_msgs/msg/Header"](stamp=stamp_, frame_id=msg["header"]["frame_id"])
+    ros1 = "seq" in t["std_msgs/msg/Header"].__dataclass_fields__  # ROS 1 headers carry a sequence number
+    header = t["std_msgs/msg/Header"](stamp=stamp_, frame_id=msg["header"]["frame_id"], **({"seq": 0} if ros1 else {}))
     data = np.frombuffer(msg["data"], np.uint8).copy()
     if kind == "sensor_msgs/msg/Image":
         return t[kind](header=header, height=msg["height"], width=msg["width"], encoding=msg["encoding"],

@@ -127,7 +127,7 @@ def test_data_help_names_the_recordings(capsys):
     with pytest.raises(SystemExit):
         main(["screen", "--help"])
     out = capsys.readouterr().out
-    for text in ("images:DIR", "video:FILE", "mcap:FILE[:TOPIC]", "rosbag:DIR[:TOPIC]", "SOURCE[start:stop]",
+    for text in ("images:DIR", "video:FILE", "mcap:FILE[:TOPIC]", "rosbag:DIR|FILE.bag[:TOPIC]", "SOURCE[start:stop]",
                  "--preprocess"):
         assert text in out
 

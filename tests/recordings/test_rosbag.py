@@ -1,4 +1,5 @@
-"""rosbag:DIR[:TOPIC]: ROS 2 bags (SQLite3 and MCAP storage) written with rosbags at test time."""
+"""rosbag:DIR|FILE.bag[:TOPIC]: ROS 2 bags (SQLite3 and MCAP storage) and ROS 1 bags, written
+with rosbags at test time."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ RAW = Preprocess(scale=1.0, layout="NHWC")
 T0 = 1_650_000_000_000_000_000
 
 
-@pytest.fixture(params=["sqlite3", "mcap"])
+@pytest.fixture(params=["sqlite3", "mcap", "ros1"])
 def bag(request, tmp_path, rng):
     needs("rosbags", "PIL")
     rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
     mono = rng.integers(0, 256, (4, 6), dtype=np.uint8)
     png = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
-    path = tmp_path / "run"
+    path = tmp_path / ("run.bag" if request.param == "ros1" else "run")
     write_rosbag(path, {
         "/cam/image": ("sensor_msgs/msg/Image", [
             (image_msg(rgb, "rgb8", T0 + 1, pad=2), T0 + 10),
@@ -71,14 +72,13 @@ def test_bare_bag_folder_and_topic_refusals(bag):
         open_source(f"rosbag:{path}:/none")
 
 
-def test_ros1_bags_and_non_bags_are_refused(tmp_path):
+def test_non_bags_are_refused(tmp_path):
     needs("rosbags")
-    ros1 = tmp_path / "old.bag"
-    ros1.write_bytes(b"#ROSBAG V2.0\n")
-    with pytest.raises(InputError, match=r"is a ROS 1 bag, which is not read; convert it to ROS 2 with "
-                                         r"`rosbags-convert"):
-        open_source(f"rosbag:{ros1}")
-    with pytest.raises(InputError, match="no metadata.yaml"):
+    broken = tmp_path / "old.bag"
+    broken.write_bytes(b"#ROSBAG V2.0\n")
+    with pytest.raises(InputError, match=r"rosbag:.*old.bag: cannot open the bag"):
+        open_source(f"rosbag:{broken}")
+    with pytest.raises(InputError, match="neither a ROS 2 bag folder .* nor a ROS 1 .bag file"):
         open_source(f"rosbag:{tmp_path}")
     with pytest.raises(InputError, match="does not exist"):
         open_source(f"rosbag:{tmp_path / 'missing'}")

@@ -69,7 +69,7 @@ def test_preprocess_is_refused_for_array_sources(npz):
 
 def test_unknown_scheme_lists_the_recordings(tmp_path):
     with pytest.raises(InputError, match=r"images:DIR, images:MANIFEST.csv, video:FILE, mcap:FILE\[:TOPIC\] or "
-                                         r"rosbag:DIR\[:TOPIC\]"):
+                                         r"rosbag:DIR\|FILE\.bag\[:TOPIC\]"):
         open_source("camera:/dev/video0")
 
 
