@@ -19,7 +19,8 @@ EXTRAS = {
     "av": ("recordings", "reading video files (video: sources)"),
     "mcap": ("recordings", "reading MCAP recordings (mcap: sources)"),
     "mcap_ros2": ("recordings", "decoding ROS 2 messages in MCAP recordings (mcap: sources)"),
-    "rosbags": ("recordings", "reading ROS 2 bags (rosbag: sources)"),
+    "mcap_protobuf": ("recordings", "decoding Foxglove's protobuf image messages in MCAP recordings (mcap: sources)"),
+    "rosbags": ("recordings", "reading ROS 2 and ROS 1 bags (rosbag: sources)"),
 }
 
 

@@ -17,7 +17,8 @@ from nnwatch._optional import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "nnwatch"
-DISTRIBUTION = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir", "PIL": "pillow", "mcap_ros2": "mcap-ros2-support"}  # import name -> distribution name, where they differ
+DISTRIBUTION = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir", "PIL": "pillow", "mcap_ros2": "mcap-ros2-support",
+                "mcap_protobuf": "mcap-protobuf-support"}  # import name -> distribution name, where they differ
 
 
 def extras() -> dict[str, set[str]]:

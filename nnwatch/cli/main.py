@@ -49,7 +49,8 @@ data SOURCE: npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:t
 
 DATA_HELP = ("npz:FILE | npy:FILE[,LABELS.npy] | idx:DIR[:train|test] | digits[:train|val|test] | images:DIR | "
              "images:MANIFEST.csv (path,label) | video:FILE | mcap:FILE[:TOPIC] | rosbag:DIR|FILE.bag[:TOPIC] (ROS "
-             "2 bag folder or ROS 1 .bag; sensor_msgs Image/CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
+             "2 bag folder or ROS 1 .bag; sensor_msgs Image/CompressedImage; in MCAP also foxglove.RawImage/"
+             "CompressedImage), each optionally sliced SOURCE[start:stop], e.g. "
              "mcap:drive.mcap:/camera/image_raw[0:500], or split into contiguous blocks: [:80%%] and [80%%:]")
 PREPROCESS_HELP = ("how recorded frames (images:, video:, mcap:, rosbag:) become the model's input: a preset (0-1: "
                    "RGB x/255 NCHW; -1-1: (x/255-0.5)/0.5; imagenet: resize 256, crop 224, ImageNet mean/std) or a "

@@ -1,19 +1,25 @@
-"""``mcap:FILE[:TOPIC]``: ROS 2 image messages from an MCAP recording (``mcap`` + ``mcap-ros2-support``).
+"""``mcap:FILE[:TOPIC]``: image messages from an MCAP recording (``mcap``, ``mcap-ros2-support``,
+``mcap-protobuf-support``).
 
-Reads ``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage`` messages encoded as CDR
-(see :mod:`nnwatch.recordings.ros` for the encodings read). Without a TOPIC, the recording's
+Reads ROS 2 ``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage`` messages encoded
+as CDR, and Foxglove's ``foxglove.RawImage`` and ``foxglove.CompressedImage`` encoded as
+protobuf or JSON, as the Foxglove SDK and Foxglove's bridges record them (see
+:mod:`nnwatch.recordings.ros` for the pixel encodings read). Without a TOPIC, the recording's
 only image topic is read; several are refused with their names. Messages come in ``log_time``
-order. Ids are ``{"frame": index in the topic, "stamp_ns": header.stamp, "log_time_ns":
-the recording's log time}``. The length comes from the file's summary statistics; a file
+order. Ids are ``{"frame": index in the topic, "stamp_ns": header.stamp (Foxglove: timestamp),
+"log_time_ns": the recording's log time}``. The length comes from the file's summary statistics; a file
 without a summary is read through once to count, and its messages come in file order (sorting
 a stream by log time would hold it all in memory). A recording cut short (the recorder was
-killed: no footer, a torn last chunk) is read up to the cut, with a warning. A message whose CDR
-or image data cannot be decoded is skipped (warned once).
+killed: no footer, a torn last chunk) is read up to the cut, with a warning. A message whose
+bytes or image data cannot be decoded is skipped (warned once).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import warnings
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,11 +27,48 @@ from .._optional import require
 from ..errors import InputError
 from .pixels import CorruptFrame
 from .preprocess import Preprocess
-from .ros import image_type, message_pixels, stamp_ns
+from .ros import FOXGLOVE_TYPES, image_type, message_pixels, stamp_ns
 from .recording import Frame, RecordingSource, RecordingWarning
 from .topics import choose_topic
 
 MAGIC = b"\x89MCAP0\r\n"
+ROS_ENCODINGS = {("cdr", "ros2msg")}  # (message encoding, schema encoding) read for ROS 2 types
+FOXGLOVE_ENCODINGS = {("protobuf", "protobuf"), ("json", "jsonschema")}
+# the fields a Foxglove JSON image message must have (protobuf messages always have every field)
+_JSON_FIELDS = {"foxglove.RawImage": ("width", "height", "encoding", "step", "data"),
+                "foxglove.CompressedImage": ("format", "data")}
+
+
+def foxglove_json_message(schema_name: str, data: bytes) -> SimpleNamespace:
+    """A Foxglove image message encoded as JSON (``data`` in base64), with attribute access.
+
+    Parameters
+    ----------
+    schema_name : str
+        ``foxglove.RawImage`` or ``foxglove.CompressedImage``.
+    data : bytes
+        The message's bytes.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        Its fields; ``data`` as bytes, ``timestamp`` with ``sec`` and ``nsec``.
+
+    Raises
+    ------
+    ValueError
+        Not JSON, a missing field, or ``data`` that is not base64.
+    """
+    fields = json.loads(data)
+    if not isinstance(fields, dict):
+        raise ValueError("the message is not a JSON object")
+    missing = [k for k in _JSON_FIELDS[schema_name] if k not in fields]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    fields["data"] = base64.b64decode(fields["data"], validate=True)
+    stamp = fields.get("timestamp") or {}
+    fields["timestamp"] = SimpleNamespace(sec=int(stamp.get("sec", 0)), nsec=int(stamp.get("nsec", 0)))
+    return SimpleNamespace(**fields)
 
 
 class McapSource(RecordingSource):
@@ -56,10 +99,14 @@ class McapSource(RecordingSource):
         topics, counts, encodings, schema_encodings = self._scan()
         self.topic = choose_topic(f"mcap:{path}", topics, topic)
         self.type_name = image_type(topics[self.topic])
-        if encodings[self.topic] != "cdr" or schema_encodings[self.topic] != "ros2msg":
-            raise InputError(f"mcap:{path}: topic {self.topic} is encoded as {encodings[self.topic]!r} with a "
-                             f"{schema_encodings[self.topic]!r} schema; only ROS 2 messages (cdr, ros2msg schemas) "
-                             "are read (ROS 1 recordings are not supported)")
+        self.schema_name = topics[self.topic]
+        self.encoding = encodings[self.topic]
+        allowed = FOXGLOVE_ENCODINGS if self.schema_name in FOXGLOVE_TYPES else ROS_ENCODINGS
+        if (self.encoding, schema_encodings[self.topic]) not in allowed:
+            raise InputError(f"mcap:{path}: topic {self.topic} ({self.schema_name}) is encoded as {self.encoding!r} "
+                             f"with a {schema_encodings[self.topic]!r} schema; read are ROS 2 messages (cdr, ros2msg "
+                             "schemas) and Foxglove image schemas (protobuf, or json with jsonschema); ROS 1 "
+                             "messages are read from .bag files (rosbag:FILE.bag)")
         self._n = counts.get(self.topic)
         if self._truncated is not None:
             warnings.warn(RecordingWarning(
@@ -121,7 +168,11 @@ class McapSource(RecordingSource):
 
     def _frames(self, start: int, stop: int | None) -> Iterator[Frame]:
         reader_mod = require("mcap.reader", extra="recordings")
-        factory = require("mcap_ros2.decoder", extra="recordings").DecoderFactory()
+        factory = None
+        if self.encoding == "cdr":
+            factory = require("mcap_ros2.decoder", extra="recordings").DecoderFactory()
+        elif self.encoding == "protobuf":
+            factory = require("mcap_protobuf.decoder", extra="recordings").DecoderFactory()
         decoders: dict[int, Any] = {}
         with open(self.path, "rb") as fh:
             if self._truncated is None and reader_mod.make_reader(fh).get_summary() is not None:
@@ -142,8 +193,8 @@ class McapSource(RecordingSource):
                 try:
                     msg = decoders[channel.schema_id](message.data)
                     frame_id["stamp_ns"] = stamp_ns(msg)
-                except Exception as exc:  # malformed CDR: the deserializer's own error types
-                    yield Frame(frame_id, None, error=f"CDR: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # malformed bytes: the deserializers' own error types
+                    yield Frame(frame_id, None, error=f"{self.encoding}: {type(exc).__name__}: {exc}")
                     continue
                 try:
                     pixels = message_pixels(self.type_name, msg, f"{self.name} frame {index}")
@@ -153,12 +204,15 @@ class McapSource(RecordingSource):
                 yield Frame(frame_id, pixels)
 
     def _decoder(self, factory: Any, channel: Any, schema: Any) -> Any:
+        if factory is None:  # Foxglove JSON
+            name = self.schema_name
+            return lambda data: foxglove_json_message(name, data)
         try:
             decoder = factory.decoder_for(channel.message_encoding, schema)
         except Exception as exc:  # mcap_ros2's McapROS2DecodeError and the msg parser's errors
             raise InputError(f"{self.name}: the {schema.name if schema else '?'} schema cannot be parsed "
                              f"({type(exc).__name__}: {exc})") from None
         if decoder is None:
-            raise InputError(f"{self.name}: no ROS 2 decoder for encoding {channel.message_encoding!r} with a "
+            raise InputError(f"{self.name}: no decoder for encoding {channel.message_encoding!r} with a "
                              f"{schema.encoding if schema else 'missing'} schema")
         return decoder

@@ -1,7 +1,12 @@
-"""ROS 2 image messages to pixels: ``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage``.
+"""Image messages to pixels: ROS ``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage``,
+and Foxglove's own ``foxglove.RawImage`` and ``foxglove.CompressedImage``.
 
-Shared by the MCAP and the ROS 2 bag readers; works on any decoded message object with the
-ROS field names (``mcap_ros2`` and ``rosbags`` both give attribute access).
+Shared by the MCAP and the ROS bag readers; works on any decoded message object with the
+ROS field names (``mcap_ros2``, ``rosbags`` and protobuf messages all give attribute access).
+Foxglove's schemas use the same field names for the pixels (``width``, ``height``,
+``encoding``, ``step``, ``data``; ``format``, ``data``) and carry a ``timestamp`` where ROS
+messages carry ``header.stamp``; a raw image is read as an ``Image``, a compressed one as a
+``CompressedImage``.
 
 ``Image`` encodings read: ``rgb8``, ``bgr8``, ``mono8`` and ``rgba8``/``bgra8`` (alpha
 dropped). Rows are ``step`` bytes apart, so padded rows are read correctly. Bayer mosaics,
@@ -23,6 +28,7 @@ from .pixels import CorruptFrame, decode_bytes
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
+FOXGLOVE_TYPES = {"foxglove.RawImage": IMAGE, "foxglove.CompressedImage": COMPRESSED}
 VIDEO_TYPES = ("foxglove.CompressedVideo", "foxglove_msgs/msg/CompressedVideo")
 ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 
@@ -33,13 +39,16 @@ def image_type(type_name: str) -> str | None:
     Parameters
     ----------
     type_name : str
-        ``sensor_msgs/msg/Image`` (ROS 2) or ``sensor_msgs/Image`` (the short form).
+        ``sensor_msgs/msg/Image`` (ROS 2), ``sensor_msgs/Image`` (the short form), or a
+        Foxglove schema name (``foxglove.RawImage``, ``foxglove.CompressedImage``).
 
     Returns
     -------
     str or None
         :data:`IMAGE`, :data:`COMPRESSED` or None.
     """
+    if type_name in FOXGLOVE_TYPES:
+        return FOXGLOVE_TYPES[type_name]
     short = type_name.replace("/msg/", "/")
     for full in IMAGE_TYPES:
         if short == full.replace("/msg/", "/"):
@@ -66,24 +75,30 @@ def refuse_type(topic: str, type_name: str) -> InputError:
         return InputError(f"topic {topic} holds {type_name} (compressed video, e.g. H.264), which is not read; "
                           "record sensor_msgs/msg/Image or CompressedImage (jpeg/png), or export the video's frames")
     return InputError(f"topic {topic} holds {type_name} messages, not images "
-                      f"({' or '.join(IMAGE_TYPES)})")
+                      f"({' or '.join(IMAGE_TYPES + tuple(FOXGLOVE_TYPES))})")
 
 
 def stamp_ns(msg: Any) -> int:
-    """The message's ``header.stamp`` in nanoseconds.
+    """The message's time stamp in nanoseconds: ``header.stamp`` (ROS) or ``timestamp`` (Foxglove).
 
     Parameters
     ----------
     msg : object
-        A decoded Image or CompressedImage.
+        A decoded image message.
 
     Returns
     -------
     int
-        ``sec * 10**9 + nanosec``.
+        ``sec * 10**9 + nanosec`` (ROS), ``seconds * 10**9 + nanos`` (Foxglove protobuf) or
+        ``sec * 10**9 + nsec`` (Foxglove JSON).
     """
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    if hasattr(msg, "header"):
+        stamp = msg.header.stamp
+        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    stamp = msg.timestamp
+    if hasattr(stamp, "seconds"):
+        return int(stamp.seconds) * 1_000_000_000 + int(stamp.nanos)
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nsec)
 
 
 def _buffer(data: Any) -> np.ndarray:

@@ -61,7 +61,10 @@ class RosbagSource(RecordingSource):
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
-        module = require("rosbags.rosbag1" if self.ros1 else "rosbags.rosbag2", extra="recordings")
+        if self.ros1:
+            module = require("rosbags.rosbag1", extra="recordings")
+        else:
+            module = require("rosbags.rosbag2", extra="recordings")
         try:
             reader = module.Reader(self.path)
             reader.open()
