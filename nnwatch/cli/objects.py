@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 
 # options of the classifier commands that have no meaning for a detector, with their unset values
-UNSUPPORTED = {"ray": False, "stream": False, "explain": False, "detector": None, "fuse": None,
+UNSUPPORTED = {"ray": False, "explain": False, "detector": None, "fuse": None,
                "error_risk": None, "detectors": None, "onnx": None, "truncate": False, "k_sections": 10, "k_top": 3,
                "threshold": "mean", "min_confidence": 0.0, "rare_rate": 0.01, "budget": None}
 
@@ -201,6 +201,11 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
                          "and one per frame without objects)")
     mon = _calibrated_monitor(args, threads=args.threads or 1)
+    stream = None
+    if getattr(args, "stream", False):
+        from ..objects.stream import ObjectStream
+
+        stream = ObjectStream(mon, delta=args.delta)
     source = open_source(args.data, args.preprocess).limit(args.limit)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
     batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
@@ -210,6 +215,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     with contextlib.closing(batches), RecordWriter(args.out, formats=(".csv", ".json")) as writer:
         for x, _, ids in batches:  # streamed: memory stays flat over a long recording
             v = mon.score(x, batch_size=args.batch_size)
+            update = None if stream is None else stream.update(v)
             by_frame: dict[int, list[dict[str, Any]]] = {}
             for r in v.object_rows():
                 by_frame.setdefault(r["frame"], []).append(r)
@@ -218,6 +224,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 # frame_objects 0: the frame was judged by its image-level term alone
                 frame_cols = {"frame_p": float(v.frame_p[f]), "frame_flag": bool(v.frame_flag[f]),
                               "image_p": float(v.image_p[f]), "frame_objects": len(by_frame.get(f, []))}
+                if update is not None:
+                    frame_cols.update({"stream.p": float(update.p_values[f]),
+                                       "stream.statistic": float(update.statistic[f]),
+                                       "stream.alarm": bool(update.alarm[f])})
                 named = {} if ids is None else {f"id.{k}": value for k, value in ids[f].items()}
                 for r in by_frame.get(f, [empty]):
                     rows.append({**r, "frame": frames + f, **frame_cols, **named})
@@ -227,6 +237,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
             bar.update(len(x))
     bar.close()
     print(f"wrote {args.out}: {frames} frames, {flagged} flagged")
+    if stream is not None:
+        test = f"frame statistics, alarming at capital {stream.threshold:.3g}; delta {args.delta}"
+        if stream.first_alarm is None:
+            print(f"stream: no alarm over {stream.frames} frames ({test}; final capital {stream.statistic:.3g})")
+        else:
+            print(f"stream: ALARM at frame {stream.first_alarm} ({test}); per-frame capital in the stream.* columns")
     return 0
 
 

@@ -70,6 +70,9 @@ class ObjectVerdicts:
         float64 ``(F,)`` the image-level term's p-value.
     image_only : numpy.ndarray
         bool ``(F,)``: frames without objects, judged by the image-level term alone.
+    frame_statistic : numpy.ndarray
+        float64 ``(F,)`` the frame statistic ``frame_p`` is computed from: the smallest of its
+        objects' and its image term's p-values (lower = more anomalous).
     """
 
     objects: Detections
@@ -81,6 +84,7 @@ class ObjectVerdicts:
     frame_flag: np.ndarray
     image_p: np.ndarray
     image_only: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    frame_statistic: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def object_rows(self) -> list[dict[str, Any]]:
         """One dict per object (for CSV and JSON output)."""
@@ -389,4 +393,5 @@ class ObjectMonitor:
         return ObjectVerdicts(objects=c["det"], object_p=p_obj, object_flag=self.frames_.flags(p_obj), members=objects,
                               member_names=list(self.members), frame_p=self.frames_.p_values(stat),
                               frame_flag=self.frames_.flags(stat), image_p=image_p,
-                              image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0)
+                              image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
+                              frame_statistic=np.asarray(stat, np.float64))

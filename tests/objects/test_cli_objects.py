@@ -84,8 +84,8 @@ def digest(path):
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--reduction", "max", "--out", "{d}/x.onnx"],
      "--reduction is for classifiers"),
     (["profile", "{d}/det.onnx", "--data", "npz:{d}/trusted.npz", "--out", "{d}/det.onnx"], "must end in .npz"),
-    (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv", "--stream"],
-     "--stream is not available for object detectors"),
+    (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv", "--explain"],
+     "--explain is not available for object detectors"),
     (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.mcap"],
      "written as .csv or .json"),
     (["screen", "{d}/det.onnx", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv"], "needs DETECTOR.onnx OBJECTS.npz"),
@@ -203,3 +203,15 @@ def test_screen_reads_a_recording_in_batches_with_frame_ids(files, capsys):
     rec, arr = list(csv.DictReader(open(d / "rec.csv"))), list(csv.DictReader(open(d / "arr.csv")))
     assert [r["id.path"] for r in rec] == [f"{int(r['frame']):02d}.png" for r in rec]
     assert [{k: v for k, v in r.items() if k != "id.path"} for r in rec] == arr
+
+
+def test_screen_stream_adds_the_alarm_columns(files, capsys):
+    d = files
+    prepare(capsys, d, calibrated=True)
+    code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--out",
+                     d / "stream.csv", "--stream", "--delta", "0.05", "--quiet")
+    assert code == 0 and re.search(r"stream: (no alarm over 40 frames|ALARM at frame \d+) \(frame statistics", text)
+    rows = list(csv.DictReader(open(d / "stream.csv")))
+    per_frame = {r["frame"]: (r["stream.p"], r["stream.statistic"], r["stream.alarm"]) for r in rows}
+    assert len(per_frame) == 40  # one stream step per frame, repeated on each of its object rows
+    assert all(0 < float(p) <= 1 and float(c) >= 0 for p, c, _ in per_frame.values())
