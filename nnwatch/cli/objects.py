@@ -203,7 +203,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     mon = _calibrated_monitor(args, threads=args.threads or 1)
     stream = None
     if getattr(args, "stream", False):
-        from ..objects.stream import ObjectStream
+        from ..objects.frame_stream import ObjectStream
 
         stream = ObjectStream(mon, delta=args.delta)
     source = open_source(args.data, args.preprocess).limit(args.limit)

@@ -11,7 +11,7 @@ import pytest
 
 from nnwatch.calibration.frame_level import FrameCalibration
 from nnwatch.errors import InputError, ModelMismatchError
-from nnwatch.objects.stream import ObjectStream
+from nnwatch.objects.frame_stream import ObjectStream
 
 
 def monitor_with(reference: np.ndarray) -> SimpleNamespace:
