@@ -553,8 +553,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
         for x, y, ids, passed in batches:
             skipped.extend(passed)
             n_skipped += len(passed)
-            if x is None:  # frames skipped after the last batch
-                break
+            if x is None:  # frames skipped after the last batch (the last item; the source then checks it read any)
+                continue
             cols = _screen_columns(mon, stream, x, y, ids, n)
             if ids is not None:
                 cols["error"] = [None] * len(x)  # filled on the rows of undecodable frames

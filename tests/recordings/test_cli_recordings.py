@@ -234,3 +234,16 @@ def test_undecodable_frames_become_rows_with_their_error(work, tmp_path, capsys)
     assert set(errors) == set(bad) and all(r["flag"] is None and r["index"] is None for r in errors.values())
     screened = [r for r in rows if not r["error"]]
     assert [r["index"] for r in screened] == list(range(7)) and [r["id.path"] for r in screened] == names
+
+
+def test_a_recording_with_no_decodable_frame_is_refused(work, tmp_path, capsys):
+    d = work
+    profiled(d)
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"not a png")
+    out = tmp_path / "s.csv"
+    assert cli("screen", d / "m.onnx", d / "p.npz", "--data", f"images:{folder}", "--preprocess", d / "gray.json",
+               "--out", out, "--quiet") == 2
+    assert "no frames to read: all 2 were undecodable" in capsys.readouterr().err and not out.exists()
