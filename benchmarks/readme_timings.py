@@ -48,19 +48,23 @@ def main() -> None:
         # Less the docs check: it renders these very timings, which are being measured (stale until written).
         commands["test suite"] = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--deselect",
                                   "tests/test_claims.py::test_docs_are_rendered_from_results_and_up_to_date"]
+    # The budget-under-load tests start their own CPU burners; beside these burners too the machine
+    # is oversubscribed twice over, beyond what their assertions describe (one at 2c587ac failed so).
+    own_load = ["--deselect", "tests/reliability/test_budget_load.py"]
     rows = []
     for name, cmd in commands.items():
         for load in ("quiet", "busy"):
             procs = burners(cores) if load == "busy" else []
             try:
-                res = timed(cmd, ROOT)
+                res = timed(cmd + own_load if name == "test suite" and load == "busy" else cmd, ROOT)
             finally:
                 for p in procs:
                     p.kill()
                     p.wait()
             rows.append({"command": name, "load": load, "burners": len(procs), **res})
             print(f"{name} ({load}): {res['seconds']:.0f} s", file=sys.stderr, flush=True)
-    md = [f"Busy = one CPU-burning process per core ({cores}) for the whole command.", "",
+    md = [f"Busy = one CPU-burning process per core ({cores}) for the whole command; the busy test suite leaves out "
+          "tests/reliability/test_budget_load.py, which brings its own burners.", "",
           "<!-- begin timings -->", "| command | quiet machine | both cores busy |", "|---|---|---|"]
     for name in commands:
         q = next(r for r in rows if r["command"] == name and r["load"] == "quiet")
