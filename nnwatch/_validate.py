@@ -79,6 +79,11 @@ def check_probability(value: float, name: str) -> float:
     return v
 
 
+def _shape_text(shape: Sequence[int | None]) -> str:
+    """``(?, 4)``: a required shape as the messages print it."""
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def check_array(arr: object, name: str, dtype: type | np.dtype, shape: Sequence[int | None],
                 contiguous: bool = True, writeable: bool = False) -> np.ndarray:
     """Check an array handed to compiled code: exact dtype, shape, layout; no conversion.
@@ -109,14 +114,19 @@ def check_array(arr: object, name: str, dtype: type | np.dtype, shape: Sequence[
         Not an ndarray, or wrong dtype, shape, layout or write flag; the message says what
         would be accepted.
     """
-    want = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    # the checks run on every kernel call (batch 1 included): the messages are built only on failure
     if not isinstance(arr, np.ndarray):
-        raise InputError(f"{name}: expected a numpy array {np.dtype(dtype)} {want}, got {type(arr).__name__}")
+        raise InputError(f"{name}: expected a numpy array {np.dtype(dtype)} {_shape_text(shape)}, "
+                         f"got {type(arr).__name__}")
     if arr.dtype != dtype:
         raise InputError(f"{name}: dtype {arr.dtype}, expected {np.dtype(dtype)} "
                          f"(convert with .astype(np.{np.dtype(dtype)}))")
-    if arr.ndim != len(shape) or any(w is not None and g != w for g, w in zip(arr.shape, shape)):
-        raise InputError(f"{name}: shape {arr.shape}, expected {want}")
+    got = arr.shape
+    if len(got) != len(shape):
+        raise InputError(f"{name}: shape {got}, expected {_shape_text(shape)}")
+    for g, w in zip(got, shape):
+        if w is not None and g != w:
+            raise InputError(f"{name}: shape {got}, expected {_shape_text(shape)}")
     if contiguous and not arr.flags.c_contiguous:
         raise InputError(f"{name}: not C-contiguous; pass np.ascontiguousarray({name})")
     if writeable and not arr.flags.writeable:

@@ -93,3 +93,54 @@ def test_results_must_come_from_a_clean_tree_and_stay_fresh(tmp_path, monkeypatc
     (templates / "t.md.in").write_text("{{ fresh.json:rows[name=a].x }}\n")
     (tmp_path / "measured.py").write_text("A = 2\n")  # the measured code changed since the run
     assert "fresh.json: measured at" in "\n".join(render.build()[2])
+
+
+def test_a_waived_change_keeps_a_result_fresh_only_while_the_file_is_exactly_what_it_wrote(tmp_path, monkeypatch):
+    """UNMEASURED_CHANGES: the named change to the named file, for the named results, and nothing else."""
+    import subprocess
+
+    render = _renderer()
+    templates, results = tmp_path / "docs" / "templates", tmp_path / "benchmarks" / "results"
+    templates.mkdir(parents=True)
+    results.mkdir(parents=True)
+    measured = tmp_path / "measured.py"
+    measured.write_text("A = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def commit(message: str) -> str:
+        git("add", "-A")
+        git("commit", "-qm", message)
+        return git("rev-parse", "HEAD")
+
+    git("init", "-q")
+    run_at = commit("measured")
+    record = {"machine": {}, "date": "d", "command": "c", "git": {"revision": run_at, "dirty": False}, "x": 1.5}
+    for stem in ("waived", "other"):
+        (results / f"{stem}.json").write_text(json.dumps(record))
+    (templates / "t.md.in").write_text("{{ waived.json:x }} and {{ other.json:x }}\n")
+    measured.write_text("A = 1  # a comment that cannot move a number\n")
+    change = commit("the waived change")
+    monkeypatch.setattr(render, "TEMPLATES", templates)
+    monkeypatch.setattr(render, "RESULTS", results)
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    monkeypatch.setattr(render, "MEASURES", {"waived": ["measured.py"], "other": ["measured.py"]})
+    monkeypatch.setattr(render, "UNMEASURED_CHANGES", [(("waived",), "measured.py", change, "a comment")])
+    problems = render.build()[2]
+    assert problems == [f"other.json: measured at {run_at[:10]}, but what it measures changed since (measured.py); "
+                        "run its benchmark again"], problems  # the waiver names one result only
+    measured.write_text("A = 2\n")  # uncommitted: the file is no longer what the waived change wrote
+    assert any(p.startswith("waived.json: measured at") for p in render.build()[2])
+    commit("a later change")  # committed: the same
+    assert any(p.startswith("waived.json: measured at") for p in render.build()[2])
+    git("revert", "--no-edit", "HEAD")  # back to exactly what the waived change wrote
+    assert not any(p.startswith("waived.json") for p in render.build()[2])
+    # a result measured before some other edit to the file is not covered by the waiver
+    measured.write_text("A = 3\n")
+    other_run = commit("another edit")
+    measured.write_text("A = 1  # a comment that cannot move a number\n")
+    commit("the waived content again")
+    (results / "waived.json").write_text(json.dumps(dict(record, git={"revision": other_run, "dirty": False})))
+    assert any(p.startswith("waived.json: measured at") for p in render.build()[2])

@@ -12,7 +12,7 @@ from typing import Any
 from .._validate import short_list
 from ..errors import InputError, ModelError
 from .console import warn
-from .output import RecordWriter
+from .output import RecordWriter, skipped_rows
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -559,7 +559,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             if ids is not None:
                 cols["error"] = [None] * len(x)  # filled on the rows of undecodable frames
             if skipped and rows_for_skipped:
-                out.write(_skipped_rows(list(cols), skipped))
+                out.write(skipped_rows(list(cols), skipped))
             skipped = []
             out.write(cols)
             n += len(x)
@@ -568,7 +568,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 timeline.add(cols, x)
             bar.update(len(x))
         if skipped and rows_for_skipped and n:
-            out.write(_skipped_rows(list(cols), skipped))
+            out.write(skipped_rows(list(cols), skipped))
     bar.close()
     if timeline is not None:
         timeline.write(args.report, f"nnwatch screen: {source.name}", notes)
@@ -587,12 +587,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
                   + ("the stream fields of each /nnwatch/verdict message" if str(args.out).endswith(".mcap")
                      else "the stream.* columns"))
     return 0
-
-
-def _skipped_rows(fields: list[str], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for undecodable frames: their ids and ``error``, every other column empty."""
-    return [{k: (frame["error"] if k == "error" else frame.get(k[3:]) if k.startswith("id.") else None)
-             for k in fields} for frame in skipped]
 
 
 def _screen_columns(mon: Any, stream: Any, x: Any, y: Any, ids: list | None, offset: int) -> dict[str, Any]:

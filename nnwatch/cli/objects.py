@@ -35,15 +35,13 @@ def is_detector(path: Any) -> bool:
     """
     if not path or not str(path).lower().endswith(".onnx") or not Path(path).is_file():
         return False
-    import onnx
-
+    from ..export.model_metadata import NotAModelError, read_model_metadata
     from ..objects.detector_manifest import OBJECTS_KEY
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not ONNX: the classifier path reports it
+        return OBJECTS_KEY in read_model_metadata(path)  # the metadata only: the graph is not parsed
+    except (NotAModelError, OSError):  # not ONNX: the classifier path reports it
         return False
-    return any(p.key == OBJECTS_KEY for p in model.metadata_props)
 
 
 def layout_hint(path: Any) -> str | None:
@@ -182,13 +180,14 @@ def cmd_screen(args: argparse.Namespace) -> int:
     One row per object, and one (object columns empty) per frame without objects; every row
     carries its frame's ``frame_p``, ``frame_flag``, ``image_p`` and ``frame_objects`` (0: the
     frame was judged by its image-level term alone). Frames from a recording also carry its ids
-    (``id.path``, ``id.frame``, ``id.stamp_ns``, ...), and are read batch by batch.
+    (``id.path``, ``id.frame``, ``id.stamp_ns``, ...) and ``error``, and are read batch by batch;
+    an undecodable frame gets one row with its ids and ``error``, every other column empty.
     """
     import contextlib
 
     from .._progress import Progress
     from ..sources import open_source
-    from .output import RecordWriter
+    from .output import RecordWriter, skipped_rows
 
     _refuse_unsupported(args)
     if getattr(args, "report", None):
@@ -208,12 +207,19 @@ def cmd_screen(args: argparse.Namespace) -> int:
         stream = ObjectStream(mon, delta=args.delta)
     source = open_source(args.data, args.preprocess).limit(args.limit)
     with_ids = getattr(source, "batches_with_ids", None)  # recordings name their frames (path, frame, stamps)
-    batches = with_ids(args.batch_size) if with_ids else ((x, y, None) for x, y in source.batches(args.batch_size))
+    batches = (with_ids(args.batch_size, with_skipped=True) if with_ids else
+               ((x, y, None, []) for x, y in source.batches(args.batch_size)))
     empty = dict.fromkeys(["x1", "y1", "x2", "y2", "class", "score", "p", "flag", *mon.members])
-    frames = flagged = 0
+    frames = flagged = n_skipped = 0
+    skipped: list[dict[str, Any]] = []  # undecodable frames not yet written
+    fields: list[str] = []
     bar = Progress(len(source), "screening", not args.quiet)
     with contextlib.closing(batches), RecordWriter(args.out, formats=(".csv", ".json")) as writer:
-        for x, _, ids in batches:  # streamed: memory stays flat over a long recording
+        for x, _, ids, passed in batches:  # streamed: memory stays flat over a long recording
+            skipped.extend(passed)
+            n_skipped += len(passed)
+            if x is None:  # frames skipped after the last batch (the source then checks it read any)
+                continue
             v = mon.score(x, batch_size=args.batch_size)
             update = None if stream is None else stream.update(v)
             by_frame: dict[int, list[dict[str, Any]]] = {}
@@ -228,15 +234,22 @@ def cmd_screen(args: argparse.Namespace) -> int:
                     frame_cols.update({"stream.p": float(update.p_values[f]),
                                        "stream.statistic": float(update.statistic[f]),
                                        "stream.alarm": bool(update.alarm[f])})
-                named = {} if ids is None else {f"id.{k}": value for k, value in ids[f].items()}
+                named = {} if ids is None else {**{f"id.{k}": value for k, value in ids[f].items()}, "error": None}
                 for r in by_frame.get(f, [empty]):
                     rows.append({**r, "frame": frames + f, **frame_cols, **named})
+            fields = list(rows[0])
+            if skipped:
+                writer.write(skipped_rows(fields, skipped))
+                skipped = []
             frames += len(x)
             flagged += int(v.frame_flag.sum())
             writer.write(rows)
             bar.update(len(x))
+        if skipped and fields:
+            writer.write(skipped_rows(fields, skipped))
     bar.close()
-    print(f"wrote {args.out}: {frames} frames, {flagged} flagged")
+    print(f"wrote {args.out}: {frames} frames, {flagged} flagged"
+          + (f"; {n_skipped} undecodable frame(s) skipped, each a row with its error" if n_skipped else ""))
     if stream is not None:
         test = f"frame statistics, alarming at capital {stream.threshold:.3g}; delta {args.delta}"
         if stream.first_alarm is None:

@@ -205,3 +205,22 @@ def write_records(path: str, rows: list[dict[str, Any]], formats: tuple[str, ...
     """
     with RecordWriter(path, formats=formats) as out:
         out.write(rows)
+
+
+def skipped_rows(fields: list[str], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Output rows for undecodable frames: their ids (``id.*``) and ``error``, every other field empty.
+
+    Parameters
+    ----------
+    fields : list of str
+        The fields of the verdict rows written beside them.
+    skipped : list of dict
+        Each skipped frame's ids and its ``error``.
+
+    Returns
+    -------
+    list of dict
+        One row per skipped frame, with exactly ``fields``.
+    """
+    return [{k: (frame["error"] if k == "error" else frame.get(k[3:]) if k.startswith("id.") else None)
+             for k in fields} for frame in skipped]

@@ -14,10 +14,12 @@ from ._jit import njit
 
 
 @njit()
-def _bilinear(maps, b, c, y, x):
-    h, w = maps.shape[2], maps.shape[3]
+def _corners(h, w, y, x, cells, weights, at):
+    """The four cells a bilinear sample at ``(y, x)`` reads and their weights, written at ``at``;
+    False (nothing written) for a point more than one cell outside the plane, which reads 0.
+    """
     if y < -1.0 or y > h or x < -1.0 or x > w:
-        return 0.0
+        return False
     if y < 0.0:
         y = 0.0
     if x < 0.0:
@@ -37,8 +39,15 @@ def _bilinear(maps, b, c, y, x):
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
     hy, hx = 1.0 - ly, 1.0 - lx
-    return (hy * hx * maps[b, c, y0, x0] + hy * lx * maps[b, c, y0, x1]
-            + ly * hx * maps[b, c, y1, x0] + ly * lx * maps[b, c, y1, x1])
+    cells[at] = y0 * w + x0
+    cells[at + 1] = y0 * w + x1
+    cells[at + 2] = y1 * w + x0
+    cells[at + 3] = y1 * w + x1
+    weights[at] = hy * hx
+    weights[at + 1] = hy * lx
+    weights[at + 2] = ly * hx
+    weights[at + 3] = ly * lx
+    return True
 
 
 @njit()
@@ -53,7 +62,11 @@ def _samples(extent, max_samples):
 
 @njit()
 def _roi_average(maps, boxes, frame, sy, sx, max_samples, out):
-    channels = maps.shape[1]
+    channels, h, w = maps.shape[1], maps.shape[2], maps.shape[3]
+    planes = maps.reshape(maps.shape[0], channels, h * w)
+    # each sample's four cells and weights are found once per box, then read in every channel
+    cells = np.empty(4 * max_samples * max_samples, np.int64)
+    weights = np.empty(4 * max_samples * max_samples, np.float64)
     for m in range(boxes.shape[0]):
         b = frame[m]
         ys = boxes[m, 1] / sy - 0.5
@@ -62,12 +75,19 @@ def _roi_average(maps, boxes, frame, sy, sx, max_samples, out):
         ww = (boxes[m, 2] - boxes[m, 0]) / sx
         ny, nx = _samples(hh, max_samples), _samples(ww, max_samples)
         inv = 1.0 / (ny * nx)
+        n = 0
+        for iy in range(ny):
+            y = ys + (iy + 0.5) * hh / ny
+            for ix in range(nx):
+                if _corners(h, w, y, xs + (ix + 0.5) * ww / nx, cells, weights, 4 * n):
+                    n += 1  # a sample outside adds 0 to the sum and still counts in 1 / (ny * nx)
         for c in range(channels):
+            plane = planes[b, c]
             total = 0.0
-            for iy in range(ny):
-                y = ys + (iy + 0.5) * hh / ny
-                for ix in range(nx):
-                    total += _bilinear(maps, b, c, y, xs + (ix + 0.5) * ww / nx)
+            for s in range(n):
+                a = 4 * s
+                total += (weights[a] * plane[cells[a]] + weights[a + 1] * plane[cells[a + 1]]
+                          + weights[a + 2] * plane[cells[a + 2]] + weights[a + 3] * plane[cells[a + 3]])
             out[m, c] = total * inv
 
 

@@ -390,8 +390,9 @@ class ObjectMonitor:
         p_obj = self._object_p(objects, cls)
         image_p = _image_p(self.image_reference_, image)
         stat = frame_minimum(p_obj, c["frame"], image_p)
+        frame_p = self.frames_.p_values(stat)
         return ObjectVerdicts(objects=c["det"], object_p=p_obj, object_flag=self.frames_.flags(p_obj), members=objects,
-                              member_names=list(self.members), frame_p=self.frames_.p_values(stat),
-                              frame_flag=self.frames_.flags(stat), image_p=image_p,
+                              member_names=list(self.members), frame_p=frame_p,
+                              frame_flag=frame_p <= self.frames_.alpha, image_p=image_p,  # FrameCalibration.flags
                               image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
                               frame_statistic=np.asarray(stat, np.float64))

@@ -202,7 +202,40 @@ def test_screen_reads_a_recording_in_batches_with_frame_ids(files, capsys):
     assert code == 0, text
     rec, arr = list(csv.DictReader(open(d / "rec.csv"))), list(csv.DictReader(open(d / "arr.csv")))
     assert [r["id.path"] for r in rec] == [f"{int(r['frame']):02d}.png" for r in rec]
-    assert [{k: v for k, v in r.items() if k != "id.path"} for r in rec] == arr
+    assert all(r["error"] == "" for r in rec)
+    assert [{k: v for k, v in r.items() if k not in ("id.path", "error")} for r in rec] == arr
+
+
+def test_screen_writes_a_row_for_each_undecodable_frame(files, capsys):
+    """Corrupt files first, in the middle and last of a folder: each gets a row with its id and
+    error and nothing else; the decodable frames get the rows they get without them."""
+    from tests.recordings.conftest import encode, needs
+
+    needs("PIL")
+    d = files
+    prepare(capsys, d, calibrated=True)
+    pixels = np.round(np.load(d / "live.npz")["x"][:6, 0] * 255).astype(np.uint8)
+    good, mixed = d / "good", d / "mixed"
+    for folder in (good, mixed):
+        folder.mkdir(exist_ok=True)
+        for i, img in enumerate(pixels):
+            (folder / f"{i + 1:02d}.png").write_bytes(encode(img, "PNG"))
+    bad = ["00.png", "03b.png", "99.png"]
+    for name in bad:
+        (mixed / name).write_bytes(b"not a png")
+    (d / "gray.json").write_text(json.dumps({"channels": "gray"}))
+    for folder in (good, mixed):
+        code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"images:{folder}",
+                         "--preprocess", d / "gray.json", "--out", d / f"{folder.name}.json", "--batch-size", "4",
+                         "--quiet")
+        assert code == 0, text
+    assert "3 undecodable frame(s) skipped, each a row with its error" in text, text
+    rows = json.loads((d / "mixed.json").read_text())
+    errors = [r for r in rows if r["error"]]
+    assert sorted(r["id.path"] for r in errors) == bad
+    assert all(v is None for r in errors for k, v in r.items() if k not in ("id.path", "error") and
+               not k.startswith("id."))
+    assert [r for r in rows if not r["error"]] == json.loads((d / "good.json").read_text())
 
 
 def test_screen_stream_adds_the_alarm_columns(files, capsys):

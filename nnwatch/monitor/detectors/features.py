@@ -64,10 +64,13 @@ class DeepKNN(Detector):
     def score(self, view: BatchView) -> np.ndarray:
         self.check_fitted(view)
         z = _normalize(view.layer(self.layer_).astype(np.float64))
+        similarity = z @ self.bank_.T
+        # the k-th nearest is the k-th most similar (unit vectors: |a-b|^2 = 2 - 2 a.b, decreasing in a.b),
+        # so only the selected similarity is turned into a distance
+        at = similarity.shape[1] - self.k_
+        kth = np.partition(similarity, at, axis=1)[:, at]
         with np.errstate(invalid="ignore"):
-            sq = np.maximum(2.0 - 2.0 * (z @ self.bank_.T), 0.0)  # unit vectors: |a-b|^2 = 2 - 2 a.b
-        kth = np.partition(sq, self.k_ - 1, axis=1)[:, self.k_ - 1]
-        return finite_or_inf(np.sqrt(kth))
+            return finite_or_inf(np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
