@@ -234,6 +234,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
                     frame_cols.update({"stream.p": float(update.p_values[f]),
                                        "stream.statistic": float(update.statistic[f]),
                                        "stream.alarm": bool(update.alarm[f])})
+                    if stream.class_test:
+                        frame_cols.update({"stream.category": int(v.frame_category[f]),
+                                           "stream.class_statistic": float(update.class_statistic[f]),
+                                           "stream.class_alarm": bool(update.class_alarm[f])})
                 named = {} if ids is None else {**{f"id.{k}": value for k, value in ids[f].items()}, "error": None}
                 for r in by_frame.get(f, [empty]):
                     rows.append({**r, "frame": frames + f, **frame_cols, **named})
@@ -251,9 +255,16 @@ def cmd_screen(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {frames} frames, {flagged} flagged"
           + (f"; {n_skipped} undecodable frame(s) skipped, each a row with its error" if n_skipped else ""))
     if stream is not None:
-        test = f"frame statistics, alarming at capital {stream.threshold:.3g}; delta {args.delta}"
+        if stream.class_test:
+            test = (f"frame statistics and each frame's top class, each alarming at capital {stream.threshold:.3g}; "
+                    f"delta {args.delta}")
+            final = f"final capital {stream.statistic:.3g} and {stream.class_statistic:.3g}"
+        else:
+            test = (f"frame statistics, alarming at capital {stream.threshold:.3g}; delta {args.delta}; no class test: "
+                    "this state predates it, calibrate again to add it")
+            final = f"final capital {stream.statistic:.3g}"
         if stream.first_alarm is None:
-            print(f"stream: no alarm over {stream.frames} frames ({test}; final capital {stream.statistic:.3g})")
+            print(f"stream: no alarm over {stream.frames} frames ({test}; {final})")
         else:
             print(f"stream: ALARM at frame {stream.first_alarm} ({test}); per-frame capital in the stream.* columns")
     return 0

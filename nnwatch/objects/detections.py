@@ -56,6 +56,30 @@ class Detections:
         """Objects in each frame, int64 ``(n_frames,)``."""
         return np.bincount(self.frame, minlength=self.n_frames).astype(np.int64)
 
+    def top_classes(self, n_classes: int) -> np.ndarray:
+        """Each frame's category for the stream's class test: the predicted class of its
+        highest-scoring object (the first such row on a tie), or ``n_classes`` for a frame
+        without objects.
+
+        Parameters
+        ----------
+        n_classes : int
+            Classes of the monitor; object classes are clipped to ``[0, n_classes)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ``(n_frames,)`` in ``[0, n_classes]``.
+        """
+        out = np.full(self.n_frames, int(n_classes), np.int64)
+        if len(self):
+            order = np.lexsort((-self.score.astype(np.float64), self.frame))  # by frame, then highest score first
+            frames = self.frame[order]
+            first = np.ones(len(order), bool)
+            first[1:] = frames[1:] != frames[:-1]
+            out[frames[first]] = np.clip(self.cls[order[first]], 0, int(n_classes) - 1)
+        return out
+
 
 def class_logits(class_scores: np.ndarray, kind: str) -> np.ndarray:
     """Class scores as logits, for energy and MSP (sigmoid: ``log p / (1 - p)``; softmax: ``log p``).

@@ -7,7 +7,8 @@ One zip file (``.npz`` by convention) holding:
 - ``objects.npz`` and ``image.npz``: the objects' and the frames' profiles, in the profile format
   (:mod:`nnwatch.profile.store`, checksummed);
 - ``calibration.npz`` (after calibration): the clean objects' member scores and classes, the
-  sorted image-level and frame statistics.
+  sorted image-level and frame statistics, and the calibration frames' categories (the stream's
+  class test; states written before it have none, and their stream runs the score test alone).
 
 Loading rebuilds every table from these (the detectors are fitted on the profiles, the fused
 verdict compiled from the scores, with the same seeds), so a loaded monitor gives exactly the
@@ -68,8 +69,10 @@ def save_object_monitor(monitor: ObjectMonitor, path: str | os.PathLike) -> None
     if calibrated:
         buf = io.BytesIO()
         scores, classes = monitor.object_calibration_
+        extra = {} if getattr(monitor, "frame_categories_", None) is None else {
+            "frame_categories": monitor.frame_categories_}  # the stream's class test (states before it lack it)
         np.savez(buf, scores=scores, classes=classes, image=monitor.image_reference_,
-                 frames=monitor.frames_.reference)
+                 frames=monitor.frames_.reference, **extra)
         parts["calibration.npz"] = buf.getvalue()
 
     def write(tmp: Path) -> None:
@@ -189,8 +192,15 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
         try:
             with np.load(io.BytesIO(parts["calibration.npz"]), allow_pickle=False) as c:
                 scores, classes, image_ref, frames = c["scores"], c["classes"], c["image"], c["frames"]
+                categories = c["frame_categories"] if "frame_categories" in c.files else None
         except (KeyError, ValueError, OSError) as e:
             raise ProfileError(f"{where}: calibration is damaged ({e}); calibrate again") from None
+        if categories is not None:
+            if (categories.ndim != 1 or categories.dtype.kind not in "iu"
+                    or (categories.size and not 0 <= categories.min() <= categories.max() <= monitor.n_classes_)):
+                raise ProfileError(f"{where}: calibration is damaged (frame categories outside "
+                                   f"[0, {monitor.n_classes_}]); calibrate again")
+            monitor.frame_categories_ = categories.astype(np.int64)
         monitor.set_object_calibration(scores, classes, image_ref, header["alpha"], header["seed"],
                                        header["min_class_samples"])
         monitor.frames_ = FrameCalibration(np.sort(np.asarray(frames, np.float64)), float(header["alpha"]))

@@ -73,6 +73,10 @@ class ObjectVerdicts:
     frame_statistic : numpy.ndarray
         float64 ``(F,)`` the frame statistic ``frame_p`` is computed from: the smallest of its
         objects' and its image term's p-values (lower = more anomalous).
+    frame_category : numpy.ndarray
+        int64 ``(F,)`` the predicted class of each frame's highest-scoring object, or the
+        number of classes for a frame without objects (:meth:`Detections.top_classes`; what
+        the stream's class test follows).
     """
 
     objects: Detections
@@ -85,6 +89,7 @@ class ObjectVerdicts:
     image_p: np.ndarray
     image_only: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     frame_statistic: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame_category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def object_rows(self) -> list[dict[str, Any]]:
         """One dict per object (for CSV and JSON output)."""
@@ -324,6 +329,8 @@ class ObjectMonitor:
         local = np.cumsum(~first) - 1  # frame index within the second half
         stat = frame_minimum(p_obj, local[c["frame"][~in_first]], _image_p(self.image_reference_, image[~first]))
         self.frames_ = FrameCalibration.fit(stat, alpha)
+        # the same frames' categories: the reference of the stream's class test
+        self.frame_categories_ = c["det"].top_classes(self.n_classes_)[~first]
         return self
 
     def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
@@ -395,4 +402,5 @@ class ObjectMonitor:
                               member_names=list(self.members), frame_p=frame_p,
                               frame_flag=frame_p <= self.frames_.alpha, image_p=image_p,  # FrameCalibration.flags
                               image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
-                              frame_statistic=np.asarray(stat, np.float64))
+                              frame_statistic=np.asarray(stat, np.float64),
+                              frame_category=c["det"].top_classes(self.n_classes_))

@@ -243,8 +243,15 @@ def test_screen_stream_adds_the_alarm_columns(files, capsys):
     prepare(capsys, d, calibrated=True)
     code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--out",
                      d / "stream.csv", "--stream", "--delta", "0.05", "--quiet")
-    assert code == 0 and re.search(r"stream: (no alarm over 40 frames|ALARM at frame \d+) \(frame statistics", text)
+    assert code == 0 and re.search(r"stream: (no alarm over 40 frames|ALARM at frame \d+) \(frame statistics and "
+                                   r"each frame's top class, each alarming at capital 40;", text), text
     rows = list(csv.DictReader(open(d / "stream.csv")))
-    per_frame = {r["frame"]: (r["stream.p"], r["stream.statistic"], r["stream.alarm"]) for r in rows}
+    per_frame = {r["frame"]: (r["stream.p"], r["stream.statistic"], r["stream.alarm"], r["stream.class_statistic"],
+                              r["stream.class_alarm"], r["stream.category"]) for r in rows}
     assert len(per_frame) == 40  # one stream step per frame, repeated on each of its object rows
-    assert all(0 < float(p) <= 1 and float(c) >= 0 for p, c, _ in per_frame.values())
+    assert all(0 < float(p) <= 1 and float(c) >= 0 and float(cc) >= 0 for p, c, _, cc, _, _ in per_frame.values())
+    # the category is the class of the frame's highest-scoring object, or 10 (no objects) for this 10-class detector
+    for f, (*_, category) in per_frame.items():
+        objects = [r for r in rows if r["frame"] == f and r["class"] != ""]
+        top = max(objects, key=lambda r: float(r["score"]))["class"] if objects else "10"
+        assert category == top, (f, category, top)

@@ -161,6 +161,59 @@ def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented
     np.testing.assert_array_equal(a.object_p, b.object_p)
     np.testing.assert_array_equal(a.frame_p, b.frame_p)
     np.testing.assert_array_equal(a.members, b.members)
+    np.testing.assert_array_equal(a.frame_category, b.frame_category)
+    np.testing.assert_array_equal(monitor.frame_categories_, loaded.frame_categories_)
+    assert len(monitor.frame_categories_) == monitor.frames_.reference.size  # the frames behind the frame calibration
+
+
+def test_a_state_written_before_the_class_test_streams_with_the_score_test_alone(monitor, instrumented, tmp_path):
+    """Older states carry no frame categories: they load, and their stream says it has no class test."""
+    import io
+    import zipfile
+
+    from nnwatch.objects.frame_stream import ObjectStream
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+
+    path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
+    save_object_monitor(monitor, path)
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
+        for name in z.namelist():
+            data = z.read(name)
+            if name == "calibration.npz":
+                with np.load(io.BytesIO(data)) as c:
+                    arrays = {k: c[k] for k in c.files if k != "frame_categories"}
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                data = buf.getvalue()
+            out.writestr(name, data)
+    loaded = load_object_monitor(instrumented[0].SerializeToString(), old)
+    assert not hasattr(loaded, "frame_categories_")
+    assert not ObjectStream(loaded, delta=0.1).class_test and ObjectStream(monitor, delta=0.1).class_test
+
+
+def test_top_classes_is_the_class_of_each_frames_highest_scoring_object():
+    from nnwatch.objects.detections import Detections
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n_frames, m, n_classes = int(rng.integers(1, 6)), int(rng.integers(0, 12)), 4
+        frame = np.sort(rng.integers(0, n_frames, m)).astype(np.int64)
+        score = rng.choice([0.3, 0.5, 0.9], m).astype(np.float32)  # ties on purpose
+        cls = rng.integers(0, n_classes + 2, m).astype(np.int64)  # some beyond the monitor's classes
+        det = Detections(frame=frame, boxes=np.zeros((m, 4), np.float32), score=score, cls=cls, class_scores=None,
+                         n_frames=n_frames)
+        expected = []
+        for f in range(n_frames):
+            rows = [i for i in range(m) if frame[i] == f]
+            if not rows:
+                expected.append(n_classes)
+                continue
+            best = rows[0]
+            for i in rows:
+                if score[i] > score[best]:
+                    best = i
+            expected.append(min(int(cls[best]), n_classes - 1))
+        assert det.top_classes(n_classes).tolist() == expected
 
 
 def test_a_damaged_or_foreign_state_is_refused(monitor, detector, instrumented, tmp_path):
