@@ -247,6 +247,10 @@ class ObjectMonitor:
             parts["det"].append(det)
             bar.update(len(maps[0]))
         bar.close()
+        if len(parts["det"]) == 1:  # one batch (a live call): its parts as they are
+            return {"layers": parts["layers"][0], "frame_layers": parts["frame_layers"][0],
+                    "logits": parts["logits"][0], "cls": parts["cls"][0], "frame": parts["frame"][0],
+                    "n_frames": len(arr), "det": parts["det"][0]}
         n_layers = len(self.manifest.maps)
         return {"layers": [np.concatenate([p[i] for p in parts["layers"]]) for i in range(n_layers)],
                 "frame_layers": [np.concatenate([p[i] for p in parts["frame_layers"]]) for i in range(n_layers)],
