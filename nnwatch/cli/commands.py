@@ -13,6 +13,7 @@ from .._validate import short_list
 from ..errors import InputError, ModelError
 from .console import warn
 from .output import RecordWriter, skipped_rows
+from .ray_setup import ray_init
 
 
 def _instrument_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -356,7 +357,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from ..distributed.readers import ray_dataset
 
         preprocess = _ray_preprocess(args)
-        _ray_init(args)
+        ray_init(args)
         dataset = ray_dataset(args.data, args.limit, preprocess)
         profile = build_profile_ray(args.model, dataset, batch_size=args.batch_size,
                                     concurrency=args.workers, k_sections=args.k_sections, k_top=args.k_top,
@@ -460,28 +461,6 @@ def _ray_preprocess(args: argparse.Namespace) -> Any:
     return resolve_preprocess(args.preprocess, Runner(args.model, providers="cpu").preprocess, args.model)
 
 
-def _ray_init(args: argparse.Namespace) -> None:
-    import logging
-
-    from ..distributed import ray_module
-
-    ray = ray_module()
-    # Ray's INFO/WARNING lines (actor pool sizing, "the job may hang" on jobs that succeed)
-    # follow nnwatch's verbosity: shown with --verbose, silenced otherwise.
-    verbose = getattr(args, "verbose", False)
-    level = logging.INFO if verbose else logging.ERROR
-    for name in ("ray", "ray.data", "ray.data._internal"):
-        logging.getLogger(name).setLevel(level)
-    quiet = {"logging_level": level, "log_to_driver": verbose, "ignore_reinit_error": True}
-    if args.ray_address == "local":
-        ray.init(include_dashboard=False, **quiet)
-    else:
-        ray.init(address=args.ray_address, **quiet)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not args.quiet
-    ctx.print_on_execution_start = verbose
-
-
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen``."""
     from . import objects
@@ -509,7 +488,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             raise InputError("--explain reads each flagged input's activations in this process; drop --ray")
 
         preprocess = _ray_preprocess(args)
-        _ray_init(args)
+        ray_init(args)
         summary = screen_ray(args.model, args.profile, ray_dataset(args.data, args.limit, preprocess), args.out,
                              batch_size=args.batch_size, concurrency=args.workers)
         print(f"wrote {args.out}/: {summary['inputs']} inputs, {summary['flagged']} flagged, "

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 
 # options of the classifier commands that have no meaning for a detector, with their unset values
-UNSUPPORTED = {"ray": False, "explain": False, "detector": None, "fuse": None,
+UNSUPPORTED = {"explain": False, "detector": None, "fuse": None,
                "error_risk": None, "detectors": None, "onnx": None, "truncate": False, "k_sections": 10, "k_top": 3,
                "threshold": "mean", "min_confidence": 0.0, "rare_rate": 0.01, "budget": None}
 
@@ -174,6 +174,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _screen_ray(args: argparse.Namespace) -> int:
+    """``screen --ray`` for a detector: the object table as Parquet in ``--out DIR``, frames scored by actors."""
+    import numpy as np
+
+    from ..distributed.readers import ray_dataset
+    from ..distributed.screen_objects import screen_objects_ray
+    from ..sources import takes_preprocess
+    from .ray_setup import ray_init
+
+    if getattr(args, "stream", False):
+        raise InputError("--stream needs the frames in order in one process; drop --ray")
+    if args.preprocess and not takes_preprocess(args.data):
+        raise InputError(f"--preprocess applies to pixels (images:, video:, mcap:, rosbag:, idx:); {args.data} is fed "
+                         "to the detector as stored: drop --preprocess")
+    preprocess = None
+    if args.preprocess:  # the monitor state is checked below, before any worker starts
+        from ..recordings import load_preprocess
+
+        preprocess = load_preprocess(args.preprocess)  # checked here, not in every worker
+    mon = _calibrated_monitor(args)
+    ray_init(args)
+    dataset = ray_dataset(args.data, args.limit, preprocess)
+    first = dataset.take(1)  # the frame size is checked here, not in a worker
+    if not first:
+        raise InputError(f"{args.data}: no frames to screen")
+    shape, (h, w) = np.shape(first[0]["x"]), mon.manifest.input_size
+    if len(shape) != 3 or tuple(shape[1:]) != (h, w):
+        raise InputError(f"{args.data}: frames of shape {tuple(shape)}; the detector takes (C, {h}, {w}) frames "
+                         "(set the size with --preprocess)")
+    summary = screen_objects_ray(args.model, args.profile, dataset, args.out, batch_size=args.batch_size,
+                                 concurrency=args.workers)
+    print(f"wrote {args.out}/: {summary['frames']} frames, {summary['flagged']} flagged, {summary['objects']} objects, "
+          f"{summary['frames_per_s']:,.0f} frames/s with {args.workers} workers")
+    return 0
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     """``nnwatch screen DETECTOR.onnx objects.npz --data SOURCE --out OBJECTS.csv|.json``.
 
@@ -195,10 +231,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
                          "(flagged frames with their boxes)")
     if not args.profile:
         raise InputError("screen on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
+    if getattr(args, "ray", False):
+        return _screen_ray(args)
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {args.out}: a detector's verdicts are written as .csv or .json (one row per object, "
-                         "and one per frame without objects)")
+                         "and one per frame without objects), or as Parquet in a folder with --ray")
     mon = _calibrated_monitor(args, threads=args.threads or 1)
     stream = None
     if getattr(args, "stream", False):

@@ -255,3 +255,44 @@ def test_screen_stream_adds_the_alarm_columns(files, capsys):
         objects = [r for r in rows if r["frame"] == f and r["class"] != ""]
         top = max(objects, key=lambda r: float(r["score"]))["class"] if objects else "10"
         assert category == top, (f, category, top)
+
+
+def test_screen_on_ray_writes_the_rows_screen_writes(files, capsys, tmp_path):
+    """screen --ray: the same object and frame rows as one process, as Parquet; mistakes refused before any worker."""
+    ray = pytest.importorskip("ray", reason="screen --ray needs nnwatch[dist] (in the test extra)")
+    pq = pytest.importorskip("pyarrow.parquet")
+    d = files
+    prepare(capsys, d, calibrated=True)
+    code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--out",
+                     d / "local.json", "--quiet")
+    assert code == 0, text
+    local = json.loads((d / "local.json").read_text())
+    code, text = run(capsys, "screen", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'live.npz'}", "--ray",
+                     "--out", tmp_path / "nope")
+    assert code == 2 and "not calibrated" in text and not (tmp_path / "nope").exists(), text
+    code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--ray",
+                     "--stream", "--out", tmp_path / "nope")
+    assert code == 2 and "drop --ray" in text, text
+    try:
+        code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{d / 'live.npz'}", "--ray",
+                         "--workers", "1", "--batch-size", "7", "--out", tmp_path / "ray", "--quiet")
+        assert code == 0 and "40 frames" in text, text
+        np.savez(tmp_path / "small.npz", x=np.zeros((3, 1, 32, 32), np.float32))
+        code, text = run(capsys, "screen", d / "det.onnx", d / "cal.npz", "--data", f"npz:{tmp_path / 'small.npz'}",
+                         "--ray", "--out", tmp_path / "small", "--quiet")
+        assert code == 2 and "frames of shape (1, 32, 32)" in text and not (tmp_path / "small").exists(), text
+    finally:
+        ray.shutdown()
+    table = pq.read_table(tmp_path / "ray").to_pylist()
+    table.sort(key=lambda r: int(r["id"]))  # workers may finish out of order; within a frame, rows keep theirs
+    assert len(table) == len(local)
+    for mine, theirs in zip(table, local):
+        assert int(mine["id"]) == theirs["frame"]
+        for key, value in theirs.items():
+            if key == "frame":
+                continue
+            got = mine[key]
+            if value is None:  # a frame without objects: NaN or -1 in Parquet's typed columns
+                assert got == -1 if key == "class" else (got is False if key == "flag" else np.isnan(got)), (key, got)
+            else:
+                assert got == pytest.approx(value, rel=1e-6, abs=1e-9), (key, got, value)
