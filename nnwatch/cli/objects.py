@@ -81,15 +81,15 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
         if getattr(args, flag, unset) != unset:
             raise InputError(f"--{flag.replace('_', '-')} is not available for object detectors ({args.model}); "
                              "drop it")
-    if getattr(args, "providers", "auto") == "cuda":
-        raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
 
 
 def _calibrated_monitor(args: argparse.Namespace, threads: int = 1) -> Any:
-    """The object monitor in PROFILE (the state file), refused unless it is calibrated."""
+    """The object monitor in PROFILE (the state file), refused unless it is calibrated; on
+    ``--providers`` where the command has it (bench), else the CPU.
+    """
     from ..objects.monitor_state import load_object_monitor
 
-    mon = load_object_monitor(args.model, args.profile, threads=threads)
+    mon = load_object_monitor(args.model, args.profile, threads=threads, providers=getattr(args, "providers", "cpu"))
     if not hasattr(mon, "frames_"):
         raise InputError(f"{args.profile} is not calibrated; run nnwatch calibrate {args.model} {args.profile} "
                          "--data CLEAN first")
@@ -388,8 +388,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, flag, unset) != unset:
             raise InputError(f"--{flag.replace('_', '-')} is not available when benchmarking an object detector "
                              f"({args.model}); drop it")
-    if getattr(args, "providers", "auto") == "cuda":
-        raise InputError("the object monitor runs on the CPU provider for now; drop --providers cuda")
     if not args.profile:
         raise InputError("bench on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch calibrate wrote)")
     mon = _calibrated_monitor(args, threads=args.threads or 1)

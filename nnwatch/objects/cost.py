@@ -69,7 +69,7 @@ def bench_detector(monitor: Any, frames: Sequence[np.ndarray], rounds: int = 300
         raise InputError("no frames to time")
     batches = [np.ascontiguousarray(f, np.float32) for f in frames]
     sess = ort.InferenceSession(plain_detector_bytes(monitor.model_bytes), session_options(threads),
-                                providers=["CPUExecutionProvider"])
+                                providers=list(monitor.providers))  # where the monitored detector runs
     name = monitor.manifest.input_name
     layout, size = monitor.layout, monitor.manifest.input_size
 

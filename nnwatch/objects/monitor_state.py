@@ -23,7 +23,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -147,8 +147,8 @@ def describe_state(path: str | os.PathLike) -> dict[str, Any]:
     return {**header, "class_counts": [int(c) for c in counts]}
 
 
-def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLike, threads: int | None = 1
-                        ) -> ObjectMonitor:
+def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLike, threads: int | None = 1,
+                        providers: str | Sequence[str] = "cpu") -> ObjectMonitor:
     """An object monitor for ``model`` in the state saved at ``path``.
 
     Parameters
@@ -159,6 +159,8 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
         File written by :func:`save_object_monitor`.
     threads : int or None
         onnxruntime intra-op threads.
+    providers : str or sequence of str
+        Where the detector runs (as :class:`ObjectMonitor`).
 
     Returns
     -------
@@ -174,7 +176,8 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
     """
     where = f"object monitor state {path}"
     header, parts = _read(path)
-    monitor = ObjectMonitor(model, members=header["members"], threads=threads, max_samples=header["max_samples"])
+    monitor = ObjectMonitor(model, members=header["members"], threads=threads, max_samples=header["max_samples"],
+                            providers=providers)
     if monitor.manifest.fingerprint != header["fingerprint"] or monitor.layout.to_dict() != header["layout"]:
         raise ModelMismatchError(f"{where} was made for another detector or layout (fingerprint "
                                  f"{header['fingerprint'][:12]}, layout {header['layout'].get('name')}); profile "

@@ -36,6 +36,7 @@ from ..calibration.groups import calibration_from_scores
 from ..errors import InputError, NotFittedError
 from ..kernels.conformal import conformal_p_values
 from ..kernels.fusion import fused_statistic
+from ..monitor.providers import resolve_providers
 from ..monitor.runner import session_options
 from .detections import Detections, class_logits, decode
 from .object_features import frame_features, object_features
@@ -148,14 +149,18 @@ class ObjectMonitor:
         onnxruntime intra-op threads (1 suits batch-1 work on a shared machine).
     max_samples : int
         RoIAlign sample points per axis.
+    providers : "cpu", "auto", "cuda" or a sequence of provider names
+        Where the detector runs (:func:`nnwatch.monitor.providers.resolve_providers`); the
+        maps come back to the host, where the objects are pooled and scored.
     """
 
     def __init__(self, model: str | os.PathLike | bytes, members: Sequence[str] | None = None,
-                 threads: int | None = 1, max_samples: int = 8) -> None:
+                 threads: int | None = 1, max_samples: int = 8, providers: str | Sequence[str] = "cpu") -> None:
+        self.providers = resolve_providers(providers)  # an unavailable provider is refused before the model loads
         data = model if isinstance(model, bytes) else self._read(model)
         self.model_bytes = data
         try:
-            self.session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, session_options(threads), providers=self.providers)
         except Exception as e:  # onnxruntime raises its own types for unreadable models
             raise InputError(f"onnxruntime cannot load the detector ({type(e).__name__}: {e})") from None
         manifest = read_manifest(self.session.get_modelmeta().custom_metadata_map)

@@ -248,3 +248,28 @@ def test_a_model_exported_with_a_fixed_batch_runs_in_chunks(monitor, detector, i
     np.testing.assert_array_equal(a.objects.frame, b.objects.frame)
     np.testing.assert_allclose(a.objects.boxes, b.objects.boxes, atol=1e-4)
     np.testing.assert_allclose(a.frame_p, b.frame_p)
+
+
+def test_providers_are_resolved_like_the_classifier_monitors(monitor, detector, instrumented, tmp_path):
+    """A provider this machine lacks is refused with the ones that work; where CUDA works, the
+    detector runs there and gives the CPU's objects and member scores (to float rounding)."""
+    from nnwatch.errors import InputError
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.monitor.providers import working_providers
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+
+    path = tmp_path / "objects.npz"
+    save_object_monitor(monitor, path)
+    model = instrumented[0].SerializeToString()
+    assert monitor.providers == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in working_providers():
+        with pytest.raises(InputError, match="do not work on this machine; working: .*CPUExecutionProvider"):
+            load_object_monitor(model, path, providers="cuda")
+        pytest.skip("no working CUDA execution provider here: the GPU half of this test did not run")
+    gpu = load_object_monitor(model, path, providers="cuda")
+    assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 8, seed=6, size=64, scale=(16, 24)).images
+    a, b = monitor.score(x), gpu.score(x)
+    np.testing.assert_array_equal(a.objects.cls, b.objects.cls)
+    np.testing.assert_allclose(a.members, b.members, rtol=1e-3, atol=1e-4)
