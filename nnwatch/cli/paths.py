@@ -203,6 +203,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         folder_ok = dest in OUTPUT_FOLDERS or suffixes is None
         if path.is_dir() and not folder_ok:
             raise InputError(f"{flag} {value} is a folder; give a file name")
+        writes_folder = dest in OUTPUT_FOLDERS or (suffixes is None and args.command in ("screen", "compile", "demo"))
+        if writes_folder and path.exists() and not path.is_dir():
+            raise InputError(f"{flag} {value} is a file; nnwatch {args.command} writes a folder there: give a new "
+                             "or an existing folder")
         if suffixes is not None and path.suffix.lower() not in suffixes:
             raise InputError(f"{flag} {value}: nnwatch {args.command} writes {_what(args, dest)} there, so the name "
                              f"must end in {' or '.join(suffixes)}")

@@ -60,6 +60,7 @@ def cases(d):
         (["calibrate", m, p, "--data", data, "--out", d / "nodir" / "p.npz"], "folder .*nodir does not exist"),
         (["screen", m, p, "--data", data, "--out", d / "nodir" / "s.json"], "folder .*nodir does not exist"),
         (["screen", m, p, "--data", data, "--out", d / "s.json", "--stream", "--ray"], "--stream needs the frames in order"),
+        (["screen", m, p, "--data", data, "--out", m, "--ray"], "is a file; nnwatch screen writes a folder there"),
         (["instrument", d / "fixed_plain.onnx", "--out", d / "nodir" / "x.onnx"], "folder .*nodir does not exist"),
         (["instrument", d / "fixed_plain.onnx", "--out", d / "x.onnx", "--layers", "per-scale"],
          "per-scale is for object detectors .*--layers auto"),
