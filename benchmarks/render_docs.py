@@ -64,7 +64,9 @@ _LANGUAGE = ["nnwatch/heads", "nnwatch/calibration", "nnwatch/kernels", "nnwatch
 # for `path` when the file at its measurement is the file just before `commit` and the file now is
 # the file `commit` wrote. Any other change to the path makes it stale as before. Each says why.
 UNMEASURED_CHANGES = [
-    (('detection', 'fusion_study', 'distributed', 'kernels', 'memory', 'mobilenet_taps', 'overhead', 'precision', 'reliability', 'stream', 'tap_budget', 'perception_loop', 'recordings', 'objects', 'public_detector', 'readme_timings'), "nnwatch/cli/paths.py",
+    (("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead", "precision",
+      "reliability", "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector",
+      "readme_timings"), "nnwatch/cli/paths.py",
      "2cc23ca1b0eed1f4808e7afb03bb59ad56f55360",
      "an --out that is an existing file is refused where a folder is written (screen --ray, compile, demo); no "
      "benchmark passes one, and every other path runs as measured"),
