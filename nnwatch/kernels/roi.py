@@ -1,7 +1,9 @@
-"""Per-object kernels: average of feature maps over boxes (RoIAlign, one bin) and greedy NMS.
+"""Per-object kernels: a raw head's candidates, average of feature maps over boxes (RoIAlign,
+one bin) and greedy NMS.
 
-The definitions are :func:`nnwatch.kernels.roi_reference.roi_average` and
-:func:`nnwatch.kernels.roi_reference.nms`; these are their compilations, tested against them.
+The definitions are :func:`nnwatch.kernels.roi_reference.raw_candidates`,
+:func:`nnwatch.kernels.roi_reference.roi_average` and :func:`nnwatch.kernels.roi_reference.nms`;
+these are their compilations, tested against them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import numpy as np
 
 from .._validate import check_array
 from ..errors import InputError
+from . import roi_reference
 from ._jit import njit
 
 
@@ -216,3 +219,121 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
     kept = np.empty(min(n, int(max_det)), np.int64)
     count = _nms(boxes, order, classes, float(iou), int(max_det), kept)
     return kept[:count].copy()
+
+
+@njit()
+def _best_classes_values_last(head, n_values, top, best, nan):
+    # (B, N, V): each cell's class values are one contiguous row
+    for b in range(head.shape[0]):
+        for n in range(head.shape[1]):
+            row = head[b, n]
+            t = row[n_values]
+            k = 0
+            bad = t != t
+            for v in range(n_values + 1, row.shape[0]):
+                q = row[v]
+                bad |= q != q
+                if q > t:  # strictly: the first maximum stays
+                    t = q
+                    k = v - n_values
+            top[b, n], best[b, n], nan[b, n] = t, k, bad
+
+
+@njit()
+def _best_classes_values_first(head, n_values, top, best, nan):
+    # (B, V, N): one contiguous row per value, every cell updated along it
+    for b in range(head.shape[0]):
+        for n in range(head.shape[2]):
+            t = head[b, n_values, n]
+            top[b, n], best[b, n], nan[b, n] = t, 0, t != t
+        for v in range(n_values + 1, head.shape[1]):
+            for n in range(head.shape[2]):
+                q = head[b, v, n]
+                nan[b, n] |= q != q
+                if q > top[b, n]:
+                    top[b, n] = q
+                    best[b, n] = v - n_values
+
+
+@njit()
+def _raw_candidates(head, values_last, n_values, objectness, threshold, frame, cell, score, cls):
+    # class values are probabilities: float32 throughout, as the definition computes them
+    batch = head.shape[0]
+    n_cells = head.shape[1] if values_last else head.shape[2]
+    top = np.empty((batch, n_cells), np.float32)
+    best = np.empty((batch, n_cells), np.int64)
+    nan = np.empty((batch, n_cells), np.bool_)
+    if values_last:
+        _best_classes_values_last(head, n_values, top, best, nan)
+    else:
+        _best_classes_values_first(head, n_values, top, best, nan)
+    kept = 0
+    for b in range(batch):
+        for n in range(n_cells):
+            if nan[b, n]:  # NaN among the class values: the maximum is NaN, the cell is dropped
+                continue
+            s = top[b, n]
+            if objectness:
+                s = s * (head[b, n, 4] if values_last else head[b, 4, n])
+            if not np.isfinite(s) or not s >= threshold:
+                continue
+            frame[kept] = b
+            cell[kept] = n
+            score[kept] = s
+            cls[kept] = best[b, n]
+            kept += 1
+    return kept
+
+
+def raw_candidates(head: np.ndarray, values_last: bool, n_values: int, logits: bool, objectness: bool,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A raw head's kept cells (see :func:`nnwatch.kernels.roi_reference.raw_candidates`), in one pass.
+
+    Heads of probabilities are scanned by the compiled kernel, in float32 as the definition
+    computes them; heads of logits (a float64 sigmoid of every class value) are left to the
+    definition itself, whose vectorized ``exp`` a scalar one need not match to the last bit.
+
+    Parameters
+    ----------
+    head : numpy.ndarray
+        float32 C-contiguous ``(B, n_values + C, N)``, or ``(B, N, n_values + C)`` with ``values_last``.
+    values_last : bool
+        The values are the last axis.
+    n_values : int
+        Values before the class scores (4, or 5 with objectness), ``>= 4``.
+    logits : bool
+        The class values are logits.
+    objectness : bool
+        Value 4 is an objectness (then ``n_values >= 5``).
+    threshold : float
+        Lowest kept score (finite).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(frame int64, cell int64, score float64, class int64)`` of the kept cells, by frame then cell.
+
+    Raises
+    ------
+    InputError
+        A head of the wrong dtype, rank or layout, no class values, or bad settings.
+    """
+    check_array(head, "head", np.float32, (None, None, None))
+    n_all = head.shape[2] if values_last else head.shape[1]
+    if not (isinstance(n_values, (int, np.integer)) and 4 <= n_values < n_all):
+        raise InputError(f"n_values must be at least 4 and leave class values in a head of {n_all} values, "
+                         f"got {n_values!r}")
+    if objectness and n_values < 5:
+        raise InputError("an objectness head needs n_values >= 5 (box, objectness, then classes)")
+    threshold = float(threshold)
+    if not np.isfinite(threshold):
+        raise InputError(f"threshold must be finite, got {threshold!r}")
+    if logits:
+        return roi_reference.raw_candidates(head, values_last, int(n_values), True, objectness, threshold)
+    size = head.shape[0] * (head.shape[1] if values_last else head.shape[2])
+    frame, cell = np.empty(size, np.int64), np.empty(size, np.int64)
+    score, cls = np.empty(size, np.float64), np.empty(size, np.int64)
+    # the definition compares float32 scores with the threshold as float32 (numpy's rule for a Python float)
+    kept = _raw_candidates(head, bool(values_last), int(n_values), bool(objectness), np.float32(threshold),
+                           frame, cell, score, cls)
+    return frame[:kept].copy(), cell[:kept].copy(), score[:kept].copy(), cls[:kept].copy()

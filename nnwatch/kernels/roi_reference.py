@@ -155,3 +155,46 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
         if all(classes[k] != classes[i] or box_iou(boxes[k], boxes[i]) <= iou for k in kept):
             kept.append(int(i))
     return np.asarray(kept, np.int64)
+
+
+def raw_candidates(head: np.ndarray, values_last: bool, n_values: int, logits: bool, objectness: bool,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of a raw detection head: each cell's best class and score, kept at ``score >= threshold``.
+
+    A cell's class probabilities are its values after the first ``n_values`` (box, then
+    objectness where the head has it), read through a sigmoid when the head gives logits; its
+    class is the first most probable one and its score that probability, times its objectness
+    where the head has one. NaN anywhere among a cell's class values, or a non-finite score,
+    drops the cell.
+
+    Parameters
+    ----------
+    head : numpy.ndarray
+        float32 ``(B, n_values + C, N)`` (or ``(B, N, n_values + C)`` with ``values_last``).
+    values_last : bool
+        The values are the last axis.
+    n_values : int
+        Values before the class scores (4, or 5 with objectness).
+    logits : bool
+        The class values are logits (probability = sigmoid, in float64).
+    objectness : bool
+        Value 4 is an objectness multiplied into the score.
+    threshold : float
+        Lowest kept score.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(frame int64, cell int64, score float64, class int64)`` of the kept cells, by frame then cell.
+    """
+    threshold = float(threshold)  # a Python float: compared in the scores' own precision
+    values = head if values_last else np.moveaxis(head, 1, 2)  # (B, N, V)
+    cs = values[..., n_values:]
+    probs = cs if not logits else 1 / (1 + np.exp(-cs.astype(np.float64)))
+    score = probs.max(axis=2)
+    cls = probs.argmax(axis=2).astype(np.int64)
+    if objectness:
+        score = score * values[..., 4]
+    keep = np.isfinite(score) & (score >= threshold)
+    frame, cell = np.nonzero(keep)
+    return frame.astype(np.int64), cell.astype(np.int64), score[frame, cell].astype(np.float64), cls[frame, cell]

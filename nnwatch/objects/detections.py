@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..kernels.roi import nms
+from ..kernels.roi import nms, raw_candidates
 from .layouts import OutputLayout
 
 
@@ -151,7 +151,8 @@ def _grids(strides: tuple[int, ...], h: int, w: int) -> tuple[np.ndarray, np.nda
     return out
 
 
-def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[int, int]) -> np.ndarray:
+def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[int, int],
+               cells: np.ndarray | None = None) -> np.ndarray:
     """``cx, cy, w, h`` in pixels from YOLOX's raw grid offsets.
 
     Candidates run over the grids of ``strides`` in order, each ``(H / s, W / s)`` row-major;
@@ -160,11 +161,13 @@ def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[in
     Parameters
     ----------
     offsets : numpy.ndarray
-        ``(B, N, 4)`` raw values.
+        ``(B, N, 4)`` raw values (with ``cells``: ``(B, K, 4)``, the values of those cells).
     strides : sequence of int
         Grid strides.
     image_size : tuple of int
         ``(height, width)`` of the input.
+    cells : numpy.ndarray, optional
+        int ``(K,)`` which candidates ``offsets`` holds (default: all of them, in order).
 
     Returns
     -------
@@ -178,13 +181,70 @@ def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[in
     """
     h, w = image_size
     x, y, stride = _grids(tuple(int(s) for s in strides), int(h), int(w))
-    if offsets.shape[1] != x.size:
+    if cells is None and offsets.shape[1] != x.size:
         raise InputError(f"the head has {offsets.shape[1]} candidates; grids of strides {list(strides)} on a "
                          f"{h}x{w} input have {x.size}")
+    if cells is not None:
+        x, y, stride = x[cells], y[cells], stride[cells]
     t = offsets.astype(np.float64)
     with np.errstate(over="ignore"):
         return np.stack([(t[..., 0] + x) * stride, (t[..., 1] + y) * stride,
                          np.exp(t[..., 2]) * stride, np.exp(t[..., 3]) * stride], axis=-1)
+
+
+def _decode_raw(output: np.ndarray, layout: OutputLayout, image_size: tuple[int, int],
+                scale: np.ndarray) -> Detections:
+    """A raw head: its candidates in one compiled pass (:func:`nnwatch.kernels.roi.raw_candidates`;
+    a head of logits is read as per-class sigmoid logits for the confidence), then boxes for
+    those cells only, cleaned and suppressed per frame.
+    """
+    head = np.ascontiguousarray(output, np.float32)
+    n_frames = head.shape[0]
+    if layout.grid_strides:  # the grid must match the head whatever survives the threshold
+        grid_boxes(np.zeros((1, head.shape[1] if layout.values_last else head.shape[2], 4)), layout.grid_strides,
+                   image_size)
+    frame, cell, score, cls = raw_candidates(head, layout.values_last, layout.n_values,
+                                             layout.class_scores == "logits", layout.objectness,
+                                             layout.score_threshold)
+    values = head if layout.values_last else np.moveaxis(head, 1, 2)  # (B, N, values)
+    raw_boxes = values[frame, cell, :4].astype(np.float64)
+    if layout.grid_strides:
+        raw_boxes = grid_boxes(raw_boxes[None], layout.grid_strides, image_size, cells=cell)[0]
+    boxes = _xyxy(raw_boxes, layout.box_format) * scale
+    class_scores = values[frame, cell, layout.n_values:]
+    h, w = (float(v) for v in image_size)
+    starts = np.searchsorted(frame, np.arange(n_frames + 1))
+    rows: list[tuple] = []
+    clipped = skipped = 0
+    for f in range(n_frames):
+        lo, hi = starts[f], starts[f + 1]
+        fixed, ok, changed = clean_boxes(boxes[lo:hi], h, w)
+        skipped += int((~ok).sum())
+        clipped += changed
+        idx, fixed = np.flatnonzero(ok) + lo, fixed[ok]
+        if layout.runs_nms and len(idx):
+            kept = nms(fixed, score[idx].astype(np.float32), cls[idx], layout.iou, layout.max_det)
+        else:
+            kept = np.argsort(-score[idx], kind="stable")[: layout.max_det]
+        idx, fixed = idx[kept], fixed[kept]
+        rows.append((np.full(len(idx), f, np.int64), fixed, score[idx], cls[idx], class_scores[idx]))
+    return _detections(rows, n_frames, clipped, skipped, class_scores.shape[1])
+
+
+def _detections(rows: list[tuple], n_frames: int, clipped: int, skipped: int, n_class_scores: int | None) -> Detections:
+    """One table from per-frame ``(frame, boxes, score, class, class scores or None)`` rows."""
+
+    def cat(i: int, dt: type, shape: tuple) -> np.ndarray:
+        return np.concatenate([r[i] for r in rows]).astype(dt) if rows else np.zeros(shape, dt)
+
+    return Detections(
+        frame=cat(0, np.int64, (0,)),
+        boxes=cat(1, np.float32, (0, 4)).reshape(-1, 4),
+        score=cat(2, np.float32, (0,)),
+        cls=cat(3, np.int64, (0,)),
+        class_scores=None if n_class_scores is None else cat(4, np.float32, (0, n_class_scores)).reshape(
+            -1, n_class_scores),
+        n_frames=n_frames, clipped=clipped, skipped=skipped)
 
 
 def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tuple[int, int]) -> Detections:
@@ -215,34 +275,20 @@ def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tupl
     h, w = (float(v) for v in image_size)
     scale = np.array([w, h, w, h]) if layout.normalized else np.ones(4)
     if layout.kind == "raw":
-        head = np.asarray(outputs[0], np.float32)
-        values = head if layout.values_last else np.moveaxis(head, 1, 2)  # (B, N, values)
-        raw_boxes = values[..., :4].astype(np.float64)
-        if layout.grid_strides:
-            raw_boxes = grid_boxes(raw_boxes, layout.grid_strides, image_size)
-        boxes = _xyxy(raw_boxes, layout.box_format) * scale
-        cs = values[..., layout.n_values:]
-        # a head of raw logits is read as per-class sigmoid logits for the confidence
-        probs = cs if layout.class_scores != "logits" else 1 / (1 + np.exp(-cs.astype(np.float64)))
-        score = probs.max(axis=2)
-        cls = probs.argmax(axis=2).astype(np.int64)
-        if layout.objectness:
-            score = score * values[..., 4]
-    elif layout.kind == "nms":
+        return _decode_raw(outputs[0], layout, image_size, scale)
+    if layout.kind == "nms":
         table = np.asarray(outputs[0], np.float64)
         boxes = _xyxy(table[..., :4], layout.box_format) * scale
-        score, cls, cs = table[..., 4], np.nan_to_num(table[..., 5], nan=-1).astype(np.int64), None
+        score, cls = table[..., 4], np.nan_to_num(table[..., 5], nan=-1).astype(np.int64)
     else:
         boxes = _xyxy(np.asarray(outputs[0], np.float64), layout.box_format) * scale
         score = np.asarray(outputs[1], np.float64)
-        cls, cs = np.nan_to_num(np.asarray(outputs[2], np.float64), nan=-1).astype(np.int64), None
+        cls = np.nan_to_num(np.asarray(outputs[2], np.float64), nan=-1).astype(np.int64)
     n_frames = boxes.shape[0]
     rows: list[tuple] = []
     clipped = skipped = 0
     for f in range(n_frames):
-        cand = np.isfinite(score[f]) & (score[f] >= layout.score_threshold) & (cls[f] >= 0)
-        if layout.kind != "raw":
-            cand &= score[f] > 0
+        cand = np.isfinite(score[f]) & (score[f] >= layout.score_threshold) & (cls[f] >= 0) & (score[f] > 0)
         idx = np.flatnonzero(cand)
         fixed, ok, changed = clean_boxes(boxes[f, idx], h, w)
         skipped += int((~ok).sum())
@@ -253,16 +299,5 @@ def decode(outputs: Sequence[np.ndarray], layout: OutputLayout, image_size: tupl
         else:
             kept = np.argsort(-score[f, idx], kind="stable")[: layout.max_det]
         idx, fixed = idx[kept], fixed[kept]
-        rows.append((np.full(len(idx), f, np.int64), fixed, score[f, idx], cls[f, idx],
-                     None if cs is None else cs[f, idx]))
-
-    def cat(i: int, dt: type, shape: tuple) -> np.ndarray:
-        return np.concatenate([r[i] for r in rows]).astype(dt) if rows else np.zeros(shape, dt)
-
-    return Detections(
-        frame=cat(0, np.int64, (0,)),
-        boxes=cat(1, np.float32, (0, 4)).reshape(-1, 4),
-        score=cat(2, np.float32, (0,)),
-        cls=cat(3, np.int64, (0,)),
-        class_scores=None if cs is None else cat(4, np.float32, (0, cs.shape[2])).reshape(-1, cs.shape[2]),
-        n_frames=n_frames, clipped=clipped, skipped=skipped)
+        rows.append((np.full(len(idx), f, np.int64), fixed, score[f, idx], cls[f, idx], None))
+    return _detections(rows, n_frames, clipped, skipped, None)

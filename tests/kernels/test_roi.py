@@ -7,6 +7,7 @@ import pytest
 
 from nnwatch.errors import InputError
 from nnwatch.kernels import roi_reference as ref
+from nnwatch.kernels import roi
 from nnwatch.kernels.roi import nms, roi_average
 
 
@@ -109,3 +110,55 @@ def test_nms_refuses_bad_arguments(change, message):
     change(args)
     with pytest.raises(InputError, match=message):
         nms(**args)
+
+
+def _head(rng: np.random.Generator, batch: int, values: int, cells: int, values_last: bool) -> np.ndarray:
+    """Class values on a coarse grid (ties), around the thresholds tested, with NaN and Inf here and there."""
+    near = [np.float32(t) for t in (0.3, 0.7)]  # float32(0.3) lies above 0.3, float32(0.7) below 0.7
+    near += [np.nextafter(t, np.float32(0)) for t in near] + [np.nextafter(t, np.float32(1)) for t in near]
+    head = rng.choice(np.float32([0.1, 0.25, 0.5, 0.9, 1.0, -2.0, 3.0, *near]),
+                      size=(batch, values, cells)).astype(np.float32)
+    head[:, :4] = rng.normal(size=(batch, 4, cells)) * 10
+    odd = rng.random(head.shape) < 0.02
+    head[odd] = rng.choice(np.float32([np.nan, np.inf, -np.inf]), size=int(odd.sum()))
+    return np.ascontiguousarray(np.moveaxis(head, 1, 2)) if values_last else head
+
+
+@pytest.mark.parametrize("values_last", [False, True])
+@pytest.mark.parametrize("objectness", [False, True])
+@pytest.mark.parametrize("logits", [False, True])
+@pytest.mark.parametrize("threshold", [0.25, 0.3, 0.7, 0.0, -1.0])
+def test_raw_candidates_match_the_definition(values_last, objectness, logits, threshold):
+    """Kept cells, their classes and their scores, bit for bit, on heads with ties, NaN, +-Inf and scores at,
+    just below and just above the threshold in float32."""
+    rng = np.random.default_rng(int(values_last) + 2 * objectness + 4 * logits)
+    n_values = 5 if objectness else 4
+    for _ in range(20):
+        head = _head(rng, int(rng.integers(1, 4)), n_values + int(rng.integers(1, 8)), int(rng.integers(1, 60)),
+                     values_last)
+        got = roi.raw_candidates(head, values_last, n_values, logits, objectness, threshold)
+        want = ref.raw_candidates(head, values_last, n_values, logits, objectness, threshold)
+        for g, w, name in zip(got, want, ("frame", "cell", "score", "class")):
+            assert g.dtype == w.dtype and np.array_equal(g, w), name
+
+
+def test_raw_candidates_keep_the_first_of_equal_classes():
+    head = np.zeros((1, 4 + 3, 1), np.float32)
+    head[0, 4:, 0] = [0.2, 0.7, 0.7]
+    frame, cell, score, cls = roi.raw_candidates(head, False, 4, False, False, 0.5)
+    assert frame.tolist() == [0] and cell.tolist() == [0] and cls.tolist() == [1] and score[0] == np.float32(0.7)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"head": np.zeros((1, 6, 3))}, "dtype float64"),
+    ({"head": np.zeros((6, 3), np.float32)}, "shape"),
+    ({"n_values": 6}, "leave class values"),
+    ({"n_values": 3}, "at least 4"),
+    ({"objectness": True, "n_values": 4}, "objectness head needs n_values >= 5"),
+    ({"threshold": float("nan")}, "threshold must be finite"),
+])
+def test_raw_candidates_refuse_bad_arguments(change, message):
+    kwargs = {"head": np.zeros((1, 6, 3), np.float32), "values_last": False, "n_values": 4, "logits": False,
+              "objectness": False, "threshold": 0.25, **change}
+    with pytest.raises(InputError, match=message):
+        roi.raw_candidates(**kwargs)
