@@ -10,8 +10,9 @@ test-digit pool (calibration and test scenes exchangeable). Anomalies: unknown o
 frame faults (blur, low contrast).
 
 Per object: detections matched to a drawn object at IoU >= 0.5; AUROC of anomalous against
-known matched objects, for the fused verdict (-log p), every member, and the class-logit
-baselines energy (VOS's score) and MSP. Per frame: AUROC of the frame p-value against the
+known matched objects, for the fused verdict (-log p; its members chosen by the monitor from
+synthetic anomalies of the calibration frames, never from these sets), every member, and the
+class-logit baselines energy (VOS's score) and MSP. Per frame: AUROC of the frame p-value against the
 frame's largest energy and MSP. Cost: plain ONNX detector call, the same plus nnwatch's decoding
 and NMS, and the monitored call, interleaved, batch 1, on scenes of 15-20 objects.
 
@@ -159,6 +160,8 @@ def main() -> int:
     lines = [f"Detector: recall {quality['recall']:.3f}, precision {quality['precision']:.3f} at IoU 0.5 "
              f"({quality['objects_per_frame']:.2f} objects per clean frame), trained {epochs} epochs in {train_s:.0f} s; "
              f"taps {list(manifest.tensors)}.", "",
+             f"Fused members, chosen at calibration from synthetic anomalies of the clean frames' objects: "
+             f"{', '.join(monitor.fused_members_)} (of {', '.join(monitor.members)}).", "",
              "<!-- begin table -->", "| set | anomalous objects found / flagged / drawn | object AUROC fused | energy | MSP | best member | frame AUROC fused "
              "| frame energy | frame MSP | frames flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -187,7 +190,10 @@ def main() -> int:
               f"{timing['plain+decode']['p50_ms']:.3f} / {timing['monitored']['p50_ms']:.3f} ms); on the clean test scenes "
               f"({typical['objects_per_frame']:.1f} objects per frame) {cost['typical']['monitored_over_plain']:.2f}x."]
     write("objects", {"epochs": epochs, "reused_detector": bool(args.reuse and np.isnan(train_s)),
-                      "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors), "members": monitor.members, "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
+                      "train_seconds": train_s, "detector": quality, "taps": list(manifest.tensors), "members": monitor.members,
+                      "fused_members": monitor.fused_members_,
+                      "member_choice": None if monitor.member_choice_ is None else monitor.member_choice_.to_dict(),
+                      "alpha": alpha, "false_alarms": far, "sets": rows, "cost": cost}, "\n".join(lines))
     return 0
 
 

@@ -72,6 +72,7 @@ def main() -> int:
                         "taps": list(manifest.tensors), "channels": list(manifest.channels),
                         "map_sizes": [list(np.shape(m)[2:]) for m in monitor.infer(live[:1])[1]],
                         "profiled_objects": int(sum(counts)), "classes_seen": int(sum(c > 0 for c in counts)),
+                        "fused_members": monitor.fused_members_,
                         "live_frames": len(live), "live_objects": int(len(v.objects)),
                         "live_frames_flagged": float(v.frame_flag.mean()), "steps_seconds": steps_s, "cost": cost,
                         "monitored_over_plain": t["monitored"]["ratio_p50"],

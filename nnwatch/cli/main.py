@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration samples a class needs for a threshold of its own (fewer: pooled); default 20 "
                         "for classifiers; object detectors pool every class unless it is given")
     c.add_argument("--fuse", type=detector_names, metavar="NAME,...",
-                   help="members of the fused verdict (default: chosen from the clean scores and cost)")
+                   help="members of the fused verdict (default: chosen from the clean scores and cost; for an "
+                        "object detector, the members that tell synthetic anomalies made from the clean frames from "
+                        "clean objects)")
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
                    help="a Python detector, or Mahalanobis, joins the fused verdict only if its multiply-adds per "
                         "sample are at most this share of the model's own, both counted, not timed (0: the free "

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 
 # options of the classifier commands that have no meaning for a detector, with their unset values
-UNSUPPORTED = {"explain": False, "detector": None, "fuse": None,
+UNSUPPORTED = {"explain": False, "detector": None,
                "error_risk": None, "detectors": None, "onnx": None, "truncate": False, "k_sections": 10, "k_top": 3,
                "threshold": "mean", "min_confidence": 0.0, "rare_rate": 0.01, "budget": None}
 
@@ -165,12 +165,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError("calibrate on a detector needs DETECTOR.onnx OBJECTS.npz (the state nnwatch profile wrote)")
     out = _state_out(args, args.profile)
     mon = load_object_monitor(args.model, args.profile)
+    fuse = getattr(args, "fuse", None)
+    if fuse is not None and not set(fuse) <= set(mon.members):  # before the frames are read
+        raise InputError(f"--fuse {','.join(fuse)}: this detector's members are {', '.join(mon.members)}; "
+                         f"{', '.join(n for n in fuse if n not in mon.members)} are not among them")
     x = _frames(args)
     mon.calibrate(x, alpha=args.fpr, batch_size=args.batch_size, min_class_samples=args.min_class_samples,
-                  progress=not args.quiet)
+                  progress=not args.quiet, fused_members="auto" if fuse is None else list(fuse))
     save_object_monitor(mon, out)
     print(f"wrote {out}: calibrated on {len(x)} clean frames ({len(x) // 2} for the objects, "
-          f"{mon.frames_.reference.size} for the frame threshold) at fpr {args.fpr}")
+          f"{mon.frames_.reference.size} for the frame threshold) at fpr {args.fpr}; fused members "
+          f"{', '.join(mon.fused_members_)}" + (" (given)" if fuse is not None else " (chosen: nnwatch info shows why)"))
     return 0
 
 
@@ -440,6 +445,7 @@ def info_detector(path: Any, manifest_json: str) -> None:
 
 def info_state(path: Any) -> None:
     """``nnwatch info OBJECTS.npz`` for an object monitor state."""
+    from ..objects.member_choice import KINDS
     from ..objects.monitor_state import describe_state
 
     d = describe_state(path)
@@ -451,5 +457,17 @@ def info_state(path: Any) -> None:
         groups = "classes pooled" if d.get("min_class_samples") is None else \
             f"own threshold from {d['min_class_samples']} objects"
         print(f"  calibrated at a frame false-alarm target of {d['alpha']} ({groups})")
+        print(f"  fused members: {', '.join(d.get('fused_members', d['members']))}")
+        choice = d.get("member_choice")
+        if choice:
+            found = choice["synthetic"]
+            kinds = [k for k in KINDS if k in found]
+            counts = ", ".join(f"{k} {found[k]}" for k in kinds)
+            print(f"  chosen by {choice['rule']}, {choice['clean']} clean objects against synthetic ones ({counts}):")
+            for m in d["members"]:
+                row = choice["auroc"].get(m, {})
+                mean = sum(row.values()) / max(len(row), 1)
+                print(f"    {m:12s} AUROC " + " ".join(f"{k} {row[k]:.3f}" for k in kinds if k in row)
+                      + f"  mean {mean:.3f}" + ("  fused" if m in choice["members"] else ""))
     else:
         print(f"  not calibrated: run nnwatch calibrate DETECTOR.onnx {path} --data CLEAN")

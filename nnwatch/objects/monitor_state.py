@@ -31,6 +31,7 @@ from .._io import atomic_write_with
 from ..calibration.frame_level import FrameCalibration
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.store import load_profile, save_profile
+from .member_choice import MemberChoice
 from .object_monitor import IMAGE_MEMBER, ObjectMonitor
 from .scorer import MemberScorer
 
@@ -60,7 +61,10 @@ def save_object_monitor(monitor: ObjectMonitor, path: str | os.PathLike) -> None
         "max_samples": int(monitor.max_samples), "fingerprint": monitor.manifest.fingerprint,
         "layout": monitor.layout.to_dict(), "tensors": list(monitor.manifest.tensors), "calibrated": calibrated}
     if calibrated:
-        header.update(alpha=monitor.alpha_, seed=monitor.seed_, min_class_samples=monitor.min_class_samples_)
+        choice = getattr(monitor, "member_choice_", None)
+        header.update(alpha=monitor.alpha_, seed=monitor.seed_, min_class_samples=monitor.min_class_samples_,
+                      fused_members=list(monitor.fused_members_),
+                      member_choice=None if choice is None else choice.to_dict())
     with tempfile.TemporaryDirectory() as tmp:
         save_profile(monitor.objects_.profile_, Path(tmp) / "objects.npz")
         save_profile(monitor.image_.profile_, Path(tmp) / "image.npz")
@@ -204,7 +208,16 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
                 raise ProfileError(f"{where}: calibration is damaged (frame categories outside "
                                    f"[0, {monitor.n_classes_}]); calibrate again")
             monitor.frame_categories_ = categories.astype(np.int64)
+        fused = header.get("fused_members", header["members"])  # states before the choice fused every member
+        if not (isinstance(fused, list) and fused and all(m in monitor.members for m in fused)):
+            raise ProfileError(f"{where}: fused members {fused!r} are not among the members {monitor.members}; "
+                               "calibrate again")
         monitor.set_object_calibration(scores, classes, image_ref, header["alpha"], header["seed"],
-                                       header["min_class_samples"])
+                                       header["min_class_samples"], fused_members=fused)
+        record = header.get("member_choice")
+        try:
+            monitor.member_choice_ = None if record is None else MemberChoice.from_dict(record)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProfileError(f"{where}: the fused members' record is damaged ({e!r}); calibrate again") from None
         monitor.frames_ = FrameCalibration(np.sort(np.asarray(frames, np.float64)), float(header["alpha"]))
     return monitor

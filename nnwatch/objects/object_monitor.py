@@ -41,6 +41,7 @@ from ..monitor.runner import session_options
 from .detections import Detections, class_logits, decode
 from .object_features import frame_features, object_features
 from .detector_manifest import DetectorManifest, read_manifest
+from .member_choice import KINDS, MemberChoice, altered_frames, choose_members, matches_altered
 from .scorer import LOGIT_MEMBERS, MemberScorer
 
 DEFAULT_MEMBERS = ("mahalanobis", "knn", "nbc", "kmnc", "energy", "msp")
@@ -300,7 +301,8 @@ class ObjectMonitor:
         return objects, image
 
     def calibrate(self, x: object, alpha: float = 0.05, seed: int = 0, batch_size: int = 64,
-                  min_class_samples: int | None = None, progress: bool = False) -> "ObjectMonitor":
+                  min_class_samples: int | None = None, progress: bool = False,
+                  fused_members: str | Sequence[str] = "auto") -> "ObjectMonitor":
         """Calibrate object and frame verdicts on clean frames (not the profiling ones).
 
         Parameters
@@ -318,22 +320,48 @@ class ObjectMonitor:
             every class in one group (see the module's notes).
         progress : bool
             A progress line on stderr.
+        fused_members : "auto", "all" or sequence of str
+            Members of the fused verdict: ``"auto"`` chooses them from the first half's objects and
+            synthetic anomalies made from them (:mod:`.member_choice`; the choice is
+            ``member_choice_``), ``"all"`` fuses every member, or the names to fuse.
 
         Returns
         -------
         ObjectMonitor
             self.
+
+        Raises
+        ------
+        InputError
+            Bad frames, or fused members that are not members.
         """
         if not hasattr(self, "objects_"):
             raise NotFittedError("fit the object monitor on trusted frames before calibrating")
-        c = self._collect(x, batch_size, "calibrating (frames)", progress)
+        if isinstance(fused_members, str):
+            if fused_members not in ("auto", "all"):
+                raise InputError(f"fused_members must be 'auto', 'all' or member names, got {fused_members!r}")
+        else:
+            fused_members = list(dict.fromkeys(fused_members))
+            unknown = [m for m in fused_members if m not in self.members]
+            if not fused_members or unknown:
+                raise InputError(f"fused members must be some of this monitor's members {self.members}; "
+                                 f"not members: {unknown or 'none given'}")
+        arr = self._check(x)
+        c = self._collect(arr, batch_size, "calibrating (frames)", progress)
         objects, image = self._scores(c)
         first = np.zeros(c["n_frames"], bool)
         first[np.random.default_rng(seed).permutation(c["n_frames"])[: c["n_frames"] // 2]] = True
         in_first = first[c["frame"]]
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
+        self.member_choice_: MemberChoice | None = None
+        if fused_members == "auto":
+            self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
+                                                       objects[in_first], seed, batch_size, progress)
+            chosen = self.member_choice_.members
+        else:
+            chosen = list(self.members) if fused_members == "all" else list(fused_members)
         self.set_object_calibration(objects[in_first], cls[in_first], np.sort(image[first]), alpha, seed,
-                                    min_class_samples)
+                                    min_class_samples, fused_members=chosen)
         p_obj = self._object_p(objects[~in_first], cls[~in_first])
         local = np.cumsum(~first) - 1  # frame index within the second half
         stat = frame_minimum(p_obj, local[c["frame"][~in_first]], _image_p(self.image_reference_, image[~first]))
@@ -342,8 +370,24 @@ class ObjectMonitor:
         self.frame_categories_ = c["det"].top_classes(self.n_classes_)[~first]
         return self
 
+    def _choose_members(self, x: np.ndarray, det: Detections, keep: np.ndarray, local: np.ndarray,
+                        clean: np.ndarray, seed: int, batch_size: int, progress: bool) -> MemberChoice:
+        """Fused members from the objects of frames ``x`` (objects ``keep`` of ``det``, frames renumbered
+        by ``local``) and synthetic anomalies made from them (:mod:`.member_choice`).
+        """
+        mine = Detections(frame=local[det.frame[keep]], boxes=det.boxes[keep], score=det.score[keep],
+                          cls=det.cls[keep], class_scores=None, n_frames=len(x))
+        synthetic = {}
+        for i, kind in enumerate(KINDS):
+            altered, which = altered_frames(x, mine, kind, seed=seed + i)
+            c = self._collect(altered, batch_size, f"choosing fused members ({kind} objects, frames)", progress)
+            scores, _ = self._scores(c)
+            synthetic[kind] = scores[matches_altered(c["det"], mine, which)]
+        return choose_members(self.members, clean, synthetic)
+
     def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
-                               alpha: float, seed: int, min_class_samples: int | None) -> None:
+                               alpha: float, seed: int, min_class_samples: int | None,
+                               fused_members: Sequence[str] | None = None) -> None:
         """Compile the object verdicts from clean objects' member scores (stage 1 of calibration).
 
         Parameters
@@ -360,13 +404,16 @@ class ObjectMonitor:
             Seed of the fusion's A/B split.
         min_class_samples : int or None
             Fewest objects for a class's own threshold; None pools every class.
+        fused_members : sequence of str, optional
+            Members of the fused verdict (default: every member).
         """
         pooled = min_class_samples is None
         self.n_groups_ = 1 if pooled else self.n_classes_
         groups = np.zeros(len(classes), np.int64) if pooled else np.asarray(classes, np.int64)
         cal = calibration_from_scores(self.members, scores, groups, self.n_groups_, alpha,
                                       1 if pooled else min_class_samples, warn=False)
-        add_fusion(cal, self.members, members=self.members, seed=seed)
+        self.fused_members_ = list(fused_members) if fused_members is not None else list(self.members)
+        add_fusion(cal, self.members, members=self.fused_members_, seed=seed)
         self.fusion_, self.fused_tables_ = compile_fusion(cal, self.members, self.n_groups_)
         self.object_calibration_ = (np.asarray(scores, np.float64), np.asarray(classes, np.int64))
         self.image_reference_ = np.asarray(image_reference, np.float64)

@@ -46,7 +46,10 @@ def test_instrument_profile_calibrate_screen(files, capsys):
     assert code == 0 and "objects in 200 trusted frames" in text, text
     code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
                      "--fpr", "0.1", "--quiet")
-    assert code == 0 and "calibrated on 300 clean frames" in text, text
+    assert code == 0 and "calibrated on 300 clean frames" in text and "(chosen: nnwatch info shows why)" in text, text
+    code, text = run(capsys, "info", d / "obj.npz")
+    assert code == 0 and "fused members: " in text and "chosen by mean synthetic AUROC - 0.5 >= 0.5 x the best member" in text, text
+    assert all(f"{m:12s} AUROC shuffle" in text for m in ("mahalanobis", "knn", "nbc", "kmnc", "energy", "msp")), text
     code, text = run(capsys, "screen", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'live.npz'}", "--out",
                      d / "objects.csv", "--quiet")
     assert code == 0, text
@@ -86,6 +89,8 @@ def digest(path):
     (["profile", "{d}/det.onnx", "--data", "npz:{d}/trusted.npz", "--out", "{d}/det.onnx"], "must end in .npz"),
     (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv", "--explain"],
      "--explain is not available for object detectors"),
+    (["calibrate", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/clean.npz", "--fuse", "knn,gen", "--out",
+      "{d}/c.npz"], r"--fuse knn,gen: this detector's members are mahalanobis, knn, nbc, kmnc, energy, msp; gen"),
     (["screen", "{d}/det.onnx", "{d}/obj.npz", "--data", "npz:{d}/live.npz", "--out", "{d}/o.mcap"],
      "written as .csv or .json"),
     (["screen", "{d}/det.onnx", "--data", "npz:{d}/live.npz", "--out", "{d}/o.csv"], "needs DETECTOR.onnx OBJECTS.npz"),
@@ -296,3 +301,13 @@ def test_screen_on_ray_writes_the_rows_screen_writes(files, capsys, tmp_path):
                 assert got == -1 if key == "class" else (got is False if key == "flag" else np.isnan(got)), (key, got)
             else:
                 assert got == pytest.approx(value, rel=1e-6, abs=1e-9), (key, got, value)
+
+
+def test_given_fused_members_are_used_and_shown(files, capsys):
+    d = files
+    prepare(capsys, d)
+    code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
+                     "--fpr", "0.1", "--fuse", "msp,knn", "--out", d / "given.npz", "--quiet")
+    assert code == 0 and "fused members msp, knn (given)" in text, text
+    code, text = run(capsys, "info", d / "given.npz")
+    assert "fused members: msp, knn" in text and "chosen by" not in text, text

@@ -164,6 +164,53 @@ def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented
     np.testing.assert_array_equal(a.frame_category, b.frame_category)
     np.testing.assert_array_equal(monitor.frame_categories_, loaded.frame_categories_)
     assert len(monitor.frame_categories_) == monitor.frames_.reference.size  # the frames behind the frame calibration
+    assert loaded.fused_members_ == monitor.fused_members_ and loaded.member_choice_ == monitor.member_choice_
+
+
+def test_the_fused_members_are_chosen_from_synthetic_objects_unless_given(monitor, detector, instrumented):
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.objects.member_choice import SHARE_OF_BEST
+
+    choice = monitor.member_choice_
+    assert choice is not None and monitor.fused_members_ == choice.members
+    assert all(n > 0 for n in choice.synthetic.values()) and choice.clean > 0
+    gain = {m: np.mean(list(row.values())) - 0.5 for m, row in choice.auroc.items()}
+    best = max(gain.values())
+    assert choice.members == ([m for m in monitor.members if gain[m] >= SHARE_OF_BEST * best] if best > 0
+                              else [max(gain, key=gain.get)])
+    # the fused statistic reads exactly the chosen members' columns
+    assert [monitor.members[i] for i in monitor.fusion_.members] == choice.members
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 120, seed=2, size=64, scale=(16, 24), per_frame=(1, 3)).images
+    every = ObjectMonitor(instrumented[0].SerializeToString(), threads=1)
+    every.objects_, every.image_, every.n_classes_ = monitor.objects_, monitor.image_, monitor.n_classes_
+    every.calibrate(x, alpha=0.1, fused_members="all")
+    assert every.member_choice_ is None and every.fused_members_ == every.members
+    every.calibrate(x, alpha=0.1, fused_members=["knn", "msp", "knn"])
+    assert every.fused_members_ == ["knn", "msp"]
+    for bad in ("best", ["knn", "gradnorm"], []):
+        with pytest.raises(InputError, match="fused"):
+            every.calibrate(x, alpha=0.1, fused_members=bad)
+
+
+def test_a_state_written_before_the_choice_fuses_every_member(monitor, instrumented, tmp_path):
+    import json
+    import zipfile
+
+    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+
+    path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
+    save_object_monitor(monitor, path)
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
+        for name in z.namelist():
+            data = z.read(name)
+            if name == "header.json":
+                header = json.loads(data)
+                del header["fused_members"], header["member_choice"]
+                data = json.dumps(header).encode()
+            out.writestr(name, data)
+    loaded = load_object_monitor(instrumented[0].SerializeToString(), old)
+    assert loaded.fused_members_ == loaded.members and loaded.member_choice_ is None
 
 
 def test_a_state_written_before_the_class_test_streams_with_the_score_test_alone(monitor, instrumented, tmp_path):

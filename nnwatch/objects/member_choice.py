@@ -1,0 +1,236 @@
+"""Which object members join the fused verdict, chosen from clean frames and anomalies made from them.
+
+A member that cannot tell an odd object from a clean one adds clean-looking evidence to the
+fused sum and dilutes the members that can (the diagnosis of docs/coverage.md, "Fusion"). Which
+members those are depends on the detector and its taps, so it is measured per monitor, from what
+a user has at calibration: clean frames. Each object the detector finds in them is altered in
+place, in three ways that keep the frame's pixel values and format (any channel count, any value
+range) and make the object unlike any trained class:
+
+- ``shuffle``: the pixels inside the box permuted (the same permutation in every channel): the
+  object's intensities without its shape;
+- ``blend``: the box's content averaged with another detected object's content, resampled to the
+  box (nearest pixel): two objects in one;
+- ``swap``: the box's quadrants exchanged diagonally: the object's parts in the wrong places.
+
+The altered frames go through the detector again; a detection at IoU >= 0.5 with an altered box
+is a synthetic anomalous object. Each member's separation is its AUROC of synthetic against clean
+objects, averaged over the three kinds, minus 0.5 (chance); a member joins when its separation is
+at least :data:`SHARE_OF_BEST` of the best member's. The rule has no absolute threshold, so it
+means the same on a detector whose members all separate well and on one whose members mostly
+do not; the best member always joins. The benchmark's anomaly sets (unknown objects, unseen
+styles, noise patches) never enter the choice; they only validate it (benchmarks/objects.py).
+
+What the choice sees: the first half of the calibration frames, the half whose objects calibrate
+the members and the fused statistic. The frame threshold is calibrated on the second half, which
+the choice never reads, so the frame false-alarm guarantee
+(:mod:`nnwatch.calibration.frame_level`) holds as before. An object's own p-value, which only
+ranks it inside the frame statistic, is compared with objects the choice has seen, so its
+marginal validity is no longer exact (the benchmark reports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..eval.metrics import auroc
+from .detections import Detections
+
+KINDS = ("shuffle", "blend", "swap")
+SHARE_OF_BEST = 0.5  # a member joins with at least half the best member's separation (AUROC - 0.5)
+MATCH_IOU = 0.5
+MIN_SIDE = 4  # boxes narrower than this (pixels, after clipping) are left as they are
+
+
+@dataclass(frozen=True)
+class MemberChoice:
+    """The members chosen for the fused verdict, with the evidence behind the choice.
+
+    Attributes
+    ----------
+    members : list of str
+        The chosen members, in the monitor's member order.
+    auroc : dict
+        member -> kind -> AUROC of synthetic against clean objects.
+    synthetic : dict
+        kind -> synthetic anomalous objects found.
+    clean : int
+        Clean objects compared.
+    """
+
+    members: list[str]
+    auroc: dict[str, dict[str, float]]
+    synthetic: dict[str, int]
+    clean: int
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "MemberChoice":
+        """The choice from its :meth:`to_dict` record.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            A damaged record.
+        """
+        return cls(members=[str(m) for m in record["members"]],
+                   auroc={str(m): {str(k): float(v) for k, v in row.items()} for m, row in record["auroc"].items()},
+                   synthetic={str(k): int(v) for k, v in record["synthetic"].items()}, clean=int(record["clean"]))
+
+    def to_dict(self) -> dict:
+        """JSON-able record."""
+        return {"rule": f"mean synthetic AUROC - 0.5 >= {SHARE_OF_BEST} x the best member's",
+                "members": list(self.members),
+                "auroc": self.auroc, "synthetic": dict(self.synthetic), "clean": int(self.clean)}
+
+
+def _pixel_boxes(det: Detections, height: int, width: int) -> np.ndarray:
+    """Each object's box as clipped integer pixel bounds ``(x0, y0, x1, y1)``."""
+    b = np.rint(det.boxes).astype(np.int64) if len(det) else np.zeros((0, 4), np.int64)
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b
+
+
+def _resample(patch: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``(C, h', w')`` resized to ``(C, h, w)`` by the nearest pixel."""
+    ys = np.arange(h) * patch.shape[1] // h
+    xs = np.arange(w) * patch.shape[2] // w
+    return patch[:, ys[:, None], xs[None, :]]
+
+
+def altered_frames(x: np.ndarray, det: Detections, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the frames with every detected object altered in place.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(N, C, H, W)`` frames.
+    det : Detections
+        Their objects (``det.frame`` indexes ``x``).
+    kind : {"shuffle", "blend", "swap"}
+        The alteration (see the module's notes).
+    seed : int
+        Seed of the permutations and blend partners.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(altered frames, index of every altered object in det)``.
+
+    Raises
+    ------
+    InputError
+        An unknown kind.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown alteration {kind!r}; one of {list(KINDS)}")
+    y = np.array(x, copy=True)
+    boxes = _pixel_boxes(det, x.shape[2], x.shape[3])
+    big = np.flatnonzero((boxes[:, 2] - boxes[:, 0] >= MIN_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_SIDE))
+    rng = np.random.default_rng(seed)
+    for k in big:
+        f = int(det.frame[k])
+        x0, y0, x1, y1 = (int(v) for v in boxes[k])
+        region = y[f, :, y0:y1, x0:x1]
+        if kind == "shuffle":
+            flat = region.reshape(region.shape[0], -1)
+            region[...] = flat[:, rng.permutation(flat.shape[1])].reshape(region.shape)
+        elif kind == "blend":
+            j = int(big[rng.integers(len(big))])
+            a0, b0, a1, b1 = (int(v) for v in boxes[j])
+            other = x[int(det.frame[j]), :, b0:b1, a0:a1]
+            region[...] = 0.5 * region + 0.5 * _resample(other, y1 - y0, x1 - x0)
+        else:  # swap: top-left <-> bottom-right, top-right <-> bottom-left
+            h2, w2 = (y1 - y0) // 2, (x1 - x0) // 2
+            old = region.copy()
+            region[:, :h2, :w2], region[:, h2:2 * h2, w2:2 * w2] = old[:, h2:2 * h2, w2:2 * w2], old[:, :h2, :w2]
+            region[:, :h2, w2:2 * w2], region[:, h2:2 * h2, :w2] = old[:, h2:2 * h2, :w2], old[:, :h2, w2:2 * w2]
+    return y, big
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` with every box in ``b`` (xyxy)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def matches_altered(found: Detections, altered: Detections, which: np.ndarray, iou: float = MATCH_IOU) -> np.ndarray:
+    """Which of ``found`` (detections in altered frames) overlap an altered object at IoU >= ``iou``.
+
+    Parameters
+    ----------
+    found : Detections
+        Detections in the altered frames.
+    altered : Detections
+        The objects of the original frames.
+    which : numpy.ndarray
+        Indices into ``altered`` of the objects that were altered.
+    iou : float
+        Match threshold.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(len(found),)``.
+    """
+    out = np.zeros(len(found), bool)
+    if not len(found) or not len(which):
+        return out
+    frames = altered.frame[which]
+    for f in np.unique(found.frame):
+        mine = np.flatnonzero(found.frame == f)
+        theirs = which[frames == f]
+        if len(theirs):
+            out[mine] = (_iou_matrix(found.boxes[mine].astype(np.float64),
+                                     altered.boxes[theirs].astype(np.float64)) >= iou).any(axis=1)
+    return out
+
+
+def choose_members(names: Sequence[str], clean: np.ndarray, synthetic: dict[str, np.ndarray],
+                   share: float = SHARE_OF_BEST) -> MemberChoice:
+    """The members whose scores separate synthetic from clean objects.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The member names (columns of the score matrices).
+    clean : numpy.ndarray
+        ``(M, m)`` clean objects' member scores (higher = more anomalous).
+    synthetic : dict
+        kind -> ``(M_k, m)`` synthetic objects' member scores (a kind may have none).
+    share : float
+        Least share of the best member's separation (mean AUROC - 0.5) that joins.
+
+    Returns
+    -------
+    MemberChoice
+
+    Raises
+    ------
+    InputError
+        No clean or no synthetic objects to compare.
+    """
+    names = list(names)
+    kinds = [k for k, s in synthetic.items() if len(s)]
+    if not len(clean) or not kinds:
+        raise InputError(f"choosing fused members needs clean and synthetic objects; got {len(clean)} clean and "
+                         f"{sum(len(s) for s in synthetic.values())} synthetic: calibrate on frames where the "
+                         "detector finds objects, or give the members")
+    clean = np.nan_to_num(np.asarray(clean, np.float64), nan=np.inf)  # a NaN score counts as +inf, as in the fusion
+    synth = {k: np.nan_to_num(np.asarray(synthetic[k], np.float64), nan=np.inf) for k in kinds}
+    table = {n: {k: auroc(clean[:, j], synth[k][:, j]) for k in kinds} for j, n in enumerate(names)}
+    mean = {n: float(np.mean(list(table[n].values()))) for n in names}
+    best = max(names, key=lambda n: mean[n])
+    gain = mean[best] - 0.5
+    chosen = [n for n in names if mean[n] - 0.5 >= share * gain] if gain > 0 else [best]  # none beats chance: the best
+    return MemberChoice(members=chosen, auroc=table, synthetic={k: int(len(s)) for k, s in synthetic.items()},
+                        clean=int(len(clean)))
