@@ -133,10 +133,13 @@ def lookup(data: Any, path: str) -> Any:
 
 
 def fmt(value: Any, spec: str) -> str:
-    """Format a value with ``[*scale] spec``; the spec ``len`` gives a list's length."""
+    """Format a value with ``[*scale] spec``; the spec ``len`` gives a list's length, ``names`` its
+    items joined by commas."""
     spec = spec.strip()
     if spec == "len":
         return str(len(value))
+    if spec == "names":
+        return ", ".join(str(v) for v in value)
     scale = None
     if spec.startswith("*"):
         head, _, spec = spec.partition(" ")
