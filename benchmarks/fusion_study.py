@@ -1,9 +1,10 @@
 """Which rule should combine the fused verdict's members? A study on what a user has.
 
-The rule is chosen on clean validation data and synthetic anomalies made from it (uniform
-noise, blends of two clean inputs of different classes, blur, low contrast: what
-``instrument --budget`` also judges layers with); the benchmark's attacks, other dataset and
-corruptions of held-out sources (benchmarks/detection.py's sets) only validate the choice.
+The rule, and then the membership, are chosen on clean validation data and synthetic anomalies
+made from it (uniform noise, blends of two clean inputs of different classes, blur, low
+contrast: :mod:`nnwatch.calibration.synthetic_inputs`, which calibration itself uses); the
+benchmark's attacks, other dataset and corruptions of held-out sources
+(benchmarks/detection.py's sets) only validate the choice.
 
 Per model (the three of benchmarks/detection.py, trained the same way), every detector's
 scores are computed once and cached; each rule is then a function of the member evidence
@@ -13,7 +14,9 @@ its exponential tail). Synthetic anomalies are scored against half B of the vali
 (clean data a user has, which half A never saw); the benchmark's sets against its clean test
 images, which the choice never sees. Each rule keeps the guarantee the same way (the final conformal stage on half B), so
 only power is compared. The members are those ``choose_members`` picks from the clean scores
-(no cost budget): the candidates the evaluation's fusion uses.
+(no cost budget): the candidates the evaluation's fusion uses; then, with the chosen rule, those
+candidates against only the ones that separate the synthetic sets from clean half A
+(:mod:`nnwatch.calibration.separation`, the rule calibration applies by default).
 
 Writes benchmarks/results/fusion_study.json/.md. Run: python benchmarks/fusion_study.py
 [--cache DIR] [--quick] (about 5 minutes on 2 cores)
@@ -39,16 +42,12 @@ def say(msg: str) -> None:
 
 
 def synthetic(x: np.ndarray, pred: np.ndarray, seed: int = 1) -> dict[str, np.ndarray]:
-    """Anomalies a user can make from clean data alone."""
-    from nnwatch.eval import corruptions as cor
+    """Anomalies a user can make from clean data alone: the library's own
+    (:func:`nnwatch.calibration.synthetic_inputs.synthetic_inputs`, which calibration uses to
+    choose the members)."""
+    from nnwatch.calibration.synthetic_inputs import synthetic_inputs
 
-    rng = np.random.default_rng(seed)
-    i = rng.permutation(len(x))
-    j = np.array([rng.choice(np.flatnonzero(pred != pred[k])) for k in i])
-    return {"noise (synthetic)": cor.uniform_noise(x, seed=seed),
-            "blend of two classes (synthetic)": (0.5 * x[i] + 0.5 * x[j]).astype(np.float32),
-            "blur (synthetic)": cor.blur(x, radius=2),
-            "low contrast (synthetic)": cor.contrast(x, factor=0.3)}
+    return {f"{kind} (synthetic)": v for kind, v in synthetic_inputs(x, pred, seed).items()}
 
 
 def score_dataset(name: str, quick: bool, cache: Path) -> dict:
@@ -238,10 +237,47 @@ def main() -> None:
             entry = study(data, members, variants)
             entry["pool"] = candidates
             result["models"][name][pool] = entry
+            # the same candidates, kept only where they separate the synthetic sets from clean half A
+            separation = separating(data, members)
+            say(f"{name}, {pool}, separating: members {separation.members}")
+            entry = study(data, separation.members, variants)
+            entry["pool"], entry["separation"] = candidates, separation.to_dict()
+            result["models"][name][f"{pool}, separating members"] = entry
     result["choice"] = choose(result)
+    result["membership"] = choose_membership(result, f"{result['choice']['rule']} | {result['choice']['evidence']}")
     print(summarize(result))
     write("fusion_study", result, summarize(result),
           note="AUROC of each rule; chosen on the synthetic sets only, the benchmark sets validate.")
+
+
+def separating(data: dict, members: list[str]):  # type: ignore[no-untyped-def]
+    """The members that separate the synthetic sets from clean half A (the library's rule:
+    :func:`nnwatch.calibration.separation.choose_separating`). Calibration makes its anomalies from
+    half A's inputs; here they are the study's synthetic sets, made from all validation inputs."""
+    from nnwatch.calibration.fused_verdict import split_halves
+    from nnwatch.calibration.separation import choose_separating
+
+    columns = list(data["columns"])
+    cols = [columns.index(m) for m in members]
+    in_a = split_halves(data["val_pred"], 0)
+    synth = {s: data[f"set{k}"][:, cols] for k, s in enumerate(data["set_names"]) if "(synthetic)" in s}
+    return choose_separating(members, data["val"][in_a][:, cols], synth)
+
+
+def choose_membership(result: dict, rule: str) -> dict:
+    """Every candidate, or only the separating ones: the one with the higher synthetic mean AUROC
+    of ``rule`` over the models and pools (the only criterion); the benchmark sets validate."""
+    means: dict[str, list[float]] = {"every candidate": [], "separating members": []}
+    bench: dict[str, list[float]] = {"every candidate": [], "separating members": []}
+    for pools in result["models"].values():
+        for pool, r in pools.items():
+            which = "separating members" if "separation" in r else "every candidate"
+            synth, rest = _split(list(next(iter(r["singles"].values()))))
+            means[which].append(float(np.mean([r["fused"][rule][s] for s in synth])))
+            bench[which].append(float(np.mean([r["fused"][rule][s] for s in rest])))
+    synthetic_mean = {k: float(np.mean(v)) for k, v in means.items()}
+    return {"rule": rule, "chosen": max(synthetic_mean, key=synthetic_mean.get), "synthetic_mean": synthetic_mean,
+            "benchmark_mean": {k: float(np.mean(v)) for k, v in bench.items()}}
 
 
 def _split(sets: list[str]) -> tuple[list[str], list[str]]:
@@ -254,6 +290,8 @@ def choose(result: dict) -> dict:
     score: dict[str, list[float]] = {}
     for pools in result["models"].values():
         for r in pools.values():
+            if "separation" in r:  # the rule is chosen on every candidate; membership after it
+                continue
             synth, _ = _split(list(next(iter(r["singles"].values()))))
             for key, aucs in r["fused"].items():
                 score.setdefault(key, []).append(float(np.mean([aucs[s] for s in synth])))
@@ -271,6 +309,26 @@ def summarize(result: dict) -> str:
              f"{c['evidence']} ({c['synthetic_mean']:.4f}; the first rule, Fisher's sum of per-class evidence: "
              f"{c['first_rule_synthetic_mean']:.4f}).", "", "| rule | evidence | synthetic mean AUROC |", "|---|---|---|"]
     lines += [f"| {' | '.join(k.split(' | '))} | {v:.4f} |" for k, v in c["by_rule"].items()] + [""]
+    m = result["membership"]
+    lines += [f"Membership, with that rule: **{m['chosen']}** (synthetic mean AUROC over the models and pools: every "
+              f"candidate {m['synthetic_mean']['every candidate']:.4f}, separating members "
+              f"{m['synthetic_mean']['separating members']:.4f}; on the benchmark sets, which only validate: "
+              f"{m['benchmark_mean']['every candidate']:.4f} and {m['benchmark_mean']['separating members']:.4f}).", "",
+              "| model | pool | every candidate: synthetic / benchmark | separating members | synthetic / benchmark |",
+              "|---|---|---|---|---|"]
+    for name, pools in result["models"].items():
+        for pool, r in pools.items():
+            if "separation" in r:
+                continue
+            t = pools[f"{pool}, separating members"]
+            synth, bench = _split(list(next(iter(r["singles"].values()))))
+
+            def means(entry: dict) -> str:
+                f = entry["fused"][m["rule"]]
+                return f"{np.mean([f[s] for s in synth]):.4f} / {np.mean([f[s] for s in bench]):.4f}"
+
+            lines.append(f"| {name} | {pool} | {means(r)} | {', '.join(t['members'])} | {means(t)} |")
+    lines.append("")
     for name, pools in result["models"].items():
         for pool, r in pools.items():
             sets = list(next(iter(r["singles"].values())))

@@ -24,6 +24,8 @@ from ..sources import ArraySource, as_source, in_memory
 from .error_verdict import error_threshold
 from .fused_verdict import COST_BUDGET, FUSED, add_fusion
 from .groups import CalibrationWarning, TrainingOverlapWarning, calibration_from_scores
+from .separation import Separation, choose_separating
+from .synthetic_inputs import synthetic_inputs
 
 
 def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool = False,  # type: ignore[no-untyped-def]
@@ -68,7 +70,8 @@ def collect_scores(monitor, x: np.ndarray, batch_size: int = 256, progress: bool
 def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int = 20,  # type: ignore[no-untyped-def]
               detectors: Sequence[str] | None = None, batch_size: int = 256, progress: bool = False,
               fusion_members: Sequence[str] | None = None, fusion_budget: float = COST_BUDGET,
-              error_risk: float | None = None, error_detector: str = "msp", error_delta: float = 0.05) -> Calibration:
+              error_risk: float | None = None, error_detector: str = "msp", error_delta: float = 0.05,
+              separate: bool = True) -> Calibration:
     """Conformal calibration on clean held-out data, installed in the monitor.
 
     Parameters
@@ -91,6 +94,10 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     fusion_members : sequence of str, optional
         The fused verdict's members (default: chosen from the clean scores and cost by
         :func:`nnwatch.calibration.fused_verdict.choose_members`).
+    separate : bool
+        When choosing members: keep only the candidates that separate anomalies made from the
+        calibration inputs (:func:`separating_members`); False keeps every candidate
+        :func:`nnwatch.calibration.fused_verdict.choose_members` keeps.
     fusion_budget : float
         When choosing members: a detector written in Python, or Mahalanobis, joins only if
         its counted multiply-adds per sample (:meth:`Monitor.counted_costs`) are at most this
@@ -169,13 +176,68 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
                     "again to have them weighed"), stacklevel=2)
         else:
             budget = float(fusion_budget) * model_macs
-        add_fusion(cal, by_cost(monitor, names), fusion_members, costs=costs, budget=budget, model_macs=model_macs)
+        def separating(candidates: list[str], in_a: np.ndarray) -> Separation:
+            return separating_members(monitor, source.x, pred, matrix, names, candidates, in_a, batch_size, progress)
+
+        add_fusion(cal, by_cost(monitor, names), fusion_members, costs=costs, budget=budget, model_macs=model_macs,
+                   separating=separating if separate else None)
     if error_risk is not None:
         cal.errors = {"detector": error_detector, **error_threshold(scores[error_detector], pred != source.y,
                                                                     error_risk, error_delta)}
     monitor.profile.header["rare_rate"] = monitor.rare_rate
     monitor.set_calibration(cal)
     return cal
+
+
+SEPARATION_SAMPLES = 500  # half-A inputs the synthetic anomalies are made from, at most
+
+
+def separating_members(monitor, x: np.ndarray, pred: np.ndarray, scores: np.ndarray,  # type: ignore[no-untyped-def]
+                       names: Sequence[str], candidates: Sequence[str], in_a: np.ndarray, batch_size: int = 256,
+                       progress: bool = False, seed: int = 1) -> Separation:
+    """The candidates that separate anomalies made from half A's inputs from half A itself.
+
+    Up to :data:`SEPARATION_SAMPLES` inputs of half A (a seeded draw) are turned into synthetic
+    anomalies (:func:`nnwatch.calibration.synthetic_inputs.synthetic_inputs`) and scored by the
+    monitor; each candidate's separation is measured against all of half A's clean scores and the
+    rule of :func:`nnwatch.calibration.separation.choose_separating` decides. Only half A is read.
+
+    Parameters
+    ----------
+    monitor : Monitor
+        The monitor being calibrated.
+    x : numpy.ndarray
+        The calibration inputs.
+    pred : numpy.ndarray
+        Their predicted classes.
+    scores : numpy.ndarray
+        ``(N, len(names))`` their clean scores.
+    names : sequence of str
+        The columns of ``scores``.
+    candidates : sequence of str
+        The fused verdict's candidate members (a subset of ``names``).
+    in_a : numpy.ndarray
+        bool ``(N,)``: the member half A.
+    batch_size : int
+        Samples per call.
+    progress : bool
+        Show a progress bar.
+    seed : int
+        Seed of the draw and of the anomalies.
+
+    Returns
+    -------
+    Separation
+    """
+    rows = np.flatnonzero(in_a)
+    rng = np.random.default_rng(seed)
+    drawn = np.sort(rng.permutation(rows)[:SEPARATION_SAMPLES])
+    cols = [list(names).index(c) for c in candidates]
+    synthetic = {}
+    for kind, inputs in synthetic_inputs(x[drawn], pred[drawn], seed).items():
+        found, _, _ = collect_scores(monitor, inputs, batch_size, progress, f"members: {kind}")
+        synthetic[kind] = np.stack([found[c] for c in candidates], axis=1)
+    return choose_separating(list(candidates), scores[rows][:, cols], synthetic)
 
 
 def warn_training_overlap(monitor, source: ArraySource) -> None:  # type: ignore[no-untyped-def]

@@ -8,11 +8,14 @@ Calibration (clean data only):
    input's evidence from member ``k`` is ``-log`` of its conformal p-value against that table,
    with an exponential tail beyond its largest score; the fused statistic ``T`` is the sum of
    the strongest half of the members' evidence (:mod:`nnwatch.kernels.fusion`).
+   The members: the candidates :func:`choose_members` keeps (no near-copies, within the cost
+   budget), then, by default, only those that separate anomalies made from half A's inputs
+   (:mod:`.synthetic_inputs`) from half A itself, by the rule of :mod:`.separation`.
 3. ``T`` of every sample of B is computed against A, and the live ``T`` gets the conformal
    p-value against B's ``T`` of its class group (own, pooled or global, as every calibrated
    detector); the fused flag is ``p <= alpha``.
 
-Guarantee: given A, ``T`` is a fixed function; B and clean live inputs are exchangeable, so
+Guarantee: given A, ``T`` (its members included) is a fixed function; B and clean live inputs are exchangeable, so
 ``P(fused flag | clean, group) <= alpha`` exactly as for a single detector (the calibration
 samples are never used twice for the same decision). The combination is chosen for power, not
 validity: validity comes from step 3 whatever the members' dependence. It was chosen on clean
@@ -26,7 +29,7 @@ anomaly from diluting the ones that see it.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +38,7 @@ from ..kernels.conformal import ConformalTables
 from ..kernels.fusion import TAIL_QUANTILE, FusionTables, fused_statistic, tail_scales
 from ..profile.schema import Calibration
 from .groups import CalibrationWarning, check_calibration_size, compile_conformal
+from .separation import Separation
 
 FUSED = "fused"
 RULE = "strongest-half"  # nnwatch.kernels.fusion: the sum of the strongest half of pooled member evidence
@@ -246,8 +250,10 @@ def compile_fusion(cal: Calibration, columns: Sequence[str], n_classes: int) -> 
 
 def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[str] | None = None,
                seed: int = 0, warn: bool = True, costs: dict[str, float] | None = None,
-               budget: float | None = None, model_macs: int | None = None) -> Calibration:
-    """Record a fused verdict in a calibration (members chosen by :func:`choose_members` if not given).
+               budget: float | None = None, model_macs: int | None = None,
+               separating: Callable[[list[str], np.ndarray], Separation] | None = None) -> Calibration:
+    """Record a fused verdict in a calibration (members chosen by :func:`choose_members` if not given,
+    then, with ``separating``, kept only where they separate synthetic anomalies).
 
     Parameters
     ----------
@@ -263,15 +269,30 @@ def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[st
         Warn (:class:`CalibrationWarning`) instead of raising when the calibration is too small.
     costs, budget, model_macs : optional
         Counted candidate costs, the budget of :func:`choose_members`, the model's count.
+    separating : callable, optional
+        ``separating(candidates, in_a)`` -> :class:`~nnwatch.calibration.separation.Separation`:
+        the candidates that separate synthetic anomalies made from the member half A (``in_a``,
+        the bool mask of :func:`split_halves`) from half A itself. Only half A is read, so the
+        fused statistic stays a fixed function given A and the guarantee stands. Used when the
+        members are not given and more than one candidate remains; recorded as ``separation``.
 
     Returns
     -------
     Calibration
         ``cal``, with ``fusion`` set (left None when too small and ``warn``).
     """
-    chosen = list(members) if members is not None else choose_members(cal, candidates, costs=costs, budget=budget)
+    separation = None
+    if members is not None:
+        chosen = list(members)
+    else:
+        chosen = choose_members(cal, candidates, costs=costs, budget=budget)
+        if separating is not None and len(chosen) > 1:
+            separation = separating(chosen, split_halves(cal.classes, seed))
+            chosen = list(separation.members)
     try:
         cal.fusion = fusion_spec(cal, chosen, seed, costs, budget, model_macs)
+        if separation is not None:
+            cal.fusion["separation"] = separation.to_dict()
     except InputError as exc:
         if not warn or members is not None:
             raise

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._validate import short_list
 from ..errors import InputError, ModelError
-from .console import warn
+from .console import separation_lines, warn
 from .output import RecordWriter, skipped_rows
 from .ray_setup import ray_init
 
@@ -428,8 +428,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {out}: conformal thresholds for {len(cal.detectors)} detectors at fpr {cal.fpr} from "
           f"{cal.scores.shape[0]} clean samples ({len(groups.own)} of {n_classes} classes with their own threshold)")
     if cal.fusion is not None:
-        print(f"  decision: fused verdict over {', '.join(cal.fusion['members'])} (members chosen from the clean "
-              "scores and cost; each half of the calibration data calibrates one stage)")
+        how = "given" if args.fuse else (
+            "no near-copies, within the cost budget, and separating anomalies made from the calibration data: "
+            "nnwatch info shows the table" if cal.fusion.get("separation") else "chosen from the clean scores and cost")
+        print(f"  decision: fused verdict over {', '.join(cal.fusion['members'])} ({how}; each half of the calibration "
+              "data calibrates one stage)")
     print(f"  {mon.decision} thresholds per class: " + ", ".join(f"{t:.4g}" for t in thresholds))
     if cal.errors is not None:
         e = cal.errors
@@ -903,6 +906,11 @@ def _info_profile(path: Path) -> None:
         print(f"    {groups.describe()}")
     settings = {k: v for k, v in cal.settings.items() if k != "detector_params"}
     print(f"    settings: {json.dumps(settings)}")
+    if cal.fusion is not None:
+        print(f"    fused verdict over {', '.join(cal.fusion['members'])}")
+        if cal.fusion.get("separation"):
+            for line in separation_lines(cal.fusion["separation"], list(cal.detectors)):
+                print(f"      {line}")
 
 
 def _info_detector(path: Path) -> None:

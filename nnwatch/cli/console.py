@@ -105,3 +105,32 @@ def cli_console() -> Iterator[None]:
         out.flush()
         err.flush()
         sys.stdout, sys.stderr = saved
+
+
+def separation_lines(record: dict, candidates: list[str], kinds: list[str] | None = None) -> list[str]:
+    """The table behind a fused verdict's members chosen by separation (``nnwatch info``).
+
+    Parameters
+    ----------
+    record : dict
+        :meth:`nnwatch.calibration.separation.Separation.to_dict`.
+    candidates : list of str
+        The order to list the candidates in (those absent from the record are skipped).
+    kinds : list of str, optional
+        The order of the kinds of anomaly (default: the record's).
+
+    Returns
+    -------
+    list of str
+        Indented lines.
+    """
+    found = record["synthetic"]
+    kinds = [k for k in (kinds or list(found)) if k in found]
+    counts = ", ".join(f"{k} {found[k]}" for k in kinds)
+    lines = [f"chosen by {record['rule']}: {record['clean']} clean against synthetic ({counts})"]
+    for m in [c for c in candidates if c in record["auroc"]]:
+        row = record["auroc"][m]
+        mean = sum(row.values()) / max(len(row), 1)
+        lines.append(f"  {m:18s} AUROC " + " ".join(f"{k} {row[k]:.3f}" for k in kinds if k in row)
+                     + f"  separation {mean - 0.5:+.3f}" + ("  fused" if m in record["members"] else ""))
+    return lines

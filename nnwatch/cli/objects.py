@@ -447,6 +447,7 @@ def info_state(path: Any) -> None:
     """``nnwatch info OBJECTS.npz`` for an object monitor state."""
     from ..objects.member_choice import KINDS
     from ..objects.monitor_state import describe_state
+    from .console import separation_lines
 
     d = describe_state(path)
     counts = d["class_counts"]
@@ -460,14 +461,7 @@ def info_state(path: Any) -> None:
         print(f"  fused members: {', '.join(d.get('fused_members', d['members']))}")
         choice = d.get("member_choice")
         if choice:
-            found = choice["synthetic"]
-            kinds = [k for k in KINDS if k in found]
-            counts = ", ".join(f"{k} {found[k]}" for k in kinds)
-            print(f"  chosen by {choice['rule']}, {choice['clean']} clean objects against synthetic ones ({counts}):")
-            for m in d["members"]:
-                row = choice["auroc"].get(m, {})
-                mean = sum(row.values()) / max(len(row), 1)
-                print(f"    {m:12s} AUROC " + " ".join(f"{k} {row[k]:.3f}" for k in kinds if k in row)
-                      + f"  mean {mean:.3f}" + ("  fused" if m in choice["members"] else ""))
+            for line in separation_lines(choice, d["members"], list(KINDS)):
+                print(f"    {line}")
     else:
         print(f"  not calibrated: run nnwatch calibrate DETECTOR.onnx {path} --data CLEAN")

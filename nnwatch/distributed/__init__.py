@@ -48,4 +48,51 @@ def actor_cpus(concurrency: int) -> float:
     return max(0.05, min(1.0, (total - 1.0) / concurrency))
 
 
-__all__ = ["actor_cpus", "ray_module"]
+def map_to_parquet(dataset: Any, actor: type, actor_kwargs: dict[str, Any], out_dir: str, batch_size: int,
+                   concurrency: int) -> float:
+    """Score ``dataset`` on a pool of ``concurrency`` actors of class ``actor`` and write Parquet.
+
+    Each actor is built once with ``actor_kwargs`` (paths, not objects, so Ray can restart it)
+    and called on batches of ``batch_size`` rows in numpy format; each output block is written
+    once, after its batch succeeded.
+
+    Parameters
+    ----------
+    dataset : ray.data.Dataset
+        The rows to score.
+    actor : type
+        Callable class: ``actor(**actor_kwargs)(batch) -> columns``.
+    actor_kwargs : dict
+        Its constructor's arguments.
+    out_dir : str
+        Output folder.
+    batch_size, concurrency : int
+        Rows per call and actors (both at least 1).
+
+    Returns
+    -------
+    float
+        Seconds from the start to the last file written.
+
+    Raises
+    ------
+    InputError
+        ``batch_size`` or ``concurrency`` below 1.
+    """
+    import time
+
+    from ..errors import InputError
+
+    if int(concurrency) < 1 or int(batch_size) < 1:
+        raise InputError(f"workers and batch size must be >= 1, got {concurrency} and {batch_size}")
+    ray = ray_module()
+    start = time.perf_counter()
+    scored = dataset.map_batches(
+        actor, fn_constructor_kwargs=actor_kwargs, batch_size=int(batch_size),
+        compute=ray.data.ActorPoolStrategy(size=int(concurrency)), num_cpus=actor_cpus(int(concurrency)),
+        batch_format="numpy")
+    scored.write_parquet(out_dir)
+    return time.perf_counter() - start
+
+
+__all__ = ["actor_cpus", "map_to_parquet", "ray_module"]

@@ -12,10 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
 from ..monitor.detectors import COVERAGE
 from ..monitor.monitor import Monitor
-from . import actor_cpus, ray_module
+from . import map_to_parquet, ray_module
 
 
 class _ScreenActor:
@@ -67,19 +66,9 @@ def screen_ray(model: str | os.PathLike, profile: str | os.PathLike, dataset: An
     dict
         ``inputs``, ``flagged``, ``seconds``, ``inputs_per_s``.
     """
-    import time
-
-    ray = ray_module()
-    if int(concurrency) < 1 or int(batch_size) < 1:
-        raise InputError(f"workers and batch size must be >= 1, got {concurrency} and {batch_size}")
-    start = time.perf_counter()
-    scored = dataset.map_batches(
-        actor, fn_constructor_kwargs={"model": os.fspath(model), "profile": os.fspath(profile),
-                                             "detectors": list(detectors), "decision": decision},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=int(concurrency)),
-        num_cpus=actor_cpus(concurrency), batch_format="numpy")
-    scored.write_parquet(os.fspath(out_dir))
-    seconds = time.perf_counter() - start
+    seconds = map_to_parquet(dataset, actor, {"model": os.fspath(model), "profile": os.fspath(profile),
+                                              "detectors": list(detectors), "decision": decision},
+                             os.fspath(out_dir), batch_size, concurrency)
     import pyarrow.parquet as pq
 
     table = pq.read_table(os.fspath(out_dir), columns=["flag"])

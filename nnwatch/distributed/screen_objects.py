@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from . import actor_cpus, ray_module
+from . import map_to_parquet
 
 BOX = ("x1", "y1", "x2", "y2")
 
@@ -109,18 +109,8 @@ def screen_objects_ray(model: str | os.PathLike, state: str | os.PathLike, datas
     dict
         ``frames``, ``flagged`` (frames), ``objects``, ``seconds``, ``frames_per_s``.
     """
-    import time
-
-    ray = ray_module()
-    if int(concurrency) < 1 or int(batch_size) < 1:
-        raise InputError(f"workers and batch size must be >= 1, got {concurrency} and {batch_size}")
-    start = time.perf_counter()
-    scored = dataset.map_batches(
-        ObjectScreenActor, fn_constructor_kwargs={"model": os.fspath(model), "state": os.fspath(state)},
-        batch_size=int(batch_size), compute=ray.data.ActorPoolStrategy(size=int(concurrency)),
-        num_cpus=actor_cpus(concurrency), batch_format="numpy")
-    scored.write_parquet(os.fspath(out_dir))
-    seconds = time.perf_counter() - start
+    seconds = map_to_parquet(dataset, ObjectScreenActor, {"model": os.fspath(model), "state": os.fspath(state)},
+                             os.fspath(out_dir), batch_size, concurrency)
     import pyarrow.parquet as pq
 
     table = pq.read_table(os.fspath(out_dir), columns=["id", "class", "frame_flag"])

@@ -8,43 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..calibration.error_verdict import binomial_cdf  # one definition, also the error verdict's
+from ..calibration.separation import auroc  # noqa: F401  one definition, also the fused members' choice
+from ..calibration.separation import check_score_pair
 from ..errors import InputError
-
-
-def _check(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    neg = np.asarray(neg, np.float64).ravel()
-    pos = np.asarray(pos, np.float64).ravel()
-    if neg.size == 0 or pos.size == 0:
-        raise InputError(f"metrics need both classes: {neg.size} in-distribution and {pos.size} anomalous scores")
-    if np.isnan(neg).any() or np.isnan(pos).any():
-        raise InputError("scores contain NaN")
-    return neg, pos
-
-
-def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """Area under the ROC curve = P(score_pos > score_neg) + P(tie) / 2.
-
-    Parameters
-    ----------
-    neg, pos : numpy.ndarray
-        Scores of in-distribution and anomalous samples.
-
-    Returns
-    -------
-    float
-        AUROC in [0, 1].
-    """
-    neg, pos = _check(neg, pos)
-    allv = np.concatenate([neg, pos])
-    order = np.argsort(allv, kind="mergesort")
-    ranks = np.empty(allv.size)
-    sorted_v = allv[order]
-    # Average ranks over ties.
-    uniq, start, counts = np.unique(sorted_v, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    r_pos = ranks[neg.size :].sum()
-    return float((r_pos - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
 
 
 def roc_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,7 +26,7 @@ def roc_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     tuple of numpy.ndarray
         ``(fpr, tpr, thresholds)``, from (0, 0) to (1, 1).
     """
-    neg, pos = _check(neg, pos)
+    neg, pos = check_score_pair(neg, pos)
     thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
     neg_s = np.sort(neg)
     pos_s = np.sort(pos)

@@ -14,12 +14,11 @@ range) and make the object unlike any trained class:
 - ``swap``: the box's quadrants exchanged diagonally: the object's parts in the wrong places.
 
 The altered frames go through the detector again; a detection at IoU >= 0.5 with an altered box
-is a synthetic anomalous object. Each member's separation is its AUROC of synthetic against clean
-objects, averaged over the three kinds, minus 0.5 (chance); a member joins when its separation is
-at least :data:`SHARE_OF_BEST` of the best member's. The rule has no absolute threshold, so it
-means the same on a detector whose members all separate well and on one whose members mostly
-do not; the best member always joins. The benchmark's anomaly sets (unknown objects, unseen
-styles, noise patches) never enter the choice; they only validate it (benchmarks/objects.py).
+is a synthetic anomalous object. The members that join are those whose separation (mean AUROC
+minus 0.5) is at least half the best member's: the rule of
+:mod:`nnwatch.calibration.separation`, the same for classifiers. The benchmark's anomaly sets
+(unknown objects, unseen styles, noise patches) never enter the choice; they only validate it
+(benchmarks/objects.py).
 
 What the choice sees: the first half of the calibration frames, the half whose objects calibrate
 the members and the fused statistic. The frame threshold is calibrated on the second half, which
@@ -31,60 +30,14 @@ marginal validity is no longer exact (the benchmark reports it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 
 from ..errors import InputError
-from ..eval.metrics import auroc
 from .detections import Detections
 
 KINDS = ("shuffle", "blend", "swap")
-SHARE_OF_BEST = 0.5  # a member joins with at least half the best member's separation (AUROC - 0.5)
 MATCH_IOU = 0.5
 MIN_SIDE = 4  # boxes narrower than this (pixels, after clipping) are left as they are
-
-
-@dataclass(frozen=True)
-class MemberChoice:
-    """The members chosen for the fused verdict, with the evidence behind the choice.
-
-    Attributes
-    ----------
-    members : list of str
-        The chosen members, in the monitor's member order.
-    auroc : dict
-        member -> kind -> AUROC of synthetic against clean objects.
-    synthetic : dict
-        kind -> synthetic anomalous objects found.
-    clean : int
-        Clean objects compared.
-    """
-
-    members: list[str]
-    auroc: dict[str, dict[str, float]]
-    synthetic: dict[str, int]
-    clean: int
-
-    @classmethod
-    def from_dict(cls, record: dict) -> "MemberChoice":
-        """The choice from its :meth:`to_dict` record.
-
-        Raises
-        ------
-        KeyError, TypeError, ValueError
-            A damaged record.
-        """
-        return cls(members=[str(m) for m in record["members"]],
-                   auroc={str(m): {str(k): float(v) for k, v in row.items()} for m, row in record["auroc"].items()},
-                   synthetic={str(k): int(v) for k, v in record["synthetic"].items()}, clean=int(record["clean"]))
-
-    def to_dict(self) -> dict:
-        """JSON-able record."""
-        return {"rule": f"mean synthetic AUROC - 0.5 >= {SHARE_OF_BEST} x the best member's",
-                "members": list(self.members),
-                "auroc": self.auroc, "synthetic": dict(self.synthetic), "clean": int(self.clean)}
 
 
 def _pixel_boxes(det: Detections, height: int, width: int) -> np.ndarray:
@@ -193,44 +146,3 @@ def matches_altered(found: Detections, altered: Detections, which: np.ndarray, i
             out[mine] = (_iou_matrix(found.boxes[mine].astype(np.float64),
                                      altered.boxes[theirs].astype(np.float64)) >= iou).any(axis=1)
     return out
-
-
-def choose_members(names: Sequence[str], clean: np.ndarray, synthetic: dict[str, np.ndarray],
-                   share: float = SHARE_OF_BEST) -> MemberChoice:
-    """The members whose scores separate synthetic from clean objects.
-
-    Parameters
-    ----------
-    names : sequence of str
-        The member names (columns of the score matrices).
-    clean : numpy.ndarray
-        ``(M, m)`` clean objects' member scores (higher = more anomalous).
-    synthetic : dict
-        kind -> ``(M_k, m)`` synthetic objects' member scores (a kind may have none).
-    share : float
-        Least share of the best member's separation (mean AUROC - 0.5) that joins.
-
-    Returns
-    -------
-    MemberChoice
-
-    Raises
-    ------
-    InputError
-        No clean or no synthetic objects to compare.
-    """
-    names = list(names)
-    kinds = [k for k, s in synthetic.items() if len(s)]
-    if not len(clean) or not kinds:
-        raise InputError(f"choosing fused members needs clean and synthetic objects; got {len(clean)} clean and "
-                         f"{sum(len(s) for s in synthetic.values())} synthetic: calibrate on frames where the "
-                         "detector finds objects, or give the members")
-    clean = np.nan_to_num(np.asarray(clean, np.float64), nan=np.inf)  # a NaN score counts as +inf, as in the fusion
-    synth = {k: np.nan_to_num(np.asarray(synthetic[k], np.float64), nan=np.inf) for k in kinds}
-    table = {n: {k: auroc(clean[:, j], synth[k][:, j]) for k in kinds} for j, n in enumerate(names)}
-    mean = {n: float(np.mean(list(table[n].values()))) for n in names}
-    best = max(names, key=lambda n: mean[n])
-    gain = mean[best] - 0.5
-    chosen = [n for n in names if mean[n] - 0.5 >= share * gain] if gain > 0 else [best]  # none beats chance: the best
-    return MemberChoice(members=chosen, auroc=table, synthetic={k: int(len(s)) for k, s in synthetic.items()},
-                        clean=int(len(clean)))

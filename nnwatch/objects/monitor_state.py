@@ -29,9 +29,9 @@ import numpy as np
 
 from .._io import atomic_write_with
 from ..calibration.frame_level import FrameCalibration
+from ..calibration.separation import Separation
 from ..errors import InputError, ModelMismatchError, ProfileError
 from ..profile.store import load_profile, save_profile
-from .member_choice import MemberChoice
 from .object_monitor import IMAGE_MEMBER, ObjectMonitor
 from .scorer import MemberScorer
 
@@ -216,7 +216,7 @@ def load_object_monitor(model: str | os.PathLike | bytes, path: str | os.PathLik
                                        header["min_class_samples"], fused_members=fused)
         record = header.get("member_choice")
         try:
-            monitor.member_choice_ = None if record is None else MemberChoice.from_dict(record)
+            monitor.member_choice_ = None if record is None else Separation.from_dict(record)
         except (KeyError, TypeError, ValueError) as e:
             raise ProfileError(f"{where}: the fused members' record is damaged ({e!r}); calibrate again") from None
         monitor.frames_ = FrameCalibration(np.sort(np.asarray(frames, np.float64)), float(header["alpha"]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ from .._progress import Progress
 from ..calibration.frame_level import FrameCalibration, frame_minimum
 from ..calibration.fused_verdict import add_fusion, compile_fusion
 from ..calibration.groups import calibration_from_scores
+from ..calibration.separation import Separation, choose_separating
 from ..errors import InputError, NotFittedError
 from ..kernels.conformal import conformal_p_values
 from ..kernels.fusion import fused_statistic
@@ -41,7 +43,7 @@ from ..monitor.runner import session_options
 from .detections import Detections, class_logits, decode
 from .object_features import frame_features, object_features
 from .detector_manifest import DetectorManifest, read_manifest
-from .member_choice import KINDS, MemberChoice, altered_frames, choose_members, matches_altered
+from .member_choice import KINDS, altered_frames, matches_altered
 from .scorer import LOGIT_MEMBERS, MemberScorer
 
 DEFAULT_MEMBERS = ("mahalanobis", "knn", "nbc", "kmnc", "energy", "msp")
@@ -75,10 +77,15 @@ class ObjectVerdicts:
     frame_statistic : numpy.ndarray
         float64 ``(F,)`` the frame statistic ``frame_p`` is computed from: the smallest of its
         objects' and its image term's p-values (lower = more anomalous).
-    frame_category : numpy.ndarray
-        int64 ``(F,)`` the predicted class of each frame's highest-scoring object, or the
-        number of classes for a frame without objects (:meth:`Detections.top_classes`; what
-        the stream's class test follows).
+    n_classes : int
+        The monitor's classes (0: unknown, then :attr:`frame_category` is empty).
+
+    Notes
+    -----
+    :attr:`frame_category` (int64 ``(F,)``) is the predicted class of each frame's
+    highest-scoring object, or ``n_classes`` for a frame without objects
+    (:meth:`Detections.top_classes`; what the stream's class test follows), computed when first
+    read.
     """
 
     objects: Detections
@@ -91,7 +98,14 @@ class ObjectVerdicts:
     image_p: np.ndarray
     image_only: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     frame_statistic: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    frame_category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    n_classes: int = 0
+
+    @cached_property
+    def frame_category(self) -> np.ndarray:
+        """int64 ``(F,)``: each frame's category for the stream's class test (see the class notes)."""
+        if self.n_classes < 1:
+            return np.zeros(0, np.int64)
+        return self.objects.top_classes(self.n_classes)
 
     def object_rows(self) -> list[dict[str, Any]]:
         """One dict per object (for CSV and JSON output)."""
@@ -353,7 +367,7 @@ class ObjectMonitor:
         first[np.random.default_rng(seed).permutation(c["n_frames"])[: c["n_frames"] // 2]] = True
         in_first = first[c["frame"]]
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
-        self.member_choice_: MemberChoice | None = None
+        self.member_choice_: Separation | None = None
         if fused_members == "auto":
             self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
                                                        objects[in_first], seed, batch_size, progress)
@@ -371,7 +385,7 @@ class ObjectMonitor:
         return self
 
     def _choose_members(self, x: np.ndarray, det: Detections, keep: np.ndarray, local: np.ndarray,
-                        clean: np.ndarray, seed: int, batch_size: int, progress: bool) -> MemberChoice:
+                        clean: np.ndarray, seed: int, batch_size: int, progress: bool) -> Separation:
         """Fused members from the objects of frames ``x`` (objects ``keep`` of ``det``, frames renumbered
         by ``local``) and synthetic anomalies made from them (:mod:`.member_choice`).
         """
@@ -383,7 +397,7 @@ class ObjectMonitor:
             c = self._collect(altered, batch_size, f"choosing fused members ({kind} objects, frames)", progress)
             scores, _ = self._scores(c)
             synthetic[kind] = scores[matches_altered(c["det"], mine, which)]
-        return choose_members(self.members, clean, synthetic)
+        return choose_separating(self.members, clean, synthetic)
 
     def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
                                alpha: float, seed: int, min_class_samples: int | None,
@@ -459,4 +473,4 @@ class ObjectMonitor:
                               frame_flag=frame_p <= self.frames_.alpha, image_p=image_p,  # FrameCalibration.flags
                               image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
                               frame_statistic=np.asarray(stat, np.float64),
-                              frame_category=c["det"].top_classes(self.n_classes_))
+                              n_classes=int(self.n_classes_))

@@ -221,7 +221,7 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
         fusion = cal.get("fusion")
         if fusion is not None and (
                 not isinstance(fusion, dict)
-                or set(fusion) not in (FUSION_KEYS, FUSION_KEYS_TIMED)
+                or set(fusion) - {"separation"} not in (FUSION_KEYS, FUSION_KEYS_TIMED)
                 or not isinstance(fusion.get("costs", fusion.get("costs_us")), dict)
                 or not all(isinstance(v, (int, float)) for v in fusion.get("costs", fusion.get("costs_us")).values())
                 or not all(fusion.get(k) is None or isinstance(fusion[k], (int, float))
@@ -231,6 +231,15 @@ def _check_header(header: Any, where: str) -> dict[str, Any]:
                 or not isinstance(fusion["rule"], str) or not isinstance(fusion["seed"], int)
                 or not isinstance(fusion["tail_quantile"], float)):
             raise ProfileError(f"{where}: calibration fusion record is malformed (members must be calibrated detectors)")
+        separation = None if fusion is None else fusion.get("separation")
+        if separation is not None and (
+                not isinstance(separation, dict) or separation.get("members") != fusion["members"]
+                or not isinstance(separation.get("auroc"), dict)
+                or not all(isinstance(row, dict) and all(isinstance(v, float) for v in row.values())
+                           for row in separation["auroc"].values())
+                or not isinstance(separation.get("synthetic"), dict) or not isinstance(separation.get("clean"), int)):
+            raise ProfileError(f"{where}: calibration fusion record is malformed (its separation table does not match "
+                               "its members)")
     return header
 
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nnwatch.calibration.calibrate import calibrate
+from nnwatch.calibration.calibrate import by_cost, calibrate
 from nnwatch.calibration.fused_verdict import (
     FUSED,
     add_fusion,
@@ -361,3 +361,66 @@ def test_every_detector_outside_the_shared_pass_counts_and_a_zero_budget_admits_
         warnings.simplefilter("ignore", CalibrationWarning)
         cal = calibrate(mon, ArraySource(*f["splits"]["val"], "val"), fusion_budget=0.0)
     assert not set(cal.fusion["members"]) & set(costs), cal.fusion["members"]
+
+
+def test_members_that_do_not_separate_synthetic_anomalies_are_left_out(digits_monitor_files):
+    """The default calibration keeps, of the candidates choose_members keeps, those the rule of
+    nnwatch.calibration.separation keeps on anomalies made from half A; it reads half A only."""
+    from nnwatch.calibration.calibrate import separating_members
+    from nnwatch.calibration.fused_verdict import split_halves
+    from nnwatch.calibration.separation import Separation
+
+    f = digits_monitor_files
+    x, y = f["splits"]["val"]
+    detectors = ("coverage", "nc", "kmnc", "tknc", "nbc", "msp", "max_logit", "mahalanobis", FUSED)
+
+    def calibrated(inputs):
+        mon = Monitor(f["model"], load_profile(f["profile"]), providers="cpu", detectors=detectors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            return mon, calibrate(mon, ArraySource(inputs, y, "val"))
+
+    mon, cal = calibrated(x)
+    record = cal.fusion["separation"]
+    candidates = list(record["auroc"])
+    assert candidates == choose_members(cal, [c for c in by_cost(mon, cal.detectors)], costs=cal.fusion["costs"],
+                                        budget=cal.fusion["budget"])
+    sep = Separation.from_dict(record)
+    gain = sep.separations()
+    best = max(gain.values())
+    assert cal.fusion["members"] == record["members"] == [m for m in candidates if gain[m] >= 0.5 * best]
+    # the record is what separating_members gives on the same half
+    in_a = split_halves(cal.classes, cal.fusion["seed"])
+    again = separating_members(mon, x, cal.classes, cal.scores, cal.detectors, candidates, in_a)
+    assert again.to_dict() == record
+    # half B's inputs do not enter: changing them (where their predicted class, hence the split,
+    # stays) leaves the members and the table as they were
+    other = x.copy()
+    moved = np.where(~in_a[:, None], 0.05 * np.random.default_rng(0).standard_normal(x.shape), 0).astype(np.float32)
+    same = mon(x + moved).pred == mon(x).pred
+    other[same] += moved[same]
+    assert (other != x).any(axis=1).sum() > 50
+    _, cal_b = calibrated(other)
+    np.testing.assert_array_equal(cal_b.classes, cal.classes)
+    assert not np.array_equal(cal_b.scores, cal.scores)
+    assert cal_b.fusion["separation"] == record
+    # given members, or separate=False, choose nothing by separation
+    mon2 = Monitor(f["model"], load_profile(f["profile"]), providers="cpu", detectors=detectors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        plain = calibrate(mon2, ArraySource(x, y, "val"), separate=False)
+    assert "separation" not in plain.fusion and plain.fusion["members"] == candidates
+
+
+def test_a_damaged_separation_record_is_refused(fused_monitor, tmp_path):
+    import copy
+
+    from nnwatch.errors import ProfileError
+
+    profile = copy.deepcopy(fused_monitor.profile)
+    fusion = profile.calibration.fusion
+    assert "separation" in fusion
+    fusion["separation"]["members"] = []
+    save_profile(profile, tmp_path / "bad.npz")
+    with pytest.raises(ProfileError, match="separation table does not match"):
+        load_profile(tmp_path / "bad.npz")

@@ -1,5 +1,4 @@
-"""The fused members' choice: alterations against their definitions, matching against a plain
-loop, and the choice by simulation (informative members join, uninformative ones do not)."""
+"""Synthetic anomalous objects: alterations against their definitions, matching against a plain loop."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ import pytest
 from nnwatch.errors import InputError
 from nnwatch.kernels.roi_reference import box_iou
 from nnwatch.objects.detections import Detections
-from nnwatch.objects.member_choice import (KINDS, SHARE_OF_BEST, MemberChoice, altered_frames, choose_members,
-                                           matches_altered)
+from nnwatch.objects.member_choice import KINDS, altered_frames, matches_altered
 
 
 def _objects(boxes: list[tuple[int, list[float]]], n_frames: int) -> Detections:
@@ -120,56 +118,3 @@ def test_matching_equals_a_plain_loop_over_box_iou():
                   for k in which) for i in range(len(found))]
     np.testing.assert_array_equal(got, expect)
     assert 0 < got.sum() < len(got)
-
-
-def test_informative_members_join_and_uninformative_ones_do_not():
-    """Simulation: members 0 and 2 shift synthetic objects, member 1 is blind, member 3 is
-    inverted; over many draws the choice is exactly {0, 2}."""
-    rng = np.random.default_rng(0)
-    names = ["a", "blind", "b", "inverted"]
-    for _ in range(50):
-        clean = rng.normal(size=(300, 4))
-        shift = np.array([1.0, 0.0, 0.8, -1.0])
-        synthetic = {k: rng.normal(size=(200, 4)) + shift for k in KINDS}
-        choice = choose_members(names, clean, synthetic)
-        assert choice.members == ["a", "b"]
-
-
-def test_the_share_of_the_best_members_separation_decides():
-    """A member joins with at least SHARE_OF_BEST of the best member's AUROC - 0.5, whatever the
-    best member's level: the same members join when every separation is scaled."""
-    from statistics import NormalDist
-
-    rng = np.random.default_rng(4)
-    clean = rng.normal(size=(6000, 4))
-    for best in (0.15, 0.4):  # every member weak, or strong
-        # a shift d of a unit Gaussian has AUROC Phi(d / sqrt 2): member 2's separation is 0.6 of the
-        # best member's, member 3's 0.4
-        gains = np.array([best, 0.0, 0.6 * best, 0.4 * best])
-        shift = np.array([np.sqrt(2) * NormalDist().inv_cdf(0.5 + g) for g in gains])
-        synthetic = {k: rng.normal(size=(6000, 4)) + shift for k in KINDS}
-        choice = choose_members(["best", "blind", "above", "below"], clean, synthetic)
-        gain = {m: np.mean(list(r.values())) - 0.5 for m, r in choice.auroc.items()}
-        assert gain["above"] >= SHARE_OF_BEST * gain["best"] > gain["below"]
-        assert choice.members == ["best", "above"]
-
-
-def test_when_no_member_beats_chance_the_best_one_fuses_alone():
-    rng = np.random.default_rng(1)
-    clean = rng.normal(size=(400, 3))
-    synthetic = {k: rng.normal(size=(300, 3)) + np.array([-0.3, -0.6, -0.1]) for k in KINDS}
-    assert choose_members(["x", "y", "z"], clean, synthetic).members == ["z"]
-
-
-def test_nan_scores_count_as_most_anomalous():
-    clean = np.zeros((10, 1))
-    synthetic = {"shuffle": np.full((5, 1), np.nan)}
-    assert choose_members(["m"], clean, synthetic).auroc["m"]["shuffle"] == 1.0
-
-
-def test_without_objects_the_choice_is_refused_and_the_record_round_trips():
-    with pytest.raises(InputError, match="synthetic"):
-        choose_members(["m"], np.zeros((4, 1)), {k: np.zeros((0, 1)) for k in KINDS})
-    rng = np.random.default_rng(3)
-    choice = choose_members(["m", "n"], rng.normal(size=(50, 2)), {"blend": rng.normal(size=(40, 2)) + 2})
-    assert MemberChoice.from_dict(choice.to_dict()) == choice

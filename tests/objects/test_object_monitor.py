@@ -169,7 +169,7 @@ def test_a_saved_monitor_gives_the_same_verdicts(monitor, detector, instrumented
 
 def test_the_fused_members_are_chosen_from_synthetic_objects_unless_given(monitor, detector, instrumented):
     from nnwatch.eval.scenes import make_scenes
-    from nnwatch.objects.member_choice import SHARE_OF_BEST
+    from nnwatch.calibration.separation import SHARE_OF_BEST
 
     choice = monitor.member_choice_
     assert choice is not None and monitor.fused_members_ == choice.members
