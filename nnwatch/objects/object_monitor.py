@@ -23,6 +23,7 @@ Calibration (clean frames only) splits the frames in two by a seeded permutation
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Sequence
@@ -33,7 +34,7 @@ import onnxruntime as ort
 from .._progress import Progress
 from ..calibration.frame_level import FrameCalibration, frame_minimum
 from ..calibration.fused_verdict import add_fusion, compile_fusion
-from ..calibration.groups import calibration_from_scores
+from ..calibration.groups import CalibrationWarning, calibration_from_scores
 from ..calibration.separation import Separation, choose_separating
 from ..errors import InputError, NotFittedError
 from ..kernels.conformal import conformal_p_values
@@ -368,12 +369,14 @@ class ObjectMonitor:
         in_first = first[c["frame"]]
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
         self.member_choice_: Separation | None = None
-        if fused_members == "auto":
-            self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
-                                                       objects[in_first], seed, batch_size, progress)
-            chosen = self.member_choice_.members
-        else:
-            chosen = list(self.members) if fused_members == "all" else list(fused_members)
+        chosen = list(self.members) if fused_members in ("all", "auto") else list(fused_members)
+        if fused_members == "auto" and len(self.members) > 1:
+            try:
+                self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
+                                                           objects[in_first], seed, batch_size, progress)
+                chosen = self.member_choice_.members
+            except InputError as e:  # no objects to alter, or none found again: every member fuses
+                warnings.warn(CalibrationWarning(f"fused members not chosen ({e}); every member fuses"), stacklevel=2)
         self.set_object_calibration(objects[in_first], cls[in_first], np.sort(image[first]), alpha, seed,
                                     min_class_samples, fused_members=chosen)
         p_obj = self._object_p(objects[~in_first], cls[~in_first])

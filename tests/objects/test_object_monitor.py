@@ -320,3 +320,19 @@ def test_providers_are_resolved_like_the_classifier_monitors(monitor, detector, 
     a, b = monitor.score(x), gpu.score(x)
     np.testing.assert_array_equal(a.objects.cls, b.objects.cls)
     np.testing.assert_allclose(a.members, b.members, rtol=1e-3, atol=1e-4)
+
+
+def test_without_synthetic_objects_every_member_fuses_with_a_warning(monitor, detector, instrumented, monkeypatch):
+    """A detector that finds none of the altered objects again leaves nothing to choose from."""
+    from nnwatch.calibration.groups import CalibrationWarning
+    from nnwatch.eval.scenes import make_scenes
+    from nnwatch.objects import object_monitor as om
+
+    monkeypatch.setattr(om, "matches_altered", lambda found, altered, which: np.zeros(len(found), bool))
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 120, seed=2, size=64, scale=(16, 24), per_frame=(1, 3)).images
+    mon = ObjectMonitor(instrumented[0].SerializeToString(), threads=1)
+    mon.objects_, mon.image_, mon.n_classes_ = monitor.objects_, monitor.image_, monitor.n_classes_
+    with pytest.warns(CalibrationWarning, match="fused members not chosen .*every member fuses"):
+        mon.calibrate(x, alpha=0.1)
+    assert mon.member_choice_ is None and mon.fused_members_ == mon.members
