@@ -222,10 +222,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
 
 
 @njit()
-def _best_classes_values_last(head, n_values, top, best, nan):
-    # (B, N, V): each cell's class values are one contiguous row
+def _best_classes_values_last(head, n_values, live, top, best, nan):
+    # (B, N, V): each cell's class values are one contiguous row; cells not live are not read
     for b in range(head.shape[0]):
         for n in range(head.shape[1]):
+            if not live[b, n]:
+                continue
             row = head[b, n]
             t = row[n_values]
             k = 0
@@ -240,14 +242,15 @@ def _best_classes_values_last(head, n_values, top, best, nan):
 
 
 @njit()
-def _best_classes_values_first(head, n_values, top, best, nan):
-    # (B, V, N): one contiguous row per value, every cell updated along it
+def _best_classes_values_first(head, n_values, live, top, best, nan):
+    # (B, V, N): one contiguous row per value, every live cell updated along it
     for b in range(head.shape[0]):
-        for n in range(head.shape[2]):
+        cells = np.flatnonzero(live[b])
+        for n in cells:
             t = head[b, n_values, n]
             top[b, n], best[b, n], nan[b, n] = t, 0, t != t
         for v in range(n_values + 1, head.shape[1]):
-            for n in range(head.shape[2]):
+            for n in cells:
                 q = head[b, v, n]
                 nan[b, n] |= q != q
                 if q > top[b, n]:
@@ -260,17 +263,23 @@ def _raw_candidates(head, values_last, n_values, objectness, threshold, frame, c
     # class values are probabilities: float32 throughout, as the definition computes them
     batch = head.shape[0]
     n_cells = head.shape[1] if values_last else head.shape[2]
+    live = np.ones((batch, n_cells), np.bool_)
+    if objectness and threshold > 0:  # objectness below a positive threshold: dropped unread
+        for b in range(batch):
+            for n in range(n_cells):
+                o = head[b, n, 4] if values_last else head[b, 4, n]
+                live[b, n] = o >= threshold
     top = np.empty((batch, n_cells), np.float32)
     best = np.empty((batch, n_cells), np.int64)
     nan = np.empty((batch, n_cells), np.bool_)
     if values_last:
-        _best_classes_values_last(head, n_values, top, best, nan)
+        _best_classes_values_last(head, n_values, live, top, best, nan)
     else:
-        _best_classes_values_first(head, n_values, top, best, nan)
+        _best_classes_values_first(head, n_values, live, top, best, nan)
     kept = 0
     for b in range(batch):
         for n in range(n_cells):
-            if nan[b, n]:  # NaN among the class values: the maximum is NaN, the cell is dropped
+            if not live[b, n] or nan[b, n]:  # NaN among the class values: the maximum is NaN, the cell is dropped
                 continue
             s = top[b, n]
             if objectness:

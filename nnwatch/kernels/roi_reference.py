@@ -165,7 +165,10 @@ def raw_candidates(head: np.ndarray, values_last: bool, n_values: int, logits: b
     objectness where the head has it), read through a sigmoid when the head gives logits; its
     class is the first most probable one and its score that probability, times its objectness
     where the head has one. NaN anywhere among a cell's class values, or a non-finite score,
-    drops the cell.
+    drops the cell. With objectness and a positive threshold, a cell whose objectness is below
+    the threshold (or NaN) is dropped without reading its classes: for class probabilities in
+    ``[0, 1]`` its score could not reach the threshold, so this changes nothing there (a head
+    whose class values leave ``[0, 1]`` does not give probabilities).
 
     Parameters
     ----------
@@ -196,5 +199,7 @@ def raw_candidates(head: np.ndarray, values_last: bool, n_values: int, logits: b
     if objectness:
         score = score * values[..., 4]
     keep = np.isfinite(score) & (score >= threshold)
+    if objectness and threshold > 0:
+        keep &= values[..., 4] >= threshold  # float32 against the threshold in float32, as the scores
     frame, cell = np.nonzero(keep)
     return frame.astype(np.int64), cell.astype(np.int64), score[frame, cell].astype(np.float64), cls[frame, cell]

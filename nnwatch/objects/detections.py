@@ -151,6 +151,21 @@ def _grids(strides: tuple[int, ...], h: int, w: int) -> tuple[np.ndarray, np.nda
     return out
 
 
+def check_grid(n_candidates: int, strides: Sequence[int], image_size: tuple[int, int]) -> None:
+    """Refuse a head whose candidates are not the cells of the grids of ``strides``.
+
+    Raises
+    ------
+    InputError
+        ``n_candidates`` is not the number of cells of the ``(H / s, W / s)`` grids.
+    """
+    h, w = image_size
+    n = _grids(tuple(int(s) for s in strides), int(h), int(w))[0].size
+    if int(n_candidates) != n:
+        raise InputError(f"the head has {n_candidates} candidates; grids of strides {list(strides)} on a "
+                         f"{h}x{w} input have {n}")
+
+
 def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[int, int],
                cells: np.ndarray | None = None) -> np.ndarray:
     """``cx, cy, w, h`` in pixels from YOLOX's raw grid offsets.
@@ -181,10 +196,9 @@ def grid_boxes(offsets: np.ndarray, strides: Sequence[int], image_size: tuple[in
     """
     h, w = image_size
     x, y, stride = _grids(tuple(int(s) for s in strides), int(h), int(w))
-    if cells is None and offsets.shape[1] != x.size:
-        raise InputError(f"the head has {offsets.shape[1]} candidates; grids of strides {list(strides)} on a "
-                         f"{h}x{w} input have {x.size}")
-    if cells is not None:
+    if cells is None:
+        check_grid(offsets.shape[1], strides, image_size)
+    else:
         x, y, stride = x[cells], y[cells], stride[cells]
     t = offsets.astype(np.float64)
     with np.errstate(over="ignore"):
@@ -201,8 +215,7 @@ def _decode_raw(output: np.ndarray, layout: OutputLayout, image_size: tuple[int,
     head = np.ascontiguousarray(output, np.float32)
     n_frames = head.shape[0]
     if layout.grid_strides:  # the grid must match the head whatever survives the threshold
-        grid_boxes(np.zeros((1, head.shape[1] if layout.values_last else head.shape[2], 4)), layout.grid_strides,
-                   image_size)
+        check_grid(head.shape[1] if layout.values_last else head.shape[2], layout.grid_strides, image_size)
     frame, cell, score, cls = raw_candidates(head, layout.values_last, layout.n_values,
                                              layout.class_scores == "logits", layout.objectness,
                                              layout.score_threshold)

@@ -142,6 +142,28 @@ def test_raw_candidates_match_the_definition(values_last, objectness, logits, th
             assert g.dtype == w.dtype and np.array_equal(g, w), name
 
 
+@pytest.mark.parametrize("values_last", [False, True])
+@pytest.mark.parametrize("threshold", [0.25, 0.3, 0.7])
+def test_dropping_low_objectness_unread_changes_nothing_for_probabilities(values_last, threshold):
+    """With class values in [0, 1], skipping cells whose objectness is below a positive threshold
+    keeps exactly the cells the plain formula (score = objectness x best class, kept at >= threshold) keeps."""
+    rng = np.random.default_rng(7 + int(values_last))
+    for _ in range(20):
+        head = _head(rng, int(rng.integers(1, 4)), 5 + int(rng.integers(1, 8)), int(rng.integers(1, 60)), False)
+        classes = head[:, 5:]
+        head[:, 5:] = np.where(np.isfinite(classes), np.clip(classes, 0, 1), classes)  # probabilities (NaN stays)
+        head[:, 4] = rng.choice(np.float32([-0.5, 0.0, 0.2, 0.3, 0.31, 0.7, 0.9, 1.0, 2.0, np.nan]), head.shape[2])
+        values = np.moveaxis(head, 1, 2)
+        with np.errstate(invalid="ignore"):  # inf x 0 is NaN, and dropped
+            score = values[..., 5:].max(axis=2) * values[..., 4]
+        frame, cell = np.nonzero(np.isfinite(score) & (score >= threshold))
+        h = np.ascontiguousarray(values) if values_last else head
+        for fn in (ref.raw_candidates, roi.raw_candidates):
+            got = fn(h, values_last, 5, False, True, threshold)
+            assert np.array_equal(got[0], frame) and np.array_equal(got[1], cell)
+            assert np.array_equal(got[2], score[frame, cell].astype(np.float64))
+
+
 def test_raw_candidates_keep_the_first_of_equal_classes():
     head = np.zeros((1, 4 + 3, 1), np.float32)
     head[0, 4:, 0] = [0.2, 0.7, 0.7]
