@@ -193,22 +193,31 @@ def test_the_fused_members_are_chosen_from_synthetic_objects_unless_given(monito
             every.calibrate(x, alpha=0.1, fused_members=bad)
 
 
-def test_a_state_written_before_the_choice_fuses_every_member(monitor, instrumented, tmp_path):
-    import json
+def older_state(monitor, tmp_path, part: str, change):
+    """The monitor's state file as an older nnwatch wrote it: ``part`` of the zip passed through ``change``."""
     import zipfile
 
-    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+    from nnwatch.objects.monitor_state import save_object_monitor
 
     path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
     save_object_monitor(monitor, path)
     with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
         for name in z.namelist():
-            data = z.read(name)
-            if name == "header.json":
-                header = json.loads(data)
-                del header["fused_members"], header["member_choice"]
-                data = json.dumps(header).encode()
-            out.writestr(name, data)
+            out.writestr(name, change(z.read(name)) if name == part else z.read(name))
+    return old
+
+
+def test_a_state_written_before_the_choice_fuses_every_member(monitor, instrumented, tmp_path):
+    import json
+
+    from nnwatch.objects.monitor_state import load_object_monitor
+
+    def without_choice(data: bytes) -> bytes:
+        header = json.loads(data)
+        del header["fused_members"], header["member_choice"]
+        return json.dumps(header).encode()
+
+    old = older_state(monitor, tmp_path, "header.json", without_choice)
     loaded = load_object_monitor(instrumented[0].SerializeToString(), old)
     assert loaded.fused_members_ == loaded.members and loaded.member_choice_ is None
 
@@ -216,23 +225,18 @@ def test_a_state_written_before_the_choice_fuses_every_member(monitor, instrumen
 def test_a_state_written_before_the_class_test_streams_with_the_score_test_alone(monitor, instrumented, tmp_path):
     """Older states carry no frame categories: they load, and their stream says it has no class test."""
     import io
-    import zipfile
 
     from nnwatch.objects.frame_stream import ObjectStream
-    from nnwatch.objects.monitor_state import load_object_monitor, save_object_monitor
+    from nnwatch.objects.monitor_state import load_object_monitor
 
-    path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
-    save_object_monitor(monitor, path)
-    with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
-        for name in z.namelist():
-            data = z.read(name)
-            if name == "calibration.npz":
-                with np.load(io.BytesIO(data)) as c:
-                    arrays = {k: c[k] for k in c.files if k != "frame_categories"}
-                buf = io.BytesIO()
-                np.savez(buf, **arrays)
-                data = buf.getvalue()
-            out.writestr(name, data)
+    def without_categories(data: bytes) -> bytes:
+        with np.load(io.BytesIO(data)) as c:
+            arrays = {k: c[k] for k in c.files if k != "frame_categories"}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    old = older_state(monitor, tmp_path, "calibration.npz", without_categories)
     loaded = load_object_monitor(instrumented[0].SerializeToString(), old)
     assert not hasattr(loaded, "frame_categories_")
     assert not ObjectStream(loaded, delta=0.1).class_test and ObjectStream(monitor, delta=0.1).class_test
