@@ -64,7 +64,8 @@ def detector_names(text: str) -> tuple[str, ...]:
     if unknown:
         usable = ", ".join(sorted(n for n in REGISTRY if n not in ("fused", "coverage")))
         raise argparse.ArgumentTypeError(f"expected detector names that can be fused; cannot fuse {unknown}; "
-                                         f"choose among: {usable}")
+                                         f"choose among: {usable} (an object detector fuses some of its members, "
+                                         "which nnwatch info OBJECTS.npz lists)")
     return names
 
 
