@@ -94,10 +94,6 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     fusion_members : sequence of str, optional
         The fused verdict's members (default: chosen from the clean scores and cost by
         :func:`nnwatch.calibration.fused_verdict.choose_members`).
-    separate : bool
-        When choosing members: keep only the candidates that separate anomalies made from the
-        calibration inputs (:func:`separating_members`); False keeps every candidate
-        :func:`nnwatch.calibration.fused_verdict.choose_members` keeps.
     fusion_budget : float
         When choosing members: a detector written in Python, or Mahalanobis, joins only if
         its counted multiply-adds per sample (:meth:`Monitor.counted_costs`) are at most this
@@ -111,6 +107,10 @@ def calibrate(monitor, source: object, fpr: float = 0.05, min_class_samples: int
     error_delta : float
         Allowed probability, over the calibration data, that the selective risk (the chance that
         an answered input is wrong) exceeds ``error_risk``.
+    separate : bool
+        When choosing members: keep only the candidates that separate anomalies made from the
+        calibration inputs (:func:`separating_members`); False keeps every candidate
+        :func:`nnwatch.calibration.fused_verdict.choose_members` keeps.
     batch_size : int
         Samples per call.
     progress : bool

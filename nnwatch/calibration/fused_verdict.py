@@ -100,7 +100,8 @@ def spearman(scores: np.ndarray) -> np.ndarray:
 
 
 def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: float = REDUNDANCY,
-                   costs: dict[str, float] | None = None, budget: float | None = None) -> list[str]:
+                   costs: dict[str, float] | None = None, budget: float | None = None,
+                   rows: np.ndarray | None = None) -> list[str]:
     """Members of the fusion: candidates in the given (cost) order, near-copies and costly ones skipped.
 
     Parameters
@@ -116,6 +117,9 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
         Counted per-sample cost of the costed candidates (missing: free, i.e. compiled columns).
     budget : float, optional
         Skip a costed candidate costing more than this; 0 skips every costed candidate.
+    rows : numpy.ndarray, optional
+        bool ``(M,)``: the calibration samples the correlations are measured on (default: all;
+        :func:`add_fusion` passes half A, so that the members do not depend on half B).
 
     Returns
     -------
@@ -134,7 +138,8 @@ def choose_members(cal: Calibration, candidates: Sequence[str], redundancy: floa
     if not names:
         raise InputError(f"none of {list(candidates)} is calibrated, within the cost budget and can join a fusion "
                          f"(calibrated: {cal.detectors})")
-    rho = np.abs(spearman(cal.scores[:, [cal.detectors.index(n) for n in names]]))
+    scores = cal.scores if rows is None else cal.scores[np.asarray(rows, bool)]
+    rho = np.abs(spearman(scores[:, [cal.detectors.index(n) for n in names]]))
     chosen: list[int] = []
     for j in range(len(names)):
         if all(rho[j, k] < redundancy for k in chosen):
@@ -285,10 +290,15 @@ def add_fusion(cal: Calibration, candidates: Sequence[str], members: Sequence[st
     if members is not None:
         chosen = list(members)
     else:
-        chosen = choose_members(cal, candidates, costs=costs, budget=budget)
+        in_a = split_halves(cal.classes, seed)  # the choice reads half A only: B calibrates what it chose
+        chosen = choose_members(cal, candidates, costs=costs, budget=budget, rows=in_a)
         if separating is not None and len(chosen) > 1:
-            separation = separating(chosen, split_halves(cal.classes, seed))
-            chosen = list(separation.members)
+            try:
+                separation = separating(chosen, in_a)
+                chosen = list(separation.members)
+            except InputError as exc:  # too little data to make anomalies from: the candidates fuse
+                warnings.warn(f"fused members not chosen by separation ({exc}); every candidate fuses",
+                              CalibrationWarning, stacklevel=2)
     try:
         cal.fusion = fusion_spec(cal, chosen, seed, costs, budget, model_macs)
         if separation is not None:

@@ -43,7 +43,7 @@ def check_score_pair(neg: object, pos: object) -> tuple[np.ndarray, np.ndarray]:
     if neg.size == 0 or pos.size == 0:
         raise InputError(f"metrics need both classes: {neg.size} in-distribution and {pos.size} anomalous scores")
     if np.isnan(neg).any() or np.isnan(pos).any():
-        raise InputError("scores contain NaN")
+        raise InputError("scores contain NaN; give finite scores or +inf (for the most anomalous)")
     return neg, pos
 
 
@@ -142,17 +142,20 @@ def choose_separating(names: Sequence[str], clean: np.ndarray, synthetic: dict[s
         No clean or no synthetic samples to compare, or scores of the wrong width.
     """
     names = list(names)
-    clean = np.nan_to_num(np.asarray(clean, np.float64), nan=np.inf)  # a NaN score counts as +inf, as in the fusion
+    clean = np.nan_to_num(np.asarray(clean, np.float64), nan=np.inf, posinf=np.inf, neginf=-np.inf)  # NaN as +inf
     kinds = [k for k, s in synthetic.items() if len(s)]
     if not names or clean.ndim != 2 or clean.shape[1] != len(names):
         raise InputError(f"clean scores must be (samples, {len(names)} candidates), got {clean.shape}")
     if not len(clean) or not kinds:
         raise InputError(f"choosing fused members needs clean and synthetic samples; got {len(clean)} clean and "
-                         f"{sum(len(s) for s in synthetic.values())} synthetic")
-    synth = {k: np.nan_to_num(np.asarray(synthetic[k], np.float64), nan=np.inf) for k in kinds}
+                         f"{sum(len(s) for s in synthetic.values())} synthetic: calibrate on more data (for a detector, "
+                         "frames where it finds objects), or give the members")
+    synth = {k: np.nan_to_num(np.asarray(synthetic[k], np.float64), nan=np.inf, posinf=np.inf, neginf=-np.inf)
+             for k in kinds}
     bad = [k for k in kinds if synth[k].ndim != 2 or synth[k].shape[1] != len(names)]
     if bad:
-        raise InputError(f"synthetic scores of {bad} must have {len(names)} columns")
+        raise InputError(f"synthetic scores must be (samples, {len(names)} candidates); got "
+                         f"{ {k: synth[k].shape for k in bad} }")
     table = {n: {k: auroc(clean[:, j], synth[k][:, j]) for k in kinds} for j, n in enumerate(names)}
     gain = {n: float(np.mean(list(table[n].values()))) - 0.5 for n in names}
     best = max(names, key=lambda n: gain[n])

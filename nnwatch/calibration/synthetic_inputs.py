@@ -69,7 +69,8 @@ def synthetic_inputs(x: np.ndarray, pred: np.ndarray, seed: int = 1) -> dict[str
     rng = np.random.default_rng(seed)
     i = rng.permutation(len(x))
     others = [np.flatnonzero(pred != pred[k]) for k in i]
-    j = np.array([rng.choice(o) if len(o) else rng.integers(len(x)) for o in others])  # one class only: any other
+    # one class only: any other input
+    j = np.array([rng.choice(o) if len(o) else rng.choice(np.delete(np.arange(len(x)), k)) for k, o in zip(i, others)])
     out = {NOISE: np.random.default_rng(seed).uniform(lo, hi, x.shape),
            BLEND: 0.5 * x[i].astype(np.float64) + 0.5 * x[j].astype(np.float64)}
     if x.ndim == 4:

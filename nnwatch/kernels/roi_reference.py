@@ -166,9 +166,10 @@ def raw_candidates(head: np.ndarray, values_last: bool, n_values: int, logits: b
     class is the first most probable one and its score that probability, times its objectness
     where the head has one. NaN anywhere among a cell's class values, or a non-finite score,
     drops the cell. With objectness and a positive threshold, a cell whose objectness is below
-    the threshold (or NaN) is dropped without reading its classes: for class probabilities in
-    ``[0, 1]`` its score could not reach the threshold, so this changes nothing there (a head
-    whose class values leave ``[0, 1]`` does not give probabilities).
+    the threshold (or NaN) is a candidate of no class, as YOLOv5's ``non_max_suppression``
+    first keeps the cells whose objectness passes the threshold: for class probabilities in
+    ``[0, 1]`` such a cell's score could not reach the threshold anyway, so the rule only
+    decides for heads whose class values leave ``[0, 1]``.
 
     Parameters
     ----------

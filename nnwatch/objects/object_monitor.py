@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -78,15 +77,10 @@ class ObjectVerdicts:
     frame_statistic : numpy.ndarray
         float64 ``(F,)`` the frame statistic ``frame_p`` is computed from: the smallest of its
         objects' and its image term's p-values (lower = more anomalous).
-    n_classes : int
-        The monitor's classes (0: unknown, then :attr:`frame_category` is empty).
-
-    Notes
-    -----
-    :attr:`frame_category` (int64 ``(F,)``) is the predicted class of each frame's
-    highest-scoring object, or ``n_classes`` for a frame without objects
-    (:meth:`Detections.top_classes`; what the stream's class test follows), computed when first
-    read.
+    frame_category : numpy.ndarray
+        int64 ``(F,)`` the predicted class of each frame's highest-scoring object, or the
+        number of classes for a frame without objects (:meth:`Detections.top_classes`; what
+        the stream's class test follows).
     """
 
     objects: Detections
@@ -99,14 +93,7 @@ class ObjectVerdicts:
     image_p: np.ndarray
     image_only: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     frame_statistic: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    n_classes: int = 0
-
-    @cached_property
-    def frame_category(self) -> np.ndarray:
-        """int64 ``(F,)``: each frame's category for the stream's class test (see the class notes)."""
-        if self.n_classes < 1:
-            return np.zeros(0, np.int64)
-        return self.objects.top_classes(self.n_classes)
+    frame_category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def object_rows(self) -> list[dict[str, Any]]:
         """One dict per object (for CSV and JSON output)."""
@@ -338,7 +325,8 @@ class ObjectMonitor:
         fused_members : "auto", "all" or sequence of str
             Members of the fused verdict: ``"auto"`` chooses them from the first half's objects and
             synthetic anomalies made from them (:mod:`.member_choice`; the choice is
-            ``member_choice_``), ``"all"`` fuses every member, or the names to fuse.
+            ``member_choice_``; with no synthetic objects to compare, every member fuses, with a
+            :class:`CalibrationWarning`), ``"all"`` fuses every member, or the names to fuse.
 
         Returns
         -------
@@ -371,12 +359,14 @@ class ObjectMonitor:
         self.member_choice_: Separation | None = None
         chosen = list(self.members) if fused_members in ("all", "auto") else list(fused_members)
         if fused_members == "auto" and len(self.members) > 1:
-            try:
-                self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
-                                                           objects[in_first], seed, batch_size, progress)
+            self.member_choice_ = self._choose_members(arr[first], c["det"], in_first, np.cumsum(first) - 1,
+                                                       objects[in_first], seed, batch_size, progress)
+            if self.member_choice_ is not None:
                 chosen = self.member_choice_.members
-            except InputError as e:  # no objects to alter, or none found again: every member fuses
-                warnings.warn(CalibrationWarning(f"fused members not chosen ({e}); every member fuses"), stacklevel=2)
+            else:  # no objects to alter, or none found again
+                warnings.warn(CalibrationWarning("fused members not chosen: no synthetic objects to compare (the "
+                                                 "detector found none of the altered objects again); every member "
+                                                 "fuses"), stacklevel=2)
         self.set_object_calibration(objects[in_first], cls[in_first], np.sort(image[first]), alpha, seed,
                                     min_class_samples, fused_members=chosen)
         p_obj = self._object_p(objects[~in_first], cls[~in_first])
@@ -388,7 +378,7 @@ class ObjectMonitor:
         return self
 
     def _choose_members(self, x: np.ndarray, det: Detections, keep: np.ndarray, local: np.ndarray,
-                        clean: np.ndarray, seed: int, batch_size: int, progress: bool) -> Separation:
+                        clean: np.ndarray, seed: int, batch_size: int, progress: bool) -> Separation | None:
         """Fused members from the objects of frames ``x`` (objects ``keep`` of ``det``, frames renumbered
         by ``local``) and synthetic anomalies made from them (:mod:`.member_choice`).
         """
@@ -400,6 +390,8 @@ class ObjectMonitor:
             c = self._collect(altered, batch_size, f"choosing fused members ({kind} objects, frames)", progress)
             scores, _ = self._scores(c)
             synthetic[kind] = scores[matches_altered(c["det"], mine, which)]
+        if not len(clean) or not any(len(v) for v in synthetic.values()):
+            return None
         return choose_separating(self.members, clean, synthetic)
 
     def set_object_calibration(self, scores: np.ndarray, classes: np.ndarray, image_reference: np.ndarray,
@@ -476,4 +468,4 @@ class ObjectMonitor:
                               frame_flag=frame_p <= self.frames_.alpha, image_p=image_p,  # FrameCalibration.flags
                               image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
                               frame_statistic=np.asarray(stat, np.float64),
-                              n_classes=int(self.n_classes_))
+                              frame_category=c["det"].top_classes(self.n_classes_))

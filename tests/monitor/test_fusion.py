@@ -424,3 +424,20 @@ def test_a_damaged_separation_record_is_refused(fused_monitor, tmp_path):
     save_profile(profile, tmp_path / "bad.npz")
     with pytest.raises(ProfileError, match="separation table does not match"):
         load_profile(tmp_path / "bad.npz")
+
+
+def test_near_copies_are_judged_on_half_a_only():
+    """The redundancy check reads the member half: two detectors that are near-copies over all the
+    calibration data, but not on half A, both join (half B calibrates what A chose)."""
+    from nnwatch.calibration.fused_verdict import REDUNDANCY, spearman, split_halves
+
+    rng = np.random.default_rng(3)
+    classes = np.repeat(np.arange(4), 60)
+    in_a = split_halves(classes, 0)
+    a = rng.standard_normal(len(classes))
+    b = np.where(in_a, a + 0.3 * rng.standard_normal(len(classes)), a)  # identical on half B
+    scores = np.stack([a, b], axis=1)
+    assert abs(spearman(scores[in_a])[0, 1]) < REDUNDANCY <= abs(spearman(scores)[0, 1])
+    cal = Calibration(["kmnc", "msp"], scores, classes, ALPHA, 20)
+    assert choose_members(cal, ["kmnc", "msp"]) == ["kmnc"]  # over all rows: a near-copy
+    assert add_fusion(cal, ["kmnc", "msp"]).fusion["members"] == ["kmnc", "msp"]

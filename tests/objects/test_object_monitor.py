@@ -18,6 +18,20 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("sklearn")
 
 
+def older_state(monitor, tmp_path, part: str, change):
+    """The monitor's state file as an older nnwatch wrote it: ``part`` of the zip passed through ``change``."""
+    import zipfile
+
+    from nnwatch.objects.monitor_state import save_object_monitor
+
+    path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
+    save_object_monitor(monitor, path)
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
+        for name in z.namelist():
+            out.writestr(name, change(z.read(name)) if name == part else z.read(name))
+    return old
+
+
 @pytest.fixture(scope="module")
 def detector():
     from nnwatch.eval.detector_model import tiny_detector, train_detector
@@ -193,20 +207,6 @@ def test_the_fused_members_are_chosen_from_synthetic_objects_unless_given(monito
             every.calibrate(x, alpha=0.1, fused_members=bad)
 
 
-def older_state(monitor, tmp_path, part: str, change):
-    """The monitor's state file as an older nnwatch wrote it: ``part`` of the zip passed through ``change``."""
-    import zipfile
-
-    from nnwatch.objects.monitor_state import save_object_monitor
-
-    path, old = tmp_path / "objects.npz", tmp_path / "old.npz"
-    save_object_monitor(monitor, path)
-    with zipfile.ZipFile(path) as z, zipfile.ZipFile(old, "w") as out:
-        for name in z.namelist():
-            out.writestr(name, change(z.read(name)) if name == part else z.read(name))
-    return old
-
-
 def test_a_state_written_before_the_choice_fuses_every_member(monitor, instrumented, tmp_path):
     import json
 
@@ -337,6 +337,6 @@ def test_without_synthetic_objects_every_member_fuses_with_a_warning(monitor, de
     x = make_scenes(d.x, d.y, 120, seed=2, size=64, scale=(16, 24), per_frame=(1, 3)).images
     mon = ObjectMonitor(instrumented[0].SerializeToString(), threads=1)
     mon.objects_, mon.image_, mon.n_classes_ = monitor.objects_, monitor.image_, monitor.n_classes_
-    with pytest.warns(CalibrationWarning, match="fused members not chosen .*every member fuses"):
+    with pytest.warns(CalibrationWarning, match="fused members not chosen: no synthetic objects.*every member fuses"):
         mon.calibrate(x, alpha=0.1)
     assert mon.member_choice_ is None and mon.fused_members_ == mon.members
