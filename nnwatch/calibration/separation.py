@@ -33,6 +33,16 @@ RULE = f"mean synthetic AUROC - 0.5 >= {SHARE_OF_BEST} x the best member's"
 def check_score_pair(neg: object, pos: object) -> tuple[np.ndarray, np.ndarray]:
     """Both score sets as flat float64 arrays: non-empty and without NaN (+inf is accepted).
 
+    Parameters
+    ----------
+    neg, pos : array_like
+        Scores of in-distribution and anomalous samples.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(neg, pos)``, flat float64.
+
     Raises
     ------
     InputError
@@ -113,7 +123,13 @@ class Separation:
                 "synthetic": dict(self.synthetic), "clean": int(self.clean)}
 
     def separations(self) -> dict[str, float]:
-        """Each candidate's separation: its mean AUROC over the kinds minus 0.5."""
+        """Each candidate's separation: its mean AUROC over the kinds minus 0.5.
+
+        Returns
+        -------
+        dict
+            candidate -> separation in ``[-0.5, 0.5]``.
+        """
         return {m: float(np.mean(list(row.values()))) - 0.5 for m, row in self.auroc.items()}
 
 

@@ -7,13 +7,14 @@ predictions on them:
   value in ``x``);
 - ``blend of two classes``: the mean of each input and one predicted as another class;
 
-and for images ``(N, C, H, W)`` also
+and for images, ``(N, C, H, W)`` or ``(N, H, W, C)`` with at most 4 channels (:func:`image_axes`), also
 
-- ``blur``: a box blur of radius 2 (zero padding), clipped to ``[lo, hi]``;
+- ``blur``: a box blur of radius 2 over the two spatial axes (zero padding), clipped to ``[lo, hi]``;
 - ``low contrast``: ``(x - mean) * 0.3 + mean + 0.4 (hi - lo)`` per input, clipped to ``[lo, hi]``.
 
-For images in ``[0, 1]`` these are exactly the synthetic sets of benchmarks/fusion_study.py,
-where the fusion rule and the membership rule were chosen. Integer inputs are rounded back to
+For channels-first images spanning exactly ``[0, 1]`` these are the corruptions of
+:mod:`nnwatch.eval.corruptions` (``uniform_noise``, ``blur`` of radius 2, ``contrast`` 0.3), up
+to float rounding. Integer inputs are rounded back to
 their dtype. The benchmark's own anomaly sets never enter; they validate the choice.
 """
 
@@ -28,13 +29,57 @@ BLUR_RADIUS = 2
 CONTRAST_FACTOR, BRIGHTNESS = 0.3, 0.4
 
 
-def _box_blur(x: np.ndarray, radius: int) -> np.ndarray:
-    pad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (radius, radius), (radius, radius)))
+def image_axes(x: np.ndarray) -> tuple[int, int] | None:
+    """The two spatial axes of a batch of images, or None when ``x`` is not one.
+
+    As :func:`nnwatch.profile.schema.channel_stats` reads a layout: ``(N, C, H, W)`` when the
+    first per-sample axis has at most 4 entries, else ``(N, H, W, C)`` when the last one has.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        A batch.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(2, 3)`` (channels first), ``(1, 2)`` (channels last) or None.
+    """
+    if x.ndim != 4:
+        return None
+    if x.shape[1] <= 4:
+        return (2, 3)
+    if x.shape[3] <= 4:
+        return (1, 2)
+    return None
+
+
+def box_blur(x: np.ndarray, radius: int, axes: tuple[int, int] = (2, 3)) -> np.ndarray:
+    """Mean over the ``(2 radius + 1)^2`` neighbourhood on ``axes`` (zero padding), in float64.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        A batch of images.
+    radius : int
+        Neighbourhood radius.
+    axes : tuple of int
+        The spatial axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the shape of ``x``.
+    """
+    widths = [(radius, radius) if a in axes else (0, 0) for a in range(x.ndim)]
+    pad = np.pad(x.astype(np.float64), widths)
     out = np.zeros(x.shape, np.float64)
-    h, w = x.shape[2:]
+    h, w = x.shape[axes[0]], x.shape[axes[1]]
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            out += pad[:, :, dy: dy + h, dx: dx + w]
+            window = [slice(None)] * x.ndim
+            window[axes[0]], window[axes[1]] = slice(dy, dy + h), slice(dx, dx + w)
+            out += pad[tuple(window)]
     return out / (2 * radius + 1) ** 2
 
 
@@ -73,8 +118,9 @@ def synthetic_inputs(x: np.ndarray, pred: np.ndarray, seed: int = 1) -> dict[str
     j = np.array([rng.choice(o) if len(o) else rng.choice(np.delete(np.arange(len(x)), k)) for k, o in zip(i, others)])
     out = {NOISE: np.random.default_rng(seed).uniform(lo, hi, x.shape),
            BLEND: 0.5 * x[i].astype(np.float64) + 0.5 * x[j].astype(np.float64)}
-    if x.ndim == 4:
-        out[BLUR] = np.clip(_box_blur(x, BLUR_RADIUS), lo, hi)
+    axes = image_axes(x)
+    if axes is not None:
+        out[BLUR] = np.clip(box_blur(x, BLUR_RADIUS, axes), lo, hi)
         xf = x.astype(np.float64)
         mean = xf.mean(axis=(1, 2, 3), keepdims=True)
         out[CONTRAST] = np.clip((xf - mean) * CONTRAST_FACTOR + mean + BRIGHTNESS * (hi - lo), lo, hi)

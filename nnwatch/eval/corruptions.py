@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..calibration.synthetic_inputs import box_blur
+
 
 def uniform_noise(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Pure uniform noise images of the same shape.
@@ -95,13 +97,7 @@ def blur(x: np.ndarray, radius: int = 1) -> np.ndarray:
     numpy.ndarray
         Blurred images.
     """
-    pad = np.pad(x, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
-    out = np.zeros_like(x, dtype=np.float64)
-    h, w = x.shape[2:]
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            out += pad[:, :, dy : dy + h, dx : dx + w]
-    return np.clip(out / (2 * radius + 1) ** 2, 0, 1).astype(np.float32)
+    return np.clip(box_blur(x, radius), 0, 1).astype(np.float32)  # one definition, also calibration's
 
 
 def contrast(x: np.ndarray, factor: float = 0.3, brightness: float = 0.4) -> np.ndarray:

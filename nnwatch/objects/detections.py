@@ -154,6 +154,15 @@ def _grids(strides: tuple[int, ...], h: int, w: int) -> tuple[np.ndarray, np.nda
 def check_grid(n_candidates: int, strides: Sequence[int], image_size: tuple[int, int]) -> None:
     """Refuse a head whose candidates are not the cells of the grids of ``strides``.
 
+    Parameters
+    ----------
+    n_candidates : int
+        Candidates in the head.
+    strides : sequence of int
+        Grid strides.
+    image_size : tuple of int
+        ``(height, width)`` of the input.
+
     Raises
     ------
     InputError

@@ -28,15 +28,25 @@ def test_images_in_the_unit_range_get_the_corruptions_they_generalize(images):
     np.testing.assert_allclose(out[CONTRAST], cor.contrast(x, factor=0.3), atol=1e-6)
 
 
-def test_blends_pair_inputs_of_different_classes_as_drawn(images):
+def test_every_blend_is_the_mean_of_two_inputs_of_different_classes(images):
     x, pred = images
     out = synthetic_inputs(x, pred, seed=5)[BLEND]
-    rng = np.random.default_rng(5)
-    i = rng.permutation(len(x))
-    for row, k in enumerate(i):
-        j = rng.choice(np.flatnonzero(pred != pred[k]))
-        assert pred[j] != pred[k]
-        np.testing.assert_allclose(out[row], 0.5 * x[k] + 0.5 * x[j], atol=1e-7)
+    used = set()
+    for row in out:
+        pairs = [(k, j) for k in range(len(x)) for j in range(len(x))
+                 if pred[k] != pred[j] and np.allclose(row, 0.5 * x[k] + 0.5 * x[j], atol=1e-6)]
+        assert pairs, "a blend that is not the mean of two inputs of different classes"
+        used.update(*pairs)
+    assert used == set(range(len(x)))  # every input is blended into some anomaly
+
+
+def test_channels_last_images_are_blurred_over_their_spatial_axes(images):
+    x, pred = images
+    last = np.ascontiguousarray(np.moveaxis(x, 1, 3))  # (N, H, W, C)
+    got = synthetic_inputs(last, pred)[BLUR]
+    np.testing.assert_array_equal(np.moveaxis(got, 3, 1), synthetic_inputs(x, pred)[BLUR])
+    wide = np.zeros((3, 8, 5, 6), np.float32)  # 8 "channels" first, 6 last: not an image layout
+    assert set(synthetic_inputs(wide, np.arange(3))) == {NOISE, BLEND}
 
 
 def test_any_value_range_and_integer_inputs_stay_in_range():
