@@ -41,13 +41,16 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def synthetic(x: np.ndarray, pred: np.ndarray, seed: int = 1) -> dict[str, np.ndarray]:
+CHOICE = " (synthetic, choice)"  # anomalies the membership is chosen on (half A's inputs, another draw)
+
+
+def synthetic(x: np.ndarray, pred: np.ndarray, seed: int = 1, suffix: str = " (synthetic)") -> dict[str, np.ndarray]:
     """Anomalies a user can make from clean data alone: the library's own
     (:func:`nnwatch.calibration.synthetic_inputs.synthetic_inputs`, which calibration uses to
     choose the members)."""
     from nnwatch.calibration.synthetic_inputs import synthetic_inputs
 
-    return {f"{kind} (synthetic)": v for kind, v in synthetic_inputs(x, pred, seed).items()}
+    return {f"{kind}{suffix}": v for kind, v in synthetic_inputs(x, pred, seed).items()}
 
 
 def score_dataset(name: str, quick: bool, cache: Path) -> dict:
@@ -103,7 +106,11 @@ def score_dataset(name: str, quick: bool, cache: Path) -> dict:
     columns = list(val_scores)
     out["columns"] = np.array(columns)
     out["val"], out["val_pred"] = np.stack([val_scores[d] for d in columns], 1), val_pred
-    sets = {"clean": clean_x, **sets, **synthetic(val_x, val_pred)}
+    from nnwatch.calibration.fused_verdict import split_halves
+
+    in_a = split_halves(val_pred, 0)  # as calibration: the member choice makes its anomalies from half A
+    sets = {"clean": clean_x, **sets, **synthetic(val_x, val_pred),
+            **synthetic(val_x[in_a], val_pred[in_a], seed=2, suffix=CHOICE)}
     names = []
     for k, (set_name, x) in enumerate(sets.items()):
         say(f"{name}: scoring {set_name} ({len(x)})")
@@ -186,7 +193,7 @@ def study(data: dict, members: list[str], variants: dict) -> dict:
     val_b, val_b_pred = data["val"][~in_a], data["val_pred"][~in_a]  # clean data a user has, unused by A
 
     def negatives(set_name: str, _: str) -> str:  # synthetic sets: against clean data the user has
-        return "val_b" if "(synthetic)" in set_name else "clean"
+        return "val_b" if "(synthetic" in set_name else "clean"
 
     out: dict = {}
     for variant, kwargs in variants.items():
@@ -199,7 +206,7 @@ def study(data: dict, members: list[str], variants: dict) -> dict:
                                           for s in names if s != "clean"}
     singles = {}
     for j, d in enumerate(columns):
-        singles[d] = {s: auroc(val_b[:, j] if "(synthetic)" in s else data["set0"][:, j], data[f"set{k}"][:, j])
+        singles[d] = {s: auroc(val_b[:, j] if "(synthetic" in s else data["set0"][:, j], data[f"set{k}"][:, j])
                       for k, s in enumerate(names) if s != "clean"}
     return {"fused": out, "singles": singles, "members": members}
 
@@ -251,16 +258,16 @@ def main() -> None:
 
 
 def separating(data: dict, members: list[str]):  # type: ignore[no-untyped-def]
-    """The members that separate the synthetic sets from clean half A (the library's rule:
-    :func:`nnwatch.calibration.separation.choose_separating`). Calibration makes its anomalies from
-    half A's inputs; here they are the study's synthetic sets, made from all validation inputs."""
+    """The members that separate anomalies made from half A's inputs (their own draw, not the sets
+    the memberships are then compared on) from clean half A: what calibration does
+    (:func:`nnwatch.calibration.separation.choose_separating`)."""
     from nnwatch.calibration.fused_verdict import split_halves
     from nnwatch.calibration.separation import choose_separating
 
     columns = list(data["columns"])
     cols = [columns.index(m) for m in members]
     in_a = split_halves(data["val_pred"], 0)
-    synth = {s: data[f"set{k}"][:, cols] for k, s in enumerate(data["set_names"]) if "(synthetic)" in s}
+    synth = {s: data[f"set{k}"][:, cols] for k, s in enumerate(data["set_names"]) if s.endswith(CHOICE)}
     return choose_separating(members, data["val"][in_a][:, cols], synth)
 
 
@@ -281,8 +288,8 @@ def choose_membership(result: dict, rule: str) -> dict:
 
 
 def _split(sets: list[str]) -> tuple[list[str], list[str]]:
-    synth = [s for s in sets if "(synthetic)" in s]
-    return synth, [s for s in sets if s not in synth]
+    synth = [s for s in sets if s.endswith("(synthetic)")]  # the choice's own draws are neither
+    return synth, [s for s in sets if "(synthetic" not in s]
 
 
 def choose(result: dict) -> dict:
