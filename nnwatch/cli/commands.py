@@ -392,6 +392,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """``nnwatch calibrate``."""
     from . import objects
 
+    if getattr(args, "no_separate", False) and args.fuse:
+        raise InputError("--no-separate and --fuse both choose the fused members; give one (--fuse names them, "
+                         "--no-separate skips the check on anomalies made from the calibration data)")
     if objects.is_detector(args.model):
         return objects.cmd_calibrate(args)
     if args.min_class_samples is None:  # unset: the classifier's default (detectors pool every class)
@@ -415,7 +418,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal = calibrate(mon, data, fpr=args.fpr, min_class_samples=args.min_class_samples,
                         batch_size=args.batch_size, progress=not args.quiet, fusion_members=args.fuse,
                         fusion_budget=args.fusion_budget, error_risk=args.error_risk,
-                        error_detector=args.error_detector, error_delta=args.error_delta)
+                        error_detector=args.error_detector, error_delta=args.error_delta,
+                        separate=not args.no_separate)
     if spans[0] is not None:  # screening the same recording later is warned about
         mon.profile.header["calibrated_on"] = spans[0]
     else:

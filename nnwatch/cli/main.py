@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="members of the fused verdict (default: chosen from the clean scores and cost; for an "
                         "object detector, the members that tell synthetic anomalies made from the clean frames from "
                         "clean objects)")
+    c.add_argument("--no-separate", action="store_true",
+                   help="fuse every candidate that is no near-copy and fits the budget (for an object detector: every "
+                        "member), without the check on anomalies made from the calibration data")
     c.add_argument("--fusion-budget", type=non_negative_float, default=0.10, metavar="SHARE",
                    help="a Python detector, or Mahalanobis, joins the fused verdict only if its multiply-adds per "
                         "sample are at most this share of the model's own, both counted, not timed (0: the free "

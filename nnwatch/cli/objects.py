@@ -171,11 +171,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                          f"{', '.join(n for n in fuse if n not in mon.members)} are not among them")
     x = _frames(args)
     mon.calibrate(x, alpha=args.fpr, batch_size=args.batch_size, min_class_samples=args.min_class_samples,
-                  progress=not args.quiet, fused_members="auto" if fuse is None else list(fuse))
+                  progress=not args.quiet,
+                  fused_members=list(fuse) if fuse is not None else "all" if getattr(args, "no_separate", False)
+                  else "auto")
     save_object_monitor(mon, out)
     print(f"wrote {out}: calibrated on {len(x)} clean frames ({len(x) // 2} for the objects, "
           f"{mon.frames_.reference.size} for the frame threshold) at fpr {args.fpr}; fused members "
-          f"{', '.join(mon.fused_members_)}" + (" (given)" if fuse is not None else " (chosen: nnwatch info shows why)"))
+          f"{', '.join(mon.fused_members_)}" + (" (given)" if fuse is not None else " (every member)"
+                                                 if mon.member_choice_ is None else " (chosen: nnwatch info shows why)"))
     return 0
 
 

@@ -441,3 +441,21 @@ def test_near_copies_are_judged_on_half_a_only():
     cal = Calibration(["kmnc", "msp"], scores, classes, ALPHA, 20)
     assert choose_members(cal, ["kmnc", "msp"]) == ["kmnc"]  # over all rows: a near-copy
     assert add_fusion(cal, ["kmnc", "msp"]).fusion["members"] == ["kmnc", "msp"]
+
+
+def test_the_cli_can_skip_the_separation(digits_monitor_files, tmp_path, capsys):
+    from nnwatch.cli.main import main
+
+    f = digits_monitor_files
+    x, y = f["splits"]["val"]
+    np.savez(tmp_path / "val.npz", x=x, y=y)
+    out = tmp_path / "p.npz"
+    code = main(["calibrate", str(f["model"]), str(f["profile"]), "--data", f"npz:{tmp_path / 'val.npz'}",
+                 "--no-separate", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0 and "chosen from the clean scores and cost" in text, text
+    assert "separation" not in load_profile(out).calibration.fusion
+    main(["calibrate", str(f["model"]), str(f["profile"]), "--data", f"npz:{tmp_path / 'val.npz'}", "--out",
+          str(out), "--quiet"])
+    assert "separation" in load_profile(out).calibration.fusion
+    assert "separating anomalies made from the calibration data" in capsys.readouterr().out

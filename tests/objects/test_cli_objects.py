@@ -311,3 +311,14 @@ def test_given_fused_members_are_used_and_shown(files, capsys):
     assert code == 0 and "fused members msp, knn (given)" in text, text
     code, text = run(capsys, "info", d / "given.npz")
     assert "fused members: msp, knn" in text and "chosen by" not in text, text
+
+
+def test_no_separate_fuses_every_member_and_conflicts_with_fuse(files, capsys):
+    d = files
+    prepare(capsys, d)
+    code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
+                     "--fpr", "0.1", "--no-separate", "--out", d / "every.npz", "--quiet")
+    assert code == 0 and "fused members mahalanobis, knn, nbc, kmnc, energy, msp (every member)" in text, text
+    code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
+                     "--no-separate", "--fuse", "knn", "--out", d / "both.npz")
+    assert code == 2 and "--no-separate and --fuse both choose the fused members" in text and not (d / "both.npz").exists()
