@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.roi_reference import box_iou
 from .detections import Detections
 
 KINDS = ("shuffle", "blend", "swap")
@@ -105,17 +106,6 @@ def altered_frames(x: np.ndarray, det: Detections, kind: str, seed: int = 0) -> 
     return y, big
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` with every box in ``b`` (xyxy)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def matches_altered(found: Detections, altered: Detections, which: np.ndarray, iou: float = MATCH_IOU) -> np.ndarray:
     """Which of ``found`` (detections in altered frames) overlap an altered object at IoU >= ``iou``.
 
@@ -142,7 +132,6 @@ def matches_altered(found: Detections, altered: Detections, which: np.ndarray, i
     for f in np.unique(found.frame):
         mine = np.flatnonzero(found.frame == f)
         theirs = which[frames == f]
-        if len(theirs):
-            out[mine] = (_iou_matrix(found.boxes[mine].astype(np.float64),
-                                     altered.boxes[theirs].astype(np.float64)) >= iou).any(axis=1)
+        for i in mine:  # calibration-time only: the IoU's one definition, box by box
+            out[i] = any(box_iou(found.boxes[i], altered.boxes[k]) >= iou for k in theirs)
     return out
