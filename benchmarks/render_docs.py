@@ -98,6 +98,10 @@ MEASURES = {
     "heads_evaluation": _LANGUAGE,
     "heads_fit": _LANGUAGE,
     "smollm2_heads": _LANGUAGE,
+    "heads_bench_gemma3": _LANGUAGE,
+    "heads_evaluation_gemma3": _LANGUAGE,
+    "heads_fit_gemma3": _LANGUAGE,
+    "gemma3_heads": _LANGUAGE,
     "language_start": _LANGUAGE + ["benchmarks/language_start.py", "nnwatch/_progress.py"],
 }
 

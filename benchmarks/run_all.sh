@@ -11,10 +11,11 @@
 # the end and the docs rendered. HEAD must be committed: uncommitted edits are not measured.
 # Order matters: readme_timings times the test suite, so it runs last, on a quiet machine.
 # Names: kernels memory taps overhead precision tap_budget detection stream distributed
-# reliability recordings objects public_detector perception_loop language language_start install_size readme_timings (fusion_study
+# reliability recordings objects public_detector perception_loop language language_gemma language_start install_size readme_timings (fusion_study
 # after detection). language_start times the shipped detector (benchmarks/ship_detector.py builds it).
 # --search also re-runs the language monitor's head search (12 more minutes).
-# On this project's 2-core machine the whole set takes about 2 hours (language 30-45 min,
+# language_gemma: the same on Gemma 3 270M (nnwatch[llm-gemma]; its head search always runs).
+# On this project's 2-core machine the whole set takes about 2.5 hours (language 30-45 min,
 # readme_timings 30 min, overhead 10 min); a log per benchmark goes to $LOGS (/tmp by default).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,7 @@ if [ -n "${NNWATCH_PUBLIC_DETECTOR:-}" ]; then
 fi
 run perception_loop python examples/perception_loop.py --quiet --out benchmarks/results/perception_loop.json
 run language bash benchmarks/language.sh $SEARCH
+run language_gemma bash benchmarks/language.sh --model gemma3-270m
 run language_start python benchmarks/language_start.py
 run install_size python benchmarks/install_size.py
 run readme_timings bash -c "cd benchmarks && python readme_timings.py"
