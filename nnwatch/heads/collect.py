@@ -16,7 +16,7 @@ import numpy as np
 from .._progress import Progress
 from ..errors import InputError
 from .angles import angle_degrees
-from .prompts import PromptSet, plan_prefixes
+from .prompts import PromptSet, plan_prefixes, prompt_text
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Sweep:
     prefill_seconds : numpy.ndarray or None
         ``(N,)`` wall time of each prompt's plain pass alone (the rest of ``seconds`` is
         the masked re-runs).
+    texts : tuple of str or None
+        Each prompt's text (an image prompt's text), for detectors that read the words.
     """
 
     angles: np.ndarray
@@ -49,6 +51,7 @@ class Sweep:
     seconds: np.ndarray
     mlp: np.ndarray | None = None
     prefill_seconds: np.ndarray | None = None
+    texts: tuple | None = None
 
     def angle_columns(self, heads: Sequence[tuple[int, int]]) -> np.ndarray:
         """Angles of ``heads``, in that order.
@@ -85,8 +88,9 @@ class Sweep:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[index]
 
+        texts = None if self.texts is None else tuple(np.asarray(self.texts, dtype=object)[index].tolist())
         return Sweep(self.angles[index], self.states[index], self.lengths[index], self.heads, self.seconds[index],
-                     pick(self.mlp), pick(self.prefill_seconds))
+                     pick(self.mlp), pick(self.prefill_seconds), texts)
 
 
 def encode_all(encode: Callable[[object], dict], prompts: Sequence[object], label: str = "prompts",
@@ -200,4 +204,5 @@ def sweep(scorer: object, prompts: PromptSet | Sequence[str], heads: Sequence[tu
         seconds[i] = time.perf_counter() - start
         bar.update(1)
     bar.close()
-    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds, acts, prefill)
+    return Sweep(angles, states, np.array([len(x) for x in ids]), heads, seconds, acts, prefill,
+                 tuple(prompt_text(p) for p in texts))

@@ -11,7 +11,10 @@ Candidates (all scores: higher = more unsafe):
   single head, ``head_single``, has nothing to fit);
 - ``mlp_coverage``: nnwatch's coverage score of the MLP activations against a one-class
   profile of the safe training prompts (nothing to choose: the profile's defaults);
-- ``length``: prompt length, oriented on the training prompts: the baseline to beat.
+- ``length``: prompt length, oriented on the training prompts: a baseline to beat;
+- ``text_tfidf``: TF-IDF + logistic regression on the prompts' words (plain and wrapped, as
+  the augmented candidates are fitted; its L2 strength chosen by the same cross-validation):
+  the other baseline to beat, which reads nothing of the model.
 
 Cross-validation (folds over the base prompts, so a prompt and its wrapped copies never sit
 on both sides): fit on the training folds (augmented candidates with wrapper group A), then
@@ -38,6 +41,7 @@ from ..eval.metrics import auroc
 from ..kernels.conformal import allowed_count
 from .collect import Sweep
 from .logistic import fit_logistic
+from .text_baseline import C_GRID, fit_text_classifier
 from .scores import (
     PREFILL,
     DirectionCombination,
@@ -185,6 +189,18 @@ def _cross_validate(data: TrainingData, fit: Callable[..., Score], setting: Any,
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def _cross_validate_text(data: TrainingData, c: float, fold: np.ndarray) -> dict[str, float]:
+    y = data.labels
+    plain, wrapped_a, wrapped_b = (np.array(sw.texts, dtype=object) for sw in (data.plain, data.wrapped_a,
+                                                                                data.wrapped_b))
+    rows = []
+    for f in range(FOLDS):
+        tr, te = fold != f, fold == f
+        det = fit_text_classifier(list(plain[tr]) + list(wrapped_a[tr]), np.concatenate([y[tr], y[tr]]), c)
+        rows.append(_judge(det.score_texts(list(plain[te])), det.score_texts(list(wrapped_b[te])), y[te]))
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
 def _cv_heads(data: TrainingData, det: Score, fold: np.ndarray, refit: bool) -> dict[str, float]:
     y = data.labels
     angles = data.plain.angle_columns(det.heads)
@@ -254,6 +270,19 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
     cheap = [n for n, d in detectors.items() if d.cost == PREFILL]
     if data.plain.mlp is not None:
         detectors["mlp_coverage"] = MlpCoverage(safe_profile(data.plain.mlp[y == 0], n_layers, fingerprint))
+    if all(sw.texts is not None for sw in (data.plain, data.wrapped_a, data.wrapped_b)):
+        try:
+            rows = [{"setting": c, **_cross_validate_text(data, c, fold)} for c in C_GRID]
+            best = max(rows, key=_rank)
+            detectors["text_tfidf"] = fit_text_classifier(
+                data.plain.texts + data.wrapped_a.texts + data.wrapped_b.texts, all_labels, best["setting"])
+            cv["text_tfidf"] = {"rows": rows, "chosen": best["setting"]}
+            if progress:
+                progress(f"text_tfidf (baseline): C {best['setting']}, criterion {best['criterion']:.3f}, "
+                         f"plain AUROC {best['auroc_plain']:.3f}")
+        except InputError as exc:  # too few words (tiny training sets): the baseline is left out, said so
+            if progress:
+                progress(f"text_tfidf (baseline) left out: {exc}")
     lengths = data.plain.lengths.astype(np.float64)
     detectors["length"] = PromptLength(1.0 if auroc(lengths[y == 0], lengths[y == 1]) >= 0.5 else -1.0)
     default = max(cheap, key=lambda n: _rank(chosen_row(cv[n])))

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InputError, ModelError
 from .angles import EPSILON, angle_degrees
 from .collect import Sweep, encode_all
+from .prompts import prompt_text
 
 META_KEY = "nnwatch.heads"
 TOKENIZER_KEY = "nnwatch.heads.tokenizer"  # the tokenizer record (text_encoder.tokenizer_record), JSON
@@ -259,4 +260,5 @@ def onnx_sweep(encode: Any, ox: OnnxHeadScorer, prompts: Sequence[Any], heads: S
         states[i] = st
         seconds[i] = time.perf_counter() - start
     # One batched call holds the plain and the masked rows: all of it counts as inference.
-    return Sweep(angles, states, np.array([x.shape[1] for x in ids]), list(heads), seconds, None, seconds)
+    return Sweep(angles, states, np.array([x.shape[1] for x in ids]), list(heads), seconds, None, seconds,
+                 tuple(prompt_text(p) for p in prompts))

@@ -34,6 +34,22 @@ class ImagePrompt:
         return ImagePrompt(text, self.image)
 
 
+def prompt_text(prompt: object) -> str:
+    """The text of a prompt (an image prompt's text; its image is not read).
+
+    Parameters
+    ----------
+    prompt : str or ImagePrompt
+        A prompt.
+
+    Returns
+    -------
+    str
+        Its text.
+    """
+    return prompt.text if isinstance(prompt, ImagePrompt) else str(prompt)
+
+
 def check_image(path: Path, where: str) -> None:
     """Refuse an image file that does not exist or that Pillow cannot read.
 

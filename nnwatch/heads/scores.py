@@ -26,6 +26,7 @@ from .._validate import is_finite_list, is_int
 from ..errors import InputError, ProfileError
 from .collect import Sweep
 from .logistic import Logistic, logistic_from_json, logistic_to_json
+from .text_baseline import TextClassifier
 
 PREFILL, MASKED = "prefill", "masked"
 
@@ -336,7 +337,7 @@ class PromptLength(_Prefill):
 
 
 KINDS = {c.kind: c for c in (HeadAngle, HeadLogistic, ResidualProbe, RefusalDirection, DirectionCombination,
-                             MlpCoverage, PromptLength)}
+                             MlpCoverage, PromptLength, TextClassifier)}
 
 
 def score_from_json(d: Any, lay: Layout, where: str) -> Score:
