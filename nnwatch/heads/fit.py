@@ -276,7 +276,7 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
             best = max(rows, key=_rank)
             detectors["text_tfidf"] = fit_text_classifier(
                 data.plain.texts + data.wrapped_a.texts + data.wrapped_b.texts, all_labels, best["setting"])
-            cv["text_tfidf"] = {"rows": rows, "chosen": best["setting"]}
+            cv["text_tfidf"] = {"rows": rows, "chosen": best["setting"], "setting_name": "C"}
             if progress:
                 progress(f"text_tfidf (baseline): C {best['setting']}, criterion {best['criterion']:.3f}, "
                          f"plain AUROC {best['auroc_plain']:.3f}")

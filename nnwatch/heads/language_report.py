@@ -143,7 +143,7 @@ def cv_table(cv: dict[str, Any], default: str | None = None) -> list[str]:
              "CV: wrapped f.p. @5% | criterion |", "|---|---|---|---|---|---|---|"]
     for name, entry in cv.items():
         row = chosen_row(entry)
-        setting = "-" if entry["chosen"] is None else f"layer {entry['chosen']}"
+        setting = "-" if entry["chosen"] is None else f"{entry.get('setting_name', 'layer')} {entry['chosen']:g}"
         star = " (default)" if name == default else ""
         lines.append(f"| {name}{star} | {setting} | {_fmt(row.get('auroc_plain'))} | "
                      f"{_fmt(row.get('detection_plain'))} | "
@@ -194,6 +194,33 @@ def source_table(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def baseline_table(res: dict[str, Any]) -> list[str]:
+    """The decision detector against the baselines that read no model state, set by set.
+
+    Parameters
+    ----------
+    res : dict
+        Output of ``nnwatch evaluate DETECTOR.json`` (``baselines``).
+
+    Returns
+    -------
+    list of str
+        Markdown table lines (none when no baseline was fitted).
+    """
+    cmp = res.get("baselines") or {}
+    if not cmp.get("rows"):
+        return []
+    names = [cmp["decision"], *cmp["baselines"]]
+    head = ["set", *[f"{n}: AUROC / det. / f.p. @5%" for n in names], "beats every baseline: AUROC / det."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in cmp["rows"]:
+        cells = [r["set"]] + [f"{_fmt(r[n]['auroc'])} / {_fmt(r[n]['detection_at_5'])} / "
+                              f"{_fmt(r[n]['false_positive_at_5'])}" for n in names]
+        cells.append(f"{'yes' if r['beats_auroc'] else 'no'} / {'yes' if r['beats_detection'] else 'no'}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def evaluation_markdown(res: dict[str, Any]) -> str:
     """Markdown: where the run came from, the summary at 5% and 1%, every view, the CV choices.
 
@@ -205,7 +232,8 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     Returns
     -------
     str
-        Markdown with ``<!-- begin NAME -->`` blocks (``summary5``, ``summary1``, ``detection``, ``cv``).
+        Markdown with ``<!-- begin NAME -->`` blocks (``summary5``, ``summary1``, ``detection``,
+        ``sources``, ``baselines``, ``cv``).
     """
     lines = []
     if "machine" in res and "git" in res:
@@ -222,6 +250,8 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
     if res.get("benign_by_source"):
         lines += ["", "<!-- begin sources -->", *source_table(res), "<!-- end sources -->"]
+    if baseline_table(res):
+        lines += ["", "<!-- begin baselines -->", *baseline_table(res), "<!-- end baselines -->"]
     cv = res.get("detector", {}).get("cv")
     if cv:
         lines += ["", "<!-- begin cv -->", *cv_table(cv, res.get("default")), "<!-- end cv -->"]
@@ -260,6 +290,8 @@ def evaluation_figures(res: dict[str, Any]) -> dict[str, str]:
                                 limits=(0, 1, 0, 1))
     series = {}
     for name, entry in det.cv.items():
+        if entry.get("setting_name", "layer") != "layer":
+            continue
         rows = [r for r in entry["rows"] if isinstance(r.get("setting"), int)]
         if len(rows) > 1:
             series[name] = (np.array([r["setting"] for r in rows]), np.array([r["criterion"] for r in rows]))

@@ -21,6 +21,7 @@ from .language_monitor import LanguageMonitor
 from .prompts import PromptSet, length_matched
 
 LEVELS = (0.01, 0.05)
+BASELINES = ("length", "text_tfidf")  # the detectors that read no model state: what the monitor must beat
 
 
 def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -59,6 +60,46 @@ def operating_points(scores: np.ndarray, p_values: np.ndarray, labels: np.ndarra
     return out
 
 
+def baseline_comparison(by_set: dict[str, dict[str, dict[str, float]]], decision: str) -> dict[str, Any]:
+    """Whether the decision detector beats every baseline of :data:`BASELINES` it was fitted with,
+    on every view with both labels: in AUROC, and in detection at the calibrated 5% flag.
+
+    Parameters
+    ----------
+    by_set : dict
+        View -> detector -> metrics (:func:`operating_points`).
+    decision : str
+        The detector that decides.
+
+    Returns
+    -------
+    dict
+        ``rows`` (per view: the decision detector's and each baseline's AUROC, detection and
+        false positives at 5%, ``beats_auroc``, ``beats_detection``), ``baselines`` (those
+        present), ``views``, ``beats_auroc`` and ``beats_detection`` (views where it beats
+        every baseline). A baseline whose detection is undefined (not calibrated) is not
+        compared on detection.
+    """
+    rows = []
+    present: list[str] = []
+    for view, cols in by_set.items():
+        base = [b for b in BASELINES if b in cols and b != decision]
+        d = cols.get(decision)
+        if d is None or not base or np.isnan(d["auroc"]):
+            continue
+        present = base
+        keys = ("auroc", "detection_at_5", "false_positive_at_5")
+        row: dict[str, Any] = {"set": view, decision: {k: d[k] for k in keys}}
+        for b in base:
+            row[b] = {k: cols[b][k] for k in keys}
+        row["beats_auroc"] = bool(all(d["auroc"] > cols[b]["auroc"] for b in base))
+        row["beats_detection"] = bool(all(d["detection_at_5"] > cols[b]["detection_at_5"] for b in base
+                                          if not np.isnan(cols[b]["detection_at_5"])))
+        rows.append(row)
+    return {"decision": decision, "baselines": present, "rows": rows, "views": len(rows),
+            "beats_auroc": sum(r["beats_auroc"] for r in rows), "beats_detection": sum(r["beats_detection"] for r in rows)}
+
+
 def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bool = False,
                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every column's metrics on every set and its length-matched view.
@@ -81,7 +122,8 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
         ``scores``/``p_values`` (set -> detector -> list), ``labels`` (set -> list), ``costs``
         (detector -> "prefill" | "masked"), ``calibration`` (how the p-values are calibrated),
         ``median_tokens`` (set -> median prompt tokens), ``benign_by_source`` (rows: set,
-        source, benign prompts, and the share the decision detector flags at 5% and 1%).
+        source, benign prompts, and the share the decision detector flags at 5% and 1%),
+        ``baselines`` (:func:`baseline_comparison` of the decision detector).
     """
     mon.require_calibration()
     heads = mon.heads_needed()
@@ -116,4 +158,4 @@ def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bo
     return {"rows": rows, "by_set": by_set, "scores": all_scores, "p_values": all_p, "labels": all_labels,
             "costs": {c: sc.cost for c, sc in zip(mon.columns, mon.column_detectors)},
             "calibration": mon.calibration_summary, "median_tokens": tokens, "benign_by_source": by_source,
-            "decision": mon.decision}
+            "decision": mon.decision, "baselines": baseline_comparison(by_set, mon.decision)}

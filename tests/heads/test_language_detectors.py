@@ -304,6 +304,27 @@ def test_operating_points_by_hand():
     assert np.isnan(nan["detection_at_5"]) and np.isnan(nan["false_positive_at_1"])
 
 
+def test_baseline_comparison_by_hand():
+    from nnwatch.heads.language_report import baseline_table
+    from nnwatch.heads.set_evaluation import baseline_comparison
+
+    def m(a, d, f=0.05):
+        return {"auroc": a, "detection_at_5": d, "false_positive_at_5": f}
+
+    by_set = {"test": {"probe": m(0.9, 0.8), "length": m(0.7, 0.3), "text_tfidf": m(0.85, 0.85)},
+              "jb": {"probe": m(0.9, 0.5), "length": m(0.5, np.nan), "text_tfidf": m(0.95, 0.4)},
+              "one-class": {"probe": m(np.nan, 0.1), "length": m(np.nan, 0.1)},
+              "easy": {"probe": m(0.99, 0.9), "length": m(0.6, 0.2), "text_tfidf": m(0.98, 0.9)}}
+    c = baseline_comparison(by_set, "probe")
+    assert [r["set"] for r in c["rows"]] == ["test", "jb", "easy"]  # one label only: not compared
+    assert [(r["beats_auroc"], r["beats_detection"]) for r in c["rows"]] == [(True, False), (False, True),
+                                                                             (True, False)]  # a tie does not beat
+    assert (c["views"], c["beats_auroc"], c["beats_detection"], c["baselines"]) == (3, 2, 1, ["length", "text_tfidf"])
+    lines = baseline_table({"baselines": c})
+    assert len(lines) == 5 and lines[2].endswith("| yes / no |")
+    assert baseline_table({}) == []
+
+
 def test_decide_maps_a_reordered_subset_calibration_to_its_columns():
     det = _fitted_file()
     mon = LanguageMonitor(det, FakeScorer(), detectors=["length", "probe", "refusal_direction"], decision="probe")
