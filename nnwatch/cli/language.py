@@ -159,7 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res["seconds"] = time.perf_counter() - start
     res["default"] = mon.detector.default
     res["cv_chosen"] = {name: chosen_row(entry) for name, entry in mon.detector.cv.items()}
-    res["detector"] = mon.detector.to_json()
+    # What the report reads of the detector file (not its weights: megabytes of numbers nobody cites).
+    res["detector"] = {k: v for k, v in mon.detector.to_json().items() if k not in ("detectors", "cross_fit")}
     res["model"] = mon.detector.model
     res.update(provenance(["nnwatch"] + sys.argv[1:]))
     md = evaluation_markdown(res)

@@ -214,8 +214,9 @@ def baseline_table(res: dict[str, Any]) -> list[str]:
     head = ["set", *[f"{n}: AUROC / det. / f.p. @5%" for n in names], "beats every baseline: AUROC / det."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cmp["rows"]:
-        cells = [r["set"]] + [f"{_fmt(r[n]['auroc'])} / {_fmt(r[n]['detection_at_5'])} / "
-                              f"{_fmt(r[n]['false_positive_at_5'])}" for n in names]
+        metrics = [r["decision"], *(r["baselines"][b] for b in cmp["baselines"])]
+        cells = [r["set"]] + [f"{_fmt(m['auroc'])} / {_fmt(m['detection_at_5'])} / {_fmt(m['false_positive_at_5'])}"
+                              for m in metrics]
         cells.append(f"{'yes' if r['beats_auroc'] else 'no'} / {'yes' if r['beats_detection'] else 'no'}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -74,10 +74,10 @@ def baseline_comparison(by_set: dict[str, dict[str, dict[str, float]]], decision
     Returns
     -------
     dict
-        ``rows`` (per view: the decision detector's and each baseline's AUROC, detection and
-        false positives at 5%, ``beats_auroc``, ``beats_detection``), ``baselines`` (those
-        present), ``views``, ``beats_auroc`` and ``beats_detection`` (views where it beats
-        every baseline). A baseline whose detection is undefined (not calibrated) is not
+        ``decision``; ``rows`` (per view: ``set``, ``decision`` and ``baselines`` -> name -> the
+        AUROC, detection and false positives at 5%, ``beats_auroc``, ``beats_detection``);
+        ``baselines`` (those present); ``views``, ``beats_auroc`` and ``beats_detection``
+        (views where it beats every baseline). A baseline whose detection is undefined (not calibrated) is not
         compared on detection.
     """
     rows = []
@@ -89,9 +89,8 @@ def baseline_comparison(by_set: dict[str, dict[str, dict[str, float]]], decision
             continue
         present = base
         keys = ("auroc", "detection_at_5", "false_positive_at_5")
-        row: dict[str, Any] = {"set": view, decision: {k: d[k] for k in keys}}
-        for b in base:
-            row[b] = {k: cols[b][k] for k in keys}
+        row: dict[str, Any] = {"set": view, "decision": {k: d[k] for k in keys},
+                               "baselines": {b: {k: cols[b][k] for k in keys} for b in base}}
         row["beats_auroc"] = bool(all(d["auroc"] > cols[b]["auroc"] for b in base))
         row["beats_detection"] = bool(all(d["detection_at_5"] > cols[b]["detection_at_5"] for b in base
                                           if not np.isnan(cols[b]["detection_at_5"])))
