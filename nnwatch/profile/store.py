@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -268,6 +269,13 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
     where = f"profile {path}"
     if not Path(path).is_file():
         raise ProfileError(f"{where}: file does not exist")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    # numpy reads the file by its first bytes: a .npy array (or anything else) with a zip
+    # directory appended opens as a zip but not as an .npz archive.
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise ProfileError(f"{where}: not a .npz archive (it does not start with a zip entry); an nnwatch profile "
+                           "is the .npz file `nnwatch profile` writes")
     try:
         with zipfile.ZipFile(path) as archive, np.load(path, allow_pickle=False) as data:
             names = set(data.files)
@@ -313,9 +321,10 @@ def load_profile(path: str | os.PathLike, fingerprint: str | None = None) -> Pro
                 raise ProfileError(f"{where}: checksum mismatch: the file is damaged or was edited")
     except ProfileError:
         raise
-    # RuntimeError: zipfile's "encrypted, password required" when a damaged header sets that flag bit
+    # RuntimeError: zipfile's "encrypted, password required" when a damaged header sets that flag bit;
+    # TokenError and SyntaxError: numpy's parser of a damaged array header
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, MemoryError, RecursionError,
-            NotImplementedError, RuntimeError) as exc:
+            NotImplementedError, RuntimeError, tokenize.TokenError, SyntaxError) as exc:
         raise ProfileError(f"{where}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
     profile = _assemble(header, arrays, where)
     if fingerprint is not None and profile.fingerprint != fingerprint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import zipfile
 
@@ -181,4 +182,34 @@ def test_an_entry_flagged_as_encrypted_is_refused_as_damaged(tmp_path, profile):
     raw[central + 8] |= 0x01  # its general-purpose flag, bit 0: encrypted
     path.write_bytes(bytes(raw))
     with pytest.raises(ProfileError, match="unreadable or truncated"):
+        load_profile(path)
+
+
+def test_an_npy_array_with_a_zip_directory_appended_is_refused(tmp_path):
+    """Found by the atheris fuzzer (benchmarks/fuzz_profile.py): an .npy header that numpy's
+    tokenizer cannot read, followed by a zip end-of-directory record. zipfile opens it, numpy
+    reads it as an .npy array and its header parser raised tokenize.TokenError."""
+    crash = base64.b64decode(
+        "k05VTVBZAQCAAAAAAAAAXX0AAABdfQAAAABQSwAAUEsFBntpAQAAAAAAAAAAAAAAAAAAAAAAAF1dfQB8"
+        "fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8"
+        "fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHx8fHxdXX0="
+    )
+    path = tmp_path / "p.npz"
+    path.write_bytes(crash)
+    with pytest.raises(ProfileError, match="not a .npz archive"):
+        load_profile(path)
+
+
+def test_a_damaged_array_header_inside_the_archive_is_refused(tmp_path, profile):
+    path = tmp_path / "p.npz"
+    save_profile(profile, path)
+    with zipfile.ZipFile(path) as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    name = next(n for n in members if n != "header.npy")
+    raw = members[name]
+    members[name] = raw[:10] + b"{'descr': '<f4', 'shape': (3," + b" " * (len(raw[10:128]) - 30) + raw[128:]
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    with pytest.raises(ProfileError, match="unreadable or truncated \\(TokenError"):  # numpy's header tokenizer
         load_profile(path)
