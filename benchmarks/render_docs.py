@@ -77,7 +77,7 @@ UNMEASURED_CHANGES = [
      "load_profile reports a damaged zip's RuntimeError as a ProfileError; profiles that load load as before"),
     (("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead", "precision",
       "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector"),
-     "nnwatch/profile/store.py", "b131d791c33c00805d3bffb55643c297ad89a559",
+     "nnwatch/profile/store.py", "ae7871f752a21b70f3817c915d274028065cfe11",
      "load_profile refuses a file that does not start with a zip entry, and numpy's header-parser errors read as a "
      "damaged profile; these benchmarks load only profiles they wrote, which load as before"),
 ]
