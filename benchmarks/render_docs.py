@@ -46,7 +46,7 @@ LITERAL = re.compile(r"\{=\s*(.+?)\s*\}")
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-wyz\d_]|\.\d)")  # "2.5x" counts
 # Names that contain digits but are not numbers.
 NAMES = ("ResNet-18", "LLaVA-1.5-7B", "LLaVA-1.5", "x86-64", "Q4_1", "L2", "L-inf", "IEEE TSE", "ROS 2", "ROS 1",
-         "H.264", "16-bit")
+         "H.264", "16-bit", "Gemma 3")
 PATH_TOKEN = re.compile(r'\[(\d+)\]|\["([^"]+)"\]|\[([^\]"=]+)=([^\]]+)\]|([^.\[\]]+)')
 # What each benchmark's numbers depend on (git pathspecs): a change there since the recorded
 # revision makes them stale. The language monitor's runs measure the heads package and what it
