@@ -60,6 +60,16 @@ _LANGUAGE = ["nnwatch/heads", "nnwatch/calibration", "nnwatch/kernels", "nnwatch
              "nnwatch/eval/metrics.py", "nnwatch/eval/provenance.py", "nnwatch/cli/language.py",
              "nnwatch/cli/heads.py", "nnwatch/monitor/budget.py", "nnwatch/monitor/results.py",
              "benchmarks/language.sh"]
+# The recorded head search (smollm2_heads.json, reused by language.sh through reuse_search.py)
+# measures the search's own path: the CLI command, model loading, the scorer, the sweep, the
+# angles and the search (fit.py lends it two L2 constants, nothing else); the fit, calibration
+# and evaluation that later steps run on its heads are not part of it.
+_HEAD_SEARCH = ["nnwatch/heads/search.py", "nnwatch/heads/angles.py", "nnwatch/heads/collect.py",
+                "nnwatch/heads/prompts.py", "nnwatch/heads/scores.py", "nnwatch/heads/logistic.py",
+                "nnwatch/heads/detector_file.py", "nnwatch/heads/loading.py", "nnwatch/heads/weights_cache.py",
+                "nnwatch/heads/torch_scorer.py", "nnwatch/heads/encoders.py", "nnwatch/heads/text_encoder.py",
+                "nnwatch/heads/arch.py", "nnwatch/cli/heads.py", "nnwatch/_progress.py", "nnwatch/_io.py",
+                "nnwatch/eval/provenance.py", "benchmarks/language.sh", "benchmarks/reuse_search.py"]
 # Changes that cannot move a result's numbers, waived by their exact content: a result is not stale
 # for `path` when the file at its measurement is the file just before `commit` and the file now is
 # the file `commit` wrote. Any other change to the path makes it stale as before. Each says why.
@@ -80,6 +90,18 @@ UNMEASURED_CHANGES = [
      "nnwatch/profile/store.py", "ae7871f752a21b70f3817c915d274028065cfe11",
      "load_profile refuses a file that does not start with a zip entry, and numpy's header-parser errors read as a "
      "damaged profile; these benchmarks load only profiles they wrote, which load as before"),
+    (("smollm2_heads",), "nnwatch/heads/collect.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
+     "a sweep also keeps each prompt's text (a tuple of the strings it was given); angles, states and timings are "
+     "computed as before"),
+    (("smollm2_heads",), "nnwatch/heads/prompts.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
+     "adds prompt_text (an image prompt's text), which the search reads only to keep the texts"),
+    (("smollm2_heads",), "nnwatch/heads/scores.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
+     "registers the text baseline's detector kind; the head detectors the search writes are unchanged"),
+    (("smollm2_heads",), "benchmarks/language.sh", "83f1fe11faa89c7d8f7c0537de715037f1190aa9",
+     "--search runs the same search command with --model smollm2 (its default) spelled out and the same "
+     "outputs; the rest of the script is the fit and evaluation after the search"),
+    (("smollm2_heads",), "nnwatch/_io.py", "93eb99fc8358ff0a6f41af5fb10512c17518e38a",
+     "an output named as a FIFO or character device is written in place; the search wrote regular files"),
 ]
 MEASURES = {
     "detection": _PACKAGE_BUT_HEADS + ["benchmarks/detection.py"],
@@ -102,7 +124,7 @@ MEASURES = {
     "heads_bench": _LANGUAGE,
     "heads_evaluation": _LANGUAGE,
     "heads_fit": _LANGUAGE,
-    "smollm2_heads": _LANGUAGE,
+    "smollm2_heads": _HEAD_SEARCH,
     "heads_bench_gemma3": _LANGUAGE,
     "heads_evaluation_gemma3": _LANGUAGE,
     "heads_fit_gemma3": _LANGUAGE,
