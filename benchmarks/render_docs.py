@@ -75,17 +75,6 @@ _HEAD_SEARCH = ["nnwatch/heads/search.py", "nnwatch/heads/angles.py", "nnwatch/h
 # the file `commit` wrote. Any other change to the path makes it stale as before. Each says why.
 UNMEASURED_CHANGES = [
     (("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead", "precision",
-      "reliability", "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector",
-      "readme_timings"), "nnwatch/cli/paths.py",
-     "2cc23ca1b0eed1f4808e7afb03bb59ad56f55360",
-     "an --out that is an existing file is refused where a folder is written (screen --ray, compile, demo); no "
-     "benchmark passes one, and every other path runs as measured"),
-    (("readme_timings",), "tests/cli/test_mistakes.py", "2cc23ca1b0eed1f4808e7afb03bb59ad56f55360",
-     "one refusal case added to a parametrized list; it stops before any work, so the suite's time stands"),
-    (("heads_bench", "heads_evaluation", "heads_fit", "smollm2_heads", "language_start"), "nnwatch/profile/store.py",
-     "7d8efe0dbd3a8ea6bd851a3b31b39ccbfe630436",
-     "load_profile reports a damaged zip's RuntimeError as a ProfileError; profiles that load load as before"),
-    (("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead", "precision",
       "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector"),
      "nnwatch/profile/store.py", "ae7871f752a21b70f3817c915d274028065cfe11",
      "load_profile refuses a file that does not start with a zip entry, and numpy's header-parser errors read as a "
