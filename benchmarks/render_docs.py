@@ -101,7 +101,7 @@ MEASURES = {
     "mobilenet_taps": _PACKAGE_BUT_HEADS + ["benchmarks/taps.py"],
     "overhead": _PACKAGE_BUT_HEADS + ["benchmarks/overhead.py"],
     "precision": _PACKAGE_BUT_HEADS + ["benchmarks/precision.py"],
-    "reliability": _PACKAGE_BUT_HEADS + ["benchmarks/reliability.py"],
+    "reliability": _PACKAGE_BUT_HEADS + ["benchmarks/reliability.py", "tests/reliability/test_crash_safety.py"],
     "stream": _PACKAGE_BUT_HEADS + ["benchmarks/stream.py"],
     "tap_budget": _PACKAGE_BUT_HEADS + ["benchmarks/tap_budget.py"],
     "perception_loop": _PACKAGE_BUT_HEADS + ["examples/perception_loop.py"],

@@ -24,7 +24,9 @@ CHILD = textwrap.dedent("""
     print("ready", flush=True)
     while True:
         save_profile(a, target)
+        print("A", flush=True)
         save_profile(b, target)
+        print("B", flush=True)
 """)
 
 
@@ -47,11 +49,18 @@ def kill_while_saving(folder, kills: int, seed: int = 0) -> dict:
     save_profile(load_profile(a), target)
     rng = np.random.default_rng(seed)
     seen = {"A": 0, "B": 0}
-    for _ in range(kills):
+    for i in range(kills):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(a), str(b), str(target)],
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.4))
+        # Kill at a random point of a random save: after 0-3 completed saves (the child says when
+        # each ends), then up to 0.4 s into the next. Every fourth kill comes right after a
+        # save of B ends, so the new version is on disk at least that often, however slow the
+        # machine is; the others land wherever the timing puts them.
+        completed = 2 if i % 4 == 3 else int(rng.integers(0, 4))
+        for _ in range(completed):
+            assert child.stdout.readline().strip() in ("A", "B")
+        time.sleep(0.0 if i % 4 == 3 else rng.uniform(0.0, 0.4))
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         p = load_profile(target)  # must never fail
