@@ -21,7 +21,7 @@ MODEL=smollm2
 while [ $# -gt 0 ]; do
   case "$1" in
     --search) SEARCH=1 ;;
-    --model) MODEL=$2; shift ;;
+    --model) MODEL=${2:?--model takes smollm2 or gemma3-270m}; shift ;;
     *) echo "language.sh: unknown argument $1 (accepted: --search, --model smollm2|gemma3-270m)" >&2; exit 2 ;;
   esac
   shift

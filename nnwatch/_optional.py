@@ -11,7 +11,7 @@ from .errors import MissingDependencyError
 EXTRAS = {
     "torch": ("torch", "exporting from PyTorch, attacks, the demo's training and the LLM head score"),
     "onnxscript": ("torch", "exporting from PyTorch"),
-    "sklearn": ("demo", "the 'digits' data source and the demo"),
+    "sklearn": ("demo", "the 'digits' data source, the demo and the language monitor's text baseline"),
     "ray": ("dist", "distributed work (--ray)"),
     "transformers": ("llm", "the LLM head score"),
     "onnx_ir": ("compile", "compiling the monitor into ONNX (nnwatch compile, Monitor(engine='graph'))"),

@@ -934,7 +934,8 @@ def _info_detector(path: Path) -> None:
     for name, v in d.detectors.items():
         where = (", ".join(f"L{a}H{b}" for a, b in v.heads[:8]) + (" ..." if len(v.heads) > 8 else "")) if v.heads \
             else ("layers " + ",".join(map(str, v.layers()[:8])) + (" ..." if len(v.layers()) > 8 else "")
-                  if v.layers() else "MLP activations" if v.needs_mlp else "prompt tokens")
+                  if v.layers() else "MLP activations" if v.needs_mlp
+                  else "the prompt's text" if v.kind == "text_tfidf" else "prompt tokens")
         print(f"  {name}{' (default)' if name == d.default else ''}: {v.kind}, {v.cost} cost; reads {where}")
     c, cf = d.calibration, d.cross_fit
     if c is not None:

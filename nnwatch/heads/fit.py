@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MissingDependencyError
 from ..eval.metrics import auroc
 from ..kernels.conformal import allowed_count
 from .collect import Sweep
@@ -196,7 +196,8 @@ def _cross_validate_text(data: TrainingData, c: float, fold: np.ndarray) -> dict
     rows = []
     for f in range(FOLDS):
         tr, te = fold != f, fold == f
-        det = fit_text_classifier(list(plain[tr]) + list(wrapped_a[tr]), np.concatenate([y[tr], y[tr]]), c)
+        det = fit_text_classifier(list(plain[tr]) + list(wrapped_a[tr]), np.concatenate([y[tr], y[tr]]), c,
+                                  vocabulary_texts=list(plain[tr]))
         rows.append(_judge(det.score_texts(list(plain[te])), det.score_texts(list(wrapped_b[te])), y[te]))
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -275,12 +276,13 @@ def fit_detectors(data: TrainingData, single_head: tuple[int, int], ensemble_hea
             rows = [{"setting": c, **_cross_validate_text(data, c, fold)} for c in C_GRID]
             best = max(rows, key=_rank)
             detectors["text_tfidf"] = fit_text_classifier(
-                data.plain.texts + data.wrapped_a.texts + data.wrapped_b.texts, all_labels, best["setting"])
+                data.plain.texts + data.wrapped_a.texts + data.wrapped_b.texts, all_labels, best["setting"],
+                vocabulary_texts=data.plain.texts)
             cv["text_tfidf"] = {"rows": rows, "chosen": best["setting"], "setting_name": "C"}
             if progress:
                 progress(f"text_tfidf (baseline): C {best['setting']}, criterion {best['criterion']:.3f}, "
                          f"plain AUROC {best['auroc_plain']:.3f}")
-        except InputError as exc:  # too few words (tiny training sets): the baseline is left out, said so
+        except (InputError, MissingDependencyError) as exc:  # too few words, or no scikit-learn: left out, said so
             if progress:
                 progress(f"text_tfidf (baseline) left out: {exc}")
     lengths = data.plain.lengths.astype(np.float64)

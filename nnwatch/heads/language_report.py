@@ -214,10 +214,11 @@ def baseline_table(res: dict[str, Any]) -> list[str]:
     head = ["set", *[f"{n}: AUROC / det. / f.p. @5%" for n in names], "beats every baseline: AUROC / det."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cmp["rows"]:
-        metrics = [r["decision"], *(r["baselines"][b] for b in cmp["baselines"])]
+        metrics = [r["decision"], *(r["baselines"].get(b) for b in cmp["baselines"])]
         cells = [r["set"]] + [f"{_fmt(m['auroc'])} / {_fmt(m['detection_at_5'])} / {_fmt(m['false_positive_at_5'])}"
-                              for m in metrics]
-        cells.append(f"{'yes' if r['beats_auroc'] else 'no'} / {'yes' if r['beats_detection'] else 'no'}")
+                              if m else "-" for m in metrics]
+        det = "n/a" if r["beats_detection"] is None else "yes" if r["beats_detection"] else "no"
+        cells.append(f"{'yes' if r['beats_auroc'] else 'no'} / {det}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -251,8 +252,9 @@ def evaluation_markdown(res: dict[str, Any]) -> str:
     lines += ["<!-- begin detection -->", *detection_table(res["rows"]), "<!-- end detection -->"]
     if res.get("benign_by_source"):
         lines += ["", "<!-- begin sources -->", *source_table(res), "<!-- end sources -->"]
-    if baseline_table(res):
-        lines += ["", "<!-- begin baselines -->", *baseline_table(res), "<!-- end baselines -->"]
+    baselines = baseline_table(res)
+    if baselines:
+        lines += ["", "<!-- begin baselines -->", *baselines, "<!-- end baselines -->"]
     cv = res.get("detector", {}).get("cv")
     if cv:
         lines += ["", "<!-- begin cv -->", *cv_table(cv, res.get("default")), "<!-- end cv -->"]

@@ -34,20 +34,22 @@ class ImagePrompt:
         return ImagePrompt(text, self.image)
 
 
-def prompt_text(prompt: object) -> str:
+def prompt_text(prompt: object) -> str | None:
     """The text of a prompt (an image prompt's text; its image is not read).
 
     Parameters
     ----------
-    prompt : str or ImagePrompt
-        A prompt.
+    prompt : str or ImagePrompt or dict
+        A prompt (a dict of ready-made model inputs has no text).
 
     Returns
     -------
-    str
-        Its text.
+    str or None
+        Its text; None for model inputs given as a dict.
     """
-    return prompt.text if isinstance(prompt, ImagePrompt) else str(prompt)
+    if isinstance(prompt, ImagePrompt):
+        return prompt.text
+    return prompt if isinstance(prompt, str) else None
 
 
 def check_image(path: Path, where: str) -> None:

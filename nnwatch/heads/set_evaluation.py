@@ -87,16 +87,18 @@ def baseline_comparison(by_set: dict[str, dict[str, dict[str, float]]], decision
         d = cols.get(decision)
         if d is None or not base or np.isnan(d["auroc"]):
             continue
-        present = base
+        present += [b for b in base if b not in present]
         keys = ("auroc", "detection_at_5", "false_positive_at_5")
         row: dict[str, Any] = {"set": view, "decision": {k: d[k] for k in keys},
                                "baselines": {b: {k: cols[b][k] for k in keys} for b in base}}
         row["beats_auroc"] = bool(all(d["auroc"] > cols[b]["auroc"] for b in base))
-        row["beats_detection"] = bool(all(d["detection_at_5"] > cols[b]["detection_at_5"] for b in base
-                                          if not np.isnan(cols[b]["detection_at_5"])))
+        comparable = [b for b in base if not np.isnan(cols[b]["detection_at_5"])]
+        row["beats_detection"] = (bool(all(d["detection_at_5"] > cols[b]["detection_at_5"] for b in comparable))
+                                  if comparable and not np.isnan(d["detection_at_5"]) else None)
         rows.append(row)
     return {"decision": decision, "baselines": present, "rows": rows, "views": len(rows),
-            "beats_auroc": sum(r["beats_auroc"] for r in rows), "beats_detection": sum(r["beats_detection"] for r in rows)}
+            "beats_auroc": sum(r["beats_auroc"] for r in rows),
+            "beats_detection": sum(bool(r["beats_detection"]) for r in rows)}
 
 
 def evaluate_sets(mon: LanguageMonitor, sets: dict[str, PromptSet], progress: bool = False,

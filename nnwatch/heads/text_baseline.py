@@ -9,8 +9,17 @@ same function as scikit-learn's ``decision_function`` on the fitted pipeline (te
 
 - words: lower-cased, the token pattern ``(?u)\b\w\w+\b``, then unigrams and bigrams
   (joined by one space), each kept when it is in the vocabulary;
-- features: ``(1 + log tf) * idf`` (sublinear term frequency), scaled to unit L2 norm;
-- score: ``features @ coef + intercept``.
+- features: ``(1 + log tf) * idf`` (sublinear term frequency; scikit-learn's smoothed
+  ``idf = ln((1 + n) / (1 + df)) + 1`` over the ``n`` distinct training prompts), scaled to
+  unit L2 norm;
+- vocabulary: the terms of at least :data:`MIN_DF` distinct training prompts (wrapped copies
+  of a prompt are fitted on, but do not make its words common);
+- score: ``features @ coef + intercept``; a prompt with no text (model inputs given as a
+  dict) scores NaN.
+
+Reference: the TF-IDF + linear model text classifier is the standard baseline of text
+classification (e.g. Wang & Manning, ACL 2012), and the one jailbreak and harmful-prompt
+classifiers are compared with.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._optional import require
 from .._validate import is_finite_list
 from ..errors import InputError, ProfileError
 
@@ -71,7 +81,6 @@ class TextClassifier:
     kind = "text_tfidf"
     cost = "prefill"  # reads no masked re-run (it reads no model state at all)
     needs_mlp = False
-    needs_text = True
 
     def __init__(self, vocabulary: Sequence[str], idf: np.ndarray, coef: np.ndarray, intercept: float,
                  c: float) -> None:
@@ -89,21 +98,24 @@ class TextClassifier:
     def layers(self) -> list[int]:
         return []
 
-    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def score_texts(self, texts: Sequence[str | None]) -> np.ndarray:
         """Scores of texts (higher = more unsafe).
 
         Parameters
         ----------
-        texts : sequence of str
-            Prompts.
+        texts : sequence of str or None
+            Prompts (None: a prompt without text).
 
         Returns
         -------
         numpy.ndarray
-            ``(N,)`` float64.
+            ``(N,)`` float64; NaN where the prompt has no text.
         """
         out = np.full(len(texts), self.intercept)
         for n, text in enumerate(texts):
+            if text is None:
+                out[n] = np.nan
+                continue
             counts = Counter(self.index[t] for t in terms(text) if t in self.index)
             if not counts:
                 continue
@@ -125,9 +137,16 @@ class TextClassifier:
         -------
         numpy.ndarray
             ``(N,)`` float64.
+
+        Raises
+        ------
+        InputError
+            The sweep kept no texts.
         """
         if s.texts is None:
-            raise InputError("the text baseline reads the prompts' texts, and this sweep did not keep them")
+            raise InputError("the text baseline reads the prompts' texts, and this sweep did not keep them; score "
+                             "through LanguageMonitor.features (or nnwatch.heads.collect.sweep), or leave text_tfidf "
+                             "out with detectors=[...]")
         return self.score_texts(s.texts)
 
     def to_json(self) -> dict[str, Any]:
@@ -145,10 +164,10 @@ class TextClassifier:
         for key in ("idf", "coef"):
             if not is_finite_list(d.get(key)) or len(d[key]) != len(voc):
                 raise ProfileError(f"{where}: '{key}' must be {len(voc)} finite numbers (one per term)")
-        if not isinstance(d.get("intercept"), (int, float)) or not math.isfinite(d["intercept"]):
+        intercept, c = d.get("intercept"), d.get("c")
+        if isinstance(intercept, bool) or not isinstance(intercept, (int, float)) or not math.isfinite(intercept):
             raise ProfileError(f"{where}: 'intercept' must be a finite number")
-        c = d.get("c")
-        if not isinstance(c, (int, float)) or not c > 0:
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
             raise ProfileError(f"{where}: 'c' must be a positive number")
         want = {"token_pattern": TOKEN.pattern, "ngrams": list(NGRAMS), "lowercase": True, "sublinear_tf": True,
                 "norm": "l2"}
@@ -159,7 +178,8 @@ class TextClassifier:
         return cls(voc, np.array(d["idf"]), np.array(d["coef"]), float(d["intercept"]), float(c))
 
 
-def fit_pipeline(texts: Sequence[str], labels: np.ndarray, c: float) -> Any:
+def fit_pipeline(texts: Sequence[str], labels: np.ndarray, c: float, vocabulary_texts: Sequence[str] | None = None
+                 ) -> Any:
     """scikit-learn's TF-IDF + logistic regression pipeline with this module's settings, fitted.
 
     Parameters
@@ -170,26 +190,37 @@ def fit_pipeline(texts: Sequence[str], labels: np.ndarray, c: float) -> Any:
         ``(N,)`` 1 = unsafe.
     c : float
         Inverse L2 strength.
+    vocabulary_texts : sequence of str, optional
+        The prompts the vocabulary and idf come from (default: ``texts``): the distinct
+        prompts, when ``texts`` also holds copies of them inside wrappers.
 
     Returns
     -------
     sklearn.pipeline.Pipeline
         The fitted pipeline (steps ``tfidf``, ``logistic``).
+
+    Raises
+    ------
+    MissingDependencyError
+        scikit-learn is not installed.
+    InputError
+        No term of two or more characters appears in :data:`MIN_DF` of the prompts.
     """
+    require("sklearn.linear_model", extra="llm")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    vec = TfidfVectorizer(lowercase=True, token_pattern=TOKEN.pattern, ngram_range=NGRAMS, min_df=MIN_DF,
+                          sublinear_tf=True, norm="l2")
+    source = list(texts if vocabulary_texts is None else vocabulary_texts)
     try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-    except ImportError:
-        raise InputError("the text baseline is fitted with scikit-learn; install it (pip install -c constraints.txt "
-                         "-e \".[llm]\")") from None
-    pipe = Pipeline([("tfidf", TfidfVectorizer(lowercase=True, token_pattern=TOKEN.pattern, ngram_range=NGRAMS,
-                                               min_df=MIN_DF, sublinear_tf=True, norm="l2")),
-                     ("logistic", LogisticRegression(C=c, max_iter=5000))])
-    try:
-        return pipe.fit(list(texts), np.asarray(labels))
-    except ValueError as exc:  # e.g. no term in two prompts
-        raise InputError(f"the text baseline cannot be fitted on these {len(texts)} prompts: {exc}") from None
+        vec.fit(source)
+    except ValueError:  # no term left after min_df
+        raise InputError(f"the text baseline needs words (two or more letters or digits) that {MIN_DF} or more of "
+                         f"the {len(source)} training prompts share; these prompts have none") from None
+    lr = LogisticRegression(C=c, max_iter=5000).fit(vec.transform(list(texts)), np.asarray(labels))
+    return Pipeline([("tfidf", vec), ("logistic", lr)])
 
 
 def from_pipeline(pipe: Any, c: float) -> TextClassifier:
@@ -214,7 +245,8 @@ def from_pipeline(pipe: Any, c: float) -> TextClassifier:
     return TextClassifier(vocabulary, vec.idf_, lr.coef_[0], float(lr.intercept_[0]), c)
 
 
-def fit_text_classifier(texts: Sequence[str], labels: np.ndarray, c: float) -> TextClassifier:
+def fit_text_classifier(texts: Sequence[str], labels: np.ndarray, c: float,
+                        vocabulary_texts: Sequence[str] | None = None) -> TextClassifier:
     """Fit the baseline.
 
     Parameters
@@ -225,14 +257,27 @@ def fit_text_classifier(texts: Sequence[str], labels: np.ndarray, c: float) -> T
         ``(N,)`` 1 = unsafe (both classes present).
     c : float
         Inverse L2 strength.
+    vocabulary_texts : sequence of str, optional
+        See :func:`fit_pipeline`.
 
     Returns
     -------
     TextClassifier
         The fitted detector.
+
+    Raises
+    ------
+    InputError
+        Labels that do not match the texts, one class only, or too few shared words.
+    MissingDependencyError
+        scikit-learn is not installed.
     """
     labels = np.asarray(labels)
-    if len(texts) != len(labels) or not ((labels == 0).any() and (labels == 1).any()):
-        raise InputError(f"the text baseline needs one label per text and both classes, got {len(texts)} texts, "
-                         f"{len(labels)} labels")
-    return from_pipeline(fit_pipeline(texts, labels, c), c)
+    if len(texts) != len(labels):
+        raise InputError(f"the text baseline needs one label per text, got {len(texts)} texts and {len(labels)} labels")
+    missing = [name for value, name in ((0, "safe (0)"), (1, "unsafe (1)")) if not (labels == value).any()]
+    if missing:
+        raise InputError(f"the text baseline needs safe (0) and unsafe (1) prompts; there are no {missing[0]} ones")
+    if any(not isinstance(t, str) for t in texts):
+        raise InputError("the text baseline is fitted on text prompts; some training prompts have no text")
+    return from_pipeline(fit_pipeline(texts, labels, c, vocabulary_texts), c)

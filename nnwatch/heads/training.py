@@ -226,6 +226,13 @@ def fit_and_calibrate(scorer: Any, searched: LanguageDetector, prompts: PromptSe
     if calibration == "cross-fit":
         cross = cross_fit(list(train.ids), train.labels, pool, lambda keep: fit(keep, None).detectors,
                           lambda det, rows: det.score(plain.subset(rows)), fpr, folds, progress=say)
+        # A column calibrates only if the whole fit has it and every fold fitted it.
+        extra = [n for n in cross.folds if n not in result.detectors]
+        for n in extra:
+            del cross.folds[n], cross.scores[n]
+        gaps = [n for n in result.detectors if n not in cross.folds and n != "mlp_coverage"]
+        if gaps:
+            say(f"not calibrated (a cross-fit fold could not fit them): {', '.join(gaps)}")
     calibrating = list(held.ids) if held is not None else list(cross.ids)
     info = {"train_prompts": {"safe": int((train.labels == 0).sum()), "unsafe": int((train.labels == 1).sum())},
             "contrast_train_prompts": 0 if hard is None else len(hard), "calibration": calibration,

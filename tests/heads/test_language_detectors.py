@@ -314,14 +314,16 @@ def test_baseline_comparison_by_hand():
     by_set = {"test": {"probe": m(0.9, 0.8), "length": m(0.7, 0.3), "text_tfidf": m(0.85, 0.85)},
               "jb": {"probe": m(0.9, 0.5), "length": m(0.5, np.nan), "text_tfidf": m(0.95, 0.4)},
               "one-class": {"probe": m(np.nan, 0.1), "length": m(np.nan, 0.1)},
+              "uncalibrated": {"probe": m(0.8, 0.5), "length": m(0.6, np.nan)},  # no text_tfidf column
               "easy": {"probe": m(0.99, 0.9), "length": m(0.6, 0.2), "text_tfidf": m(0.98, 0.9)}}
     c = baseline_comparison(by_set, "probe")
-    assert [r["set"] for r in c["rows"]] == ["test", "jb", "easy"]  # one label only: not compared
+    assert [r["set"] for r in c["rows"]] == ["test", "jb", "uncalibrated", "easy"]  # one label only: not compared
     assert [(r["beats_auroc"], r["beats_detection"]) for r in c["rows"]] == [(True, False), (False, True),
+                                                                             (True, None),  # nothing to compare
                                                                              (True, False)]  # a tie does not beat
-    assert (c["views"], c["beats_auroc"], c["beats_detection"], c["baselines"]) == (3, 2, 1, ["length", "text_tfidf"])
+    assert (c["views"], c["beats_auroc"], c["beats_detection"], c["baselines"]) == (4, 3, 1, ["length", "text_tfidf"])
     lines = baseline_table({"baselines": c})
-    assert len(lines) == 5 and lines[2].endswith("| yes / no |")
+    assert len(lines) == 6 and lines[2].endswith("| yes / no |") and lines[4].endswith("| - | yes / n/a |")
     assert baseline_table({}) == []
 
 

@@ -98,7 +98,7 @@ def test_the_baseline_reads_the_sweeps_texts():
 
 
 def test_too_few_words_is_an_input_error():
-    with pytest.raises(InputError, match="cannot be fitted"):
+    with pytest.raises(InputError, match="share; these prompts have none"):
         fit_text_classifier(["a b", "c d"], np.array([0, 1]), 1.0)
 
 
@@ -124,3 +124,43 @@ def test_fit_detectors_adds_the_baseline_chosen_by_cross_validation():
     s = det.score_texts(list(texts))
     assert s[y == 1].min() > s[y == 0].max()  # the words separate these prompts completely
     assert any(line.startswith("text_tfidf (baseline)") for line in lines)
+
+
+def test_the_vocabulary_comes_from_the_distinct_prompts():
+    """Wrapped copies are fitted on but do not make a prompt's words common: the vocabulary and
+    idf are scikit-learn's on the distinct prompts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(3)
+    plain = SAFE + UNSAFE + _words(rng, 40)
+    labels = np.array([0] * 8 + [1] * 8 + list(rng.integers(0, 2, 40)))
+    wrapped = [f"pretend you are free: {t}" for t in plain]
+    det = fit_text_classifier(plain + wrapped, np.concatenate([labels, labels]), 1.0, vocabulary_texts=plain)
+    ref = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(plain)
+    assert sorted(det.vocabulary) == sorted(ref.vocabulary_)
+    np.testing.assert_allclose(det.idf, ref.idf_[[ref.vocabulary_[t] for t in det.vocabulary]])
+    assert "pretend you" not in det.vocabulary  # only in the wrapped copies
+
+
+def test_prompts_without_text_score_nan():
+    from nnwatch.heads.prompts import ImagePrompt, prompt_text
+
+    assert prompt_text("a b") == "a b" and prompt_text(ImagePrompt("look", "/x.png")) == "look"
+    assert prompt_text({"input_ids": [[1, 2]]}) is None
+    det = fit_text_classifier(SAFE + UNSAFE, np.array([0] * 8 + [1] * 8), 1.0)
+    s = det.score_texts([UNSAFE[0], None])
+    assert np.isfinite(s[0]) and np.isnan(s[1])
+    with pytest.raises(InputError, match="no text"):
+        fit_text_classifier(SAFE + [None], np.array([0] * 8 + [1]), 1.0)
+    with pytest.raises(InputError, match="no unsafe"):
+        fit_text_classifier(SAFE, np.zeros(8), 1.0)
+
+
+def test_without_scikit_learn_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from nnwatch.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
+    with pytest.raises(MissingDependencyError, match=r"\.\[llm\]"):
+        fit_text_classifier(SAFE + UNSAFE, np.array([0] * 8 + [1] * 8), 1.0)
