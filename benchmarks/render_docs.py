@@ -72,23 +72,33 @@ _HEAD_SEARCH = ["nnwatch/heads/search.py", "nnwatch/heads/angles.py", "nnwatch/h
                 "nnwatch/eval/provenance.py", "benchmarks/language.sh", "benchmarks/reuse_search.py"]
 # Changes that cannot move a result's numbers, waived by their exact content: a result is not stale
 # for `path` when the file at its measurement is the file just before `commit` and the file now is
-# the file `commit` wrote. Any other change to the path makes it stale as before. Each says why.
+# the file `commit` wrote (`commit` may be a chain "first..last": the file before `first`, the file
+# `last` wrote, every change between waived for the reasons given). Any other change to the path
+# makes it stale as before. Each says why.
+_CLASSIFIER_STEMS = ("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead",
+                     "precision", "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector")
 UNMEASURED_CHANGES = [
-    (("detection", "fusion_study", "distributed", "kernels", "memory", "mobilenet_taps", "overhead", "precision",
-      "stream", "tap_budget", "perception_loop", "recordings", "objects", "public_detector"),
-     "nnwatch/profile/store.py", "ae7871f752a21b70f3817c915d274028065cfe11",
+    (_CLASSIFIER_STEMS, "nnwatch/_optional.py", "cf01fcc5908fb86de428b26f047aa79d17e38097",
+     "the message for a missing scikit-learn also names the language monitor's text baseline"),
+    (_CLASSIFIER_STEMS, "nnwatch/cli/commands.py", "cf01fcc5908fb86de428b26f047aa79d17e38097",
+     "nnwatch info says a text_tfidf detector reads the prompt's text (language detector files only)"),
+    (_CLASSIFIER_STEMS, "nnwatch/profile/store.py", "ae7871f752a21b70f3817c915d274028065cfe11",
      "load_profile refuses a file that does not start with a zip entry, and numpy's header-parser errors read as a "
      "damaged profile; these benchmarks load only profiles they wrote, which load as before"),
     (("smollm2_heads",), "nnwatch/heads/collect.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
      "a sweep also keeps each prompt's text (a tuple of the strings it was given); angles, states and timings are "
      "computed as before"),
-    (("smollm2_heads",), "nnwatch/heads/prompts.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
-     "adds prompt_text (an image prompt's text), which the search reads only to keep the texts"),
+    (("smollm2_heads",), "nnwatch/heads/prompts.py",
+     "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2..cf01fcc5908fb86de428b26f047aa79d17e38097",
+     "adds prompt_text (an image prompt's text, None for model inputs given as a dict), which the search reads "
+     "only to keep the texts"),
     (("smollm2_heads",), "nnwatch/heads/scores.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
      "registers the text baseline's detector kind; the head detectors the search writes are unchanged"),
-    (("smollm2_heads",), "benchmarks/language.sh", "83f1fe11faa89c7d8f7c0537de715037f1190aa9",
+    (("smollm2_heads",), "benchmarks/language.sh",
+     "83f1fe11faa89c7d8f7c0537de715037f1190aa9..cf01fcc5908fb86de428b26f047aa79d17e38097",
      "--search runs the same search command with --model smollm2 (its default) spelled out and the same "
-     "outputs; the rest of the script is the fit and evaluation after the search"),
+     "outputs; --model without a value is refused; the rest of the script is the fit and evaluation after "
+     "the search"),
     (("smollm2_heads",), "nnwatch/_io.py", "93eb99fc8358ff0a6f41af5fb10512c17518e38a",
      "an output named as a FIFO or character device is written in place; the search wrote regular files"),
 ]
@@ -285,8 +295,10 @@ def _waived(stem: str, revision: str, path: str) -> bool:
     for stems, waived_path, commit, _why in UNMEASURED_CHANGES:
         if stem not in stems or path != waived_path:
             continue
+        first, _, last = commit.partition("..")
         then = _git("rev-parse", f"{revision}:{path}").stdout.strip()
-        before, after = (_git("rev-parse", f"{commit}{suffix}:{path}").stdout.strip() for suffix in ("^", ""))
+        before = _git("rev-parse", f"{first}^:{path}").stdout.strip()
+        after = _git("rev-parse", f"{last or first}:{path}").stdout.strip()
         now = _git("hash-object", "--", path).stdout.strip()
         if then and then == before and now == after:
             return True
