@@ -144,3 +144,11 @@ def test_a_waived_change_keeps_a_result_fresh_only_while_the_file_is_exactly_wha
     commit("the waived content again")
     (results / "waived.json").write_text(json.dumps(dict(record, git={"revision": other_run, "dirty": False})))
     assert any(p.startswith("waived.json: measured at") for p in render.build()[2])
+    # a chain "first..last": from the file before `first` to the file `last` wrote, and only that
+    (results / "waived.json").write_text(json.dumps(record))  # measured at run_at: "A = 1"
+    measured.write_text("A = 1  # a second comment\n")
+    last = commit("a second waived change")
+    monkeypatch.setattr(render, "UNMEASURED_CHANGES", [(("waived",), "measured.py", f"{change}..{last}", "comments")])
+    assert not any(p.startswith("waived.json") for p in render.build()[2])
+    monkeypatch.setattr(render, "UNMEASURED_CHANGES", [(("waived",), "measured.py", change, "a comment")])
+    assert any(p.startswith("waived.json: measured at") for p in render.build()[2])  # the first link alone: stale
