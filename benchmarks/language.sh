@@ -21,7 +21,9 @@ MODEL=smollm2
 while [ $# -gt 0 ]; do
   case "$1" in
     --search) SEARCH=1 ;;
-    --model) MODEL=${2:?--model takes smollm2 or gemma3-270m}; shift ;;
+    --model)
+      if [ $# -lt 2 ]; then echo "language.sh: --model needs a value (accepted: smollm2, gemma3-270m)" >&2; exit 2; fi
+      MODEL=$2; shift ;;
     *) echo "language.sh: unknown argument $1 (accepted: --search, --model smollm2|gemma3-270m)" >&2; exit 2 ;;
   esac
   shift
