@@ -95,10 +95,14 @@ UNMEASURED_CHANGES = [
     (("smollm2_heads",), "nnwatch/heads/scores.py", "ff3e1d02f074a32624b5a2fc31c58a41e49e44b2",
      "registers the text baseline's detector kind; the head detectors the search writes are unchanged"),
     (("smollm2_heads",), "benchmarks/language.sh",
-     "83f1fe11faa89c7d8f7c0537de715037f1190aa9..cf01fcc5908fb86de428b26f047aa79d17e38097",
+     "83f1fe11faa89c7d8f7c0537de715037f1190aa9..a42bdc9e9959c2e758b72e83c8cd73f9b876fa0b",
      "--search runs the same search command with --model smollm2 (its default) spelled out and the same "
      "outputs; --model without a value is refused; the rest of the script is the fit and evaluation after "
      "the search"),
+    (("heads_bench", "heads_evaluation", "heads_fit", "heads_bench_gemma3", "heads_evaluation_gemma3",
+      "heads_fit_gemma3", "gemma3_heads", "language_start"), "benchmarks/language.sh",
+     "a42bdc9e9959c2e758b72e83c8cd73f9b876fa0b",
+     "--model without a value is refused with exit 2 before any work; a run given a value runs as before"),
     (("smollm2_heads",), "nnwatch/_io.py", "93eb99fc8358ff0a6f41af5fb10512c17518e38a",
      "an output named as a FIFO or character device is written in place; the search wrote regular files"),
 ]
