@@ -182,6 +182,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
     from ..heads.guard import guarded_generate
     from ..heads.language_monitor import LanguageMonitor
 
+    if not args.prompt.strip():  # the encoder refuses it too, but only after the model has loaded
+        raise InputError("empty prompt: give at least one non-space character")
     det = load_detector(args.detector)
     if args.decision is not None and args.decision not in det.detectors:
         raise InputError(f"--decision {args.decision}: this file has {sorted(det.detectors)}")

@@ -34,6 +34,9 @@ class ImagePrompt:
         return ImagePrompt(text, self.image)
 
 
+JSONL_FORMAT = 'prompt files are JSONL: one JSON object per line, e.g. {"prompt": "...", "label": 0}'
+
+
 def prompt_text(prompt: object) -> str | None:
     """The text of a prompt (an image prompt's text; its image is not read).
 
@@ -171,13 +174,17 @@ def load_prompts(*paths: str | os.PathLike, label: int | None = None) -> PromptS
         path = Path(path)
         if not path.is_file():
             raise InputError(f"prompt file {path} does not exist")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text; {JSONL_FORMAT}") from None
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from None
+                raise InputError(f"{path}:{n}: not JSON ({exc.msg}); {JSONL_FORMAT}") from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
                 raise InputError(f"{path}:{n}: needs a non-empty string field 'prompt'")
             y = row.get("label", label)

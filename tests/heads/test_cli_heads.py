@@ -253,3 +253,29 @@ def test_bad_prompt_files_are_named(tmp_path, tiny_llama_dir, capsys):
     code = main(["heads", "search", "--prompts", str(bad), "--out", str(tmp_path / "d.json"),
                  "--model", str(tiny_llama_dir), "--quiet"])
     assert code == 2 and "bad.jsonl:2: needs a non-empty string field 'prompt'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"# a README, not JSONL\n", "notes.jsonl:1: not JSON"),
+    (b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe", "notes.jsonl: not UTF-8 text"),
+])
+def test_a_file_that_is_not_jsonl_is_refused_saying_what_a_prompt_file_is(tmp_path, capsys, content, message):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_bytes(content)
+    out = tmp_path / "s.csv"
+    out.write_text("keep\n")
+    assert main(["screen", "smollm2", "--data", str(notes), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "one JSON object per line" in err and "Traceback" not in err, err
+    assert out.read_text() == "keep\n"
+
+
+def test_guard_refuses_an_empty_prompt_before_loading_any_model(tmp_path, capsys, monkeypatch):
+    import nnwatch.heads.detector_file as detector_file
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the detector was loaded before the prompt was checked")
+
+    monkeypatch.setattr(detector_file, "load_detector", no_loading)
+    assert main(["heads", "guard", "smollm2", "--prompt", "  "]) == 2
+    assert "empty prompt" in capsys.readouterr().err
