@@ -266,7 +266,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             n_skipped += len(passed)
             if x is None:  # frames skipped after the last batch (the source then checks it read any)
                 continue
-            v = mon.score(x, batch_size=args.batch_size)
+            v = mon.score(x, batch_size=args.batch_size, members="all")  # every member's score in the rows
             update = None if stream is None else stream.update(v)
             by_frame: dict[int, list[dict[str, Any]]] = {}
             for r in v.object_rows():

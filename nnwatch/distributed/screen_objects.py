@@ -82,7 +82,7 @@ class ObjectScreenActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.stack(list(batch["x"])) if batch["x"].dtype == object else batch["x"]
-        return object_table(self.monitor.score(np.asarray(x, np.float32)), batch["id"])
+        return object_table(self.monitor.score(np.asarray(x, np.float32), members="all"), batch["id"])
 
 
 def screen_objects_ray(model: str | os.PathLike, state: str | os.PathLike, dataset: Any, out_dir: str | os.PathLike,

@@ -232,7 +232,7 @@ def evaluate_objects(monitor: ObjectMonitor, clean: np.ndarray, sets: dict[str, 
         ``clean`` (frames, flagged share, objects) and ``sets`` (name -> metrics).
     """
     kind = monitor.layout.class_scores
-    vc = monitor.score(clean, batch_size)
+    vc = monitor.score(clean, batch_size, members="all")
     base_c = _baseline_scores(vc, kind)
     known_c = (match_objects(vc.objects, clean_drawn) == 0) if clean_drawn is not None else np.zeros(len(vc.objects), bool)
     out: dict = {"clean": {"frames": int(len(clean)), "frames_flagged": float(vc.frame_flag.mean()),
@@ -240,7 +240,7 @@ def evaluate_objects(monitor: ObjectMonitor, clean: np.ndarray, sets: dict[str, 
                            "objects_p_at_alpha": float((vc.object_p <= monitor.alpha_).mean()) if len(vc.objects) else None},
                  "sets": {}, "verdicts": {"clean": vc}}
     for name, (x, drawn) in sets.items():
-        v = monitor.score(x, batch_size)
+        v = monitor.score(x, batch_size, members="all")
         base = _baseline_scores(v, kind)
         row: dict = {"frames": int(len(x)), "frames_flagged": float(v.frame_flag.mean()),
                      "frame_auroc": {"fused": auroc(-np.log(vc.frame_p), -np.log(v.frame_p))}}

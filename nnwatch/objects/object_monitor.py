@@ -65,7 +65,8 @@ class ObjectVerdicts:
     members : numpy.ndarray
         float64 ``(M, D)`` member scores, columns :attr:`member_names`.
     member_names : list of str
-        Member detectors.
+        The member detectors that ran (by default those of the fused verdict;
+        :meth:`ObjectMonitor.score`).
     frame_p : numpy.ndarray
         float64 ``(F,)`` frame p-values.
     frame_flag : numpy.ndarray
@@ -292,12 +293,12 @@ class ObjectMonitor:
         self.image_ = MemberScorer([IMAGE_MEMBER]).fit(c["frame_layers"], np.zeros(c["n_frames"], np.int64), 1)
         return self
 
-    def _scores(self, c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(self, c: dict[str, Any], only: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         logits = c["logits"]
         if logits.shape[1] != self.n_classes_:
             logits = np.zeros((len(c["cls"]), self.n_classes_), np.float32)
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
-        objects = self.objects_.score(c["layers"], logits, cls)
+        objects = self.objects_.score(c["layers"], logits, cls, only=only)
         image = self.image_.score(c["frame_layers"], np.zeros((c["n_frames"], 1), np.float32),
                                   np.zeros(c["n_frames"], np.int64))[:, 0]
         return objects, image
@@ -429,6 +430,11 @@ class ObjectMonitor:
         self.alpha_, self.seed_ = float(alpha), int(seed)
         self.min_class_samples_ = None if pooled else int(min_class_samples)
 
+    def _fused_columns(self) -> list[int]:
+        """Indices in :attr:`members` of the fused verdict's members, in member order."""
+        fused = set(self.fused_members_)
+        return [k for k, m in enumerate(self.members) if m in fused]
+
     def _object_p(self, scores: np.ndarray, cls: np.ndarray) -> np.ndarray:
         if len(cls) == 0:
             return np.zeros(0)
@@ -438,7 +444,7 @@ class ObjectMonitor:
         p, _ = conformal_p_values(t[:, None], cls, self.fused_tables_)
         return p[:, 0]
 
-    def score(self, x: object, batch_size: int = 64) -> ObjectVerdicts:
+    def score(self, x: object, batch_size: int = 64, members: str = "fused") -> ObjectVerdicts:
         """Verdicts for a batch of frames.
 
         Parameters
@@ -447,24 +453,37 @@ class ObjectMonitor:
             Frames ``(B, C, H, W)``.
         batch_size : int
             Frames per call.
+        members : {"fused", "all"}
+            Member detectors to run: ``"fused"`` (the default) runs only the members of the
+            fused verdict, the only ones the verdicts depend on; ``"all"`` runs every member, for
+            evaluation and for screening output that reports each member's score. The verdicts
+            are the same either way; ``members`` and ``member_names`` hold the members that ran.
 
         Returns
         -------
         ObjectVerdicts
             The object and frame tables.
+
+        Raises
+        ------
+        InputError
+            Bad frames, or ``members`` neither ``"fused"`` nor ``"all"``.
         """
         if not hasattr(self, "frames_"):
             raise NotFittedError("calibrate the object monitor on clean frames before scoring")
+        if members not in ("fused", "all"):
+            raise InputError(f"members must be 'fused' or 'all', got {members!r}")
         arr = self._check(x)
+        ran = list(range(len(self.members))) if members == "all" else self._fused_columns()
         c = self._collect(arr, batch_size, "scoring (frames)", False)
-        objects, image = self._scores(c)
+        objects, image = self._scores(c, only=ran)
         cls = np.clip(c["cls"], 0, self.n_classes_ - 1)
         p_obj = self._object_p(objects, cls)
         image_p = _image_p(self.image_reference_, image)
         stat = frame_minimum(p_obj, c["frame"], image_p)
         frame_p = self.frames_.p_values(stat)
-        return ObjectVerdicts(objects=c["det"], object_p=p_obj, object_flag=self.frames_.flags(p_obj), members=objects,
-                              member_names=list(self.members), frame_p=frame_p,
+        return ObjectVerdicts(objects=c["det"], object_p=p_obj, object_flag=self.frames_.flags(p_obj),
+                              members=objects[:, ran], member_names=[self.members[k] for k in ran], frame_p=frame_p,
                               frame_flag=frame_p <= self.frames_.alpha, image_p=image_p,  # FrameCalibration.flags
                               image_only=np.bincount(c["frame"], minlength=c["n_frames"]) == 0,
                               frame_statistic=np.asarray(stat, np.float64),

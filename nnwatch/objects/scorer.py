@@ -88,7 +88,8 @@ class MemberScorer:
         self.detectors_: list[Detector] = [make_detector(name, **params).fit(profile) for name, params in self.specs]
         return self
 
-    def score(self, layers: Sequence[np.ndarray], logits: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    def score(self, layers: Sequence[np.ndarray], logits: np.ndarray, pred: np.ndarray,
+              only: Sequence[int] | None = None) -> np.ndarray:
         """Every member's score of every vector (higher = more anomalous).
 
         Parameters
@@ -100,18 +101,32 @@ class MemberScorer:
             feature members are meaningful).
         pred : numpy.ndarray
             int64 ``(M,)`` predicted classes.
+        only : sequence of int, optional
+            Columns (member indices) to compute; the others are NaN, and their detectors do not
+            run. Default: every member.
 
         Returns
         -------
         numpy.ndarray
             float64 ``(M, members)``.
+
+        Raises
+        ------
+        InputError
+            A column in ``only`` that is not a member's index.
         """
         if not hasattr(self, "profile_"):
             raise NotFittedError("fit the member scorer on trusted objects first")
+        columns = range(len(self.members)) if only is None else sorted(set(int(k) for k in only))
+        if any(not 0 <= k < len(self.members) for k in columns):
+            raise InputError(f"member columns must lie in [0, {len(self.members)}), got {list(only or [])}")
         m = int(pred.shape[0])
+        out = np.full((m, len(self.members)), np.nan)
         if m == 0:
-            return np.zeros((0, len(self.members)))
+            return out
         layers = [np.ascontiguousarray(a, np.float32) for a in layers]
         view = BatchView(np.ascontiguousarray(logits, np.float32), pack_layers(layers), self.offsets_,
                          pred=np.ascontiguousarray(pred, np.int64), tables=self.tables_)
-        return np.stack([np.asarray(d.score(view), np.float64) for d in self.detectors_], axis=1)
+        for k in columns:
+            out[:, k] = self.detectors_[k].score(view)
+        return out

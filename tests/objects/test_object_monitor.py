@@ -135,6 +135,43 @@ def test_a_frame_is_flagged_exactly_when_an_object_or_its_image_term_is(monitor,
     assert len(v.object_rows()) == len(v.objects)
 
 
+def test_the_live_call_runs_only_the_fused_members_and_gives_the_same_verdicts(monitor, detector):
+    from nnwatch.eval.scenes import make_scenes
+
+    d = detector["digits"]
+    x = make_scenes(d.x, d.y, 40, seed=7, size=64, scale=(16, 24), anomaly="unknown", others=d.x[:20] * 0.5).images
+    fused_only = ["mahalanobis", "msp"]
+    saved = dict(monitor.__dict__)  # the module's monitor is shared: recalibrated here, restored after
+    try:
+        c = monitor._collect(monitor._check(x[:20]), 64, "", False)
+        objects, _ = monitor._scores(c)
+        half = len(c["cls"]) // 2
+        cls = np.clip(c["cls"], 0, monitor.n_classes_ - 1)
+        monitor.set_object_calibration(objects[:half], cls[:half], monitor.image_reference_, 0.1, 0, None,
+                                       fused_members=fused_only)
+        calls = {m: 0 for m in monitor.members}
+        for name, det in zip(monitor.members, monitor.objects_.detectors_):
+            def counted(view, _f=det.score, _n=name):
+                calls[_n] += 1
+                return _f(view)
+            det.score = counted
+        try:
+            live, every = monitor.score(x), monitor.score(x, members="all")
+        finally:
+            for det in monitor.objects_.detectors_:
+                del det.score
+        assert live.member_names == fused_only and every.member_names == monitor.members
+        assert {m: n for m, n in calls.items() if n} == {m: 2 if m in fused_only else 1 for m in monitor.members}
+        np.testing.assert_array_equal(live.object_p, every.object_p)
+        np.testing.assert_array_equal(live.frame_p, every.frame_p)
+        np.testing.assert_array_equal(live.members, every.members[:, [monitor.members.index(m) for m in fused_only]])
+        with pytest.raises(InputError, match="members must be 'fused' or 'all'"):
+            monitor.score(x, members="some")
+    finally:
+        monitor.__dict__.clear()
+        monitor.__dict__.update(saved)
+
+
 def test_member_scores_equal_the_feature_detector_path(monitor, detector):
     from nnwatch.monitor.on_features import FeatureDetector
 
