@@ -71,8 +71,11 @@ def layout_hint(path: Any) -> str | None:
     if not any(len(s) == 3 for s in shapes):
         return None
     fit = fitting_presets(shapes)
-    if fit:
-        return f"an object detector? add --layout {fit[0]} (presets that fit these outputs: {', '.join(fit)})"
+    if len(fit) == 1:
+        return f"an object detector? add --layout {fit[0]} (the preset that fits these outputs)"
+    if fit:  # the shapes cannot tell them apart (YOLOv5's boxes are pixels, YOLOX's grid offsets): the user must
+        return (f"an object detector? add --layout with the preset of its family; presets that fit these outputs: "
+                f"{', '.join(fit)} (they read the same shapes differently; the README's section on object detectors says how)")
     return "an object detector? add --layout SPEC.json naming its outputs (no preset fits them)"
 
 

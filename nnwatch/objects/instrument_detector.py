@@ -158,7 +158,8 @@ def instrument_detector(source: str | os.PathLike | bytes | onnx.ModelProto, lay
         chosen = list(dict.fromkeys(layers))
         for t in chosen:
             if t not in types:
-                raise unknown_name("tensor", t, candidates)
+                error = unknown_name("tensor", t, candidates)
+                raise InputError(f"{error}; or layers 'auto' (the default) or 'per-scale'") from None
             if len(_dims(types[t])) != 4:
                 raise InputError(f"tensor {t} has shape {_dims(types[t])}; per-object features need (B, C, H, W) maps")
     added, channels = [], []

@@ -98,6 +98,15 @@ class OutputLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "outputs", tuple(self.outputs))  # lists from JSON compare equal to tuples
         object.__setattr__(self, "grid_strides", tuple(self.grid_strides))
+        for name in ("score_threshold", "iou"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"layout {name} must be a number in [0, 1], got {value!r}")
+        for name in ("values_last", "objectness", "normalized"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"layout {name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.name, str) or any(not isinstance(o, str) for o in self.outputs):
+            raise InputError(f"layout name and outputs must be text, got {self.name!r} and {list(self.outputs)}")
         if self.kind not in KINDS:
             raise InputError(f"layout kind must be one of {KINDS}, got {self.kind!r}")
         if self.box_format not in BOX_FORMATS:
@@ -106,7 +115,7 @@ class OutputLayout:
             raise InputError(f"layout class_scores must be one of {CLASS_SCORES}, got {self.class_scores!r}")
         if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 <= self.iou <= 1.0:
             raise InputError(f"layout score_threshold and iou must lie in [0, 1], got {self.score_threshold}, {self.iou}")
-        if not isinstance(self.max_det, int) or self.max_det < 1:
+        if isinstance(self.max_det, bool) or not isinstance(self.max_det, int) or self.max_det < 1:
             raise InputError(f"layout max_det must be an integer >= 1, got {self.max_det!r}")
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.grid_strides):
             raise InputError(f"layout grid_strides must be whole numbers >= 1, got {list(self.grid_strides)}")

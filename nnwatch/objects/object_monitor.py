@@ -182,8 +182,11 @@ class ObjectMonitor:
         self.members = wanted
         self.max_samples = int(max_samples)
         self._names = list(manifest.outputs) + list(manifest.maps)
-        dim = self.session.get_inputs()[0].shape[0]
+        shape = self.session.get_inputs()[0].shape
+        dim = shape[0]
         self.fixed_batch: int | None = dim if isinstance(dim, int) and dim > 0 else None  # None: any batch
+        channels = shape[1] if len(shape) == 4 else None
+        self.channels: int | None = channels if isinstance(channels, int) and channels > 0 else None  # None: any
 
     @staticmethod
     def _read(path: str | os.PathLike) -> bytes:
@@ -194,10 +197,15 @@ class ObjectMonitor:
             raise InputError(f"cannot read detector {path}: {e.strerror}") from None
 
     def _check(self, x: object) -> np.ndarray:
+        """Frames as float32 ``(B, C, H, W)`` of the detector's input size and channels (numbers of
+        any real dtype are cast, as the classifier monitor casts its inputs).
+        """
         arr = np.asarray(x)
         h, w = self.manifest.input_size
-        if arr.ndim != 4 or arr.shape[2:] != (h, w) or arr.dtype.kind != "f":
-            raise InputError(f"frames must be float (B, C, {h}, {w}), got {arr.dtype} {arr.shape}")
+        c = self.channels if self.channels is not None else "C"
+        if (arr.ndim != 4 or arr.shape[2:] != (h, w) or arr.dtype.kind not in "fiu"
+                or (self.channels is not None and arr.shape[1] != self.channels)):
+            raise InputError(f"frames must be numbers (B, {c}, {h}, {w}), got {arr.dtype} {arr.shape}")
         return np.ascontiguousarray(arr, np.float32)
 
     def infer(self, x: object) -> tuple[Detections, list[np.ndarray]]:

@@ -82,7 +82,11 @@ def digest(path):
      r"needs one \(B, K, 6\) output.*Outputs found: .*Presets that fit: yolov8"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolo5", "--out", "{d}/x.onnx"], "layout 'yolo5' not found"),
     (["instrument", "{d}/plain.onnx", "--out", "{d}/x.onnx"],  # no --layout: told which preset fits
-     r"\(batch, classes\) logits; an object detector\? add --layout yolov8 \(presets that fit these outputs: yolov8\)"),
+     r"\(batch, classes\) logits; an object detector\? add --layout yolov8 \(the preset that fits these outputs\)"),
+    (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--layers", "per-scal", "--out", "{d}/x.onnx"],
+     r"tensor 'per-scal' not found; available: .*; or layers 'auto' \(the default\) or 'per-scale'"),
+    (["profile", "{d}/det.onnx", "--data", "npz:{d}/rgb.npz", "--out", "{d}/o.npz"],
+     r"frames must be numbers \(B, 1, 64, 64\), got float32 \(4, 3, 64, 64\)"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--out", "{d}/plain.onnx"], "would destroy the input"),
     (["instrument", "{d}/plain.onnx", "--layout", "yolov8", "--reduction", "max", "--out", "{d}/x.onnx"],
      "--reduction is for classifiers"),
@@ -97,6 +101,8 @@ def digest(path):
 ])
 def test_mistakes_exit_2_and_leave_files_alone(files, capsys, args, message):
     d = files
+    if not (d / "rgb.npz").exists():  # frames of three channels for a one-channel detector
+        np.savez(d / "rgb.npz", x=np.zeros((4, 3, 64, 64), np.float32))
     if not (d / "det.onnx").exists():
         main(["instrument", str(d / "plain.onnx"), "--layout", "yolov8", "--out", str(d / "det.onnx")])
         main(["profile", str(d / "det.onnx"), "--data", f"npz:{d / 'trusted.npz'}", "--out", str(d / "obj.npz"),
@@ -322,3 +328,20 @@ def test_no_separate_fuses_every_member_and_conflicts_with_fuse(files, capsys):
     code, text = run(capsys, "calibrate", d / "det.onnx", d / "obj.npz", "--data", f"npz:{d / 'clean.npz'}",
                      "--no-separate", "--fuse", "knn", "--out", d / "both.npz")
     assert code == 2 and "--no-separate and --fuse both choose the fused members" in text and not (d / "both.npz").exists()
+
+
+def test_outputs_that_several_presets_fit_name_them_all_and_recommend_none(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # YOLOv5's and YOLOX's heads have one shape, (B, N, 5 + C), and read it differently
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3549, 85])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3549, 85])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "head", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "head.onnx")
+    code, text = run(capsys, "instrument", tmp_path / "head.onnx", "--out", tmp_path / "x.onnx")
+    assert code == 2, text
+    assert re.search(r"add --layout with the preset of its family; presets that fit these outputs: yolov5, yolox", text), text
+    assert not (tmp_path / "x.onnx").exists()

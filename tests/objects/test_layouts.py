@@ -152,6 +152,11 @@ def test_spec_files(tmp_path):
     ({"preset": "yolox", "grid_strides": [8, 0]}, "grid_strides must be whole numbers >= 1"),
     ({"preset": "nms", "objectness": True}, "describe raw heads"),
     ({"preset": "yolox", "box_format": "xyxy"}, "set box_format 'cxcywh'"),
+    ({"preset": "yolov8", "iou": "high"}, "layout iou must be a number in \\[0, 1\\], got 'high'"),
+    ({"preset": "yolov8", "score_threshold": None}, "layout score_threshold must be a number"),
+    ({"preset": "yolov8", "values_last": "yes"}, "layout values_last must be true or false, got 'yes'"),
+    ({"preset": "yolov8", "max_det": True}, "max_det must be an integer >= 1"),
+    ({"preset": "yolov8", "outputs": [3]}, "layout name and outputs must be text"),
 ])
 def test_bad_layouts_are_refused(spec, message):
     with pytest.raises(InputError, match=message):

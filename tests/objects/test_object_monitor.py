@@ -190,8 +190,19 @@ def test_member_scores_equal_the_feature_detector_path(monitor, detector):
 
 
 def test_bad_frames_are_refused(monitor):
-    with pytest.raises(InputError, match=r"frames must be float \(B, C, 64, 64\)"):
+    with pytest.raises(InputError, match=r"frames must be numbers \(B, 1, 64, 64\), got float32 \(2, 1, 32, 32\)"):
         monitor.score(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(InputError, match=r"frames must be numbers \(B, 1, 64, 64\), got float32 \(2, 3, 64, 64\)"):
+        monitor.fit(np.zeros((2, 3, 64, 64), np.float32))  # refused before onnxruntime sees them
+    with pytest.raises(InputError, match=r"frames must be numbers .* got <U1"):
+        monitor.score(np.full((2, 1, 64, 64), "a"))
+
+
+def test_integer_frames_are_cast_as_the_classifier_monitor_casts_them(monitor, detector):
+    x = (detector["scenes"].images[:6] * 255).round()
+    a, b = monitor.score(x.astype(np.uint8)), monitor.score(x.astype(np.float32))
+    np.testing.assert_array_equal(a.frame_p, b.frame_p)
+    np.testing.assert_array_equal(a.objects.boxes, b.objects.boxes)
 
 
 def test_a_plain_model_is_refused(detector):
