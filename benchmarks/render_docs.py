@@ -82,6 +82,8 @@ _LANGUAGE_STEMS = ("heads_bench", "heads_evaluation", "heads_fit", "heads_bench_
 _NOT_OBJECT_STEMS = tuple(s for s in _CLASSIFIER_STEMS if s not in ("objects", "public_detector")) + ("reliability",)
 _LIVE_OBJECT_MEMBERS = ("object detectors only (no classifier benchmark or the crash-safety tests import the object "
                         "monitor): the live object call runs only the fused verdict's members")
+_DETECTOR_REFUSALS = ("and detector input refused before onnxruntime sees it (wrong channel count, layout fields of "
+                      "the wrong type), integer frames cast, clearer layout hints")
 UNMEASURED_CHANGES = [
     (_CLASSIFIER_STEMS, "nnwatch/_optional.py", "cf01fcc5908fb86de428b26f047aa79d17e38097",
      "the message for a missing scikit-learn also names the language monitor's text baseline"),
@@ -116,16 +118,20 @@ UNMEASURED_CHANGES = [
     (("readme_timings",), "tests/heads/test_cli_heads.py", "70043f9a7b6bb7d7f1ead7e55fc769f6dceca868",
      "adds three tests of those refusals, under 0.5 s together on this machine, below the 1 s the README "
      "rounds the suite's time to"),
-    (_NOT_OBJECT_STEMS, "nnwatch/cli/objects.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa",
-     _LIVE_OBJECT_MEMBERS),
+    (_NOT_OBJECT_STEMS, "nnwatch/cli/objects.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa..2d1fa89ee9767e4dd69f884e8ff3c6b47d5557ab",
+     _LIVE_OBJECT_MEMBERS + "; " + _DETECTOR_REFUSALS),
     (_NOT_OBJECT_STEMS, "nnwatch/distributed/screen_objects.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa",
      _LIVE_OBJECT_MEMBERS),
     (_NOT_OBJECT_STEMS, "nnwatch/objects/evaluation.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa",
      _LIVE_OBJECT_MEMBERS),
-    (_NOT_OBJECT_STEMS, "nnwatch/objects/object_monitor.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa",
-     _LIVE_OBJECT_MEMBERS),
+    (_NOT_OBJECT_STEMS, "nnwatch/objects/object_monitor.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa..2d1fa89ee9767e4dd69f884e8ff3c6b47d5557ab",
+     _LIVE_OBJECT_MEMBERS + "; " + _DETECTOR_REFUSALS),
     (_NOT_OBJECT_STEMS, "nnwatch/objects/scorer.py", "16409fbc6ecde225c14b7e718d44ac1df73562aa",
      _LIVE_OBJECT_MEMBERS),
+    (_NOT_OBJECT_STEMS, "nnwatch/objects/layouts.py", "2d1fa89ee9767e4dd69f884e8ff3c6b47d5557ab",
+     _DETECTOR_REFUSALS),
+    (_NOT_OBJECT_STEMS, "nnwatch/objects/instrument_detector.py", "2d1fa89ee9767e4dd69f884e8ff3c6b47d5557ab",
+     _DETECTOR_REFUSALS),
     (("smollm2_heads",), "nnwatch/_io.py", "93eb99fc8358ff0a6f41af5fb10512c17518e38a",
      "an output named as a FIFO or character device is written in place; the search wrote regular files"),
 ]
